@@ -1,0 +1,47 @@
+# Kafka Ingress — every target does its own set-up; a second run re-downloads nothing.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+PY_STAMP    := $(VENV)/.installed
+KAFKA_LIBS  := .cache/kafka/libs
+KAFKA_STAMP := .cache/kafka/.fetched
+PYTEST_ARGS ?=
+
+.PHONY: setup check test test-unit dev bench soak clean
+
+setup: $(PY_STAMP) $(KAFKA_STAMP)
+
+$(PY_STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required (set PYTHON=...)")'
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	@touch $@
+
+# Kafka broker jars from Maven Central, copied into a git-ignored cache folder.
+$(KAFKA_STAMP): infra/kafka/pom.xml
+	@command -v java >/dev/null || { echo "Java 17+ is required to run the Kafka broker" >&2; exit 1; }
+	@command -v mvn >/dev/null || { echo "Maven is required to fetch the Kafka broker jars" >&2; exit 1; }
+	rm -rf $(KAFKA_LIBS)
+	mvn --batch-mode --quiet -f infra/kafka/pom.xml dependency:copy-dependencies \
+		-DincludeScope=runtime -DoutputDirectory=$(CURDIR)/$(KAFKA_LIBS)
+	@touch $@
+
+check: $(PY_STAMP)
+	$(BIN)/ruff check adapter handlers tests bench
+	$(BIN)/ruff format --check adapter handlers tests bench
+	$(BIN)/mypy
+
+test: setup check
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+test-unit: $(PY_STAMP)
+	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
+
+dev: setup
+	$(BIN)/kafka-ingress dev
+
+bench: setup
+	$(BIN)/python -m bench $(BENCH_ARGS)
+
+clean:
+	rm -rf $(VENV) .cache .mypy_cache .ruff_cache .pytest_cache .hypothesis

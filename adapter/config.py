@@ -1,0 +1,258 @@
+"""Settings: one TOML file plus environment variables, validated before any I/O.
+
+The Kafka cluster tables use exactly the shape of Restate's ``restate.toml``::
+
+    [[ingress.kafka-clusters]]
+    name = "my-cluster"
+    brokers = ["PLAINTEXT://broker:9092"]
+    "security.protocol" = "SASL_SSL"      # any further librdkafka option, quoted
+
+so an existing restate.toml Kafka section works unchanged. The same list can come from the
+environment variable ``KAFKA_INGRESS_KAFKA_CLUSTERS`` (Restate's own
+``RESTATE_INGRESS__KAFKA_CLUSTERS`` is accepted too) in TOML inline syntax::
+
+    KAFKA_INGRESS_KAFKA_CLUSTERS='[{name="local", brokers=["PLAINTEXT://127.0.0.1:9092"]}]'
+
+Every problem becomes one :class:`~adapter.errors.ConfigError` naming the key and what is
+expected; no traceback from TOML or pydantic reaches the user.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import pydantic
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from adapter.errors import ConfigError
+
+__all__ = [
+    "CLUSTERS_ENV",
+    "AdminSettings",
+    "DynamoSettings",
+    "KafkaCluster",
+    "LimitSettings",
+    "Settings",
+    "load_settings",
+    "parse_clusters_env",
+]
+
+CLUSTERS_ENV = "KAFKA_INGRESS_KAFKA_CLUSTERS"
+_RESTATE_CLUSTERS_ENV = "RESTATE_INGRESS__KAFKA_CLUSTERS"
+CONFIG_FILE_ENV = "KAFKA_INGRESS_CONFIG_FILE"
+
+_BROKER_RE = re.compile(
+    r"^(?:(?P<scheme>[A-Za-z_]+)://)?(?P<host>\[[^\]]+\]|[^:/\s]+):(?P<port>\d+)$"
+)
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+
+
+class KafkaCluster(BaseModel):
+    """One ``[[ingress.kafka-clusters]]`` table: a name, brokers and librdkafka options."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    brokers: tuple[str, ...] = Field(min_length=1)
+
+    @field_validator("brokers")
+    @classmethod
+    def _check_brokers(cls, brokers: tuple[str, ...]) -> tuple[str, ...]:
+        for broker in brokers:
+            if not _BROKER_RE.match(broker):
+                raise ValueError(f"broker {broker!r} is not of the form [PROTOCOL://]host:port")
+        return brokers
+
+    @property
+    def bootstrap_servers(self) -> list[str]:
+        """host:port pairs, the listener scheme stripped (as librdkafka does)."""
+        out = []
+        for broker in self.brokers:
+            match = _BROKER_RE.match(broker)
+            assert match is not None  # validated above
+            out.append(f"{match['host']}:{match['port']}")
+        return out
+
+    @property
+    def options(self) -> dict[str, str]:
+        """The extra librdkafka options of this cluster, as strings."""
+        extra = self.model_extra or {}
+        return {k: _option_str(k, v) for k, v in extra.items()}
+
+
+def _option_str(key: str, value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str | int | float):
+        return str(value)
+    raise ValueError(f"option {key!r} must be a string, number or boolean")
+
+
+class IngressSection(_Section):
+    kafka_clusters: tuple[KafkaCluster, ...] = Field(default=(), alias="kafka-clusters")
+
+
+class DynamoSettings(_Section):
+    endpoint_url: str | None = Field(default=None, alias="endpoint-url")
+    region: str = "us-east-1"
+    table_prefix: str = Field(
+        default="kafka-ingress-", alias="table-prefix", pattern=r"^[A-Za-z0-9_.-]*$"
+    )
+
+
+class AdminSettings(_Section):
+    bind_address: str = Field(default="127.0.0.1:9070", alias="bind-address")
+    token: str | None = Field(default=None, min_length=16)
+    # Without a token the API is open; that is only accepted silently in local dev.
+    allow_open: bool = Field(default=False, alias="allow-open")
+
+    @field_validator("bind_address")
+    @classmethod
+    def _check_bind(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
+            raise ValueError(f"{value!r} is not host:port")
+        return value
+
+
+class LimitSettings(_Section):
+    max_in_flight: int = Field(default=256, ge=1, le=100_000, alias="max-in-flight")
+    max_buffered_per_partition: int = Field(
+        default=1000, ge=1, le=1_000_000, alias="max-buffered-per-partition"
+    )
+    max_record_bytes: int = Field(default=6 * 1024 * 1024, ge=1, alias="max-record-bytes")
+    invocation_timeout_ms: int = Field(default=30_000, ge=1, alias="invocation-timeout-ms")
+    drain_timeout_ms: int = Field(default=30_000, ge=0, alias="drain-timeout-ms")
+    ledger_retention_days: float = Field(default=7.0, gt=0, alias="ledger-retention-days")
+    subscription_refresh_ms: int = Field(default=2_000, ge=100, alias="subscription-refresh-ms")
+
+
+class Settings(_Section):
+    ingress: IngressSection = IngressSection()
+    dynamodb: DynamoSettings = DynamoSettings()
+    admin: AdminSettings = AdminSettings()
+    limits: LimitSettings = LimitSettings()
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        default="INFO", alias="log-level"
+    )
+
+    @property
+    def clusters(self) -> dict[str, KafkaCluster]:
+        return {c.name: c for c in self.ingress.kafka_clusters}
+
+
+def _loc(loc: tuple[int | str, ...]) -> str:
+    """Render an error location as the key the user wrote: ``ingress.kafka-clusters[0].name``."""
+    parts: list[str] = []
+    for item in loc:
+        if isinstance(item, int):
+            parts[-1:] = [f"{parts[-1] if parts else ''}[{item}]"]
+        else:
+            parts.append(str(item).replace("_", "-") if "." not in str(item) else f'"{item}"')
+    return ".".join(parts)
+
+
+def _validation_message(source: str, exc: pydantic.ValidationError) -> str:
+    first = exc.errors()[0]
+    key = _loc(first["loc"]) or "(top level)"
+    msg = first["msg"]
+    if first["type"] == "extra_forbidden":
+        msg = "unknown key (check the spelling; see docs/configuration.md)"
+    elif first["type"] == "missing":
+        msg = "required key is missing"
+    more = len(exc.errors()) - 1
+    suffix = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
+    return f"{source}: key {key!r}: {msg}{suffix}"
+
+
+def parse_clusters_env(value: str, *, name: str = CLUSTERS_ENV) -> list[dict[str, Any]]:
+    """Parse a TOML inline array of tables, e.g. ``[{name="a", brokers=["h:1"]}]``."""
+    try:
+        parsed = tomllib.loads(f"v = {value}")["v"]
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(
+            f"environment variable {name}: not a TOML inline array of tables ({exc}); "
+            'expected e.g. [{name="local", brokers=["PLAINTEXT://127.0.0.1:9092"]}]'
+        ) from exc
+    if not isinstance(parsed, list) or not all(isinstance(t, dict) for t in parsed):
+        raise ConfigError(
+            f"environment variable {name}: expected an array of tables like "
+            '[{name="local", brokers=["PLAINTEXT://127.0.0.1:9092"]}]'
+        )
+    return parsed
+
+
+_ENV_OVERRIDES: dict[str, tuple[str, str]] = {
+    "KAFKA_INGRESS_DYNAMODB_ENDPOINT_URL": ("dynamodb", "endpoint-url"),
+    "KAFKA_INGRESS_DYNAMODB_REGION": ("dynamodb", "region"),
+    "KAFKA_INGRESS_DYNAMODB_TABLE_PREFIX": ("dynamodb", "table-prefix"),
+    "KAFKA_INGRESS_ADMIN_BIND_ADDRESS": ("admin", "bind-address"),
+    "KAFKA_INGRESS_ADMIN_TOKEN": ("admin", "token"),
+    "KAFKA_INGRESS_LOG_LEVEL": ("", "log-level"),
+}
+
+
+def load_settings(
+    config_file: str | Path | None = None, env: Mapping[str, str] | None = None
+) -> Settings:
+    """Read the config file (if any) and the environment; raise ConfigError on any problem."""
+    env = os.environ if env is None else env
+    config_file = config_file or env.get(CONFIG_FILE_ENV) or None
+    data: dict[str, Any] = {}
+    source = "configuration"
+    if config_file is not None:
+        path = Path(config_file)
+        source = f"config file {str(path)!r}"
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError as exc:
+            raise ConfigError(f"{source}: no such file") from exc
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{source}: cannot be read ({exc})") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{source}: not valid TOML ({exc})") from exc
+
+    for var in (CLUSTERS_ENV, _RESTATE_CLUSTERS_ENV):
+        if env.get(var):
+            clusters = parse_clusters_env(env[var], name=var)
+            ingress = data.setdefault("ingress", {})
+            if not isinstance(ingress, dict):
+                raise ConfigError(f"{source}: key 'ingress' must be a table")
+            ingress["kafka-clusters"] = clusters
+            source = f"{source} + environment variable {var}"
+            break
+
+    for var, (section, key) in _ENV_OVERRIDES.items():
+        if var in env:
+            target = data.setdefault(section, {}) if section else data
+            if not isinstance(target, dict):
+                raise ConfigError(f"{source}: key {section!r} must be a table")
+            target[key] = env[var]
+            if section == "admin" and key == "token" and not env[var]:
+                target.pop(key)
+
+    try:
+        settings = Settings.model_validate(data)
+    except pydantic.ValidationError as exc:
+        raise ConfigError(_validation_message(source, exc)) from None
+
+    names = [c.name for c in settings.ingress.kafka_clusters]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ConfigError(
+            f"{source}: key 'ingress.kafka-clusters': duplicate cluster name {duplicates[0]!r}"
+        )
+    for index, cluster in enumerate(settings.ingress.kafka_clusters):
+        try:
+            _ = cluster.options
+        except ValueError as exc:
+            raise ConfigError(f"{source}: key 'ingress.kafka-clusters[{index}]': {exc}") from None
+    return settings

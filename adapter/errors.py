@@ -1,0 +1,94 @@
+"""The exception tree of Kafka Ingress.
+
+Every dependency's errors (aiokafka, botocore, aiohttp, pydantic) are translated into one of
+these at the boundary of the module that talks to the dependency (``raise X from exc``), so
+callers never have to know which library sits underneath.
+
+    IngressError
+    ├── ConfigError              bad settings file / env var / option; message names the key
+    ├── ValidationError          bad API input (maps to 400)
+    │   └── UnknownResourceError (maps to 404)
+    ├── ConflictError            state does not allow the operation (maps to 409)
+    ├── StoreError               DynamoDB failed or is unreachable
+    │   └── ConditionFailedError a conditional write lost its race
+    ├── KafkaError               the Kafka client failed
+    │   └── KafkaAuthError       authentication/authorisation against the broker failed
+    ├── InvokeError              calling a handler failed (carries retry meaning)
+    │   ├── RetryableInvokeError   try again, optionally after ``retry_after`` seconds
+    │   └── TerminalInvokeError    never retry this record
+    └── LocalStackError          a local dev service (broker, moto, lambda) failed to start
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConditionFailedError",
+    "ConfigError",
+    "ConflictError",
+    "IngressError",
+    "InvokeError",
+    "KafkaAuthError",
+    "KafkaError",
+    "LocalStackError",
+    "RetryableInvokeError",
+    "StoreError",
+    "TerminalInvokeError",
+    "UnknownResourceError",
+    "ValidationError",
+]
+
+
+class IngressError(Exception):
+    """Base of every error raised by Kafka Ingress."""
+
+
+class ConfigError(IngressError):
+    """Configuration is invalid. The message names the offending key and what is expected."""
+
+
+class ValidationError(IngressError):
+    """A request or resource definition is invalid."""
+
+
+class UnknownResourceError(ValidationError):
+    """The named resource does not exist."""
+
+
+class ConflictError(IngressError):
+    """The resource's current state does not allow the requested operation."""
+
+
+class StoreError(IngressError):
+    """The state store (DynamoDB) failed or could not be reached."""
+
+
+class ConditionFailedError(StoreError):
+    """A conditional write was rejected because the item changed underneath us."""
+
+
+class KafkaError(IngressError):
+    """The Kafka client failed."""
+
+
+class KafkaAuthError(KafkaError):
+    """The broker rejected our credentials or certificate."""
+
+
+class InvokeError(IngressError):
+    """Invoking a handler failed."""
+
+
+class RetryableInvokeError(InvokeError):
+    """The invocation may succeed if tried again, optionally not before ``retry_after`` s."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class TerminalInvokeError(InvokeError):
+    """The invocation must not be retried; the record is failed/dead-lettered."""
+
+
+class LocalStackError(IngressError):
+    """A local development service (Kafka broker, moto server, Lambda endpoint) failed."""

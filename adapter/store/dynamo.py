@@ -1,0 +1,531 @@
+"""DynamoDB-backed state: subscriptions, the handler registry, the invocation ledger.
+
+A thin shell around boto3's low-level client. boto3 is blocking, so every call runs in a worker
+thread (``asyncio.to_thread``) and the event loop never waits on the network. botocore errors
+are translated here into :class:`~adapter.errors.StoreError` (and
+:class:`~adapter.errors.ConditionFailedError` for lost conditional writes); nothing from botocore
+escapes this module.
+
+The ledger is written in batches (BatchWriteItem, 25 items a request) and read in batches
+(BatchGetItem, 100 keys a request) so that the request count per record stays far below one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from decimal import Decimal
+from functools import partial
+from typing import Any, TypeVar
+
+import boto3
+from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+from adapter.errors import ConditionFailedError, StoreError
+from adapter.model import (
+    HandlerInfo,
+    HandlerType,
+    InputKind,
+    LedgerEntry,
+    ServiceInfo,
+    ServiceType,
+    Subscription,
+)
+from adapter.store.tables import TableNames, create_tables
+
+__all__ = ["DynamoStore", "make_client"]
+
+T = TypeVar("T")
+_BATCH_WRITE_MAX = 25
+_BATCH_GET_MAX = 100
+_ser = TypeSerializer()
+_de = TypeDeserializer()
+
+
+def make_client(endpoint_url: str | None, region: str, *, pool: int = 32) -> Any:
+    """A DynamoDB client with bounded retries; our own loop handles longer outages."""
+    return boto3.client(
+        "dynamodb",
+        endpoint_url=endpoint_url,
+        region_name=region,
+        config=Config(
+            retries={"max_attempts": 3, "mode": "standard"},
+            max_pool_connections=pool,
+            connect_timeout=3,
+            read_timeout=10,
+        ),
+    )
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | set | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _to_item(data: dict[str, Any]) -> dict[str, Any]:
+    return {k: _ser.serialize(v) for k, v in data.items() if v is not None}
+
+
+def _from_item(item: dict[str, Any]) -> dict[str, Any]:
+    return {k: _plain(_de.deserialize(v)) for k, v in item.items()}
+
+
+def _error_code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def _ledger_item(entry: LedgerEntry, expires_at: int) -> dict[str, Any]:
+    item: dict[str, Any] = {
+        "id": {"S": entry.id},
+        "subscription_id": {"S": entry.subscription_id},
+        "topic": {"S": entry.topic},
+        "partition": {"N": str(entry.partition)},
+        "offset": {"N": str(entry.offset)},
+        "position": {"S": position(entry.topic, entry.partition, entry.offset)},
+        "target": {"S": entry.target},
+        "status": {"S": entry.status},
+        "attempts": {"N": str(entry.attempts)},
+        "created_at": {"N": str(entry.created_at_ms)},
+        "updated_at": {"N": str(entry.updated_at_ms)},
+        "expires_at": {"N": str(expires_at)},
+    }
+    if entry.key is not None:
+        item["key"] = {"S": entry.key}
+    if entry.last_error is not None:
+        item["last_error"] = {"S": entry.last_error[:2000]}
+    if entry.completed_at_ms is not None:
+        item["completed_at"] = {"N": str(entry.completed_at_ms)}
+    if entry.next_retry_at_ms is not None:
+        item["next_retry_at"] = {"N": str(entry.next_retry_at_ms)}
+    if entry.dead_letter_topic is not None:
+        item["dead_letter_topic"] = {"S": entry.dead_letter_topic}
+    return item
+
+
+def _entry_from_item(item: dict[str, Any]) -> LedgerEntry:
+    d = _from_item(item)
+    return LedgerEntry(
+        id=d["id"],
+        subscription_id=d["subscription_id"],
+        topic=d["topic"],
+        partition=d["partition"],
+        offset=d["offset"],
+        key=d.get("key"),
+        target=d["target"],
+        status=d["status"],
+        attempts=d.get("attempts", 0),
+        last_error=d.get("last_error"),
+        created_at_ms=d.get("created_at", 0),
+        updated_at_ms=d.get("updated_at", 0),
+        completed_at_ms=d.get("completed_at"),
+        next_retry_at_ms=d.get("next_retry_at"),
+        dead_letter_topic=d.get("dead_letter_topic"),
+    )
+
+
+def position(topic: str, partition: int, offset: int) -> str:
+    """Sort key of the ledger's per-subscription index: orders by partition, then offset."""
+    return f"{topic}|{partition:06d}|{offset:020d}"
+
+
+def _subscription_item(sub: Subscription) -> dict[str, Any]:
+    return _to_item(
+        {
+            "id": sub.id,
+            "cluster": sub.cluster,
+            "topic": sub.topic,
+            "service": sub.service,
+            "handler": sub.handler,
+            "options": dict(sub.options),
+            "created_at": sub.created_at_ms,
+            "paused": sub.paused,
+            "revision": sub.revision,
+        }
+    )
+
+
+def _subscription_from_item(item: dict[str, Any]) -> Subscription:
+    d = _from_item(item)
+    return Subscription(
+        id=d["id"],
+        cluster=d["cluster"],
+        topic=d["topic"],
+        service=d["service"],
+        handler=d["handler"],
+        options={k: str(v) for k, v in d.get("options", {}).items()},
+        created_at_ms=d.get("created_at", 0),
+        paused=bool(d.get("paused", False)),
+        revision=d.get("revision", 1),
+    )
+
+
+def _service_item(svc: ServiceInfo) -> dict[str, Any]:
+    return _to_item(
+        {
+            "name": svc.name,
+            "service_type": svc.service_type.value,
+            "deployment_id": svc.deployment_id,
+            "revision": svc.revision,
+            "handlers": [
+                {"name": h.name, "type": h.handler_type.value, "input": h.input_kind.value}
+                for h in svc.handlers
+            ],
+        }
+    )
+
+
+def _service_from_item(item: dict[str, Any]) -> ServiceInfo:
+    d = _from_item(item)
+    return ServiceInfo(
+        name=d["name"],
+        service_type=ServiceType(d["service_type"]),
+        deployment_id=d["deployment_id"],
+        revision=d.get("revision", 1),
+        handlers=tuple(
+            HandlerInfo(h["name"], HandlerType(h["type"]), InputKind(h["input"]))
+            for h in d.get("handlers", [])
+        ),
+    )
+
+
+class DynamoStore:
+    """All of Kafka Ingress's DynamoDB access. Async methods; boto3 runs in worker threads."""
+
+    def __init__(
+        self,
+        client: Any,
+        names: TableNames,
+        *,
+        retention_s: float = 7 * 86400,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._client = client
+        self.names = names
+        self._retention_s = retention_s
+        self._clock = clock
+        self._lock = threading.Lock()
+        self.requests = 0  # DynamoDB API calls made, for metrics and the benchmark
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    async def _call(self, fn: Callable[[], T], what: str) -> T:
+        return await asyncio.to_thread(self._call_sync, fn, what)
+
+    def _call_sync(self, fn: Callable[[], T], what: str) -> T:
+        with self._lock:
+            self.requests += 1
+        try:
+            return fn()
+        except ClientError as exc:
+            if _error_code(exc) == "ConditionalCheckFailedException":
+                raise ConditionFailedError(f"{what}: condition failed") from exc
+            raise StoreError(f"{what}: {_error_code(exc) or exc}") from exc
+        except BotoCoreError as exc:
+            raise StoreError(f"{what}: {exc}") from exc
+
+    def create_tables(self) -> list[str]:
+        return create_tables(self._client, self.names)
+
+    async def ping(self) -> None:
+        """Cheap reachability check for readiness."""
+        await self._call(
+            lambda: self._client.describe_table(TableName=self.names.subscriptions),
+            "DynamoDB readiness check",
+        )
+
+    async def _scan_all(self, table: str, what: str) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = []
+        kwargs: dict[str, Any] = {"TableName": table}
+        while True:
+            page = await self._call(partial(self._client.scan, **kwargs), what)
+            items.extend(page.get("Items", []))
+            if "LastEvaluatedKey" not in page:
+                return items
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    # -- subscriptions ----------------------------------------------------------------------
+
+    async def put_subscription(self, sub: Subscription) -> None:
+        item = _subscription_item(sub)
+        await self._call(
+            lambda: self._client.put_item(TableName=self.names.subscriptions, Item=item),
+            f"save subscription {sub.id}",
+        )
+
+    async def get_subscription(self, sub_id: str) -> Subscription | None:
+        resp = await self._call(
+            lambda: self._client.get_item(
+                TableName=self.names.subscriptions, Key={"id": {"S": sub_id}}, ConsistentRead=True
+            ),
+            f"read subscription {sub_id}",
+        )
+        item = resp.get("Item")
+        return _subscription_from_item(item) if item else None
+
+    async def list_subscriptions(self) -> list[Subscription]:
+        items = await self._scan_all(self.names.subscriptions, "list subscriptions")
+        return sorted((_subscription_from_item(i) for i in items), key=lambda s: s.id)
+
+    async def delete_subscription(self, sub_id: str) -> bool:
+        resp = await self._call(
+            lambda: self._client.delete_item(
+                TableName=self.names.subscriptions,
+                Key={"id": {"S": sub_id}},
+                ReturnValues="ALL_OLD",
+            ),
+            f"delete subscription {sub_id}",
+        )
+        return "Attributes" in resp
+
+    # -- registry ---------------------------------------------------------------------------
+
+    async def put_service(self, svc: ServiceInfo) -> None:
+        item = _service_item(svc)
+        await self._call(
+            lambda: self._client.put_item(TableName=self.names.services, Item=item),
+            f"save service {svc.name}",
+        )
+
+    async def get_service(self, name: str) -> ServiceInfo | None:
+        resp = await self._call(
+            lambda: self._client.get_item(
+                TableName=self.names.services, Key={"name": {"S": name}}, ConsistentRead=True
+            ),
+            f"read service {name}",
+        )
+        item = resp.get("Item")
+        return _service_from_item(item) if item else None
+
+    async def list_services(self) -> list[ServiceInfo]:
+        items = await self._scan_all(self.names.services, "list services")
+        return sorted((_service_from_item(i) for i in items), key=lambda s: s.name)
+
+    async def delete_service(self, name: str) -> None:
+        await self._call(
+            lambda: self._client.delete_item(
+                TableName=self.names.services, Key={"name": {"S": name}}
+            ),
+            f"delete service {name}",
+        )
+
+    async def put_deployment(self, data: dict[str, Any]) -> None:
+        item = _to_item(data)
+        await self._call(
+            lambda: self._client.put_item(TableName=self.names.deployments, Item=item),
+            f"save deployment {data.get('id')}",
+        )
+
+    async def get_deployment(self, dep_id: str) -> dict[str, Any] | None:
+        resp = await self._call(
+            lambda: self._client.get_item(
+                TableName=self.names.deployments, Key={"id": {"S": dep_id}}, ConsistentRead=True
+            ),
+            f"read deployment {dep_id}",
+        )
+        item = resp.get("Item")
+        return _from_item(item) if item else None
+
+    async def list_deployments(self) -> list[dict[str, Any]]:
+        items = await self._scan_all(self.names.deployments, "list deployments")
+        return sorted((_from_item(i) for i in items), key=lambda d: str(d["id"]))
+
+    async def delete_deployment(self, dep_id: str) -> bool:
+        resp = await self._call(
+            lambda: self._client.delete_item(
+                TableName=self.names.deployments,
+                Key={"id": {"S": dep_id}},
+                ReturnValues="ALL_OLD",
+            ),
+            f"delete deployment {dep_id}",
+        )
+        return "Attributes" in resp
+
+    # -- ledger -----------------------------------------------------------------------------
+
+    async def write_entries(
+        self, entries: Sequence[LedgerEntry], *, deadline_s: float = 30
+    ) -> None:
+        """Write ledger rows in BatchWriteItem chunks, re-sending unprocessed items with backoff.
+
+        Raises StoreError if the rows are not all written within ``deadline_s``; the caller
+        must then not commit past them.
+        """
+        if not entries:
+            return
+        expires = int(self._clock() + self._retention_s)
+        # One row per invocation per batch: the last state wins (BatchWriteItem rejects
+        # duplicate keys in one request).
+        latest = {e.id: e for e in entries}
+        requests = [{"PutRequest": {"Item": _ledger_item(e, expires)}} for e in latest.values()]
+        await asyncio.to_thread(self._batch_write_sync, requests, deadline_s)
+
+    def _batch_write_sync(self, requests: list[dict[str, Any]], deadline_s: float) -> None:
+        table = self.names.invocations
+        deadline = time.monotonic() + deadline_s
+        pending = requests
+        delay = 0.05
+        while pending:
+            chunk, pending = pending[:_BATCH_WRITE_MAX], pending[_BATCH_WRITE_MAX:]
+            while chunk:
+                try:
+                    resp = self._call_sync(
+                        partial(self._client.batch_write_item, RequestItems={table: chunk}),
+                        "write invocation ledger",
+                    )
+                    chunk = resp.get("UnprocessedItems", {}).get(table, [])
+                except StoreError:
+                    if time.monotonic() >= deadline:
+                        raise
+                if chunk:
+                    if time.monotonic() >= deadline:
+                        raise StoreError(
+                            f"write invocation ledger: {len(chunk)} rows still unprocessed "
+                            f"after {deadline_s:.0f}s (throttled?)"
+                        )
+                    time.sleep(delay * (0.5 + random.random()))
+                    delay = min(delay * 2, 2.0)
+
+    async def get_statuses(self, ids: Iterable[str]) -> dict[str, str]:
+        """Ledger status of each known invocation ID (unknown IDs are absent)."""
+        keys = list(dict.fromkeys(ids))
+        if not keys:
+            return {}
+        return await asyncio.to_thread(self._batch_get_sync, keys)
+
+    def _batch_get_sync(self, ids: list[str]) -> dict[str, str]:
+        table = self.names.invocations
+        out: dict[str, str] = {}
+        for start in range(0, len(ids), _BATCH_GET_MAX):
+            request: dict[str, Any] = {
+                table: {
+                    "Keys": [{"id": {"S": i}} for i in ids[start : start + _BATCH_GET_MAX]],
+                    "ProjectionExpression": "id, #s",
+                    "ExpressionAttributeNames": {"#s": "status"},
+                    "ConsistentRead": True,
+                }
+            }
+            delay = 0.05
+            while request:
+                resp = self._call_sync(
+                    partial(self._client.batch_get_item, RequestItems=request),
+                    "read invocation ledger",
+                )
+                for item in resp.get("Responses", {}).get(table, []):
+                    out[item["id"]["S"]] = item["status"]["S"]
+                request = resp.get("UnprocessedKeys") or {}
+                if request:
+                    time.sleep(delay)
+                    delay = min(delay * 2, 1.0)
+        return out
+
+    async def get_entry(self, inv_id: str) -> LedgerEntry | None:
+        resp = await self._call(
+            lambda: self._client.get_item(
+                TableName=self.names.invocations, Key={"id": {"S": inv_id}}, ConsistentRead=True
+            ),
+            f"read invocation {inv_id}",
+        )
+        item = resp.get("Item")
+        return _entry_from_item(item) if item else None
+
+    async def delete_entry(self, inv_id: str) -> None:
+        await self._call(
+            lambda: self._client.delete_item(
+                TableName=self.names.invocations, Key={"id": {"S": inv_id}}
+            ),
+            f"delete invocation {inv_id}",
+        )
+
+    async def highest_recorded_offset(
+        self, subscription_id: str, topic: str, partition: int
+    ) -> int | None:
+        """Highest offset of this partition with a ledger row, or None.
+
+        Records above it were never finished by any poller, so they need no per-record ledger
+        check on redelivery.
+        """
+        prefix = f"{topic}|{partition:06d}|"
+        resp = await self._call(
+            lambda: self._client.query(
+                TableName=self.names.invocations,
+                IndexName="by_subscription",
+                KeyConditionExpression="subscription_id = :s AND begins_with(#p, :p)",
+                ExpressionAttributeNames={"#p": "position"},
+                ExpressionAttributeValues={":s": {"S": subscription_id}, ":p": {"S": prefix}},
+                ScanIndexForward=False,
+                Limit=1,
+                ProjectionExpression="#p",
+            ),
+            f"read ledger fence of {topic}/{partition}",
+        )
+        items = resp.get("Items", [])
+        if not items:
+            return None
+        return int(items[0]["position"]["S"].rsplit("|", 1)[1])
+
+    async def query_entries(
+        self,
+        subscription_id: str,
+        *,
+        limit: int = 100,
+        start_after: str | None = None,
+    ) -> tuple[list[LedgerEntry], str | None]:
+        """One page of a subscription's ledger in (topic, partition, offset) order."""
+        kwargs: dict[str, Any] = {
+            "TableName": self.names.invocations,
+            "IndexName": "by_subscription",
+            "KeyConditionExpression": "subscription_id = :s",
+            "ExpressionAttributeValues": {":s": {"S": subscription_id}},
+            "Limit": limit,
+        }
+        if start_after:
+            kwargs["ExclusiveStartKey"] = {
+                "id": {"S": start_after.split("#", 1)[1]},
+                "subscription_id": {"S": subscription_id},
+                "position": {"S": start_after.split("#", 1)[0]},
+            }
+        resp = await self._call(lambda: self._client.query(**kwargs), "list invocations")
+        entries = [_entry_from_item(i) for i in resp.get("Items", [])]
+        last = resp.get("LastEvaluatedKey")
+        token = f"{last['position']['S']}#{last['id']['S']}" if last else None
+        return entries, token
+
+    async def scan_entries(self) -> list[LedgerEntry]:
+        items = await self._scan_all(self.names.invocations, "list invocations")
+        return [_entry_from_item(i) for i in items]
+
+    # -- workflows --------------------------------------------------------------------------
+
+    async def claim_workflow(self, service: str, key: str, invocation_id: str) -> bool:
+        """Claim a workflow ID for one invocation; False if another invocation already has it.
+
+        The claiming invocation may claim again (redelivery of the same record).
+        """
+        expires = int(self._clock() + self._retention_s)
+        try:
+            await self._call(
+                lambda: self._client.put_item(
+                    TableName=self.names.workflows,
+                    Item={
+                        "id": {"S": f"{service}/{key}"},
+                        "invocation_id": {"S": invocation_id},
+                        "expires_at": {"N": str(expires)},
+                    },
+                    ConditionExpression="attribute_not_exists(id) OR invocation_id = :me",
+                    ExpressionAttributeValues={":me": {"S": invocation_id}},
+                ),
+                f"claim workflow {service}/{key}",
+            )
+        except ConditionFailedError:
+            return False
+        return True

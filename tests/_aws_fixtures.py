@@ -1,0 +1,48 @@
+"""DynamoDB fixtures: in-process ``mock_aws`` for unit tests, a real moto server over HTTP."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from adapter.local.moto import MotoServer, fake_aws_credentials
+from adapter.store.dynamo import DynamoStore, make_client
+from adapter.store.tables import TableNames
+
+
+@pytest.fixture(scope="session")
+def moto_server() -> Iterator[MotoServer]:
+    """One moto server for the session, on a free loopback port, spoken to over HTTP."""
+    with MotoServer() as server:
+        yield server
+
+
+@pytest.fixture
+def table_names() -> TableNames:
+    """A fresh table prefix per test, so tests sharing the moto server never see each other."""
+    return TableNames(prefix=f"t{uuid.uuid4().hex[:10]}-")
+
+
+@pytest.fixture
+def dynamo_client(moto_server: MotoServer) -> Any:
+    return make_client(moto_server.endpoint_url, "us-east-1")
+
+
+@pytest.fixture
+def store(dynamo_client: Any, table_names: TableNames) -> DynamoStore:
+    s = DynamoStore(dynamo_client, table_names)
+    s.create_tables()
+    return s
+
+
+@pytest.fixture
+def mock_dynamo() -> Iterator[Any]:
+    """In-process moto, no sockets: for fast unit tests of store logic."""
+    from moto import mock_aws
+
+    fake_aws_credentials()
+    with mock_aws():
+        yield make_client(None, "us-east-1")
