@@ -1,0 +1,165 @@
+"""Core shapes shared by the engine, the store and the API.
+
+Plain frozen dataclasses and enums: no I/O, no framework. The admin API's pydantic request and
+response bodies live in ``adapter.api`` and convert to and from these.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+__all__ = [
+    "Deployment",
+    "HandlerInfo",
+    "HandlerType",
+    "InputKind",
+    "KafkaRecord",
+    "LedgerEntry",
+    "ServiceInfo",
+    "ServiceType",
+    "Subscription",
+    "Target",
+]
+
+
+class ServiceType(enum.StrEnum):
+    SERVICE = "SERVICE"
+    VIRTUAL_OBJECT = "VIRTUAL_OBJECT"
+    WORKFLOW = "WORKFLOW"
+
+
+class HandlerType(enum.StrEnum):
+    """Handler type as in Restate's discovery manifest (``None`` there = service handler)."""
+
+    SERVICE = "SERVICE"
+    EXCLUSIVE = "EXCLUSIVE"
+    SHARED = "SHARED"
+    WORKFLOW = "WORKFLOW"
+
+
+class InputKind(enum.StrEnum):
+    JSON = "JSON"
+    RAW = "RAW"
+
+
+@dataclass(frozen=True, slots=True)
+class KafkaRecord:
+    """One consumed Kafka record, decoupled from the client library's type."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    timestamp_ms: int
+    headers: tuple[tuple[str, bytes], ...] = ()
+
+    @property
+    def size(self) -> int:
+        return (
+            len(self.key or b"")
+            + len(self.value or b"")
+            + sum(len(k) + len(v) for k, v in self.headers)
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Deployment:
+    """Where a handler runs: an HTTP base URL or a Lambda function ARN (exactly one)."""
+
+    id: str
+    uri: str | None = None
+    arn: str | None = None
+    additional_headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """The handler a subscription's records go to, resolved from the registry."""
+
+    service: str
+    handler: str
+    service_type: ServiceType
+    handler_type: HandlerType
+    input_kind: InputKind
+    deployment: Deployment
+
+    @property
+    def keyed(self) -> bool:
+        return self.service_type is not ServiceType.SERVICE
+
+    @property
+    def ordered(self) -> bool:
+        """One-at-a-time per key, in partition order (exclusive object handlers, workflow run)."""
+        return self.handler_type in (HandlerType.EXCLUSIVE, HandlerType.WORKFLOW)
+
+    @property
+    def sink(self) -> str:
+        return f"service://{self.service}/{self.handler}"
+
+
+@dataclass(frozen=True, slots=True)
+class Subscription:
+    """A Kafka topic of a cluster feeding one handler, with client options in librdkafka names."""
+
+    id: str
+    cluster: str
+    topic: str
+    service: str
+    handler: str
+    options: dict[str, str] = field(default_factory=dict)
+    created_at_ms: int = 0
+    paused: bool = False
+    # Bumped on every change so pollers restart the consumer only when something changed.
+    revision: int = 1
+
+    @property
+    def source(self) -> str:
+        return f"kafka://{self.cluster}/{self.topic}"
+
+    @property
+    def sink(self) -> str:
+        return f"service://{self.service}/{self.handler}"
+
+
+@dataclass(frozen=True, slots=True)
+class HandlerInfo:
+    name: str
+    handler_type: HandlerType
+    input_kind: InputKind = InputKind.JSON
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceInfo:
+    """A service in the registry: which deployment serves it and its handlers."""
+
+    name: str
+    service_type: ServiceType
+    deployment_id: str
+    handlers: tuple[HandlerInfo, ...] = ()
+    revision: int = 1
+
+    def handler(self, name: str) -> HandlerInfo | None:
+        return next((h for h in self.handlers if h.name == name), None)
+
+
+@dataclass(slots=True)
+class LedgerEntry:
+    """One invocation's row in the ledger (DynamoDB ``invocations`` table)."""
+
+    id: str
+    subscription_id: str
+    topic: str
+    partition: int
+    offset: int
+    key: str | None
+    target: str
+    status: str
+    attempts: int = 0
+    last_error: str | None = None
+    created_at_ms: int = 0
+    updated_at_ms: int = 0
+    completed_at_ms: int | None = None
+    next_retry_at_ms: int | None = None
+    dead_letter_topic: str | None = None
