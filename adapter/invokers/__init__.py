@@ -1,0 +1,1 @@
+"""Invokers call handlers: over HTTP or through the AWS Lambda Invoke API."""

@@ -1,0 +1,89 @@
+"""Dead letters: the original record (key, value, headers) plus headers saying why it failed.
+
+``dead_letter_headers`` is pure; ``DeadLetterProducer`` is the thin shell that produces to the
+subscription's dead-letter topic and waits for the broker's acknowledgement, because the source
+offset may only be committed once the dead letter is safely stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError as AIOKafkaError
+
+from adapter.errors import KafkaError
+from adapter.model import KafkaRecord
+
+__all__ = ["ERROR_HEADER_PREFIX", "DeadLetterProducer", "dead_letter_headers"]
+
+ERROR_HEADER_PREFIX = "x-kafka-ingress-"
+
+
+def dead_letter_headers(
+    record: KafkaRecord,
+    *,
+    reason: str,
+    attempts: int,
+    invocation_id: str,
+    subscription_id: str,
+    failed_at_ms: int,
+) -> list[tuple[str, bytes]]:
+    """The record's own headers followed by ours; ours replace any same-named earlier ones."""
+    ours = {
+        f"{ERROR_HEADER_PREFIX}error": reason[:4000],
+        f"{ERROR_HEADER_PREFIX}attempts": str(attempts),
+        f"{ERROR_HEADER_PREFIX}invocation-id": invocation_id,
+        f"{ERROR_HEADER_PREFIX}subscription-id": subscription_id,
+        f"{ERROR_HEADER_PREFIX}source-topic": record.topic,
+        f"{ERROR_HEADER_PREFIX}source-partition": str(record.partition),
+        f"{ERROR_HEADER_PREFIX}source-offset": str(record.offset),
+        f"{ERROR_HEADER_PREFIX}source-timestamp": str(record.timestamp_ms),
+        f"{ERROR_HEADER_PREFIX}failed-at": str(failed_at_ms),
+    }
+    kept = [(k, v) for k, v in record.headers if k not in ours]
+    return kept + [(k, v.encode()) for k, v in ours.items()]
+
+
+class DeadLetterProducer:
+    """An idempotent producer shared by the subscriptions of one poller on one cluster."""
+
+    def __init__(self, **producer_kwargs: Any) -> None:
+        self._kwargs = {
+            "acks": "all",
+            "enable_idempotence": True,
+            "linger_ms": 5,
+            **producer_kwargs,
+        }
+        self._producer: AIOKafkaProducer | None = None
+        # Many failing records may need the producer at once; only one may create it.
+        self._starting = asyncio.Lock()
+
+    async def start(self) -> None:
+        async with self._starting:
+            if self._producer is not None:
+                return
+            producer = AIOKafkaProducer(**self._kwargs)
+            try:
+                await producer.start()
+            except AIOKafkaError as exc:
+                await producer.stop()
+                raise KafkaError(f"dead-letter producer cannot connect: {exc}") from exc
+            self._producer = producer
+
+    async def send(self, topic: str, record: KafkaRecord, headers: list[tuple[str, bytes]]) -> None:
+        if self._producer is None:
+            await self.start()
+        assert self._producer is not None
+        try:
+            await self._producer.send_and_wait(
+                topic, value=record.value, key=record.key, headers=headers
+            )
+        except AIOKafkaError as exc:
+            raise KafkaError(f"cannot produce dead letter to {topic!r}: {exc}") from exc
+
+    async def stop(self) -> None:
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            await producer.stop()

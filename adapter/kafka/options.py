@@ -1,0 +1,1225 @@
+"""librdkafka option names → aiokafka keyword arguments, plus the ingress's own options.
+
+Users configure Kafka the way they do for librdkafka (and for Restate's Kafka ingress): flat
+string options on the cluster (``[[ingress.kafka-clusters]]``) and on each subscription. The
+poller runs aiokafka, so this module translates. Everything hangs off one table,
+:data:`OPTION_TABLE`, where each option has a :class:`Kind`:
+
+- ``CLIENT``   becomes an aiokafka keyword argument (consumer, dead-letter producer, or both);
+- ``SECURITY`` becomes a :class:`SecuritySettings` field; the I/O shell
+  (:mod:`adapter.kafka.security`) turns those into ``ssl_context``/``sasl_*`` arguments;
+- ``INGRESS``  is not a Kafka option at all but a per-subscription setting of the ingress,
+  returned typed in :class:`IngressOptions`;
+- ``IGNORED``  is accepted (and its value checked) for librdkafka compatibility, but aiokafka
+  has nothing to map it to;
+- ``REFUSED``  is rejected with the reason, because the poller owns that behaviour.
+
+Anything else is rejected as unknown, naming the option and listing the supported names, so a
+typo never silently falls back to a default. Precedence: cluster options < subscription
+options; the consumer group is the subscription's ``group.id``, else the cluster's, else the
+subscription ID.
+
+Pure: no file reads, no sockets. A secret value (see :func:`is_secret`) never appears in an
+error message or a ``repr``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import enum
+import math
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, fields, replace
+from types import MappingProxyType
+from typing import Any, Literal
+
+from aiokafka import codec as _codec
+from aiokafka.coordinator.assignors.range import RangePartitionAssignor
+from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
+
+from adapter.errors import ConfigError
+
+__all__ = [
+    "OPTION_TABLE",
+    "REFUSED_OPTIONS",
+    "SECRET_MASK",
+    "SUPPORTED_OPTIONS",
+    "ClientOptions",
+    "IngressOptions",
+    "Kind",
+    "OptionSpec",
+    "SecuritySettings",
+    "is_secret",
+    "mask_options",
+    "resolve_options",
+    "validate_options",
+]
+
+SECRET_MASK = "***"
+
+Protocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"]
+EventFormat = Literal["ingress", "msk"]
+Applies = Literal["consumer", "producer", "both"]
+
+_INT_MAX = 2**31 - 1
+# librdkafka's port when a broker is given without one.
+_DEFAULT_PORT = 9092
+# aiokafka's own defaults for the settings that the cross-checks below compare.
+_AIOKAFKA_SESSION_TIMEOUT_MS = 10_000
+_AIOKAFKA_HEARTBEAT_INTERVAL_MS = 3_000
+_AIOKAFKA_REQUEST_TIMEOUT_MS = 40_000
+_AIOKAFKA_FETCH_MAX_WAIT_MS = 500
+# Head-room between a broker-side wait and the client's request timeout around it.
+_REQUEST_TIMEOUT_MARGIN_MS = 5_000
+
+
+# --------------------------------------------------------------------------------------------
+# Secrets
+
+
+_SECRET_WORDS = ("password", "secret", "passphrase")
+_SECRET_NAMES = frozenset(
+    {
+        "sasl.username",
+        "sasl.jaas.config",
+        "sasl.oauthbearer.config",
+        "sasl.oauthbearer.client.secret",
+        "ssl.key.pem",
+    }
+)
+
+
+def is_secret(name: str) -> bool:
+    """Whether the value of option ``name`` must never be shown (logs, errors, API output).
+
+    Decided by name alone, so it also covers options this module does not know.
+    """
+    lowered = name.lower()
+    return lowered in _SECRET_NAMES or any(word in lowered for word in _SECRET_WORDS)
+
+
+def mask_options(options: Mapping[str, str]) -> dict[str, str]:
+    """A copy of ``options`` with every secret value replaced by ``"***"``."""
+    return {name: SECRET_MASK if is_secret(name) else value for name, value in options.items()}
+
+
+# --------------------------------------------------------------------------------------------
+# Value parsers. Each takes the raw string and returns the typed value or raises _Invalid with
+# what was expected; the caller adds the option name and, unless secret, the value given.
+
+
+class _Invalid(Exception):
+    """The value is malformed; ``expected`` says what would be accepted."""
+
+    def __init__(self, expected: str) -> None:
+        super().__init__(expected)
+        self.expected = expected
+
+
+class _Unsupported(Exception):
+    """The value is well-formed but refused; ``reason`` says why and what to use instead."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+Parser = Callable[[str], Any]
+
+_INT_RE = re.compile(r"^[+-]?\d+$")
+_NUMBER_RE = re.compile(r"^[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?$")
+
+
+def _int(lo: int, hi: int) -> Parser:
+    def parse(raw: str) -> int:
+        text = raw.strip()
+        # The length bound keeps int() away from its digit limit on hostile input.
+        if len(text) > 20 or not _INT_RE.match(text) or not lo <= int(text) <= hi:
+            raise _Invalid(f"an integer in {lo}..{hi}")
+        return int(text)
+
+    return parse
+
+
+def _bool(raw: str) -> bool:
+    # librdkafka's spelling: true/t/1 and false/f/0, case-insensitive.
+    text = raw.strip().lower()
+    if text in ("true", "t", "1"):
+        return True
+    if text in ("false", "f", "0"):
+        return False
+    raise _Invalid("true or false")
+
+
+def _enum(
+    choices: Mapping[str, str],
+    *,
+    case_sensitive: bool = False,
+    refused: Mapping[str, str] | None = None,
+) -> Parser:
+    """Map accepted spellings to canonical values; ``refused`` values get their own reason."""
+    listed = ", ".join(dict.fromkeys(choices))
+
+    def parse(raw: str) -> str:
+        text = raw.strip()
+        key = text if case_sensitive else text.lower()
+        table = choices if case_sensitive else {k.lower(): v for k, v in choices.items()}
+        if key in table:
+            return table[key]
+        refusals = {k if case_sensitive else k.lower(): v for k, v in (refused or {}).items()}
+        if key in refusals:
+            raise _Unsupported(f"{text!r} is not supported: {refusals[key]}")
+        hint = ""
+        if case_sensitive:
+            folded = {k.lower(): k for k in choices}
+            if key.lower() in folded:
+                hint = f" (values are case-sensitive: did you mean {folded[key.lower()]!r}?)"
+        raise _Invalid(f"one of {listed}{hint}")
+
+    return parse
+
+
+def _text(*, strip: bool = True) -> Parser:
+    # librdkafka left-trims string values; secrets are kept byte for byte.
+    def parse(raw: str) -> str:
+        text = raw.strip() if strip else raw
+        if not text:
+            raise _Invalid("a non-empty string")
+        return text
+
+    return parse
+
+
+_any_text = _text()
+
+
+def _optional_text(raw: str) -> str | None:
+    return raw.strip() or None
+
+
+_HOST_RE = re.compile(
+    r"^(?:[A-Za-z_]+://)?(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)(?::(?P<port>\d+))?$"
+)
+
+
+def _brokers(raw: str) -> list[str]:
+    """``[proto://]host[:port]`` entries separated by commas, as librdkafka reads them."""
+    out: list[str] = []
+    for entry in (part.strip() for part in raw.split(",")):
+        if not entry:
+            continue
+        match = _HOST_RE.match(entry)
+        port = int(match["port"]) if match and match["port"] else _DEFAULT_PORT
+        if match is None or not 0 < port < 65536:
+            raise _Invalid("a comma-separated list of [PROTOCOL://]host[:port]")
+        out.append(f"{match['host']}:{port}")
+    if not out:
+        raise _Invalid("at least one broker as [PROTOCOL://]host[:port]")
+    return out
+
+
+_ASSIGNORS: Mapping[str, Any] = {
+    "range": RangePartitionAssignor,
+    "roundrobin": RoundRobinPartitionAssignor,
+}
+
+
+def _assignors(raw: str) -> tuple[Any, ...]:
+    names = [part.strip() for part in raw.split(",") if part.strip()]
+    if not names:
+        raise _Invalid("a comma-separated list of range, roundrobin")
+    for name in names:
+        if name == "cooperative-sticky":
+            raise _Unsupported(
+                "'cooperative-sticky' is not supported: aiokafka implements only eager "
+                "rebalancing; use range or roundrobin"
+            )
+        if name not in _ASSIGNORS:
+            raise _Invalid("a comma-separated list of range, roundrobin")
+    return tuple(_ASSIGNORS[name] for name in dict.fromkeys(names))
+
+
+_TOPIC_RE = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
+
+
+def _topic(raw: str) -> str:
+    text = raw.strip()
+    if not _TOPIC_RE.match(text) or text in (".", ".."):
+        raise _Invalid(
+            "a Kafka topic name: 1 to 249 of the characters a-z A-Z 0-9 . _ -, not '.' or '..'"
+        )
+    if text.startswith("__"):
+        raise _Invalid("a topic name not starting with '__' (reserved for Kafka's own topics)")
+    return text
+
+
+def _number(raw: str) -> str:
+    # Only checked here; RetryPolicy.from_options parses and range-checks these.
+    text = raw.strip()
+    if not _NUMBER_RE.match(text) or not math.isfinite(float(text)):
+        raise _Invalid("a number")
+    return text
+
+
+def _attempts(raw: str) -> str:
+    text = raw.strip()
+    if text.lower() in ("unlimited", "none") or _INT_RE.match(text):
+        return text
+    raise _Invalid("an integer, or 'unlimited'")
+
+
+def _url(raw: str) -> str:
+    text = raw.strip()
+    if not re.match(r"^https?://[^\s/]+", text):
+        raise _Invalid("an http:// or https:// URL")
+    return text
+
+
+def _extensions(raw: str) -> tuple[tuple[str, str], ...]:
+    pairs: list[tuple[str, str]] = []
+    for part in (p.strip() for p in raw.split(",")):
+        if not part:
+            continue
+        key, sep, value = part.partition("=")
+        if not sep or not key.strip():
+            raise _Invalid("comma-separated key=value pairs")
+        pairs.append((key.strip(), value.strip()))
+    return tuple(pairs)
+
+
+def _idle_ms(raw: str) -> int | None:
+    # librdkafka disables the idle check with 0; aiokafka with None.
+    value: int = _int(0, _INT_MAX)(raw)
+    return value or None
+
+
+def _auto_create(raw: str) -> bool:
+    if not _bool(raw):
+        raise _Unsupported(
+            "false cannot be honoured: aiokafka always lets the broker create a missing topic "
+            "on a metadata request; disable auto.create.topics.enable on the broker instead"
+        )
+    return True
+
+
+def _endpoint_identification(raw: str) -> bool:
+    return bool(_enum({"https": "https", "none": "none"})(raw) == "https")
+
+
+_COMPRESSION_LIBS = {
+    "snappy": (_codec.has_snappy, "python-snappy (pip install 'aiokafka[snappy]')"),
+    "lz4": (_codec.has_lz4, "lz4 (pip install 'aiokafka[lz4]')"),
+    "zstd": (_codec.has_zstd, "zstandard (pip install 'aiokafka[zstd]')"),
+}
+
+
+def _compression(raw: str) -> str | None:
+    codec: str = _enum({name: name for name in ("none", "gzip", "snappy", "lz4", "zstd")})(raw)
+    if codec == "none":
+        return None
+    if codec in _COMPRESSION_LIBS:
+        available, package = _COMPRESSION_LIBS[codec]
+        if not available():
+            raise _Unsupported(f"{codec!r} needs the Python package {package}")
+    return codec
+
+
+# --------------------------------------------------------------------------------------------
+# The table
+
+
+class Kind(enum.Enum):
+    """What an option turns into."""
+
+    CLIENT = "client"
+    SECURITY = "security"
+    INGRESS = "ingress"
+    IGNORED = "ignored"
+    REFUSED = "refused"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OptionSpec:
+    """One row of :data:`OPTION_TABLE`.
+
+    ``target`` is the aiokafka keyword (``CLIENT``), the :class:`SecuritySettings` field
+    (``SECURITY``) or the :class:`IngressOptions` field (``INGRESS``). ``default`` is the
+    effective value when the option is not set, as shown in the documentation.
+    """
+
+    name: str
+    kind: Kind
+    doc: str
+    target: str | None = None
+    applies_to: Applies = "both"
+    parse: Parser = _any_text
+    default: str | None = None
+    alias_of: str | None = None
+    reason: str | None = None
+
+    @property
+    def secret(self) -> bool:
+        return is_secret(self.name)
+
+
+def _client(
+    name: str, target: str, parse: Parser, doc: str, *, applies_to: Applies = "both", default: str
+) -> OptionSpec:
+    return OptionSpec(
+        name=name,
+        kind=Kind.CLIENT,
+        target=target,
+        parse=parse,
+        doc=doc,
+        applies_to=applies_to,
+        default=default,
+    )
+
+
+def _security(name: str, target: str, parse: Parser, doc: str, default: str = "-") -> OptionSpec:
+    return OptionSpec(
+        name=name, kind=Kind.SECURITY, target=target, parse=parse, doc=doc, default=default
+    )
+
+
+def _ingress(name: str, target: str, parse: Parser, doc: str, default: str) -> OptionSpec:
+    return OptionSpec(
+        name=name, kind=Kind.INGRESS, target=target, parse=parse, doc=doc, default=default
+    )
+
+
+def _ignored(name: str, parse: Parser, doc: str) -> OptionSpec:
+    return OptionSpec(name=name, kind=Kind.IGNORED, parse=parse, doc=doc, default="-")
+
+
+def _refused(name: str, reason: str) -> OptionSpec:
+    return OptionSpec(name=name, kind=Kind.REFUSED, doc=reason, reason=reason)
+
+
+_AUTO_COMMIT_REASON = (
+    "the ingress commits explicit offsets itself, and only once the handler has acknowledged "
+    "the record (or it was dead-lettered); automatic commits would lose records on a crash"
+)
+_DESERIALIZER_REASON = (
+    "records reach the ingress as raw bytes; how the payload is decoded follows the "
+    "handler's declared input (JSON or raw)"
+)
+_JAVA_STORE_REASON = (
+    "Java key/trust stores are not supported; use PEM files with ssl.ca.location, "
+    "ssl.certificate.location and ssl.key.location"
+)
+
+_SPECS: tuple[OptionSpec, ...] = (
+    # -- connection and client identity
+    _client(
+        "bootstrap.servers",
+        "bootstrap_servers",
+        _brokers,
+        "Brokers as comma-separated [PROTOCOL://]host[:port] (port 9092 if omitted); the "
+        "cluster's `brokers` are the default.",
+        default="cluster `brokers`",
+    ),
+    _client(
+        "client.id",
+        "client_id",
+        _text(),
+        "Client identifier sent to the broker (logs, quotas).",
+        default="`kafka-ingress-<subscription id>`",
+    ),
+    _client(
+        "client.rack",
+        "client_rack",
+        _optional_text,
+        "Rack (e.g. availability zone) of this client: fetch from the closest replica (KIP-392).",
+        applies_to="consumer",
+        default="none",
+    ),
+    _client(
+        "request.timeout.ms",
+        "request_timeout_ms",
+        _int(1, 900_000),
+        "Timeout of any request to a broker. Raised automatically above session.timeout.ms "
+        "and fetch.wait.max.ms unless set.",
+        default="40000 (aiokafka)",
+    ),
+    _client(
+        "metadata.max.age.ms",
+        "metadata_max_age_ms",
+        _int(1, 86_400_000),
+        "Refresh cluster metadata at least this often.",
+        default="300000 (aiokafka)",
+    ),
+    _client(
+        "connections.max.idle.ms",
+        "connections_max_idle_ms",
+        _idle_ms,
+        "Close connections idle this long; 0 disables the check.",
+        default="540000 (aiokafka)",
+    ),
+    _client(
+        "retry.backoff.ms",
+        "retry_backoff_ms",
+        _int(1, 300_000),
+        "Back-off before retrying a failed protocol request (also a reconnect).",
+        default="100",
+    ),
+    # -- consumer group
+    _client(
+        "group.id",
+        "group_id",
+        _text(),
+        "Consumer group; all poller instances of a subscription share it.",
+        applies_to="consumer",
+        default="the subscription ID",
+    ),
+    _client(
+        "session.timeout.ms",
+        "session_timeout_ms",
+        _int(1, 3_600_000),
+        "A member that sends no heartbeat for this long is removed from the group. aiokafka "
+        "also uses it as the rebalance timeout.",
+        applies_to="consumer",
+        default="10000 (aiokafka)",
+    ),
+    _client(
+        "heartbeat.interval.ms",
+        "heartbeat_interval_ms",
+        _int(1, 3_600_000),
+        "Heartbeat interval; must be below session.timeout.ms.",
+        applies_to="consumer",
+        default="3000",
+    ),
+    _client(
+        "max.poll.interval.ms",
+        "max_poll_interval_ms",
+        _int(1, 86_400_000),
+        "A consumer that does not poll for this long leaves the group.",
+        applies_to="consumer",
+        default="300000",
+    ),
+    _client(
+        "partition.assignment.strategy",
+        "partition_assignment_strategy",
+        _assignors,
+        "Comma-separated assignors in order of preference: range, roundrobin. "
+        "cooperative-sticky is refused (aiokafka rebalances eagerly only).",
+        applies_to="consumer",
+        default="range,roundrobin (librdkafka)",
+    ),
+    _client(
+        "auto.offset.reset",
+        "auto_offset_reset",
+        _enum(
+            {
+                "earliest": "earliest",
+                "smallest": "earliest",
+                "beginning": "earliest",
+                "latest": "latest",
+                "largest": "latest",
+                "end": "latest",
+            },
+            refused={
+                "error": "the poller would stop on a partition without a committed offset; "
+                "choose earliest or latest"
+            },
+        ),
+        "Where to start without a committed offset: earliest (smallest, beginning) or "
+        "latest (largest, end). `error` is refused.",
+        applies_to="consumer",
+        default="latest",
+    ),
+    _client(
+        "isolation.level",
+        "isolation_level",
+        _enum({"read_committed": "read_committed", "read_uncommitted": "read_uncommitted"}),
+        "read_committed skips records of aborted transactions.",
+        applies_to="consumer",
+        default="read_committed (librdkafka)",
+    ),
+    # -- fetching
+    _client(
+        "fetch.min.bytes",
+        "fetch_min_bytes",
+        _int(1, 100_000_000),
+        "The broker waits for this much data (or fetch.wait.max.ms).",
+        applies_to="consumer",
+        default="1",
+    ),
+    _client(
+        "fetch.max.bytes",
+        "fetch_max_bytes",
+        _int(1, _INT_MAX - 512),
+        "Upper bound of one fetch response (a larger first batch still comes through).",
+        applies_to="consumer",
+        default="52428800",
+    ),
+    _client(
+        "fetch.wait.max.ms",
+        "fetch_max_wait_ms",
+        _int(0, 300_000),
+        "How long the broker may hold a fetch to reach fetch.min.bytes.",
+        applies_to="consumer",
+        default="500",
+    ),
+    _client(
+        "max.partition.fetch.bytes",
+        "max_partition_fetch_bytes",
+        _int(1, 1_000_000_000),
+        "Upper bound of data per partition in one fetch.",
+        applies_to="consumer",
+        default="1048576",
+    ),
+    _client(
+        "check.crcs",
+        "check_crcs",
+        _bool,
+        "Verify the CRC32 of fetched records.",
+        applies_to="consumer",
+        default="true (aiokafka)",
+    ),
+    # -- the dead-letter producer
+    _client(
+        "compression.type",
+        "compression_type",
+        _compression,
+        "Compression of dead-letter records: none, gzip, snappy, lz4, zstd (the last three "
+        "need their Python library).",
+        applies_to="producer",
+        default="none",
+    ),
+    _client(
+        "message.max.bytes",
+        "max_request_size",
+        _int(1000, 1_000_000_000),
+        "Largest produce request (bounds the size of a dead-letter record).",
+        applies_to="producer",
+        default="1048576 (aiokafka)",
+    ),
+    # -- security
+    _security(
+        "security.protocol",
+        "protocol",
+        _enum(
+            {
+                "PLAINTEXT": "PLAINTEXT",
+                "SSL": "SSL",
+                "SASL_PLAINTEXT": "SASL_PLAINTEXT",
+                "SASL_SSL": "SASL_SSL",
+            }
+        ),
+        "PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL (case-insensitive).",
+        default="PLAINTEXT",
+    ),
+    _security(
+        "sasl.mechanism",
+        "sasl_mechanism",
+        _enum(
+            {
+                "PLAIN": "PLAIN",
+                "SCRAM-SHA-256": "SCRAM-SHA-256",
+                "SCRAM-SHA-512": "SCRAM-SHA-512",
+                "OAUTHBEARER": "OAUTHBEARER",
+            },
+            case_sensitive=True,
+            refused={"GSSAPI": "Kerberos is not supported by the ingress"},
+        ),
+        "PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 or OAUTHBEARER; required with SASL_*. GSSAPI "
+        "(librdkafka's default) is refused.",
+    ),
+    _security("sasl.username", "sasl_username", _text(strip=False), "SASL PLAIN/SCRAM user."),
+    _security("sasl.password", "sasl_password", _text(strip=False), "SASL PLAIN/SCRAM password."),
+    _security(
+        "ssl.ca.location",
+        "ssl_ca_location",
+        _text(),
+        "CA certificate file or directory (PEM) to verify brokers; `probe` = system store.",
+        default="system CA store",
+    ),
+    _security("ssl.ca.pem", "ssl_ca_pem", _text(), "CA certificate(s) as a PEM string."),
+    _security(
+        "ssl.certificate.location",
+        "ssl_certificate_location",
+        _text(),
+        "Client certificate (PEM) for mutual TLS.",
+    ),
+    _security(
+        "ssl.key.location",
+        "ssl_key_location",
+        _text(),
+        "Client private key (PEM); needs ssl.certificate.location.",
+    ),
+    _security(
+        "ssl.key.password",
+        "ssl_key_password",
+        _text(strip=False),
+        "Passphrase of ssl.key.location.",
+    ),
+    _security(
+        "ssl.endpoint.identification.algorithm",
+        "ssl_check_hostname",
+        _endpoint_identification,
+        "https checks the broker's host name against its certificate; none does not.",
+        default="https",
+    ),
+    _security(
+        "enable.ssl.certificate.verification",
+        "ssl_verify",
+        _bool,
+        "Verify the broker's certificate chain; false also disables the host name check.",
+        default="true",
+    ),
+    _security(
+        "sasl.oauthbearer.method",
+        "oauthbearer_method",
+        _enum({"default": "default", "oidc": "oidc"}),
+        "OAUTHBEARER needs `oidc` (client credentials against the token endpoint).",
+        default="default",
+    ),
+    _security(
+        "sasl.oauthbearer.client.id",
+        "oauthbearer_client_id",
+        _text(),
+        "OIDC client ID.",
+    ),
+    _security(
+        "sasl.oauthbearer.client.secret",
+        "oauthbearer_client_secret",
+        _text(strip=False),
+        "OIDC client secret.",
+    ),
+    _security(
+        "sasl.oauthbearer.token.endpoint.url",
+        "oauthbearer_token_endpoint_url",
+        _url,
+        "OIDC token endpoint (http:// or https://).",
+    ),
+    _security(
+        "sasl.oauthbearer.scope", "oauthbearer_scope", _text(), "Scope requested with the token."
+    ),
+    _security(
+        "sasl.oauthbearer.extensions",
+        "oauthbearer_extensions",
+        _extensions,
+        "SASL extensions sent to the broker, as comma-separated key=value pairs.",
+    ),
+    # -- the ingress's own options
+    _ingress(
+        "dead.letter.topic",
+        "dead_letter_topic",
+        _topic,
+        "Topic that records failing terminally are written to; without it they are only "
+        "recorded as failed.",
+        default="none",
+    ),
+    _ingress(
+        "retry.initial.interval.ms",
+        "retry_options",
+        _number,
+        "First retry delay of a failed invocation.",
+        default="50",
+    ),
+    _ingress(
+        "retry.max.interval.ms",
+        "retry_options",
+        _number,
+        "Upper bound of the retry delay.",
+        default="30000",
+    ),
+    _ingress(
+        "retry.max.attempts",
+        "retry_options",
+        _attempts,
+        "Attempts including the first, or `unlimited`.",
+        default="20",
+    ),
+    _ingress(
+        "retry.backoff.multiplier",
+        "retry_options",
+        _number,
+        "Factor between consecutive retry delays.",
+        default="2",
+    ),
+    _ingress(
+        "retry.jitter",
+        "retry_options",
+        _number,
+        "Fraction in [0, 1] by which a retry delay may be shortened at random.",
+        default="0.2",
+    ),
+    _ingress(
+        "max.in.flight",
+        "max_in_flight",
+        _int(1, 100_000),
+        "Invocations of this subscription running at once (not librdkafka's "
+        "max.in.flight.requests.per.connection).",
+        default="`[limits] max-in-flight`",
+    ),
+    _ingress(
+        "invocation.timeout.ms",
+        "invocation_timeout_ms",
+        _int(1, _INT_MAX),
+        "Timeout of one handler invocation.",
+        default="`[limits] invocation-timeout-ms`",
+    ),
+    _ingress(
+        "batch.size",
+        "batch_size",
+        _int(1, 10_000),
+        "Records per Lambda invocation in batch mode (not librdkafka's producer batch.size).",
+        default="none (one record per invocation)",
+    ),
+    _ingress(
+        "event.format",
+        "event_format",
+        _enum({"ingress": "ingress", "msk": "msk"}),
+        "Shape of the Lambda event: `ingress` or `msk` (the AWS MSK event source's).",
+        default="ingress",
+    ),
+    # -- accepted, no effect
+    _ignored(
+        "allow.auto.create.topics",
+        _auto_create,
+        "Only `true` is accepted: aiokafka always allows the broker to auto-create topics.",
+    ),
+    _ignored(
+        "reconnect.backoff.ms",
+        _int(0, 3_600_000),
+        "aiokafka reconnects after retry.backoff.ms.",
+    ),
+    _ignored(
+        "reconnect.backoff.max.ms",
+        _int(0, 3_600_000),
+        "aiokafka reconnects after retry.backoff.ms.",
+    ),
+    _ignored(
+        "retry.backoff.max.ms",
+        _int(1, 300_000),
+        "aiokafka backs off a constant retry.backoff.ms.",
+    ),
+    # -- refused
+    _refused("enable.auto.commit", _AUTO_COMMIT_REASON),
+    _refused("auto.commit.enable", _AUTO_COMMIT_REASON),
+    _refused("auto.commit.interval.ms", _AUTO_COMMIT_REASON),
+    _refused(
+        "enable.auto.offset.store",
+        "the ingress decides which offsets are committable (the highest contiguous "
+        "acknowledged offset per partition)",
+    ),
+    _refused(
+        "enable.partition.eof",
+        "the poller consumes continuously and has no use for end-of-partition events",
+    ),
+    _refused(
+        "group.instance.id",
+        "every poller instance of a subscription would present the same static member ID "
+        "and fence the others out of the group",
+    ),
+    _refused(
+        "max.poll.records",
+        "the ingress bounds work with max.in.flight and pauses partitions instead",
+    ),
+    _refused("key.deserializer", _DESERIALIZER_REASON),
+    _refused("value.deserializer", _DESERIALIZER_REASON),
+    _refused("key.serializer", _DESERIALIZER_REASON),
+    _refused("value.serializer", _DESERIALIZER_REASON),
+    _refused("transactional.id", "the dead-letter producer is not transactional"),
+    _refused(
+        "sasl.jaas.config",
+        "Java JAAS configuration is not supported; use sasl.mechanism, sasl.username and "
+        "sasl.password",
+    ),
+    _refused(
+        "sasl.oauthbearer.config",
+        "unsecured JWTs are not supported; use sasl.oauthbearer.method=oidc with "
+        "sasl.oauthbearer.client.id, sasl.oauthbearer.client.secret and "
+        "sasl.oauthbearer.token.endpoint.url",
+    ),
+    _refused(
+        "enable.sasl.oauthbearer.unsecure.jwt",
+        "unsecured JWTs are not supported; use sasl.oauthbearer.method=oidc",
+    ),
+    _refused("ssl.truststore.location", _JAVA_STORE_REASON),
+    _refused("ssl.truststore.password", _JAVA_STORE_REASON),
+    _refused("ssl.keystore.location", _JAVA_STORE_REASON),
+    _refused("ssl.keystore.password", _JAVA_STORE_REASON),
+    _refused(
+        "ssl.certificate.pem",
+        "Python's TLS stack loads client certificates from files; use ssl.certificate.location",
+    ),
+    _refused(
+        "ssl.key.pem",
+        "Python's TLS stack loads private keys from files; use ssl.key.location",
+    ),
+)
+
+_ALIASES: Mapping[str, str] = {
+    "metadata.broker.list": "bootstrap.servers",
+    "sasl.mechanisms": "sasl.mechanism",
+    "fetch.message.max.bytes": "max.partition.fetch.bytes",
+    # librdkafka's socket.timeout.ms is its network request timeout; aiokafka has only one.
+    "socket.timeout.ms": "request.timeout.ms",
+    "compression.codec": "compression.type",
+}
+
+
+def _build_table() -> Mapping[str, OptionSpec]:
+    table = {spec.name: spec for spec in _SPECS}
+    assert len(table) == len(_SPECS), "duplicate option in _SPECS"
+    for alias, canonical in _ALIASES.items():
+        table[alias] = replace(
+            table[canonical], name=alias, alias_of=canonical, doc=f"Alias of {canonical}."
+        )
+    return MappingProxyType(dict(sorted(table.items())))
+
+
+OPTION_TABLE: Mapping[str, OptionSpec] = _build_table()
+"""Every option this module knows, by name (aliases included), sorted."""
+
+SUPPORTED_OPTIONS: frozenset[str] = frozenset(
+    name for name, spec in OPTION_TABLE.items() if spec.kind is not Kind.REFUSED
+)
+"""Options that may be set, aliases included."""
+
+REFUSED_OPTIONS: Mapping[str, str] = MappingProxyType(
+    {name: spec.reason or "" for name, spec in OPTION_TABLE.items() if spec.kind is Kind.REFUSED}
+)
+"""librdkafka/Java options that are rejected, with the reason shown to the user."""
+
+
+# --------------------------------------------------------------------------------------------
+# Results
+
+
+@dataclass(frozen=True, slots=True, kw_only=True, repr=False)
+class SecuritySettings:
+    """How to reach the brokers securely; turned into aiokafka arguments by the I/O shell.
+
+    ``repr`` masks credentials, so logging this object is safe.
+    """
+
+    protocol: Protocol = "PLAINTEXT"
+    sasl_mechanism: SaslMechanism | None = None
+    sasl_username: str | None = None
+    sasl_password: str | None = None
+    ssl_ca_location: str | None = None
+    ssl_ca_pem: str | None = None
+    ssl_certificate_location: str | None = None
+    ssl_key_location: str | None = None
+    ssl_key_password: str | None = None
+    ssl_check_hostname: bool = True
+    ssl_verify: bool = True
+    oauthbearer_method: Literal["default", "oidc"] = "default"
+    oauthbearer_client_id: str | None = None
+    oauthbearer_client_secret: str | None = None
+    oauthbearer_token_endpoint_url: str | None = None
+    oauthbearer_scope: str | None = None
+    oauthbearer_extensions: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def uses_ssl(self) -> bool:
+        return self.protocol in ("SSL", "SASL_SSL")
+
+    @property
+    def uses_sasl(self) -> bool:
+        return self.protocol in ("SASL_PLAINTEXT", "SASL_SSL")
+
+    def __repr__(self) -> str:
+        parts = []
+        for f in fields(self):
+            value = getattr(self, f.name)
+            shown = repr(SECRET_MASK) if f.name in _SECRET_FIELDS and value is not None else None
+            parts.append(f"{f.name}={shown or repr(value)}")
+        return f"SecuritySettings({', '.join(parts)})"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IngressOptions:
+    """The ingress's own per-subscription options (``None`` = the ``[limits]`` default).
+
+    ``retry_options`` holds the ``retry.*`` options as given, for
+    :meth:`adapter.engine.retry.RetryPolicy.from_options`.
+    """
+
+    dead_letter_topic: str | None = None
+    retry_options: dict[str, str] = field(default_factory=dict)
+    max_in_flight: int | None = None
+    invocation_timeout_ms: int | None = None
+    batch_size: int | None = None
+    event_format: EventFormat = "ingress"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClientOptions:
+    """Everything the consumer of one subscription (and its dead-letter producer) needs.
+
+    ``consumer_kwargs`` and ``producer_kwargs`` hold no security arguments and no secrets:
+    merge them with :func:`adapter.kafka.security.consumer_security_kwargs` (which builds the
+    ``ssl_context`` and SASL arguments from ``security``) before calling aiokafka.
+    """
+
+    bootstrap_servers: list[str]
+    consumer_kwargs: dict[str, Any]
+    producer_kwargs: dict[str, Any]
+    security: SecuritySettings
+    ingress: IngressOptions
+    group_id: str
+
+
+_SECRET_FIELDS = frozenset(
+    spec.target
+    for spec in OPTION_TABLE.values()
+    if spec.kind is Kind.SECURITY and spec.secret and spec.target
+)
+
+
+# --------------------------------------------------------------------------------------------
+# Parsing one mapping
+
+
+@dataclass(frozen=True, slots=True)
+class _Setting:
+    written: str  # the name as the user wrote it (may be an alias)
+    raw: str
+    value: Any
+
+
+def _show(raw: str) -> str:
+    return repr(raw if len(raw) <= 80 else raw[:77] + "...")
+
+
+def _as_text(raw: object) -> str | None:
+    # TOML and JSON can carry numbers and booleans; render them as librdkafka would read them.
+    if isinstance(raw, bool):
+        return "true" if raw else "false"
+    if isinstance(raw, str | int | float):
+        return str(raw)
+    return None
+
+
+def _parse_mapping(options: Mapping[str, str], label: str) -> tuple[dict[str, _Setting], list[str]]:
+    """Parse one mapping; return settings by canonical name and every problem found."""
+    settings: dict[str, _Setting] = {}
+    problems: list[str] = []
+    unknown: list[str] = []
+    for name in options:
+        raw_value: object = options[name]
+        spec = OPTION_TABLE.get(name)
+        if spec is None:
+            unknown.append(name)
+            continue
+        if spec.kind is Kind.REFUSED:
+            problems.append(f"{label} {name!r} is not allowed: {spec.reason}")
+            continue
+        raw = _as_text(raw_value)
+        if raw is None:
+            problems.append(f"{label} {name!r}: expected a string, number or boolean")
+            continue
+        try:
+            value = spec.parse(raw)
+        except _Unsupported as exc:
+            problems.append(f"{label} {name!r}: {exc.reason}")
+            continue
+        except _Invalid as exc:
+            got = "" if spec.secret else f", got {_show(raw)}"
+            problems.append(f"{label} {name!r}: expected {exc.expected}{got}")
+            continue
+        canonical = spec.alias_of or name
+        previous = settings.get(canonical)
+        if previous is not None and previous.value != value:
+            problems.append(
+                f"{label}s {previous.written!r} and {name!r} are the same option with "
+                f"different values; set only one"
+            )
+            continue
+        settings[canonical] = _Setting(written=name, raw=raw, value=value)
+    if unknown:
+        problems.append(_unknown_message(unknown, label))
+    return settings, problems
+
+
+def _unknown_message(unknown: Sequence[str], label: str) -> str:
+    described = []
+    for name in sorted(unknown):
+        close = difflib.get_close_matches(name.lower(), sorted(SUPPORTED_OPTIONS), n=1, cutoff=0.8)
+        described.append(f"{name!r} (did you mean {close[0]!r}?)" if close else repr(name))
+    plural = "s" if len(unknown) > 1 else ""
+    return (
+        f"unknown {label}{plural} {', '.join(described)}; supported options: "
+        f"{', '.join(sorted(SUPPORTED_OPTIONS))}"
+    )
+
+
+def validate_options(options: Mapping[str, str]) -> None:
+    """Raise :class:`ConfigError` if any option is unknown, refused or has a bad value.
+
+    Checks each option on its own (and aliases against each other). Rules that span options
+    — SASL credentials, timeouts that depend on each other — need the cluster's options too:
+    :func:`resolve_options` applies them.
+    """
+    _, problems = _parse_mapping(options, "option")
+    if problems:
+        raise ConfigError("; ".join(problems))
+
+
+# --------------------------------------------------------------------------------------------
+# Resolving cluster + subscription options
+
+
+def resolve_options(
+    *,
+    subscription_id: str,
+    bootstrap_servers: Sequence[str],
+    cluster_options: Mapping[str, str],
+    subscription_options: Mapping[str, str],
+) -> ClientOptions:
+    """Merge cluster and subscription options (the subscription wins) and translate them.
+
+    ``bootstrap_servers`` are the cluster's brokers (``host:port``), used unless an option
+    sets ``bootstrap.servers``. Raises :class:`ConfigError` listing every problem found.
+    """
+    cluster, problems = _parse_mapping(cluster_options, "cluster option")
+    subscription, more = _parse_mapping(subscription_options, "subscription option")
+    problems += more
+    if problems:
+        raise ConfigError("; ".join(problems))
+    merged = {**cluster, **subscription}
+    values = {name: setting.value for name, setting in merged.items()}
+
+    def written(name: str) -> str:
+        return merged[name].written if name in merged else name
+
+    servers: list[str] = values.get("bootstrap.servers") or list(bootstrap_servers)
+    if not servers:
+        raise ConfigError("no brokers: give the cluster `brokers` or set bootstrap.servers")
+    group_id: str = values.get("group.id") or subscription_id
+    client_id: str = values.get("client.id") or f"kafka-ingress-{subscription_id}"
+
+    consumer: dict[str, Any] = {
+        "bootstrap_servers": list(servers),
+        "client_id": client_id,
+        "group_id": group_id,
+        # The ingress owns commits: explicit offsets, after acknowledgement only.
+        "enable_auto_commit": False,
+        "auto_offset_reset": "latest",
+        # librdkafka's defaults, where aiokafka's differ in behaviour rather than tuning.
+        "isolation_level": "read_committed",
+        "partition_assignment_strategy": (RangePartitionAssignor, RoundRobinPartitionAssignor),
+    }
+    producer: dict[str, Any] = {"bootstrap_servers": list(servers), "client_id": client_id}
+    security: dict[str, Any] = {}
+    ingress: dict[str, Any] = {"retry_options": {}}
+    for name, value in values.items():
+        spec = OPTION_TABLE[name]
+        if spec.kind is Kind.CLIENT and spec.target is not None:
+            if name in ("bootstrap.servers", "group.id", "client.id"):
+                continue
+            if spec.applies_to in ("consumer", "both"):
+                consumer[spec.target] = value
+            if spec.applies_to in ("producer", "both"):
+                producer[spec.target] = value
+        elif spec.kind is Kind.SECURITY and spec.target is not None:
+            security[spec.target] = value
+        elif spec.kind is Kind.INGRESS and spec.target == "retry_options":
+            ingress["retry_options"][name] = value
+        elif spec.kind is Kind.INGRESS and spec.target is not None:
+            ingress[spec.target] = value
+
+    settings = SecuritySettings(**security)
+    problems = _check_security(settings, written)
+    problems += _check_timeouts(values, written, consumer, producer)
+    if problems:
+        raise ConfigError("; ".join(problems))
+    return ClientOptions(
+        bootstrap_servers=list(servers),
+        consumer_kwargs=consumer,
+        producer_kwargs=producer,
+        security=settings,
+        ingress=IngressOptions(**ingress),
+        group_id=group_id,
+    )
+
+
+def _check_security(security: SecuritySettings, written: Callable[[str], str]) -> list[str]:
+    """Rules across the security options; messages name options, never values of secrets."""
+    problems: list[str] = []
+    mechanism = security.sasl_mechanism
+    if security.uses_sasl and mechanism is None:
+        problems.append(
+            f"security.protocol={security.protocol} needs {written('sasl.mechanism')}: one "
+            "of PLAIN, SCRAM-SHA-256, SCRAM-SHA-512, OAUTHBEARER (librdkafka's default, "
+            "GSSAPI, is not supported)"
+        )
+    if security.uses_sasl and mechanism in ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"):
+        missing = [
+            option
+            for option, value in (
+                ("sasl.username", security.sasl_username),
+                ("sasl.password", security.sasl_password),
+            )
+            if value is None
+        ]
+        if missing:
+            problems.append(f"sasl.mechanism={mechanism} needs {' and '.join(missing)}")
+    if security.uses_sasl and mechanism == "OAUTHBEARER":
+        if security.oauthbearer_method != "oidc":
+            problems.append(
+                "sasl.mechanism=OAUTHBEARER needs sasl.oauthbearer.method=oidc: the token "
+                "comes from the OIDC token endpoint (librdkafka's default method relies on a "
+                "callback or an unsecured JWT, neither of which can be configured here)"
+            )
+        else:
+            missing = [
+                option
+                for option, value in (
+                    ("sasl.oauthbearer.client.id", security.oauthbearer_client_id),
+                    ("sasl.oauthbearer.client.secret", security.oauthbearer_client_secret),
+                    (
+                        "sasl.oauthbearer.token.endpoint.url",
+                        security.oauthbearer_token_endpoint_url,
+                    ),
+                )
+                if value is None
+            ]
+            if missing:
+                problems.append(f"sasl.oauthbearer.method=oidc needs {', '.join(missing)}")
+    if security.ssl_key_location is not None and security.ssl_certificate_location is None:
+        problems.append("ssl.key.location needs ssl.certificate.location (the client certificate)")
+    return problems
+
+
+def _check_timeouts(
+    values: Mapping[str, Any],
+    written: Callable[[str], str],
+    consumer: dict[str, Any],
+    producer: dict[str, Any],
+) -> list[str]:
+    """Timeouts aiokafka needs in a given order; fills in the request timeout if unset."""
+    problems: list[str] = []
+    session = values.get("session.timeout.ms", _AIOKAFKA_SESSION_TIMEOUT_MS)
+    heartbeat = values.get("heartbeat.interval.ms", _AIOKAFKA_HEARTBEAT_INTERVAL_MS)
+    if heartbeat >= session:
+        problems.append(
+            f"{written('heartbeat.interval.ms')} ({heartbeat}) must be less than "
+            f"{written('session.timeout.ms')} ({session}), or the group drops the member "
+            "between heartbeats"
+        )
+    # aiokafka sends JoinGroup with the session timeout as rebalance timeout, and the broker
+    # may hold that request (and a fetch, for fetch.wait.max.ms) before answering; a shorter
+    # request timeout would abort them.
+    fetch_wait = values.get("fetch.wait.max.ms", _AIOKAFKA_FETCH_MAX_WAIT_MS)
+    longest_wait = max(session, fetch_wait)
+    if "request.timeout.ms" in values:
+        request = values["request.timeout.ms"]
+        if request <= longest_wait:
+            which = "session.timeout.ms" if session >= fetch_wait else "fetch.wait.max.ms"
+            problems.append(
+                f"{written('request.timeout.ms')} ({request}) must be greater than "
+                f"{written(which)} ({longest_wait}): the broker may hold a request that long"
+            )
+    elif longest_wait >= _AIOKAFKA_REQUEST_TIMEOUT_MS:
+        floor = longest_wait + _REQUEST_TIMEOUT_MARGIN_MS
+        consumer["request_timeout_ms"] = floor
+        producer["request_timeout_ms"] = floor
+    return problems
