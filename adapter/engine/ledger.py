@@ -1,0 +1,138 @@
+"""Batched, asynchronous writes to the invocation ledger, off the hot path.
+
+Invocation results are submitted here together with a callback; the writer groups them into
+BatchWriteItem requests and calls each callback only once its row is durably written. The
+engine finishes a record's offset from that callback, so the committed offset can never pass a
+result that is not in the ledger. While DynamoDB is unreachable or throttling, rows wait here and
+are re-sent with capped exponential backoff; the engine sees the growing ``pending`` count and
+stops fetching (backpressure) instead of buffering without limit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+from adapter.errors import StoreError
+from adapter.model import LedgerEntry
+
+__all__ = ["LedgerStore", "LedgerWriter"]
+
+log = logging.getLogger(__name__)
+
+
+class LedgerStore(Protocol):
+    async def write_entries(self, entries: Sequence[LedgerEntry]) -> None: ...
+
+
+OnDurable = Callable[[], None]
+
+
+class LedgerWriter:
+    """Collects ledger rows and writes them in batches from one background task."""
+
+    def __init__(
+        self,
+        store: LedgerStore,
+        *,
+        max_batch: int = 250,
+        linger_s: float = 0.01,
+        concurrency: int = 4,
+        max_backoff_s: float = 5.0,
+    ) -> None:
+        self._store = store
+        self._max_batch = max_batch
+        self._linger_s = linger_s
+        self._max_backoff_s = max_backoff_s
+        self._queue: deque[tuple[LedgerEntry, OnDurable | None]] = deque()
+        self._wakeup = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._slots = asyncio.Semaphore(concurrency)
+        self._in_progress = 0
+        self._closing = False
+        self.last_error: str | None = None
+        self.failures = 0
+        self.written = 0
+
+    @property
+    def pending(self) -> int:
+        """Rows submitted but not yet durable."""
+        return len(self._queue) + self._in_progress
+
+    @property
+    def healthy(self) -> bool:
+        return self.last_error is None
+
+    def submit(self, entry: LedgerEntry, on_durable: OnDurable | None = None) -> None:
+        if self._closing:
+            raise RuntimeError("ledger writer is closed")
+        self._queue.append((entry, on_durable))
+        self._idle.clear()
+        self._wakeup.set()
+
+    async def flushed(self) -> None:
+        """Wait until every row submitted so far is durable."""
+        await self._idle.wait()
+
+    async def run(self) -> None:
+        """The writer loop; runs until cancelled. Owned by the engine's task group."""
+        tasks: set[asyncio.Task[None]] = set()
+        try:
+            while True:
+                if not self._queue:
+                    if self._in_progress == 0:
+                        self._idle.set()
+                    self._wakeup.clear()
+                    await self._wakeup.wait()
+                    if self._linger_s and len(self._queue) < self._max_batch:
+                        # A short linger turns a trickle of results into full batches.
+                        await asyncio.sleep(self._linger_s)
+                await self._slots.acquire()
+                batch = [
+                    self._queue.popleft() for _ in range(min(self._max_batch, len(self._queue)))
+                ]
+                if not batch:
+                    self._slots.release()
+                    continue
+                self._in_progress += len(batch)
+                task = asyncio.create_task(self._write(batch))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+        finally:
+            for task in tasks:
+                task.cancel()
+
+    async def _write(self, batch: list[tuple[LedgerEntry, OnDurable | None]]) -> None:
+        delay = 0.1
+        try:
+            while True:
+                try:
+                    await self._store.write_entries([entry for entry, _ in batch])
+                except StoreError as exc:
+                    self.failures += 1
+                    if self.last_error is None:
+                        log.warning("ledger write failed, will retry: %s", exc)
+                    self.last_error = str(exc)
+                    await asyncio.sleep(delay * (0.5 + random.random()))
+                    delay = min(delay * 2, self._max_backoff_s)
+                    continue
+                if self.last_error is not None:
+                    log.info("ledger writes recovered after %d failures", self.failures)
+                self.last_error = None
+                break
+            self.written += len(batch)
+            for _, on_durable in batch:
+                if on_durable is not None:
+                    on_durable()
+        finally:
+            self._in_progress -= len(batch)
+            self._slots.release()
+            if not self._queue and self._in_progress == 0:
+                self._idle.set()
+            else:
+                self._wakeup.set()

@@ -1,0 +1,274 @@
+"""The supervisor: keeps one runner per active subscription in this poller.
+
+Every poller instance runs one. It watches the subscription table and starts, restarts (on a
+new revision) and stops runners. All instances of a subscription join the same consumer group,
+so Kafka spreads the partitions across them: scaling out is running more instances.
+
+A runner that fails (cluster unreachable, authentication refused, unknown handler) is retried
+with capped exponential backoff and its error is kept for the health and subscription APIs;
+it never takes other subscriptions down with it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer
+
+from adapter.config import KafkaCluster, Settings
+from adapter.engine.ledger import LedgerWriter
+from adapter.engine.retry import RetryPolicy
+from adapter.engine.runner import RunnerSettings, RunnerState, SubscriptionRunner
+from adapter.errors import ConfigError, IngressError, StoreError
+from adapter.invokers.base import Invoker
+from adapter.kafka.dead_letter import DeadLetterProducer
+from adapter.kafka.options import ClientOptions, resolve_options
+from adapter.kafka.security import consumer_security_kwargs
+from adapter.model import Deployment, ServiceType, Subscription, Target
+from adapter.store.dynamo import DynamoStore
+
+__all__ = ["Supervisor", "resolve_target"]
+
+log = logging.getLogger(__name__)
+
+
+async def resolve_target(store: DynamoStore, service: str, handler: str) -> Target:
+    """Look up a sink in the registry; ConfigError says what is missing."""
+    svc = await store.get_service(service)
+    if svc is None:
+        raise ConfigError(f"unknown service {service!r}: register a deployment that serves it")
+    info = svc.handler(handler)
+    if info is None:
+        known = ", ".join(h.name for h in svc.handlers) or "none"
+        raise ConfigError(f"service {service!r} has no handler {handler!r} (handlers: {known})")
+    dep = await store.get_deployment(svc.deployment_id)
+    if dep is None:
+        raise ConfigError(f"deployment {svc.deployment_id} of service {service!r} is gone")
+    deployment = Deployment(
+        id=str(dep["id"]),
+        uri=dep.get("uri"),
+        arn=dep.get("arn"),
+        additional_headers={
+            str(k): str(v) for k, v in (dep.get("additional_headers") or {}).items()
+        },
+    )
+    return Target(
+        service=svc.name,
+        handler=info.name,
+        service_type=ServiceType(svc.service_type),
+        handler_type=info.handler_type,
+        input_kind=info.input_kind,
+        deployment=deployment,
+    )
+
+
+@dataclass(slots=True)
+class _Slot:
+    subscription: Subscription
+    task: asyncio.Task[None] | None = None
+    runner: SubscriptionRunner | None = None
+    state: str = RunnerState.STARTING.value
+    last_error: str | None = None
+    failures: int = 0
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class Supervisor:
+    def __init__(
+        self,
+        settings: Settings,
+        store: DynamoStore,
+        ledger: LedgerWriter,
+        invoker_for: Callable[[Target], Invoker],
+        *,
+        clusters: Callable[[], dict[str, KafkaCluster]] | None = None,
+        refresh_interval_s: float | None = None,
+        max_backoff_s: float = 30.0,
+    ) -> None:
+        self._settings = settings
+        self._store = store
+        self._ledger = ledger
+        self._invoker_for = invoker_for
+        self._clusters = clusters or (lambda: settings.clusters)
+        self._refresh_s = (
+            refresh_interval_s
+            if refresh_interval_s is not None
+            else settings.limits.subscription_refresh_ms / 1000
+        )
+        self._max_backoff_s = max_backoff_s
+        self._slots: dict[str, _Slot] = {}
+        self._dead_letters: dict[str, DeadLetterProducer] = {}
+        self._wake = asyncio.Event()
+        self.last_refresh_error: str | None = None
+
+    # -- public -----------------------------------------------------------------------------
+
+    def wake(self) -> None:
+        """Refresh now (the admin API calls this after changing a subscription)."""
+        self._wake.set()
+
+    def runners(self) -> dict[str, SubscriptionRunner]:
+        return {k: s.runner for k, s in self._slots.items() if s.runner is not None}
+
+    def status(self) -> dict[str, dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {}
+        for sub_id, slot in self._slots.items():
+            runner = slot.runner
+            out[sub_id] = {
+                "state": runner.state.value if runner is not None else slot.state,
+                "last_error": slot.last_error or (runner.last_error if runner else None),
+                "in_flight": runner.in_flight if runner else 0,
+                "stats": runner.stats if runner else None,
+            }
+        return out
+
+    async def run(self) -> None:
+        try:
+            while True:
+                await self.refresh()
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self._refresh_s)
+        finally:
+            await self.shutdown()
+
+    async def refresh(self) -> None:
+        try:
+            subs = await self._store.list_subscriptions()
+        except StoreError as exc:
+            # Keep running what we have; the table is only the source of *changes*.
+            self.last_refresh_error = str(exc)
+            log.warning("cannot read subscriptions (keeping current consumers): %s", exc)
+            return
+        self.last_refresh_error = None
+        desired = {s.id: s for s in subs if not s.paused}
+        for sub_id in list(self._slots):
+            slot = self._slots[sub_id]
+            want = desired.get(sub_id)
+            if want is None or want.revision != slot.subscription.revision:
+                await self._stop_slot(sub_id)
+        for sub_id, sub in desired.items():
+            if sub_id not in self._slots:
+                self._start_slot(sub)
+
+    async def shutdown(self) -> None:
+        await asyncio.gather(*(self._stop_slot(s) for s in list(self._slots)))
+        for producer in self._dead_letters.values():
+            with contextlib.suppress(Exception):
+                await producer.stop()
+        self._dead_letters.clear()
+
+    # -- slots ------------------------------------------------------------------------------
+
+    def _start_slot(self, sub: Subscription) -> None:
+        slot = _Slot(subscription=sub)
+        slot.task = asyncio.create_task(self._supervise(slot), name=f"subscription {sub.id}")
+        self._slots[sub.id] = slot
+        log.info("starting subscription %s: %s -> %s", sub.id, sub.source, sub.sink)
+
+    async def _stop_slot(self, sub_id: str) -> None:
+        slot = self._slots.pop(sub_id, None)
+        if slot is None:
+            return
+        slot.stop.set()
+        if slot.runner is not None:
+            slot.runner.stop()
+        try:
+            if slot.task is not None:
+                await slot.task
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("subscription %s stopped with an error", sub_id)
+        log.info("stopped subscription %s", sub_id)
+
+    async def _supervise(self, slot: _Slot) -> None:
+        delay = 1.0
+        while not slot.stop.is_set():
+            try:
+                runner = await self._build_runner(slot.subscription)
+                slot.runner = runner
+                slot.state = RunnerState.RUNNING.value
+                if slot.stop.is_set():
+                    return
+                await runner.run()
+                if slot.stop.is_set():
+                    return
+                delay = 1.0
+            except IngressError as exc:
+                slot.failures += 1
+                slot.last_error = str(exc)
+                slot.state = RunnerState.BACKING_OFF.value
+                log.warning(
+                    "subscription %s failed (attempt %d), retrying in %.0fs: %s",
+                    slot.subscription.id,
+                    slot.failures,
+                    delay,
+                    exc,
+                )
+            except Exception as exc:
+                slot.failures += 1
+                slot.last_error = f"internal error: {exc!r}"
+                slot.state = RunnerState.BACKING_OFF.value
+                log.exception("subscription %s crashed", slot.subscription.id)
+            slot.runner = None
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(slot.stop.wait(), delay)
+            delay = min(delay * 2, self._max_backoff_s)
+
+    async def _build_runner(self, sub: Subscription) -> SubscriptionRunner:
+        cluster = self._clusters().get(sub.cluster)
+        if cluster is None:
+            raise ConfigError(f"unknown Kafka cluster {sub.cluster!r}")
+        options = resolve_options(
+            subscription_id=sub.id,
+            bootstrap_servers=cluster.bootstrap_servers,
+            cluster_options=cluster.options,
+            subscription_options=sub.options,
+        )
+        target = await resolve_target(self._store, sub.service, sub.handler)
+        limits = self._settings.limits
+        ingress = options.ingress
+        settings = RunnerSettings(
+            max_in_flight=ingress.max_in_flight or limits.max_in_flight,
+            max_buffered_per_partition=limits.max_buffered_per_partition,
+            max_record_bytes=limits.max_record_bytes,
+            invocation_timeout_s=(ingress.invocation_timeout_ms or limits.invocation_timeout_ms)
+            / 1000,
+            drain_timeout_s=limits.drain_timeout_ms / 1000,
+            dead_letter_topic=ingress.dead_letter_topic,
+            retry=RetryPolicy.from_options(ingress.retry_options),
+        )
+        dead_letters = None
+        if ingress.dead_letter_topic:
+            dead_letters = self._dead_letter_producer(sub.cluster, options)
+        return SubscriptionRunner(
+            sub,
+            target,
+            consumer_factory=lambda: self._consumer(sub, options),
+            store=self._store,
+            ledger=self._ledger,
+            invoker=self._invoker_for(target),
+            dead_letters=dead_letters,
+            settings=settings,
+        )
+
+    def _consumer(self, sub: Subscription, options: ClientOptions) -> AIOKafkaConsumer:
+        kwargs = dict(options.consumer_kwargs)
+        kwargs.update(consumer_security_kwargs(options.security))
+        # consumer_kwargs already carry bootstrap servers, group.id and enable_auto_commit=False.
+        return AIOKafkaConsumer(**kwargs)
+
+    def _dead_letter_producer(self, cluster: str, options: ClientOptions) -> DeadLetterProducer:
+        producer = self._dead_letters.get(cluster)
+        if producer is None:
+            kwargs = dict(options.producer_kwargs)
+            kwargs.update(consumer_security_kwargs(options.security))
+            producer = DeadLetterProducer(**kwargs)
+            self._dead_letters[cluster] = producer
+        return producer

@@ -1,0 +1,413 @@
+"""The ingestion engine end to end: real broker, moto server over HTTP, uvicorn handlers."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from pathlib import Path
+
+import orjson
+import pytest
+from starlette.responses import JSONResponse, Response
+
+from adapter.engine.lifecycle import InvocationStatus
+from adapter.ids import invocation_id
+from adapter.model import HandlerType, InputKind, ServiceType
+from tests._http_fixtures import HandlerServer
+from tests._kafka_fixtures import TopicFactory
+from tests.harness import (
+    Call,
+    Ingress,
+    PollerProcess,
+    RecordingHandler,
+    committed_offsets,
+    consume_all,
+    eventually,
+    produce,
+)
+
+pytestmark = [pytest.mark.kafka, pytest.mark.timeout(180)]
+
+JSON = InputKind.JSON
+RAW = InputKind.RAW
+
+
+async def test_exclusive_handler_keeps_per_key_order_and_runs_keys_concurrently(
+    ingress: Ingress, handler_server: HandlerServer, topic_factory: TopicFactory
+) -> None:
+    rng = random.Random(7)
+
+    async def slow(call: Call) -> None:
+        await asyncio.sleep(rng.random() * 0.004)
+
+    handler = RecordingHandler(slow)
+    url = await handler_server(handler.app)
+    await ingress.register(
+        url, "Account", ServiceType.VIRTUAL_OBJECT, {"apply": (HandlerType.EXCLUSIVE, JSON)}
+    )
+    topic = await topic_factory(partitions=2)
+    await ingress.start()
+    sub = await ingress.subscribe(topic, "Account", "apply")
+
+    records = [(f"acct-{i % 200}".encode(), orjson.dumps({"seq": i})) for i in range(2000)]
+    placed = await produce(ingress.bootstrap, topic, records)
+    await eventually(
+        lambda: len(handler.acked()) >= 2000,
+        timeout=120,
+        message=lambda: f"{len(handler.acked())}/2000 acked",
+    )
+
+    # Every key's records arrived in offset order, one at a time.
+    by_key: dict[str, list[tuple[int, int]]] = {}
+    for call in handler.calls:
+        assert call.key is not None
+        by_key.setdefault(call.key, []).append((call.partition, call.offset))
+    expected: dict[str, list[tuple[int, int]]] = {}
+    for (key, _), (partition, offset) in zip(records, placed, strict=True):
+        expected.setdefault(key.decode(), []).append((partition, offset))
+    assert by_key == expected
+    assert handler.key_overlaps == 0
+    assert handler.max_active > 1, "different keys must run concurrently"
+    assert len({c.invocation_id for c in handler.calls}) == 2000
+
+    # Everything finished is committed, as explicit offsets.
+    ends = {p: max(o for q, o in placed if q == p) + 1 for p in (0, 1)}
+    await eventually(
+        lambda: _committed_equals(ingress, sub.id, topic, ends),
+        timeout=30,
+        message="committed offsets did not reach the end offsets",
+    )
+
+
+async def _committed_equals(ingress: Ingress, group: str, topic: str, ends: dict[int, int]) -> bool:
+    return await committed_offsets(ingress.bootstrap, group, topic, len(ends)) == ends
+
+
+async def test_service_handler_runs_records_concurrently_each_exactly_once(
+    ingress: Ingress, handler_server: HandlerServer, topic_factory: TopicFactory
+) -> None:
+    release = asyncio.Event()
+
+    async def gate(call: Call) -> None:
+        # Hold the first calls until several are in flight at once.
+        await asyncio.wait_for(release.wait(), 10)
+
+    handler = RecordingHandler(gate)
+    url = await handler_server(handler.app)
+    await ingress.register(
+        url, "Greeter", ServiceType.SERVICE, {"greet": (HandlerType.SERVICE, JSON)}
+    )
+    topic = await topic_factory(partitions=1)
+    await ingress.start()
+    await ingress.subscribe(topic, "Greeter", "greet")
+    await produce(ingress.bootstrap, topic, [(None, orjson.dumps({"n": i})) for i in range(300)])
+
+    await eventually(lambda: handler.active >= 10, timeout=30, message="no concurrency")
+    release.set()
+    await eventually(lambda: len(handler.acked()) >= 300, timeout=60)
+    ids = [c.invocation_id for c in handler.calls]
+    assert len(ids) == len(set(ids)) == 300
+    assert sorted(c.offset for c in handler.calls) == list(range(300))
+
+
+async def test_headers_idempotency_key_and_raw_body_arrive_as_documented(
+    ingress: Ingress, handler_server: HandlerServer, topic_factory: TopicFactory
+) -> None:
+    handler = RecordingHandler()
+    url = await handler_server(handler.app)
+    await ingress.register(
+        url,
+        "Sink",
+        ServiceType.VIRTUAL_OBJECT,
+        {"raw": (HandlerType.SHARED, RAW), "json": (HandlerType.SHARED, JSON)},
+    )
+    raw_topic = await topic_factory(partitions=1)
+    json_topic = await topic_factory(partitions=1)
+    await ingress.start()
+    raw_sub = await ingress.subscribe(raw_topic, "Sink", "raw")
+    await ingress.subscribe(json_topic, "Sink", "json")
+
+    payload = bytes(range(256)) * 3
+    trace = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    await produce(
+        ingress.bootstrap,
+        raw_topic,
+        [(b"k-1", payload, [("tenant", b"acme"), ("traceparent", trace.encode())])],
+    )
+    await produce(ingress.bootstrap, json_topic, [(b"k-2", b'{"a": 1}'), (b"k-3", None)])
+    await eventually(lambda: len(handler.acked()) >= 3, timeout=30)
+
+    raw_call = next(c for c in handler.calls if c.handler == "raw")
+    assert raw_call.body == payload
+    assert raw_call.key == "k-1"
+    h = raw_call.headers
+    expected_id = invocation_id(raw_sub.id, raw_topic, 0, 0)
+    assert h["idempotency-key"] == expected_id
+    assert h["restate.subscription.id"] == raw_sub.id
+    assert h["kafka.topic"] == raw_topic
+    assert h["kafka.partition"] == "0"
+    assert h["kafka.offset"] == "0"
+    assert h["kafka.key"] == "k-1"
+    assert int(h["kafka.timestamp"]) > 0
+    assert h["tenant"] == "acme"
+    assert h["traceparent"] == trace
+    assert h["content-type"] == "application/octet-stream"
+
+    json_calls = sorted((c for c in handler.calls if c.handler == "json"), key=lambda c: c.offset)
+    assert json_calls[0].body == b'{"a": 1}'
+    assert json_calls[0].headers["content-type"] == "application/json"
+    assert json_calls[1].body == b""  # null value = empty body
+    assert json_calls[1].headers["traceparent"].startswith("00-")
+
+
+async def test_poison_records_are_dead_lettered_and_the_partition_moves_on(
+    ingress: Ingress, handler_server: HandlerServer, topic_factory: TopicFactory
+) -> None:
+    async def reject(call: Call) -> Response | None:
+        if orjson.loads(call.body).get("reject"):
+            return JSONResponse({"message": "amount must be positive"}, status_code=400)
+        return None
+
+    handler = RecordingHandler(reject)
+    url = await handler_server(handler.app)
+    await ingress.register(
+        url, "Ledger", ServiceType.VIRTUAL_OBJECT, {"post": (HandlerType.EXCLUSIVE, JSON)}
+    )
+    topic = await topic_factory(partitions=1)
+    dlq = await topic_factory(partitions=1)
+    await ingress.start()
+    sub = await ingress.subscribe(topic, "Ledger", "post", {"dead.letter.topic": dlq})
+
+    records = [
+        (b"a", b'{"ok": 1}'),
+        (b"\xff\xfe", b'{"bad key": 1}'),  # not UTF-8
+        (None, b'{"no key": 1}'),  # keyed sink needs a key
+        (b"a", b"{not json"),
+        (b"a", b'{"reject": true}', [("origin", b"test")]),
+        (b"a", b'{"ok": 2}'),
+        (b"b", b'{"ok": 3}'),
+    ]
+    await produce(ingress.bootstrap, topic, records)
+    await eventually(lambda: len(handler.acked()) >= 3, timeout=30)
+    assert sorted(orjson.loads(c.body)["ok"] for c in handler.acked()) == [1, 2, 3]
+
+    letters = await consume_all(ingress.bootstrap, dlq, 4)
+    assert [m.offset for m in letters] == [0, 1, 2, 3]
+    by_source = {}
+    for m in letters:
+        headers = dict(m.headers)
+        by_source[int(headers["x-kafka-ingress-source-offset"])] = (m, headers)
+    assert sorted(by_source) == [1, 2, 3, 4]
+    assert "UTF-8" in by_source[1][1]["x-kafka-ingress-error"].decode()
+    assert by_source[1][0].key == b"\xff\xfe"
+    assert "key" in by_source[2][1]["x-kafka-ingress-error"].decode().lower()
+    assert "JSON" in by_source[3][1]["x-kafka-ingress-error"].decode()
+    rejected, rejected_headers = by_source[4]
+    assert rejected.value == b'{"reject": true}'
+    assert rejected_headers["origin"] == b"test"
+    assert b"amount must be positive" in rejected_headers["x-kafka-ingress-error"]
+    assert rejected_headers["x-kafka-ingress-source-topic"] == topic.encode()
+    assert (
+        rejected_headers["x-kafka-ingress-invocation-id"]
+        == invocation_id(sub.id, topic, 0, 4).encode()
+    )
+    assert rejected_headers["x-kafka-ingress-attempts"] == b"1"
+
+    entry = await ingress.store.get_entry(invocation_id(sub.id, topic, 0, 3))
+    assert entry is not None
+    assert entry.status == InvocationStatus.DEAD_LETTERED
+    assert entry.last_error is not None
+    assert "JSON" in entry.last_error
+    await eventually(
+        lambda: _committed_equals(ingress, sub.id, topic, {0: 7}),
+        timeout=30,
+        message="partition did not move past the poison records",
+    )
+
+
+async def test_failures_without_dead_letter_topic_are_recorded_as_failed(
+    ingress: Ingress, handler_server: HandlerServer, topic_factory: TopicFactory
+) -> None:
+    handler = RecordingHandler()
+    url = await handler_server(handler.app)
+    await ingress.register(url, "Svc", ServiceType.SERVICE, {"h": (HandlerType.SERVICE, JSON)})
+    topic = await topic_factory(partitions=1)
+    await ingress.start()
+    sub = await ingress.subscribe(topic, "Svc", "h")
+    await produce(ingress.bootstrap, topic, [(None, b"nope"), (None, b"{}")])
+    await eventually(lambda: len(handler.acked()) >= 1, timeout=30)
+    await eventually(lambda: _committed_equals(ingress, sub.id, topic, {0: 2}), timeout=30)
+    entry = await ingress.store.get_entry(invocation_id(sub.id, topic, 0, 0))
+    assert entry is not None
+    assert entry.status == InvocationStatus.FAILED
+    assert entry.attempts == 0
+
+
+async def test_retrying_key_holds_back_only_its_own_key_and_commit_never_passes_it(
+    ingress: Ingress, handler_server: HandlerServer, topic_factory: TopicFactory
+) -> None:
+    failures: dict[str, int] = {}
+    allow_stuck = asyncio.Event()
+
+    async def flaky(call: Call) -> Response | None:
+        body = orjson.loads(call.body)
+        if body.get("stuck") and not allow_stuck.is_set():
+            return Response(status_code=503, headers={"Retry-After": "0"})
+        if body.get("flaky"):
+            failures[call.invocation_id] = failures.get(call.invocation_id, 0) + 1
+            if failures[call.invocation_id] <= 2:
+                return Response(status_code=500)
+        return None
+
+    handler = RecordingHandler(flaky)
+    url = await handler_server(handler.app)
+    await ingress.register(
+        url, "Obj", ServiceType.VIRTUAL_OBJECT, {"h": (HandlerType.EXCLUSIVE, JSON)}
+    )
+    topic = await topic_factory(partitions=1)
+    await ingress.start()
+    sub = await ingress.subscribe(
+        topic,
+        "Obj",
+        "h",
+        {
+            "retry.initial.interval.ms": "20",
+            "retry.max.interval.ms": "100",
+            "retry.max.attempts": "unlimited",
+        },
+    )
+    records = [(b"stuck", b'{"stuck": true}'), (b"stuck", b'{"after": "stuck"}')]
+    records += [(f"k{i}".encode(), b'{"flaky": true}' if i % 3 == 0 else b"{}") for i in range(40)]
+    await produce(ingress.bootstrap, topic, records)
+
+    # Every other key completes although "stuck" keeps failing.
+    await eventually(
+        lambda: len(handler.acked()) >= 40,
+        timeout=60,
+        message=lambda: f"{len(handler.acked())}/40 acked",
+    )
+    assert all(c.key != "stuck" for c in handler.acked())
+    # The record behind the stuck one (same key) was never attempted.
+    assert not any(orjson.loads(c.body).get("after") for c in handler.calls)
+    committed = await committed_offsets(ingress.bootstrap, sub.id, topic, 1)
+    assert committed[0] in (None, 0), "commit passed an unfinished record"
+    flaky_ids = [i for i, n in failures.items() if n >= 3]
+    assert len(flaky_ids) == 14  # every flaky record failed twice, then succeeded
+
+    entry = await ingress.store.get_entry(invocation_id(sub.id, topic, 0, 0))
+    assert entry is not None
+    assert entry.status == InvocationStatus.BACKING_OFF
+    assert entry.attempts >= 1
+
+    allow_stuck.set()
+    await eventually(lambda: len(handler.acked()) >= 42, timeout=30)
+    after = [c for c in handler.acked() if c.key == "stuck"]
+    assert [c.offset for c in after] == [0, 1]
+    await eventually(lambda: _committed_equals(ingress, sub.id, topic, {0: 42}), timeout=30)
+
+
+async def test_workflow_run_executes_once_per_key(
+    ingress: Ingress, handler_server: HandlerServer, topic_factory: TopicFactory
+) -> None:
+    handler = RecordingHandler()
+    url = await handler_server(handler.app)
+    await ingress.register(
+        url, "Signup", ServiceType.WORKFLOW, {"run": (HandlerType.WORKFLOW, JSON)}
+    )
+    topic = await topic_factory(partitions=1)
+    await ingress.start()
+    sub = await ingress.subscribe(topic, "Signup", "run")
+    await produce(
+        ingress.bootstrap,
+        topic,
+        [(b"user-1", b"{}"), (b"user-2", b"{}"), (b"user-1", b'{"again": 1}'), (b"user-3", b"{}")],
+    )
+    await eventually(lambda: _committed_equals(ingress, sub.id, topic, {0: 4}), timeout=30)
+    assert sorted(c.key or "" for c in handler.calls) == ["user-1", "user-2", "user-3"]
+    dup = await ingress.store.get_entry(invocation_id(sub.id, topic, 0, 2))
+    assert dup is not None
+    assert dup.status == InvocationStatus.DUPLICATE
+
+
+async def test_subscriptions_start_and_stop_on_a_running_poller(
+    ingress: Ingress, handler_server: HandlerServer, topic_factory: TopicFactory
+) -> None:
+    handler = RecordingHandler()
+    url = await handler_server(handler.app)
+    await ingress.register(url, "Svc", ServiceType.SERVICE, {"h": (HandlerType.SERVICE, JSON)})
+    topic = await topic_factory(partitions=1)
+    poller = await ingress.start()
+    sub = await ingress.subscribe(topic, "Svc", "h")
+    await produce(ingress.bootstrap, topic, [(None, b"{}")])
+    await eventually(lambda: len(handler.acked()) == 1, timeout=20)
+
+    await ingress.store.delete_subscription(sub.id)
+    poller.supervisor.wake()
+    await eventually(lambda: sub.id not in poller.supervisor.runners(), timeout=20)
+    await produce(ingress.bootstrap, topic, [(None, b"{}")])
+    # A second subscription on the same topic proves records are flowing, while the deleted one
+    # delivered nothing more.
+    other = RecordingHandler()
+    await ingress.register(
+        await handler_server(other.app),
+        "Other",
+        ServiceType.SERVICE,
+        {"h": (HandlerType.SERVICE, JSON)},
+    )
+    await ingress.subscribe(topic, "Other", "h")
+    await eventually(lambda: len(other.acked()) == 2, timeout=20)
+    assert len(handler.calls) == 1
+
+
+async def test_crash_and_restart_lose_nothing_and_never_reinvoke_completed_records(
+    ingress: Ingress, handler_server: HandlerServer, topic_factory: TopicFactory, tmp_path: Path
+) -> None:
+    async def slowish(call: Call) -> None:
+        await asyncio.sleep(0.002)
+
+    handler = RecordingHandler(slowish)
+    url = await handler_server(handler.app)
+    await ingress.register(
+        url, "Obj", ServiceType.VIRTUAL_OBJECT, {"h": (HandlerType.EXCLUSIVE, JSON)}
+    )
+    topic = await topic_factory(partitions=2)
+    sub = await ingress.subscribe(topic, "Obj", "h")
+    total = 1500
+    await produce(ingress.bootstrap, topic, [(f"k{i % 50}".encode(), b"{}") for i in range(total)])
+
+    first = PollerProcess(ingress.env())
+    await first.start(tmp_path)
+    await eventually(
+        lambda: len(handler.acked()) >= 300,
+        timeout=60,
+        message=lambda: first.output.decode(errors="replace")[-3000:],
+    )
+    await first.kill()  # SIGKILL: no drain, no final commit
+    recorded = await ingress.store.get_statuses({c.invocation_id for c in handler.calls})
+    durable = {i for i, status in recorded.items() if status == "SUCCEEDED"}
+    calls_before_restart = len(handler.calls)
+
+    second = PollerProcess(ingress.env())
+    await second.start(tmp_path)
+    try:
+        await eventually(
+            lambda: len({c.invocation_id for c in handler.acked()}) >= total,
+            timeout=90,
+            message=lambda: second.output.decode(errors="replace")[-3000:],
+        )
+        await eventually(lambda: _committed_total(ingress, sub.id, topic), timeout=30)
+    finally:
+        assert await second.terminate() == 0
+
+    # No loss: every record was acknowledged.
+    assert len({c.invocation_id for c in handler.acked()}) == total
+    # A record whose completion was durable in the ledger at the kill is never invoked again;
+    # only the ones in flight (invoked, result not yet recorded) may repeat.
+    again = [c.invocation_id for c in handler.calls[calls_before_restart:]]
+    assert not durable & set(again)
+    assert len(durable) >= 200  # the kill came after plenty had completed
+
+
+async def _committed_total(ingress: Ingress, group: str, topic: str) -> bool:
+    committed = await committed_offsets(ingress.bootstrap, group, topic, 2)
+    return sum(v or 0 for v in committed.values()) == 1500
