@@ -36,8 +36,10 @@ __all__ = [
     "AdminSettings",
     "DynamoSettings",
     "KafkaCluster",
+    "LambdaSettings",
     "LimitSettings",
     "Settings",
+    "SigningSettings",
     "load_settings",
     "parse_clusters_env",
 ]
@@ -135,9 +137,26 @@ class LimitSettings(_Section):
     subscription_refresh_ms: int = Field(default=2_000, ge=100, alias="subscription-refresh-ms")
 
 
+class LambdaSettings(_Section):
+    """Where Lambda handlers are invoked: AWS (no endpoint) or the local Lambda endpoint."""
+
+    endpoint_url: str | None = Field(default=None, alias="endpoint-url")
+    region: str = "us-east-1"
+
+
+class SigningSettings(_Section):
+    """Request signing: every invocation carries a short-lived ed25519 JWT when a key is set."""
+
+    private_key_file: str | None = Field(default=None, alias="private-key-file")
+    key_id: str | None = Field(default=None, alias="key-id")
+    ttl_s: int = Field(default=60, ge=1, le=3600, alias="ttl-seconds")
+
+
 class Settings(_Section):
     ingress: IngressSection = IngressSection()
     dynamodb: DynamoSettings = DynamoSettings()
+    lambda_: LambdaSettings = Field(default=LambdaSettings(), alias="lambda")
+    signing: SigningSettings = SigningSettings()
     admin: AdminSettings = AdminSettings()
     limits: LimitSettings = LimitSettings()
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
@@ -197,6 +216,9 @@ _ENV_OVERRIDES: dict[str, tuple[str, str]] = {
     "KAFKA_INGRESS_ADMIN_BIND_ADDRESS": ("admin", "bind-address"),
     "KAFKA_INGRESS_ADMIN_TOKEN": ("admin", "token"),
     "KAFKA_INGRESS_LOG_LEVEL": ("", "log-level"),
+    "KAFKA_INGRESS_LAMBDA_ENDPOINT_URL": ("lambda", "endpoint-url"),
+    "KAFKA_INGRESS_LAMBDA_REGION": ("lambda", "region"),
+    "KAFKA_INGRESS_SIGNING_PRIVATE_KEY_FILE": ("signing", "private-key-file"),
 }
 
 
