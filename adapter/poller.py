@@ -18,6 +18,7 @@ from adapter.engine.ledger import LedgerWriter
 from adapter.engine.supervisor import Supervisor
 from adapter.invokers.base import Invoker
 from adapter.invokers.http import HttpInvoker
+from adapter.kafka.options import IngressOptions
 from adapter.model import Target
 from adapter.store.dynamo import DynamoStore, make_client
 from adapter.store.tables import TableNames
@@ -53,7 +54,8 @@ class Poller:
         self.http = HttpInvoker(timeout_s=self.settings.limits.invocation_timeout_ms / 1000)
         self.supervisor = Supervisor(self.settings, self.store, self.ledger, self._invoker_for)
 
-    def _invoker_for(self, target: Target) -> Invoker:
+    def _invoker_for(self, target: Target, options: IngressOptions) -> Invoker:
+        """The invoker for a target: HTTP deployments share one pooled client."""
         return self.http
 
     def stop(self) -> None:

@@ -344,7 +344,9 @@ class SubscriptionRunner:
             # Bad input fails this one record; nothing about it may block its key or partition.
             self._spawn(work, self._fail(work, str(exc)))
             return
-        work.request = replace(request, timeout_s=self.settings.invocation_timeout_s)
+        work.request = replace(
+            request, timeout_s=self.settings.invocation_timeout_s, record=work.record
+        )
         self._work[work.inv_id] = work
         work.in_lanes = True
         lane_key = work.request.key if self.target.ordered else None

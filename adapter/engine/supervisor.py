@@ -27,7 +27,7 @@ from adapter.engine.runner import RunnerSettings, RunnerState, SubscriptionRunne
 from adapter.errors import ConfigError, IngressError, StoreError
 from adapter.invokers.base import Invoker
 from adapter.kafka.dead_letter import DeadLetterProducer
-from adapter.kafka.options import ClientOptions, resolve_options
+from adapter.kafka.options import ClientOptions, IngressOptions, resolve_options
 from adapter.kafka.security import consumer_security_kwargs
 from adapter.model import Deployment, ServiceType, Subscription, Target
 from adapter.store.dynamo import DynamoStore
@@ -84,7 +84,7 @@ class Supervisor:
         settings: Settings,
         store: DynamoStore,
         ledger: LedgerWriter,
-        invoker_for: Callable[[Target], Invoker],
+        invoker_for: Callable[[Target, IngressOptions], Invoker],
         *,
         clusters: Callable[[], dict[str, KafkaCluster]] | None = None,
         refresh_interval_s: float | None = None,
@@ -253,7 +253,7 @@ class Supervisor:
             consumer_factory=lambda: self._consumer(sub, options),
             store=self._store,
             ledger=self._ledger,
-            invoker=self._invoker_for(target),
+            invoker=self._invoker_for(target, ingress),
             dead_letters=dead_letters,
             settings=settings,
         )

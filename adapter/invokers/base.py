@@ -10,7 +10,7 @@ import enum
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from adapter.model import Target
+from adapter.model import KafkaRecord, Target
 
 __all__ = ["InvocationRequest", "Invoker", "Outcome", "OutcomeKind"]
 
@@ -27,6 +27,8 @@ class InvocationRequest:
     attempt: int = 1
     # Per-subscription override of the invoker's default timeout.
     timeout_s: float | None = None
+    # The source record, for invokers whose wire format carries it whole (Lambda MSK events).
+    record: KafkaRecord | None = None
 
 
 class OutcomeKind(enum.Enum):
