@@ -214,6 +214,10 @@ class Ingress:
     store: DynamoStore
     endpoint_url: str
     limits: dict[str, Any] = field(default_factory=dict)
+    # The local Lambda endpoint (adapter.local.lambda_server) for Lambda deployments.
+    lambda_endpoint: str | None = None
+    # [signing] private-key-file: sign every invocation.
+    signing_key_file: str | None = None
     poller: Poller | None = None
     task: asyncio.Task[None] | None = None
     settings: Settings | None = None
@@ -226,12 +230,28 @@ class Ingress:
             ),
             "KAFKA_INGRESS_DYNAMODB_ENDPOINT_URL": self.endpoint_url,
             "KAFKA_INGRESS_DYNAMODB_TABLE_PREFIX": self.store.names.prefix,
+            **(
+                {"KAFKA_INGRESS_LAMBDA_ENDPOINT_URL": self.lambda_endpoint}
+                if self.lambda_endpoint
+                else {}
+            ),
+            **(
+                {"KAFKA_INGRESS_SIGNING_PRIVATE_KEY_FILE": self.signing_key_file}
+                if self.signing_key_file
+                else {}
+            ),
         }
 
     def build_settings(self) -> Settings:
         settings = load_settings(None, env=self.env())
         limits = {"subscription_refresh_ms": 200, **self.limits}
-        return settings.model_copy(update={"limits": settings.limits.model_copy(update=limits)})
+        admin = {"bind_address": "127.0.0.1:0", "allow_open": True}
+        return settings.model_copy(
+            update={
+                "limits": settings.limits.model_copy(update=limits),
+                "admin": settings.admin.model_copy(update=admin),
+            }
+        )
 
     async def start(self) -> Poller:
         self.settings = self.build_settings()
@@ -285,7 +305,10 @@ class Ingress:
 class PollerProcess:
     """``kafka-ingress serve`` in a child process, for crash (SIGKILL) and SIGTERM tests."""
 
-    def __init__(self, env: dict[str, str], config_text: str = "") -> None:
+    # Several pollers run at once in these tests: each admin API gets a free port.
+    DEFAULT_CONFIG = '[admin]\nbind-address = "127.0.0.1:0"\nallow-open = true\n'
+
+    def __init__(self, env: dict[str, str], config_text: str = DEFAULT_CONFIG) -> None:
         self._env = env
         self._config_text = config_text
         self.proc: asyncio.subprocess.Process | None = None

@@ -95,6 +95,7 @@ class RunnerSettings:
     invocation_timeout_s: float = 30.0
     fetch_max_records: int = 500
     commit_interval_s: float = 0.2
+    commit_timeout_s: float = 10.0
     revoke_timeout_s: float = 10.0
     drain_timeout_s: float = 30.0
     dead_letter_topic: str | None = None
@@ -227,6 +228,21 @@ class SubscriptionRunner:
         if work is None or work.task is None:
             return False
         work.wake.set()
+        return True
+
+    async def kill(self, inv_id: str, status: InvocationStatus) -> bool:
+        """Stop an unfinished invocation of this runner and record it as ``status`` (KILLED or
+        CANCELLED); False if this runner has no such invocation.
+
+        The record is completed through the normal path, so its offset finishes (and can be
+        committed) once the row is durable, and the next record of its key may start.
+        """
+        work = self._work.get(inv_id)
+        if work is None or not work.in_lanes:
+            return False
+        if work.task is not None and not work.task.done():
+            work.task.cancel()
+        await self._complete(work, status, f"{status.value.lower()} by an operator")
         return True
 
     def stop(self) -> None:
@@ -551,9 +567,15 @@ class SubscriptionRunner:
                 return
             try:
                 # Explicit offsets only: a bare commit() would commit everything *fetched*.
-                await asyncio.shield(consumer.commit(dict(positions)))
-            except (CommitFailedError, IllegalStateError, AIOKafkaError) as exc:
-                log.warning("commit of %s failed (will retry): %s", self.subscription.id, exc)
+                # aiokafka retries some commit errors (a deleted topic) forever; bound it so a
+                # shutdown or revocation cannot hang. An uncommitted offset only means redelivery.
+                await asyncio.wait_for(
+                    consumer.commit(dict(positions)), self.settings.commit_timeout_s
+                )
+            except (CommitFailedError, IllegalStateError, AIOKafkaError, TimeoutError) as exc:
+                log.warning(
+                    "commit of %s failed (will retry): %s", self.subscription.id, exc or "timeout"
+                )
                 return
             self._offsets.mark_committed(positions)
             self.stats.commits += 1
