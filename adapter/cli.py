@@ -1,19 +1,33 @@
 """The ``kafka-ingress`` command.
 
-``serve``        run a poller (consumers, invokers, ledger) with the given configuration
-``dev``          run the whole stack locally: Kafka broker, DynamoDB (moto), poller
-``init-tables``  create the DynamoDB tables (idempotent)
+``serve``          run a poller (consumers, invokers, ledger, admin API) with the configuration
+``dev``            run the whole stack locally: Kafka broker, DynamoDB (moto), poller
+``init-tables``    create the DynamoDB tables (idempotent)
+``subscriptions``  create | list | describe | update | delete | pause | resume | reset
+``deployments``    register | list | describe | remove
+``services``       list | describe
+``invocations``    list | describe | cancel | kill | retry | purge
 
-Exit codes: 0 success, 1 runtime failure, 2 bad usage or configuration.
+The admin commands talk to a running poller's admin API: ``--admin-url`` (or
+``KAFKA_INGRESS_ADMIN_URL``, default http://127.0.0.1:9070) and ``--token`` (or
+``KAFKA_INGRESS_ADMIN_TOKEN``). They print aligned tables, or the API's JSON with ``--json``.
+
+Exit codes: 0 success; 1 runtime failure (server error); 2 bad usage, configuration or request
+(400); 3 not found (404); 4 conflict with the current state (409); 5 token missing or refused
+(401/403); 6 admin API unreachable.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
+from urllib.parse import quote
 
 from adapter import __version__
 from adapter.config import Settings, load_settings
@@ -25,6 +39,38 @@ __all__ = ["main"]
 log = logging.getLogger("kafka_ingress")
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+EXIT_NOT_FOUND, EXIT_CONFLICT, EXIT_AUTH, EXIT_UNREACHABLE = 3, 4, 5, 6
+
+_ADMIN_COMMANDS = ("subscriptions", "deployments", "services", "invocations")
+
+
+def _admin_parent() -> argparse.ArgumentParser:
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument(
+        "--admin-url",
+        default=os.environ.get("KAFKA_INGRESS_ADMIN_URL", "http://127.0.0.1:9070"),
+        help="admin API base URL (default: $KAFKA_INGRESS_ADMIN_URL or http://127.0.0.1:9070)",
+    )
+    parent.add_argument(
+        "--token",
+        default=os.environ.get("KAFKA_INGRESS_ADMIN_TOKEN") or None,
+        help="bearer token (default: $KAFKA_INGRESS_ADMIN_TOKEN)",
+    )
+    parent.add_argument("--json", action="store_true", help="print the API's JSON")
+    parent.add_argument("--timeout", type=float, default=90.0, help="seconds per request")
+    return parent
+
+
+def _group(
+    sub: Any, name: str, help_text: str, parent: argparse.ArgumentParser
+) -> Callable[..., argparse.ArgumentParser]:
+    parser = sub.add_parser(name, help=help_text)
+    actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+
+    def add(action: str, help_text: str) -> argparse.ArgumentParser:
+        return actions.add_parser(action, help=help_text, parents=[parent])  # type: ignore[no-any-return]
+
+    return add
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -41,6 +87,67 @@ def _parser() -> argparse.ArgumentParser:
     dev = sub.add_parser("dev", help="run the whole stack on this machine")
     dev.add_argument("--no-demo", action="store_true", help="do not create demo subscriptions")
     sub.add_parser("init-tables", help="create the DynamoDB tables")
+    parent = _admin_parent()
+
+    subs = _group(sub, "subscriptions", "manage subscriptions", parent)
+    create = subs("create", "subscribe a handler to a topic")
+    create.add_argument("source", help="kafka://<cluster>/<topic>")
+    create.add_argument("sink", help="service://<service>/<handler>")
+    create.add_argument("-o", "--option", action="append", default=[], metavar="NAME=VALUE")
+    listing = subs("list", "list subscriptions")
+    listing.add_argument("--sink")
+    listing.add_argument("--source")
+    for action, text in (
+        ("describe", "show one subscription"),
+        ("delete", "delete a subscription (stops consuming)"),
+        ("pause", "stop consuming, keep the offsets"),
+        ("resume", "consume again"),
+    ):
+        subs(action, text).add_argument("id")
+    update = subs("update", "change options (keeps the consumer group)")
+    update.add_argument("id")
+    update.add_argument("-o", "--option", action="append", default=[], metavar="NAME=VALUE")
+    update.add_argument("--unset", action="append", default=[], metavar="NAME")
+    reset = subs("reset", "move the consumer group's offsets")
+    reset.add_argument("id")
+    reset.add_argument(
+        "--to", required=True, help="earliest, latest, an RFC 3339 time or epoch milliseconds"
+    )
+    reset.add_argument("--wait", type=float, default=60.0, help="seconds to wait for the group")
+
+    deps = _group(sub, "deployments", "manage deployments", parent)
+    register = deps("register", "register a deployment (discovers its services)")
+    register.add_argument("address", help="http(s) base URL or Lambda function ARN")
+    register.add_argument("--header", action="append", default=[], metavar="NAME:VALUE")
+    register.add_argument("--force", action="store_true", help="overwrite a changed deployment")
+    register.add_argument("--dry-run", action="store_true", help="discover, register nothing")
+    register.add_argument("--use-http-11", action="store_true")
+    deps("list", "list deployments")
+    deps("describe", "show one deployment").add_argument("id")
+    remove = deps("remove", "remove a deployment")
+    remove.add_argument("id")
+    remove.add_argument("--force", action="store_true", help="even if subscriptions use it")
+
+    services = _group(sub, "services", "show registered services", parent)
+    services("list", "list services")
+    services("describe", "show one service").add_argument("name")
+
+    invs = _group(sub, "invocations", "inspect and act on invocations", parent)
+    inv_list = invs("list", "list invocations")
+    inv_list.add_argument("--subscription")
+    inv_list.add_argument("--status", help="comma-separated, e.g. BACKING_OFF,FAILED")
+    inv_list.add_argument("--key")
+    inv_list.add_argument("--handler", help="Service/handler")
+    inv_list.add_argument("--limit", type=int, default=100)
+    inv_list.add_argument("--page-token")
+    for action, text in (
+        ("describe", "show one invocation"),
+        ("cancel", "cancel an unfinished invocation"),
+        ("kill", "kill an unfinished invocation"),
+        ("retry", "retry a backing-off invocation now"),
+        ("purge", "delete a completed invocation from the ledger"),
+    ):
+        invs(action, text).add_argument("id")
     return parser
 
 
@@ -54,14 +161,240 @@ async def _serve(settings: Settings) -> None:
     from adapter.poller import Poller, build_store
 
     store = build_store(settings)
-    await store.ping()
+    try:
+        await store.ping()
+    except IngressError as exc:
+        # Start anyway: the poller retries DynamoDB with backoff and reports not-ready until
+        # it answers, instead of crash-looping through an outage.
+        log.warning("DynamoDB not reachable yet (will keep retrying): %s", exc)
     poller = Poller(settings, store)
     await poller.run(handle_signals=True)
+
+
+# -- admin commands ---------------------------------------------------------------------------
+
+
+def _pairs(items: list[str], sep: str, what: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in items:
+        name, found, value = item.partition(sep)
+        if not found or not name.strip():
+            raise ConfigError(f"{what} {item!r}: expected NAME{sep}VALUE")
+        out[name.strip()] = value.strip() if sep == ":" else value
+    return out
+
+
+def _seg(value: str) -> str:
+    return quote(value, safe="")
+
+
+def _table(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(box=None, pad_edge=False, show_edge=False, header_style="bold")
+    for column in columns:
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(*("" if v is None else str(v) for v in row))
+    Console(width=None if sys.stdout.isatty() else 240).print(table)
+
+
+def _fields(doc: dict[str, Any]) -> None:
+    rows = [
+        (k, json.dumps(v) if isinstance(v, dict | list) else v)
+        for k, v in doc.items()
+        if not isinstance(v, list) or v
+    ]
+    _table(("field", "value"), rows)
+
+
+def _subscription_rows(subs: list[dict[str, Any]]) -> None:
+    _table(
+        ("ID", "SOURCE", "SINK", "STATE", "GROUP"),
+        [
+            (
+                s["id"],
+                s["source"],
+                s["sink"],
+                "paused" if s.get("paused") else "active",
+                s["options"].get("group.id", ""),
+            )
+            for s in subs
+        ],
+    )
+
+
+def _run_admin(args: argparse.Namespace) -> int:
+    from adapter.api.client import AdminClient
+
+    with AdminClient(args.admin_url, token=args.token, timeout_s=args.timeout) as client:
+        result = _dispatch(client, args)
+    if args.json:
+        print(json.dumps(result, indent=2, sort_keys=True))
+    else:
+        _render(args, result)
+    return EXIT_OK
+
+
+def _dispatch(client: Any, args: argparse.Namespace) -> Any:
+    command, action = args.command, args.action
+    call = client.request
+    if command == "subscriptions":
+        if action == "create":
+            body = {"source": args.source, "sink": args.sink}
+            if args.option:
+                body["options"] = _pairs(args.option, "=", "option")
+            return call("POST", "/subscriptions", body=body)
+        if action == "list":
+            return call("GET", "/subscriptions", params={"sink": args.sink, "source": args.source})
+        path = f"/subscriptions/{_seg(args.id)}"
+        if action == "describe":
+            return call("GET", path)
+        if action == "delete":
+            call("DELETE", path)
+            return {"id": args.id, "deleted": True}
+        if action in ("pause", "resume"):
+            return call("PATCH", path, body={"paused": action == "pause"})
+        if action == "update":
+            options: dict[str, str | None] = dict(_pairs(args.option, "=", "option"))
+            options.update(dict.fromkeys(args.unset))
+            return call("PATCH", path, body={"options": options})
+        if action == "reset":
+            to: str | int = int(args.to) if args.to.isdigit() else args.to
+            return call("POST", f"{path}/reset", body={"to": to, "timeout_s": args.wait})
+    if command == "deployments":
+        if action == "register":
+            key = "arn" if args.address.startswith("arn:") else "uri"
+            body = {key: args.address, "dry_run": args.dry_run, "force": args.force}
+            if args.header:
+                body["additional_headers"] = _pairs(args.header, ":", "header")
+            if args.use_http_11:
+                body["use_http_11"] = True
+            return call("POST", "/deployments", body=body)
+        if action == "list":
+            return call("GET", "/deployments")
+        path = f"/deployments/{_seg(args.id)}"
+        if action == "describe":
+            return call("GET", path)
+        if action == "remove":
+            call("DELETE", path, params={"force": "true" if args.force else None})
+            return {"id": args.id, "removed": True}
+    if command == "services":
+        if action == "list":
+            return call("GET", "/services")
+        return call("GET", f"/services/{_seg(args.name)}")
+    if command == "invocations":
+        if action == "list":
+            params = {
+                "subscription": args.subscription,
+                "status": args.status,
+                "key": args.key,
+                "handler": args.handler,
+                "limit": args.limit,
+                "page_token": args.page_token,
+            }
+            return call("GET", "/invocations", params=params)
+        path = f"/invocations/{_seg(args.id)}"
+        if action == "describe":
+            return call("GET", path)
+        return call("PATCH", f"{path}/{action}")
+    raise ConfigError(f"unknown command {command} {action}")
+
+
+def _render(args: argparse.Namespace, result: Any) -> None:
+    command, action = args.command, args.action
+    if command == "subscriptions" and action == "list":
+        _subscription_rows(result["subscriptions"])
+    elif command == "subscriptions" and action == "reset":
+        print(f"subscription {result['id']}: group {result['group_id']} reset")
+        _table(
+            ("TOPIC", "PARTITION", "OFFSET"),
+            [(o["topic"], o["partition"], o["offset"]) for o in result["offsets"]],
+        )
+    elif command == "deployments" and action == "list":
+        _table(
+            ("ID", "ADDRESS", "SERVICES", "CREATED"),
+            [
+                (
+                    d["id"],
+                    d.get("uri") or d.get("arn"),
+                    ", ".join(f"{s['name']} (rev {s['revision']})" for s in d["services"]),
+                    d["created_at"],
+                )
+                for d in result["deployments"]
+            ],
+        )
+    elif (command == "deployments" and action in ("register", "describe")) or (
+        command == "services" and action == "list"
+    ):
+        if command == "deployments":
+            print(f"deployment {result['id']}")
+        _table(
+            ("SERVICE", "TYPE", "HANDLER", "HANDLER TYPE", "INPUT", "REVISION"),
+            [
+                (s["name"], s["ty"], h["name"], h["ty"], h["input"], s["revision"])
+                for s in result["services"]
+                for h in s["handlers"]
+            ],
+        )
+    elif command == "services" and action == "describe":
+        print(f"service {result['name']} ({result['ty']}), deployment {result['deployment_id']}")
+        _table(
+            ("HANDLER", "TYPE", "INPUT"),
+            [(h["name"], h["ty"], h["input"]) for h in result["handlers"]],
+        )
+    elif command == "invocations" and action == "list":
+        _table(
+            ("ID", "STATUS", "TARGET", "KEY", "RECORD", "ATTEMPTS", "LAST ERROR"),
+            [
+                (
+                    i["id"],
+                    i["status"],
+                    i["target"],
+                    i["key"],
+                    f"{i['topic']}/{i['partition']}@{i['offset']}",
+                    i["attempts"],
+                    (i["last_error"] or "")[:80],
+                )
+                for i in result["invocations"]
+            ],
+        )
+        if result.get("next_page_token"):
+            print(f"more: --page-token {result['next_page_token']}")
+    elif command == "subscriptions" and action in ("create", "pause", "resume", "update"):
+        _subscription_rows([result])
+    elif isinstance(result, dict):
+        _fields(result)
+    else:
+        print(result)
+
+
+def _admin_exit(status: int) -> int:
+    if status == 0:
+        return EXIT_UNREACHABLE
+    if status == 404:
+        return EXIT_NOT_FOUND
+    if status == 409:
+        return EXIT_CONFLICT
+    if status in (401, 403):
+        return EXIT_AUTH
+    if 400 <= status < 500:
+        return EXIT_USAGE
+    return EXIT_FAILURE
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
+        if args.command in _ADMIN_COMMANDS:
+            from adapter.api.client import AdminApiError
+
+            try:
+                return _run_admin(args)
+            except AdminApiError as exc:
+                print(f"kafka-ingress: {exc}", file=sys.stderr)
+                return _admin_exit(exc.status)
         if args.command == "dev":
             from adapter.local.stack import run_dev
 

@@ -1,0 +1,111 @@
+"""The Kafka clusters a poller knows: static ones from the settings, dynamic ones from the API.
+
+Static clusters come from ``[[ingress.kafka-clusters]]`` and cannot be changed through the
+API. Dynamic clusters are created with ``POST /kafka-clusters`` and stored in DynamoDB's
+``clusters`` table; every poller reloads them before each subscription refresh (the
+supervisor's ``refresh_clusters`` hook), so a subscription on a new cluster starts anywhere.
+
+Like Restate, a cluster is shown as flat librdkafka properties; the brokers of a static
+cluster appear as ``metadata.broker.list`` and its creation time as the epoch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from adapter.config import KafkaCluster, Settings
+from adapter.errors import ConfigError, ValidationError
+from adapter.kafka.options import resolve_options, validate_options
+from adapter.store.dynamo import DynamoStore
+
+__all__ = ["BROKER_KEYS", "ClusterCatalog", "ClusterEntry", "cluster_from_properties"]
+
+BROKER_KEYS = ("bootstrap.servers", "metadata.broker.list")
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterEntry:
+    name: str
+    properties: dict[str, str]
+    created_at_ms: int
+    static: bool
+
+
+def cluster_from_properties(name: str, properties: Mapping[str, str]) -> KafkaCluster:
+    """A :class:`KafkaCluster` from flat properties; ValidationError says what is wrong."""
+    if not any(properties.get(k) for k in BROKER_KEYS):
+        raise ValidationError(
+            f"Kafka cluster {name!r}: properties need bootstrap.servers (or "
+            'metadata.broker.list), e.g. {"bootstrap.servers": "broker:9092"}'
+        )
+    try:
+        validate_options(properties)
+        options = resolve_options(
+            subscription_id="sub_",
+            bootstrap_servers=(),
+            cluster_options=properties,
+            subscription_options={},
+        )
+    except ConfigError as exc:
+        raise ValidationError(f"Kafka cluster {name!r}: {exc}") from None
+    extra = {k: v for k, v in properties.items() if k not in BROKER_KEYS}
+    try:
+        return KafkaCluster.model_validate(
+            {"name": name, "brokers": options.bootstrap_servers, **extra}
+        )
+    except ValueError as exc:
+        raise ValidationError(f"Kafka cluster {name!r}: {exc}") from None
+
+
+def _static_entry(cluster: KafkaCluster) -> ClusterEntry:
+    properties = dict(cluster.options)
+    properties["metadata.broker.list"] = ",".join(cluster.brokers)
+    return ClusterEntry(cluster.name, properties, 0, static=True)
+
+
+class ClusterCatalog:
+    """Static + dynamic clusters. ``snapshot()`` is synchronous (the supervisor calls it)."""
+
+    def __init__(self, settings: Settings, store: DynamoStore) -> None:
+        self._static = dict(settings.clusters)
+        self._store = store
+        self._dynamic: dict[str, ClusterEntry] = {}
+        self._built: dict[str, KafkaCluster] = {}
+
+    def snapshot(self) -> dict[str, KafkaCluster]:
+        return {**self._built, **self._static}
+
+    def entries(self) -> list[ClusterEntry]:
+        static = [_static_entry(c) for c in self._static.values()]
+        dynamic = [e for name, e in self._dynamic.items() if name not in self._static]
+        return sorted(static + dynamic, key=lambda e: e.name)
+
+    def get(self, name: str) -> ClusterEntry | None:
+        if name in self._static:
+            return _static_entry(self._static[name])
+        return self._dynamic.get(name)
+
+    def names(self) -> list[str]:
+        return [e.name for e in self.entries()]
+
+    def is_static(self, name: str) -> bool:
+        return name in self._static
+
+    async def refresh(self) -> None:
+        """Reload the dynamic clusters (StoreError leaves the known ones in place)."""
+        rows = await self._store.list_clusters()
+        dynamic: dict[str, ClusterEntry] = {}
+        built: dict[str, KafkaCluster] = {}
+        for row in rows:
+            name = str(row["name"])
+            properties = {str(k): str(v) for k, v in (row.get("properties") or {}).items()}
+            dynamic[name] = ClusterEntry(
+                name, properties, int(row.get("created_at", 0)), static=False
+            )
+            try:
+                built[name] = cluster_from_properties(name, properties)
+            except ValidationError:
+                # Stored by an older version with other rules: keep it listed, do not use it.
+                continue
+        self._dynamic, self._built = dynamic, built

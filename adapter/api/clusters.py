@@ -1,0 +1,226 @@
+"""``/kafka-clusters``: Restate 1.7's Kafka cluster routes.
+
+Conflicts (409), as in Restate: creating a name that exists, deleting a cluster that
+subscriptions use without ``force=true``. Clusters from the settings file are listed but are
+read-only here (changing or deleting one is a 409: edit the settings file instead).
+Changing a cluster's properties restarts its subscriptions (their revisions are bumped).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import replace
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from adapter.api.bodies import (
+    CreateKafkaClusterRequest,
+    KafkaClusterResponse,
+    ListKafkaClustersResponse,
+    OptionValue,
+    SimpleKafkaClusterResponse,
+    UpdateKafkaClusterRequest,
+)
+from adapter.api.catalog import ClusterEntry, cluster_from_properties
+from adapter.api.endpoint import (
+    AdminState,
+    Endpoint,
+    QueryParam,
+    json_response,
+    query_bool,
+    read_body,
+)
+from adapter.api.refs import check_cluster_name
+from adapter.api.wire import rfc3339, subscription_response
+from adapter.errors import ConditionFailedError, ConflictError, UnknownResourceError
+from adapter.kafka.options import mask_options
+
+__all__ = ["ENDPOINTS"]
+
+log = logging.getLogger(__name__)
+
+
+def _text(properties: dict[str, OptionValue]) -> dict[str, str]:
+    return {
+        k: ("true" if v else "false") if isinstance(v, bool) else str(v)
+        for k, v in properties.items()
+    }
+
+
+def _simple(entry: ClusterEntry) -> SimpleKafkaClusterResponse:
+    return SimpleKafkaClusterResponse(
+        name=entry.name,
+        properties=mask_options(entry.properties),
+        created_at=rfc3339(entry.created_at_ms) or "",
+        origin="config" if entry.static else "api",
+    )
+
+
+async def _entry(state: AdminState, name: str) -> ClusterEntry:
+    check_cluster_name(name)
+    await state.catalog.refresh()
+    entry = state.catalog.get(name)
+    if entry is None:
+        raise UnknownResourceError(f"the requested Kafka cluster {name!r} does not exist")
+    return entry
+
+
+def _read_only(entry: ClusterEntry, verb: str) -> None:
+    if entry.static:
+        raise ConflictError(
+            f"Kafka cluster {entry.name!r} is defined in the settings file and cannot be "
+            f"{verb} through the API; change the settings file and restart the pollers"
+        )
+
+
+async def list_clusters(request: Request, state: AdminState) -> Response:
+    await state.catalog.refresh()
+    clusters = [_simple(e) for e in state.catalog.entries()]
+    return json_response(ListKafkaClustersResponse(clusters=clusters))
+
+
+async def get_cluster(request: Request, state: AdminState) -> Response:
+    entry = await _entry(state, request.path_params["cluster_name"])
+    subscriptions = []
+    if query_bool(request, "include_subscriptions"):
+        subscriptions = [
+            subscription_response(s)
+            for s in await state.store.list_subscriptions()
+            if s.cluster == entry.name
+        ]
+    body = KafkaClusterResponse(**_simple(entry).model_dump(), subscriptions=subscriptions)
+    return json_response(body)
+
+
+async def create_cluster(request: Request, state: AdminState) -> Response:
+    body = await read_body(request, CreateKafkaClusterRequest)
+    name = check_cluster_name(body.name)
+    properties = _text(body.properties)
+    await state.catalog.refresh()
+    if state.catalog.get(name) is not None:
+        raise ConflictError(f"Kafka cluster {name!r} already exists")
+    cluster_from_properties(name, properties)
+    created = int(time.time() * 1000)
+    try:
+        await state.store.create_cluster(
+            {"name": name, "properties": properties, "created_at": created}
+        )
+    except ConditionFailedError:
+        raise ConflictError(f"Kafka cluster {name!r} already exists") from None
+    await state.catalog.refresh()
+    log.info("Kafka cluster %s created", name)
+    entry = ClusterEntry(name, properties, created, static=False)
+    return json_response(_simple(entry), 201, headers={"Location": f"kafka-clusters/{name}"})
+
+
+async def update_cluster(request: Request, state: AdminState) -> Response:
+    entry = await _entry(state, request.path_params["cluster_name"])
+    _read_only(entry, "changed")
+    body = await read_body(request, UpdateKafkaClusterRequest)
+    properties = _text(body.properties)
+    cluster_from_properties(entry.name, properties)
+    try:
+        await state.store.replace_cluster(
+            {"name": entry.name, "properties": properties, "created_at": entry.created_at_ms}
+        )
+    except ConditionFailedError:
+        raise UnknownResourceError(
+            f"the requested Kafka cluster {entry.name!r} does not exist"
+        ) from None
+    await state.catalog.refresh()
+    for sub in await state.store.list_subscriptions():
+        if sub.cluster == entry.name:
+            try:
+                await state.store.update_subscription(
+                    replace(sub, revision=sub.revision + 1), expected_revision=sub.revision
+                )
+            except ConditionFailedError:
+                continue  # changed meanwhile, so it restarts anyway
+    state.wake()
+    log.info("Kafka cluster %s updated; its subscriptions restart", entry.name)
+    return json_response(_simple(replace(entry, properties=properties)))
+
+
+async def delete_cluster(request: Request, state: AdminState) -> Response:
+    entry = await _entry(state, request.path_params["cluster_name"])
+    _read_only(entry, "deleted")
+    users = [s.id for s in await state.store.list_subscriptions() if s.cluster == entry.name]
+    if users and not query_bool(request, "force"):
+        raise ConflictError(
+            f"Kafka cluster {entry.name!r} is used by subscriptions {', '.join(users)}; "
+            "delete them first, or pass force=true to leave them without a cluster"
+        )
+    if not await state.store.delete_cluster(entry.name):
+        raise UnknownResourceError(f"the requested Kafka cluster {entry.name!r} does not exist")
+    await state.catalog.refresh()
+    state.wake()
+    log.info("Kafka cluster %s deleted", entry.name)
+    return Response(status_code=202)
+
+
+_TAG = "kafka_cluster"
+_PATH = "/kafka-clusters/{cluster_name}"
+
+ENDPOINTS = [
+    Endpoint(
+        "POST",
+        "/kafka-clusters",
+        create_cluster,
+        "create_kafka_cluster",
+        "Create Kafka cluster",
+        _TAG,
+        {201: SimpleKafkaClusterResponse, 400: None, 409: None},
+        body=CreateKafkaClusterRequest,
+    ),
+    Endpoint(
+        "GET",
+        "/kafka-clusters",
+        list_clusters,
+        "list_kafka_clusters",
+        "List Kafka clusters",
+        _TAG,
+        {200: ListKafkaClustersResponse},
+    ),
+    Endpoint(
+        "GET",
+        _PATH,
+        get_cluster,
+        "get_kafka_cluster",
+        "Get Kafka cluster",
+        _TAG,
+        {200: KafkaClusterResponse, 400: None, 404: None},
+        query=(
+            QueryParam(
+                "include_subscriptions",
+                {"type": "boolean"},
+                "Also list the subscriptions that use this cluster.",
+            ),
+        ),
+    ),
+    Endpoint(
+        "PATCH",
+        _PATH,
+        update_cluster,
+        "update_kafka_cluster",
+        "Update Kafka cluster (replaces its properties, restarts its subscriptions)",
+        _TAG,
+        {200: SimpleKafkaClusterResponse, 400: None, 404: None, 409: None},
+        body=UpdateKafkaClusterRequest,
+    ),
+    Endpoint(
+        "DELETE",
+        _PATH,
+        delete_cluster,
+        "delete_kafka_cluster",
+        "Delete Kafka cluster",
+        _TAG,
+        {202: None, 400: None, 404: None, 409: None},
+        query=(
+            QueryParam(
+                "force", {"type": "boolean"}, "Delete even if subscriptions use the cluster."
+            ),
+        ),
+    ),
+]

@@ -1,0 +1,187 @@
+"""What every route module shares: the admin state, the endpoint table entry, body helpers.
+
+Each route module exports ``ENDPOINTS``, a list of :class:`Endpoint`. The app builds its
+Starlette routes from them and the OpenAPI document from the same list, so the document can
+not drift from what is served.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeVar
+
+import pydantic
+from pydantic import BaseModel
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from adapter import __version__
+from adapter.api.catalog import ClusterCatalog
+from adapter.api.metrics import OldestAge
+from adapter.config import Settings
+from adapter.engine.ledger import LedgerWriter
+from adapter.engine.supervisor import Supervisor
+from adapter.errors import ValidationError
+from adapter.store.dynamo import DynamoStore
+
+__all__ = [
+    "AdminState",
+    "Discover",
+    "Endpoint",
+    "Handler",
+    "QueryParam",
+    "ResetOffsets",
+    "api_version",
+    "json_response",
+    "query_bool",
+    "query_int",
+    "read_body",
+]
+
+M = TypeVar("M", bound=BaseModel)
+
+Discover = Callable[..., Awaitable[dict[str, Any]]]
+"""``await discover(uri=…, arn=…, headers=…)`` → the deployment's manifest document."""
+
+ResetOffsets = Callable[..., Awaitable[dict[tuple[str, int], int]]]
+"""Commits explicit offsets for a stopped consumer group (see :mod:`adapter.api.offsets`)."""
+
+CheckKafka = Callable[[ClusterCatalog], Awaitable[dict[str, str]]]
+
+
+@dataclass
+class AdminState:
+    """Everything the routes use. ``supervisor`` is None when no poller runs in-process."""
+
+    settings: Settings
+    store: DynamoStore
+    catalog: ClusterCatalog
+    supervisor: Supervisor | None = None
+    ledger: LedgerWriter | None = None
+    discover: Discover | None = None
+    reset_offsets: ResetOffsets | None = None
+    check_kafka: CheckKafka | None = None
+    version: str = __version__
+    oldest: OldestAge = field(default_factory=OldestAge)
+    # One subscription creation at a time per process (duplicate detection reads, then writes).
+    create_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    @property
+    def retention_s(self) -> float:
+        return self.settings.limits.ledger_retention_days * 86400
+
+    def wake(self) -> None:
+        if self.supervisor is not None:
+            self.supervisor.wake()
+
+
+Handler = Callable[[Request, AdminState], Awaitable[Response]]
+
+
+@dataclass(frozen=True, slots=True)
+class QueryParam:
+    name: str
+    schema: dict[str, Any]
+    description: str
+    required: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    method: Literal["GET", "POST", "PATCH", "PUT", "DELETE"]
+    path: str
+    handler: Handler
+    operation_id: str
+    summary: str
+    tag: str
+    responses: Mapping[int, Any]
+    """Status → response model (a model class, a union of them, ``str`` for text, or None)."""
+    body: type[BaseModel] | None = None
+    query: tuple[QueryParam, ...] = ()
+    public: bool = False
+    """Served without the bearer token (health checks)."""
+
+
+def api_version(request: Request) -> int | None:
+    """The admin API version of the request's path prefix (``/v3/...`` → 3), if any."""
+    version = request.scope.get("state", {}).get("admin_api_version")
+    return int(version) if version is not None else None
+
+
+def _check_text(value: Any) -> None:
+    # JSON allows lone surrogates (\ud800), which cannot be stored or sent anywhere.
+    if isinstance(value, str):
+        value.encode("utf-8")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _check_text(key)
+            _check_text(item)
+    elif isinstance(value, list):
+        for item in value:
+            _check_text(item)
+
+
+def _pydantic_message(exc: pydantic.ValidationError) -> str:
+    parts = []
+    for error in exc.errors()[:3]:
+        where = ".".join(str(p) for p in error["loc"]) or "(body)"
+        message = error["msg"]
+        if error["type"] == "extra_forbidden":
+            message = "unknown field (check the spelling)"
+        parts.append(f"{where}: {message}")
+    more = len(exc.errors()) - 3
+    suffix = f" (and {more} more)" if more > 0 else ""
+    return "invalid request body: " + "; ".join(parts) + suffix
+
+
+async def read_body(request: Request, model: type[M]) -> M:
+    raw = await request.body()
+    if not raw.strip():
+        raise ValidationError("a JSON request body is required")
+    try:
+        data = json.loads(raw)
+        _check_text(data)
+    except (ValueError, UnicodeError) as exc:
+        raise ValidationError(f"the request body is not valid JSON: {exc}") from None
+    try:
+        return model.model_validate(data)
+    except pydantic.ValidationError as exc:
+        raise ValidationError(_pydantic_message(exc)) from None
+
+
+def json_response(
+    body: BaseModel | Mapping[str, Any],
+    status: int = 200,
+    *,
+    headers: Mapping[str, str] | None = None,
+) -> JSONResponse:
+    content = body.model_dump(mode="json") if isinstance(body, BaseModel) else dict(body)
+    return JSONResponse(content, status_code=status, headers=dict(headers or {}))
+
+
+def query_bool(request: Request, name: str) -> bool | None:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return None
+    lowered = raw.lower()
+    if lowered in ("true", "1", "yes"):
+        return True
+    if lowered in ("false", "0", "no", ""):
+        return False
+    raise ValidationError(f"query parameter {name!r} must be true or false, got {raw[:40]!r}")
+
+
+def query_int(request: Request, name: str, *, default: int, low: int, high: int) -> int:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValidationError(f"query parameter {name!r} must be an integer") from None
+    if not low <= value <= high:
+        raise ValidationError(f"query parameter {name!r} must be between {low} and {high}")
+    return value

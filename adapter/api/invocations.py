@@ -1,0 +1,265 @@
+"""``/invocations``: the ledger, filtered and paged, and Restate's invocation actions.
+
+An invocation's row is written when it first backs off and when it finishes; one that is on
+its first attempt is only known to the poller running it. Actions follow
+:mod:`adapter.engine.lifecycle` (Restate's rules): cancel and kill while not completed, purge
+once completed, retry (``resume`` in Restate) while backing off; anything else is 409.
+
+Cancel, kill and retry act on the consumer that holds the invocation, so they are carried out
+by the poller whose admin API receives the request: another poller instance's invocations
+answer 409 naming the subscription (send the request to the poller that consumes that
+partition). A killed or cancelled invocation is recorded through the engine's normal path, so
+its offset is committed and the next record of its key starts.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from adapter.api.bodies import ActionResponse, InvocationResponse, ListInvocationsResponse
+from adapter.api.endpoint import AdminState, Endpoint, QueryParam, json_response, query_int
+from adapter.api.refs import check_invocation_id, check_subscription_id, parse_sink
+from adapter.api.wire import invocation_response
+from adapter.engine.lifecycle import (
+    TERMINAL_STATUSES,
+    AdminAction,
+    InvocationStatus,
+    check_admin,
+)
+from adapter.errors import (
+    ConditionFailedError,
+    ConflictError,
+    UnknownResourceError,
+    ValidationError,
+)
+
+__all__ = ["ENDPOINTS", "decode_page_token", "encode_page_token"]
+
+log = logging.getLogger(__name__)
+
+_STATUSES = {s.value: s for s in InvocationStatus}
+_KILLS = {AdminAction.CANCEL: InvocationStatus.CANCELLED, AdminAction.KILL: InvocationStatus.KILLED}
+
+
+def encode_page_token(key: dict[str, Any], subscription: str | None) -> str:
+    raw = json.dumps({"k": key, "s": subscription or ""}, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_page_token(token: str, subscription: str | None) -> dict[str, Any]:
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        doc = json.loads(raw)
+        key = doc["k"]
+        same = doc["s"] == (subscription or "")
+        valid = isinstance(key, dict) and all(
+            isinstance(v, dict) and set(v) == {"S"} and isinstance(v["S"], str)
+            for v in key.values()
+        )
+    except (ValueError, KeyError, TypeError, binascii.Error):
+        valid, same, key = False, False, None
+    if not valid:
+        raise ValidationError("query parameter 'page_token' is not a token this API returned")
+    if not same:
+        raise ValidationError("'page_token' belongs to a listing with another subscription filter")
+    return key  # type: ignore[no-any-return]
+
+
+def _statuses(raw: str | None) -> list[str]:
+    if not raw:
+        return []
+    out = []
+    for part in raw.split(","):
+        name = part.strip().upper().replace("-", "_")
+        if name not in _STATUSES:
+            raise ValidationError(
+                f"unknown status {part.strip()[:40]!r}; one of {', '.join(_STATUSES)}"
+            )
+        out.append(name)
+    return out
+
+
+def _handler_target(raw: str | None) -> str | None:
+    if raw is None:
+        return None
+    text = raw if raw.startswith("service://") else f"service://{raw}"
+    sink = parse_sink(text)
+    return f"service://{sink.service}/{sink.handler}"
+
+
+async def list_invocations(request: Request, state: AdminState) -> Response:
+    params = request.query_params
+    subscription = params.get("subscription")
+    if subscription is not None:
+        check_subscription_id(subscription)
+    token = params.get("page_token")
+    start = decode_page_token(token, subscription) if token else None
+    entries, last = await state.store.find_entries(
+        subscription_id=subscription,
+        statuses=_statuses(params.get("status")),
+        key=params.get("key"),
+        target=_handler_target(params.get("handler")),
+        limit=query_int(request, "limit", default=100, low=1, high=1000),
+        start_key=start,
+    )
+    return json_response(
+        ListInvocationsResponse(
+            invocations=[invocation_response(e) for e in entries],
+            next_page_token=encode_page_token(last, subscription) if last else None,
+        )
+    )
+
+
+async def get_invocation(request: Request, state: AdminState) -> Response:
+    inv_id = check_invocation_id(request.path_params["invocation_id"])
+    entry = await state.store.get_entry(inv_id)
+    if entry is None:
+        raise UnknownResourceError(
+            f"invocation {inv_id} is not in the ledger: unknown, expired, or on its first "
+            "attempt (not recorded yet)"
+        )
+    return json_response(invocation_response(entry))
+
+
+async def _act(state: AdminState, inv_id: str, action: AdminAction) -> InvocationStatus | None:
+    entry = await state.store.get_entry(inv_id)
+    runners = state.supervisor.runners() if state.supervisor is not None else {}
+    if entry is None:
+        # Not recorded yet: an invocation on its first attempt, if one of our runners has it.
+        for runner in runners.values():
+            if action in _KILLS and await runner.kill(inv_id, _KILLS[action]):
+                return _KILLS[action]
+            if action is AdminAction.RETRY_NOW and runner.retry_now(inv_id):
+                return InvocationStatus.PENDING
+        raise UnknownResourceError(f"the invocation {inv_id} does not exist")
+    status = _STATUSES.get(entry.status)
+    if status is None:
+        raise ConflictError(f"invocation {inv_id} has an unknown status {entry.status!r}")
+    check_admin(status, action)
+    if action is AdminAction.PURGE:
+        try:
+            if not await state.store.delete_entry_if(inv_id, [s.value for s in TERMINAL_STATUSES]):
+                raise UnknownResourceError(f"the invocation {inv_id} does not exist")
+        except ConditionFailedError:
+            raise ConflictError(f"invocation {inv_id} changed meanwhile; try again") from None
+        return None
+    owner = runners.get(entry.subscription_id)
+    if action is AdminAction.RETRY_NOW and owner is not None and owner.retry_now(inv_id):
+        return InvocationStatus.PENDING
+    if action in _KILLS and owner is not None and await owner.kill(inv_id, _KILLS[action]):
+        return _KILLS[action]
+    raise ConflictError(
+        f"invocation {inv_id} is {status.value} on another poller instance (subscription "
+        f"{entry.subscription_id} partition {entry.partition} is not consumed by the poller "
+        "that received this request); send it to the poller that consumes that partition"
+    )
+
+
+def _action_route(action: AdminAction, name: str) -> Any:
+    async def route(request: Request, state: AdminState) -> Response:
+        inv_id = check_invocation_id(request.path_params["invocation_id"])
+        status = await _act(state, inv_id, action)
+        log.info("invocation %s: %s by an operator", inv_id, action.value)
+        return json_response(
+            ActionResponse(
+                id=inv_id,
+                action=name,  # type: ignore[arg-type]
+                status=status.value if status is not None else None,
+            )
+        )
+
+    return route
+
+
+async def terminate_invocation(request: Request, state: AdminState) -> Response:
+    """Restate's older ``DELETE /invocations/{id}?mode=cancel|kill|purge``."""
+    inv_id = check_invocation_id(request.path_params["invocation_id"])
+    mode = (request.query_params.get("mode") or "cancel").lower()
+    actions = {"cancel": AdminAction.CANCEL, "kill": AdminAction.KILL, "purge": AdminAction.PURGE}
+    if mode not in actions:
+        raise ValidationError("query parameter 'mode' must be cancel, kill or purge")
+    await _act(state, inv_id, actions[mode])
+    return Response(status_code=202)
+
+
+_INV = "invocation"
+_ERRS = {400: None, 404: None, 409: None}
+
+
+def _action_endpoint(path: str, action: AdminAction, name: str, summary: str) -> Endpoint:
+    return Endpoint(
+        "PATCH",
+        f"/invocations/{{invocation_id}}/{path}",
+        _action_route(action, name),
+        f"{path.replace('-', '_')}_invocation",
+        summary,
+        _INV,
+        {200: ActionResponse, **_ERRS},
+    )
+
+
+ENDPOINTS = [
+    Endpoint(
+        "GET",
+        "/invocations",
+        list_invocations,
+        "list_invocations",
+        "List invocations (filtered, paged)",
+        _INV,
+        {200: ListInvocationsResponse, 400: None},
+        query=(
+            QueryParam("subscription", {"type": "string"}, "Only this subscription's."),
+            QueryParam(
+                "status",
+                {"type": "string"},
+                f"Comma-separated statuses: {', '.join(_STATUSES)}.",
+            ),
+            QueryParam("key", {"type": "string"}, "Only records with this key."),
+            QueryParam("handler", {"type": "string"}, "Only this handler, as Service/handler."),
+            QueryParam("limit", {"type": "integer", "minimum": 1, "maximum": 1000}, "Page size."),
+            QueryParam("page_token", {"type": "string"}, "next_page_token of the last page."),
+        ),
+    ),
+    Endpoint(
+        "GET",
+        "/invocations/{invocation_id}",
+        get_invocation,
+        "get_invocation",
+        "Get invocation",
+        _INV,
+        {200: InvocationResponse, 400: None, 404: None},
+    ),
+    Endpoint(
+        "DELETE",
+        "/invocations/{invocation_id}",
+        terminate_invocation,
+        "terminate_invocation",
+        "Terminate an invocation (Restate's older form of cancel/kill/purge)",
+        _INV,
+        {202: None, **_ERRS},
+        query=(
+            QueryParam(
+                "mode",
+                {"type": "string", "enum": ["cancel", "kill", "purge"]},
+                "cancel (default), kill or purge.",
+            ),
+        ),
+    ),
+    _action_endpoint("cancel", AdminAction.CANCEL, "cancel", "Cancel an invocation"),
+    _action_endpoint("kill", AdminAction.KILL, "kill", "Kill an invocation"),
+    _action_endpoint("purge", AdminAction.PURGE, "purge", "Purge a completed invocation"),
+    _action_endpoint("retry", AdminAction.RETRY_NOW, "retry", "Retry a backing-off invocation now"),
+    _action_endpoint(
+        "resume",
+        AdminAction.RETRY_NOW,
+        "retry",
+        "Resume a backing-off invocation now (Restate's name for retry)",
+    ),
+]

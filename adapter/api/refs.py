@@ -1,0 +1,133 @@
+"""Parsing what users write to name things: source and sink URIs, resource IDs and names.
+
+Pure. Every problem is a :class:`~adapter.errors.ValidationError` (400) whose message says
+what was expected; a well-formed reference to something that does not exist is decided by the
+caller (404, or 400 inside a request body).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from urllib.parse import unquote, urlsplit
+
+from adapter.errors import ValidationError
+from adapter.ids import is_invocation_id
+
+__all__ = [
+    "Sink",
+    "Source",
+    "check_cluster_name",
+    "check_deployment_id",
+    "check_invocation_id",
+    "check_name",
+    "check_subscription_id",
+    "parse_sink",
+    "parse_source",
+]
+
+_SORTABLE_BODY = re.compile(r"^[0-9a-hjkmnp-tv-z]{26}$")
+_TOPIC = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
+_CLUSTER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$")
+_NAME_MAX = 255
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    cluster: str
+    topic: str
+
+
+@dataclass(frozen=True, slots=True)
+class Sink:
+    service: str
+    handler: str
+
+
+def parse_source(source: str) -> Source:
+    """``kafka://<cluster>/<topic>``."""
+    parts = urlsplit(source.strip())
+    if parts.scheme != "kafka":
+        got = f"scheme {parts.scheme!r}" if parts.scheme else "no scheme"
+        raise ValidationError(
+            f"invalid source {source!r}: {got}; the only supported source is "
+            "kafka://<cluster>/<topic>"
+        )
+    cluster = parts.netloc
+    if not cluster:
+        raise ValidationError(
+            f"invalid source {source!r}: no cluster name; expected kafka://<cluster>/<topic>"
+        )
+    if parts.query or parts.fragment:
+        raise ValidationError(f"invalid source {source!r}: a query or fragment is not allowed")
+    topic = unquote(parts.path.removeprefix("/"))
+    if not topic:
+        raise ValidationError(
+            f"invalid source {source!r}: no topic; expected kafka://{cluster}/<topic>"
+        )
+    if not _TOPIC.match(topic) or topic in (".", ".."):
+        raise ValidationError(
+            f"invalid source {source!r}: topic {topic!r} is not a Kafka topic name (1 to 249 "
+            "of a-z A-Z 0-9 . _ -)"
+        )
+    return Source(cluster=cluster, topic=topic)
+
+
+def parse_sink(sink: str) -> Sink:
+    """``service://<service>/<handler>``."""
+    parts = urlsplit(sink.strip())
+    if parts.scheme != "service":
+        got = f"scheme {parts.scheme!r}" if parts.scheme else "no scheme"
+        raise ValidationError(
+            f"invalid sink {sink!r}: {got}; the only supported sink is "
+            "service://<service>/<handler>"
+        )
+    service = unquote(parts.netloc)
+    handler = unquote(parts.path.removeprefix("/"))
+    if not service or not handler or "/" in handler or parts.query or parts.fragment:
+        raise ValidationError(
+            f"invalid sink {sink!r}: expected service://<service>/<handler> with both names"
+        )
+    return Sink(service=service, handler=handler)
+
+
+def _sortable(value: str, prefix: str, what: str) -> str:
+    if not (value.startswith(prefix) and _SORTABLE_BODY.match(value[len(prefix) :])):
+        raise ValidationError(
+            f"{value[:80]!r} is not a {what} ID (expected {prefix} followed by 26 characters)"
+        )
+    return value
+
+
+def check_subscription_id(value: str) -> str:
+    return _sortable(value, "sub_", "subscription")
+
+
+def check_deployment_id(value: str) -> str:
+    return _sortable(value, "dp_", "deployment")
+
+
+def check_invocation_id(value: str) -> str:
+    if not is_invocation_id(value):
+        raise ValidationError(
+            f"{value[:80]!r} is not an invocation ID (expected inv_ followed by 26 characters)"
+        )
+    return value
+
+
+def check_cluster_name(value: str) -> str:
+    if not _CLUSTER.match(value):
+        raise ValidationError(
+            f"{value[:80]!r} is not a Kafka cluster name: letters, digits, '.', '_', '-', "
+            "starting with a letter or digit, at most 255 characters"
+        )
+    return value
+
+
+def check_name(value: str, what: str) -> str:
+    """A service or handler name: non-empty, at most 255 characters, no control characters."""
+    if not value or len(value) > _NAME_MAX or any(ord(c) < 0x20 or c == "\x7f" for c in value):
+        raise ValidationError(
+            f"{value[:80]!r} is not a {what} name (1 to 255 printable characters)"
+        )
+    return value

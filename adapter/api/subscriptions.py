@@ -1,0 +1,397 @@
+"""``/subscriptions``: Restate's subscription routes, plus PATCH (options, pause) and reset.
+
+A subscription's consumer group is fixed when it is created — the ``group.id`` option, else
+the cluster's, else the subscription ID — and stored in its options, so later option changes
+never move it to a new group (which would re-read or skip the topic). Every change bumps the
+subscription's ``revision``; pollers restart a consumer whose revision changed.
+
+Creating a subscription that already exists (same source, sink and group) returns the
+existing one (200) instead of starting a second consumer; with other options it is a 409.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import replace
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from adapter import ids
+from adapter.api.bodies import (
+    CreateSubscriptionRequest,
+    DetailedSubscriptionResponse,
+    ListSubscriptionsResponse,
+    OptionValue,
+    PartitionOffset,
+    PartitionStatus,
+    ResetOffsetsRequest,
+    ResetOffsetsResponse,
+    RuntimeStatus,
+    SubscriptionResponse,
+    UpdateSubscriptionRequest,
+)
+from adapter.api.endpoint import AdminState, Endpoint, QueryParam, json_response, read_body
+from adapter.api.groups import ResetTarget
+from adapter.api.refs import check_subscription_id, parse_sink, parse_source
+from adapter.api.wire import parse_timestamp, subscription_response
+from adapter.config import KafkaCluster
+from adapter.errors import (
+    ConditionFailedError,
+    ConfigError,
+    ConflictError,
+    UnknownResourceError,
+    ValidationError,
+)
+from adapter.kafka.options import ClientOptions, resolve_options, validate_options
+from adapter.logs import mask_secrets
+from adapter.model import Subscription
+
+__all__ = ["ENDPOINTS"]
+
+log = logging.getLogger(__name__)
+
+_GROUP = "group.id"
+
+
+def _text(value: OptionValue) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _group_of(sub: Subscription) -> str:
+    return sub.options.get(_GROUP) or sub.id
+
+
+def _known(names: list[str]) -> str:
+    return ", ".join(names) if names else "none (add one to the settings or POST /kafka-clusters)"
+
+
+async def _cluster(state: AdminState, name: str) -> KafkaCluster:
+    await state.catalog.refresh()
+    cluster = state.catalog.snapshot().get(name)
+    if cluster is None:
+        raise ValidationError(
+            f"unknown Kafka cluster {name!r}; known clusters: {_known(state.catalog.names())}"
+        )
+    return cluster
+
+
+def _resolve(sub_id: str, cluster: KafkaCluster, options: dict[str, str]) -> ClientOptions:
+    try:
+        validate_options(options)
+        return resolve_options(
+            subscription_id=sub_id,
+            bootstrap_servers=cluster.bootstrap_servers,
+            cluster_options=cluster.options,
+            subscription_options=options,
+        )
+    except ConfigError as exc:
+        raise ValidationError(str(exc)) from None
+
+
+async def _get(state: AdminState, sub_id: str) -> Subscription:
+    check_subscription_id(sub_id)
+    sub = await state.store.get_subscription(sub_id)
+    if sub is None:
+        raise UnknownResourceError(f"the subscription {sub_id!r} does not exist")
+    return sub
+
+
+async def _check_sink(state: AdminState, service: str, handler: str) -> None:
+    svc = await state.store.get_service(service)
+    if svc is None:
+        known = ", ".join(s.name for s in await state.store.list_services()) or "none"
+        raise ValidationError(
+            f"unknown service {service!r} in sink: register a deployment that serves it "
+            f"(registered services: {known})"
+        )
+    if svc.handler(handler) is None:
+        known = ", ".join(h.name for h in svc.handlers) or "none"
+        raise ValidationError(f"service {service!r} has no handler {handler!r} (handlers: {known})")
+
+
+async def create_subscription(request: Request, state: AdminState) -> Response:
+    body = await read_body(request, CreateSubscriptionRequest)
+    source = parse_source(body.source)
+    sink = parse_sink(body.sink)
+    cluster = await _cluster(state, source.cluster)
+    await _check_sink(state, sink.service, sink.handler)
+    options = {k: _text(v) for k, v in (body.options or {}).items()}
+    new_id = ids.subscription_id()
+    resolved = _resolve(new_id, cluster, options)
+    requested_group = options.get(_GROUP) or cluster.options.get(_GROUP)
+
+    def same_consumer(sub: Subscription) -> bool:
+        if (sub.cluster, sub.topic, sub.service, sub.handler) != (
+            source.cluster,
+            source.topic,
+            sink.service,
+            sink.handler,
+        ):
+            return False
+        group = _group_of(sub)
+        return group == requested_group if requested_group else group == sub.id
+
+    async with state.create_lock:
+        existing = next(filter(same_consumer, await state.store.list_subscriptions()), None)
+        if existing is not None:
+            return _existing(existing, options)
+        sub = Subscription(
+            id=new_id,
+            cluster=source.cluster,
+            topic=source.topic,
+            service=sink.service,
+            handler=sink.handler,
+            options={**options, _GROUP: resolved.group_id},
+            created_at_ms=int(time.time() * 1000),
+            paused=True,
+        )
+        # Written paused first: another admin process may be creating the same consumer right
+        # now, and no poller may start either copy until the older one is known to be it.
+        await state.store.create_subscription(sub)
+        twins = sorted(
+            (s for s in await state.store.list_subscriptions() if same_consumer(s)),
+            key=lambda s: s.id,
+        )
+        if twins and twins[0].id != sub.id:
+            await state.store.delete_subscription(sub.id)
+            return _existing(twins[0], options)
+        live = replace(sub, paused=False, revision=sub.revision + 1)
+        await state.store.update_subscription(live, expected_revision=sub.revision)
+    state.wake()
+    log.info("subscription %s created: %s -> %s", live.id, live.source, live.sink)
+    return json_response(
+        subscription_response(live), 201, headers={"Location": f"subscriptions/{live.id}"}
+    )
+
+
+def _existing(sub: Subscription, options: dict[str, str]) -> Response:
+    mine = {k: v for k, v in sub.options.items() if k != _GROUP}
+    asked = {k: v for k, v in options.items() if k != _GROUP}
+    if mine != asked:
+        raise ConflictError(
+            f"subscription {sub.id} already consumes {sub.source} into {sub.sink} in group "
+            f"{_group_of(sub)!r} with other options; change them with PATCH "
+            f"/subscriptions/{sub.id}, or give this one its own group.id"
+        )
+    return json_response(
+        subscription_response(sub), 200, headers={"Location": f"subscriptions/{sub.id}"}
+    )
+
+
+async def list_subscriptions(request: Request, state: AdminState) -> Response:
+    sink = request.query_params.get("sink")
+    source = request.query_params.get("source")
+    subs = [
+        subscription_response(s)
+        for s in await state.store.list_subscriptions()
+        if (sink is None or s.sink == sink) and (source is None or s.source == source)
+    ]
+    return json_response(ListSubscriptionsResponse(subscriptions=subs))
+
+
+def _runtime(state: AdminState, sub_id: str) -> RuntimeStatus | None:
+    if state.supervisor is None:
+        return None
+    info = state.supervisor.status().get(sub_id)
+    if info is None:
+        return None
+    runner = state.supervisor.runners().get(sub_id)
+    partitions = []
+    if runner is not None:
+        for tp, part in sorted(runner.partition_status().items()):
+            partitions.append(
+                PartitionStatus(
+                    topic=tp[0],
+                    partition=tp[1],
+                    committed=part.get("committed"),
+                    pending=part.get("pending"),
+                    oldest_unfinished=part.get("oldest_unfinished"),
+                )
+            )
+    error = info.get("last_error")
+    return RuntimeStatus(
+        state=str(info.get("state")),
+        last_error=mask_secrets(error) if error else None,
+        in_flight=int(info.get("in_flight") or 0),
+        partitions=partitions,
+    )
+
+
+async def get_subscription(request: Request, state: AdminState) -> Response:
+    sub = await _get(state, request.path_params["subscription"])
+    body = DetailedSubscriptionResponse(
+        **subscription_response(sub).model_dump(), runtime=_runtime(state, sub.id)
+    )
+    return json_response(body)
+
+
+async def delete_subscription(request: Request, state: AdminState) -> Response:
+    sub_id = check_subscription_id(request.path_params["subscription"])
+    if not await state.store.delete_subscription(sub_id):
+        raise UnknownResourceError(f"the subscription {sub_id!r} does not exist")
+    state.wake()
+    log.info("subscription %s deleted", sub_id)
+    return Response(status_code=202)
+
+
+async def _save(state: AdminState, old: Subscription, new: Subscription) -> Subscription:
+    saved = replace(new, revision=old.revision + 1)
+    try:
+        await state.store.update_subscription(saved, expected_revision=old.revision)
+    except ConditionFailedError:
+        raise ConflictError(
+            f"subscription {old.id} was changed or deleted by another request meanwhile; "
+            "read it again and retry"
+        ) from None
+    state.wake()
+    return saved
+
+
+async def update_subscription(request: Request, state: AdminState) -> Response:
+    sub = await _get(state, request.path_params["subscription"])
+    body = await read_body(request, UpdateSubscriptionRequest)
+    options = dict(sub.options)
+    for name, value in (body.options or {}).items():
+        if value is None:
+            if name == _GROUP:
+                raise ValidationError(
+                    "group.id cannot be removed: the consumer group is fixed when the "
+                    "subscription is created (set another value to move it to that group)"
+                )
+            options.pop(name, None)
+        else:
+            options[name] = _text(value)
+    if options != sub.options:
+        _resolve(sub.id, await _cluster(state, sub.cluster), options)
+    paused = sub.paused if body.paused is None else body.paused
+    if options == sub.options and paused == sub.paused:
+        return json_response(subscription_response(sub))
+    saved = await _save(state, sub, replace(sub, options=options, paused=paused))
+    log.info("subscription %s updated (revision %d)", saved.id, saved.revision)
+    return json_response(subscription_response(saved))
+
+
+def _target(value: str | int) -> ResetTarget:
+    if isinstance(value, str) and value.strip().lower() in ("earliest", "latest"):
+        return "earliest" if value.strip().lower() == "earliest" else "latest"
+    return parse_timestamp(value)
+
+
+async def _wait_stopped_here(state: AdminState, sub_id: str, deadline: float) -> None:
+    while state.supervisor is not None and sub_id in state.supervisor.status():
+        if time.monotonic() >= deadline:
+            raise ConflictError(f"subscription {sub_id} did not stop in time; try again")
+        await asyncio.sleep(0.05)
+
+
+async def reset_offsets(request: Request, state: AdminState) -> Response:
+    sub = await _get(state, request.path_params["subscription"])
+    body = await read_body(request, ResetOffsetsRequest)
+    target = _target(body.to)
+    if state.reset_offsets is None:
+        raise ConflictError("offset reset is not available in this admin process")
+    options = _resolve(sub.id, await _cluster(state, sub.cluster), sub.options)
+    deadline = time.monotonic() + float(body.timeout_s)
+    current = sub
+    if not sub.paused:
+        current = await _save(state, sub, replace(sub, paused=True))
+    try:
+        await _wait_stopped_here(state, sub.id, deadline)
+        offsets = await state.reset_offsets(
+            options, sub.topic, target, timeout_s=max(0.1, deadline - time.monotonic())
+        )
+        # The ledger remembers which records completed and skips them when redelivered; a
+        # reset means "deliver from here", so forget the rows from the new positions on.
+        deleted = 0
+        for (topic, partition), offset in sorted(offsets.items()):
+            deleted += await state.store.delete_entries_from(sub.id, topic, partition, offset)
+    finally:
+        if not sub.paused:
+            latest = await state.store.get_subscription(sub.id)
+            if latest is not None and latest.revision == current.revision:
+                await _save(state, latest, replace(latest, paused=False))
+    log.info("subscription %s: offsets of group %s reset to %s", sub.id, options.group_id, body.to)
+    return json_response(
+        ResetOffsetsResponse(
+            id=sub.id,
+            group_id=options.group_id,
+            offsets=[
+                PartitionOffset(topic=t, partition=p, offset=o)
+                for (t, p), o in sorted(offsets.items())
+            ],
+            ledger_rows_deleted=deleted,
+        )
+    )
+
+
+_SUB = "subscription"
+_ERR = {400: None, 404: None}
+
+ENDPOINTS = [
+    Endpoint(
+        "POST",
+        "/subscriptions",
+        create_subscription,
+        "create_subscription",
+        "Create subscription",
+        _SUB,
+        {201: SubscriptionResponse, 200: SubscriptionResponse, 409: None, 400: None},
+        body=CreateSubscriptionRequest,
+    ),
+    Endpoint(
+        "GET",
+        "/subscriptions",
+        list_subscriptions,
+        "list_subscriptions",
+        "List subscriptions",
+        _SUB,
+        {200: ListSubscriptionsResponse},
+        query=(
+            QueryParam("sink", {"type": "string"}, "Filter by the exact specified sink."),
+            QueryParam("source", {"type": "string"}, "Filter by the exact specified source."),
+        ),
+    ),
+    Endpoint(
+        "GET",
+        "/subscriptions/{subscription}",
+        get_subscription,
+        "get_subscription",
+        "Get subscription",
+        _SUB,
+        {200: DetailedSubscriptionResponse, **_ERR},
+    ),
+    Endpoint(
+        "DELETE",
+        "/subscriptions/{subscription}",
+        delete_subscription,
+        "delete_subscription",
+        "Delete subscription",
+        _SUB,
+        {202: None, **_ERR},
+    ),
+    Endpoint(
+        "PATCH",
+        "/subscriptions/{subscription}",
+        update_subscription,
+        "update_subscription",
+        "Change options, pause or resume a subscription (keeps its consumer group)",
+        _SUB,
+        {200: SubscriptionResponse, 409: None, **_ERR},
+        body=UpdateSubscriptionRequest,
+    ),
+    Endpoint(
+        "POST",
+        "/subscriptions/{subscription}/reset",
+        reset_offsets,
+        "reset_subscription_offsets",
+        "Reset the consumer group's offsets to earliest, latest or a timestamp",
+        _SUB,
+        {200: ResetOffsetsResponse, 409: None, 503: None, **_ERR},
+        body=ResetOffsetsRequest,
+    ),
+]

@@ -1,0 +1,100 @@
+"""Health, readiness, version and metrics.
+
+``/health`` is liveness: 200 while the process serves requests. ``/health/ready`` is 200 only
+when DynamoDB and the brokers of every known Kafka cluster answer, 503 otherwise, with one line
+per check. Both are served without the bearer token (probes carry none). ``/version`` has
+Restate's shape, so Restate's CLI accepts the server.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from adapter.api.bodies import HealthResponse, ReadinessResponse, VersionResponse
+from adapter.api.endpoint import AdminState, Endpoint, json_response
+from adapter.api.metrics import CONTENT_TYPE, collect, render
+from adapter.errors import StoreError
+
+__all__ = ["ENDPOINTS", "MAX_ADMIN_API_VERSION", "MIN_ADMIN_API_VERSION"]
+
+MIN_ADMIN_API_VERSION = 2
+MAX_ADMIN_API_VERSION = 4
+
+
+async def health(request: Request, state: AdminState) -> Response:
+    return json_response(HealthResponse())
+
+
+async def ready(request: Request, state: AdminState) -> Response:
+    checks: dict[str, str] = {}
+    try:
+        await state.store.ping()
+        checks["dynamodb"] = "ok"
+    except StoreError as exc:
+        checks["dynamodb"] = f"unreachable: {exc}"
+    with contextlib.suppress(StoreError):  # already reported as the DynamoDB check
+        await state.catalog.refresh()
+    if state.check_kafka is not None:
+        for name, result in (await state.check_kafka(state.catalog)).items():
+            checks[f"kafka:{name}"] = result
+    failing = sorted(name for name, result in checks.items() if result != "ok")
+    if failing:
+        body = ReadinessResponse(
+            status="not ready", message=f"not ready: {', '.join(failing)}", checks=checks
+        )
+        return json_response(body, 503)
+    return json_response(ReadinessResponse(status="ready", checks=checks))
+
+
+async def version(request: Request, state: AdminState) -> Response:
+    return json_response(
+        VersionResponse(
+            version=state.version,
+            min_admin_api_version=MIN_ADMIN_API_VERSION,
+            max_admin_api_version=MAX_ADMIN_API_VERSION,
+        )
+    )
+
+
+async def metrics(request: Request, state: AdminState) -> Response:
+    status: dict[str, dict[str, object]] = {}
+    partitions = {}
+    if state.supervisor is not None:
+        status = state.supervisor.status()
+        partitions = {
+            sub_id: runner.partition_status()
+            for sub_id, runner in state.supervisor.runners().items()
+        }
+    ledger = state.ledger
+    families = collect(
+        status,
+        partitions,
+        state.oldest,
+        ledger_pending=ledger.pending if ledger else 0,
+        ledger_written=ledger.written if ledger else 0,
+        ledger_failures=ledger.failures if ledger else 0,
+        store_requests=state.store.requests,
+    )
+    return Response(render(families), media_type=CONTENT_TYPE)
+
+
+ENDPOINTS = [
+    Endpoint(
+        "GET", "/health", health, "health", "Liveness", "health", {200: HealthResponse}, public=True
+    ),
+    Endpoint(
+        "GET",
+        "/health/ready",
+        ready,
+        "readiness",
+        "Readiness: DynamoDB and every Kafka cluster reachable",
+        "health",
+        {200: ReadinessResponse, 503: ReadinessResponse},
+        public=True,
+    ),
+    Endpoint("GET", "/version", version, "version", "Version", "version", {200: VersionResponse}),
+    Endpoint("GET", "/metrics", metrics, "metrics", "Prometheus metrics", "metrics", {200: str}),
+]

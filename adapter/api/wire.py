@@ -1,0 +1,198 @@
+"""Pure mapping between the store's shapes and the admin API's response bodies.
+
+No I/O. Secrets are masked here, on the way out, so no route can forget it: subscription and
+cluster options go through :func:`~adapter.kafka.options.mask_options`, deployment headers
+through :func:`~adapter.api.headers.mask_headers`.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+from typing import Any
+
+from adapter.api.bodies import (
+    DetailedHttpDeploymentResponse,
+    DetailedLambdaDeploymentResponse,
+    HandlerResponse,
+    HttpDeploymentResponse,
+    InvocationResponse,
+    LambdaDeploymentResponse,
+    ServiceNameRevision,
+    ServiceResponse,
+    SubscriptionResponse,
+)
+from adapter.api.headers import mask_headers
+from adapter.errors import ValidationError
+from adapter.kafka.options import mask_options
+from adapter.model import (
+    HandlerInfo,
+    HandlerType,
+    InputKind,
+    LedgerEntry,
+    ServiceInfo,
+    Subscription,
+)
+
+__all__ = [
+    "deployment_response",
+    "handler_response",
+    "humantime",
+    "invocation_response",
+    "parse_timestamp",
+    "rfc3339",
+    "service_response",
+    "subscription_response",
+]
+
+_SERVICE_TY = {"SERVICE": "Service", "VIRTUAL_OBJECT": "VirtualObject", "WORKFLOW": "Workflow"}
+_HANDLER_TY = {
+    HandlerType.SERVICE: "Shared",  # as Restate reports service handlers
+    HandlerType.SHARED: "Shared",
+    HandlerType.EXCLUSIVE: "Exclusive",
+    HandlerType.WORKFLOW: "Workflow",
+}
+_INPUT_DESCRIPTION = {
+    InputKind.JSON: 'one of ["none", "value of content-type \'application/json\'"]',
+    InputKind.RAW: 'one of ["none", "value of any content-type"]',
+}
+
+
+def rfc3339(ms: int | float | str | None) -> str | None:
+    """Epoch milliseconds as RFC 3339 UTC (``2026-01-02T03:04:05Z``, ``…05.123Z``)."""
+    if ms is None:
+        return None
+    if isinstance(ms, str):
+        return ms  # already rendered
+    stamp = datetime.fromtimestamp(ms / 1000, UTC)
+    text = stamp.strftime("%Y-%m-%dT%H:%M:%S")
+    millis = int(ms) % 1000
+    return f"{text}.{millis:03d}Z" if millis else f"{text}Z"
+
+
+def parse_timestamp(value: str | int) -> int:
+    """Epoch milliseconds from an RFC 3339 string or an integer of milliseconds."""
+    if isinstance(value, int):
+        if value < 0:
+            raise ValidationError(f"timestamp {value} is negative")
+        return value
+    text = value.strip()
+    if text.isdigit():
+        return int(text)
+    try:
+        stamp = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValidationError(
+            f"{value!r} is not a timestamp: give RFC 3339 (2026-01-02T03:04:05Z) or epoch "
+            "milliseconds"
+        ) from None
+    if stamp.tzinfo is None:
+        raise ValidationError(f"timestamp {value!r} has no time zone: add Z or an offset")
+    ms = stamp.timestamp() * 1000
+    if ms < 0:
+        raise ValidationError(f"timestamp {value!r} is before 1970")
+    return int(ms)
+
+
+def humantime(seconds: float) -> str:
+    """A duration the way Restate prints one (``7days``, ``12h``, ``30m``, ``45s``)."""
+    total = math.ceil(seconds)
+    for unit, size in (("days", 86400), ("h", 3600), ("m", 60)):
+        if total >= size and total % size == 0:
+            return f"{total // size}{unit}"
+    return f"{total}s"
+
+
+def subscription_response(sub: Subscription) -> SubscriptionResponse:
+    return SubscriptionResponse(
+        id=sub.id,
+        source=sub.source,
+        sink=sub.sink,
+        options=mask_options(sub.options),
+        paused=sub.paused,
+        revision=sub.revision,
+        created_at=rfc3339(sub.created_at_ms) or "",
+    )
+
+
+def handler_response(handler: HandlerInfo) -> HandlerResponse:
+    return HandlerResponse(
+        name=handler.name,
+        ty=_HANDLER_TY[handler.handler_type],  # type: ignore[arg-type]
+        input_description=_INPUT_DESCRIPTION[handler.input_kind],
+        output_description="any",
+        input=handler.input_kind.value,
+    )
+
+
+def service_response(svc: ServiceInfo, *, retention_s: float) -> ServiceResponse:
+    return ServiceResponse(
+        name=svc.name,
+        handlers=[handler_response(h) for h in svc.handlers],
+        ty=_SERVICE_TY[svc.service_type.value],  # type: ignore[arg-type]
+        deployment_id=svc.deployment_id,
+        revision=svc.revision,
+        idempotency_retention=humantime(retention_s),
+    )
+
+
+def deployment_response(
+    dep: dict[str, Any],
+    services: list[ServiceInfo],
+    *,
+    detailed: bool,
+    retention_s: float,
+) -> (
+    HttpDeploymentResponse
+    | LambdaDeploymentResponse
+    | DetailedHttpDeploymentResponse
+    | DetailedLambdaDeploymentResponse
+):
+    """A stored deployment in Restate's list (``detailed=False``) or get shape."""
+    headers = {str(k): str(v) for k, v in (dep.get("additional_headers") or {}).items()}
+    common: dict[str, Any] = {
+        "id": str(dep["id"]),
+        "additional_headers": mask_headers(headers) or None,
+        "created_at": rfc3339(dep.get("created_at") or 0) or "",
+        "min_protocol_version": int(dep.get("min_protocol_version", 1)),
+        "max_protocol_version": int(dep.get("max_protocol_version", 1)),
+        "sdk_version": dep.get("sdk_version"),
+    }
+    ordered = sorted(services, key=lambda s: s.name)
+    if detailed:
+        full = [service_response(s, retention_s=retention_s) for s in ordered]
+        if dep.get("arn"):
+            return DetailedLambdaDeploymentResponse(
+                **common, arn=dep["arn"], assume_role_arn=dep.get("assume_role_arn"), services=full
+            )
+        return DetailedHttpDeploymentResponse(
+            **common, uri=str(dep.get("uri", "")), http_version="HTTP/1.1", services=full
+        )
+    pairs = [ServiceNameRevision(name=s.name, revision=s.revision) for s in ordered]
+    if dep.get("arn"):
+        return LambdaDeploymentResponse(
+            **common, arn=dep["arn"], assume_role_arn=dep.get("assume_role_arn"), services=pairs
+        )
+    return HttpDeploymentResponse(
+        **common, uri=str(dep.get("uri", "")), http_version="HTTP/1.1", services=pairs
+    )
+
+
+def invocation_response(entry: LedgerEntry) -> InvocationResponse:
+    return InvocationResponse(
+        id=entry.id,
+        status=entry.status,
+        subscription_id=entry.subscription_id,
+        target=entry.target,
+        key=entry.key,
+        topic=entry.topic,
+        partition=entry.partition,
+        offset=entry.offset,
+        attempts=entry.attempts,
+        last_error=entry.last_error,
+        created_at=rfc3339(entry.created_at_ms or None),
+        modified_at=rfc3339(entry.updated_at_ms or None),
+        completed_at=rfc3339(entry.completed_at_ms),
+        next_retry_at=rfc3339(entry.next_retry_at_ms),
+        dead_letter_topic=entry.dead_letter_topic,
+    )

@@ -1,0 +1,426 @@
+"""The admin API's pure parts: references, manifests, registration plans, headers, wire
+shapes, metrics exposition, the version/auth middleware and the start-up warning."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import httpx
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.types import Receive, Scope, Send
+
+from adapter import ids
+from adapter.api.headers import mask_headers, validate_headers
+from adapter.api.invocations import decode_page_token, encode_page_token
+from adapter.api.manifest import Manifest, parse_manifest, plan_registration
+from adapter.api.metrics import Family, OldestAge, collect, render
+from adapter.api.middleware import AdminMiddleware
+from adapter.api.refs import (
+    check_cluster_name,
+    check_deployment_id,
+    check_invocation_id,
+    check_subscription_id,
+    parse_sink,
+    parse_source,
+)
+from adapter.api.server import open_admin_warning
+from adapter.api.wire import humantime, parse_timestamp, rfc3339
+from adapter.engine.runner import RunnerStats
+from adapter.errors import ConflictError, ValidationError
+from adapter.model import HandlerType, InputKind, ServiceInfo, ServiceType, Subscription
+
+# -- references -------------------------------------------------------------------------------
+
+
+def test_sources_and_sinks_parse_or_say_what_is_wrong() -> None:
+    source = parse_source("kafka://my-cluster/orders.v1")
+    assert (source.cluster, source.topic) == ("my-cluster", "orders.v1")
+    sink = parse_sink("service://Counter/count")
+    assert (sink.service, sink.handler) == ("Counter", "count")
+    for bad, message in (
+        ("orders", "no scheme"),
+        ("http://c/t", "scheme 'http'"),
+        ("kafka:///t", "no cluster"),
+        ("kafka://c", "no topic"),
+        ("kafka://c/a/b", "not a Kafka topic name"),
+        ("kafka://c/..", "not a Kafka topic name"),
+        ("kafka://c/t?x=1", "query"),
+    ):
+        with pytest.raises(ValidationError, match=message):
+            parse_source(bad)
+    for bad, message in (
+        ("Counter/count", "no scheme"),
+        ("lambda://C/c", "scheme 'lambda'"),
+        ("service://Counter", "both names"),
+        ("service://Counter/a/b", "both names"),
+    ):
+        with pytest.raises(ValidationError, match=message):
+            parse_sink(bad)
+
+
+def test_ids_and_names_are_checked_before_any_lookup() -> None:
+    assert check_subscription_id(ids.subscription_id()).startswith("sub_")
+    assert check_deployment_id(ids.deployment_id()).startswith("dp_")
+    assert check_invocation_id(ids.invocation_id("s", "t", 0, 1)).startswith("inv_")
+    for check, bad in (
+        (check_subscription_id, "sub_x"),
+        (check_subscription_id, ids.deployment_id()),
+        (check_deployment_id, "dp_" + "i" * 26),  # i is not in the alphabet
+        (check_invocation_id, "inv_"),
+        (check_cluster_name, "-x"),
+        (check_cluster_name, "a" * 256),
+        (check_cluster_name, ""),
+    ):
+        with pytest.raises(ValidationError):
+            check(bad)
+
+
+# -- manifests and registration plans ---------------------------------------------------------
+
+
+def _doc(*services: dict[str, Any]) -> dict[str, Any]:
+    return {"protocol_version": 1, "services": list(services)}
+
+
+def test_manifest_types_defaults_and_input_kinds() -> None:
+    manifest = parse_manifest(
+        _doc(
+            {"name": "S", "ty": "SERVICE", "handlers": [{"name": "a", "ty": None}]},
+            {
+                "name": "O",
+                "ty": "VIRTUAL_OBJECT",
+                "handlers": [
+                    {"name": "x"},
+                    {"name": "y", "ty": "SHARED", "input": "RAW"},
+                    {"name": "z", "input": {"contentType": "application/octet-stream"}},
+                ],
+            },
+            {"name": "W", "ty": "WORKFLOW", "handlers": [{"name": "run", "ty": "WORKFLOW"}]},
+        ),
+        "http://h",
+    )
+    by_name = {s.name: s for s in manifest.services}
+    assert by_name["S"].handlers[0].handler_type is HandlerType.SERVICE
+    o = by_name["O"]
+    assert [(h.name, h.handler_type, h.input_kind) for h in o.handlers] == [
+        ("x", HandlerType.EXCLUSIVE, InputKind.JSON),
+        ("y", HandlerType.SHARED, InputKind.RAW),
+        ("z", HandlerType.EXCLUSIVE, InputKind.RAW),
+    ]
+    assert by_name["W"].service_type is ServiceType.WORKFLOW
+    camel = parse_manifest({"services": [], "minProtocolVersion": 1, "maxProtocolVersion": 3}, "u")
+    assert (camel.min_protocol_version, camel.max_protocol_version) == (1, 3)
+
+
+@pytest.mark.parametrize(
+    ("doc", "place"),
+    [
+        ([], "(document)"),
+        ({"services": {}}, "services"),
+        (_doc({"ty": "SERVICE", "handlers": []}), "services[0].name"),
+        (_doc({"name": "a/b", "ty": "SERVICE", "handlers": []}), "services[0].name"),
+        (_doc({"name": "A", "ty": "ACTOR", "handlers": []}), "services[0].ty"),
+        (_doc({"name": "A", "ty": "SERVICE"}), "services[0].handlers"),
+        (_doc({"name": "A", "ty": "SERVICE", "handlers": [{"name": "h", "ty": "SHARED"}]}), "ty"),
+        (
+            _doc({"name": "A", "ty": "WORKFLOW", "handlers": [{"name": "h", "ty": "EXCLUSIVE"}]}),
+            "ty",
+        ),
+        (
+            _doc({"name": "A", "ty": "SERVICE", "handlers": [{"name": "h", "input": "XML"}]}),
+            "input",
+        ),
+        (_doc({"name": "A", "ty": "SERVICE", "handlers": [{"name": "h"}, {"name": "h"}]}), "twice"),
+        (
+            _doc(
+                {"name": "A", "ty": "SERVICE", "handlers": []},
+                {"name": "A", "ty": "SERVICE", "handlers": []},
+            ),
+            "twice",
+        ),
+    ],
+)
+def test_bad_manifests_name_the_place(doc: Any, place: str) -> None:
+    with pytest.raises(ValidationError, match="discovery manifest of http://h") as info:
+        parse_manifest(doc, "http://h")
+    assert place in str(info.value)
+
+
+def _svc(name: str, ty: ServiceType, *handlers: str, dep: str = "", rev: int = 1) -> ServiceInfo:
+    kind = HandlerType.SERVICE if ty is ServiceType.SERVICE else HandlerType.EXCLUSIVE
+    from adapter.model import HandlerInfo
+
+    return ServiceInfo(name, ty, dep, tuple(HandlerInfo(h, kind) for h in handlers), rev)
+
+
+def _sub(service: str, handler: str) -> Subscription:
+    return Subscription(ids.subscription_id(), "c", "t", service, handler)
+
+
+def test_registration_plan_follows_restates_rules() -> None:
+    manifest = Manifest((_svc("S", ServiceType.SERVICE, "a", "b"),))
+    created = plan_registration(
+        new_id="dp_new",
+        existing=None,
+        existing_digest_matches=False,
+        manifest=manifest,
+        registry={},
+        subscriptions=[],
+        overwrite=False,
+        allow_breaking=False,
+    )
+    assert created.outcome == "created"
+    assert [(s.deployment_id, s.revision) for s in created.services] == [("dp_new", 1)]
+
+    stored = {"S": _svc("S", ServiceType.SERVICE, "a", "b", dep="dp_old", rev=3)}
+    unchanged = plan_registration(
+        new_id="dp_x",
+        existing={"id": "dp_old"},
+        existing_digest_matches=True,
+        manifest=manifest,
+        registry=stored,
+        subscriptions=[],
+        overwrite=False,
+        allow_breaking=False,
+    )
+    assert unchanged.outcome == "unchanged"
+    assert unchanged.deployment_id == "dp_old"
+    with pytest.raises(ConflictError, match="force"):
+        plan_registration(
+            new_id="dp_x",
+            existing={"id": "dp_old"},
+            existing_digest_matches=False,
+            manifest=manifest,
+            registry=stored,
+            subscriptions=[],
+            overwrite=False,
+            allow_breaking=False,
+        )
+    smaller = Manifest((_svc("S", ServiceType.SERVICE, "a"),))
+    stored["T"] = _svc("T", ServiceType.SERVICE, "t", dep="dp_old")
+    with pytest.raises(ConflictError, match="lose handler"):
+        plan_registration(
+            new_id="dp_new",
+            existing=None,
+            existing_digest_matches=False,
+            manifest=smaller,
+            registry=stored,
+            subscriptions=[_sub("S", "b")],
+            overwrite=False,
+            allow_breaking=False,
+        )
+    overwritten = plan_registration(
+        new_id="dp_x",
+        existing={"id": "dp_old"},
+        existing_digest_matches=False,
+        manifest=smaller,
+        registry=stored,
+        subscriptions=[_sub("S", "b")],
+        overwrite=True,
+        allow_breaking=True,
+    )
+    assert overwritten.outcome == "overwritten"
+    assert overwritten.services[0].revision == 4
+    assert overwritten.remove_services == ("T",)
+    retyped = Manifest((_svc("S", ServiceType.VIRTUAL_OBJECT, "a", "b"),))
+    with pytest.raises(ConflictError, match="type"):
+        plan_registration(
+            new_id="dp_new",
+            existing=None,
+            existing_digest_matches=False,
+            manifest=retyped,
+            registry=stored,
+            subscriptions=[],
+            overwrite=False,
+            allow_breaking=False,
+        )
+
+
+def test_manifest_digest_sees_what_registration_stores() -> None:
+    one = Manifest((_svc("S", ServiceType.SERVICE, "a", "b"),))
+    reordered = Manifest((_svc("S", ServiceType.SERVICE, "b", "a"),))
+    assert one.digest({}, {}) == reordered.digest({}, {})
+    assert one.digest({"a": "1"}, {}) != one.digest({"a": "2"}, {})
+    assert one.digest({}, {"use_http_11": True}) != one.digest({}, {"use_http_11": False})
+    assert one.digest({}, {}) != Manifest((_svc("S", ServiceType.SERVICE, "a"),)).digest({}, {})
+
+
+# -- headers ----------------------------------------------------------------------------------
+
+
+def test_additional_headers_are_validated_and_credentials_masked() -> None:
+    assert validate_headers({"X-Env": "prod", "Authorization": "Bearer x"}) == {
+        "X-Env": "prod",
+        "Authorization": "Bearer x",
+    }
+    for bad in (
+        {"X-A": "a\r\nX-B: b"},
+        {"X-A": "a\nb"},
+        {"X-A": "\x00"},
+        {"X-A": "é"},
+        {"bad name": "x"},
+        {"": "x"},
+        {"X-A": "1", "x-a": "2"},
+    ):
+        with pytest.raises(ValidationError, match="additional_headers"):
+            validate_headers(bad)
+    masked = mask_headers(
+        {"Authorization": "a", "X-Api-Key": "b", "x-auth-token": "c", "Cookie": "d", "X-Env": "e"}
+    )
+    assert masked == {
+        "Authorization": "***",
+        "X-Api-Key": "***",
+        "x-auth-token": "***",
+        "Cookie": "***",
+        "X-Env": "e",
+    }
+
+
+def test_a_header_value_never_appears_in_the_error() -> None:
+    with pytest.raises(ValidationError) as info:
+        validate_headers({"Authorization": "Bearer top-secret\r\n"})
+    assert "top-secret" not in str(info.value)
+
+
+# -- wire shapes ------------------------------------------------------------------------------
+
+
+def test_timestamps_and_durations() -> None:
+    assert rfc3339(0) == "1970-01-01T00:00:00Z"
+    assert rfc3339(1_700_000_000_123) == "2023-11-14T22:13:20.123Z"
+    assert rfc3339(None) is None
+    assert parse_timestamp("2023-11-14T22:13:20.123Z") == 1_700_000_000_123
+    assert parse_timestamp("2023-11-14T23:13:20+01:00") == 1_700_000_000_000
+    assert parse_timestamp(5) == 5
+    assert parse_timestamp("17") == 17
+    for bad in ("soon", "2023-11-14T22:13:20", -1, "1960-01-01T00:00:00Z"):
+        with pytest.raises(ValidationError):
+            parse_timestamp(bad)
+    assert humantime(7 * 86400) == "7days"
+    assert humantime(3600 * 5) == "5h"
+    assert humantime(90) == "90s"
+    assert humantime(120) == "2m"
+
+
+@given(st.integers(min_value=0, max_value=4_102_444_800_000))
+def test_rfc3339_round_trips(ms: int) -> None:
+    assert parse_timestamp(rfc3339(ms) or "") == ms
+
+
+# -- page tokens ------------------------------------------------------------------------------
+
+
+def test_page_tokens_round_trip_and_reject_tampering() -> None:
+    key = {"id": {"S": "inv_x"}, "position": {"S": "t|000001|00000000000000000007"}}
+    token = encode_page_token(key, "sub_a")
+    assert decode_page_token(token, "sub_a") == key
+    with pytest.raises(ValidationError, match="another subscription"):
+        decode_page_token(token, None)
+    for bad in ("", "!!", encode_page_token({"id": {"N": "1"}}, None), "eyJrIjoxfQ"):
+        with pytest.raises(ValidationError, match="page_token"):
+            decode_page_token(bad, None)
+
+
+# -- metrics ----------------------------------------------------------------------------------
+
+
+def test_exposition_escapes_labels_and_renders_numbers() -> None:
+    family = Family("x_total", "counter", "Help with \\ and\nnewline.")
+    family.add(3, sub='a"b\\c\nd')
+    family.add(1.5)
+    family.add(math.inf, sub="inf")
+    text = render([family])
+    assert text.splitlines() == [
+        "# HELP x_total Help with \\\\ and\\nnewline.",
+        "# TYPE x_total counter",
+        'x_total{sub="a\\"b\\\\c\\nd"} 3',
+        "x_total 1.5",
+        'x_total{sub="inf"} +Inf',
+    ]
+
+
+def test_oldest_unfinished_age_grows_until_the_offset_moves() -> None:
+    now = [100.0]
+    ages = OldestAge(clock=lambda: now[0])
+    assert ages.age("s", "t", 0, 7) == 0
+    now[0] = 112.5
+    assert ages.age("s", "t", 0, 7) == 12.5
+    assert ages.age("s", "t", 0, 8) == 0
+    now[0] = 120
+    assert ages.age("s", "t", 0, 8) == 7.5
+    assert ages.age("s", "t", 0, None) == 0
+    assert ages.age("s", "t", 0, 8) == 0
+
+
+def test_collect_reports_lag_per_partition() -> None:
+    stats = RunnerStats(consumed=4, succeeded=3, duplicates=1, commits=2, rebalances=1)
+    status = {"sub_a": {"state": "running", "in_flight": 1, "stats": stats}}
+    partitions = {
+        "sub_a": {
+            ("t", 0): {"pending": 2, "committed": 3, "last_tracked": 6, "oldest_unfinished": 4},
+            ("t", 1): {"pending": 1, "committed": None, "last_tracked": 0, "oldest_unfinished": 0},
+            ("t", 2): {"pending": 0, "committed": None, "last_tracked": None},
+        }
+    }
+    text = render(collect(status, partitions, OldestAge(), store_requests=9))
+    assert (
+        'kafka_ingress_commit_lag_records{partition="0",subscription="sub_a",topic="t"} 4' in text
+    )
+    assert (
+        'kafka_ingress_commit_lag_records{partition="1",subscription="sub_a",topic="t"} 1' in text
+    )
+    assert (
+        'kafka_ingress_commit_lag_records{partition="2",subscription="sub_a",topic="t"} 0' in text
+    )
+    assert 'kafka_ingress_invocations_total{outcome="duplicate",subscription="sub_a"} 1' in text
+    assert 'kafka_ingress_subscription_up{state="running",subscription="sub_a"} 1' in text
+    assert "kafka_ingress_dynamodb_requests_total 9" in text
+
+
+# -- middleware and start-up warning ----------------------------------------------------------
+
+
+async def _echo(scope: Scope, receive: Receive, send: Send) -> None:
+    request = Request(scope, receive)
+    version = scope.get("state", {}).get("admin_api_version")
+    await JSONResponse({"path": request.url.path, "version": version})(scope, receive, send)
+
+
+async def test_version_prefixes_are_stripped_and_the_token_checked() -> None:
+    app = AdminMiddleware(_echo, token="t" * 16, public_paths=frozenset({"/health"}))
+    transport = httpx.ASGITransport(app=app)
+    good = {"authorization": "Bearer " + "t" * 16}
+    async with httpx.AsyncClient(transport=transport, base_url="http://x") as client:
+        assert (await client.get("/v3/subscriptions", headers=good)).json() == {
+            "path": "/subscriptions",
+            "version": 3,
+        }
+        assert (await client.get("/v2", headers=good)).json()["path"] == "/"
+        assert (await client.get("/v5/x", headers=good)).json()["path"] == "/v5/x"
+        assert (await client.get("/subscriptions", headers=good)).json()["version"] is None
+        assert (await client.get("/v4/health")).status_code == 200
+        refused = await client.get("/subscriptions", headers={"authorization": "Bearer t"})
+        assert refused.status_code == 401
+        assert refused.headers["www-authenticate"] == "Bearer"
+    open_app = AdminMiddleware(_echo, token=None, public_paths=frozenset())
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=open_app), base_url="http://x"
+    ) as client:
+        assert (await client.get("/subscriptions")).status_code == 200
+
+
+def test_an_open_admin_api_is_announced_loudly_unless_dev_on_loopback() -> None:
+    assert open_admin_warning("127.0.0.1", token="x" * 16, allow_open=False) is None
+    assert open_admin_warning("127.0.0.1", token=None, allow_open=True) is None
+    assert open_admin_warning("::1", token=None, allow_open=True) is None
+    loud = open_admin_warning("127.0.0.1", token=None, allow_open=False)
+    assert loud is not None
+    assert "IS OPEN" in loud
+    public = open_admin_warning("0.0.0.0", token=None, allow_open=True)
+    assert public is not None
+    assert "allow-open" in public
