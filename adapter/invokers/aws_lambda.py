@@ -1,0 +1,704 @@
+"""The Lambda invoker: one invocation (or a batch) per boto3 ``Invoke`` (RequestResponse).
+
+boto3 is synchronous, so calls run on a bounded thread pool and the event loop never blocks.
+The wire mapping is pure functions, in the same spirit as :mod:`adapter.engine.mapping`:
+
+* :func:`build_invoke_event` / :func:`build_batch_event` / :func:`build_msk_event` turn
+  requests into the event JSON (``docs/protocol.md``, "Lambda");
+* :func:`outcome_from_reply`, :func:`outcomes_from_batch_reply` and
+  :func:`outcomes_from_msk_reply` turn the function's answer into outcomes;
+* :func:`outcome_from_client_error` maps the Invoke API's own errors.
+
+What becomes what (every failure carries the function and the reason):
+
+    the function's response {"statusCode": …}       same rules as HTTP (2xx ack, 408/429/5xx
+                                                     retry honouring Retry-After, 4xx terminal)
+    any other successful response                   ack (the function ran without error)
+    FunctionError Unhandled/Handled                 retry, unless errorType is TerminalError
+    TooManyRequestsException (throttled), 5xx,
+      ResourceConflict/NotReady, EC2/ENI/KMS/EFS
+      errors, access denied, network failures       retry (Retry-After honoured)
+    ResourceNotFound, RequestTooLarge, invalid
+      request content / parameter, other 4xx        terminal
+    event above the 6 MB synchronous limit          terminal, before sending
+
+Deployments registered by ARN are discovered with :func:`discover_lambda`, which invokes the
+function with ``{"protocol": "kafka-ingress/v1", "type": "discover"}``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import re
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import orjson
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError, ParamValidationError
+
+from adapter.engine.mapping import HEADER_ATTEMPT, HEADER_SUBSCRIPTION_ID, outcome_from_http
+from adapter.errors import (
+    InvokeError,
+    RetryableInvokeError,
+    TerminalInvokeError,
+    ValidationError,
+)
+from adapter.invokers.base import InvocationRequest, Outcome
+from adapter.model import InputKind
+from adapter.sdk.protocol import LAMBDA_PROTOCOL, invoke_path
+
+__all__ = [
+    "MAX_SYNC_PAYLOAD_BYTES",
+    "EventFormat",
+    "LambdaClient",
+    "LambdaInvoker",
+    "LambdaReply",
+    "build_batch_event",
+    "build_invoke_event",
+    "build_msk_event",
+    "discover_lambda",
+    "outcome_from_client_error",
+    "outcome_from_reply",
+    "outcomes_from_batch_reply",
+    "outcomes_from_msk_reply",
+    "parse_function",
+]
+
+EventFormat = Literal["ingress", "msk"]
+Signer = Callable[[InvocationRequest, str], Mapping[str, str]]
+
+# Lambda's limit for a synchronous (RequestResponse) request payload.
+MAX_SYNC_PAYLOAD_BYTES = 6 * 1024 * 1024
+_ERROR_TEXT_LIMIT = 500
+
+_ARN = re.compile(
+    r"^arn:aws[a-zA-Z-]*:lambda:(?P<region>[a-z0-9-]+):(?P<account>\d{12}):function:"
+    r"(?P<name>[A-Za-z0-9_-]{1,140})(?::(?P<qualifier>[A-Za-z0-9$_-]{1,128}))?$"
+)
+_NAME = re.compile(r"^[A-Za-z0-9_-]{1,140}(?::[A-Za-z0-9$_-]{1,128})?$")
+
+_TERMINAL_CODES = frozenset(
+    {
+        "ResourceNotFoundException",
+        "RequestTooLargeException",
+        "InvalidRequestContentException",
+        "InvalidParameterValueException",
+        "UnsupportedMediaTypeException",
+    }
+)
+# Errors that clear up without touching the record: throttling, a function being updated,
+# VPC/KMS/EFS hiccups, and credentials or IAM policies that are being fixed.
+_RETRY_CODES = frozenset(
+    {
+        "TooManyRequestsException",
+        "ThrottlingException",
+        "ResourceConflictException",
+        "ResourceNotReadyException",
+        "ServiceException",
+        "AccessDeniedException",
+        "UnrecognizedClientException",
+        "ExpiredTokenException",
+        "InvalidSignatureException",
+        "RequestExpired",
+        "KMSAccessDeniedException",
+        "KMSDisabledException",
+        "KMSInvalidStateException",
+        "KMSNotFoundException",
+        "EC2AccessDeniedException",
+        "EC2ThrottledException",
+        "EC2UnexpectedException",
+        "ENILimitReachedException",
+        "EFSIOException",
+        "EFSMountConnectivityException",
+        "EFSMountFailureException",
+        "EFSMountTimeoutException",
+        "SubnetIPAddressLimitReachedException",
+        "SnapStartNotReadyException",
+        "SnapStartTimeoutException",
+    }
+)
+
+
+# --- function names -------------------------------------------------------------------------
+
+
+def parse_function(arn: str) -> str:
+    """Validate a deployment's function ARN (or plain name[:qualifier]); return it for Invoke."""
+    text = arn.strip()
+    if _ARN.match(text) or _NAME.match(text):
+        return text
+    raise ValidationError(
+        f"{arn!r} is not a Lambda function ARN "
+        "(arn:aws:lambda:REGION:ACCOUNT:function:NAME[:QUALIFIER]) or function name"
+    )
+
+
+# --- events (pure) --------------------------------------------------------------------------
+
+
+def _body_fields(request: InvocationRequest) -> dict[str, Any]:
+    """The body as text when it is JSON (UTF-8 by definition), else base64."""
+    if request.target.input_kind is InputKind.JSON:
+        try:
+            return {"body": request.body.decode("utf-8"), "isBase64Encoded": False}
+        except UnicodeDecodeError:
+            pass
+    return {"body": base64.b64encode(request.body).decode("ascii"), "isBase64Encoded": True}
+
+
+def _headers(request: InvocationRequest, sign: Signer | None, path: str) -> dict[str, str]:
+    # Like HTTP: mapped headers < deployment headers < signature (case-insensitively).
+    merged = {k.lower(): v for k, v in request.headers.items()}
+    merged[HEADER_ATTEMPT] = str(request.attempt)
+    merged.update({k.lower(): v for k, v in request.target.deployment.additional_headers.items()})
+    if sign is not None:
+        merged.update({k.lower(): v for k, v in sign(request, path).items()})
+    return merged
+
+
+def build_invoke_event(request: InvocationRequest, sign: Signer | None = None) -> dict[str, Any]:
+    """The ``event.format=ingress`` event for one invocation (an HTTP request, as JSON)."""
+    target = request.target
+    key = request.key if target.keyed else None
+    path = invoke_path(target.service, target.handler, key)
+    return {
+        "protocol": LAMBDA_PROTOCOL,
+        "type": "invoke",
+        "service": target.service,
+        "handler": target.handler,
+        "key": key,
+        "path": path,
+        "invocationId": request.invocation_id,
+        "attempt": request.attempt,
+        "headers": _headers(request, sign, path),
+        **_body_fields(request),
+    }
+
+
+def build_batch_event(
+    requests: Sequence[InvocationRequest], sign: Signer | None = None
+) -> dict[str, Any]:
+    """Several invocations of one handler (one partition) in one ``event.format=ingress`` call."""
+    first = requests[0].target
+    return {
+        "protocol": LAMBDA_PROTOCOL,
+        "type": "batch",
+        "service": first.service,
+        "handler": first.handler,
+        "invocations": [build_invoke_event(r, sign) for r in requests],
+    }
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def build_msk_event(
+    requests: Sequence[InvocationRequest], *, bootstrap_servers: str = ""
+) -> dict[str, Any]:
+    """The ``event.format=msk`` event: AWS's self-managed Kafka event, plus ``kafkaIngress``.
+
+    Every request must carry its source record. Existing Kafka consumers read only the AWS
+    fields and ignore ``kafkaIngress`` (which names the handler and the invocation IDs).
+    """
+    records: dict[str, list[dict[str, Any]]] = {}
+    invocations = []
+    first = requests[0]
+    for request in requests:
+        record = request.record
+        if record is None:
+            raise ValueError(f"{request.invocation_id}: an MSK event needs the source record")
+        tp = f"{record.topic}-{record.partition}"
+        item: dict[str, Any] = {
+            "topic": record.topic,
+            "partition": record.partition,
+            "offset": record.offset,
+            "timestamp": record.timestamp_ms,
+            "timestampType": "CREATE_TIME",
+        }
+        if record.key is not None:
+            item["key"] = _b64(record.key)
+        if record.value is not None:
+            item["value"] = _b64(record.value)
+        item["headers"] = [{name: list(value)} for name, value in record.headers]
+        records.setdefault(tp, []).append(item)
+        invocations.append(
+            {
+                "partition": tp,
+                "offset": record.offset,
+                "invocationId": request.invocation_id,
+                "attempt": request.attempt,
+                "traceparent": request.headers.get("traceparent"),
+            }
+        )
+    for batch in records.values():
+        batch.sort(key=lambda item: int(item["offset"]))
+    return {
+        "eventSource": "SelfManagedKafka",
+        "bootstrapServers": bootstrap_servers,
+        "records": records,
+        "kafkaIngress": {
+            "version": 1,
+            "service": first.target.service,
+            "handler": first.target.handler,
+            "subscriptionId": first.headers.get(HEADER_SUBSCRIPTION_ID),
+            "invocations": invocations,
+        },
+    }
+
+
+# --- replies (pure) -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class LambdaReply:
+    """What ``Invoke`` returned: the payload and, if the function failed, ``FunctionError``."""
+
+    function: str
+    payload: bytes
+    function_error: str | None = None
+
+
+def _short(text: str) -> str:
+    text = text.strip()
+    return text if len(text) <= _ERROR_TEXT_LIMIT else text[:_ERROR_TEXT_LIMIT] + "…"
+
+
+def _parse(payload: bytes) -> Any:
+    try:
+        return orjson.loads(payload) if payload.strip() else None
+    except orjson.JSONDecodeError:
+        return None
+
+
+def _function_error(reply: LambdaReply) -> Outcome:
+    data = _parse(reply.payload)
+    error_type, message = "", reply.payload.decode("utf-8", "replace")
+    if isinstance(data, dict):
+        error_type = str(data.get("errorType") or "")
+        message = str(data.get("errorMessage") or message)
+    text = f"function {reply.function} failed ({reply.function_error}"
+    text += f", {error_type}): " if error_type else "): "
+    text += _short(message) or "(no message)"
+    # Restate's name for "do not retry"; the SDK itself answers with a 4xx status instead.
+    if error_type == "TerminalError" or error_type.endswith(".TerminalError"):
+        return Outcome.terminal(text)
+    return Outcome.retry(text)
+
+
+def _http_like(reply: LambdaReply, data: Mapping[str, Any]) -> Outcome:
+    status = data.get("statusCode")
+    assert isinstance(status, int)
+    headers = data.get("headers") if isinstance(data.get("headers"), Mapping) else {}
+    body_value = data.get("body")
+    body = b""
+    if isinstance(body_value, str):
+        try:
+            body = (
+                base64.b64decode(body_value) if data.get("isBase64Encoded") else body_value.encode()
+            )
+        except ValueError:
+            body = body_value.encode()
+    elif body_value is not None:
+        body = orjson.dumps(body_value)
+    outcome = outcome_from_http(status, {str(k): str(v) for k, v in (headers or {}).items()}, body)
+    if outcome.error is not None:
+        outcome = Outcome(
+            outcome.kind,
+            error=f"function {reply.function}: {outcome.error}",
+            retry_after=outcome.retry_after,
+            response=outcome.response,
+        )
+    return outcome
+
+
+def _is_http_like(data: Any) -> bool:
+    return (
+        isinstance(data, Mapping)
+        and isinstance(data.get("statusCode"), int)
+        and not isinstance(data.get("statusCode"), bool)
+    )
+
+
+def outcome_from_reply(reply: LambdaReply) -> Outcome:
+    """The outcome of a single ``event.format=ingress`` invocation."""
+    if reply.function_error:
+        return _function_error(reply)
+    data = _parse(reply.payload)
+    if _is_http_like(data):
+        return _http_like(reply, data)
+    return Outcome.ack(reply.payload)
+
+
+def outcomes_from_batch_reply(
+    requests: Sequence[InvocationRequest], reply: LambdaReply
+) -> list[Outcome]:
+    """Per-invocation outcomes of an ``ingress`` batch; a missing result means retry."""
+    if reply.function_error:
+        outcome = _function_error(reply)
+        return [outcome] * len(requests)
+    data = _parse(reply.payload)
+    results = data.get("results") if isinstance(data, Mapping) else None
+    if not isinstance(results, list):
+        outcome = Outcome.retry(
+            f"function {reply.function} answered a batch without a 'results' list"
+        )
+        return [outcome] * len(requests)
+    by_id = {
+        r.get("invocationId"): r for r in results if isinstance(r, Mapping) and _is_http_like(r)
+    }
+    out = []
+    for request in requests:
+        result = by_id.get(request.invocation_id)
+        if result is None:
+            out.append(
+                Outcome.retry(
+                    f"function {reply.function} returned no result for {request.invocation_id}"
+                )
+            )
+        else:
+            out.append(_http_like(reply, result))
+    return out
+
+
+def _identifier(value: Any) -> tuple[str | None, int] | None:
+    """An itemIdentifier: AWS's ``{"partition": "t-0", "offset": 5}``, or a bare offset."""
+    if isinstance(value, Mapping):
+        partition, offset = value.get("partition"), value.get("offset")
+        if isinstance(partition, str) and partition:
+            try:
+                return partition, int(offset)  # type: ignore[arg-type]
+            except (TypeError, ValueError):
+                return None
+        return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        return None, value
+    if isinstance(value, str) and value.strip().isdigit():
+        return None, int(value)
+    return None
+
+
+def outcomes_from_msk_reply(
+    requests: Sequence[InvocationRequest], reply: LambdaReply
+) -> list[Outcome]:
+    """Outcomes of an ``msk`` call, with the semantics of AWS's Kafka trigger.
+
+    FunctionError → all retry. ``batchItemFailures`` (ReportBatchItemFailures) → every record
+    of a reported partition from the lowest reported offset on is retried, the rest ack, as
+    AWS resumes a partition at the reported offset; an identifier that names no record of the
+    batch (or is malformed) fails the whole batch, as on AWS. ``kafkaIngress.results`` (from
+    the SDK) → exact per-record outcomes: listed records by their status, the rest ack.
+    """
+    if reply.function_error:
+        outcome = _function_error(reply)
+        return [outcome] * len(requests)
+    data = _parse(reply.payload)
+    if not isinstance(data, Mapping):
+        return [Outcome.ack(reply.payload)] * len(requests)
+    ext = data.get("kafkaIngress")
+    positions = [
+        (f"{r.record.topic}-{r.record.partition}", r.record.offset) if r.record else ("", -1)
+        for r in requests
+    ]
+    if isinstance(ext, Mapping) and isinstance(ext.get("results"), list):
+        by_position: dict[tuple[str, int], Mapping[str, Any]] = {}
+        for result in ext["results"]:
+            ident = _identifier(result)
+            if ident is not None and ident[0] is not None and _is_http_like(result):
+                by_position[(ident[0], ident[1])] = result
+        return [
+            _http_like(reply, by_position[pos]) if pos in by_position else Outcome.ack()
+            for pos in positions
+        ]
+    failures = data.get("batchItemFailures")
+    if not failures:
+        return [Outcome.ack()] * len(requests)
+    whole = Outcome.retry(
+        f"function {reply.function} returned an invalid batchItemFailures list; retrying the batch"
+    )
+    if not isinstance(failures, list):
+        return [whole] * len(requests)
+    resume: dict[str, int] = {}
+    partitions = {tp for tp, _ in positions}
+    offsets = set(positions)
+    for failure in failures:
+        ident = _identifier(failure.get("itemIdentifier") if isinstance(failure, Mapping) else None)
+        if ident is None:
+            return [whole] * len(requests)
+        tp, offset = ident
+        if tp is None:
+            if len(partitions) != 1:
+                return [whole] * len(requests)
+            tp = next(iter(partitions))
+        if (tp, offset) not in offsets:
+            return [whole] * len(requests)
+        resume[tp] = min(offset, resume.get(tp, offset))
+    out = []
+    for tp, offset in positions:
+        if tp in resume and offset >= resume[tp]:
+            out.append(
+                Outcome.retry(
+                    f"function {reply.function} reported a batch item failure at {tp}@{resume[tp]}"
+                )
+            )
+        else:
+            out.append(Outcome.ack())
+    return out
+
+
+def outcome_from_client_error(
+    function: str, code: str, message: str, *, status: int = 0, retry_after: float | None = None
+) -> Outcome:
+    """The outcome of an error of the Invoke API itself (not of the function's code)."""
+    text = f"Lambda Invoke {function}: {code}: {_short(message)}"
+    if code in _TERMINAL_CODES:
+        return Outcome.terminal(text)
+    if code in _RETRY_CODES or status >= 500 or status in (408, 429) or status == 0:
+        return Outcome.retry(text, retry_after)
+    return Outcome.terminal(text)
+
+
+def _retry_after(exc: ClientError) -> float | None:
+    headers = exc.response.get("ResponseMetadata", {}).get("HTTPHeaders", {})
+    value: Any = headers.get("retry-after") or exc.response.get("retryAfterSeconds")
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
+# --- the I/O shell --------------------------------------------------------------------------
+
+
+class LambdaClient:
+    """boto3 Lambda clients on a bounded thread pool; one per poller, shared by invokers.
+
+    One boto3 client per read timeout in use (a subscription may override the timeout);
+    botocore's own retries are off, the engine's retry policy decides.
+    """
+
+    def __init__(
+        self,
+        *,
+        endpoint_url: str | None,
+        region: str,
+        timeout_s: float = 30.0,
+        max_connections: int = 64,
+    ) -> None:
+        if timeout_s <= 0:
+            raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
+        self.endpoint_url = endpoint_url
+        self.region = region
+        self.timeout_s = timeout_s
+        self._max_connections = max_connections
+        self._executor = ThreadPoolExecutor(max_connections, thread_name_prefix="lambda-invoke")
+        self._clients: dict[float, Any] = {}
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return (
+            f"LambdaClient(endpoint_url={self.endpoint_url!r}, region={self.region!r}, "
+            f"timeout_s={self.timeout_s})"
+        )
+
+    def _client(self, timeout_s: float) -> Any:
+        with self._lock:
+            client = self._clients.get(timeout_s)
+            if client is None:
+                import boto3
+
+                client = boto3.session.Session().client(
+                    "lambda",
+                    endpoint_url=self.endpoint_url,
+                    region_name=self.region,
+                    config=Config(
+                        retries={"total_max_attempts": 1, "mode": "standard"},
+                        max_pool_connections=self._max_connections,
+                        connect_timeout=min(5.0, timeout_s),
+                        # Margin over our own deadline so the thread ends soon after it.
+                        read_timeout=timeout_s + 5,
+                        tcp_keepalive=True,
+                    ),
+                )
+                self._clients[timeout_s] = client
+            return client
+
+    def _invoke_sync(
+        self, function: str, payload: bytes, timeout_s: float
+    ) -> LambdaReply | Outcome:
+        try:
+            response = self._client(timeout_s).invoke(
+                FunctionName=function, InvocationType="RequestResponse", Payload=payload
+            )
+            body = response["Payload"].read()
+        except ClientError as exc:
+            error = exc.response.get("Error", {})
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+            return outcome_from_client_error(
+                function,
+                str(error.get("Code") or "ClientError"),
+                str(error.get("Message") or exc),
+                status=int(status or 0),
+                retry_after=_retry_after(exc),
+            )
+        except ParamValidationError as exc:
+            return Outcome.terminal(f"Lambda Invoke {function}: invalid request: {exc}")
+        except BotoCoreError as exc:
+            # Connection refused/reset, timeouts, missing credentials: transient or fixable.
+            return Outcome.retry(f"Lambda Invoke {function}: {type(exc).__name__}: {exc}")
+        return LambdaReply(function, body, response.get("FunctionError"))
+
+    async def invoke(
+        self, function: str, payload: bytes, *, timeout_s: float | None = None
+    ) -> LambdaReply | Outcome:
+        """Invoke ``function`` with ``payload``; a transport failure comes back as an Outcome."""
+        if self._closed:
+            raise RuntimeError("LambdaClient is closed")
+        if len(payload) > MAX_SYNC_PAYLOAD_BYTES:
+            return Outcome.terminal(
+                f"Lambda event for {function} is {len(payload)} bytes, above Lambda's "
+                f"{MAX_SYNC_PAYLOAD_BYTES}-byte limit for synchronous invocations (raw bodies "
+                "grow by a third in base64); lower max-record-bytes or batch.size"
+            )
+        deadline = timeout_s or self.timeout_s
+        loop = asyncio.get_running_loop()
+        future = loop.run_in_executor(
+            self._executor, self._invoke_sync, function, payload, deadline
+        )
+        try:
+            return await asyncio.wait_for(future, deadline)
+        except TimeoutError:
+            return Outcome.retry(f"Lambda Invoke {function} timed out after {deadline:g}s")
+
+    async def aclose(self) -> None:
+        """Stop the thread pool (waiting for calls in flight) and close the HTTP pools."""
+        if self._closed:
+            return
+        self._closed = True
+        await asyncio.to_thread(self._executor.shutdown, wait=True, cancel_futures=True)
+        for client in self._clients.values():
+            with contextlib.suppress(Exception):
+                client.close()
+        self._clients.clear()
+
+
+class LambdaInvoker:
+    """Invoke Lambda functions in one event format; implements ``Invoker`` and batches."""
+
+    def __init__(
+        self,
+        client: LambdaClient,
+        *,
+        event_format: EventFormat = "ingress",
+        sign: Signer | None = None,
+        bootstrap_servers: str = "",
+        owns_client: bool = False,
+    ) -> None:
+        self.client = client
+        self.event_format = event_format
+        self._sign = sign
+        self._bootstrap = bootstrap_servers
+        self._owns_client = owns_client
+
+    def __repr__(self) -> str:
+        return f"LambdaInvoker(event_format={self.event_format!r}, client={self.client!r})"
+
+    def _function(self, request: InvocationRequest) -> str | Outcome:
+        deployment = request.target.deployment
+        if not deployment.arn:
+            return Outcome.terminal(f"deployment {deployment.id} has no Lambda function ARN")
+        try:
+            return parse_function(deployment.arn)
+        except ValidationError as exc:
+            return Outcome.terminal(f"deployment {deployment.id}: {exc}")
+
+    async def invoke(self, request: InvocationRequest) -> Outcome:
+        return (await self.invoke_batch([request]))[0]
+
+    async def invoke_batch(self, requests: Sequence[InvocationRequest]) -> list[Outcome]:
+        """Invoke one function with all ``requests`` (same target) in as few calls as fit."""
+        if not requests:
+            return []
+        function = self._function(requests[0])
+        if isinstance(function, Outcome):
+            return [function] * len(requests)
+        if self.event_format == "msk" and any(r.record is None for r in requests):
+            return [Outcome.terminal("event.format=msk needs the source record")] * len(requests)
+        return await self._call(function, list(requests))
+
+    def _payload(self, requests: list[InvocationRequest]) -> bytes:
+        if self.event_format == "msk":
+            event = build_msk_event(requests, bootstrap_servers=self._bootstrap)
+        elif len(requests) == 1:
+            event = build_invoke_event(requests[0], self._sign)
+        else:
+            event = build_batch_event(requests, self._sign)
+        return orjson.dumps(event)
+
+    async def _call(self, function: str, requests: list[InvocationRequest]) -> list[Outcome]:
+        payload = self._payload(requests)
+        if len(payload) > MAX_SYNC_PAYLOAD_BYTES and len(requests) > 1:
+            # Too big together: split in halves until every call fits (or one record alone
+            # is too big, which the client reports as terminal).
+            middle = len(requests) // 2
+            first, second = await asyncio.gather(
+                self._call(function, requests[:middle]), self._call(function, requests[middle:])
+            )
+            return first + second
+        timeout = max((r.timeout_s or 0.0) for r in requests) or None
+        reply = await self.client.invoke(function, payload, timeout_s=timeout)
+        if isinstance(reply, Outcome):
+            return [reply] * len(requests)
+        if self.event_format == "msk":
+            return outcomes_from_msk_reply(requests, reply)
+        if len(requests) == 1:
+            return [outcome_from_reply(reply)]
+        return outcomes_from_batch_reply(requests, reply)
+
+    async def aclose(self) -> None:
+        if self._owns_client:
+            await self.client.aclose()
+
+
+async def discover_lambda(arn: str, *, endpoint_url: str | None, region: str) -> dict[str, Any]:
+    """Invoke a function with the discovery event and return its manifest.
+
+    Raises :class:`~adapter.errors.ValidationError` for a malformed ARN or a function that
+    does not answer with a manifest (or fails on the request),
+    :class:`~adapter.errors.TerminalInvokeError` when the
+    function cannot be invoked (not found, not permitted) and
+    :class:`~adapter.errors.RetryableInvokeError` when it may work later.
+    """
+    function = parse_function(arn)
+    client = LambdaClient(endpoint_url=endpoint_url, region=region, max_connections=1)
+    try:
+        payload = orjson.dumps({"protocol": LAMBDA_PROTOCOL, "type": "discover"})
+        reply = await client.invoke(function, payload)
+    finally:
+        await client.aclose()
+    if isinstance(reply, Outcome):
+        error: type[InvokeError] = (
+            TerminalInvokeError if reply.kind.value == "terminal" else RetryableInvokeError
+        )
+        raise error(f"discovering {arn}: {reply.error}")
+    if reply.function_error:
+        raise ValidationError(
+            f"function {arn} failed on the discovery request ({_function_error(reply).error}); "
+            "is it built with the Kafka Ingress SDK?"
+        )
+    data = _parse(reply.payload)
+    if _is_http_like(data):
+        data = _parse(str(data.get("body") or "").encode())
+    if not isinstance(data, dict) or not isinstance(data.get("services"), list):
+        raise ValidationError(
+            f"function {arn} did not answer the discovery request with a manifest "
+            "({'services': [...]}); is it built with the Kafka Ingress SDK?"
+        )
+    return data
