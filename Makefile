@@ -7,7 +7,7 @@ KAFKA_LIBS  := .cache/kafka/libs
 KAFKA_STAMP := .cache/kafka/.fetched
 PYTEST_ARGS ?=
 
-.PHONY: setup check test test-unit dev bench soak clean
+.PHONY: setup check test test-unit test-chaos dev bench soak clean
 
 setup: $(PY_STAMP) $(KAFKA_STAMP)
 
@@ -36,6 +36,14 @@ test: setup check
 
 test-unit: $(PY_STAMP)
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
+
+# The chaos suite alone, with another seed: make test-chaos CHAOS_SEED=7
+test-chaos: setup
+	CHAOS_SEED=$${CHAOS_SEED:-1} $(BIN)/pytest tests/reliability -m reliability -s $(PYTEST_ARGS)
+
+# Not in CI: SOAK_MINUTES (default 30) of steady traffic and kills, leak watch.
+soak: setup
+	$(BIN)/pytest tests/reliability/test_soak.py -m soak -s $(PYTEST_ARGS)
 
 dev: setup
 	$(BIN)/kafka-ingress dev

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
 import sys
 
@@ -43,4 +44,12 @@ def configure_logging(level: str = "INFO") -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     # aiokafka logs every retry of a failing connection at ERROR; our own logs say it once.
-    logging.getLogger("aiokafka").setLevel(max(logging.WARNING, root.level))
+    # KAFKA_INGRESS_KAFKA_LOG_LEVEL=INFO shows group membership changes when debugging.
+    kafka_level = os.environ.get("KAFKA_INGRESS_KAFKA_LOG_LEVEL")
+    logging.getLogger("aiokafka").setLevel(
+        kafka_level.upper() if kafka_level else max(logging.WARNING, root.level)
+    )
+    # At DEBUG, botocore logs whole request bodies (subscription options, deployment headers)
+    # in a shape the masking filter cannot parse: never let it go below INFO.
+    for noisy in ("botocore", "boto3", "urllib3", "s3transfer"):
+        logging.getLogger(noisy).setLevel(max(logging.INFO, root.level))

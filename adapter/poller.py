@@ -13,11 +13,16 @@ import signal
 from dataclasses import dataclass, field
 from typing import Any
 
+from adapter.api.catalog import ClusterCatalog
+from adapter.api.server import AdminServer, admin_state
 from adapter.config import Settings
 from adapter.engine.ledger import LedgerWriter
 from adapter.engine.supervisor import Supervisor
+from adapter.invokers.aws_lambda import LambdaClient, LambdaInvoker
 from adapter.invokers.base import Invoker
+from adapter.invokers.batching import BatchingInvoker
 from adapter.invokers.http import HttpInvoker
+from adapter.invokers.signing import RequestSigner
 from adapter.kafka.options import IngressOptions
 from adapter.model import Target
 from adapter.store.dynamo import DynamoStore, make_client
@@ -46,17 +51,55 @@ class Poller:
     ledger: LedgerWriter = field(init=False)
     supervisor: Supervisor = field(init=False)
     http: HttpInvoker = field(init=False)
+    signer: RequestSigner | None = field(init=False)
+    _lambda_client: LambdaClient | None = field(init=False, default=None)
+    _lambda_invokers: dict[tuple[str, int | None], Invoker] = field(
+        init=False, default_factory=dict
+    )
     _stop: asyncio.Event = field(init=False, default_factory=asyncio.Event)
     _started: asyncio.Event = field(init=False, default_factory=asyncio.Event)
+    admin: bool = True
+    """Serve the admin API on ``settings.admin.bind_address`` (port 0 picks a free port)."""
+    catalog: ClusterCatalog = field(init=False)
+    admin_server: AdminServer | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         self.ledger = LedgerWriter(self.store)
-        self.http = HttpInvoker(timeout_s=self.settings.limits.invocation_timeout_ms / 1000)
-        self.supervisor = Supervisor(self.settings, self.store, self.ledger, self._invoker_for)
+        self.signer = RequestSigner.from_settings(self.settings.signing)
+        self.http = HttpInvoker(
+            timeout_s=self.settings.limits.invocation_timeout_ms / 1000, sign=self.signer
+        )
+        self.catalog = ClusterCatalog(self.settings, self.store)
+        self.supervisor = Supervisor(
+            self.settings,
+            self.store,
+            self.ledger,
+            self._invoker_for,
+            clusters=self.catalog.snapshot,
+            refresh_clusters=self.catalog.refresh,
+        )
 
     def _invoker_for(self, target: Target, options: IngressOptions) -> Invoker:
-        """The invoker for a target: HTTP deployments share one pooled client."""
-        return self.http
+        """The invoker for a target: HTTP deployments share one pooled client; Lambda ones
+        share one boto3 client, with an invoker per event format and batch size."""
+        if not target.deployment.arn:
+            return self.http
+        key = (options.event_format, options.batch_size)
+        invoker = self._lambda_invokers.get(key)
+        if invoker is None:
+            if self._lambda_client is None:
+                self._lambda_client = LambdaClient(
+                    endpoint_url=self.settings.lambda_.endpoint_url,
+                    region=self.settings.lambda_.region,
+                    timeout_s=self.settings.limits.invocation_timeout_ms / 1000,
+                )
+            invoker = LambdaInvoker(
+                self._lambda_client, event_format=options.event_format, sign=self.signer
+            )
+            if options.batch_size and options.batch_size > 1:
+                invoker = BatchingInvoker(invoker, batch_size=options.batch_size)
+            self._lambda_invokers[key] = invoker
+        return invoker
 
     def stop(self) -> None:
         self._stop.set()
@@ -64,7 +107,25 @@ class Poller:
     async def started(self) -> None:
         await self._started.wait()
 
+    @property
+    def admin_address(self) -> str | None:
+        """``host:port`` the admin API listens on, once ``run()`` has started it."""
+        return self.admin_server.address if self.admin_server is not None else None
+
     async def run(self, *, handle_signals: bool = False, extra: list[Any] | None = None) -> None:
+        if self.admin:
+            self.admin_server = AdminServer(
+                admin_state(
+                    self.settings,
+                    self.store,
+                    self.catalog,
+                    supervisor=self.supervisor,
+                    ledger=self.ledger,
+                ),
+                self.settings.admin.bind_address,
+            )
+            await self.admin_server.start()
+            extra = [*(extra or []), self.admin_server.wait()]
         loop = asyncio.get_running_loop()
         if handle_signals:
             for sig in (signal.SIGTERM, signal.SIGINT):
@@ -82,6 +143,8 @@ class Poller:
                     log.error("poller component failed", exc_info=task.exception())
         finally:
             log.info("poller stopping: draining subscriptions")
+            if self.admin_server is not None:
+                await self.admin_server.stop()
             supervisor_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await supervisor_task
@@ -92,6 +155,10 @@ class Poller:
                 task.cancel()
             await asyncio.gather(ledger_task, stop_task, *extra_tasks, return_exceptions=True)
             await self.http.aclose()
+            for invoker in self._lambda_invokers.values():
+                await invoker.aclose()
+            if self._lambda_client is not None:
+                await self._lambda_client.aclose()
             if handle_signals:
                 for sig in (signal.SIGTERM, signal.SIGINT):
                     loop.remove_signal_handler(sig)

@@ -7,6 +7,7 @@ started by the kafka fixtures, the moto server over HTTP, uvicorn on loopback.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -206,6 +207,14 @@ async def consume_all(
         await consumer.stop()
 
 
+def _toml_cluster(name: str, bootstrap: str, options: dict[str, str]) -> str:
+    # JSON strings are TOML basic strings (same quotes and escapes).
+    scheme = options.get("security.protocol", "PLAINTEXT")
+    items = [f"name={json.dumps(name)}", f"brokers=[{json.dumps(f'{scheme}://{bootstrap}')}]"]
+    items += [f"{json.dumps(k)}={json.dumps(v)}" for k, v in options.items()]
+    return "{" + ", ".join(items) + "}"
+
+
 @dataclass
 class Ingress:
     """An in-process poller wired to the test's broker and moto server."""
@@ -218,6 +227,10 @@ class Ingress:
     lambda_endpoint: str | None = None
     # [signing] private-key-file: sign every invocation.
     signing_key_file: str | None = None
+    # librdkafka options of the "local" cluster, and more clusters: name -> (bootstrap,
+    # options). All of it reaches the poller as KAFKA_INGRESS_KAFKA_CLUSTERS (TOML inline).
+    cluster_options: dict[str, str] = field(default_factory=dict)
+    extra_clusters: dict[str, tuple[str, dict[str, str]]] = field(default_factory=dict)
     poller: Poller | None = None
     task: asyncio.Task[None] | None = None
     settings: Settings | None = None
@@ -225,9 +238,7 @@ class Ingress:
     def env(self) -> dict[str, str]:
         """The environment a poller process needs to join this test's stack."""
         return {
-            "KAFKA_INGRESS_KAFKA_CLUSTERS": (
-                f'[{{name="local", brokers=["PLAINTEXT://{self.bootstrap}"]}}]'
-            ),
+            "KAFKA_INGRESS_KAFKA_CLUSTERS": self.clusters_env(),
             "KAFKA_INGRESS_DYNAMODB_ENDPOINT_URL": self.endpoint_url,
             "KAFKA_INGRESS_DYNAMODB_TABLE_PREFIX": self.store.names.prefix,
             **(
@@ -241,6 +252,10 @@ class Ingress:
                 else {}
             ),
         }
+
+    def clusters_env(self) -> str:
+        clusters = {"local": (self.bootstrap, self.cluster_options), **self.extra_clusters}
+        return "[" + ", ".join(_toml_cluster(n, b, o) for n, (b, o) in clusters.items()) + "]"
 
     def build_settings(self) -> Settings:
         settings = load_settings(None, env=self.env())
@@ -286,11 +301,17 @@ class Ingress:
         return dep_id
 
     async def subscribe(
-        self, topic: str, service: str, handler: str, options: dict[str, str] | None = None
+        self,
+        topic: str,
+        service: str,
+        handler: str,
+        options: dict[str, str] | None = None,
+        *,
+        cluster: str = "local",
     ) -> Subscription:
         sub = Subscription(
             id=ids.subscription_id(),
-            cluster="local",
+            cluster=cluster,
             topic=topic,
             service=service,
             handler=handler,
@@ -342,6 +363,12 @@ class PollerProcess:
 
     async def kill(self) -> None:
         assert self.proc is not None
+        if self.proc.returncode is not None:
+            await self._reader
+            raise AssertionError(
+                f"poller exited by itself with {self.proc.returncode}:\n"
+                + self.output.decode(errors="replace")[-4000:]
+            )
         self.proc.kill()
         await asyncio.wait_for(self.proc.wait(), 30)
         await self._reader

@@ -17,6 +17,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
+from adapter.engine.lifecycle import TERMINAL_STATUSES
 from adapter.errors import StoreError
 from adapter.model import LedgerEntry
 
@@ -24,9 +25,17 @@ __all__ = ["LedgerStore", "LedgerWriter"]
 
 log = logging.getLogger(__name__)
 
+_FINAL = frozenset(status.value for status in TERMINAL_STATUSES)
+
 
 class LedgerStore(Protocol):
     async def write_entries(self, entries: Sequence[LedgerEntry]) -> None: ...
+
+    async def write_progress(self, entry: LedgerEntry) -> bool: ...
+
+
+def _is_final(entry: LedgerEntry) -> bool:
+    return entry.status in _FINAL
 
 
 OnDurable = Callable[[], None]
@@ -107,12 +116,24 @@ class LedgerWriter:
             for task in tasks:
                 task.cancel()
 
+    async def _write_once(self, entries: list[LedgerEntry]) -> None:
+        # Final rows go in batches (BatchWriteItem has no conditions); progress rows, which
+        # are rare (one per retry), are written one by one under a condition so that a late
+        # one can never overwrite a final status written by this or another poller.
+        final = [e for e in entries if _is_final(e)]
+        final_ids = {e.id for e in final}
+        progress = {e.id: e for e in entries if e.id not in final_ids}
+        if final:
+            await self._store.write_entries(final)
+        for entry in progress.values():
+            await self._store.write_progress(entry)
+
     async def _write(self, batch: list[tuple[LedgerEntry, OnDurable | None]]) -> None:
         delay = 0.1
         try:
             while True:
                 try:
-                    await self._store.write_entries([entry for entry, _ in batch])
+                    await self._write_once([entry for entry, _ in batch])
                 except StoreError as exc:
                     self.failures += 1
                     if self.last_error is None:

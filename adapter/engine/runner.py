@@ -24,7 +24,7 @@ import enum
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
@@ -42,6 +42,7 @@ from adapter.errors import KafkaError, StoreError, TerminalInvokeError
 from adapter.ids import invocation_id
 from adapter.invokers.base import InvocationRequest, Invoker, OutcomeKind
 from adapter.kafka.dead_letter import dead_letter_headers
+from adapter.kafka.errors import ConnectionWatch, translate, watch_connections
 from adapter.model import HandlerType, KafkaRecord, LedgerEntry, Subscription, Target
 
 __all__ = ["RunnerSettings", "RunnerState", "RunnerStats", "SubscriptionRunner"]
@@ -202,6 +203,7 @@ class SubscriptionRunner:
         self.last_error: str | None = None
         self.stats = RunnerStats()
         self._gen_counter = 0
+        self._background: set[asyncio.Task[None]] = set()
         self._commit_lock = asyncio.Lock()
 
     # -- public -----------------------------------------------------------------------------
@@ -252,19 +254,27 @@ class SubscriptionRunner:
         """Consume until :meth:`stop`. Raises :class:`KafkaError` if the consumer fails."""
         consumer = self._consumer_factory()
         self._consumer = consumer
+        # aiokafka logs and retries most connection failures instead of raising them; the
+        # watch collects them for this consumer (its tasks inherit this task's context).
+        watch = watch_connections(
+            f"subscription {self.subscription.id}: cannot consume {self.subscription.source}"
+        )
         try:
             try:
                 await consumer.start()
                 consumer.subscribe([self.subscription.topic], listener=_Listener(self))
             except AIOKafkaError as exc:
-                raise KafkaError(
-                    f"subscription {self.subscription.id}: cannot consume "
-                    f"{self.subscription.source}: {exc}"
-                ) from exc
+                error = translate(exc, context=watch.context, watch=watch)
+                self.last_error = str(error)
+                raise error from exc
+            fatal = watch.take_fatal(starting=True)
+            if fatal is not None:
+                self.last_error = str(fatal)
+                raise fatal
             self.state = RunnerState.RUNNING
             committer = asyncio.create_task(self._commit_loop())
             try:
-                await self._fetch_loop(consumer)
+                await self._fetch_loop(consumer, watch)
             finally:
                 committer.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -280,7 +290,7 @@ class SubscriptionRunner:
 
     # -- fetching ---------------------------------------------------------------------------
 
-    async def _fetch_loop(self, consumer: AIOKafkaConsumer) -> None:
+    async def _fetch_loop(self, consumer: AIOKafkaConsumer, watch: ConnectionWatch) -> None:
         stop_wait = asyncio.create_task(self._stopping.wait())
         try:
             while not self._stopping.is_set():
@@ -296,14 +306,33 @@ class SubscriptionRunner:
                 try:
                     batches = fetch.result()
                 except AIOKafkaError as exc:
-                    raise KafkaError(
-                        f"subscription {self.subscription.id}: fetch failed: {exc}"
-                    ) from exc
+                    error = translate(exc, context=watch.context, watch=watch)
+                    self.last_error = str(error)
+                    raise error from exc
+                self._report_connection(watch)
                 for tp, messages in batches.items():
                     if tp in self._generation and messages:
                         await self._accept(tp, [to_record(m) for m in messages])
         finally:
             stop_wait.cancel()
+
+    def _report_connection(self, watch: ConnectionWatch) -> None:
+        """Surface what aiokafka only logs: a fatal failure ends this consumer (the supervisor
+        retries with a new one); an outage it is riding out shows as backing off."""
+        fatal = watch.take_fatal()
+        if fatal is not None:
+            self.last_error = str(fatal)
+            raise fatal
+        ongoing = watch.ongoing()
+        if ongoing is not None:
+            if self.state is RunnerState.RUNNING:
+                self.state = RunnerState.BACKING_OFF
+                log.warning("%s (the Kafka client keeps retrying)", ongoing)
+            self.last_error = str(ongoing)
+        elif self.state is RunnerState.BACKING_OFF:
+            self.state = RunnerState.RUNNING
+            self.last_error = None
+            log.info("subscription %s reaches its cluster again", self.subscription.id)
 
     async def _accept(self, tp: TopicPartition, records: list[KafkaRecord]) -> None:
         generation = self._generation[tp]
@@ -592,19 +621,28 @@ class SubscriptionRunner:
             self._paused.discard(tp)
             # Until the real fence is known, every record is checked against the ledger.
             self._fence[tp] = _CHECK_ALL
-        for tp in assigned:
-            self._fence[tp] = await self._read_fence(tp)
+            # aiokafka sends no heartbeats while this callback runs: a slow DynamoDB here
+            # would get the member expired and the group would rebalance again and again.
+            # So the fence is read in the background; until then every record is checked.
+            self._spawn_background(self._read_fence(tp, self._generation[tp]))
         log.info("subscription %s assigned %s", self.subscription.id, sorted(assigned))
 
-    async def _read_fence(self, tp: TopicPartition) -> int | None:
+    def _spawn_background(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _read_fence(self, tp: TopicPartition, generation: int) -> None:
         try:
-            return await self._store.highest_recorded_offset(
+            fence = await self._store.highest_recorded_offset(
                 self.subscription.id, tp.topic, tp.partition
             )
         except StoreError as exc:
-            # Unknown fence: check every record of this partition against the ledger.
+            # Unknown fence: keep checking every record of this partition against the ledger.
             self.last_error = str(exc)
-            return _CHECK_ALL
+            return
+        if self._generation.get(tp) == generation:
+            self._fence[tp] = fence
 
     async def _on_revoked(self, revoked: set[TopicPartition]) -> None:
         if not revoked:
@@ -656,6 +694,7 @@ class SubscriptionRunner:
 
     async def _abandon_all(self) -> None:
         tasks = [w.task for w in self._work.values() if w.task is not None and not w.task.done()]
+        tasks += [task for task in self._background if not task.done()]
         for task in tasks:
             task.cancel()
         if tasks:

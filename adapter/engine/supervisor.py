@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,17 +24,22 @@ from adapter.config import KafkaCluster, Settings
 from adapter.engine.ledger import LedgerWriter
 from adapter.engine.retry import RetryPolicy
 from adapter.engine.runner import RunnerSettings, RunnerState, SubscriptionRunner
-from adapter.errors import ConfigError, IngressError, StoreError
+from adapter.errors import ConfigError, IngressError, KafkaAuthError, StoreError
 from adapter.invokers.base import Invoker
 from adapter.kafka.dead_letter import DeadLetterProducer
-from adapter.kafka.options import ClientOptions, IngressOptions, resolve_options
-from adapter.kafka.security import consumer_security_kwargs
+from adapter.kafka.errors import certificate_problem
+from adapter.kafka.oidc import OidcTokenProvider, check_token, provider_for
+from adapter.kafka.options import ClientOptions, IngressOptions, SecuritySettings, resolve_options
+from adapter.kafka.security import build_ssl_context, consumer_security_kwargs
 from adapter.model import Deployment, ServiceType, Subscription, Target
 from adapter.store.dynamo import DynamoStore
 
 __all__ = ["Supervisor", "resolve_target"]
 
 log = logging.getLogger(__name__)
+
+# Longer than a revocation may take: drain (revoke timeout) + ledger flush + final commit.
+_REBALANCE_TIMEOUT_MS = 45_000
 
 
 async def resolve_target(store: DynamoStore, service: str, handler: str) -> Target:
@@ -87,6 +92,7 @@ class Supervisor:
         invoker_for: Callable[[Target, IngressOptions], Invoker],
         *,
         clusters: Callable[[], dict[str, KafkaCluster]] | None = None,
+        refresh_clusters: Callable[[], Awaitable[None]] | None = None,
         refresh_interval_s: float | None = None,
         max_backoff_s: float = 30.0,
     ) -> None:
@@ -95,6 +101,8 @@ class Supervisor:
         self._ledger = ledger
         self._invoker_for = invoker_for
         self._clusters = clusters or (lambda: settings.clusters)
+        # Reloads what ``clusters`` returns (dynamic clusters live in DynamoDB).
+        self._refresh_clusters = refresh_clusters
         self._refresh_s = (
             refresh_interval_s
             if refresh_interval_s is not None
@@ -102,7 +110,10 @@ class Supervisor:
         )
         self._max_backoff_s = max_backoff_s
         self._slots: dict[str, _Slot] = {}
-        self._dead_letters: dict[str, DeadLetterProducer] = {}
+        self._dead_letters: dict[tuple[object, ...], DeadLetterProducer] = {}
+        # One OIDC token provider per cluster and identity, shared by its subscriptions.
+        self._token_providers: dict[tuple[str, ...], OidcTokenProvider] = {}
+        self._token_users: dict[str, tuple[str, ...]] = {}
         self._wake = asyncio.Event()
         self.last_refresh_error: str | None = None
 
@@ -119,11 +130,15 @@ class Supervisor:
         out: dict[str, dict[str, Any]] = {}
         for sub_id, slot in self._slots.items():
             runner = slot.runner
+            # A runner that got going speaks for itself; until then the last failure stands.
+            started = runner is not None and runner.state is not RunnerState.STARTING
+            provider = self._token_providers.get(self._token_users.get(sub_id, ()))
             out[sub_id] = {
                 "state": runner.state.value if runner is not None else slot.state,
-                "last_error": slot.last_error or (runner.last_error if runner else None),
+                "last_error": runner.last_error if runner and started else slot.last_error,
                 "in_flight": runner.in_flight if runner else 0,
                 "stats": runner.stats if runner else None,
+                "oauthbearer": provider.status() if provider is not None else None,
             }
         return out
 
@@ -138,6 +153,11 @@ class Supervisor:
             await self.shutdown()
 
     async def refresh(self) -> None:
+        if self._refresh_clusters is not None:
+            try:
+                await self._refresh_clusters()
+            except StoreError as exc:
+                log.warning("cannot read Kafka clusters (keeping the known ones): %s", exc)
         try:
             subs = await self._store.list_subscriptions()
         except StoreError as exc:
@@ -162,6 +182,10 @@ class Supervisor:
             with contextlib.suppress(Exception):
                 await producer.stop()
         self._dead_letters.clear()
+        for provider in self._token_providers.values():
+            await provider.aclose()
+        self._token_providers.clear()
+        self._token_users.clear()
 
     # -- slots ------------------------------------------------------------------------------
 
@@ -185,6 +209,7 @@ class Supervisor:
             raise
         except Exception:
             log.exception("subscription %s stopped with an error", sub_id)
+        await self._release_token_provider(sub_id)
         log.info("stopped subscription %s", sub_id)
 
     async def _supervise(self, slot: _Slot) -> None:
@@ -204,6 +229,11 @@ class Supervisor:
                 slot.failures += 1
                 slot.last_error = str(exc)
                 slot.state = RunnerState.BACKING_OFF.value
+                if isinstance(exc, KafkaAuthError):
+                    # A refused token must not be offered again: the next attempt gets a new one.
+                    key = self._token_users.get(slot.subscription.id)
+                    if key in self._token_providers:
+                        self._token_providers[key].invalidate()
                 log.warning(
                     "subscription %s failed (attempt %d), retrying in %.0fs: %s",
                     slot.subscription.id,
@@ -244,13 +274,14 @@ class Supervisor:
             dead_letter_topic=ingress.dead_letter_topic,
             retry=RetryPolicy.from_options(ingress.retry_options),
         )
+        security_kwargs = await self._security_kwargs(sub, options)
         dead_letters = None
         if ingress.dead_letter_topic:
-            dead_letters = self._dead_letter_producer(sub.cluster, options)
+            dead_letters = self._dead_letter_producer(sub.cluster, options, security_kwargs)
         return SubscriptionRunner(
             sub,
             target,
-            consumer_factory=lambda: self._consumer(sub, options),
+            consumer_factory=lambda: self._consumer(sub, options, security_kwargs),
             store=self._store,
             ledger=self._ledger,
             invoker=self._invoker_for(target, ingress),
@@ -258,17 +289,94 @@ class Supervisor:
             settings=settings,
         )
 
-    def _consumer(self, sub: Subscription, options: ClientOptions) -> AIOKafkaConsumer:
-        kwargs = dict(options.consumer_kwargs)
-        kwargs.update(consumer_security_kwargs(options.security))
-        # consumer_kwargs already carry bootstrap servers, group.id and enable_auto_commit=False.
-        return AIOKafkaConsumer(**kwargs)
+    async def _security_kwargs(self, sub: Subscription, options: ClientOptions) -> dict[str, Any]:
+        """aiokafka's security arguments for one runner: one TLS context (certificate files
+        are read again on every attempt), the shared token provider, checked up front."""
+        security = options.security
+        context = f"subscription {sub.id}: cannot consume {sub.source}"
+        problem = certificate_problem(security)
+        if problem is not None:
+            raise KafkaAuthError(f"{context}: {problem}")
+        ssl_context = build_ssl_context(security)
+        provider = None
+        if security.uses_sasl and security.sasl_mechanism == "OAUTHBEARER":
+            provider = await self._token_provider(sub, security)
+            # aiokafka cannot tell a refused token from success; the broker's verdict is
+            # asked for here, so a bad token fails with its reason instead of a stuck consumer.
+            await check_token(
+                options.bootstrap_servers,
+                provider,
+                security=security,
+                ssl_context=ssl_context,
+                request_timeout_ms=options.consumer_kwargs.get("request_timeout_ms", 30_000),
+                context=context,
+            )
+        return consumer_security_kwargs(security, provider, ssl_context=ssl_context)
 
-    def _dead_letter_producer(self, cluster: str, options: ClientOptions) -> DeadLetterProducer:
-        producer = self._dead_letters.get(cluster)
+    async def _token_provider(
+        self, sub: Subscription, security: SecuritySettings
+    ) -> OidcTokenProvider:
+        key = (
+            sub.cluster,
+            security.oauthbearer_token_endpoint_url or "",
+            security.oauthbearer_client_id or "",
+            # A corrected secret must not reuse the provider that holds the wrong one.
+            security.oauthbearer_client_secret or "",
+            security.oauthbearer_scope or "",
+            repr(security.oauthbearer_extensions),
+        )
+        previous = self._token_users.get(sub.id)
+        self._token_users[sub.id] = key
+        if previous is not None and previous != key:
+            await self._close_unused_provider(previous)
+        provider = self._token_providers.get(key)
+        if provider is None:
+            provider = provider_for(security)
+            self._token_providers[key] = provider
+        return provider
+
+    async def _release_token_provider(self, sub_id: str) -> None:
+        key = self._token_users.pop(sub_id, None)
+        if key is not None:
+            await self._close_unused_provider(key)
+
+    async def _close_unused_provider(self, key: tuple[str, ...]) -> None:
+        if key in self._token_users.values():
+            return
+        provider = self._token_providers.pop(key, None)
+        if provider is None:
+            return
+        for dlq_key in [k for k in self._dead_letters if k[-1] is provider]:
+            with contextlib.suppress(Exception):
+                await self._dead_letters.pop(dlq_key).stop()
+        await provider.aclose()
+
+    def _consumer(
+        self, sub: Subscription, options: ClientOptions, security_kwargs: dict[str, Any]
+    ) -> AIOKafkaConsumer:
+        # consumer_kwargs already carry bootstrap servers, group.id and enable_auto_commit=False.
+        kwargs = dict(options.consumer_kwargs)
+        # aiokafka uses the session timeout as the rebalance timeout unless told otherwise;
+        # a revocation that drains in-flight invocations and commits needs longer, or the
+        # member is dropped mid-revocation and the group rebalances again and again.
+        rebalance_ms = max(int(kwargs.get("session_timeout_ms", 10_000)), _REBALANCE_TIMEOUT_MS)
+        kwargs["rebalance_timeout_ms"] = rebalance_ms
+        # The broker may hold a JoinGroup request for the whole rebalance timeout.
+        kwargs["request_timeout_ms"] = max(
+            int(kwargs.get("request_timeout_ms", 40_000)), rebalance_ms + 5_000
+        )
+        return AIOKafkaConsumer(**kwargs, **security_kwargs)
+
+    def _dead_letter_producer(
+        self, cluster: str, options: ClientOptions, security_kwargs: dict[str, Any]
+    ) -> DeadLetterProducer:
+        # Shared by the subscriptions of a cluster that reach it the same way; the client ID
+        # is per subscription by default and does not matter to the producer.
+        settings = {k: v for k, v in options.producer_kwargs.items() if k != "client_id"}
+        provider = security_kwargs.get("sasl_oauth_token_provider")
+        key = (cluster, options.security, repr(sorted(settings.items())), provider)
+        producer = self._dead_letters.get(key)
         if producer is None:
-            kwargs = dict(options.producer_kwargs)
-            kwargs.update(consumer_security_kwargs(options.security))
-            producer = DeadLetterProducer(**kwargs)
-            self._dead_letters[cluster] = producer
+            producer = DeadLetterProducer(**options.producer_kwargs, **security_kwargs)
+            self._dead_letters[key] = producer
         return producer

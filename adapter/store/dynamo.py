@@ -138,6 +138,15 @@ def position(topic: str, partition: int, offset: int) -> str:
     return f"{topic}|{partition:06d}|{offset:020d}"
 
 
+def _ledger_page_key(item: dict[str, Any], by_subscription: bool) -> dict[str, Any]:
+    """The ExclusiveStartKey that continues a ledger page right after ``item``."""
+    key = {"id": item["id"]}
+    if by_subscription:
+        key["subscription_id"] = item["subscription_id"]
+        key["position"] = item["position"]
+    return key
+
+
 def _subscription_item(sub: Subscription) -> dict[str, Any]:
     return _to_item(
         {
@@ -287,6 +296,34 @@ class DynamoStore:
         )
         return "Attributes" in resp
 
+    async def create_subscription(self, sub: Subscription) -> None:
+        """Insert a new subscription; ConditionFailedError if its ID is taken."""
+        item = _subscription_item(sub)
+        await self._call(
+            lambda: self._client.put_item(
+                TableName=self.names.subscriptions,
+                Item=item,
+                ConditionExpression="attribute_not_exists(id)",
+            ),
+            f"create subscription {sub.id}",
+        )
+
+    async def update_subscription(self, sub: Subscription, *, expected_revision: int) -> None:
+        """Replace a subscription only if it still exists at ``expected_revision``.
+
+        ConditionFailedError when it was changed or deleted meanwhile (optimistic locking).
+        """
+        item = _subscription_item(sub)
+        await self._call(
+            lambda: self._client.put_item(
+                TableName=self.names.subscriptions,
+                Item=item,
+                ConditionExpression="attribute_exists(id) AND revision = :r",
+                ExpressionAttributeValues={":r": {"N": str(expected_revision)}},
+            ),
+            f"update subscription {sub.id}",
+        )
+
     # -- registry ---------------------------------------------------------------------------
 
     async def put_service(self, svc: ServiceInfo) -> None:
@@ -394,6 +431,32 @@ class DynamoStore:
                         )
                     time.sleep(delay * (0.5 + random.random()))
                     delay = min(delay * 2, 2.0)
+
+    async def write_progress(self, entry: LedgerEntry) -> bool:
+        """Write a non-final row (e.g. BACKING_OFF) unless the invocation already finished.
+
+        Progress rows may arrive late (a retried batch, a revoked poller's last write); the
+        condition keeps them from ever overwriting a final status. False if one was there.
+        """
+        item = _ledger_item(entry, int(self._clock() + self._retention_s))
+        try:
+            await self._call(
+                lambda: self._client.put_item(
+                    TableName=self.names.invocations,
+                    Item=item,
+                    ConditionExpression="attribute_not_exists(id) OR #s IN (:p, :r, :b)",
+                    ExpressionAttributeNames={"#s": "status"},
+                    ExpressionAttributeValues={
+                        ":p": {"S": "PENDING"},
+                        ":r": {"S": "RUNNING"},
+                        ":b": {"S": "BACKING_OFF"},
+                    },
+                ),
+                f"record progress of {entry.id}",
+            )
+        except ConditionFailedError:
+            return False
+        return True
 
     async def get_statuses(self, ids: Iterable[str]) -> dict[str, str]:
         """Ledger status of each known invocation ID (unknown IDs are absent)."""
@@ -503,6 +566,175 @@ class DynamoStore:
     async def scan_entries(self) -> list[LedgerEntry]:
         items = await self._scan_all(self.names.invocations, "list invocations")
         return [_entry_from_item(i) for i in items]
+
+    async def find_entries(
+        self,
+        *,
+        subscription_id: str | None = None,
+        statuses: Sequence[str] = (),
+        key: str | None = None,
+        target: str | None = None,
+        limit: int = 100,
+        start_key: dict[str, Any] | None = None,
+    ) -> tuple[list[LedgerEntry], dict[str, Any] | None]:
+        """One page of ledger rows matching every given filter, and the key to continue from.
+
+        With a subscription the rows come from its index in (topic, partition, offset) order;
+        without one the table is scanned (unordered). DynamoDB filters after reading, so this
+        reads further pages until ``limit`` rows matched or the ledger ends.
+        """
+        kwargs: dict[str, Any] = {"TableName": self.names.invocations}
+        names: dict[str, str] = {}
+        values: dict[str, Any] = {}
+        filters: list[str] = []
+        if statuses:
+            names["#st"] = "status"
+            marks = []
+            for index, status in enumerate(statuses):
+                values[f":st{index}"] = {"S": status}
+                marks.append(f":st{index}")
+            filters.append(f"#st IN ({', '.join(marks)})")
+        if key is not None:
+            names["#k"] = "key"
+            values[":k"] = {"S": key}
+            filters.append("#k = :k")
+        if target is not None:
+            names["#t"] = "target"
+            values[":t"] = {"S": target}
+            filters.append("#t = :t")
+        if subscription_id is not None:
+            kwargs["IndexName"] = "by_subscription"
+            kwargs["KeyConditionExpression"] = "subscription_id = :sub"
+            values[":sub"] = {"S": subscription_id}
+        if filters:
+            kwargs["FilterExpression"] = " AND ".join(filters)
+        if names:
+            kwargs["ExpressionAttributeNames"] = names
+        if values:
+            kwargs["ExpressionAttributeValues"] = values
+        call = self._client.query if subscription_id is not None else self._client.scan
+        found: list[LedgerEntry] = []
+        start = start_key
+        while True:
+            page_kwargs = {**kwargs, "Limit": max(limit - len(found), 100)}
+            if start:
+                page_kwargs["ExclusiveStartKey"] = start
+            page = await self._call(partial(call, **page_kwargs), "list invocations")
+            items = page.get("Items", [])
+            for index, item in enumerate(items):
+                found.append(_entry_from_item(item))
+                if len(found) == limit:
+                    if index == len(items) - 1 and "LastEvaluatedKey" not in page:
+                        return found, None
+                    return found, _ledger_page_key(item, subscription_id is not None)
+            start = page.get("LastEvaluatedKey")
+            if start is None:
+                return found, None
+
+    async def delete_entry_if(self, inv_id: str, statuses: Iterable[str]) -> bool:
+        """Delete a ledger row only while its status is one of ``statuses``.
+
+        False if the row is gone; ConditionFailedError if its status is another.
+        """
+        values = {f":s{i}": {"S": s} for i, s in enumerate(statuses)}
+        resp = await self._call(
+            lambda: self._client.delete_item(
+                TableName=self.names.invocations,
+                Key={"id": {"S": inv_id}},
+                ConditionExpression=f"attribute_not_exists(id) OR #s IN ({', '.join(values)})",
+                ExpressionAttributeNames={"#s": "status"},
+                ExpressionAttributeValues=values,
+                ReturnValues="ALL_OLD",
+            ),
+            f"delete invocation {inv_id}",
+        )
+        return "Attributes" in resp
+
+    async def delete_entries_from(
+        self, subscription_id: str, topic: str, partition: int, offset: int
+    ) -> int:
+        """Delete a partition's ledger rows at ``offset`` and above; returns how many."""
+        low = position(topic, partition, offset)
+        high = position(topic, partition, 10**20 - 1)
+        kwargs: dict[str, Any] = {
+            "TableName": self.names.invocations,
+            "IndexName": "by_subscription",
+            "KeyConditionExpression": "subscription_id = :s AND #p BETWEEN :lo AND :hi",
+            "ExpressionAttributeNames": {"#p": "position"},
+            "ExpressionAttributeValues": {
+                ":s": {"S": subscription_id},
+                ":lo": {"S": low},
+                ":hi": {"S": high},
+            },
+            "ProjectionExpression": "id",
+        }
+        ids: list[str] = []
+        while True:
+            page = await self._call(
+                partial(self._client.query, **kwargs), f"read ledger of {topic}/{partition}"
+            )
+            ids.extend(item["id"]["S"] for item in page.get("Items", []))
+            if "LastEvaluatedKey" not in page:
+                break
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        requests = [{"DeleteRequest": {"Key": {"id": {"S": i}}}} for i in ids]
+        if requests:
+            await asyncio.to_thread(self._batch_write_sync, requests, 30)
+        return len(ids)
+
+    # -- Kafka clusters ---------------------------------------------------------------------
+
+    async def create_cluster(self, data: dict[str, Any]) -> None:
+        """Insert a cluster (``name``, ``properties``, ``created_at``); ConditionFailedError
+        if the name is taken."""
+        item = _to_item(data)
+        await self._call(
+            lambda: self._client.put_item(
+                TableName=self.names.clusters,
+                Item=item,
+                ConditionExpression="attribute_not_exists(#n)",
+                ExpressionAttributeNames={"#n": "name"},
+            ),
+            f"create Kafka cluster {data.get('name')}",
+        )
+
+    async def replace_cluster(self, data: dict[str, Any]) -> None:
+        """Replace an existing cluster; ConditionFailedError if it does not exist."""
+        item = _to_item(data)
+        await self._call(
+            lambda: self._client.put_item(
+                TableName=self.names.clusters,
+                Item=item,
+                ConditionExpression="attribute_exists(#n)",
+                ExpressionAttributeNames={"#n": "name"},
+            ),
+            f"update Kafka cluster {data.get('name')}",
+        )
+
+    async def get_cluster(self, name: str) -> dict[str, Any] | None:
+        resp = await self._call(
+            lambda: self._client.get_item(
+                TableName=self.names.clusters, Key={"name": {"S": name}}, ConsistentRead=True
+            ),
+            f"read Kafka cluster {name}",
+        )
+        item = resp.get("Item")
+        return _from_item(item) if item else None
+
+    async def list_clusters(self) -> list[dict[str, Any]]:
+        items = await self._scan_all(self.names.clusters, "list Kafka clusters")
+        return sorted((_from_item(i) for i in items), key=lambda c: str(c["name"]))
+
+    async def delete_cluster(self, name: str) -> bool:
+        resp = await self._call(
+            lambda: self._client.delete_item(
+                TableName=self.names.clusters,
+                Key={"name": {"S": name}},
+                ReturnValues="ALL_OLD",
+            ),
+            f"delete Kafka cluster {name}",
+        )
+        return "Attributes" in resp
 
     # -- workflows --------------------------------------------------------------------------
 

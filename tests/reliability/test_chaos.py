@@ -1,0 +1,381 @@
+"""Chaos: three poller processes, random SIGKILLs and restarts, handler 5xx bursts and latency
+spikes, one DynamoDB (moto) outage and one broker restart — and nothing is lost.
+
+Seeded and reproducible in its schedule (``CHAOS_SEED``, default 1; ``CHAOS_RECORDS`` for the
+workload size). At the end it checks:
+
+* every record in the topic completed (handler acknowledged it, ledger says SUCCEEDED);
+* no invocation whose completion was durable in the ledger was invoked again afterwards (the
+  only repeats are invocations that were in flight at a kill; they are counted and reported);
+* per key, first invocations came in offset order and never two at once;
+* committed offsets equal the end offsets;
+* no poller's resident memory exceeded the ceiling.
+
+The figures are printed and written to ``.cache/chaos-report-<seed>.json``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError
+from starlette.responses import Response
+
+from adapter.errors import StoreError
+from adapter.ids import invocation_id
+from adapter.local.kafka import KafkaBroker
+from adapter.local.moto import MotoServer
+from adapter.model import HandlerType, InputKind, ServiceType
+from adapter.store.dynamo import DynamoStore, make_client
+from adapter.store.tables import TableNames
+from tests._http_fixtures import HandlerServer
+from tests.harness import Call, Ingress, PollerProcess, RecordingHandler, eventually
+from tests.integration.test_rebalance import first_call_order_violations
+
+pytestmark = [pytest.mark.reliability, pytest.mark.kafka, pytest.mark.timeout(420)]
+
+SEED = int(os.environ.get("CHAOS_SEED", "1"))
+RECORDS = int(os.environ.get("CHAOS_RECORDS", "4000"))
+PARTITIONS = 4
+KEYS = 200
+POLLERS = 3
+RSS_CEILING_MB = 300
+REPORT_DIR = Path(__file__).resolve().parents[2] / ".cache"
+
+
+@dataclass
+class Report:
+    seed: int
+    records: int = 0
+    calls: int = 0
+    kills: int = 0
+    restarts: int = 0
+    moto_outages: int = 0
+    broker_restarts: int = 0
+    error_bursts: int = 0
+    latency_spikes: int = 0
+    duplicates_in_flight: int = 0
+    lost: int = 0
+    reinvoked_after_durable: int = 0
+    order_violations: int = 0
+    key_overlaps: int = 0
+    max_rss_mb: float = 0.0
+    seconds: float = 0.0
+    events: list[str] = field(default_factory=list)
+
+
+@pytest.fixture(scope="module")
+def chaos_broker() -> Iterator[KafkaBroker]:
+    """A broker of its own: this suite restarts it."""
+    broker = KafkaBroker()
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.stop()
+
+
+@pytest.fixture(scope="module")
+def chaos_moto() -> Iterator[MotoServer]:
+    """A moto server of its own: this suite takes it down and brings it back."""
+    server = MotoServer()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def chaos_store(chaos_moto: MotoServer) -> DynamoStore:
+    store = DynamoStore(
+        make_client(chaos_moto.endpoint_url, "us-east-1"),
+        TableNames(f"chaos{SEED}-{time.time_ns()}-"),
+    )
+    store.create_tables()
+    return store
+
+
+def rss_mb(pid: int) -> float:
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except FileNotFoundError:
+        pass
+    return 0.0
+
+
+async def test_chaos_loses_nothing(
+    chaos_broker: KafkaBroker,
+    chaos_moto: MotoServer,
+    chaos_store: DynamoStore,
+    handler_server: HandlerServer,
+    tmp_path: Path,
+) -> None:
+    rng = random.Random(SEED)
+    report = Report(seed=SEED)
+    started = time.monotonic()
+    bootstrap = chaos_broker.bootstrap_servers
+    mode: dict[str, float] = {"error_rate": 0.0, "delay": 0.0}
+    behaviour_rng = random.Random(SEED + 1)
+
+    async def flaky(call: Call) -> Response | None:
+        if mode["delay"]:
+            await asyncio.sleep(mode["delay"])
+        else:
+            await asyncio.sleep(behaviour_rng.random() * 0.003)
+        if mode["error_rate"] and behaviour_rng.random() < mode["error_rate"]:
+            return Response(status_code=503)
+        return None
+
+    handler = RecordingHandler(flaky)
+    url = await handler_server(handler.app)
+    harness = Ingress(bootstrap, chaos_store, chaos_moto.endpoint_url)
+    await harness.register(
+        url,
+        "Account",
+        ServiceType.VIRTUAL_OBJECT,
+        {"apply": (HandlerType.EXCLUSIVE, InputKind.JSON)},
+    )
+    topic = f"chaos-{SEED}-{int(time.time())}"
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(topic, PARTITIONS, 1)])
+    finally:
+        await admin.close()
+    sub = await harness.subscribe(
+        topic,
+        "Account",
+        "apply",
+        {
+            # A killed poller's partitions move after the session timeout: keep it short here.
+            "session.timeout.ms": "6000",
+            "heartbeat.interval.ms": "1000",
+            "retry.initial.interval.ms": "50",
+            "retry.max.interval.ms": "1000",
+            "retry.max.attempts": "unlimited",
+        },
+    )
+
+    pollers = [PollerProcess(harness.env()) for _ in range(POLLERS)]
+    for poller in pollers:
+        await poller.start(tmp_path)
+
+    durable_snapshots: list[tuple[float, set[str]]] = []
+    stop_background = asyncio.Event()
+
+    async def produce_all() -> None:
+        producer = AIOKafkaProducer(
+            bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=5
+        )
+        await producer.start()
+        try:
+            sent = 0
+            while sent < RECORDS:
+                batch = [
+                    (f"acct-{(sent + i) % KEYS}".encode(), json.dumps({"n": sent + i}).encode())
+                    for i in range(min(100, RECORDS - sent))
+                ]
+                try:
+                    futures = [await producer.send(topic, value=v, key=k) for k, v in batch]
+                    await asyncio.gather(*futures)
+                except KafkaError:
+                    # The broker is restarting; this batch may or may not be in the topic,
+                    # which is fine: the checks count whatever the topic holds.
+                    await asyncio.sleep(0.5)
+                    continue
+                sent += len(batch)
+                await asyncio.sleep(0.6)  # ~30 s of steady traffic, chaos happening meanwhile
+        finally:
+            await producer.stop()
+
+    async def snapshot_ledger() -> None:
+        while not stop_background.is_set():
+            try:
+                entries = await chaos_store.scan_entries()
+            except StoreError:
+                entries = None
+            if entries is not None:
+                done = {e.id for e in entries if e.status == "SUCCEEDED"}
+                durable_snapshots.append((time.monotonic(), done))
+            await asyncio.sleep(3.0)
+
+    async def watch_memory() -> None:
+        while not stop_background.is_set():
+            for poller in pollers:
+                if poller.proc is not None and poller.proc.returncode is None:
+                    report.max_rss_mb = max(report.max_rss_mb, rss_mb(poller.proc.pid))
+            await asyncio.sleep(0.5)
+
+    def log(event: str) -> None:
+        report.events.append(f"{time.monotonic() - started:6.1f}s {event}")
+
+    async def chaos() -> None:
+        schedule: list[tuple[float, str]] = []
+        for _ in range(3):
+            schedule.append((rng.uniform(4, 30), "kill"))
+        schedule.append((rng.uniform(5, 25), "errors"))
+        schedule.append((rng.uniform(5, 25), "latency"))
+        schedule.append((rng.uniform(8, 22), "moto"))
+        schedule.append((rng.uniform(10, 28), "broker"))
+        t0 = time.monotonic()
+        for at, what in sorted(schedule):
+            await asyncio.sleep(max(0.0, at - (time.monotonic() - t0)))
+            if what == "kill":
+                index = rng.randrange(POLLERS)
+                await pollers[index].kill()
+                report.kills += 1
+                log(f"SIGKILL poller {index}")
+                await asyncio.sleep(rng.uniform(0.5, 2.0))
+                pollers[index] = PollerProcess(harness.env())
+                await pollers[index].start(tmp_path)
+                report.restarts += 1
+                log(f"restarted poller {index}")
+            elif what == "errors":
+                mode["error_rate"] = 0.5
+                log("handler 5xx burst")
+                await asyncio.sleep(2.0)
+                mode["error_rate"] = 0.0
+                report.error_bursts += 1
+            elif what == "latency":
+                mode["delay"] = 0.2
+                log("handler latency spike")
+                await asyncio.sleep(2.0)
+                mode["delay"] = 0.0
+                report.latency_spikes += 1
+            elif what == "moto":
+                chaos_moto.stop()
+                log("moto down")
+                await asyncio.sleep(3.0)
+                chaos_moto.start()
+                report.moto_outages += 1
+                log("moto up")
+            elif what == "broker":
+                log("broker restarting")
+                await asyncio.to_thread(chaos_broker.restart)
+                report.broker_restarts += 1
+                log("broker up")
+
+    background = [
+        asyncio.create_task(snapshot_ledger()),
+        asyncio.create_task(watch_memory()),
+    ]
+    try:
+        await asyncio.gather(produce_all(), chaos())
+        ends = await end_offsets(bootstrap, topic)
+        expected = {
+            invocation_id(sub.id, topic, p, o) for p, end in ends.items() for o in range(end)
+        }
+        report.records = len(expected)
+
+        await eventually(
+            lambda: expected <= handler.acked_ids(),
+            timeout=180,
+            message=lambda: (
+                f"{len(expected - handler.acked_ids())} records not completed; "
+                + "; ".join(report.events)
+                + "".join(
+                    f"\n--- poller {i} ---\n" + p.output.decode(errors="replace")[-6000:]
+                    for i, p in enumerate(pollers)
+                )
+                + "\n--- broker: rebalances ---\n"
+                + rebalance_reasons(chaos_broker)
+            ),
+        )
+
+        async def all_committed() -> bool:
+            return await committed(bootstrap, sub.id, topic) == ends
+
+        await eventually(all_committed, timeout=60, message="committed offsets != end offsets")
+        statuses = await chaos_store.get_statuses(expected)
+        not_succeeded = [i for i in expected if statuses.get(i) != "SUCCEEDED"]
+        assert not not_succeeded, f"{len(not_succeeded)} records without a SUCCEEDED ledger row"
+    finally:
+        stop_background.set()
+        await asyncio.gather(*background, return_exceptions=True)
+        for poller in pollers:
+            if poller.proc is not None and poller.proc.returncode is None:
+                await poller.terminate(timeout=60)
+
+    calls = handler.calls
+    report.calls = len(calls)
+    report.lost = len(expected - handler.acked_ids())
+    acks: dict[str, int] = {}
+    for call in handler.acked():
+        acks[call.invocation_id] = acks.get(call.invocation_id, 0) + 1
+    # Completed more than once: only possible for invocations in flight at a kill.
+    report.duplicates_in_flight = sum(n - 1 for n in acks.values() if n > 1)
+    report.reinvoked_after_durable = sum(
+        1
+        for call in calls
+        for snapshot_at, durable in durable_snapshots
+        if call.started > snapshot_at and call.invocation_id in durable
+    )
+    report.order_violations = first_call_order_violations(calls)
+    report.key_overlaps = handler.key_overlaps
+    report.seconds = round(time.monotonic() - started, 1)
+    write_report(report)
+
+    assert report.lost == 0
+    assert report.reinvoked_after_durable == 0
+    assert report.order_violations == 0
+    assert report.key_overlaps == 0
+    assert report.max_rss_mb < RSS_CEILING_MB
+    assert report.kills == 3
+    assert report.moto_outages == 1
+    assert report.broker_restarts == 1
+
+
+async def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in range(PARTITIONS)]
+        ends = await consumer.end_offsets(tps)
+        return {tp.partition: offset for tp, offset in ends.items()}
+    finally:
+        await consumer.stop()
+
+
+async def committed(bootstrap: str, group: str, topic: str) -> dict[int, int | None]:
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False
+    )
+    await consumer.start()
+    try:
+        return {p: await consumer.committed(TopicPartition(topic, p)) for p in range(PARTITIONS)}
+    finally:
+        await consumer.stop()
+
+
+def rebalance_reasons(broker: KafkaBroker) -> str:
+    """The broker's own account of why the group rebalanced (for failure messages)."""
+    try:
+        lines = broker.log_path.read_text(errors="replace").splitlines()
+    except OSError as exc:
+        return f"(broker log unreadable: {exc})"
+    wanted = [line for line in lines if "rebalance" in line.lower() or "Member" in line]
+    return "\n".join(wanted[-40:])
+
+
+def write_report(report: Report) -> None:
+    REPORT_DIR.mkdir(exist_ok=True)
+    data: dict[str, Any] = asdict(report)
+    (REPORT_DIR / f"chaos-report-{report.seed}.json").write_text(json.dumps(data, indent=2))
+    print("\nchaos report:", json.dumps({k: v for k, v in data.items() if k != "events"}))
+    for event in report.events:
+        print("  ", event)
