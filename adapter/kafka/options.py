@@ -506,7 +506,7 @@ _SPECS: tuple[OptionSpec, ...] = (
         "Comma-separated assignors in order of preference: range, roundrobin. "
         "cooperative-sticky is refused (aiokafka rebalances eagerly only).",
         applies_to="consumer",
-        default="range,roundrobin (librdkafka)",
+        default="roundrobin",
     ),
     _client(
         "auto.offset.reset",
@@ -1105,7 +1105,10 @@ def resolve_options(
         "auto_offset_reset": "latest",
         # librdkafka's defaults, where aiokafka's differ in behaviour rather than tuning.
         "isolation_level": "read_committed",
-        "partition_assignment_strategy": (RangePartitionAssignor, RoundRobinPartitionAssignor),
+        # One assignor, not librdkafka's "range,roundrobin": with two, every rejoin of an
+        # aiokafka member makes a Kafka 4.x coordinator see "changed metadata" and start one
+        # more rebalance, and a group with churn never settles (measured in the chaos suite).
+        "partition_assignment_strategy": (RoundRobinPartitionAssignor,),
     }
     producer: dict[str, Any] = {"bootstrap_servers": list(servers), "client_id": client_id}
     security: dict[str, Any] = {}

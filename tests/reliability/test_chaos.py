@@ -17,6 +17,7 @@ The figures are printed and written to ``.cache/chaos-report-<seed>.json``.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import random
@@ -307,6 +308,9 @@ async def test_chaos_loses_nothing(
     finally:
         stop_background.set()
         await asyncio.gather(*background, return_exceptions=True)
+        REPORT_DIR.mkdir(exist_ok=True)
+        for index, poller in enumerate(pollers):
+            (REPORT_DIR / f"chaos-{SEED}-poller-{index}.log").write_bytes(poller.output)
         for poller in pollers:
             if poller.proc is not None and poller.proc.returncode is None:
                 await poller.terminate(timeout=60)
@@ -327,6 +331,7 @@ async def test_chaos_loses_nothing(
     )
     report.order_violations = first_call_order_violations(calls)
     report.key_overlaps = handler.key_overlaps
+    report.events.extend(overlap_examples(calls, started))
     report.seconds = round(time.monotonic() - started, 1)
     write_report(report)
 
@@ -360,6 +365,27 @@ async def committed(bootstrap: str, group: str, topic: str) -> dict[int, int | N
         return {p: await consumer.committed(TopicPartition(topic, p)) for p in range(PARTITIONS)}
     finally:
         await consumer.stop()
+
+
+def overlap_examples(calls: list[Call], started: float, limit: int = 10) -> list[str]:
+    """Where two invocations of one key ran at once (for diagnosis in the report)."""
+    by_key: dict[str | None, list[Call]] = {}
+    for call in calls:
+        by_key.setdefault(call.key, []).append(call)
+    out: list[str] = []
+    for key, key_calls in by_key.items():
+        key_calls.sort(key=lambda c: c.started)
+        for before, after in itertools.pairwise(key_calls):
+            if after.started < (before.ended or float("inf")) and len(out) < limit:
+                out.append(
+                    f"{before.started - started:6.1f}s overlap key={key} "
+                    f"{before.partition}@{before.offset} (attempt "
+                    f"{before.headers.get('x-kafka-ingress-attempt')}, ended "
+                    f"{(before.ended or 0) - started:.1f}s) and {after.partition}@{after.offset} "
+                    f"(attempt {after.headers.get('x-kafka-ingress-attempt')}, started "
+                    f"{after.started - started:.1f}s)"
+                )
+    return out
 
 
 def rebalance_reasons(broker: KafkaBroker) -> str:

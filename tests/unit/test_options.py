@@ -147,7 +147,7 @@ def test_defaults_without_any_option() -> None:
         "enable_auto_commit": False,
         "auto_offset_reset": "latest",
         "isolation_level": "read_committed",
-        "partition_assignment_strategy": (RangePartitionAssignor, RoundRobinPartitionAssignor),
+        "partition_assignment_strategy": (RoundRobinPartitionAssignor,),
     }
     assert options.producer_kwargs == {
         "bootstrap_servers": ["broker-1:9092"],
