@@ -204,6 +204,8 @@ class SubscriptionRunner:
         self.stats = RunnerStats()
         self._gen_counter = 0
         self._background: set[asyncio.Task[None]] = set()
+        # Partitions being released: no new record of theirs is admitted meanwhile.
+        self._revoking: set[TopicPartition] = set()
         self._commit_lock = asyncio.Lock()
 
     # -- public -----------------------------------------------------------------------------
@@ -335,6 +337,10 @@ class SubscriptionRunner:
             log.info("subscription %s reaches its cluster again", self.subscription.id)
 
     async def _accept(self, tp: TopicPartition, records: list[KafkaRecord]) -> None:
+        if tp in self._revoking:
+            # aiokafka still returns records of a partition while its revocation drains; the
+            # next owner will deliver them, and running them here would overlap with it.
+            return
         generation = self._generation[tp]
         tracker = self._offsets.tracker(tp)
         sub_id = self.subscription.id
@@ -343,7 +349,7 @@ class SubscriptionRunner:
             tracker.track(record.offset)
         self.stats.consumed += len(records)
         known = await self._ledger_statuses(tp, records, ids)
-        if self._generation.get(tp) != generation:
+        if self._generation.get(tp) != generation or tp in self._revoking:
             return  # revoked while we looked at the ledger
         now = _now_ms()
         for record, inv_id in zip(records, ids, strict=True):
@@ -652,6 +658,13 @@ class SubscriptionRunner:
 
     async def _release(self, tps: set[TopicPartition], deadline_s: float) -> None:
         """Stop work on these partitions: drain within ``deadline_s``, commit, forget them."""
+        self._revoking |= tps
+        try:
+            await self._drain_partitions(tps, deadline_s)
+        finally:
+            self._revoking -= tps
+
+    async def _drain_partitions(self, tps: set[TopicPartition], deadline_s: float) -> None:
         parked: list[_Work] = []
         for tp in tps:
             dropped = self._lanes.drop_partition(tp)
