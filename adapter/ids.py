@@ -9,6 +9,7 @@ handler's idempotency key.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import os
 import time
@@ -24,12 +25,19 @@ _ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"  # Crockford base32, lower case
 _INV_PREFIX = "inv_"
 
 
+_FROM_RFC4648 = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", _ALPHABET)
+
+
 def _b32(value: int, length: int) -> str:
-    chars = []
-    for _ in range(length):
-        value, rem = divmod(value, 32)
-        chars.append(_ALPHABET[rem])
-    return "".join(reversed(chars))
+    """``value`` as ``length`` big-endian Crockford base32 digits.
+
+    Through the C base32 codec: this runs for every record (bench/ measured the pure-Python
+    digit loop at 2% of the poller's CPU).
+    """
+    bits = length * 5
+    pad = -bits % 40  # b32encode works on whole 5-byte groups
+    raw = (value << pad).to_bytes((bits + pad) // 8, "big")
+    return base64.b32encode(raw).decode("ascii").translate(_FROM_RFC4648)[:length]
 
 
 def _sortable(prefix: str, now_ms: int | None) -> str:

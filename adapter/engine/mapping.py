@@ -43,7 +43,7 @@ from urllib.parse import quote
 import orjson
 
 from adapter.errors import TerminalInvokeError
-from adapter.ids import invocation_id
+from adapter.ids import invocation_id as derive_invocation_id
 from adapter.invokers.base import InvocationRequest, Outcome
 from adapter.model import InputKind, KafkaRecord, ServiceType, Target
 
@@ -144,8 +144,11 @@ def build_request(
     target: Target,
     max_body_bytes: int,
     attempt: int = 1,
+    invocation_id: str | None = None,
 ) -> InvocationRequest:
     """Map one Kafka record to the request that invokes ``target``.
+
+    ``invocation_id`` saves computing the record's ID again when the caller already has it.
 
     Raises :class:`TerminalInvokeError` when this record can never be delivered; the caller
     fails (dead-letters) that one record and carries on.
@@ -190,7 +193,9 @@ def build_request(
     else:
         content_type = CONTENT_TYPE_RAW
 
-    inv_id = invocation_id(subscription_id, record.topic, record.partition, record.offset)
+    inv_id = invocation_id or derive_invocation_id(
+        subscription_id, record.topic, record.partition, record.offset
+    )
     headers: dict[str, str] = {
         "content-type": content_type,
         HEADER_SUBSCRIPTION_ID: subscription_id,

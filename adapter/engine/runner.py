@@ -390,6 +390,7 @@ class SubscriptionRunner:
                 record=work.record,
                 target=self.target,
                 max_body_bytes=self.settings.max_record_bytes,
+                invocation_id=work.inv_id,
             )
         except TerminalInvokeError as exc:
             # Bad input fails this one record; nothing about it may block its key or partition.

@@ -76,6 +76,7 @@ class HttpInvoker:
             raise ValueError("limit and limit_per_host must be >= 0 (0 = unlimited)")
         self._timeout = aiohttp.ClientTimeout(total=timeout_s, sock_connect=connect_timeout_s)
         self._timeout_s = timeout_s
+        self._timeouts: dict[float, aiohttp.ClientTimeout] = {timeout_s: self._timeout}
         self._limit = limit
         self._limit_per_host = limit_per_host
         self._keepalive_timeout_s = keepalive_timeout_s
@@ -176,11 +177,13 @@ class HttpInvoker:
         # the buffer, no copy) is written in chunks that yield to the event loop in between.
         data: bytes | io.BytesIO = io.BytesIO(body) if len(body) > _CHUNKED_WRITE_ABOVE else body
         timeout_s = request.timeout_s or self._timeout_s
-        timeout = (
-            self._timeout
-            if request.timeout_s is None
-            else aiohttp.ClientTimeout(total=timeout_s, sock_connect=self._timeout.sock_connect)
-        )
+        timeout = self._timeouts.get(timeout_s)
+        if timeout is None:
+            # One per distinct subscription timeout, not one per request (hot path).
+            timeout = aiohttp.ClientTimeout(
+                total=timeout_s, sock_connect=self._timeout.sock_connect
+            )
+            self._timeouts[timeout_s] = timeout
         try:
             async with session.post(
                 url, data=data, headers=headers, allow_redirects=False, timeout=timeout
