@@ -1,0 +1,166 @@
+"""Proposed engine changes, tried out in the benchmark's poller process without editing them in.
+
+``python -m bench --experiment NAME`` starts our poller through :mod:`bench.poller`, which
+applies these patches before the poller starts; results.json records which were on. They are
+prototypes of the changes the profile points to, to measure what each would give — not
+alternative code paths of the product:
+
+``fast-ledger``   ledger rows go out as hand-serialised (orjson) BatchWriteItem requests,
+                  SigV4-signed and sent on the event loop with aiohttp, instead of boto3 in
+                  worker threads (botocore's validation, serialisation and GIL hand-offs)
+``boto-lean``     boto3 clients without botocore's client-side parameter validation
+``fast-ids``      ``adapter.ids._b32`` via ``base64.b32encode`` (same IDs, fewer bytecodes)
+``no-ledger-io``  ledger writes become no-ops: the upper bound of any ledger optimisation.
+                  Breaks the product's guarantee; a measurement only, never a proposal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from collections.abc import Callable, Sequence
+from typing import Any
+
+__all__ = ["EXPERIMENTS", "apply"]
+
+_CROCKFORD = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", "0123456789abcdefghjkmnpqrstvwxyz")
+
+
+def fast_b32(value: int, length: int) -> str:
+    """``adapter.ids._b32`` (big-endian Crockford base32, ``length`` digits) via the C codec."""
+    bits = length * 5
+    pad = -bits % 40  # b32encode works on whole 5-byte groups
+    raw = (value << pad).to_bytes((bits + pad) // 8, "big")
+    return base64.b32encode(raw).decode("ascii").translate(_CROCKFORD)[:length]
+
+
+def _fast_ids() -> None:
+    import adapter.ids as ids
+
+    ids._b32 = fast_b32
+
+
+def _boto_lean() -> None:
+    import boto3
+    from botocore.config import Config
+
+    original = boto3.client
+
+    def client(*args: Any, **kwargs: Any) -> Any:
+        lean = Config(parameter_validation=False)
+        config = kwargs.get("config")
+        kwargs["config"] = config.merge(lean) if config is not None else lean
+        return original(*args, **kwargs)
+
+    boto3.client = client
+
+
+def _no_ledger_io() -> None:
+    from adapter.store.dynamo import DynamoStore
+
+    async def write_entries(self: DynamoStore, entries: Sequence[Any], **_: Any) -> None:
+        return None
+
+    DynamoStore.write_entries = write_entries  # type: ignore[method-assign]
+
+
+def _fast_ledger() -> None:
+    import time
+
+    import aiohttp
+    import orjson
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+
+    from adapter.errors import StoreError
+    from adapter.store import dynamo
+    from adapter.store.dynamo import DynamoStore
+
+    sessions: dict[int, aiohttp.ClientSession] = {}
+
+    async def post(store: DynamoStore, operation: str, body: bytes) -> dict[str, Any]:
+        client = store._client
+        session = sessions.get(id(store))
+        if session is None:
+            session = sessions[id(store)] = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=16),
+                timeout=aiohttp.ClientTimeout(total=10),
+            )
+        url = str(client.meta.endpoint_url)
+        request = AWSRequest(
+            method="POST",
+            url=url,
+            data=body,
+            headers={
+                "Content-Type": "application/x-amz-json-1.0",
+                "X-Amz-Target": f"DynamoDB_20120810.{operation}",
+            },
+        )
+        credentials = client._request_signer._credentials.get_frozen_credentials()
+        SigV4Auth(credentials, "dynamodb", client.meta.region_name).add_auth(request)
+        store.requests += 1
+        try:
+            async with session.post(url, data=body, headers=dict(request.headers.items())) as resp:
+                payload = await resp.read()
+                if resp.status != 200:
+                    raise StoreError(
+                        f"write invocation ledger: HTTP {resp.status}: {payload[:200]!r}"
+                    )
+        except aiohttp.ClientError as exc:
+            raise StoreError(f"write invocation ledger: {exc}") from exc
+        data: dict[str, Any] = orjson.loads(payload)
+        return data
+
+    async def write_chunk(
+        store: DynamoStore, table: str, chunk: list[Any], deadline: float
+    ) -> None:
+        delay = 0.05
+        while chunk:
+            body = orjson.dumps({"RequestItems": {table: chunk}})
+            reply = await post(store, "BatchWriteItem", body)
+            chunk = reply.get("UnprocessedItems", {}).get(table, [])
+            if chunk:
+                if time.monotonic() > deadline:
+                    raise StoreError(f"write invocation ledger: {len(chunk)} rows unprocessed")
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
+    async def write_entries(
+        self: DynamoStore, entries: Sequence[Any], *, deadline_s: float = 30
+    ) -> None:
+        if not entries:
+            return
+        expires = int(self._clock() + self._retention_s)
+        latest = {e.id: e for e in entries}
+        requests = [
+            {"PutRequest": {"Item": dynamo._ledger_item(e, expires)}} for e in latest.values()
+        ]
+        table = self.names.invocations
+        deadline = time.monotonic() + deadline_s
+        await asyncio.gather(
+            *(
+                write_chunk(self, table, requests[i : i + 25], deadline)
+                for i in range(0, len(requests), 25)
+            )
+        )
+
+    DynamoStore.write_entries = write_entries  # type: ignore[method-assign]
+
+
+EXPERIMENTS: dict[str, Callable[[], None]] = {
+    "fast-ledger": _fast_ledger,
+    "boto-lean": _boto_lean,
+    "fast-ids": _fast_ids,
+    "no-ledger-io": _no_ledger_io,
+}
+
+
+def apply(names: Sequence[str]) -> None:
+    for name in names:
+        try:
+            patch = EXPERIMENTS[name]
+        except KeyError:
+            raise SystemExit(
+                f"unknown experiment {name!r} (known: {', '.join(EXPERIMENTS)})"
+            ) from None
+        patch()
