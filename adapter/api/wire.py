@@ -8,7 +8,7 @@ through :func:`~adapter.api.headers.mask_headers`.
 from __future__ import annotations
 
 import math
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from adapter.api.bodies import (
@@ -58,13 +58,17 @@ _INPUT_DESCRIPTION = {
 }
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def rfc3339(ms: int | float | str | None) -> str | None:
     """Epoch milliseconds as RFC 3339 UTC (``2026-01-02T03:04:05Z``, ``…05.123Z``)."""
     if ms is None:
         return None
     if isinstance(ms, str):
         return ms  # already rendered
-    stamp = datetime.fromtimestamp(ms / 1000, UTC)
+    # Integer arithmetic: float seconds round some milliseconds the wrong way.
+    stamp = _EPOCH + timedelta(milliseconds=int(ms))
     text = stamp.strftime("%Y-%m-%dT%H:%M:%S")
     millis = int(ms) % 1000
     return f"{text}.{millis:03d}Z" if millis else f"{text}Z"
@@ -88,10 +92,10 @@ def parse_timestamp(value: str | int) -> int:
         ) from None
     if stamp.tzinfo is None:
         raise ValidationError(f"timestamp {value!r} has no time zone: add Z or an offset")
-    ms = stamp.timestamp() * 1000
+    ms = (stamp - _EPOCH) // timedelta(milliseconds=1)
     if ms < 0:
         raise ValidationError(f"timestamp {value!r} is before 1970")
-    return int(ms)
+    return ms
 
 
 def humantime(seconds: float) -> str:

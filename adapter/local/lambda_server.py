@@ -23,8 +23,8 @@ name (``kafka-ingress-dev-greeter``) or an ARN of either. Like Lambda:
 * ``X-Amz-Log-Type: Tail`` → ``X-Amz-Log-Result`` with the START/END/REPORT lines.
 
 Functions run on a thread pool (Lambda handlers are synchronous), so the server's event loop
-never blocks. :class:`AsgiServer` serves any ASGI app on loopback (this endpoint, the
-handlers' HTTP app) inside the caller's event loop.
+never blocks. :class:`~adapter.local.asgi_server.AsgiServer` (re-exported here) serves any ASGI
+app on loopback (this endpoint, the handlers' HTTP app) inside the caller's event loop.
 """
 
 from __future__ import annotations
@@ -37,7 +37,6 @@ import importlib
 import json
 import logging
 import signal
-import socket
 import threading
 import time
 import traceback
@@ -48,13 +47,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from adapter.errors import ConfigError, LocalStackError
+from adapter.errors import ConfigError
+from adapter.local.asgi_server import AsgiServer
 
 __all__ = [
     "SERVERLESS_FILE",
@@ -402,101 +401,6 @@ class LocalLambda:
     async def _drain(self, future: asyncio.Future[tuple[bytes, str | None]]) -> None:
         with contextlib.suppress(Exception):
             await future
-
-
-class _Server(uvicorn.Server):
-    def __init__(self, config: uvicorn.Config) -> None:
-        super().__init__(config)
-        self.ready = asyncio.Event()
-        self._stop = asyncio.Event()
-
-    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        await super().startup(sockets=sockets)
-        self.ready.set()
-
-    async def main_loop(self) -> None:
-        # Wait for stop() instead of uvicorn's 0.1 s should_exit polling.
-        if not await self.on_tick(0):
-            await self._stop.wait()
-
-    def install_signal_handlers(self) -> None:
-        # The owner of the event loop handles signals; uvicorn must not take them over.
-        return
-
-    def stop(self) -> None:
-        self.should_exit = True
-        self._stop.set()
-
-
-class AsgiServer:
-    """An ASGI app on a loopback port, served in the current event loop by uvicorn."""
-
-    def __init__(self, app: Any, *, host: str = "127.0.0.1", port: int = 0) -> None:
-        self._app = app
-        self._host = host
-        self._port = port
-        self._server: _Server | None = None
-        self._task: asyncio.Task[None] | None = None
-        self.url = ""
-
-    async def start(self, timeout_s: float = 10.0) -> str:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        try:
-            sock.bind((self._host, self._port))
-        except OSError as exc:
-            sock.close()
-            raise LocalStackError(f"cannot listen on {self._host}:{self._port}: {exc}") from exc
-        port = sock.getsockname()[1]
-        config = uvicorn.Config(
-            self._app,
-            log_level="warning",
-            log_config=None,
-            access_log=False,
-            lifespan="off",
-            timeout_graceful_shutdown=2,
-        )
-        self._server = server = _Server(config)
-        self._task = asyncio.create_task(self._serve(server, sock), name=f"asgi:{port}")
-        ready = asyncio.create_task(server.ready.wait())
-        done, _ = await asyncio.wait(
-            {ready, self._task}, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED
-        )
-        if ready not in done:
-            ready.cancel()
-            await self.stop()
-            raise LocalStackError(f"HTTP server on {self._host}:{port} did not start")
-        self.url = f"http://{self._host}:{port}"
-        return self.url
-
-    @staticmethod
-    async def _serve(server: _Server, sock: socket.socket) -> None:
-        try:
-            await server.serve(sockets=[sock])
-        except SystemExit as exc:
-            raise LocalStackError(f"uvicorn exited (code {exc.code})") from exc
-        finally:
-            sock.close()
-
-    async def stop(self) -> None:
-        server, task = self._server, self._task
-        self._server = self._task = None
-        if server is None or task is None:
-            return
-        server.stop()
-        try:
-            await asyncio.wait_for(asyncio.shield(task), 10)
-        except TimeoutError:
-            server.force_exit = True
-            await task
-        except LocalStackError:
-            pass
-
-    async def __aenter__(self) -> AsgiServer:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.stop()
 
 
 def main(argv: list[str] | None = None) -> int:
