@@ -154,6 +154,7 @@ class Poller:
             for task in (ledger_task, stop_task, *extra_tasks):
                 task.cancel()
             await asyncio.gather(ledger_task, stop_task, *extra_tasks, return_exceptions=True)
+            await self.store.aclose()
             await self.http.aclose()
             for invoker in self._lambda_invokers.values():
                 await invoker.aclose()

@@ -65,6 +65,7 @@ async def _run(endpoint: str, rows: int) -> dict[str, object]:
     cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
     runner.cancel()
     await asyncio.gather(runner, return_exceptions=True)
+    await store.aclose()
 
     def drop() -> None:
         for table in names.all().values():

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
@@ -27,15 +27,20 @@ def table_names() -> TableNames:
 
 
 @pytest.fixture
-def dynamo_client(moto_server: MotoServer) -> Any:
-    return make_client(moto_server.endpoint_url, "us-east-1")
+def dynamo_client(moto_server: MotoServer) -> Iterator[Any]:
+    client = make_client(moto_server.endpoint_url, "us-east-1")
+    yield client
+    # Closed here, not by the garbage collector in the middle of a later test, where an
+    # "unclosed socket" ResourceWarning would fail that test (warnings are errors).
+    client.close()
 
 
 @pytest.fixture
-def store(dynamo_client: Any, table_names: TableNames) -> DynamoStore:
+async def store(dynamo_client: Any, table_names: TableNames) -> AsyncIterator[DynamoStore]:
     s = DynamoStore(dynamo_client, table_names)
     s.create_tables()
-    return s
+    yield s
+    await s.aclose()  # the ledger writer's HTTP session, if a test wrote ledger rows
 
 
 @pytest.fixture
