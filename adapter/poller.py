@@ -121,6 +121,7 @@ class Poller:
                     self.catalog,
                     supervisor=self.supervisor,
                     ledger=self.ledger,
+                    signer=self.signer,
                 ),
                 self.settings.admin.bind_address,
             )

@@ -24,6 +24,7 @@ from adapter.engine.ledger import LedgerWriter
 from adapter.engine.supervisor import Supervisor
 from adapter.errors import ConfigError, LocalStackError
 from adapter.invokers.discovery import Discovery
+from adapter.invokers.signing import RequestSigner
 from adapter.local.asgi_server import AsgiServer
 from adapter.store.dynamo import DynamoStore
 
@@ -66,6 +67,7 @@ def admin_state(
     *,
     supervisor: Supervisor | None = None,
     ledger: LedgerWriter | None = None,
+    signer: RequestSigner | None = None,
 ) -> AdminState:
     """The admin API wired to real discovery, offset resets and readiness checks."""
     return AdminState(
@@ -75,7 +77,9 @@ def admin_state(
         supervisor=supervisor,
         ledger=ledger,
         discover=Discovery(
-            lambda_endpoint_url=settings.lambda_.endpoint_url, lambda_region=settings.lambda_.region
+            lambda_endpoint_url=settings.lambda_.endpoint_url,
+            lambda_region=settings.lambda_.region,
+            sign=signer.headers_for if signer is not None else None,
         ),
         reset_offsets=reset_group_offsets,
         check_kafka=KafkaReadiness(),

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -46,7 +46,10 @@ class Discovery:
         lambda_region: str = "us-east-1",
         timeout_s: float = 10.0,
         transport: httpx.AsyncBaseTransport | None = None,
+        sign: Callable[[str], Mapping[str, str]] | None = None,
     ) -> None:
+        # A deployment that verifies request signatures verifies discovery too.
+        self._sign = sign
         self._lambda_endpoint_url = lambda_endpoint_url
         self._lambda_region = lambda_region
         self._timeout_s = timeout_s
@@ -73,6 +76,7 @@ class Discovery:
             "accept": "application/json",
             "user-agent": f"kafka-ingress/{__version__}",
             **headers,
+            **(self._sign("/discover") if self._sign is not None else {}),
         }
         try:
             async with httpx.AsyncClient(

@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from rich.table import Table
 
 from adapter.config import load_settings
@@ -37,7 +38,26 @@ log = logging.getLogger("kafka_ingress.dev")
 DEV_DIR = Path(__file__).resolve().parents[2] / ".cache" / "dev"
 
 
-def _dev_config(bootstrap: str, dynamodb: str, lambda_endpoint: str) -> str:
+def _dev_signing_key() -> Path:
+    """The dev stack signs every invocation like production should: a key kept across runs,
+    whose public half the example handlers verify (``KAFKA_INGRESS_IDENTITY_KEYS``)."""
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    from adapter.invokers.signing import generate_private_key_pem, public_key_text
+    from adapter.sdk.endpoint import IDENTITY_KEYS_ENV
+
+    path = DEV_DIR / "signing.pem"
+    if not path.exists():
+        path.write_bytes(generate_private_key_pem())
+        path.chmod(0o600)
+    key = load_pem_private_key(path.read_bytes(), password=None)
+    assert isinstance(key, Ed25519PrivateKey)
+    # Read by every Endpoint built after this point (local Lambda functions, HTTP handlers).
+    os.environ[IDENTITY_KEYS_ENV] = public_key_text(key)
+    return path
+
+
+def _dev_config(bootstrap: str, dynamodb: str, lambda_endpoint: str, signing_key: Path) -> str:
     return (
         "# Written by `kafka-ingress dev`; valid while the dev stack runs.\n"
         'log-level = "INFO"\n\n'
@@ -52,12 +72,15 @@ def _dev_config(bootstrap: str, dynamodb: str, lambda_endpoint: str) -> str:
         'region = "us-east-1"\n\n'
         "[admin]\n"
         'bind-address = "127.0.0.1:9070"\n'
-        "allow-open = true\n"
+        "allow-open = true\n\n"
+        "[signing]\n"
+        f'private-key-file = "{signing_key}"\n'
     )
 
 
 async def _run(stop: asyncio.Event, *, demo: bool = True) -> None:
     DEV_DIR.mkdir(parents=True, exist_ok=True)
+    signing_key = _dev_signing_key()
     broker = KafkaBroker(work_dir=DEV_DIR / "kafka")
     moto = MotoServer()
     local_lambda = LocalLambda.from_serverless()
@@ -73,7 +96,9 @@ async def _run(stop: asyncio.Event, *, demo: bool = True) -> None:
         lambda_url = await lambda_server.start()
         handlers_url = await handlers_server.start()
         config_path = DEV_DIR / "kafka-ingress.toml"
-        config_path.write_text(_dev_config(broker.bootstrap_servers, endpoint, lambda_url))
+        config_path.write_text(
+            _dev_config(broker.bootstrap_servers, endpoint, lambda_url, signing_key)
+        )
         settings = load_settings(config_path, env={})
         store = build_store(settings)
         created = store.create_tables()
@@ -94,6 +119,7 @@ async def _run(stop: asyncio.Event, *, demo: bool = True) -> None:
             f"  handlers (HTTP)  {handlers_url}  (Greeter, Signup, AuditLog)\n"
             f"  admin API        http://{poller.admin_address}  (open, loopback only; try "
             "`kafka-ingress subscriptions list`)\n"
+            f"  signing          ed25519 key {signing_key} (every handler verifies it)\n"
             f"  config file      {config_path}\n"
             "Ctrl-C stops everything.\n",
             flush=True,
