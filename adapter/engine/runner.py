@@ -97,6 +97,7 @@ class RunnerSettings:
     fetch_max_records: int = 500
     commit_interval_s: float = 0.2
     commit_timeout_s: float = 10.0
+    close_timeout_s: float = 10.0
     revoke_timeout_s: float = 10.0
     drain_timeout_s: float = 30.0
     dead_letter_topic: str | None = None
@@ -285,8 +286,16 @@ class SubscriptionRunner:
         finally:
             self.state = RunnerState.STOPPING
             await self._abandon_all()
-            with contextlib.suppress(AIOKafkaError):
-                await consumer.stop()
+            # aiokafka's close waits for its coordinator task, which retries for ever while
+            # the broker is unreachable: a SIGTERM during an outage must still end the process.
+            try:
+                await asyncio.wait_for(consumer.stop(), self.settings.close_timeout_s)
+            except (AIOKafkaError, TimeoutError) as exc:
+                log.warning(
+                    "consumer of %s did not close cleanly: %s",
+                    self.subscription.id,
+                    exc or "timed out (broker unreachable?)",
+                )
             self._consumer = None
             self.state = RunnerState.STOPPED
 

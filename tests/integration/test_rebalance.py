@@ -8,7 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from adapter.local.kafka import KafkaBroker
+from adapter.local.moto import MotoServer
 from adapter.model import HandlerType, InputKind, ServiceType
+from adapter.store.dynamo import DynamoStore
 from tests._http_fixtures import HandlerServer
 from tests._kafka_fixtures import TopicFactory
 from tests.harness import (
@@ -142,3 +145,30 @@ async def test_sigterm_drains_commits_and_exits_zero(
     await eventually(lambda: len({c.invocation_id for c in handler.acked()}) >= total, timeout=90)
     ids = [c.invocation_id for c in handler.calls]
     assert len(ids) == len(set(ids)) == total
+
+
+async def test_sigterm_ends_the_poller_even_when_the_broker_is_gone(
+    store: DynamoStore, moto_server: MotoServer, handler_server: HandlerServer, tmp_path: Path
+) -> None:
+    broker = KafkaBroker()
+    broker.start()
+    handler = RecordingHandler()
+    url = await handler_server(handler.app)
+    harness = Ingress(broker.bootstrap_servers, store, moto_server.endpoint_url)
+    await harness.register(
+        url, "Svc", ServiceType.SERVICE, {"h": (HandlerType.SERVICE, InputKind.JSON)}
+    )
+    poller = PollerProcess(harness.env())
+    try:
+        await harness.subscribe("outage", "Svc", "h")
+        await produce(broker.bootstrap_servers, "outage", [(None, b"{}")])
+        await poller.start(tmp_path)
+        await eventually(lambda: len(handler.acked()) == 1, timeout=60)
+        broker.stop()
+        # Drain, final commit and leaving the group all fail without a broker; each is
+        # bounded, so the process still exits, and cleanly.
+        assert await poller.terminate(timeout=90) == 0
+    finally:
+        if poller.proc is not None and poller.proc.returncode is None:
+            await poller.kill()
+        broker.stop()

@@ -5,7 +5,7 @@ Not part of ``make test`` (marker ``soak``, deselected by default); ``make soak`
 ``SOAK_SAMPLE_S`` seconds through its own ``/metrics`` (resident memory, open descriptors,
 asyncio tasks); a second poller is SIGKILLed and restarted every few minutes, so rebalances keep
 happening. At the end every record must be completed and the long-lived poller's memory,
-descriptors and tasks must be flat (second half versus first half of the run). The samples
+descriptors and tasks must be flat (last third versus middle third of the run, after the pools have filled). The samples
 are written to ``.cache/soak-report.json``.
 """
 
@@ -15,6 +15,7 @@ import asyncio
 import json
 import os
 import re
+import sys
 import time
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from adapter.ids import invocation_id
 from adapter.local.kafka import KafkaBroker
-from adapter.local.moto import MotoServer
+from adapter.local.moto import fake_aws_credentials
 from adapter.model import HandlerType, InputKind, ServiceType
 from adapter.store.dynamo import DynamoStore, make_client
 from adapter.store.tables import TableNames
@@ -47,9 +48,43 @@ _METRIC = re.compile(
 
 
 async def sample(admin_url: str) -> dict[str, float]:
-    async with httpx.AsyncClient(timeout=10) as client:
-        text = (await client.get(f"{admin_url}/metrics")).text
+    """The poller's leak gauges; a missed sample is recorded, not fatal (the test process
+    may be briefly starved on two cores)."""
+    try:
+        async with httpx.AsyncClient(timeout=30) as client:
+            text = (await client.get(f"{admin_url}/metrics")).text
+    except httpx.HTTPError:
+        return {"missed": 1.0}
     return {name: float(value) for name, value in _METRIC.findall(text)}
+
+
+class MotoProcess:
+    """moto in a process of its own: the soak's DynamoDB load must not starve this one."""
+
+    def __init__(self) -> None:
+        self.proc: asyncio.subprocess.Process | None = None
+        self.endpoint_url = ""
+
+    async def start(self) -> str:
+        self.proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "adapter.local.moto",
+            "--table-prefix",
+            "soak-",
+            stdout=asyncio.subprocess.PIPE,
+        )
+        assert self.proc.stdout is not None
+        line = await asyncio.wait_for(self.proc.stdout.readline(), 60)
+        match = re.search(rb"(http://\S+)", line)
+        assert match, line
+        self.endpoint_url = match.group(1).decode()
+        return self.endpoint_url
+
+    async def stop(self) -> None:
+        if self.proc is not None and self.proc.returncode is None:
+            self.proc.terminate()
+            await asyncio.wait_for(self.proc.wait(), 30)
 
 
 def admin_url_of(poller: PollerProcess) -> str:
@@ -61,8 +96,10 @@ def admin_url_of(poller: PollerProcess) -> str:
 async def test_soak(handler_server: HandlerServer, tmp_path: Path) -> None:
     broker = KafkaBroker()
     broker.start()
-    moto = MotoServer()
-    moto.start()
+    fake_aws_credentials()
+    moto = MotoProcess()
+    await moto.start()
+    pollers: list[PollerProcess] = []
     try:
         store = DynamoStore(make_client(moto.endpoint_url, "us-east-1"), TableNames("soak-"))
         store.create_tables()
@@ -89,6 +126,7 @@ async def test_soak(handler_server: HandlerServer, tmp_path: Path) -> None:
 
         steady = PollerProcess(harness.env())
         churn = PollerProcess(harness.env())
+        pollers.extend([steady, churn])
         await steady.start(tmp_path)
         await churn.start(tmp_path)
         await eventually(lambda: b"admin API listening" in steady.output, timeout=60)
@@ -117,6 +155,7 @@ async def test_soak(handler_server: HandlerServer, tmp_path: Path) -> None:
                 if tick >= next_kill:
                     await churn.kill()
                     churn = PollerProcess(harness.env())
+                    pollers.append(churn)
                     await churn.start(tmp_path)
                     next_kill += KILL_EVERY_S
                 await asyncio.sleep(max(0.0, 0.1 - (time.monotonic() - tick)))
@@ -132,26 +171,32 @@ async def test_soak(handler_server: HandlerServer, tmp_path: Path) -> None:
         samples.append(
             {**await sample(admin_url), "t": MINUTES * 60, "acked": len(handler.acked())}
         )
-        await steady.terminate()
-        await churn.terminate()
     finally:
-        moto.stop()
+        for poller in pollers:
+            if poller.proc is not None and poller.proc.returncode is None:
+                await poller.terminate()
+        await moto.stop()
         broker.stop()
 
     REPORT.parent.mkdir(exist_ok=True)
     REPORT.write_text(json.dumps({"records": len(expected), "samples": samples}, indent=2))
-    half = len(samples) // 2
-    first, second = samples[1:half] or samples[:1], samples[half:]
+    taken = [row for row in samples if "missed" not in row]
+    assert len(taken) >= 0.8 * len(samples), "too many samples missed"
+    # Pools (HTTP keep-alive connections up to max-in-flight, Kafka connections) fill during
+    # the first rebalances; what must not happen afterwards is growth. So the last third of
+    # the run is compared with the middle third, and descriptors are also held to a hard bound.
+    third = max(1, len(taken) // 3)
+    middle, last = taken[third : 2 * third] or taken[:1], taken[2 * third :] or taken[-1:]
 
     def peak(rows: list[dict[str, float]], name: str) -> float:
         return max(row.get(name, 0.0) for row in rows)
 
-    # Flat: the second half of the run never needs much more than the first half did.
-    assert peak(second, "process_resident_memory_bytes") <= 1.25 * peak(
-        first, "process_resident_memory_bytes"
+    rss, fds, tasks = (
+        "process_resident_memory_bytes",
+        "process_open_fds",
+        "kafka_ingress_asyncio_tasks",
     )
-    assert peak(second, "process_open_fds") <= peak(first, "process_open_fds") + 10
-    assert (
-        peak(second, "kafka_ingress_asyncio_tasks")
-        <= 1.5 * peak(first, "kafka_ingress_asyncio_tasks") + 20
-    )
+    assert peak(last, rss) <= 1.15 * peak(middle, rss), "resident memory keeps growing"
+    assert peak(last, fds) <= 1.1 * peak(middle, fds) + 10, "file descriptors keep growing"
+    assert peak(taken, fds) <= 256 + 200, "more descriptors than the connection pools allow"
+    assert peak(last, tasks) <= 1.2 * peak(middle, tasks) + 10, "asyncio tasks keep growing"
