@@ -5,7 +5,8 @@ Not part of ``make test`` (marker ``soak``, deselected by default); ``make soak`
 ``SOAK_SAMPLE_S`` seconds through its own ``/metrics`` (resident memory, open descriptors,
 asyncio tasks); a second poller is SIGKILLed and restarted every few minutes, so rebalances keep
 happening. At the end every record must be completed and the long-lived poller's memory,
-descriptors and tasks must be flat (last third versus middle third of the run, after the pools have filled). The samples
+descriptors and tasks must be flat (last third versus middle third of the run, after the pools
+have filled). The samples
 are written to ``.cache/soak-report.json``.
 """
 
