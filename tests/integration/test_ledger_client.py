@@ -48,6 +48,13 @@ def _entry(i: int, **changes: Any) -> LedgerEntry:
     return replace(entry, **changes)
 
 
+def _raw_row(dynamo_client: Any, table: str, inv_id: str) -> dict[str, Any]:
+    item: dict[str, Any] = dynamo_client.get_item(
+        TableName=table, Key={"id": {"S": inv_id}}, ConsistentRead=True
+    )["Item"]
+    return item
+
+
 @dataclass
 class DynamoFront:
     """Answers BatchWriteItem from ``replies`` while it lasts, then proxies to moto."""
@@ -134,10 +141,7 @@ async def test_rows_read_back_through_boto3_identical_to_rows_boto3_wrote(
     table = store.names.invocations
 
     def raw(inv_id: str) -> dict[str, Any]:
-        item: dict[str, Any] = dynamo_client.get_item(
-            TableName=table, Key={"id": {"S": inv_id}}, ConsistentRead=True
-        )["Item"]
-        return item
+        return _raw_row(dynamo_client, table, inv_id)
 
     ours = {e.id: raw(e.id) for e in (full, bare)}
     # The same rows the way the boto3 path writes them, over ours.
@@ -149,6 +153,60 @@ async def test_rows_read_back_through_boto3_identical_to_rows_boto3_wrote(
     )
     assert {e.id: raw(e.id) for e in (full, bare)} == ours
     assert store.requests >= 1
+
+
+async def test_a_first_attempt_success_is_stored_without_derivable_attributes(
+    store: DynamoStore, dynamo_client: Any
+) -> None:
+    common = _entry(3, completed_at_ms=None)
+    common = replace(common, completed_at_ms=common.updated_at_ms)
+    retried = _entry(4, attempts=2)  # updated_at != completed_at, attempts != 1
+    await store.write_entries([common, retried])
+    table = store.names.invocations
+
+    def raw(inv_id: str) -> dict[str, Any]:
+        return _raw_row(dynamo_client, table, inv_id)
+
+    assert sorted(raw(common.id)) == [
+        "completed_at",
+        "created_at",
+        "expires_at",
+        "id",
+        "key",
+        "position",
+        "status",
+        "subscription_id",
+        "target",
+    ]
+    assert {"attempts", "updated_at", "completed_at"} <= set(raw(retried.id))
+    assert await store.get_entry(common.id) == common
+    assert await store.get_entry(retried.id) == retried
+
+
+async def test_rows_in_the_earlier_full_form_still_read_back(
+    store: DynamoStore, dynamo_client: Any
+) -> None:
+    entry = _entry(5, attempts=1)
+    full = {
+        "id": {"S": entry.id},
+        "subscription_id": {"S": entry.subscription_id},
+        "topic": {"S": entry.topic},
+        "partition": {"N": str(entry.partition)},
+        "offset": {"N": str(entry.offset)},
+        "position": {"S": f"orders|{entry.partition:06d}|{entry.offset:020d}"},
+        "target": {"S": entry.target},
+        "status": {"S": entry.status},
+        "attempts": {"N": "1"},
+        "created_at": {"N": str(entry.created_at_ms)},
+        "updated_at": {"N": str(entry.updated_at_ms)},
+        "completed_at": {"N": str(entry.completed_at_ms)},
+        "expires_at": {"N": "4102444800"},
+        "key": {"S": str(entry.key)},
+    }
+    dynamo_client.put_item(TableName=store.names.invocations, Item=full)
+
+    assert await store.get_entry(entry.id) == entry
+    assert await store.highest_recorded_offset("sub_1", "orders", entry.partition) == 5
 
 
 async def test_many_rows_go_out_in_chunks_of_25_and_the_last_row_of_an_id_wins(
