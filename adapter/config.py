@@ -137,6 +137,13 @@ class LimitSettings(_Section):
     subscription_refresh_ms: int = Field(default=2_000, ge=100, alias="subscription-refresh-ms")
 
 
+class LedgerSettings(_Section):
+    """How results are recorded. ``successes = "pages"`` records first-attempt successes many
+    to a DynamoDB item (no per-invocation row for them); see docs/configuration.md."""
+
+    successes: Literal["rows", "pages"] = "rows"
+
+
 class LambdaSettings(_Section):
     """Where Lambda handlers are invoked: AWS (no endpoint) or the local Lambda endpoint."""
 
@@ -159,6 +166,7 @@ class Settings(_Section):
     signing: SigningSettings = SigningSettings()
     admin: AdminSettings = AdminSettings()
     limits: LimitSettings = LimitSettings()
+    ledger: LedgerSettings = LedgerSettings()
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         default="INFO", alias="log-level"
     )
@@ -219,6 +227,7 @@ _ENV_OVERRIDES: dict[str, tuple[str, str]] = {
     "KAFKA_INGRESS_LAMBDA_ENDPOINT_URL": ("lambda", "endpoint-url"),
     "KAFKA_INGRESS_LAMBDA_REGION": ("lambda", "region"),
     "KAFKA_INGRESS_SIGNING_PRIVATE_KEY_FILE": ("signing", "private-key-file"),
+    "KAFKA_INGRESS_LEDGER_SUCCESSES": ("ledger", "successes"),
 }
 
 

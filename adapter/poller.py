@@ -39,6 +39,7 @@ def build_store(settings: Settings) -> DynamoStore:
         client,
         TableNames(settings.dynamodb.table_prefix),
         retention_s=settings.limits.ledger_retention_days * 86400,
+        success_pages=settings.ledger.successes == "pages",
     )
 
 

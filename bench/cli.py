@@ -37,6 +37,7 @@ class Options:
     http_requests: int
     ledger_rows: int
     loop: str
+    ledger: tuple[str, ...]
     experiments: tuple[str, ...]
     profile: bool
     out: Path
@@ -93,6 +94,13 @@ def _parser() -> argparse.ArgumentParser:
         help="event loop of our poller and of the reference loop",
     )
     p.add_argument(
+        "--ledger",
+        choices=("rows", "both"),
+        default="both",
+        help='(a) and (b): run our poller with [ledger] successes = "rows" (its default) and '
+        'then again with "pages" (both, the default), or with "rows" only',
+    )
+    p.add_argument(
         "--experiment",
         action="append",
         choices=EXPERIMENT_NAMES,
@@ -138,6 +146,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         http_requests=a.http_requests or (2_000 if quick else 30_000),
         ledger_rows=a.ledger_rows or (2_000 if quick else 20_000),
         loop=a.loop,
+        ledger=("rows", "pages") if a.ledger == "both" else ("rows",),
         experiments=tuple(dict.fromkeys(a.experiment)),
         profile=bool(a.profile),
         out=a.out,

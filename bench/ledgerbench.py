@@ -1,6 +1,6 @@
 """Micro-benchmark of the ledger path alone: ``LedgerWriter`` → ``DynamoStore`` → DynamoDB.
 
-``python -m bench.ledgerbench --endpoint URL --rows N [--experiment fast-ledger]`` writes ``N``
+``python -m bench.ledgerbench --endpoint URL --rows N [--success-pages]`` writes ``N``
 completed-invocation rows through the engine's own :class:`~adapter.engine.ledger.LedgerWriter`
 (its batching and concurrency as shipped) into fresh tables, and prints one JSON line: rows/s,
 the writer process's CPU milliseconds per 1,000 rows and the requests made. The bench measures
@@ -20,7 +20,7 @@ import orjson
 __all__ = ["main"]
 
 
-async def _run(endpoint: str, rows: int) -> dict[str, object]:
+async def _run(endpoint: str, rows: int, success_pages: bool) -> dict[str, object]:
     from adapter.engine.ledger import LedgerWriter
     from adapter.ids import invocation_id
     from adapter.model import LedgerEntry
@@ -29,7 +29,7 @@ async def _run(endpoint: str, rows: int) -> dict[str, object]:
 
     names = TableNames(f"ledger{uuid.uuid4().hex[:8]}-")
     client = make_client(endpoint, "us-east-1")
-    store = DynamoStore(client, names)
+    store = DynamoStore(client, names, success_pages=success_pages)
     await asyncio.to_thread(store.create_tables)
     now = int(time.time() * 1000)
     entries = [
@@ -86,16 +86,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--endpoint", required=True, help="DynamoDB endpoint URL")
     parser.add_argument("--rows", type=int, default=20_000)
     parser.add_argument("--experiment", action="append", default=[])
+    parser.add_argument("--success-pages", action="store_true", help='[ledger] successes = "pages"')
     args = parser.parse_args(argv)
     if args.experiment:
         from bench.experiments import apply
 
         apply(args.experiment)
-    result = asyncio.run(_run(args.endpoint, args.rows))
-    print(
-        "RESULT "
-        + orjson.dumps({"variant": "+".join(args.experiment) or "shipped", **result}).decode()
-    )
+    result = asyncio.run(_run(args.endpoint, args.rows, args.success_pages))
+    variant = "+".join([*args.experiment, *(["pages"] if args.success_pages else [])])
+    print("RESULT " + orjson.dumps({"variant": variant or "rows", **result}).decode())
     return 0
 
 

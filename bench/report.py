@@ -129,6 +129,8 @@ class ScenarioResult:
     ours: RunMetrics | None = None
     reference: RunMetrics | None = None
     baseline: RunMetrics | None = None
+    # Our poller again with another setting (e.g. success pages), each against the reference.
+    variants: list[RunMetrics] = field(default_factory=list)
     targets: list[TargetCheck] = field(default_factory=list)
     profile: dict[str, Any] | None = None
     notes: list[str] = field(default_factory=list)
@@ -136,11 +138,14 @@ class ScenarioResult:
     @property
     def ratio(self) -> float | None:
         """Our records/s over the reference loop's."""
-        if self.ours is None or self.reference is None:
+        return self.ratio_of(self.ours)
+
+    def ratio_of(self, run: RunMetrics | None) -> float | None:
+        if run is None or self.reference is None:
             return None
-        if self.ours.rate_rps is None or not self.reference.rate_rps:
+        if run.rate_rps is None or not self.reference.rate_rps:
             return None
-        return self.ours.rate_rps / self.reference.rate_rps
+        return run.rate_rps / self.reference.rate_rps
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -153,6 +158,10 @@ class ScenarioResult:
             "ours": self.ours.as_dict() if self.ours else None,
             "reference": self.reference.as_dict() if self.reference else None,
             "baseline": self.baseline.as_dict() if self.baseline else None,
+            "variants": [
+                {**v.as_dict(), "ratio_to_reference": _round(self.ratio_of(v), 3)}
+                for v in self.variants
+            ],
             "ratio_ours_to_reference": _round(self.ratio, 3),
             "targets": [t.as_dict() for t in self.targets],
             "profile": self.profile,
@@ -235,7 +244,9 @@ def scenario_table(
             table.add_row(label, scenario.status, *[""] * 8, scenario.reason or "")
             continue
         ratio = _fmt(scenario.ratio, ".2f")
-        runs = [("ours", scenario.ours, ratio), ("reference", scenario.reference, "")]
+        runs = [("ours", scenario.ours, ratio)]
+        runs += [(v.runner, v, _fmt(scenario.ratio_of(v), ".2f")) for v in scenario.variants]
+        runs.append(("reference", scenario.reference, ""))
         runs.append(("baseline", scenario.baseline, ""))
         first = True
         for name, run, shown_ratio in runs:

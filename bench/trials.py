@@ -85,7 +85,12 @@ def _free_port() -> int:
 
 
 def _poller_config(
-    stack: Stack, prefix: str, in_flight: int, lambda_url: str | None, admin_port: int
+    stack: Stack,
+    prefix: str,
+    in_flight: int,
+    lambda_url: str | None,
+    admin_port: int,
+    ledger_successes: str = "rows",
 ) -> str:
     lambda_section = f'[lambda]\nendpoint-url = "{lambda_url}"\n' if lambda_url else ""
     return (
@@ -103,6 +108,8 @@ def _poller_config(
         f'table-prefix = "{prefix}"\n\n'
         "[limits]\n"
         f"max-in-flight = {in_flight}\n\n"
+        "[ledger]\n"
+        f'successes = "{ledger_successes}"\n\n'
     ) + lambda_section
 
 
@@ -117,11 +124,13 @@ async def start_ours(
     in_flight: int,
     options: dict[str, str] | None = None,
     lambda_arn: str | None = None,
+    ledger_successes: str = "rows",
 ) -> Consumer:
     """Tables, deployment, service and subscription in DynamoDB, and the poller's command.
 
     With ``lambda_arn`` the deployment is that function, invoked through the Lambda endpoint
     at ``handler.url``; otherwise it is the HTTP handler at ``handler.url``.
+    ``ledger_successes`` is the poller's ``[ledger] successes`` setting.
     """
     prefix = f"bench{uuid.uuid4().hex[:8]}-"
     client = make_client(stack.dynamo_url, "us-east-1")
@@ -155,7 +164,9 @@ async def start_ours(
     config = settings.work_dir / f"poller-{label}.toml"
     admin_port = _free_port()
     lambda_url = handler.url if lambda_arn else None
-    config.write_text(_poller_config(stack, prefix, in_flight, lambda_url, admin_port))
+    config.write_text(
+        _poller_config(stack, prefix, in_flight, lambda_url, admin_port, ledger_successes)
+    )
     argv = [sys.executable, "-m", "bench.poller", "--loop", settings.loop]
     for experiment in settings.experiments:
         argv += ["--experiment", experiment]

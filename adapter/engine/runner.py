@@ -67,6 +67,10 @@ _CHECK_ALL = 2**63 - 1
 class RunnerStore(Protocol):
     async def get_statuses(self, ids: Iterable[str]) -> dict[str, str]: ...
 
+    async def paged_offsets(
+        self, subscription_id: str, topic: str, partition: int, lo: int, hi: int
+    ) -> set[int]: ...
+
     async def highest_recorded_offset(
         self, subscription_id: str, topic: str, partition: int
     ) -> int | None: ...
@@ -134,6 +138,18 @@ class _Work:
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     in_lanes: bool = False
     last_error: str | None = None
+
+
+def with_paged_successes(
+    statuses: dict[str, str], offsets: dict[str, int], paged: set[int]
+) -> dict[str, str]:
+    """Row statuses with the successes found in pages added; a final status wins over a
+    progress row (a revoked poller's late BACKING_OFF next to another poller's success)."""
+    merged = dict(statuses)
+    for inv_id, offset in offsets.items():
+        if offset in paged and merged.get(inv_id) not in _COMPLETED:
+            merged[inv_id] = InvocationStatus.SUCCEEDED.value
+    return merged
 
 
 def _now_ms() -> int:
@@ -378,13 +394,21 @@ class SubscriptionRunner:
         fence = self._fence.get(tp)
         if fence is None:
             return {}
-        to_check = [i for r, i in zip(records, ids, strict=True) if r.offset <= fence]
+        to_check = {i: r.offset for r, i in zip(records, ids, strict=True) if r.offset <= fence}
         if not to_check:
             return {}
         delay = 0.1
         while True:
             try:
-                return await self._store.get_statuses(to_check)
+                statuses = await self._store.get_statuses(to_check)
+                paged = await self._store.paged_offsets(
+                    self.subscription.id,
+                    tp.topic,
+                    tp.partition,
+                    min(to_check.values()),
+                    max(to_check.values()),
+                )
+                return with_paged_successes(statuses, to_check, paged)
             except StoreError as exc:
                 # Backpressure: no record is admitted before we know it was not completed.
                 self.last_error = str(exc)

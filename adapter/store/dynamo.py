@@ -26,6 +26,7 @@ from functools import partial
 from typing import Any, TypeVar
 
 import boto3
+import orjson
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.config import Config
 from botocore.credentials import Credentials
@@ -42,6 +43,17 @@ from adapter.model import (
     Subscription,
 )
 from adapter.store.ledger_client import LedgerClient, Throttled
+from adapter.store.pages import (
+    PAGE_ID_PREFIX,
+    Page,
+    build_pages,
+    is_pageable,
+    page_id,
+    page_index_key,
+    page_position,
+    parse_page_position,
+    range_bounds,
+)
 from adapter.store.tables import TableNames, create_tables
 
 __all__ = ["DynamoStore", "make_client"]
@@ -154,6 +166,27 @@ def _entry_from_item(item: dict[str, Any]) -> LedgerEntry:
     )
 
 
+def _page_item(page: Page, expires_at: int, item_id: str | None = None) -> dict[str, Any]:
+    return {
+        "id": {"S": item_id or page_id()},
+        "subscription_id": {"S": page_index_key(page.subscription_id)},
+        "position": {"S": page_position(page)},
+        "offsets": {"S": orjson.dumps(page.offsets).decode()},
+        "created_at": {"N": str(page.created_at_ms)},
+        "completed_at": {"N": str(page.completed_at_ms)},
+        "expires_at": {"N": str(expires_at)},
+    }
+
+
+def _is_page(item: dict[str, Any]) -> bool:
+    return str(item["id"]["S"]).startswith(PAGE_ID_PREFIX)
+
+
+def _page_offsets(item: dict[str, Any]) -> list[int]:
+    offsets: list[int] = orjson.loads(item["offsets"]["S"])
+    return offsets
+
+
 def position(topic: str, partition: int, offset: int) -> str:
     """Sort key of the ledger's per-subscription index: orders by partition, then offset."""
     return f"{topic}|{partition:06d}|{offset:020d}"
@@ -245,12 +278,15 @@ class DynamoStore:
         retention_s: float = 7 * 86400,
         clock: Callable[[], float] = time.time,
         credentials: Credentials | None = None,
+        success_pages: bool = False,
     ) -> None:
         """``credentials`` sign the ledger writes; by default boto3's credential chain
-        (environment, profile, role), resolved on the first write."""
+        (environment, profile, role), resolved on the first write. ``success_pages`` records
+        first-attempt successes in pages instead of rows (:mod:`adapter.store.pages`)."""
         self._client = client
         self.names = names
         self._retention_s = retention_s
+        self._success_pages = success_pages
         self._clock = clock
         self._credentials = credentials
         self._ledger: LedgerClient | None = None
@@ -468,7 +504,13 @@ class DynamoStore:
         # One row per invocation per batch: the last state wins (BatchWriteItem rejects
         # duplicate keys in one request).
         latest = {e.id: e for e in entries}
-        requests = [{"PutRequest": {"Item": _ledger_item(e, expires)}} for e in latest.values()]
+        rows = list(latest.values())
+        pages: list[Page] = []
+        if self._success_pages:
+            pages = build_pages(e for e in rows if is_pageable(e))
+            rows = [e for e in rows if not is_pageable(e)]
+        requests = [{"PutRequest": {"Item": _ledger_item(e, expires)}} for e in rows]
+        requests += [{"PutRequest": {"Item": _page_item(p, expires)}} for p in pages]
         client = await self._ledger_client()
         deadline = time.monotonic() + deadline_s
         chunks = [
@@ -617,29 +659,67 @@ class DynamoStore:
     async def highest_recorded_offset(
         self, subscription_id: str, topic: str, partition: int
     ) -> int | None:
-        """Highest offset of this partition with a ledger row, or None.
+        """Highest offset of this partition with a ledger row or in a success page, or None.
 
         Records above it were never finished by any poller, so they need no per-record ledger
         check on redelivery.
         """
         prefix = f"{topic}|{partition:06d}|"
-        resp = await self._call(
-            lambda: self._client.query(
-                TableName=self.names.invocations,
-                IndexName="by_subscription",
-                KeyConditionExpression="subscription_id = :s AND begins_with(#p, :p)",
-                ExpressionAttributeNames={"#p": "position"},
-                ExpressionAttributeValues={":s": {"S": subscription_id}, ":p": {"S": prefix}},
-                ScanIndexForward=False,
-                Limit=1,
-                ProjectionExpression="#p",
-            ),
-            f"read ledger fence of {topic}/{partition}",
-        )
-        items = resp.get("Items", [])
-        if not items:
-            return None
-        return int(items[0]["position"]["S"].rsplit("|", 1)[1])
+        highest: int | None = None
+        # Pages are read whatever this poller's setting: another poller may write them.
+        for index_key in (subscription_id, page_index_key(subscription_id)):
+            resp = await self._call(
+                partial(
+                    self._client.query,
+                    TableName=self.names.invocations,
+                    IndexName="by_subscription",
+                    KeyConditionExpression="subscription_id = :s AND begins_with(#p, :p)",
+                    ExpressionAttributeNames={"#p": "position"},
+                    ExpressionAttributeValues={":s": {"S": index_key}, ":p": {"S": prefix}},
+                    ScanIndexForward=False,
+                    Limit=1,
+                    ProjectionExpression="#p",
+                ),
+                f"read ledger fence of {topic}/{partition}",
+            )
+            for item in resp.get("Items", []):
+                # A row's position ends in its offset, a page's in "|last|first".
+                offset = int(item["position"]["S"].split("|")[2])
+                highest = offset if highest is None else max(highest, offset)
+        return highest
+
+    async def paged_offsets(
+        self, subscription_id: str, topic: str, partition: int, lo: int, hi: int
+    ) -> set[int]:
+        """Offsets in ``lo..hi`` of this partition recorded as successes in pages."""
+        low, high = range_bounds(topic, partition, lo, hi)
+        kwargs: dict[str, Any] = {
+            "TableName": self.names.invocations,
+            "IndexName": "by_subscription",
+            "KeyConditionExpression": "subscription_id = :s AND #p BETWEEN :lo AND :hi",
+            "ExpressionAttributeNames": {"#p": "position"},
+            "ExpressionAttributeValues": {
+                ":s": {"S": page_index_key(subscription_id)},
+                ":lo": {"S": low},
+                ":hi": {"S": high},
+            },
+        }
+        found: set[int] = set()
+        for item in await self._query_all(kwargs, f"read success pages of {topic}/{partition}"):
+            first, _ = parse_page_position(item["position"]["S"])
+            if first <= hi:
+                found.update(o for o in _page_offsets(item) if lo <= o <= hi)
+        return found
+
+    async def _query_all(self, kwargs: dict[str, Any], what: str) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = []
+        kwargs = dict(kwargs)
+        while True:
+            page = await self._call(partial(self._client.query, **kwargs), what)
+            items.extend(page.get("Items", []))
+            if "LastEvaluatedKey" not in page:
+                return items
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
     async def query_entries(
         self,
@@ -670,7 +750,7 @@ class DynamoStore:
 
     async def scan_entries(self) -> list[LedgerEntry]:
         items = await self._scan_all(self.names.invocations, "list invocations")
-        return [_entry_from_item(i) for i in items]
+        return [_entry_from_item(i) for i in items if not _is_page(i)]
 
     async def find_entries(
         self,
@@ -727,6 +807,9 @@ class DynamoStore:
             page = await self._call(partial(call, **page_kwargs), "list invocations")
             items = page.get("Items", [])
             for index, item in enumerate(items):
+                if _is_page(item):
+                    # Only a scan meets pages (they are indexed under their own key).
+                    continue
                 found.append(_entry_from_item(item))
                 if len(found) == limit:
                     if index == len(items) - 1 and "LastEvaluatedKey" not in page:
@@ -773,19 +856,38 @@ class DynamoStore:
             },
             "ProjectionExpression": "id",
         }
-        ids: list[str] = []
-        while True:
-            page = await self._call(
-                partial(self._client.query, **kwargs), f"read ledger of {topic}/{partition}"
-            )
-            ids.extend(item["id"]["S"] for item in page.get("Items", []))
-            if "LastEvaluatedKey" not in page:
-                break
-            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
-        requests = [{"DeleteRequest": {"Key": {"id": {"S": i}}}} for i in ids]
+        rows = await self._query_all(kwargs, f"read ledger of {topic}/{partition}")
+        requests: list[dict[str, Any]] = [{"DeleteRequest": {"Key": r["id"]}} for r in rows]
+        deleted = len(rows)
+        # Success pages whose last offset is at or above the reset point.
+        kwargs["ExpressionAttributeValues"] = {
+            ":s": {"S": page_index_key(subscription_id)},
+            ":lo": {"S": low},
+            ":hi": {"S": high + "|~"},
+        }
+        del kwargs["ProjectionExpression"]
+        expires = int(self._clock() + self._retention_s)
+        for item in await self._query_all(kwargs, f"read success pages of {topic}/{partition}"):
+            offsets = _page_offsets(item)
+            kept = tuple(o for o in offsets if o < offset)
+            deleted += len(offsets) - len(kept)
+            if kept:
+                # The page straddles the reset point: keep its part below.
+                shrunk = Page(
+                    subscription_id,
+                    topic,
+                    partition,
+                    kept,
+                    int(item["created_at"]["N"]),
+                    int(item["completed_at"]["N"]),
+                )
+                page_item = _page_item(shrunk, expires, item["id"]["S"])
+                requests.append({"PutRequest": {"Item": page_item}})
+            else:
+                requests.append({"DeleteRequest": {"Key": {"id": item["id"]}}})
         if requests:
             await asyncio.to_thread(self._batch_write_sync, requests, 30)
-        return len(ids)
+        return deleted
 
     # -- Kafka clusters ---------------------------------------------------------------------
 

@@ -359,8 +359,13 @@ async def test_subscriptions_start_and_stop_on_a_running_poller(
     assert len(handler.calls) == 1
 
 
+@pytest.mark.parametrize("successes", ["rows", "pages"])
 async def test_crash_and_restart_lose_nothing_and_never_reinvoke_completed_records(
-    ingress: Ingress, handler_server: HandlerServer, topic_factory: TopicFactory, tmp_path: Path
+    ingress: Ingress,
+    handler_server: HandlerServer,
+    topic_factory: TopicFactory,
+    tmp_path: Path,
+    successes: str,
 ) -> None:
     async def slowish(call: Call) -> None:
         await asyncio.sleep(0.002)
@@ -375,7 +380,8 @@ async def test_crash_and_restart_lose_nothing_and_never_reinvoke_completed_recor
     total = 1500
     await produce(ingress.bootstrap, topic, [(f"k{i % 50}".encode(), b"{}") for i in range(total)])
 
-    first = PollerProcess(ingress.env())
+    env = {**ingress.env(), "KAFKA_INGRESS_LEDGER_SUCCESSES": successes}
+    first = PollerProcess(env)
     await first.start(tmp_path)
     await eventually(
         lambda: len(handler.acked()) >= 300,
@@ -383,11 +389,13 @@ async def test_crash_and_restart_lose_nothing_and_never_reinvoke_completed_recor
         message=lambda: first.output.decode(errors="replace")[-3000:],
     )
     await first.kill()  # SIGKILL: no drain, no final commit
-    recorded = await ingress.store.get_statuses({c.invocation_id for c in handler.calls})
-    durable = {i for i, status in recorded.items() if status == "SUCCEEDED"}
+    durable = await _durable_successes(ingress, sub.id, topic, handler.calls)
     calls_before_restart = len(handler.calls)
+    if successes == "pages":
+        # Successes left no rows: what the ledger knows of them is in the pages.
+        assert not await ingress.store.get_statuses({c.invocation_id for c in handler.calls})
 
-    second = PollerProcess(ingress.env())
+    second = PollerProcess(env)
     await second.start(tmp_path)
     try:
         await eventually(
@@ -406,6 +414,22 @@ async def test_crash_and_restart_lose_nothing_and_never_reinvoke_completed_recor
     again = [c.invocation_id for c in handler.calls[calls_before_restart:]]
     assert not durable & set(again)
     assert len(durable) >= 200  # the kill came after plenty had completed
+
+
+async def _durable_successes(
+    ingress: Ingress, sub_id: str, topic: str, calls: list[Call]
+) -> set[str]:
+    """IDs of the invoked records whose success is in the ledger, as a row or in a page."""
+    recorded = await ingress.store.get_statuses({c.invocation_id for c in calls})
+    durable = {i for i, status in recorded.items() if status == "SUCCEEDED"}
+    for partition in (0, 1):
+        offsets = {c.offset: c.invocation_id for c in calls if c.partition == partition}
+        if offsets:
+            paged = await ingress.store.paged_offsets(
+                sub_id, topic, partition, min(offsets), max(offsets)
+            )
+            durable |= {offsets[o] for o in paged}
+    return durable
 
 
 async def _committed_total(ingress: Ingress, group: str, topic: str) -> bool:
