@@ -62,8 +62,8 @@ def _parser() -> argparse.ArgumentParser:
             "Benchmark the Kafka Ingress poller against a minimal aiokafka -> HTTP loop. "
             "Scenarios: (a) service sink, (b) virtual-object exclusive, (c) one partition with "
             "a 20 ms handler, (d) Lambda batch mode, (e) steady 1,000 records/s for latency, "
-            "(f) a large backlog for peak RSS, http: aiohttp vs httpx on the invoker's path, "
-            "ledger: the ledger write path alone."
+            "(f) a large backlog for peak RSS, http: aiohttp vs httpx vs pyreqwest on the "
+            "invoker's path, ledger: the ledger write path alone."
         ),
     )
     p.add_argument("--quick", action="store_true", help="small sizes, about a minute in all")

@@ -651,7 +651,7 @@ class Suite:
             f"{o.http_requests:,} POSTs, {o.in_flight} in flight, one pooled keep-alive client, "
             "each client in its own process",
         )
-        for client, loop in itertools.product(("aiohttp", "httpx"), ("asyncio", "uvloop")):
+        for client, loop in itertools.product(_HTTP_CLIENTS, ("asyncio", "uvloop")):
             argv = ["--client", client, "--loop", loop, "--url", handler.url]
             argv += ["--requests", str(o.http_requests), "--concurrency", str(o.in_flight)]
             argv += ["--max-seconds", "3" if o.quick else "20"]
@@ -677,6 +677,8 @@ class Suite:
         ]
         return result
 
+
+_HTTP_CLIENTS = ("aiohttp", "httpx", "pyreqwest")
 
 # The ledger as shipped, with either setting of [ledger] successes.
 _LEDGER_VARIANTS: tuple[tuple[str, tuple[str, ...]], ...] = (

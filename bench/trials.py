@@ -265,7 +265,7 @@ class Run:
         self._started_s = time.time()
         await self.consumer.child.start()
         self._meter = Meter(self.consumer.child.pid)
-        if self.settings.profile and self.consumer.metrics_url is not None:
+        if self.settings.profile:
             self._profile_path = self.settings.work_dir / f"profile-{self.label}.txt"
             self._profiler = Child(
                 f"py-spy-{self.label}",

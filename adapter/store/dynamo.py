@@ -857,7 +857,7 @@ class DynamoStore:
             "ProjectionExpression": "id",
         }
         rows = await self._query_all(kwargs, f"read ledger of {topic}/{partition}")
-        requests: list[dict[str, Any]] = [{"DeleteRequest": {"Key": r["id"]}} for r in rows]
+        requests: list[dict[str, Any]] = [{"DeleteRequest": {"Key": {"id": r["id"]}}} for r in rows]
         deleted = len(rows)
         # Success pages whose last offset is at or above the reset point.
         kwargs["ExpressionAttributeValues"] = {

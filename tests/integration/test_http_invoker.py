@@ -472,7 +472,6 @@ async def test_close_without_use_is_fine() -> None:
         {"connect_timeout_s": 0},
         {"keepalive_timeout_s": -1},
         {"limit": -1},
-        {"limit_per_host": -1},
     ],
 )
 def test_invalid_settings_are_rejected_up_front(kwargs: dict[str, float]) -> None:

@@ -85,8 +85,11 @@ async def test_resetting_offsets_drops_paged_successes_at_and_above_the_offset(
     await paging.write_entries([_entry(o) for o in range(10)])
     await paging.write_entries([_entry(o) for o in range(10, 20)])
     await paging.write_entries([_entry(o) for o in range(20, 30)])
+    failed = [_entry(o, status="FAILED", attempts=2) for o in (12, 30, 31)]
+    await paging.write_entries(failed)
 
-    assert await store.delete_entries_from("sub_1", "orders", 0, 15) == 15
+    assert await store.delete_entries_from("sub_1", "orders", 0, 15) == 15 + 2
 
     assert await store.paged_offsets("sub_1", "orders", 0, 0, 100) == set(range(15))
     assert await store.highest_recorded_offset("sub_1", "orders", 0) == 14
+    assert await store.get_statuses(e.id for e in failed) == {failed[0].id: "FAILED"}
