@@ -9,7 +9,6 @@ handler's idempotency key.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import os
 import time
@@ -25,19 +24,19 @@ _ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"  # Crockford base32, lower case
 _INV_PREFIX = "inv_"
 
 
-_FROM_RFC4648 = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", _ALPHABET)
+# Every pair of digits: one lookup per 10 bits.
+_PAIRS = tuple(a + b for a in _ALPHABET for b in _ALPHABET)
 
 
 def _b32(value: int, length: int) -> str:
-    """``value`` as ``length`` big-endian Crockford base32 digits.
+    """``value`` as ``length`` (even) big-endian Crockford base32 digits.
 
-    Through the C base32 codec: this runs for every record (bench/ measured the pure-Python
-    digit loop at 2% of the poller's CPU).
+    Two digits per table lookup: this runs for every record, and it measured 1.9 µs against
+    4.5 µs for ``base64.b32encode`` (pure Python in 3.11) and more for a digit loop (bench/).
     """
-    bits = length * 5
-    pad = -bits % 40  # b32encode works on whole 5-byte groups
-    raw = (value << pad).to_bytes((bits + pad) // 8, "big")
-    return base64.b32encode(raw).decode("ascii").translate(_FROM_RFC4648)[:length]
+    if length % 2:
+        raise ValueError(f"length must be even, got {length}")
+    return "".join([_PAIRS[(value >> shift) & 0x3FF] for shift in range(length * 5 - 10, -1, -10)])
 
 
 def _sortable(prefix: str, now_ms: int | None) -> str:

@@ -163,3 +163,6 @@ class LedgerEntry:
     completed_at_ms: int | None = None
     next_retry_at_ms: int | None = None
     dead_letter_topic: str | None = None
+    # Not stored: a row of this invocation exists already (an earlier owner's progress), so
+    # this state must replace it rather than go into a success page.
+    replaces_row: bool = field(default=False, compare=False)

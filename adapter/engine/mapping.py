@@ -145,10 +145,12 @@ def build_request(
     max_body_bytes: int,
     attempt: int = 1,
     invocation_id: str | None = None,
+    timeout_s: float | None = None,
 ) -> InvocationRequest:
     """Map one Kafka record to the request that invokes ``target``.
 
-    ``invocation_id`` saves computing the record's ID again when the caller already has it.
+    ``invocation_id`` saves computing the record's ID again when the caller already has it;
+    ``timeout_s`` is the subscription's invocation timeout. The request keeps ``record``.
 
     Raises :class:`TerminalInvokeError` when this record can never be delivered; the caller
     fails (dead-letters) that one record and carries on.
@@ -218,6 +220,8 @@ def build_request(
         body=value,
         headers=headers,
         attempt=attempt,
+        timeout_s=timeout_s,
+        record=record,
     )
 
 

@@ -25,7 +25,7 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
@@ -138,6 +138,7 @@ class _Work:
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     in_lanes: bool = False
     last_error: str | None = None
+    replaces_row: bool = False  # the ledger holds a row of it already (see LedgerEntry)
 
 
 def with_paged_successes(
@@ -384,7 +385,9 @@ class SubscriptionRunner:
                 self.stats.skipped_completed += 1
                 tracker.finish(record.offset)
                 continue
-            self._admit(_Work(inv_id, tp, generation, record, None, created_ms=now))
+            work = _Work(inv_id, tp, generation, record, None, created_ms=now)
+            work.replaces_row = status is not None
+            self._admit(work)
         if tracker.pending >= self.settings.max_buffered_per_partition and tp not in self._paused:
             self._pause(tp)
 
@@ -418,20 +421,18 @@ class SubscriptionRunner:
 
     def _admit(self, work: _Work) -> None:
         try:
-            request = build_request(
+            work.request = build_request(
                 subscription_id=self.subscription.id,
                 record=work.record,
                 target=self.target,
                 max_body_bytes=self.settings.max_record_bytes,
                 invocation_id=work.inv_id,
+                timeout_s=self.settings.invocation_timeout_s,
             )
         except TerminalInvokeError as exc:
             # Bad input fails this one record; nothing about it may block its key or partition.
             self._spawn(work, self._fail(work, str(exc)))
             return
-        work.request = replace(
-            request, timeout_s=self.settings.invocation_timeout_s, record=work.record
-        )
         self._work[work.inv_id] = work
         work.in_lanes = True
         lane_key = work.request.key if self.target.ordered else None
@@ -615,6 +616,7 @@ class SubscriptionRunner:
                 if status is InvocationStatus.DEAD_LETTERED
                 else None
             ),
+            replaces_row=work.replaces_row,
         )
 
     # -- committing -------------------------------------------------------------------------

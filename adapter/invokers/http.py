@@ -32,6 +32,7 @@ import aiohttp
 from multidict import CIMultiDict
 from pyreqwest.client import Client, ClientBuilder
 from pyreqwest.exceptions import ClientClosedError, PyreqwestError, RequestTimeoutError
+from pyreqwest.http import Url
 from yarl import URL
 
 from adapter import __version__
@@ -211,6 +212,9 @@ class HttpInvoker:
             raise RuntimeError("HttpInvoker is closed; create a new one") from exc
         except PyreqwestError as exc:
             return _failure(exc, _display(url), timeout_s, request.attempt)
+        except ValueError as exc:
+            # A URL or header value reqwest refuses: no retry would change it.
+            return Outcome.terminal(f"cannot send POST {_display(url)}: {exc}")
         return outcome_from_http(response.status, response.headers, body)
 
     async def _invoke_verbatim(
@@ -239,6 +243,8 @@ class HttpInvoker:
             return Outcome.retry(
                 f"POST {_display(url)} timed out after {timeout_s:g}s (attempt {request.attempt})"
             )
+        except aiohttp.InvalidURL as exc:
+            return Outcome.terminal(f"invalid handler URL {_display(url)}: {exc}")
         except aiohttp.ClientConnectorError as exc:
             return Outcome.retry(f"cannot connect to {_display(url)}: {exc.os_error or exc}")
         except aiohttp.ClientError as exc:
@@ -285,6 +291,12 @@ def _normalise_base(uri: str, deployment_id: str) -> str | _InvalidBase:
         return _InvalidBase(
             f"deployment {deployment_id} uri {_display(url)} must not have a query or fragment"
         )
+    try:
+        # reqwest parses by the WHATWG rules, stricter than yarl here and there (a numeric
+        # last host label, IPv6 zone IDs): refuse such a base once, not on every request.
+        Url(str(url))
+    except ValueError as exc:
+        return _InvalidBase(f"deployment {deployment_id} uri {_display(url)} is invalid: {exc}")
     return str(url)
 
 

@@ -168,7 +168,7 @@ def _entry_from_item(item: dict[str, Any]) -> LedgerEntry:
 
 def _page_item(page: Page, expires_at: int, item_id: str | None = None) -> dict[str, Any]:
     return {
-        "id": {"S": item_id or page_id()},
+        "id": {"S": item_id or page_id(page)},
         "subscription_id": {"S": page_index_key(page.subscription_id)},
         "position": {"S": page_position(page)},
         "offsets": {"S": orjson.dumps(page.offsets).decode()},

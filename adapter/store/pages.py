@@ -12,8 +12,18 @@ A redelivered record whose offset is in a page is never invoked again, exactly a
 What it gives up is the per-invocation view: a paged success has no row to show in the admin
 API's invocation list or under ``GET /invocations/{id}``.
 
-A plain success never had a row of its own: progress rows are only written after a failed
-attempt, and then the final attempt number is above 1.
+A plain success has no row to replace: progress rows are only written after a failed attempt,
+and then the final attempt number is above 1. When a previous owner of the partition left a row
+(it backed off, then the partition moved), the success replaces that row instead
+(``LedgerEntry.replaces_row``).
+
+Pages are found through the ``by_subscription`` index, which DynamoDB updates asynchronously
+(typically well within a second), while rows are read with strongly consistent reads. The
+ledger fence that decides which redelivered records are checked at all reads the same index in
+both modes. So a poller that takes over a partition within that lag -- after the previous owner
+recorded successes but before its offset commit succeeded -- may invoke those records once
+more: delivery stays at-least-once; the never-again guarantee for paged successes has that lag
+as its window.
 
 Pages live in the invocations table next to the rows, under their own partition of the
 ``by_subscription`` index (``<subscription id>/pages``), so listing a subscription's rows never
@@ -25,7 +35,8 @@ those whose last offset lies in ``lo..hi + MAX_SPAN`` and whose first offset is 
 
 from __future__ import annotations
 
-import os
+import hashlib
+from array import array
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -74,7 +85,12 @@ class Page:
 
 
 def is_pageable(entry: LedgerEntry) -> bool:
-    return entry.status == _SUCCEEDED and entry.attempts == 1 and entry.last_error is None
+    return (
+        entry.status == _SUCCEEDED
+        and entry.attempts == 1
+        and entry.last_error is None
+        and not entry.replaces_row
+    )
 
 
 def build_pages(entries: Iterable[LedgerEntry]) -> list[Page]:
@@ -106,10 +122,14 @@ def _page(sub: str, topic: str, partition: int, run: list[LedgerEntry]) -> Page:
     )
 
 
-def page_id() -> str:
-    # Random, not derived: two pollers finishing overlapping offsets (a rebalance) must never
-    # overwrite each other's page.
-    return PAGE_ID_PREFIX + os.urandom(13).hex()
+def page_id(page: Page) -> str:
+    """Derived from the page's partition and exact offsets: a write retried after a timeout
+    puts the same item again instead of a second copy, and two pollers that finished
+    overlapping offsets (a rebalance) never overwrite each other's page unless it is the same."""
+    digest = hashlib.blake2b(digest_size=13)
+    digest.update(f"{page.subscription_id}\x00{page.topic}\x00{page.partition}\x00".encode())
+    digest.update(array("q", page.offsets).tobytes())
+    return PAGE_ID_PREFIX + digest.hexdigest()
 
 
 def page_index_key(subscription_id: str) -> str:

@@ -213,7 +213,14 @@ async def test_poison_records_are_dead_lettered_and_the_partition_moves_on(
     )
     assert rejected_headers["x-kafka-ingress-attempts"] == b"1"
 
-    entry = await ingress.store.get_entry(invocation_id(sub.id, topic, 0, 3))
+    poison = invocation_id(sub.id, topic, 0, 3)
+
+    async def recorded() -> bool:
+        # The dead letter goes out first; the ledger row follows with the writer's next batch.
+        return await ingress.store.get_entry(poison) is not None
+
+    await eventually(recorded, timeout=10, message="dead-lettered record not in the ledger")
+    entry = await ingress.store.get_entry(poison)
     assert entry is not None
     assert entry.status == InvocationStatus.DEAD_LETTERED
     assert entry.last_error is not None
@@ -388,6 +395,11 @@ async def test_crash_and_restart_lose_nothing_and_never_reinvoke_completed_recor
         timeout=60,
         message=lambda: first.output.decode(errors="replace")[-3000:],
     )
+
+    async def plenty_durable() -> bool:
+        return len(await _durable_successes(ingress, sub.id, topic, handler.calls)) >= 200
+
+    await eventually(plenty_durable, timeout=30, message="ledger did not catch up")
     await first.kill()  # SIGKILL: no drain, no final commit
     durable = await _durable_successes(ingress, sub.id, topic, handler.calls)
     calls_before_restart = len(handler.calls)

@@ -251,6 +251,8 @@ async def test_server_disconnect_is_retry(invoker: HttpInvoker) -> None:
         ("/relative", "is not an absolute http(s) URL"),
         ("http://h:99999", "has an invalid uri"),
         ("http://h/x?q=1", "must not have a query"),
+        ("http://svc.1:8080", "is invalid: invalid IPv4 address"),
+        ("http://[fe80::1%25eth0]:9080", "is invalid"),
     ],
 )
 async def test_unusable_deployment_uri_is_terminal(

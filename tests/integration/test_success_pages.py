@@ -64,6 +64,29 @@ async def test_successes_go_to_pages_and_everything_else_to_rows(
     assert await store.paged_offsets("sub_2", "orders", 1, 0, 400) == set()
 
 
+async def test_a_retried_write_puts_the_same_page_again_not_a_second_one(
+    paging: DynamoStore, store: DynamoStore
+) -> None:
+    batch = [_entry(o) for o in range(5)]
+    await paging.write_entries(batch)
+    await paging.write_entries(batch)  # the writer retries a batch whose answer was lost
+
+    assert await store.delete_entries_from("sub_1", "orders", 0, 0) == 5
+
+
+async def test_a_success_replacing_an_earlier_owners_row_is_written_as_a_row(
+    paging: DynamoStore, store: DynamoStore
+) -> None:
+    backing_off = _entry(7, status="BACKING_OFF", attempts=1, last_error="503")
+    await store.write_entries([backing_off])
+    success = replace(_entry(7), replaces_row=True)
+
+    await paging.write_entries([success])
+
+    assert await store.get_statuses([success.id]) == {success.id: "SUCCEEDED"}
+    assert await store.paged_offsets("sub_1", "orders", 0, 0, 100) == set()
+
+
 async def test_the_fence_counts_pages_and_listings_never_show_them(
     paging: DynamoStore, store: DynamoStore
 ) -> None:

@@ -14,6 +14,7 @@ from adapter.store.pages import (
     MAX_SPAN,
     build_pages,
     is_pageable,
+    page_id,
     page_position,
     parse_page_position,
     range_bounds,
@@ -44,6 +45,18 @@ def test_only_first_attempt_successes_without_error_are_pageable() -> None:
     assert not is_pageable(_entry(1, status="DEAD_LETTERED"))
     assert not is_pageable(_entry(1, status="BACKING_OFF"))
     assert not is_pageable(_entry(1, last_error="flaky"))
+    assert not is_pageable(_entry(1, replaces_row=True))
+
+
+def test_a_page_id_is_derived_from_its_partition_and_exact_offsets() -> None:
+    (page,) = build_pages([_entry(1), _entry(2)])
+    (same,) = build_pages([_entry(2), _entry(1)])
+    (other,) = build_pages([_entry(1), _entry(3)])
+    (elsewhere,) = build_pages([_entry(1, partition=1), _entry(2, partition=1)])
+
+    assert page_id(page) == page_id(same)
+    assert len({page_id(page), page_id(other), page_id(elsewhere)}) == 3
+    assert page_id(page).startswith("pg_")
 
 
 def test_pages_group_by_partition_sorted_with_their_time_range() -> None:
