@@ -49,7 +49,7 @@ class LedgerWriter:
         store: LedgerStore,
         *,
         max_batch: int = 250,
-        linger_s: float = 0.05,
+        linger_s: float = 0.01,
         concurrency: int = 4,
         max_backoff_s: float = 5.0,
     ) -> None:
@@ -100,9 +100,7 @@ class LedgerWriter:
                     await self._wakeup.wait()
                     if self._linger_s and len(self._queue) < self._max_batch:
                         # A short linger turns a trickle of results into full batches. Only the
-                        # offset commit waits for the ledger, never an invocation: 50 ms here
-                        # costs commit lag, not latency, and at 1,000 records/s cuts the
-                        # requests from ~75 to ~20 per 1,000 records (bench/, scenario e).
+                        # offset commit waits for the ledger, never an invocation.
                         await asyncio.sleep(self._linger_s)
                 await self._slots.acquire()
                 batch = [
