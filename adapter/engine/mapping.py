@@ -47,6 +47,21 @@ from adapter.ids import invocation_id as derive_invocation_id
 from adapter.invokers.base import InvocationRequest, Outcome
 from adapter.model import InputKind, KafkaRecord, ServiceType, Target
 
+# The wire names are the handler protocol's (the SDK reads them): one definition for both sides.
+from adapter.sdk.protocol import (
+    HEADER_ATTEMPT,
+    HEADER_IDEMPOTENCY_KEY,
+    HEADER_INVOCATION_ID,
+    HEADER_KAFKA_HEADERS,
+    HEADER_KAFKA_KEY,
+    HEADER_KAFKA_OFFSET,
+    HEADER_KAFKA_PARTITION,
+    HEADER_KAFKA_TIMESTAMP,
+    HEADER_KAFKA_TOPIC,
+    HEADER_SUBSCRIPTION_ID,
+    HEADER_TRACEPARENT,
+)
+
 __all__ = [
     "CONTENT_TYPE_JSON",
     "CONTENT_TYPE_RAW",
@@ -75,18 +90,7 @@ __all__ = [
     "with_attempt",
 ]
 
-HEADER_SUBSCRIPTION_ID = "restate.subscription.id"
-HEADER_KAFKA_OFFSET = "kafka.offset"
-HEADER_KAFKA_PARTITION = "kafka.partition"
-HEADER_KAFKA_TIMESTAMP = "kafka.timestamp"
-HEADER_KAFKA_TOPIC = "kafka.topic"
-HEADER_KAFKA_KEY = "kafka.key"
-HEADER_IDEMPOTENCY_KEY = "idempotency-key"
-HEADER_INVOCATION_ID = "x-kafka-ingress-invocation-id"
-HEADER_ATTEMPT = "x-kafka-ingress-attempt"
-HEADER_TRACEPARENT = "traceparent"
 HEADER_TRACESTATE = "tracestate"
-HEADER_KAFKA_HEADERS = "x-kafka-headers"
 
 CONTENT_TYPE_JSON = "application/json"
 CONTENT_TYPE_RAW = "application/octet-stream"
