@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from urllib.parse import unquote, urlsplit
+from urllib.parse import SplitResult, unquote, urlsplit
 
 from adapter.errors import ValidationError
 from adapter.ids import is_invocation_id
@@ -44,9 +44,16 @@ class Sink:
     handler: str
 
 
+def _split(value: str, what: str, expected: str) -> SplitResult:
+    try:
+        return urlsplit(value.strip())
+    except ValueError as exc:  # e.g. an unbalanced "[" reads as a broken IPv6 host
+        raise ValidationError(f"invalid {what} {value!r}: {exc}; expected {expected}") from exc
+
+
 def parse_source(source: str) -> Source:
     """``kafka://<cluster>/<topic>``."""
-    parts = urlsplit(source.strip())
+    parts = _split(source, "source", "kafka://<cluster>/<topic>")
     if parts.scheme != "kafka":
         got = f"scheme {parts.scheme!r}" if parts.scheme else "no scheme"
         raise ValidationError(
@@ -75,7 +82,7 @@ def parse_source(source: str) -> Source:
 
 def parse_sink(sink: str) -> Sink:
     """``service://<service>/<handler>``."""
-    parts = urlsplit(sink.strip())
+    parts = _split(sink, "sink", "service://<service>/<handler>")
     if parts.scheme != "service":
         got = f"scheme {parts.scheme!r}" if parts.scheme else "no scheme"
         raise ValidationError(

@@ -739,6 +739,7 @@ async def test_invocation_listing_filters_and_pages(api: Api) -> None:
         ({"page_token": "garbage!"}, "page_token"),
         ({"page_token": scanned["next_page_token"], "subscription": sub_a}, "another"),
         ({"handler": "Greeter"}, "both names"),
+        ({"handler": "["}, "Invalid IPv6 URL"),
     ]
     for params, message in errors:
         bad = await api.call("GET", "/invocations", params=params, status=400)

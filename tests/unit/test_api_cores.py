@@ -50,6 +50,7 @@ def test_sources_and_sinks_parse_or_say_what_is_wrong() -> None:
         ("kafka://c/a/b", "not a Kafka topic name"),
         ("kafka://c/..", "not a Kafka topic name"),
         ("kafka://c/t?x=1", "query"),
+        ("kafka://[/t", "Invalid IPv6 URL"),
     ):
         with pytest.raises(ValidationError, match=message):
             parse_source(bad)
@@ -58,6 +59,7 @@ def test_sources_and_sinks_parse_or_say_what_is_wrong() -> None:
         ("lambda://C/c", "scheme 'lambda'"),
         ("service://Counter", "both names"),
         ("service://Counter/a/b", "both names"),
+        ("service://[/h", "Invalid IPv6 URL"),
     ):
         with pytest.raises(ValidationError, match=message):
             parse_sink(bad)
