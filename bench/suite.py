@@ -342,53 +342,46 @@ class Suite:
     # -- scenarios --------------------------------------------------------------------------
 
     async def scenario_a(self) -> ScenarioResult:
-        workload = self._workload()
-        handler = await self.stack.handler(0.0)
-        result = ScenarioResult(
+        return await self._against_reference(
             "a",
-            _NAMES["a"],
             "Service handler (parallel, no ordering); reference: bare loop, same in-flight limit",
-            workload={**workload.as_dict(), "in_flight": self.options.in_flight},
+            Sink.SERVICE,
+            per_key=False,
+            target="records/s, ours / reference loop",
         )
-        result.reference, _ = await self._throughput(
-            "a", "reference", workload, handler, Sink.SERVICE, per_key=False
-        )
-        result.ours, result.profile = await self._throughput(
-            "a", "ours", workload, handler, Sink.SERVICE, per_key=False
-        )
-        pages = await self._pages_variant("a", workload, handler, Sink.SERVICE, per_key=False)
-        result.targets = [
-            TargetCheck("records/s, ours / reference loop", result.ratio, 0.8),
-            *self._pages_targets(result, pages, "records/s, ours / reference loop"),
-            TargetCheck(
-                "DynamoDB requests per 1,000 records",
-                result.ours.dynamo_per_1k,
-                DYNAMO_TARGET_PER_1K,
-                higher_is_better=False,
-            ),
-        ]
-        return result
 
     async def scenario_b(self) -> ScenarioResult:
+        return await self._against_reference(
+            "b",
+            "Virtual Object exclusive handler, one at a time per key in partition order; "
+            "reference: bare loop with one in flight per key",
+            Sink.EXCLUSIVE,
+            per_key=True,
+            target="records/s, ours / per-key reference loop",
+        )
+
+    async def _against_reference(
+        self, sid: str, description: str, sink: Sink, *, per_key: bool, target: str
+    ) -> ScenarioResult:
+        """(a) and (b): the reference loop, ours, ours with success pages, on one workload."""
         workload = self._workload()
         handler = await self.stack.handler(0.0)
         result = ScenarioResult(
-            "b",
-            _NAMES["b"],
-            "Virtual Object exclusive handler, one at a time per key in partition order; "
-            "reference: bare loop with one in flight per key",
+            sid,
+            _NAMES[sid],
+            description,
             workload={**workload.as_dict(), "in_flight": self.options.in_flight},
         )
         result.reference, _ = await self._throughput(
-            "b", "reference", workload, handler, Sink.EXCLUSIVE, per_key=True
+            sid, "reference", workload, handler, sink, per_key=per_key
         )
         result.ours, result.profile = await self._throughput(
-            "b", "ours", workload, handler, Sink.EXCLUSIVE, per_key=True
+            sid, "ours", workload, handler, sink, per_key=per_key
         )
-        pages = await self._pages_variant("b", workload, handler, Sink.EXCLUSIVE, per_key=True)
+        pages = await self._pages_variant(sid, workload, handler, sink, per_key=per_key)
         result.targets = [
-            TargetCheck("records/s, ours / per-key reference loop", result.ratio, 0.8),
-            *self._pages_targets(result, pages, "records/s, ours / per-key reference loop"),
+            TargetCheck(target, result.ratio, 0.8),
+            *self._pages_targets(result, pages, target),
             TargetCheck(
                 "DynamoDB requests per 1,000 records",
                 result.ours.dynamo_per_1k,

@@ -693,23 +693,35 @@ class DynamoStore:
     ) -> set[int]:
         """Offsets in ``lo..hi`` of this partition recorded as successes in pages."""
         low, high = range_bounds(topic, partition, lo, hi)
+        pages = await self._query_positions(
+            page_index_key(subscription_id), low, high, f"read success pages of {topic}/{partition}"
+        )
+        found: set[int] = set()
+        for item in pages:
+            first, _ = parse_page_position(item["position"]["S"])
+            if first <= hi:
+                found.update(o for o in _page_offsets(item) if lo <= o <= hi)
+        return found
+
+    async def _query_positions(
+        self, index_key: str, low: str, high: str, what: str, *, only: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Every item under ``index_key`` of the ``by_subscription`` index with a position in
+        ``low..high`` (rows under a subscription ID, pages under its page key)."""
         kwargs: dict[str, Any] = {
             "TableName": self.names.invocations,
             "IndexName": "by_subscription",
             "KeyConditionExpression": "subscription_id = :s AND #p BETWEEN :lo AND :hi",
             "ExpressionAttributeNames": {"#p": "position"},
             "ExpressionAttributeValues": {
-                ":s": {"S": page_index_key(subscription_id)},
+                ":s": {"S": index_key},
                 ":lo": {"S": low},
                 ":hi": {"S": high},
             },
         }
-        found: set[int] = set()
-        for item in await self._query_all(kwargs, f"read success pages of {topic}/{partition}"):
-            first, _ = parse_page_position(item["position"]["S"])
-            if first <= hi:
-                found.update(o for o in _page_offsets(item) if lo <= o <= hi)
-        return found
+        if only is not None:
+            kwargs["ProjectionExpression"] = only
+        return await self._query_all(kwargs, what)
 
     async def _query_all(self, kwargs: dict[str, Any], what: str) -> list[dict[str, Any]]:
         items: list[dict[str, Any]] = []
@@ -844,30 +856,20 @@ class DynamoStore:
         """Delete a partition's ledger rows at ``offset`` and above; returns how many."""
         low = position(topic, partition, offset)
         high = position(topic, partition, 10**20 - 1)
-        kwargs: dict[str, Any] = {
-            "TableName": self.names.invocations,
-            "IndexName": "by_subscription",
-            "KeyConditionExpression": "subscription_id = :s AND #p BETWEEN :lo AND :hi",
-            "ExpressionAttributeNames": {"#p": "position"},
-            "ExpressionAttributeValues": {
-                ":s": {"S": subscription_id},
-                ":lo": {"S": low},
-                ":hi": {"S": high},
-            },
-            "ProjectionExpression": "id",
-        }
-        rows = await self._query_all(kwargs, f"read ledger of {topic}/{partition}")
+        rows = await self._query_positions(
+            subscription_id, low, high, f"read ledger of {topic}/{partition}", only="id"
+        )
         requests: list[dict[str, Any]] = [{"DeleteRequest": {"Key": {"id": r["id"]}}} for r in rows]
         deleted = len(rows)
         # Success pages whose last offset is at or above the reset point.
-        kwargs["ExpressionAttributeValues"] = {
-            ":s": {"S": page_index_key(subscription_id)},
-            ":lo": {"S": low},
-            ":hi": {"S": high + "|~"},
-        }
-        del kwargs["ProjectionExpression"]
+        pages = await self._query_positions(
+            page_index_key(subscription_id),
+            low,
+            high + "|~",
+            f"read success pages of {topic}/{partition}",
+        )
         expires = int(self._clock() + self._retention_s)
-        for item in await self._query_all(kwargs, f"read success pages of {topic}/{partition}"):
+        for item in pages:
             offsets = _page_offsets(item)
             kept = tuple(o for o in offsets if o < offset)
             deleted += len(offsets) - len(kept)
