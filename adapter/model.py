@@ -57,11 +57,10 @@ class KafkaRecord:
 
     @property
     def size(self) -> int:
-        return (
-            len(self.key or b"")
-            + len(self.value or b"")
-            + sum(len(k) + len(v) for k, v in self.headers)
-        )
+        size = len(self.key or b"") + len(self.value or b"")
+        if self.headers:
+            size += sum(len(k) + len(v) for k, v in self.headers)
+        return size
 
 
 @dataclass(frozen=True, slots=True)

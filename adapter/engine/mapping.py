@@ -161,11 +161,10 @@ def build_request(
     """
     if attempt < 1:
         raise ValueError(f"attempt must be >= 1, got {attempt}")
-    where = _where(record)
     size = record.size
     if size > max_body_bytes:
         raise TerminalInvokeError(
-            f"{where} is {size} bytes (key + value + headers), above the limit of "
+            f"{_where(record)} is {size} bytes (key + value + headers), above the limit of "
             f"{max_body_bytes} bytes (max_body_bytes)"
         )
 
@@ -174,12 +173,13 @@ def build_request(
         kind = "workflow ID" if target.service_type is ServiceType.WORKFLOW else "object key"
         if record.key is None or record.key == b"":
             raise TerminalInvokeError(
-                f"{where} has {'no' if record.key is None else 'an empty'} key, but "
+                f"{_where(record)} has {'no' if record.key is None else 'an empty'} key, but "
                 f"{target.service}/{target.handler} is keyed: the record key is its {kind}"
             )
         if key is None:
             raise TerminalInvokeError(
-                f"{where} has a key that is not valid UTF-8 ({len(record.key)} bytes), but "
+                f"{_where(record)} has a key that is not valid UTF-8 "
+                f"({len(record.key)} bytes), but "
                 f"{target.service}/{target.handler} is keyed: the {kind} must be UTF-8 text"
             )
 
@@ -193,7 +193,7 @@ def build_request(
                 orjson.loads(value)
             except orjson.JSONDecodeError as exc:
                 raise TerminalInvokeError(
-                    f"{where} value is not valid JSON ({exc}), but "
+                    f"{_where(record)} value is not valid JSON ({exc}), but "
                     f"{target.service}/{target.handler} takes JSON input"
                 ) from exc
     else:

@@ -63,6 +63,12 @@ _COMPLETED = frozenset(
 
 _CHECK_ALL = 2**63 - 1
 
+_COUNTERS = {  # RunnerStats fields of the results other than success
+    InvocationStatus.FAILED: "failed",
+    InvocationStatus.DEAD_LETTERED: "dead_lettered",
+    InvocationStatus.DUPLICATE: "duplicates",
+}
+
 
 class RunnerStore(Protocol):
     async def get_statuses(self, ids: Iterable[str]) -> dict[str, str]: ...
@@ -134,8 +140,9 @@ class _Work:
     attempts: int = 0
     created_ms: int = 0
     task: asyncio.Task[None] | None = None
-    slot: asyncio.Event = field(default_factory=asyncio.Event)
-    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    # Only a retrying invocation waits on these; made at its first retry, not per record.
+    slot: asyncio.Event | None = None
+    wake: asyncio.Event | None = None
     in_lanes: bool = False
     last_error: str | None = None
     replaces_row: bool = False  # the ledger holds a row of it already (see LedgerEntry)
@@ -249,7 +256,8 @@ class SubscriptionRunner:
         work = self._work.get(inv_id)
         if work is None or work.task is None:
             return False
-        work.wake.set()
+        if work.wake is not None:
+            work.wake.set()
         return True
 
     async def kill(self, inv_id: str, status: InvocationStatus) -> bool:
@@ -264,7 +272,7 @@ class SubscriptionRunner:
             return False
         if work.task is not None and not work.task.done():
             work.task.cancel()
-        await self._complete(work, status, f"{status.value.lower()} by an operator")
+        self._complete(work, status, f"{status.value.lower()} by an operator")
         return True
 
     def stop(self) -> None:
@@ -466,14 +474,14 @@ class SubscriptionRunner:
                 continue
             if work.task is None:
                 work.task = asyncio.create_task(self._invoke(work))
-            else:
+            elif work.slot is not None:
                 work.slot.set()
 
     async def _invoke(self, work: _Work) -> None:
         assert work.request is not None
         is_run = self.target.handler_type is HandlerType.WORKFLOW
         if is_run and work.request.key is not None and not await self._claim_workflow(work):
-            await self._complete(work, InvocationStatus.DUPLICATE, "workflow already ran")
+            self._complete(work, InvocationStatus.DUPLICATE, "workflow already ran")
             return
         policy = self.settings.retry
         while True:
@@ -483,7 +491,7 @@ class SubscriptionRunner:
             )
             outcome = await self._invoker.invoke(request)
             if outcome.kind is OutcomeKind.ACK:
-                await self._complete(work, InvocationStatus.SUCCEEDED, None)
+                self._complete(work, InvocationStatus.SUCCEEDED, None)
                 return
             work.last_error = outcome.error
             if outcome.kind is OutcomeKind.TERMINAL:
@@ -496,15 +504,17 @@ class SubscriptionRunner:
             self.stats.retries += 1
             self._ledger.submit(self._entry(work, InvocationStatus.BACKING_OFF, delay=delay))
             self._start(self._lanes.park(work.inv_id))
-            work.wake.clear()
+            wake = work.wake = work.wake or asyncio.Event()
+            slot = work.slot = work.slot or asyncio.Event()
+            wake.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(work.wake.wait(), delay)
-            work.slot.clear()
+                await asyncio.wait_for(wake.wait(), delay)
+            slot.clear()
             started = self._lanes.unpark(work.inv_id)
             own = work.inv_id in started
             self._start([i for i in started if i != work.inv_id])
             if not own:
-                await work.slot.wait()
+                await slot.wait()
 
     async def _claim_workflow(self, work: _Work) -> bool:
         assert work.request is not None
@@ -524,7 +534,7 @@ class SubscriptionRunner:
         work.last_error = reason
         topic = self.settings.dead_letter_topic
         if topic is None or self._dead_letters is None:
-            await self._complete(work, InvocationStatus.FAILED, reason)
+            self._complete(work, InvocationStatus.FAILED, reason)
             return
         headers = dead_letter_headers(
             work.record,
@@ -545,19 +555,15 @@ class SubscriptionRunner:
                 log.warning("dead letter for %s not stored yet: %s", work.inv_id, exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
-        await self._complete(work, InvocationStatus.DEAD_LETTERED, reason)
+        self._complete(work, InvocationStatus.DEAD_LETTERED, reason)
 
-    async def _complete(self, work: _Work, status: InvocationStatus, error: str | None) -> None:
-        counters = {
-            InvocationStatus.SUCCEEDED: "succeeded",
-            InvocationStatus.FAILED: "failed",
-            InvocationStatus.DEAD_LETTERED: "dead_lettered",
-            InvocationStatus.DUPLICATE: "duplicates",
-        }
-        name = counters.get(status)
-        if name is not None:
-            setattr(self.stats, name, getattr(self.stats, name) + 1)
-        if status is not InvocationStatus.SUCCEEDED:
+    def _complete(self, work: _Work, status: InvocationStatus, error: str | None) -> None:
+        if status is InvocationStatus.SUCCEEDED:
+            self.stats.succeeded += 1
+        else:
+            name = _COUNTERS.get(status)
+            if name is not None:
+                setattr(self.stats, name, getattr(self.stats, name) + 1)
             log.info(
                 "invocation %s (%s/%d@%d) %s: %s",
                 work.inv_id,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import threading
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -65,6 +66,20 @@ def plain_kafka_consumer(event: dict[str, Any], context: Any) -> dict[str, Any]:
     return {"batchItemFailures": failures}
 
 
+# -- a consumer whose first batch hangs until released: killing an invocation in batch mode ---
+
+hung_gate = threading.Event()
+hung_batches: list[list[int]] = []
+
+
+def hanging_consumer(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    offsets = [r["offset"] for records in event["records"].values() for r in records]
+    hung_batches.append(offsets)
+    if 0 in offsets:
+        hung_gate.wait(60)
+    return {"batchItemFailures": []}
+
+
 # -- signed handlers ---------------------------------------------------------------------------
 
 SIGNING_KEY = Ed25519PrivateKey.generate()
@@ -88,6 +103,7 @@ def local_lambda() -> Iterator[LocalLambda]:
     functions += [
         FunctionSpec("plain-consumer", plain_kafka_consumer, timeout_s=10),
         FunctionSpec("signed", signed_lambda, timeout_s=10),
+        FunctionSpec("hanging-consumer", hanging_consumer, timeout_s=90),
     ]
     local = LocalLambda(functions, region=REGION)
     try:
@@ -343,6 +359,66 @@ async def test_an_unchanged_aws_kafka_consumer_runs_with_partial_batch_failures(
         assert entry is not None
         assert entry.status == InvocationStatus.SUCCEEDED.value
     assert len(consumer_events) < sum(delivered.values()), "records were not batched"
+
+
+async def test_killing_an_invocation_of_a_batch_in_flight_finishes_it_and_drops_its_result(
+    ingress: Ingress, topic_factory: TopicFactory, local_lambda: LocalLambda
+) -> None:
+    # In batch mode a first attempt runs without a task of its own (a future of the batch):
+    # a kill must still settle that one record at once, and the batch's late answer for it
+    # must not overwrite the KILLED result.
+    hung_gate.clear()
+    hung_batches.clear()
+    topic = await topic_factory(partitions=1)
+    dep_id = ids.deployment_id()
+    await ingress.store.put_deployment({"id": dep_id, "arn": arn("hanging-consumer")})
+    await ingress.store.put_service(
+        ServiceInfo(
+            "Hanging",
+            ServiceType.SERVICE,
+            dep_id,
+            (HandlerInfo("consume", HandlerType.SERVICE, InputKind.RAW),),
+        )
+    )
+    await produce(ingress.bootstrap, topic, [(b"k", b"%d" % n, []) for n in range(4)])
+    poller = await ingress.start()
+    sub = await ingress.subscribe(
+        topic, "Hanging", "consume", {"batch.size": "4", "event.format": "msk"}
+    )
+
+    async def first_batch_hangs() -> bool:
+        return bool(hung_batches)
+
+    await eventually(first_batch_hangs, timeout=60, message="first batch never arrived")
+    assert hung_batches[0] == [0, 1, 2, 3]
+    killed = ids.invocation_id(sub.id, topic, 0, 2)
+    runner = poller.supervisor.runners()[sub.id]
+    try:
+        assert await runner.kill(killed, InvocationStatus.KILLED)
+        assert not await runner.kill(killed, InvocationStatus.KILLED)  # settled already
+
+        async def killed_recorded() -> bool:
+            entry = await ingress.store.get_entry(killed)
+            return entry is not None and entry.status == InvocationStatus.KILLED.value
+
+        await eventually(killed_recorded, timeout=30, message="kill was not recorded")
+        # Offsets 0 and 1 are still running: nothing may be committed past them.
+        assert (await committed_offsets(ingress.bootstrap, sub.id, topic, 1))[0] in (None, 0)
+    finally:
+        hung_gate.set()
+
+    async def all_committed() -> bool:
+        return await committed_offsets(ingress.bootstrap, sub.id, topic, 1) == {0: 4}
+
+    await eventually(all_committed, timeout=60, message="batch did not finish after release")
+    entry = await ingress.store.get_entry(killed)
+    assert entry is not None
+    assert entry.status == InvocationStatus.KILLED.value
+    for offset in (0, 1, 3):
+        other = await ingress.store.get_entry(ids.invocation_id(sub.id, topic, 0, offset))
+        assert other is not None
+        assert other.status == InvocationStatus.SUCCEEDED.value
+    assert hung_batches == [[0, 1, 2, 3]]  # the killed record was not sent again
 
 
 async def test_signed_requests_are_accepted_and_foreign_signatures_rejected(
