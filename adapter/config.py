@@ -138,10 +138,11 @@ class LimitSettings(_Section):
 
 
 class LedgerSettings(_Section):
-    """How results are recorded. ``successes = "pages"`` records first-attempt successes many
-    to a DynamoDB item (no per-invocation row for them); see docs/configuration.md."""
+    """How results are recorded. ``successes = "pages"`` (the default) records first-attempt
+    successes many to a DynamoDB item, with no per-invocation row for them; ``"rows"`` gives
+    every invocation a row. See docs/configuration.md."""
 
-    successes: Literal["rows", "pages"] = "rows"
+    successes: Literal["rows", "pages"] = "pages"
 
 
 class LambdaSettings(_Section):

@@ -95,10 +95,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--ledger",
-        choices=("rows", "both"),
+        choices=("pages", "both"),
         default="both",
-        help='(a) and (b): run our poller with [ledger] successes = "rows" (its default) and '
-        'then again with "pages" (both, the default), or with "rows" only',
+        help='(a), (b), (d), (e): run our poller with [ledger] successes = "pages" (its default) '
+        'and then again with "rows" (both, the default), or with "pages" only',
     )
     p.add_argument(
         "--experiment",
@@ -146,7 +146,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         http_requests=a.http_requests or (2_000 if quick else 30_000),
         ledger_rows=a.ledger_rows or (2_000 if quick else 20_000),
         loop=a.loop,
-        ledger=("rows", "pages") if a.ledger == "both" else ("rows",),
+        ledger=("pages", "rows") if a.ledger == "both" else ("pages",),
         experiments=tuple(dict.fromkeys(a.experiment)),
         profile=bool(a.profile),
         out=a.out,

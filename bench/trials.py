@@ -90,7 +90,7 @@ def _poller_config(
     in_flight: int,
     lambda_url: str | None,
     admin_port: int,
-    ledger_successes: str = "rows",
+    ledger_successes: str = "pages",
 ) -> str:
     lambda_section = f'[lambda]\nendpoint-url = "{lambda_url}"\n' if lambda_url else ""
     return (
@@ -124,7 +124,7 @@ async def start_ours(
     in_flight: int,
     options: dict[str, str] | None = None,
     lambda_arn: str | None = None,
-    ledger_successes: str = "rows",
+    ledger_successes: str = "pages",
 ) -> Consumer:
     """Tables, deployment, service and subscription in DynamoDB, and the poller's command.
 

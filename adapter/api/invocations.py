@@ -1,9 +1,11 @@
 """``/invocations``: the ledger, filtered and paged, and Restate's invocation actions.
 
 An invocation's row is written when it first backs off and when it finishes; one that is on
-its first attempt is only known to the poller running it. Actions follow
-:mod:`adapter.engine.lifecycle` (Restate's rules): cancel and kill while not completed, purge
-once completed, retry (``resume`` in Restate) while backing off; anything else is 409.
+its first attempt is only known to the poller running it, and one that succeeds at its first
+attempt is recorded in a success page, without a row, unless ``[ledger] successes = "rows"``.
+Actions follow :mod:`adapter.engine.lifecycle` (Restate's rules): cancel and kill while not
+completed, purge once completed, retry (``resume`` in Restate) while backing off; anything else
+is 409.
 
 Cancel, kill and retry act on the consumer that holds the invocation, so they are carried out
 by the poller whose admin API receives the request: another poller instance's invocations
@@ -122,8 +124,9 @@ async def get_invocation(request: Request, state: AdminState) -> Response:
     entry = await state.store.get_entry(inv_id)
     if entry is None:
         raise UnknownResourceError(
-            f"invocation {inv_id} is not in the ledger: unknown, expired, or on its first "
-            "attempt (not recorded yet)"
+            f"invocation {inv_id} has no ledger row: unknown, expired, on its first attempt "
+            "(not recorded yet), or a first-attempt success recorded in a success page "
+            '([ledger] successes = "pages", the default), which has no row of its own'
         )
     return json_response(invocation_response(entry))
 

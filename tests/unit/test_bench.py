@@ -350,20 +350,20 @@ def test_results_document_puts_reference_beside_ours_per_scenario() -> None:
 
 def test_a_variant_of_ours_gets_its_own_ratio_in_the_document_and_the_table() -> None:
     result = _scenario()
-    result.variants.append(RunMetrics("ours-pages", records=1000, received=1000, rate_rps=850.0))
+    result.variants.append(RunMetrics("ours-rows", records=1000, received=1000, rate_rps=850.0))
 
     (a,) = orjson.loads(orjson.dumps(results_document({}, [result])))["scenarios"]
-    assert a["variants"][0]["runner"] == "ours-pages"
+    assert a["variants"][0]["runner"] == "ours-rows"
     assert a["variants"][0]["ratio_to_reference"] == 0.85
     assert a["ratio_ours_to_reference"] == 0.9
     text = _render(scenario_table([result]))
-    assert "ours-pages" in text
+    assert "ours-rows" in text
     assert "0.85" in text
 
 
-def test_both_ledger_settings_run_unless_rows_only_is_asked_for() -> None:
-    assert parse_args([]).ledger == ("rows", "pages")
-    assert parse_args(["--ledger", "rows"]).ledger == ("rows",)
+def test_both_ledger_settings_run_unless_the_default_only_is_asked_for() -> None:
+    assert parse_args([]).ledger == ("pages", "rows")
+    assert parse_args(["--ledger", "pages"]).ledger == ("pages",)
 
 
 def test_incomplete_runs_and_missing_figures_are_not_met() -> None:

@@ -50,6 +50,7 @@ def test_defaults_without_any_file() -> None:
     assert settings.admin.bind_address == "127.0.0.1:9070"
     assert settings.dynamodb.table_prefix == "kafka-ingress-"
     assert settings.limits.max_in_flight > 0
+    assert settings.ledger.successes == "pages"
 
 
 def test_full_file_with_every_section(tmp_path: Path) -> None:
@@ -102,10 +103,12 @@ def test_scalar_env_overrides() -> None:
     env = {
         "KAFKA_INGRESS_DYNAMODB_ENDPOINT_URL": "http://127.0.0.1:1234",
         "KAFKA_INGRESS_ADMIN_TOKEN": "a-long-enough-token",
+        "KAFKA_INGRESS_LEDGER_SUCCESSES": "rows",
     }
     s = load_settings(None, env=env)
     assert s.dynamodb.endpoint_url == "http://127.0.0.1:1234"
     assert s.admin.token == "a-long-enough-token"
+    assert s.ledger.successes == "rows"
 
 
 def test_config_file_from_env(tmp_path: Path) -> None:
