@@ -2,7 +2,8 @@
 
 An invocation's row is written when it first backs off and when it finishes; one that is on
 its first attempt is only known to the poller running it, and one that succeeds at its first
-attempt is recorded in a success page, without a row, unless ``[ledger] successes = "rows"``.
+attempt is recorded in a success page, without a row, unless ``[ledger] successes = "rows"``;
+a subscription's listing merges those in (:mod:`adapter.api.ledger_listing`).
 Actions follow :mod:`adapter.engine.lifecycle` (Restate's rules): cancel and kill while not
 completed, purge once completed, retry (``resume`` in Restate) while backing off; anything else
 is 409.
@@ -27,6 +28,7 @@ from starlette.responses import Response
 
 from adapter.api.bodies import ActionResponse, InvocationResponse, ListInvocationsResponse
 from adapter.api.endpoint import AdminState, Endpoint, QueryParam, json_response, query_int
+from adapter.api.ledger_listing import ListingCursor, merge_listing
 from adapter.api.refs import check_invocation_id, check_subscription_id, parse_sink
 from adapter.api.wire import invocation_response
 from adapter.engine.lifecycle import (
@@ -41,8 +43,16 @@ from adapter.errors import (
     UnknownResourceError,
     ValidationError,
 )
+from adapter.model import LedgerEntry
+from adapter.store.dynamo import entry_start_key
 
-__all__ = ["ENDPOINTS", "decode_page_token", "encode_page_token"]
+__all__ = [
+    "ENDPOINTS",
+    "decode_listing_token",
+    "decode_page_token",
+    "encode_listing_token",
+    "encode_page_token",
+]
 
 log = logging.getLogger(__name__)
 
@@ -61,10 +71,7 @@ def decode_page_token(token: str, subscription: str | None) -> dict[str, Any]:
         doc = json.loads(raw)
         key = doc["k"]
         same = doc["s"] == (subscription or "")
-        valid = isinstance(key, dict) and all(
-            isinstance(v, dict) and set(v) == {"S"} and isinstance(v["S"], str)
-            for v in key.values()
-        )
+        valid = _is_key(key)
     except (ValueError, KeyError, TypeError, binascii.Error):
         valid, same, key = False, False, None
     if not valid:
@@ -72,6 +79,53 @@ def decode_page_token(token: str, subscription: str | None) -> dict[str, Any]:
     if not same:
         raise ValidationError("'page_token' belongs to a listing with another subscription filter")
     return key  # type: ignore[no-any-return]
+
+
+def encode_listing_token(cursor: ListingCursor, subscription: str) -> str:
+    doc = {
+        "k": cursor.rows,
+        "rd": cursor.rows_done,
+        "g": list(cursor.page) if cursor.page else None,
+        "gd": cursor.pages_done,
+        "s": subscription,
+    }
+    raw = json.dumps(doc, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_listing_token(token: str, subscription: str) -> ListingCursor:
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        doc = json.loads(raw)
+        same = doc["s"] == subscription
+        rows, page = doc["k"], doc.get("g")
+        valid = (
+            (rows is None or _is_key(rows))
+            and (
+                page is None
+                or (
+                    isinstance(page, list)
+                    and len(page) == 2
+                    and isinstance(page[0], str)
+                    and type(page[1]) is int
+                )
+            )
+            and isinstance(doc.get("rd"), bool)
+            and isinstance(doc.get("gd"), bool)
+        )
+    except (ValueError, KeyError, TypeError, binascii.Error):
+        valid, same = False, True
+    if not same:
+        raise ValidationError("'page_token' belongs to a listing with another subscription filter")
+    if not valid:
+        raise ValidationError("query parameter 'page_token' is not a token this API returned")
+    return ListingCursor(rows, doc["rd"], (page[0], page[1]) if page else None, doc["gd"])
+
+
+def _is_key(value: Any) -> bool:
+    return isinstance(value, dict) and all(
+        isinstance(v, dict) and set(v) == {"S"} and isinstance(v["S"], str) for v in value.values()
+    )
 
 
 def _statuses(raw: str | None) -> list[str]:
@@ -101,20 +155,62 @@ async def list_invocations(request: Request, state: AdminState) -> Response:
     subscription = params.get("subscription")
     if subscription is not None:
         check_subscription_id(subscription)
+    statuses = _statuses(params.get("status"))
+    key = params.get("key")
+    target = _handler_target(params.get("handler"))
+    limit = query_int(request, "limit", default=100, low=1, high=1000)
     token = params.get("page_token")
+    if subscription is not None and key is None and target is None and _lists_successes(statuses):
+        return await _list_with_pages(state, subscription, statuses, limit, token)
     start = decode_page_token(token, subscription) if token else None
     entries, last = await state.store.find_entries(
         subscription_id=subscription,
-        statuses=_statuses(params.get("status")),
-        key=params.get("key"),
-        target=_handler_target(params.get("handler")),
-        limit=query_int(request, "limit", default=100, low=1, high=1000),
+        statuses=statuses,
+        key=key,
+        target=target,
+        limit=limit,
         start_key=start,
     )
     return json_response(
         ListInvocationsResponse(
             invocations=[invocation_response(e) for e in entries],
             next_page_token=encode_page_token(last, subscription) if last else None,
+        )
+    )
+
+
+def _lists_successes(statuses: list[str]) -> bool:
+    return not statuses or InvocationStatus.SUCCEEDED.value in statuses
+
+
+async def _list_with_pages(
+    state: AdminState, subscription: str, statuses: list[str], limit: int, token: str | None
+) -> Response:
+    """A subscription's listing with its paged successes (``[ledger] successes = "pages"``)
+    merged in. Pages keep no key or handler, so listings filtered by those show rows only."""
+    cursor = decode_listing_token(token, subscription) if token else ListingCursor()
+    rows: list[LedgerEntry] = []
+    rows_next = None
+    if not cursor.rows_done:
+        rows, rows_next = await state.store.find_entries(
+            subscription_id=subscription, statuses=statuses, limit=limit, start_key=cursor.rows
+        )
+    paged: list[tuple[LedgerEntry, str]] = []
+    more = False
+    if not cursor.pages_done:
+        sub = await state.store.get_subscription(subscription)
+        paged, more = await state.store.paged_successes(
+            subscription, target=sub.sink if sub else "", after=cursor.page, limit=limit
+        )
+    entries, next_cursor = merge_listing(
+        rows, rows_next, paged, more, limit, cursor, entry_start_key
+    )
+    return json_response(
+        ListInvocationsResponse(
+            invocations=[invocation_response(e) for e in entries],
+            next_page_token=(
+                encode_listing_token(next_cursor, subscription) if next_cursor else None
+            ),
         )
     )
 

@@ -33,6 +33,7 @@ from botocore.credentials import Credentials
 from botocore.exceptions import BotoCoreError, ClientError
 
 from adapter.errors import ConditionFailedError, StoreError
+from adapter.ids import invocation_id
 from adapter.model import (
     HandlerInfo,
     HandlerType,
@@ -196,6 +197,15 @@ def _split_position(value: str) -> tuple[str, int, int]:
     # Kafka topic names cannot contain "|", so the last two fields are always ours.
     topic, partition, offset = value.rsplit("|", 2)
     return topic, int(partition), int(offset)
+
+
+def entry_start_key(entry: LedgerEntry) -> dict[str, Any]:
+    """The ExclusiveStartKey that continues a subscription's ledger listing after ``entry``."""
+    return {
+        "id": {"S": entry.id},
+        "subscription_id": {"S": entry.subscription_id},
+        "position": {"S": position(entry.topic, entry.partition, entry.offset)},
+    }
 
 
 def _ledger_page_key(item: dict[str, Any], by_subscription: bool) -> dict[str, Any]:
@@ -702,6 +712,73 @@ class DynamoStore:
             if first <= hi:
                 found.update(o for o in _page_offsets(item) if lo <= o <= hi)
         return found
+
+    async def paged_successes(
+        self,
+        subscription_id: str,
+        *,
+        target: str,
+        after: tuple[str, int] | None = None,
+        limit: int = 100,
+    ) -> tuple[list[tuple[LedgerEntry, str]], bool]:
+        """Up to ``limit`` successes recorded in this subscription's pages, each with the
+        position of its page, and whether more remain.
+
+        They come page by page in index order (partition, then each page's last offset),
+        offsets ascending within a page. ``after`` = (page position, offset) of the last one
+        returned before continues right after it. A page keeps no key or handler, so entries
+        carry ``target`` (the subscription's sink) and no key.
+        """
+        kwargs: dict[str, Any] = {
+            "TableName": self.names.invocations,
+            "IndexName": "by_subscription",
+            "KeyConditionExpression": "subscription_id = :s",
+            "ExpressionAttributeValues": {":s": {"S": page_index_key(subscription_id)}},
+            # A page holds up to MAX_OFFSETS successes, typically 50-250.
+            "Limit": max(2, min(100, limit // 50 + 2)),
+        }
+        if after is not None:
+            kwargs["KeyConditionExpression"] += " AND #p >= :g"
+            kwargs["ExpressionAttributeNames"] = {"#p": "position"}
+            kwargs["ExpressionAttributeValues"][":g"] = {"S": after[0]}
+        found: list[tuple[LedgerEntry, str]] = []
+        while True:
+            page = await self._call(partial(self._client.query, **kwargs), "list success pages")
+            items = page.get("Items", [])
+            for index, item in enumerate(items):
+                page_pos = item["position"]["S"]
+                offsets = sorted(_page_offsets(item))
+                if after is not None and page_pos == after[0]:
+                    offsets = [o for o in offsets if o > after[1]]
+                topic, partition = _split_position(page_pos.rsplit("|", 1)[0])[:2]
+                created = int(item["created_at"]["N"])
+                completed = int(item["completed_at"]["N"])
+                for taken, offset in enumerate(offsets):
+                    if len(found) == limit:
+                        more = (
+                            taken < len(offsets)
+                            or index < len(items) - 1
+                            or "LastEvaluatedKey" in page
+                        )
+                        return found, more
+                    entry = LedgerEntry(
+                        id=invocation_id(subscription_id, topic, partition, offset),
+                        subscription_id=subscription_id,
+                        topic=topic,
+                        partition=partition,
+                        offset=offset,
+                        key=None,
+                        target=target,
+                        status="SUCCEEDED",
+                        attempts=1,
+                        created_at_ms=created,
+                        updated_at_ms=completed,
+                        completed_at_ms=completed,
+                    )
+                    found.append((entry, page_pos))
+            if "LastEvaluatedKey" not in page:
+                return found, False
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
     async def _query_positions(
         self, index_key: str, low: str, high: str, what: str, *, only: str | None = None

@@ -9,8 +9,9 @@ ledger at thousands of records per second costs in write units.
 
 What a page keeps is what the engine's guarantee needs: which offsets of a partition finished.
 A redelivered record whose offset is in a page is never invoked again, exactly as with a row.
-What it gives up is the per-invocation view: a paged success has no row to show in the admin
-API's invocation list or under ``GET /invocations/{id}``.
+What it gives up is the per-invocation view: a paged success has no row to find under
+``GET /invocations/{id}`` and no key; a subscription's listing merges pages in
+(:mod:`adapter.api.ledger_listing`).
 
 A plain success has no row to replace: progress rows are only written after a failed attempt,
 and then the final attempt number is above 1. When a previous owner of the partition left a row

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import httpx
@@ -27,8 +27,9 @@ from adapter.engine.lifecycle import InvocationStatus
 from adapter.engine.runner import RunnerStats
 from adapter.invokers.discovery import Discovery
 from adapter.local.lambda_server import LocalLambda, load_serverless_functions
-from adapter.model import LedgerEntry
+from adapter.model import LedgerEntry, Subscription
 from adapter.store.dynamo import DynamoStore
+from adapter.store.tables import TableNames
 from tests._http_fixtures import HandlerServer
 
 pytestmark = pytest.mark.timeout(90)
@@ -744,6 +745,72 @@ async def test_invocation_listing_filters_and_pages(api: Api) -> None:
     for params, message in errors:
         bad = await api.call("GET", "/invocations", params=params, status=400)
         assert message in bad.json()["message"], params
+
+
+async def test_a_subscriptions_listing_includes_its_paged_successes(
+    api: Api, dynamo_client: Any, table_names: TableNames
+) -> None:
+    sub = Subscription(ids.subscription_id(), "c1", "orders", "Greeter", "greet", {})
+    await api.store.put_subscription(sub)
+    paging = DynamoStore(dynamo_client, table_names, success_pages=True)
+    try:
+        for first in range(0, 120, 40):  # three batches: three pages per partition
+            batch = [
+                replace(_entry(sub.id, p, o, "SUCCEEDED"), attempts=1)
+                for p in (0, 1)
+                for o in range(first, first + 40)
+                if (p, o) not in {(0, 5), (1, 77)}
+            ]
+            await paging.write_entries(batch)
+        await paging.write_entries(
+            [_entry(sub.id, 0, 5, "DEAD_LETTERED"), _entry(sub.id, 1, 77, "BACKING_OFF")]
+        )
+    finally:
+        await paging.aclose()
+
+    listed: list[dict[str, Any]] = []
+    token = None
+    while True:
+        params: dict[str, Any] = {"subscription": sub.id, "limit": 17}
+        if token:
+            params["page_token"] = token
+        page = (await api.call("GET", "/invocations", params=params, status=200)).json()
+        assert len(page["invocations"]) <= 17
+        listed += page["invocations"]
+        token = page["next_page_token"]
+        if token is None:
+            break
+    positions = [(i["partition"], i["offset"]) for i in listed]
+    assert positions == [(p, o) for p in (0, 1) for o in range(120)]  # each once, in order
+    paged = next(i for i in listed if (i["partition"], i["offset"]) == (1, 3))
+    assert paged["id"] == ids.invocation_id(sub.id, "orders", 1, 3)
+    assert paged["status"] == "SUCCEEDED"
+    assert paged["attempts"] == 1
+    assert paged["target"] == "service://Greeter/greet"
+    assert paged["key"] is None  # a page keeps offsets, not keys
+    assert paged["completed_at"] is not None
+    by_position = {(i["partition"], i["offset"]): i["status"] for i in listed}
+    assert by_position[(0, 5)] == "DEAD_LETTERED"
+    assert by_position[(1, 77)] == "BACKING_OFF"
+
+    def listing(**params: Any) -> Awaitable[httpx.Response]:
+        return api.call("GET", "/invocations", params={"subscription": sub.id, **params})
+
+    succeeded = (await listing(status="SUCCEEDED", limit=1000)).json()["invocations"]
+    assert len(succeeded) == 238
+    failed = (await listing(status="DEAD_LETTERED,BACKING_OFF")).json()["invocations"]
+    assert [i["offset"] for i in failed] == [5, 77]
+    assert len((await listing(key="k", limit=1000)).json()["invocations"]) == 2  # rows only
+    # A paged success has no row of its own: GET by ID says so.
+    missing = await api.call("GET", f"/invocations/{paged['id']}", status=404)
+    assert "success page" in missing.json()["message"]
+    first = (await listing(limit=5)).json()["next_page_token"]
+    other = ids.subscription_id()
+    wrong = await api.call(
+        "GET", "/invocations", params={"subscription": other, "page_token": first}, status=400
+    )
+    assert "another" in wrong.json()["message"]
+    await api.call("GET", "/invocations", params={"page_token": first}, status=400)
 
 
 async def test_invocation_actions_follow_restates_rules(api: Api) -> None:

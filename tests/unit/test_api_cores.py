@@ -17,6 +17,7 @@ from starlette.types import Receive, Scope, Send
 from adapter import ids
 from adapter.api.headers import mask_headers, validate_headers
 from adapter.api.invocations import decode_page_token, encode_page_token
+from adapter.api.ledger_listing import ListingCursor, merge_listing
 from adapter.api.manifest import Manifest, parse_manifest, plan_registration
 from adapter.api.metrics import Family, OldestAge, collect, render
 from adapter.api.middleware import AdminMiddleware
@@ -32,7 +33,14 @@ from adapter.api.server import open_admin_warning
 from adapter.api.wire import humantime, parse_timestamp, rfc3339
 from adapter.engine.runner import RunnerStats
 from adapter.errors import ConflictError, ValidationError
-from adapter.model import HandlerType, InputKind, ServiceInfo, ServiceType, Subscription
+from adapter.model import (
+    HandlerType,
+    InputKind,
+    LedgerEntry,
+    ServiceInfo,
+    ServiceType,
+    Subscription,
+)
 
 # -- references -------------------------------------------------------------------------------
 
@@ -427,3 +435,63 @@ def test_an_open_admin_api_is_announced_loudly_unless_dev_on_loopback() -> None:
     public = open_admin_warning("0.0.0.0", token=None, allow_open=True)
     assert public is not None
     assert "allow-open" in public
+
+
+# -- a subscription's listing: ledger rows merged with paged successes --------------------
+
+
+def _listed(offset: int) -> LedgerEntry:
+    return LedgerEntry(
+        id=f"inv_{offset}",
+        subscription_id="sub_1",
+        topic="t",
+        partition=0,
+        offset=offset,
+        key=None,
+        target="service://S/h",
+        status="SUCCEEDED",
+    )
+
+
+@given(
+    st.sets(st.integers(0, 80), max_size=40),
+    st.sets(st.integers(0, 80), max_size=40),
+    st.integers(1, 9),
+)
+@example(set(), set(), 1)
+@example({1, 2, 3}, set(), 3)
+@example(set(), {5, 6, 7}, 3)
+def test_a_merged_listing_returns_every_entry_once_in_order(
+    row_offsets: set[int], page_offsets: set[int], limit: int
+) -> None:
+    page_offsets -= row_offsets
+    rows_all = sorted(row_offsets)
+    # Pages of ten consecutive offsets, positioned by their last offset, as in the store.
+    paged_all = [(o, f"t|000000|{o // 10 * 10 + 9:020d}") for o in sorted(page_offsets)]
+
+    def rows_source(start: dict[str, Any] | None) -> tuple[list[LedgerEntry], Any]:
+        after = int(start["o"]["S"]) if start else -1
+        rest = [o for o in rows_all if o > after]
+        taken = rest[:limit]
+        more = len(rest) > limit
+        return [_listed(o) for o in taken], {"o": {"S": str(taken[-1])}} if more else None
+
+    def pages_source(after: tuple[str, int] | None) -> tuple[list[tuple[LedgerEntry, str]], bool]:
+        rest = [(o, p) for o, p in paged_all if after is None or (p, o) > (after[0], after[1])]
+        return [(_listed(o), p) for o, p in rest[:limit]], len(rest) > limit
+
+    cursor: ListingCursor | None = ListingCursor()
+    listed: list[int] = []
+    for _ in range(200):
+        assert cursor is not None
+        rows, rows_next = ([], None) if cursor.rows_done else rows_source(cursor.rows)
+        paged, more = ([], False) if cursor.pages_done else pages_source(cursor.page)
+        page, cursor = merge_listing(
+            rows, rows_next, paged, more, limit, cursor, lambda e: {"o": {"S": str(e.offset)}}
+        )
+        assert len(page) <= limit
+        listed += [e.offset for e in page]
+        if cursor is None:
+            break
+    assert cursor is None
+    assert listed == sorted(row_offsets | page_offsets)

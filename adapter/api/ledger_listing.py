@@ -1,0 +1,74 @@
+"""A subscription's invocation listing from its two sources: ledger rows and success pages. Pure.
+
+Rows come from the ledger index in (topic, partition, offset) order; first-attempt successes
+recorded in pages come page by page (``DynamoStore.paged_successes``). One listing page merges
+what both returned by (topic, partition, offset) and remembers where each source stopped, so
+paging through the listing returns every entry once. The order is by partition and offset,
+except that successes of two pages whose offset ranges overlap (concurrent batches of one
+partition) come page by page.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from adapter.model import LedgerEntry
+
+__all__ = ["ListingCursor", "merge_listing"]
+
+
+@dataclass(frozen=True, slots=True)
+class ListingCursor:
+    """Where each source of the listing continues."""
+
+    rows: dict[str, Any] | None = None
+    """The rows query's start key (None: from the beginning)."""
+    rows_done: bool = False
+    page: tuple[str, int] | None = None
+    """(page position, offset) of the last paged success listed (None: from the beginning)."""
+    pages_done: bool = False
+
+
+def _order(entry: LedgerEntry) -> tuple[str, int, int]:
+    return entry.topic, entry.partition, entry.offset
+
+
+def merge_listing(
+    rows: Sequence[LedgerEntry],
+    rows_next: dict[str, Any] | None,
+    paged: Sequence[tuple[LedgerEntry, str]],
+    pages_more: bool,
+    limit: int,
+    cursor: ListingCursor,
+    row_key: Callable[[LedgerEntry], dict[str, Any]],
+) -> tuple[list[LedgerEntry], ListingCursor | None]:
+    """Up to ``limit`` entries from what both sources returned after ``cursor``, and the cursor
+    of the next listing page (None when both sources are exhausted).
+
+    Each source must have returned ``limit`` entries unless it has no more: then neither runs
+    dry before the listing page is full while it still has entries that sort earlier.
+    """
+    out: list[LedgerEntry] = []
+    i = j = 0
+    while len(out) < limit and (i < len(rows) or j < len(paged)):
+        if j >= len(paged) or (i < len(rows) and _order(rows[i]) <= _order(paged[j][0])):
+            out.append(rows[i])
+            i += 1
+        else:
+            out.append(paged[j][0])
+            j += 1
+    if i == len(rows):
+        rows_cursor, rows_done = rows_next, rows_next is None
+    else:
+        rows_cursor, rows_done = (row_key(rows[i - 1]) if i else cursor.rows), False
+    if j == len(paged):
+        last = (paged[-1][1], paged[-1][0].offset) if paged else cursor.page
+        page_cursor, pages_done = last, not pages_more
+    else:
+        page_cursor = (paged[j - 1][1], paged[j - 1][0].offset) if j else cursor.page
+        pages_done = False
+    if rows_done and pages_done:
+        return out, None
+    return out, ListingCursor(rows_cursor, rows_done, page_cursor, pages_done)
