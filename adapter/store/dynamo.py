@@ -744,8 +744,7 @@ class DynamoStore:
         found: list[tuple[LedgerEntry, str]] = []
         while True:
             page = await self._call(partial(self._client.query, **kwargs), "list success pages")
-            items = page.get("Items", [])
-            for index, item in enumerate(items):
+            for item in page.get("Items", []):
                 page_pos = item["position"]["S"]
                 offsets = sorted(_page_offsets(item))
                 if after is not None and page_pos == after[0]:
@@ -753,14 +752,9 @@ class DynamoStore:
                 topic, partition = _split_position(page_pos.rsplit("|", 1)[0])[:2]
                 created = int(item["created_at"]["N"])
                 completed = int(item["completed_at"]["N"])
-                for taken, offset in enumerate(offsets):
+                for offset in offsets:
                     if len(found) == limit:
-                        more = (
-                            taken < len(offsets)
-                            or index < len(items) - 1
-                            or "LastEvaluatedKey" in page
-                        )
-                        return found, more
+                        return found, True  # this offset, at least, is still to come
                     entry = LedgerEntry(
                         id=invocation_id(subscription_id, topic, partition, offset),
                         subscription_id=subscription_id,
