@@ -171,7 +171,7 @@ class Poller:
                 for sig in (signal.SIGTERM, signal.SIGINT):
                     loop.remove_signal_handler(sig)
             log.info(
-                "poller stopped: %d ledger rows written, %d pending",
+                "poller stopped: %d results written to the ledger, %d pending",
                 self.ledger.written,
                 self.ledger.pending,
             )

@@ -171,8 +171,14 @@ def collect(
             age.add(oldest.age(sub_id, topic, number, part.get("oldest_unfinished")), **labels)
     oldest.forget_except(live)
     ledger = [
-        Family("kafka_ingress_ledger_pending_rows", "gauge", "Ledger rows not yet durable."),
-        Family("kafka_ingress_ledger_written_rows_total", "counter", "Ledger rows written."),
+        Family(
+            "kafka_ingress_ledger_pending_rows", "gauge", "Results not durable in the ledger yet."
+        ),
+        Family(
+            "kafka_ingress_ledger_written_rows_total",
+            "counter",
+            "Results written to the ledger (rows, and successes in pages).",
+        ),
         Family("kafka_ingress_ledger_write_failures_total", "counter", "Failed ledger writes."),
         Family("kafka_ingress_dynamodb_requests_total", "counter", "DynamoDB API calls."),
     ]
