@@ -261,10 +261,15 @@ class Ingress:
         settings = load_settings(None, env=self.env())
         limits = {"subscription_refresh_ms": 200, **self.limits}
         admin = {"bind_address": "127.0.0.1:0", "allow_open": True}
+        # The in-process poller writes through this harness's store: its settings must say
+        # what that store does (the store fixture keeps a row per invocation, which most of
+        # these tests read; pages have their own tests and the process tests run the default).
+        ledger = {"successes": "pages" if self.store.success_pages else "rows"}
         return settings.model_copy(
             update={
                 "limits": settings.limits.model_copy(update=limits),
                 "admin": settings.admin.model_copy(update=admin),
+                "ledger": settings.ledger.model_copy(update=ledger),
             }
         )
 

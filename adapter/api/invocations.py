@@ -21,6 +21,7 @@ import base64
 import binascii
 import json
 import logging
+import re
 from typing import Any
 
 from starlette.requests import Request
@@ -57,6 +58,9 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 _STATUSES = {s.value: s for s in InvocationStatus}
+# Index positions as the store writes them (Kafka topic names never hold "|").
+_ROW_POSITION = re.compile(r"[^|]{1,249}\|[0-9]{6}\|[0-9]{20}")
+_PAGE_POSITION = re.compile(r"[^|]{1,249}\|[0-9]{6}\|[0-9]{20}\|[0-9]{20}")
 _KILLS = {AdminAction.CANCEL: InvocationStatus.CANCELLED, AdminAction.KILL: InvocationStatus.KILLED}
 
 
@@ -71,13 +75,13 @@ def decode_page_token(token: str, subscription: str | None) -> dict[str, Any]:
         doc = json.loads(raw)
         key = doc["k"]
         same = doc["s"] == (subscription or "")
-        valid = _is_key(key)
-    except (ValueError, KeyError, TypeError, binascii.Error):
-        valid, same, key = False, False, None
-    if not valid:
-        raise ValidationError("query parameter 'page_token' is not a token this API returned")
+        valid = _is_key(key, subscription)
+    except (ValueError, KeyError, TypeError, RecursionError, binascii.Error):
+        valid, same, key = False, True, None
     if not same:
         raise ValidationError("'page_token' belongs to a listing with another subscription filter")
+    if not valid:
+        raise ValidationError("query parameter 'page_token' is not a token this API returned")
     return key  # type: ignore[no-any-return]
 
 
@@ -100,20 +104,22 @@ def decode_listing_token(token: str, subscription: str) -> ListingCursor:
         same = doc["s"] == subscription
         rows, page = doc["k"], doc.get("g")
         valid = (
-            (rows is None or _is_key(rows))
+            (rows is None or _is_key(rows, subscription))
             and (
                 page is None
                 or (
                     isinstance(page, list)
                     and len(page) == 2
                     and isinstance(page[0], str)
+                    and _PAGE_POSITION.fullmatch(page[0]) is not None
                     and type(page[1]) is int
+                    and page[1] >= 0
                 )
             )
             and isinstance(doc.get("rd"), bool)
             and isinstance(doc.get("gd"), bool)
         )
-    except (ValueError, KeyError, TypeError, binascii.Error):
+    except (ValueError, KeyError, TypeError, RecursionError, binascii.Error):
         valid, same = False, True
     if not same:
         raise ValidationError("'page_token' belongs to a listing with another subscription filter")
@@ -122,9 +128,19 @@ def decode_listing_token(token: str, subscription: str) -> ListingCursor:
     return ListingCursor(rows, doc["rd"], (page[0], page[1]) if page else None, doc["gd"])
 
 
-def _is_key(value: Any) -> bool:
-    return isinstance(value, dict) and all(
-        isinstance(v, dict) and set(v) == {"S"} and isinstance(v["S"], str) for v in value.values()
+def _is_key(value: Any, subscription: str | None) -> bool:
+    """A start key this API hands out: a row's ID, plus its index key when listing by
+    subscription (anything else would reach DynamoDB and fail there, as a 503)."""
+    names = {"id", "subscription_id", "position"} if subscription else {"id"}
+    return (
+        isinstance(value, dict)
+        and set(value) == names
+        and all(
+            isinstance(v, dict) and set(v) == {"S"} and isinstance(v["S"], str) and v["S"]
+            for v in value.values()
+        )
+        and (not subscription or value["subscription_id"]["S"] == subscription)
+        and (not subscription or _ROW_POSITION.fullmatch(value["position"]["S"]) is not None)
     )
 
 
@@ -237,7 +253,11 @@ async def _act(state: AdminState, inv_id: str, action: AdminAction) -> Invocatio
                 return _KILLS[action]
             if action is AdminAction.RETRY_NOW and runner.retry_now(inv_id):
                 return InvocationStatus.PENDING
-        raise UnknownResourceError(f"the invocation {inv_id} does not exist")
+        raise UnknownResourceError(
+            f"the invocation {inv_id} does not exist here: no poller of this API runs it and "
+            "the ledger has no row of it (a first-attempt success recorded in a success page "
+            "has none, so there is nothing to act on)"
+        )
     status = _STATUSES.get(entry.status)
     if status is None:
         raise ConflictError(f"invocation {inv_id} has an unknown status {entry.status!r}")

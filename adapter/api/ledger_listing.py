@@ -3,9 +3,9 @@
 Rows come from the ledger index in (topic, partition, offset) order; first-attempt successes
 recorded in pages come page by page (``DynamoStore.paged_successes``). One listing page merges
 what both returned by (topic, partition, offset) and remembers where each source stopped, so
-paging through the listing returns every entry once. The order is by partition and offset,
-except that successes of two pages whose offset ranges overlap (concurrent batches of one
-partition) come page by page.
+paging through the listing returns every entry once; a row and a page for the same record are
+listed as one. The order is by partition and offset, except that successes of two pages whose
+offset ranges overlap (concurrent batches of one partition) come page by page.
 """
 
 from __future__ import annotations
@@ -14,9 +14,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from adapter.engine.lifecycle import TERMINAL_STATUSES
 from adapter.model import LedgerEntry
 
 __all__ = ["ListingCursor", "merge_listing"]
+
+_FINAL = frozenset(status.value for status in TERMINAL_STATUSES)
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +56,14 @@ def merge_listing(
     out: list[LedgerEntry] = []
     i = j = 0
     while len(out) < limit and (i < len(rows) or j < len(paged)):
-        if j >= len(paged) or (i < len(rows) and _order(rows[i]) <= _order(paged[j][0])):
+        if i < len(rows) and j < len(paged) and _order(rows[i]) == _order(paged[j][0]):
+            # A row beside a page for one record: a revoked poller's late progress row next to
+            # its new owner's success. The final state is listed, once (as the engine reads it).
+            row = rows[i]
+            out.append(row if row.status in _FINAL else paged[j][0])
+            i += 1
+            j += 1
+        elif j >= len(paged) or (i < len(rows) and _order(rows[i]) < _order(paged[j][0])):
             out.append(rows[i])
             i += 1
         else:

@@ -254,10 +254,10 @@ class SubscriptionRunner:
     def retry_now(self, inv_id: str) -> bool:
         """Skip the backoff of a backing-off invocation; False if it is not backing off here."""
         work = self._work.get(inv_id)
-        if work is None or work.task is None:
+        # ``wake`` exists from a record's first retry on: without it there is no backoff to end.
+        if work is None or work.task is None or work.wake is None:
             return False
-        if work.wake is not None:
-            work.wake.set()
+        work.wake.set()
         return True
 
     async def kill(self, inv_id: str, status: InvocationStatus) -> bool:

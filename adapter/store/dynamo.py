@@ -17,10 +17,11 @@ GIL. A store that wrote ledger rows owns an aiohttp session: ``await store.aclos
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import AsyncGenerator, Callable, Iterable, Sequence
 from decimal import Decimal
 from functools import partial
 from typing import Any, TypeVar
@@ -302,6 +303,11 @@ class DynamoStore:
         self._ledger: LedgerClient | None = None
         self._lock = threading.Lock()
         self.requests = 0  # DynamoDB API calls made, for metrics and the benchmark
+
+    @property
+    def success_pages(self) -> bool:
+        """First-attempt successes go to success pages (``[ledger] successes = "pages"``)."""
+        return self._success_pages
 
     async def aclose(self) -> None:
         """Release the ledger writer's HTTP connections. The store stays usable: a later
@@ -742,16 +748,11 @@ class DynamoStore:
             kwargs["ExpressionAttributeNames"] = {"#p": "position"}
             kwargs["ExpressionAttributeValues"][":g"] = {"S": after[0]}
         found: list[tuple[LedgerEntry, str]] = []
-        while True:
-            page = await self._call(partial(self._client.query, **kwargs), "list success pages")
-            for item in page.get("Items", []):
-                page_pos = item["position"]["S"]
-                offsets = sorted(_page_offsets(item))
+        async with contextlib.aclosing(self._page_groups(kwargs)) as groups:
+            async for page_pos, offsets, created, completed in groups:
                 if after is not None and page_pos == after[0]:
                     offsets = [o for o in offsets if o > after[1]]
                 topic, partition = _split_position(page_pos.rsplit("|", 1)[0])[:2]
-                created = int(item["created_at"]["N"])
-                completed = int(item["completed_at"]["N"])
                 for offset in offsets:
                     if len(found) == limit:
                         return found, True  # this offset, at least, is still to come
@@ -770,9 +771,33 @@ class DynamoStore:
                         completed_at_ms=completed,
                     )
                     found.append((entry, page_pos))
+        return found, False
+
+    async def _page_groups(
+        self, kwargs: dict[str, Any]
+    ) -> AsyncGenerator[tuple[str, list[int], int, int], None]:
+        """The pages of a query, those at one position merged: (position, offsets ascending,
+        created, completed). Two pages share a position when two pollers paged the same
+        offsets within the index's lag; merged, a cursor (position, offset) stays exact."""
+        position: str | None = None
+        offsets: set[int] = set()
+        created = completed = 0
+        kwargs = dict(kwargs)
+        while True:
+            page = await self._call(partial(self._client.query, **kwargs), "list success pages")
+            for item in page.get("Items", []):
+                if item["position"]["S"] != position:
+                    if position is not None:
+                        yield position, sorted(offsets), created, completed
+                    position, offsets = item["position"]["S"], set()
+                    created, completed = int(item["created_at"]["N"]), 0
+                offsets.update(_page_offsets(item))
+                completed = max(completed, int(item["completed_at"]["N"]))
             if "LastEvaluatedKey" not in page:
-                return found, False
+                break
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        if position is not None:
+            yield position, sorted(offsets), created, completed
 
     async def _query_positions(
         self, index_key: str, low: str, high: str, what: str, *, only: str | None = None

@@ -364,9 +364,8 @@ async def test_an_unchanged_aws_kafka_consumer_runs_with_partial_batch_failures(
 async def test_killing_an_invocation_of_a_batch_in_flight_finishes_it_and_drops_its_result(
     ingress: Ingress, topic_factory: TopicFactory, local_lambda: LocalLambda
 ) -> None:
-    # In batch mode a first attempt runs without a task of its own (a future of the batch):
-    # a kill must still settle that one record at once, and the batch's late answer for it
-    # must not overwrite the KILLED result.
+    # In batch mode an invocation waits for its batch's call: a kill must still settle that
+    # one record at once, and the batch's late answer for it must not overwrite KILLED.
     hung_gate.clear()
     hung_batches.clear()
     topic = await topic_factory(partitions=1)

@@ -116,3 +116,28 @@ async def test_resetting_offsets_drops_paged_successes_at_and_above_the_offset(
     assert await store.paged_offsets("sub_1", "orders", 0, 0, 100) == set(range(15))
     assert await store.highest_recorded_offset("sub_1", "orders", 0) == 14
     assert await store.get_statuses(e.id for e in failed) == {failed[0].id: "FAILED"}
+
+
+async def test_listing_merges_pages_at_one_position_and_its_cursor_stays_exact(
+    paging: DynamoStore,
+) -> None:
+    # Two pollers paging overlapping offsets within the index's lag: two pages, one position.
+    await paging.write_entries([_entry(o) for o in (1, 5, 10)])
+    await paging.write_entries([_entry(o) for o in (1, 3, 10)])
+    await paging.write_entries([_entry(o) for o in (11, 12)])
+
+    listed: list[int] = []
+    after = None
+    for _ in range(10):
+        found, more = await paging.paged_successes(
+            "sub_1", target="service://Orders/handle", after=after, limit=2
+        )
+        listed += [entry.offset for entry, _ in found]
+        if not more:
+            break
+        entry, page_position = found[-1]
+        after = (page_position, entry.offset)
+    assert listed == [1, 3, 5, 10, 11, 12]
+    found, more = await paging.paged_successes("sub_1", target="t", limit=100)
+    assert not more
+    assert found[0][0].id != found[1][0].id

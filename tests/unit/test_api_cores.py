@@ -3,6 +3,7 @@ shapes, metrics exposition, the version/auth middleware and the start-up warning
 
 from __future__ import annotations
 
+import base64
 import math
 from typing import Any
 
@@ -16,7 +17,12 @@ from starlette.types import Receive, Scope, Send
 
 from adapter import ids
 from adapter.api.headers import mask_headers, validate_headers
-from adapter.api.invocations import decode_page_token, encode_page_token
+from adapter.api.invocations import (
+    decode_listing_token,
+    decode_page_token,
+    encode_listing_token,
+    encode_page_token,
+)
 from adapter.api.ledger_listing import ListingCursor, merge_listing
 from adapter.api.manifest import Manifest, parse_manifest, plan_registration
 from adapter.api.metrics import Family, OldestAge, collect, render
@@ -326,15 +332,52 @@ def test_rfc3339_round_trips(ms: int) -> None:
 # -- page tokens ------------------------------------------------------------------------------
 
 
+def _b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
 def test_page_tokens_round_trip_and_reject_tampering() -> None:
-    key = {"id": {"S": "inv_x"}, "position": {"S": "t|000001|00000000000000000007"}}
+    key = {
+        "id": {"S": "inv_x"},
+        "subscription_id": {"S": "sub_a"},
+        "position": {"S": "t|000001|00000000000000000007"},
+    }
     token = encode_page_token(key, "sub_a")
     assert decode_page_token(token, "sub_a") == key
+    assert decode_page_token(encode_page_token({"id": {"S": "inv_x"}}, None), None)
     with pytest.raises(ValidationError, match="another subscription"):
         decode_page_token(token, None)
-    for bad in ("", "!!", encode_page_token({"id": {"N": "1"}}, None), "eyJrIjoxfQ"):
+    # Keys DynamoDB would refuse (a 503) are refused here, as a 400.
+    wrong = [
+        {"id": {"N": "1"}},
+        {"id": {"S": ""}},
+        {"id": {"S": "inv_x"}, "position": key["position"]},
+        {**key, "subscription_id": {"S": "sub_b"}},
+        {**key, "position": {"S": ""}},
+    ]
+    tokens = [encode_page_token(k, "sub_a") for k in wrong]
+    deep = _b64(b'{"k":' + b"[" * 5000 + b"]" * 5000 + b',"s":"sub_a"}')
+    for bad in ("", "!!", "eyJrIjoxfQ", deep, *tokens):
         with pytest.raises(ValidationError, match="page_token"):
-            decode_page_token(bad, None)
+            decode_page_token(bad, "sub_a")
+
+
+def test_listing_tokens_round_trip_and_reject_what_dynamodb_would_refuse() -> None:
+    page = "t|000001|00000000000000000009|00000000000000000002"
+    cursor = ListingCursor(None, True, (page, 7), False)
+    assert decode_listing_token(encode_listing_token(cursor, "sub_a"), "sub_a") == cursor
+    with pytest.raises(ValidationError, match="another subscription"):
+        decode_listing_token(encode_listing_token(cursor, "sub_a"), "sub_b")
+    bad_cursors = [
+        ListingCursor(None, True, ("", 0), False),
+        ListingCursor(None, True, ("x" * 2000, 0), False),
+        ListingCursor(None, True, (page, -1), False),
+        ListingCursor({"id": {"S": "x"}}, False, None, False),
+    ]
+    deep = _b64(b'{"s":"sub_a","k":' + b"[" * 5000 + b"]" * 5000 + b"}")
+    for bad in [encode_listing_token(c, "sub_a") for c in bad_cursors] + [deep, "!!"]:
+        with pytest.raises(ValidationError, match="page_token"):
+            decode_listing_token(bad, "sub_a")
 
 
 # -- metrics ----------------------------------------------------------------------------------
@@ -440,7 +483,7 @@ def test_an_open_admin_api_is_announced_loudly_unless_dev_on_loopback() -> None:
 # -- a subscription's listing: ledger rows merged with paged successes --------------------
 
 
-def _listed(offset: int) -> LedgerEntry:
+def _listed(offset: int, status: str = "SUCCEEDED") -> LedgerEntry:
     return LedgerEntry(
         id=f"inv_{offset}",
         subscription_id="sub_1",
@@ -449,7 +492,7 @@ def _listed(offset: int) -> LedgerEntry:
         offset=offset,
         key=None,
         target="service://S/h",
-        status="SUCCEEDED",
+        status=status,
     )
 
 
@@ -464,8 +507,7 @@ def _listed(offset: int) -> LedgerEntry:
 def test_a_merged_listing_returns_every_entry_once_in_order(
     row_offsets: set[int], page_offsets: set[int], limit: int
 ) -> None:
-    page_offsets -= row_offsets
-    rows_all = sorted(row_offsets)
+    rows_all = sorted(row_offsets)  # an offset in both: a row beside a page, listed once
     # Pages of ten consecutive offsets, positioned by their last offset, as in the store.
     paged_all = [(o, f"t|000000|{o // 10 * 10 + 9:020d}") for o in sorted(page_offsets)]
 
@@ -495,3 +537,20 @@ def test_a_merged_listing_returns_every_entry_once_in_order(
             break
     assert cursor is None
     assert listed == sorted(row_offsets | page_offsets)
+
+
+def test_a_row_beside_a_page_lists_the_final_state_once() -> None:
+    progress = _listed(1, "BACKING_OFF")
+    failed = _listed(2, "FAILED")
+    page = "t|000000|00000000000000000002|00000000000000000001"
+    listed, cursor = merge_listing(
+        [progress, failed],
+        None,
+        [(_listed(1), page), (_listed(2), page)],
+        False,
+        10,
+        ListingCursor(),
+        lambda e: {},
+    )
+    assert cursor is None
+    assert [(e.offset, e.status) for e in listed] == [(1, "SUCCEEDED"), (2, "FAILED")]
