@@ -297,6 +297,21 @@ async def test_batch_mode_sends_one_call_per_partition_batch_with_per_record_res
     assert batched["dead_letters"] == single["dead_letters"]
 
 
+async def register_consumer(ingress: Ingress, service: str, function: str) -> None:
+    """A plain Kafka consumer function as ``<service>/consume`` (raw input), as an operator
+    registers a function that does not speak the discovery protocol."""
+    dep_id = ids.deployment_id()
+    await ingress.store.put_deployment({"id": dep_id, "arn": arn(function)})
+    await ingress.store.put_service(
+        ServiceInfo(
+            service,
+            ServiceType.SERVICE,
+            dep_id,
+            (HandlerInfo("consume", HandlerType.SERVICE, InputKind.RAW),),
+        )
+    )
+
+
 async def test_an_unchanged_aws_kafka_consumer_runs_with_partial_batch_failures(
     ingress: Ingress, topic_factory: TopicFactory, local_lambda: LocalLambda
 ) -> None:
@@ -304,16 +319,7 @@ async def test_an_unchanged_aws_kafka_consumer_runs_with_partial_batch_failures(
     consumer_failures_left.clear()
     consumer_failures_left.update({3: 2, 7: 1})  # record n=3 fails twice, n=7 once
     topic = await topic_factory(partitions=1)
-    dep_id = ids.deployment_id()
-    await ingress.store.put_deployment({"id": dep_id, "arn": arn("plain-consumer")})
-    await ingress.store.put_service(
-        ServiceInfo(
-            "Orders",
-            ServiceType.SERVICE,
-            dep_id,
-            (HandlerInfo("consume", HandlerType.SERVICE, InputKind.RAW),),
-        )
-    )
+    await register_consumer(ingress, "Orders", "plain-consumer")
     await produce(
         ingress.bootstrap,
         topic,
@@ -369,16 +375,7 @@ async def test_killing_an_invocation_of_a_batch_in_flight_finishes_it_and_drops_
     hung_gate.clear()
     hung_batches.clear()
     topic = await topic_factory(partitions=1)
-    dep_id = ids.deployment_id()
-    await ingress.store.put_deployment({"id": dep_id, "arn": arn("hanging-consumer")})
-    await ingress.store.put_service(
-        ServiceInfo(
-            "Hanging",
-            ServiceType.SERVICE,
-            dep_id,
-            (HandlerInfo("consume", HandlerType.SERVICE, InputKind.RAW),),
-        )
-    )
+    await register_consumer(ingress, "Hanging", "hanging-consumer")
     await produce(ingress.bootstrap, topic, [(b"k", b"%d" % n, []) for n in range(4)])
     poller = await ingress.start()
     sub = await ingress.subscribe(
