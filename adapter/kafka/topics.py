@@ -50,6 +50,7 @@ from adapter.errors import KafkaAuthError, KafkaError
 from adapter.kafka.errors import translate
 
 __all__ = [
+    "DEFAULT_TIMEOUT_S",
     "ZERO_TOPIC_ID",
     "MetadataRequest",
     "MetadataRequest_v10",
