@@ -7,6 +7,8 @@ import os
 import re
 import sys
 
+from adapter.kafka.log_limits import RepeatLimit
+
 __all__ = ["SecretMaskingFilter", "configure_logging"]
 
 # key=value / "key": "value" pairs whose key names a secret, in any log line.
@@ -40,6 +42,7 @@ def configure_logging(level: str = "INFO") -> None:
         logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%H:%M:%S")
     )
     handler.addFilter(SecretMaskingFilter())
+    handler.addFilter(RepeatLimit())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

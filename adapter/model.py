@@ -16,10 +16,13 @@ __all__ = [
     "InputKind",
     "KafkaRecord",
     "LedgerEntry",
+    "RetentionLoss",
     "ServiceInfo",
     "ServiceType",
     "Subscription",
     "Target",
+    "topic_key",
+    "topic_name",
 ]
 
 
@@ -61,6 +64,43 @@ class KafkaRecord:
         if self.headers:
             size += sum(len(k) + len(v) for k, v in self.headers)
         return size
+
+
+def topic_key(topic: str, topic_id: str | None) -> str:
+    """What invocation IDs and the ledger key a topic by: its identity, not only its name.
+
+    ``name@topic-id`` (Kafka topic names cannot contain ``@``), so a topic deleted and
+    re-created under the same name gets new keys. The bare name only where the broker
+    reports no topic ID.
+    """
+    return f"{topic}@{topic_id}" if topic_id else topic
+
+
+def topic_name(key: str) -> str:
+    """The topic name part of a :func:`topic_key`."""
+    return key.partition("@")[0]
+
+
+@dataclass(frozen=True, slots=True)
+class RetentionLoss:
+    """Records that retention deleted before the subscription processed them."""
+
+    tp: tuple[str, int]
+    first: int
+    """First offset lost (the position the group had reached)."""
+    last: int
+    """Last offset lost (one before the log's start)."""
+
+    @property
+    def count(self) -> int:
+        return self.last - self.first + 1
+
+    def describe(self) -> str:
+        topic, partition = self.tp
+        return (
+            f"{self.count} records of {topic}/{partition} (offsets {self.first}..{self.last}) "
+            "were deleted by retention before they were processed"
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaClient, AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -22,6 +22,7 @@ from starlette.routing import Route
 
 from adapter import ids
 from adapter.config import Settings, load_settings
+from adapter.kafka.topics import describe_topics
 from adapter.model import (
     HandlerInfo,
     HandlerType,
@@ -29,6 +30,7 @@ from adapter.model import (
     ServiceInfo,
     ServiceType,
     Subscription,
+    topic_key,
 )
 from adapter.poller import Poller
 from adapter.store.dynamo import DynamoStore
@@ -41,6 +43,8 @@ __all__ = [
     "consume_all",
     "eventually",
     "produce",
+    "record_id",
+    "topic_key_of",
 ]
 
 
@@ -171,6 +175,26 @@ async def produce(
         return [(r.partition, r.offset) for r in results]
     finally:
         await producer.stop()
+
+
+async def topic_key_of(bootstrap: str, topic: str) -> str:
+    """The topic's identity as invocation IDs and the ledger key it (name@topic-id)."""
+    client = AIOKafkaClient(bootstrap_servers=bootstrap)
+    await client.bootstrap()
+    try:
+        info = (await describe_topics(client, [topic]))[topic]
+    finally:
+        await client.close()
+    assert info is not None, f"topic {topic!r} does not exist"
+    return topic_key(topic, info.topic_id)
+
+
+async def record_id(
+    bootstrap: str, subscription_id: str, topic: str, partition: int, offset: int
+) -> str:
+    """The invocation ID of one record, as the engine derives it."""
+    key = await topic_key_of(bootstrap, topic)
+    return ids.invocation_id(subscription_id, key, partition, offset)
 
 
 async def committed_offsets(

@@ -159,6 +159,14 @@ class PartitionStatus(_Response):
     oldest_unfinished: int | None
 
 
+class RetentionLossStatus(_Response):
+    topic: str
+    partition: int
+    first_offset: int
+    last_offset: int
+    count: int
+
+
 class RuntimeStatus(_Response):
     """How the subscription runs in the poller that answered (other pollers may share it)."""
 
@@ -166,6 +174,9 @@ class RuntimeStatus(_Response):
     last_error: str | None
     in_flight: int
     partitions: list[PartitionStatus]
+    retention_losses: list[RetentionLossStatus] = []
+    """Records retention deleted before they were processed, until the subscription is
+    updated or reset (which acknowledges them)."""
 
 
 class DetailedSubscriptionResponse(SubscriptionResponse):

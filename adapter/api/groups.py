@@ -23,10 +23,13 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import CommitFailedError
 from aiokafka.errors import KafkaError as AIOKafkaError
+from aiokafka.structs import OffsetAndMetadata
 
 from adapter.errors import ConflictError, KafkaError, ValidationError
 from adapter.kafka.options import ClientOptions
 from adapter.kafka.security import consumer_security_kwargs
+from adapter.kafka.topics import describe_topics
+from adapter.model import topic_key
 
 __all__ = ["ResetTarget", "reset_group_offsets"]
 
@@ -61,7 +64,11 @@ async def reset_group_offsets(
     timeout_s: float,
 ) -> dict[tuple[str, int], int]:
     """Commit the offsets of ``to`` for every partition of ``topic`` in the subscription's
-    group, once the group has no member. Returns ``{(topic, partition): offset}``."""
+    group, once the group has no member. Returns ``{(topic key, partition): offset}``, the
+    topic keyed by its identity (``adapter.model.topic_key``), as the ledger keys it.
+
+    Each commit carries the topic's ID as metadata, like the engine's own commits, so the
+    positions are known to belong to this topic and not to a later one of the same name."""
     group = options.group_id
     security = consumer_security_kwargs(options.security)
     deadline = time.monotonic() + timeout_s
@@ -103,7 +110,11 @@ async def reset_group_offsets(
             ends = await consumer.end_offsets(tps)
             found = await consumer.offsets_for_times(dict.fromkeys(tps, to))
             offsets = {tp: (found[tp].offset if found.get(tp) else ends[tp]) for tp in tps}
-        await consumer.commit({tp: int(offset) for tp, offset in offsets.items()})
+        info = (await describe_topics(consumer._client, [topic])).get(topic)
+        topic_id = info.topic_id if info is not None else None
+        await consumer.commit(
+            {tp: OffsetAndMetadata(int(offset), topic_id or "") for tp, offset in offsets.items()}
+        )
     except CommitFailedError as exc:
         raise ConflictError(
             f"consumer group {group!r} got a member while its offsets were being reset; "
@@ -113,4 +124,5 @@ async def reset_group_offsets(
         raise KafkaError(f"cannot reset the offsets of group {group!r}: {exc}") from exc
     finally:
         await consumer.stop()
-    return {(tp.topic, tp.partition): int(offset) for tp, offset in offsets.items()}
+    key = topic_key(topic, topic_id)
+    return {(key, tp.partition): int(offset) for tp, offset in offsets.items()}

@@ -124,6 +124,11 @@ def collect(
         "kafka_ingress_dead_letters_total", "counter", "Records written to the dead-letter topic."
     )
     commits = Family("kafka_ingress_commits_total", "counter", "Offset commits.")
+    lost = Family(
+        "kafka_ingress_records_lost_to_retention_total",
+        "counter",
+        "Records deleted by retention before the subscription processed them.",
+    )
     rebalances = Family("kafka_ingress_rebalances_total", "counter", "Partition assignments.")
     in_flight = Family("kafka_ingress_in_flight", "gauge", "Invocations running now.")
     lag = Family(
@@ -154,6 +159,7 @@ def collect(
             dead.add(stats.dead_lettered, subscription=sub_id)
             commits.add(stats.commits, subscription=sub_id)
             rebalances.add(stats.rebalances, subscription=sub_id)
+        lost.add(int(info.get("records_lost_to_retention") or 0), subscription=sub_id)
         for tp, part in sorted(partitions.get(sub_id, {}).items()):
             topic, number = str(tp[0]), int(tp[1])
             labels = {"subscription": sub_id, "topic": topic, "partition": str(number)}
@@ -194,6 +200,7 @@ def collect(
         retries,
         dead,
         commits,
+        lost,
         rebalances,
         in_flight,
         lag,

@@ -29,6 +29,7 @@ from adapter.api.bodies import (
     PartitionStatus,
     ResetOffsetsRequest,
     ResetOffsetsResponse,
+    RetentionLossStatus,
     RuntimeStatus,
     SubscriptionResponse,
     UpdateSubscriptionRequest,
@@ -47,7 +48,7 @@ from adapter.errors import (
 )
 from adapter.kafka.options import ClientOptions, resolve_options, validate_options
 from adapter.logs import mask_secrets
-from adapter.model import Subscription
+from adapter.model import Subscription, topic_name
 
 __all__ = ["ENDPOINTS"]
 
@@ -219,6 +220,16 @@ def _runtime(state: AdminState, sub_id: str) -> RuntimeStatus | None:
         last_error=mask_secrets(error) if error else None,
         in_flight=int(info.get("in_flight") or 0),
         partitions=partitions,
+        retention_losses=[
+            RetentionLossStatus(
+                topic=loss.tp[0],
+                partition=loss.tp[1],
+                first_offset=loss.first,
+                last_offset=loss.last,
+                count=loss.count,
+            )
+            for loss in info.get("retention_losses") or ()
+        ],
     )
 
 
@@ -321,7 +332,7 @@ async def reset_offsets(request: Request, state: AdminState) -> Response:
             id=sub.id,
             group_id=options.group_id,
             offsets=[
-                PartitionOffset(topic=t, partition=p, offset=o)
+                PartitionOffset(topic=topic_name(t), partition=p, offset=o)
                 for (t, p), o in sorted(offsets.items())
             ],
             ledger_rows_deleted=deleted,

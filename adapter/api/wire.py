@@ -32,6 +32,7 @@ from adapter.model import (
     LedgerEntry,
     ServiceInfo,
     Subscription,
+    topic_name,
 )
 
 __all__ = [
@@ -189,7 +190,7 @@ def invocation_response(entry: LedgerEntry) -> InvocationResponse:
         subscription_id=entry.subscription_id,
         target=entry.target,
         key=entry.key,
-        topic=entry.topic,
+        topic=topic_name(entry.topic),
         partition=entry.partition,
         offset=entry.offset,
         attempts=entry.attempts,

@@ -25,10 +25,9 @@ partition's commit position back.
 
 :class:`Lanes` is a pure state machine in the style of httpcore's connection pool: every call
 returns the records the caller must start now, and the caller does the I/O. Items are opaque
-hashable ids; the engine maps them to records. Per-partition buffering is bounded softly: the
-caller asks :meth:`Lanes.should_pause` after offering and pauses fetching that partition instead
-of buffering without limit, and resumes once :meth:`Lanes.can_resume` says the backlog drained
-(the gap between the two thresholds stops pause/resume flapping on every record).
+hashable ids; the engine maps them to records. Partitions are opaque too (the engine passes
+its per-assignment partition state, so records of an earlier assignment stay apart).
+Bounding a partition's backlog is the partition state's job, not the lanes'.
 """
 
 from __future__ import annotations
@@ -88,41 +87,19 @@ class Lanes(Generic[ItemT, PartT]):
         "_heap",
         "_items",
         "_keys",
-        "_max_buffered",
         "_max_in_flight",
         "_parked",
         "_ready",
-        "_resume_at",
         "_running",
         "_seq",
         "_stale",
         "_waiting",
     )
 
-    def __init__(
-        self,
-        max_in_flight: int,
-        max_buffered_per_partition: int,
-        *,
-        resume_at: int | None = None,
-    ) -> None:
-        """``resume_at`` (default: half the bound) is the backlog at which a paused
-        partition may resume."""
+    def __init__(self, max_in_flight: int) -> None:
         if max_in_flight < 1:
             raise ValueError(f"max_in_flight must be >= 1, got {max_in_flight}")
-        if max_buffered_per_partition < 1:
-            raise ValueError(
-                f"max_buffered_per_partition must be >= 1, got {max_buffered_per_partition}"
-            )
-        if resume_at is None:
-            resume_at = max_buffered_per_partition // 2
-        if not 0 <= resume_at < max_buffered_per_partition:
-            raise ValueError(
-                f"resume_at must be in [0, max_buffered_per_partition), got {resume_at}"
-            )
         self._max_in_flight = max_in_flight
-        self._max_buffered = max_buffered_per_partition
-        self._resume_at = resume_at
         self._items: dict[ItemT, _Entry[PartT]] = {}
         # Per key, its active record (head) followed by the waiting ones in offer order.
         self._keys: dict[str, deque[ItemT]] = {}
@@ -227,22 +204,12 @@ class Lanes(Generic[ItemT, PartT]):
                 self._promote(kept[0])
         return Dropped(abandoned, self._fill())
 
-    # -- flow control --------------------------------------------------------------------------
+    # -- introspection -------------------------------------------------------------------------
 
     def buffered(self, partition: PartT) -> int:
         """Records of ``partition`` accepted and not yet done (running ones included)."""
         members = self._by_partition.get(partition)
         return 0 if members is None else len(members)
-
-    def should_pause(self, partition: PartT) -> bool:
-        """The partition's backlog reached its bound: stop fetching it."""
-        return self.buffered(partition) >= self._max_buffered
-
-    def can_resume(self, partition: PartT) -> bool:
-        """A paused partition's backlog drained enough to fetch again."""
-        return self.buffered(partition) <= self._resume_at
-
-    # -- introspection -------------------------------------------------------------------------
 
     def state(self, item: ItemT) -> LaneState | None:
         entry = self._items.get(item)

@@ -16,15 +16,15 @@ was recorded as terminally failed — anything after which it must never be deli
 
 Pure bookkeeping: no I/O and no clock. The consumer loop calls :meth:`OffsetTracker.track` as
 it takes records, the engine calls :meth:`OffsetTracker.finish`, and the committer sends
-:meth:`PartitionOffsets.commit_map` and then reports success with ``mark_committed``.
+:meth:`OffsetTracker.committable` and then reports success with ``mark_committed``. One tracker
+belongs to one partition assignment (``adapter.engine.partition``).
 """
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterator, Mapping
 
-__all__ = ["OffsetTracker", "PartitionOffsets", "TopicPartition"]
+__all__ = ["OffsetTracker", "TopicPartition"]
 
 TopicPartition = tuple[str, int]
 """``(topic, partition)``. aiokafka's ``TopicPartition`` namedtuple hashes and compares equal
@@ -147,71 +147,3 @@ class OffsetTracker:
         # Below the position every *tracked* offset is finished, but gaps were never tracked;
         # this only picks the wording of an error message, so the ambiguity is harmless.
         return self._position is not None and offset < self._position
-
-
-class PartitionOffsets:
-    """One :class:`OffsetTracker` per assigned partition of a consumer."""
-
-    __slots__ = ("_trackers",)
-
-    def __init__(self) -> None:
-        self._trackers: dict[TopicPartition, OffsetTracker] = {}
-
-    def __repr__(self) -> str:
-        return f"PartitionOffsets({self._trackers!r})"
-
-    def __contains__(self, tp: object) -> bool:
-        return tp in self._trackers
-
-    def __len__(self) -> int:
-        return len(self._trackers)
-
-    def __iter__(self) -> Iterator[TopicPartition]:
-        return iter(self._trackers)
-
-    def tracker(self, tp: TopicPartition) -> OffsetTracker:
-        """The tracker of ``tp``, created on first use."""
-        tracker = self._trackers.get(tp)
-        if tracker is None:
-            tracker = self._trackers[tp] = OffsetTracker()
-        return tracker
-
-    def track(self, tp: TopicPartition, offset: int) -> None:
-        self.tracker(tp).track(offset)
-
-    def finish(self, tp: TopicPartition, offset: int) -> None:
-        tracker = self._trackers.get(tp)
-        if tracker is None:
-            raise ValueError(f"cannot finish offset {offset}: partition {tp!r} is not tracked")
-        tracker.finish(offset)
-
-    def commit_map(self) -> dict[TopicPartition, int]:
-        """``{tp: position}`` for every partition whose position moved since its last commit."""
-        out: dict[TopicPartition, int] = {}
-        for tp, tracker in self._trackers.items():
-            position = tracker.committable()
-            if position is not None:
-                out[tp] = position
-        return out
-
-    def mark_committed(self, positions: Mapping[TopicPartition, int]) -> None:
-        """Record a successful commit of ``positions``.
-
-        A commit can be acknowledged after its partition was revoked (and perhaps assigned
-        back, with a fresh tracker); positions the current tracker never reached are skipped
-        rather than treated as bugs.
-        """
-        for tp, position in positions.items():
-            tracker = self._trackers.get(tp)
-            if tracker is None or tracker.position is None or position > tracker.position:
-                continue
-            tracker.mark_committed(position)
-
-    def drop(self, tp: TopicPartition) -> int:
-        """Forget ``tp`` (revoked); returns how many records were still unfinished."""
-        tracker = self._trackers.pop(tp, None)
-        return 0 if tracker is None else tracker.pending
-
-    @property
-    def pending(self) -> int:
-        return sum(t.pending for t in self._trackers.values())

@@ -16,19 +16,24 @@ Jitter only ever *shortens* a delay (``delay * (1 - jitter * u)``, ``u`` in [0, 
 ``max_interval`` — a misbehaving handler must not park a record indefinitely — and it grants
 no extra attempts. It is not jittered: the handler asked for that time.
 
-Pure and deterministic: the caller passes the random source (or the draw itself).
+Pure and deterministic: the caller passes the random source (or the draw itself). The one
+exception is :func:`until_ok`, the engine's single retry-until-it-works loop.
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
 import random
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, fields, replace
+from typing import TypeVar
 
-from adapter.errors import ConfigError
+from adapter.errors import ConfigError, IngressError
 
-__all__ = ["OPTION_KEYS", "RetryPolicy"]
+__all__ = ["OPTION_KEYS", "RetryPolicy", "until_ok"]
+
+T = TypeVar("T")
 
 _INITIAL = "retry.initial.interval.ms"
 _MAX_INTERVAL = "retry.max.interval.ms"
@@ -249,3 +254,28 @@ def _parse_attempts(key: str, raw: OptionValue) -> int | None:
     if value is None or value < 1:
         raise ConfigError(f"{key} must be a positive integer or 'unlimited', got {raw!r}")
     return value
+
+
+async def until_ok(
+    call: Callable[[], Awaitable[T]],
+    *,
+    on_error: Callable[[IngressError], None],
+    errors: tuple[type[IngressError], ...],
+    first_delay_s: float = 0.1,
+    max_delay_s: float = 5.0,
+) -> T:
+    """``await call()`` until it does not raise one of ``errors`` (capped exponential backoff).
+
+    For the engine's steps that must not be skipped — the ledger check before admitting a
+    record, a workflow claim, storing a dead letter: the record waits (its offset stays
+    uncommitted) rather than being decided without them. ``on_error`` sees every failure, so
+    the caller can surface it (``last_error``, a warning).
+    """
+    delay = first_delay_s
+    while True:
+        try:
+            return await call()
+        except errors as exc:
+            on_error(exc)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, max_delay_s)

@@ -1,14 +1,19 @@
 """One subscription's consumer loop: records in, invocations out, offsets committed.
 
-The runner is the I/O shell around the pure cores: :class:`~adapter.engine.lanes.Lanes`
-decides which record may run, :class:`~adapter.engine.offsets.PartitionOffsets` decides what
-may be committed, :class:`~adapter.engine.retry.RetryPolicy` decides when to try again and
-:func:`~adapter.engine.mapping.build_request` turns a record into a request. The runner only
-moves data between Kafka, the invoker, the dead-letter producer and the ledger.
+The runner is the I/O shell around the pure cores: a fresh
+:class:`~adapter.engine.partition.PartitionState` per partition assignment (offsets, fence,
+backlog bound), :class:`~adapter.engine.ownership.Ownership` (may this poller still start
+work?), and the :class:`~adapter.engine.dispatcher.Dispatcher` (lanes, attempts, ledger). It
+moves data between the :class:`~adapter.kafka.consumer.Consumer`, the ledger and those cores.
 
 A record's offset is *finished* only when its final result is durable in the ledger (and, for
 dead letters, acknowledged by the dead-letter topic's broker); only finished offsets are
-committed, always as explicit offsets.
+committed, always as explicit offsets, each commit carrying the topic's ID.
+
+Topics are identified by their topic ID, not their name: the runner waits (``waiting for
+topic``) until its topic exists, and when a topic is deleted and re-created, a committed
+position of the dead topic is not applied to the new one — the new topic is consumed from its
+beginning, and its records get invocation IDs and ledger keys of their own.
 
 Lifecycle: ``run()`` until ``stop()``; stopping stops fetching, lets running invocations finish
 within the drain deadline, cancels the rest, waits for the ledger, commits, and closes the
@@ -24,50 +29,37 @@ import enum
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import CommitFailedError, IllegalStateError
-from aiokafka.errors import KafkaError as AIOKafkaError
-
-from adapter.engine.lanes import Lanes
+from adapter.engine.dispatcher import DeadLetters, Dispatcher, Work
 from adapter.engine.ledger import LedgerWriter
-from adapter.engine.lifecycle import InvocationStatus
-from adapter.engine.mapping import build_request, with_attempt
-from adapter.engine.offsets import PartitionOffsets
-from adapter.engine.retry import RetryPolicy
-from adapter.errors import KafkaError, StoreError, TerminalInvokeError
+from adapter.engine.lifecycle import TERMINAL_STATUSES, InvocationStatus
+from adapter.engine.ownership import Ownership
+from adapter.engine.partition import PartitionState
+from adapter.engine.retry import RetryPolicy, until_ok
+from adapter.errors import IngressError, KafkaError, StoreError
 from adapter.ids import invocation_id
-from adapter.invokers.base import InvocationRequest, Invoker, OutcomeKind
-from adapter.kafka.dead_letter import dead_letter_headers
-from adapter.kafka.errors import ConnectionWatch, translate, watch_connections
-from adapter.model import HandlerType, KafkaRecord, LedgerEntry, Subscription, Target
+from adapter.invokers.base import Invoker
+from adapter.kafka.consumer import Consumer, RebalanceListener
+from adapter.kafka.errors import ConnectionWatch, watch_connections
+from adapter.model import KafkaRecord, RetentionLoss, Subscription, Target, topic_key
 
-__all__ = ["RunnerSettings", "RunnerState", "RunnerStats", "SubscriptionRunner"]
+__all__ = [
+    "RunnerSettings",
+    "RunnerState",
+    "RunnerStats",
+    "RunnerStore",
+    "SubscriptionRunner",
+    "with_paged_successes",
+]
 
 log = logging.getLogger(__name__)
 
-_COMPLETED = frozenset(
-    {
-        InvocationStatus.SUCCEEDED,
-        InvocationStatus.FAILED,
-        InvocationStatus.DEAD_LETTERED,
-        InvocationStatus.DUPLICATE,
-        InvocationStatus.KILLED,
-        InvocationStatus.CANCELLED,
-    }
-)
+TP = tuple[str, int]
 
-
-_CHECK_ALL = 2**63 - 1
-
-_COUNTERS = {  # RunnerStats fields of the results other than success
-    InvocationStatus.FAILED: "failed",
-    InvocationStatus.DEAD_LETTERED: "dead_lettered",
-    InvocationStatus.DUPLICATE: "duplicates",
-}
+_COMPLETED = frozenset(s.value for s in TERMINAL_STATUSES)
 
 
 class RunnerStore(Protocol):
@@ -84,14 +76,9 @@ class RunnerStore(Protocol):
     async def claim_workflow(self, service: str, key: str, invocation_id: str) -> bool: ...
 
 
-class DeadLetters(Protocol):
-    async def send(
-        self, topic: str, record: KafkaRecord, headers: list[tuple[str, bytes]]
-    ) -> None: ...
-
-
 class RunnerState(enum.StrEnum):
     STARTING = "starting"
+    WAITING_FOR_TOPIC = "waiting-for-topic"
     RUNNING = "running"
     BACKING_OFF = "backing-off"  # could not reach the cluster; retrying
     STOPPING = "stopping"
@@ -106,10 +93,14 @@ class RunnerSettings:
     invocation_timeout_s: float = 30.0
     fetch_max_records: int = 500
     commit_interval_s: float = 0.2
-    commit_timeout_s: float = 10.0
-    close_timeout_s: float = 10.0
     revoke_timeout_s: float = 10.0
     drain_timeout_s: float = 30.0
+    close_timeout_s: float = 10.0
+    session_timeout_s: float = 10.0
+    topic_poll_s: float = 1.0
+    """How often a subscription without partitions looks for its topic."""
+    topic_check_s: float = 30.0
+    """How often a consuming subscription checks that its topic was not re-created."""
     dead_letter_topic: str | None = None
     retry: RetryPolicy = field(default_factory=RetryPolicy)
 
@@ -126,26 +117,9 @@ class RunnerStats:
     commits: int = 0
     rebalances: int = 0
     abandoned: int = 0
-
-
-@dataclass(slots=True, eq=False)
-class _Work:
-    """One accepted record on its way to a final result."""
-
-    inv_id: str
-    tp: TopicPartition
-    generation: int
-    record: KafkaRecord
-    request: InvocationRequest | None
-    attempts: int = 0
-    created_ms: int = 0
-    task: asyncio.Task[None] | None = None
-    # Only a retrying invocation waits on these; made at its first retry, not per record.
-    slot: asyncio.Event | None = None
-    wake: asyncio.Event | None = None
-    in_lanes: bool = False
-    last_error: str | None = None
-    replaces_row: bool = False  # the ledger holds a row of it already (see LedgerEntry)
+    held: int = 0
+    records_lost_to_retention: int = 0
+    topic_recreations: int = 0
 
 
 def with_paged_successes(
@@ -164,31 +138,7 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def to_record(msg: Any) -> KafkaRecord:
-    headers = tuple((str(k), bytes(v) if v is not None else b"") for k, v in (msg.headers or ()))
-    return KafkaRecord(
-        topic=msg.topic,
-        partition=msg.partition,
-        offset=msg.offset,
-        key=msg.key,
-        value=msg.value,
-        timestamp_ms=msg.timestamp,
-        headers=headers,
-    )
-
-
-class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
-    def __init__(self, runner: SubscriptionRunner) -> None:
-        self._runner = runner
-
-    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        await self._runner._on_revoked(set(revoked))
-
-    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        await self._runner._on_assigned(set(assigned))
-
-
-class SubscriptionRunner:
+class SubscriptionRunner(RebalanceListener):
     """Consumes one subscription's topic in this poller and drives its invocations."""
 
     def __init__(
@@ -196,53 +146,91 @@ class SubscriptionRunner:
         subscription: Subscription,
         target: Target,
         *,
-        consumer_factory: Callable[[], AIOKafkaConsumer],
+        consumer_factory: Callable[[ConnectionWatch], Consumer],
         store: RunnerStore,
         ledger: LedgerWriter,
         invoker: Invoker,
         dead_letters: DeadLetters | None,
         settings: RunnerSettings,
         rng: random.Random | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        retention_losses: list[RetentionLoss] | None = None,
     ) -> None:
         self.subscription = subscription
         self.target = target
+        self.settings = settings
         self._consumer_factory = consumer_factory
+        self._consumer: Consumer | None = None
         self._store = store
         self._ledger = ledger
-        self._invoker = invoker
-        self._dead_letters = dead_letters
-        self.settings = settings
-        self._rng = rng or random.Random()
-        self._consumer: AIOKafkaConsumer | None = None
-        self._lanes: Lanes[str, TopicPartition] = Lanes(
-            settings.max_in_flight, max(2, settings.max_buffered_per_partition)
+        self._clock = clock
+        self._ownership = Ownership(settings.session_timeout_s)
+        self._ownership_changed = asyncio.Event()
+        self._partitions: dict[TP, PartitionState] = {}
+        self._topic_id: str | None = None
+        self._dispatcher = Dispatcher(
+            subscription_id=subscription.id,
+            target=target,
+            invoker=invoker,
+            ledger=ledger,
+            claims=store,
+            dead_letters=dead_letters,
+            dead_letter_topic=settings.dead_letter_topic,
+            retry=settings.retry,
+            max_in_flight=settings.max_in_flight,
+            max_record_bytes=settings.max_record_bytes,
+            invocation_timeout_s=settings.invocation_timeout_s,
+            may_start=self._may_start,
+            on_durable=self._durable,
+            on_error=self._set_error,
+            rng=rng,
         )
-        self._offsets = PartitionOffsets()
-        self._work: dict[str, _Work] = {}
-        self._generation: dict[TopicPartition, int] = {}
-        self._fence: dict[TopicPartition, int | None] = {}
-        self._paused: set[TopicPartition] = set()
         self._stopping = asyncio.Event()
-        self._commit_wanted = asyncio.Event()
+        self._commit_lock = asyncio.Lock()
+        self._background: set[asyncio.Task[None]] = set()
+        self._consumed = 0
+        self._skipped = 0
+        self._commits = 0
+        self._rebalances = 0
+        self._recreations = 0
         self.state = RunnerState.STARTING
         self.last_error: str | None = None
-        self.stats = RunnerStats()
-        self._gen_counter = 0
-        self._background: set[asyncio.Task[None]] = set()
-        # Partitions being released: no new record of theirs is admitted meanwhile.
-        self._revoking: set[TopicPartition] = set()
-        self._commit_lock = asyncio.Lock()
+        self.retention_losses = retention_losses if retention_losses is not None else []
+        """Retention losses not yet acknowledged (kept by the supervisor across restarts)."""
 
     # -- public -----------------------------------------------------------------------------
 
     @property
     def in_flight(self) -> int:
-        return self._lanes.in_flight
+        return self._dispatcher.in_flight
 
-    def partition_status(self) -> dict[TopicPartition, dict[str, int | None]]:
-        out: dict[TopicPartition, dict[str, int | None]] = {}
-        for tp in self._offsets:
-            tracker = self._offsets.tracker(tp)
+    @property
+    def stats(self) -> RunnerStats:
+        d = self._dispatcher.stats
+        return RunnerStats(
+            consumed=self._consumed,
+            skipped_completed=self._skipped,
+            succeeded=d.succeeded,
+            failed=d.failed,
+            dead_lettered=d.dead_lettered,
+            duplicates=d.duplicates,
+            retries=d.retries,
+            commits=self._commits,
+            rebalances=self._rebalances,
+            abandoned=d.abandoned,
+            held=d.held,
+            records_lost_to_retention=sum(loss.count for loss in self.retention_losses),
+            topic_recreations=self._recreations,
+        )
+
+    @property
+    def topic_id(self) -> str | None:
+        return self._topic_id
+
+    def partition_status(self) -> dict[TP, dict[str, int | None]]:
+        out: dict[TP, dict[str, int | None]] = {}
+        for tp, state in self._partitions.items():
+            tracker = state.tracker
             out[tp] = {
                 "pending": tracker.pending,
                 "committed": tracker.committed,
@@ -252,49 +240,33 @@ class SubscriptionRunner:
         return out
 
     def retry_now(self, inv_id: str) -> bool:
-        """Skip the backoff of a backing-off invocation; False if it is not backing off here."""
-        work = self._work.get(inv_id)
-        # ``wake`` exists from a record's first retry on: without it there is no backoff to end.
-        if work is None or work.task is None or work.wake is None:
-            return False
-        work.wake.set()
-        return True
+        return self._dispatcher.retry_now(inv_id)
 
     async def kill(self, inv_id: str, status: InvocationStatus) -> bool:
-        """Stop an unfinished invocation of this runner and record it as ``status`` (KILLED or
-        CANCELLED); False if this runner has no such invocation.
-
-        The record is completed through the normal path, so its offset finishes (and can be
-        committed) once the row is durable, and the next record of its key may start.
-        """
-        work = self._work.get(inv_id)
-        if work is None or not work.in_lanes:
-            return False
-        if work.task is not None and not work.task.done():
-            work.task.cancel()
-        self._complete(work, status, f"{status.value.lower()} by an operator")
-        return True
+        return self._dispatcher.kill(inv_id, status)
 
     def stop(self) -> None:
         self._stopping.set()
 
     async def run(self) -> None:
         """Consume until :meth:`stop`. Raises :class:`KafkaError` if the consumer fails."""
-        consumer = self._consumer_factory()
-        self._consumer = consumer
         # aiokafka logs and retries most connection failures instead of raising them; the
         # watch collects them for this consumer (its tasks inherit this task's context).
         watch = watch_connections(
             f"subscription {self.subscription.id}: cannot consume {self.subscription.source}"
         )
+        consumer = self._consumer_factory(watch)
+        self._consumer = consumer
         try:
             try:
                 await consumer.start()
-                consumer.subscribe([self.subscription.topic], listener=_Listener(self))
-            except AIOKafkaError as exc:
-                error = translate(exc, context=watch.context, watch=watch)
-                self.last_error = str(error)
-                raise error from exc
+                consumer.observe_heartbeats(self._heartbeat)
+                if not await self._await_topic(consumer):
+                    return
+                consumer.subscribe(self.subscription.topic, self)
+            except KafkaError as exc:
+                self.last_error = str(exc)
+                raise
             fatal = watch.take_fatal(starting=True)
             if fatal is not None:
                 self.last_error = str(fatal)
@@ -307,7 +279,7 @@ class SubscriptionRunner:
                 committer.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await committer
-            await self._drain()
+            await self._release(list(self._partitions.values()), self.settings.drain_timeout_s)
         finally:
             self.state = RunnerState.STOPPING
             await self._abandon_all()
@@ -315,7 +287,7 @@ class SubscriptionRunner:
             # the broker is unreachable: a SIGTERM during an outage must still end the process.
             try:
                 await asyncio.wait_for(consumer.stop(), self.settings.close_timeout_s)
-            except (AIOKafkaError, TimeoutError) as exc:
+            except (KafkaError, TimeoutError) as exc:
                 log.warning(
                     "consumer of %s did not close cleanly: %s",
                     self.subscription.id,
@@ -324,10 +296,68 @@ class SubscriptionRunner:
             self._consumer = None
             self.state = RunnerState.STOPPED
 
+    # -- the topic ----------------------------------------------------------------------------
+
+    async def _await_topic(self, consumer: Consumer) -> bool:
+        """Wait until the topic exists; False if stopped first."""
+        topic = self.subscription.topic
+        while not self._stopping.is_set():
+            try:
+                info = await consumer.describe_topic(topic)
+            except KafkaError as exc:
+                self.last_error = str(exc)
+                info = None
+            if info is not None:
+                self._topic_id = info.topic_id
+                if self.state is RunnerState.WAITING_FOR_TOPIC:
+                    log.info("topic %r of %s exists now", topic, self.subscription.id)
+                    self.last_error = None
+                return True
+            if self.state is not RunnerState.WAITING_FOR_TOPIC:
+                self.state = RunnerState.WAITING_FOR_TOPIC
+                self.last_error = f"waiting for topic {topic!r}: it does not exist yet"
+                log.warning("subscription %s is %s", self.subscription.id, self.last_error)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self.settings.topic_poll_s)
+        return False
+
+    async def _check_topic(self, consumer: Consumer) -> None:
+        """Between fetches: find a topic that appeared, vanished or was re-created."""
+        topic = self.subscription.topic
+        try:
+            info = await consumer.describe_topic(topic)
+        except KafkaError as exc:
+            log.debug("cannot check topic %r: %s", topic, exc)
+            return
+        if info is None:
+            if self.state is RunnerState.RUNNING:
+                self.state = RunnerState.WAITING_FOR_TOPIC
+                self.last_error = f"waiting for topic {topic!r}: it was deleted"
+                log.warning("subscription %s is %s", self.subscription.id, self.last_error)
+            return
+        if self.state is RunnerState.WAITING_FOR_TOPIC:
+            self.state = RunnerState.RUNNING
+            self.last_error = None
+            log.info("topic %r of %s exists again", topic, self.subscription.id)
+        if not self._partitions:
+            # aiokafka refreshes metadata only every metadata.max.age.ms; the group assigns
+            # the topic's partitions once this member sees them.
+            consumer.refresh_metadata()
+        elif info.topic_id != self._topic_id:
+            # Deleted and re-created between two looks, without a rebalance in between: the
+            # records fetched meanwhile carry the old identity. Start over: the next
+            # assignment sees the dead topic's committed positions and starts at the
+            # beginning of the new one.
+            raise KafkaError(
+                f"topic {topic!r} was re-created (topic ID {self._topic_id} -> "
+                f"{info.topic_id}); restarting the subscription's consumer"
+            )
+
     # -- fetching ---------------------------------------------------------------------------
 
-    async def _fetch_loop(self, consumer: AIOKafkaConsumer, watch: ConnectionWatch) -> None:
+    async def _fetch_loop(self, consumer: Consumer, watch: ConnectionWatch) -> None:
         stop_wait = asyncio.create_task(self._stopping.wait())
+        last_check = time.monotonic()
         try:
             while not self._stopping.is_set():
                 fetch = asyncio.create_task(
@@ -340,17 +370,34 @@ class SubscriptionRunner:
                         await fetch
                     break
                 try:
-                    batches = fetch.result()
-                except AIOKafkaError as exc:
-                    error = translate(exc, context=watch.context, watch=watch)
-                    self.last_error = str(error)
-                    raise error from exc
+                    fetched = fetch.result()
+                except KafkaError as exc:
+                    self.last_error = str(exc)
+                    raise
                 self._report_connection(watch)
-                for tp, messages in batches.items():
-                    if tp in self._generation and messages:
-                        await self._accept(tp, [to_record(m) for m in messages])
+                for loss in fetched.losses:
+                    self._report_loss(loss)
+                for tp, records in fetched.records.items():
+                    state = self._partitions.get(tp)
+                    if state is not None and state.admits:
+                        await self._accept(state, records)
+                # Without partitions the topic may be missing or new: look often. With them,
+                # only re-creation is left to catch, so look rarely (one metadata request).
+                settings = self.settings
+                interval = settings.topic_check_s if self._partitions else settings.topic_poll_s
+                if time.monotonic() - last_check >= interval:
+                    last_check = time.monotonic()
+                    await self._check_topic(consumer)
         finally:
             stop_wait.cancel()
+
+    def _report_loss(self, loss: RetentionLoss) -> None:
+        self.retention_losses.append(loss)
+        log.warning(
+            "subscription %s: %s (acknowledge by updating or resetting the subscription)",
+            self.subscription.id,
+            loss.describe(),
+        )
 
     def _report_connection(self, watch: ConnectionWatch) -> None:
         """Surface what aiokafka only logs: a fatal failure ends this consumer (the supervisor
@@ -370,260 +417,107 @@ class SubscriptionRunner:
             self.last_error = None
             log.info("subscription %s reaches its cluster again", self.subscription.id)
 
-    async def _accept(self, tp: TopicPartition, records: list[KafkaRecord]) -> None:
-        if tp in self._revoking:
-            # aiokafka still returns records of a partition while its revocation drains; the
-            # next owner will deliver them, and running them here would overlap with it.
-            return
-        generation = self._generation[tp]
-        tracker = self._offsets.tracker(tp)
+    async def _accept(self, state: PartitionState, records: list[KafkaRecord]) -> None:
         sub_id = self.subscription.id
-        ids = [invocation_id(sub_id, r.topic, r.partition, r.offset) for r in records]
-        for record in records:
-            tracker.track(record.offset)
-        self.stats.consumed += len(records)
-        known = await self._ledger_statuses(tp, records, ids)
-        if self._generation.get(tp) != generation or tp in self._revoking:
+        key = state.topic_key
+        ids = [invocation_id(sub_id, key, r.partition, r.offset) for r in records]
+        pause = state.fetched([r.offset for r in records])
+        if pause is not None and self._consumer is not None:
+            self._consumer.pause(pause.tp)
+        self._consumed += len(records)
+        known = await self._ledger_statuses(state, records, ids)
+        if self._partitions.get(state.tp) is not state or not state.admits:
             return  # revoked while we looked at the ledger
         now = _now_ms()
         for record, inv_id in zip(records, ids, strict=True):
             status = known.get(inv_id)
             if status is not None and status in _COMPLETED:
                 # Finished by an earlier owner of this partition: never invoke it again.
-                self.stats.skipped_completed += 1
-                tracker.finish(record.offset)
+                self._skipped += 1
+                self._finish(state, record.offset)
                 continue
-            work = _Work(inv_id, tp, generation, record, None, created_ms=now)
+            work = Work(inv_id, state, record, created_ms=now)
             work.replaces_row = status is not None
-            self._admit(work)
-        if tracker.pending >= self.settings.max_buffered_per_partition and tp not in self._paused:
-            self._pause(tp)
+            self._dispatcher.admit(work)
 
     async def _ledger_statuses(
-        self, tp: TopicPartition, records: list[KafkaRecord], ids: list[str]
+        self, state: PartitionState, records: list[KafkaRecord], ids: list[str]
     ) -> dict[str, str]:
-        fence = self._fence.get(tp)
-        if fence is None:
-            return {}
-        to_check = {i: r.offset for r, i in zip(records, ids, strict=True) if r.offset <= fence}
+        to_check = {
+            i: r.offset
+            for r, i in zip(records, ids, strict=True)
+            if state.needs_ledger_check(r.offset)
+        }
         if not to_check:
             return {}
-        delay = 0.1
-        while True:
-            try:
-                statuses = await self._store.get_statuses(to_check)
-                paged = await self._store.paged_offsets(
-                    self.subscription.id,
-                    tp.topic,
-                    tp.partition,
-                    min(to_check.values()),
-                    max(to_check.values()),
-                )
-                return with_paged_successes(statuses, to_check, paged)
-            except StoreError as exc:
-                # Backpressure: no record is admitted before we know it was not completed.
-                self.last_error = str(exc)
-                log.warning("ledger check failed for %s, retrying: %s", tp, exc)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
 
-    def _admit(self, work: _Work) -> None:
-        try:
-            work.request = build_request(
-                subscription_id=self.subscription.id,
-                record=work.record,
-                target=self.target,
-                max_body_bytes=self.settings.max_record_bytes,
-                invocation_id=work.inv_id,
-                timeout_s=self.settings.invocation_timeout_s,
+        async def read() -> dict[str, str]:
+            statuses = await self._store.get_statuses(to_check)
+            paged = await self._store.paged_offsets(
+                self.subscription.id,
+                state.topic_key,
+                state.tp[1],
+                min(to_check.values()),
+                max(to_check.values()),
             )
-        except TerminalInvokeError as exc:
-            # Bad input fails this one record; nothing about it may block its key or partition.
-            self._spawn(work, self._fail(work, str(exc)))
-            return
-        self._work[work.inv_id] = work
-        work.in_lanes = True
-        lane_key = work.request.key if self.target.ordered else None
-        self._start(self._lanes.offer(work.inv_id, work.tp, lane_key))
+            return with_paged_successes(statuses, to_check, paged)
 
-    def _pause(self, tp: TopicPartition) -> None:
-        if self._consumer is not None and tp in self._generation:
-            with contextlib.suppress(IllegalStateError):
-                self._consumer.pause(tp)
-            self._paused.add(tp)
+        def report(exc: IngressError) -> None:
+            # Backpressure: no record is admitted before we know it was not completed.
+            self.last_error = str(exc)
+            log.warning("ledger check failed for %s, retrying: %s", state.tp, exc)
 
-    def _maybe_resume(self, tp: TopicPartition) -> None:
-        if tp not in self._paused or tp not in self._offsets:
-            return
-        if self._offsets.tracker(tp).pending <= self.settings.max_buffered_per_partition // 2:
-            self._paused.discard(tp)
-            if self._consumer is not None:
-                with contextlib.suppress(IllegalStateError):
-                    self._consumer.resume(tp)
+        return await until_ok(read, on_error=report, errors=(StoreError,))
 
-    # -- invoking ---------------------------------------------------------------------------
+    def _finish(self, state: PartitionState, offset: int) -> None:
+        resume = state.finished(offset)
+        if resume is not None and self._consumer is not None:
+            self._consumer.resume(resume.tp)
 
-    def _spawn(self, work: _Work, coro: Awaitable[None]) -> None:
-        self._work[work.inv_id] = work
-        work.task = asyncio.ensure_future(coro)
+    def _durable(self, work: Work) -> None:
+        state = work.partition
+        if self._partitions.get(state.tp) is state:
+            self._finish(state, work.record.offset)
+        # else: the partition was revoked meanwhile; its new owner decides.
 
-    def _start(self, inv_ids: list[str]) -> None:
-        for inv_id in inv_ids:
-            work = self._work.get(inv_id)
-            if work is None:
-                continue
-            if work.task is None:
-                work.task = asyncio.create_task(self._invoke(work))
-            elif work.slot is not None:
-                work.slot.set()
+    def _set_error(self, message: str) -> None:
+        self.last_error = message
 
-    async def _invoke(self, work: _Work) -> None:
-        assert work.request is not None
-        is_run = self.target.handler_type is HandlerType.WORKFLOW
-        if is_run and work.request.key is not None and not await self._claim_workflow(work):
-            self._complete(work, InvocationStatus.DUPLICATE, "workflow already ran")
-            return
-        policy = self.settings.retry
-        while True:
-            work.attempts += 1
-            request = (
-                work.request if work.attempts == 1 else with_attempt(work.request, work.attempts)
-            )
-            outcome = await self._invoker.invoke(request)
-            if outcome.kind is OutcomeKind.ACK:
-                self._complete(work, InvocationStatus.SUCCEEDED, None)
-                return
-            work.last_error = outcome.error
-            if outcome.kind is OutcomeKind.TERMINAL:
-                await self._fail(work, outcome.error or "terminal error")
-                return
-            delay = policy.next_delay(work.attempts, outcome.retry_after, self._rng)
-            if delay is None:
-                await self._fail(work, f"gave up after {work.attempts} attempts: {outcome.error}")
-                return
-            self.stats.retries += 1
-            self._ledger.submit(self._entry(work, InvocationStatus.BACKING_OFF, delay=delay))
-            self._start(self._lanes.park(work.inv_id))
-            wake = work.wake = work.wake or asyncio.Event()
-            slot = work.slot = work.slot or asyncio.Event()
-            wake.clear()
+    # -- fencing ------------------------------------------------------------------------------
+
+    def _heartbeat(self, at: float) -> None:
+        self._ownership.confirmed(at)
+        self._ownership_changed.set()
+
+    def _current(self, work: Work) -> bool:
+        state = work.partition
+        return self._partitions.get(state.tp) is state and not state.revoking
+
+    def _may_start(self, work: Work) -> bool | Coroutine[Any, Any, bool]:
+        if not self._current(work):
+            return False
+        if self._ownership.may_start(self._clock()):
+            return True
+        return self._await_ownership(work)
+
+    async def _await_ownership(self, work: Work) -> bool:
+        """Hold an attempt until the group confirms this member, or its partition is gone."""
+        age = self._ownership.age(self._clock())
+        log.warning(
+            "subscription %s: no heartbeat answered for %s; holding invocation %s until the "
+            "group confirms this poller still owns %s/%d",
+            self.subscription.id,
+            "ever" if age is None else f"{age:.1f}s",
+            work.inv_id,
+            *work.partition.tp,
+        )
+        while self._current(work):
+            if self._ownership.may_start(self._clock()):
+                return True
+            self._ownership_changed.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(wake.wait(), delay)
-            slot.clear()
-            started = self._lanes.unpark(work.inv_id)
-            own = work.inv_id in started
-            self._start([i for i in started if i != work.inv_id])
-            if not own:
-                await slot.wait()
-
-    async def _claim_workflow(self, work: _Work) -> bool:
-        assert work.request is not None
-        assert work.request.key is not None
-        delay = 0.1
-        while True:
-            try:
-                return await self._store.claim_workflow(
-                    self.target.service, work.request.key, work.inv_id
-                )
-            except StoreError as exc:
-                self.last_error = str(exc)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
-
-    async def _fail(self, work: _Work, reason: str) -> None:
-        work.last_error = reason
-        topic = self.settings.dead_letter_topic
-        if topic is None or self._dead_letters is None:
-            self._complete(work, InvocationStatus.FAILED, reason)
-            return
-        headers = dead_letter_headers(
-            work.record,
-            reason=reason,
-            attempts=work.attempts,
-            invocation_id=work.inv_id,
-            subscription_id=self.subscription.id,
-            failed_at_ms=_now_ms(),
-        )
-        delay = 0.1
-        while True:
-            try:
-                await self._dead_letters.send(topic, work.record, headers)
-                break
-            except KafkaError as exc:
-                # The offset stays unfinished until the dead letter is stored: nothing is lost.
-                self.last_error = str(exc)
-                log.warning("dead letter for %s not stored yet: %s", work.inv_id, exc)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
-        self._complete(work, InvocationStatus.DEAD_LETTERED, reason)
-
-    def _complete(self, work: _Work, status: InvocationStatus, error: str | None) -> None:
-        if status is InvocationStatus.SUCCEEDED:
-            self.stats.succeeded += 1
-        else:
-            name = _COUNTERS.get(status)
-            if name is not None:
-                setattr(self.stats, name, getattr(self.stats, name) + 1)
-            log.info(
-                "invocation %s (%s/%d@%d) %s: %s",
-                work.inv_id,
-                work.record.topic,
-                work.record.partition,
-                work.record.offset,
-                status.value,
-                error,
-            )
-        if work.in_lanes:
-            work.in_lanes = False
-            # The next record of this key may start now; only the commit waits for the ledger.
-            self._start(self._lanes.done(work.inv_id))
-        entry = self._entry(work, status, error=error)
-        self._ledger.submit(entry, lambda: self._finished(work))
-
-    def _finished(self, work: _Work) -> None:
-        if self._work.get(work.inv_id) is work:
-            del self._work[work.inv_id]
-        if self._generation.get(work.tp) != work.generation:
-            return  # partition revoked meanwhile; its new owner decides
-        self._offsets.finish(work.tp, work.record.offset)
-        self._maybe_resume(work.tp)
-
-    def _entry(
-        self,
-        work: _Work,
-        status: InvocationStatus,
-        *,
-        error: str | None = None,
-        delay: float | None = None,
-    ) -> LedgerEntry:
-        now = _now_ms()
-        key: str | None = None
-        if work.request is not None:
-            key = work.request.key
-        elif work.record.key is not None:
-            key = work.record.key.decode("utf-8", "backslashreplace")
-        return LedgerEntry(
-            id=work.inv_id,
-            subscription_id=self.subscription.id,
-            topic=work.record.topic,
-            partition=work.record.partition,
-            offset=work.record.offset,
-            key=key,
-            target=self.target.sink,
-            status=status.value,
-            attempts=work.attempts,
-            last_error=error if error is not None else work.last_error,
-            created_at_ms=work.created_ms,
-            updated_at_ms=now,
-            completed_at_ms=now if status in _COMPLETED else None,
-            next_retry_at_ms=now + int(delay * 1000) if delay is not None else None,
-            dead_letter_topic=(
-                self.settings.dead_letter_topic
-                if status is InvocationStatus.DEAD_LETTERED
-                else None
-            ),
-            replaces_row=work.replaces_row,
-        )
+                await asyncio.wait_for(self._ownership_changed.wait(), 1.0)
+        return False
 
     # -- committing -------------------------------------------------------------------------
 
@@ -632,126 +526,136 @@ class SubscriptionRunner:
             await asyncio.sleep(self.settings.commit_interval_s)
             await self._commit()
 
-    async def _commit(self, only: set[TopicPartition] | None = None) -> None:
+    async def _commit(self, only: list[PartitionState] | None = None) -> None:
         consumer = self._consumer
         if consumer is None:
             return
         async with self._commit_lock:
-            positions = self._offsets.commit_map()
-            if only is not None:
-                positions = {tp: pos for tp, pos in positions.items() if tp in only}
+            states = list(self._partitions.values()) if only is None else only
+            positions: dict[TP, int] = {}
+            for state in states:
+                position = state.tracker.committable()
+                if position is not None:
+                    positions[state.tp] = position
             if not positions:
                 return
             try:
-                # Explicit offsets only: a bare commit() would commit everything *fetched*.
-                # aiokafka retries some commit errors (a deleted topic) forever; bound it so a
-                # shutdown or revocation cannot hang. An uncommitted offset only means redelivery.
-                await asyncio.wait_for(
-                    consumer.commit(dict(positions)), self.settings.commit_timeout_s
-                )
-            except (CommitFailedError, IllegalStateError, AIOKafkaError, TimeoutError) as exc:
-                log.warning(
-                    "commit of %s failed (will retry): %s", self.subscription.id, exc or "timeout"
-                )
+                await consumer.commit(positions, self._topic_id)
+            except KafkaError as exc:
+                log.warning("commit of %s failed (will retry): %s", self.subscription.id, exc)
                 return
-            self._offsets.mark_committed(positions)
-            self.stats.commits += 1
+            for state in states:
+                position = positions.get(state.tp)
+                if position is not None:
+                    state.tracker.mark_committed(position)
+            self._commits += 1
 
     # -- rebalancing ------------------------------------------------------------------------
 
-    async def _on_assigned(self, assigned: set[TopicPartition]) -> None:
-        self.stats.rebalances += 1
-        for tp in assigned:
-            self._gen_counter += 1
-            self._generation[tp] = self._gen_counter
-            self._offsets.drop(tp)
-            self._offsets.tracker(tp)
-            self._paused.discard(tp)
-            # Until the real fence is known, every record is checked against the ledger.
-            self._fence[tp] = _CHECK_ALL
+    async def on_assigned(self, tps: set[TP]) -> None:
+        consumer = self._consumer
+        assert consumer is not None
+        # aiokafka hands out records of the new partitions as soon as they are assigned, while
+        # this callback still awaits the topic's identity: paused, its fetched records are
+        # dropped unread (the position stays) and fetched again after the resume below.
+        for tp in tps:
+            consumer.pause(tp)
+        self._rebalances += 1
+        # Joining the group is proof of membership, as good as a heartbeat.
+        self._heartbeat(self._clock())
+        await self._refresh_topic_id(consumer)
+        committed: dict[TP, str | None] = {}
+        if self._topic_id is not None:
+            try:
+                committed = await consumer.committed_topic_ids(tps)
+            except KafkaError as exc:
+                log.warning("cannot read committed positions' topic IDs: %s", exc)
+        key = topic_key(self.subscription.topic, self._topic_id)
+        for tp in tps:
+            dead = committed.get(tp)
+            if dead is not None and dead != self._topic_id:
+                self._recreations += 1
+                log.warning(
+                    "subscription %s: topic %s was deleted and re-created (topic ID %s -> %s); "
+                    "partition %d of the new topic is consumed from its beginning",
+                    self.subscription.id,
+                    tp[0],
+                    dead,
+                    self._topic_id,
+                    tp[1],
+                )
+                await consumer.seek_to_beginning(tp)
+            state = PartitionState(
+                tp, key, pause_at=max(2, self.settings.max_buffered_per_partition)
+            )
+            self._partitions[tp] = state
             # aiokafka sends no heartbeats while this callback runs: a slow DynamoDB here
             # would get the member expired and the group would rebalance again and again.
             # So the fence is read in the background; until then every record is checked.
-            self._spawn_background(self._read_fence(tp, self._generation[tp]))
-        log.info("subscription %s assigned %s", self.subscription.id, sorted(assigned))
+            self._spawn_background(self._read_fence(state))
+        for tp in tps:
+            consumer.resume(tp)
+        log.info("subscription %s assigned %s", self.subscription.id, sorted(tps))
+
+    async def _refresh_topic_id(self, consumer: Consumer) -> None:
+        try:
+            info = await consumer.describe_topic(self.subscription.topic)
+        except KafkaError as exc:
+            log.warning("cannot read the ID of topic %r: %s", self.subscription.topic, exc)
+            return
+        if info is not None and info.topic_id != self._topic_id:
+            if self._topic_id is not None:
+                log.warning(
+                    "topic %r has a new topic ID (%s -> %s): it was re-created",
+                    self.subscription.topic,
+                    self._topic_id,
+                    info.topic_id,
+                )
+            self._topic_id = info.topic_id
 
     def _spawn_background(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coro)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    async def _read_fence(self, tp: TopicPartition, generation: int) -> None:
+    async def _read_fence(self, state: PartitionState) -> None:
         try:
             fence = await self._store.highest_recorded_offset(
-                self.subscription.id, tp.topic, tp.partition
+                self.subscription.id, state.topic_key, state.tp[1]
             )
         except StoreError as exc:
             # Unknown fence: keep checking every record of this partition against the ledger.
             self.last_error = str(exc)
             return
-        if self._generation.get(tp) == generation:
-            self._fence[tp] = fence
+        state.fence_read(fence)
 
-    async def _on_revoked(self, revoked: set[TopicPartition]) -> None:
-        if not revoked:
+    async def on_revoked(self, tps: set[TP]) -> None:
+        states = [self._partitions[tp] for tp in tps if tp in self._partitions]
+        if not states:
             return
-        log.info("subscription %s revoking %s", self.subscription.id, sorted(revoked))
-        await self._release(revoked, self.settings.revoke_timeout_s)
+        log.info("subscription %s revoking %s", self.subscription.id, sorted(tps))
+        await self._release(states, self.settings.revoke_timeout_s)
 
-    async def _release(self, tps: set[TopicPartition], deadline_s: float) -> None:
+    async def _release(self, states: list[PartitionState], deadline_s: float) -> None:
         """Stop work on these partitions: drain within ``deadline_s``, commit, forget them."""
-        self._revoking |= tps
-        try:
-            await self._drain_partitions(tps, deadline_s)
-        finally:
-            self._revoking -= tps
-
-    async def _drain_partitions(self, tps: set[TopicPartition], deadline_s: float) -> None:
-        parked: list[_Work] = []
-        for tp in tps:
-            dropped = self._lanes.drop_partition(tp)
-            for inv_id in dropped.abandoned:
-                work = self._work.pop(inv_id, None)
-                if work is not None:
-                    work.in_lanes = False
-                    if work.task is not None:
-                        parked.append(work)
-            self._start(dropped.start)
-        for work in parked:
-            assert work.task is not None
-            work.task.cancel()
-        running = [w.task for w in self._work.values() if w.tp in tps and w.task is not None]
-        if running:
-            _, still = await asyncio.wait(running, timeout=deadline_s)
-            for task in still:
-                task.cancel()
-            if still:
-                self.stats.abandoned += len(still)
-                await asyncio.wait(still, timeout=1.0)
-        for work in [w for w in self._work.values() if w.tp in tps]:
-            if work.in_lanes:
-                work.in_lanes = False
-                self._start(self._lanes.done(work.inv_id))
+        if not states:
+            return
+        for state in states:
+            state.revoke()
+        self._ownership_changed.set()  # held attempts of these partitions give up now
+        await self._dispatcher.release(states, deadline_s)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._ledger.flushed(), deadline_s)
-        await self._commit(only=tps)
-        for tp in tps:
-            self._generation.pop(tp, None)
-            self._fence.pop(tp, None)
-            self._offsets.drop(tp)
-            self._paused.discard(tp)
-        for inv_id in [i for i, w in self._work.items() if w.tp in tps]:
-            del self._work[inv_id]
-
-    async def _drain(self) -> None:
-        """Graceful stop: running invocations finish within the drain deadline."""
-        await self._release(set(self._generation), self.settings.drain_timeout_s)
+        await self._commit(only=states)
+        for state in states:
+            if self._partitions.get(state.tp) is state:
+                del self._partitions[state.tp]
+        self._dispatcher.forget(states)
 
     async def _abandon_all(self) -> None:
-        tasks = [w.task for w in self._work.values() if w.task is not None and not w.task.done()]
-        tasks += [task for task in self._background if not task.done()]
+        await self._dispatcher.abandon_all()
+        tasks = [task for task in self._background if not task.done()]
         for task in tasks:
             task.cancel()
         if tasks:
             await asyncio.wait(tasks, timeout=1.0)
-        self._work.clear()

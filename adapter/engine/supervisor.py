@@ -18,20 +18,19 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer
-
 from adapter.config import KafkaCluster, Settings
 from adapter.engine.ledger import LedgerWriter
 from adapter.engine.retry import RetryPolicy
 from adapter.engine.runner import RunnerSettings, RunnerState, SubscriptionRunner
 from adapter.errors import ConfigError, IngressError, KafkaAuthError, StoreError
 from adapter.invokers.base import Invoker
+from adapter.kafka.consumer import AiokafkaConsumer
 from adapter.kafka.dead_letter import DeadLetterProducer
-from adapter.kafka.errors import certificate_problem
+from adapter.kafka.errors import ConnectionWatch, certificate_problem
 from adapter.kafka.oidc import OidcTokenProvider, check_token, provider_for
 from adapter.kafka.options import ClientOptions, IngressOptions, SecuritySettings, resolve_options
 from adapter.kafka.security import build_ssl_context, consumer_security_kwargs
-from adapter.model import Deployment, ServiceType, Subscription, Target
+from adapter.model import Deployment, RetentionLoss, ServiceType, Subscription, Target
 from adapter.store.dynamo import DynamoStore
 
 __all__ = ["Supervisor", "resolve_target"]
@@ -81,6 +80,9 @@ class _Slot:
     last_error: str | None = None
     failures: int = 0
     stop: asyncio.Event = field(default_factory=asyncio.Event)
+    # Outlive the slot's runners: shown until the subscription is updated or reset (which
+    # replaces the slot), not forgotten when a runner restarts.
+    retention_losses: list[RetentionLoss] = field(default_factory=list)
 
 
 class Supervisor:
@@ -114,6 +116,8 @@ class Supervisor:
         # One OIDC token provider per cluster and identity, shared by its subscriptions.
         self._token_providers: dict[tuple[str, ...], OidcTokenProvider] = {}
         self._token_users: dict[str, tuple[str, ...]] = {}
+        # Losses acknowledged (their slot replaced) still count in the metric's total.
+        self._lost_total: dict[str, int] = {}
         self._wake = asyncio.Event()
         self.last_refresh_error: str | None = None
 
@@ -139,6 +143,9 @@ class Supervisor:
                 "in_flight": runner.in_flight if runner else 0,
                 "stats": runner.stats if runner else None,
                 "oauthbearer": provider.status() if provider is not None else None,
+                "retention_losses": list(slot.retention_losses),
+                "records_lost_to_retention": self._lost_total.get(sub_id, 0)
+                + sum(loss.count for loss in slot.retention_losses),
             }
         return out
 
@@ -199,6 +206,9 @@ class Supervisor:
         slot = self._slots.pop(sub_id, None)
         if slot is None:
             return
+        lost = sum(loss.count for loss in slot.retention_losses)
+        if lost:
+            self._lost_total[sub_id] = self._lost_total.get(sub_id, 0) + lost
         slot.stop.set()
         if slot.runner is not None:
             slot.runner.stop()
@@ -216,7 +226,7 @@ class Supervisor:
         delay = 1.0
         while not slot.stop.is_set():
             try:
-                runner = await self._build_runner(slot.subscription)
+                runner = await self._build_runner(slot.subscription, slot.retention_losses)
                 slot.runner = runner
                 slot.state = RunnerState.RUNNING.value
                 if slot.stop.is_set():
@@ -251,7 +261,9 @@ class Supervisor:
                 await asyncio.wait_for(slot.stop.wait(), delay)
             delay = min(delay * 2, self._max_backoff_s)
 
-    async def _build_runner(self, sub: Subscription) -> SubscriptionRunner:
+    async def _build_runner(
+        self, sub: Subscription, retention_losses: list[RetentionLoss]
+    ) -> SubscriptionRunner:
         cluster = self._clusters().get(sub.cluster)
         if cluster is None:
             raise ConfigError(f"unknown Kafka cluster {sub.cluster!r}")
@@ -271,6 +283,7 @@ class Supervisor:
             invocation_timeout_s=(ingress.invocation_timeout_ms or limits.invocation_timeout_ms)
             / 1000,
             drain_timeout_s=limits.drain_timeout_ms / 1000,
+            session_timeout_s=int(options.consumer_kwargs.get("session_timeout_ms", 10_000)) / 1000,
             dead_letter_topic=ingress.dead_letter_topic,
             retry=RetryPolicy.from_options(ingress.retry_options),
         )
@@ -281,12 +294,13 @@ class Supervisor:
         return SubscriptionRunner(
             sub,
             target,
-            consumer_factory=lambda: self._consumer(sub, options, security_kwargs),
+            consumer_factory=lambda watch: self._consumer(options, security_kwargs, watch),
             store=self._store,
             ledger=self._ledger,
             invoker=self._invoker_for(target, ingress),
             dead_letters=dead_letters,
             settings=settings,
+            retention_losses=retention_losses,
         )
 
     async def _security_kwargs(self, sub: Subscription, options: ClientOptions) -> dict[str, Any]:
@@ -352,8 +366,8 @@ class Supervisor:
         await provider.aclose()
 
     def _consumer(
-        self, sub: Subscription, options: ClientOptions, security_kwargs: dict[str, Any]
-    ) -> AIOKafkaConsumer:
+        self, options: ClientOptions, security_kwargs: dict[str, Any], watch: ConnectionWatch
+    ) -> AiokafkaConsumer:
         # consumer_kwargs already carry bootstrap servers, group.id and enable_auto_commit=False.
         kwargs = dict(options.consumer_kwargs)
         # aiokafka uses the session timeout as the rebalance timeout unless told otherwise;
@@ -365,7 +379,7 @@ class Supervisor:
         kwargs["request_timeout_ms"] = max(
             int(kwargs.get("request_timeout_ms", 40_000)), rebalance_ms + 5_000
         )
-        return AIOKafkaConsumer(**kwargs, **security_kwargs)
+        return AiokafkaConsumer(watch=watch, **kwargs, **security_kwargs)
 
     def _dead_letter_producer(
         self, cluster: str, options: ClientOptions, security_kwargs: dict[str, Any]

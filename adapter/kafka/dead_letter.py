@@ -8,6 +8,7 @@ offset may only be committed once the dead letter is safely stored.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
@@ -47,9 +48,17 @@ def dead_letter_headers(
 
 
 class DeadLetterProducer:
-    """An idempotent producer shared by the subscriptions of one poller on one cluster."""
+    """An idempotent producer shared by the subscriptions of one poller on one cluster.
 
-    def __init__(self, **producer_kwargs: Any) -> None:
+    Its failures name the *dead-letter* topic: the producer's tasks run outside any
+    subscription consumer's connection watch (``adapter.kafka.errors``), so a missing
+    dead-letter topic is never reported as the source topic missing, and a send first checks
+    (within ``metadata_timeout_s``) that the topic exists instead of waiting out the client's
+    request timeout.
+    """
+
+    def __init__(self, *, metadata_timeout_s: float = 5.0, **producer_kwargs: Any) -> None:
+        self._metadata_timeout_s = metadata_timeout_s
         self._kwargs = {
             "acks": "all",
             "enable_idempotence": True,
@@ -66,7 +75,9 @@ class DeadLetterProducer:
                 return
             producer = AIOKafkaProducer(**self._kwargs)
             try:
-                await producer.start()
+                # A fresh context: the producer's background tasks inherit it, and must not
+                # report to the watch of whichever consumer happened to need it first.
+                await asyncio.create_task(producer.start(), context=contextvars.Context())
             except AIOKafkaError as exc:
                 await producer.stop()
                 raise KafkaError(f"dead-letter producer cannot connect: {exc}") from exc
@@ -75,13 +86,20 @@ class DeadLetterProducer:
     async def send(self, topic: str, record: KafkaRecord, headers: list[tuple[str, bytes]]) -> None:
         if self._producer is None:
             await self.start()
-        assert self._producer is not None
+        producer = self._producer
+        assert producer is not None
         try:
-            await self._producer.send_and_wait(
-                topic, value=record.value, key=record.key, headers=headers
-            )
+            await asyncio.wait_for(producer.partitions_for(topic), self._metadata_timeout_s)
+        except (AIOKafkaError, TimeoutError) as exc:
+            raise KafkaError(
+                f"dead-letter topic {topic!r} does not exist or cannot be reached "
+                f"({exc or 'no metadata within ' + str(self._metadata_timeout_s) + 's'}); "
+                "the failed record stays uncommitted until its dead letter is stored"
+            ) from exc
+        try:
+            await producer.send_and_wait(topic, value=record.value, key=record.key, headers=headers)
         except AIOKafkaError as exc:
-            raise KafkaError(f"cannot produce dead letter to {topic!r}: {exc}") from exc
+            raise KafkaError(f"cannot write dead letter to topic {topic!r}: {exc}") from exc
 
     async def stop(self) -> None:
         producer, self._producer = self._producer, None

@@ -11,7 +11,6 @@ import pytest
 from starlette.responses import JSONResponse, Response
 
 from adapter.engine.lifecycle import InvocationStatus
-from adapter.ids import invocation_id
 from adapter.model import HandlerType, InputKind, ServiceType
 from tests._http_fixtures import HandlerServer
 from tests._kafka_fixtures import TopicFactory
@@ -24,6 +23,8 @@ from tests.harness import (
     consume_all,
     eventually,
     produce,
+    record_id,
+    topic_key_of,
 )
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(180)]
@@ -141,7 +142,7 @@ async def test_headers_idempotency_key_and_raw_body_arrive_as_documented(
     assert raw_call.body == payload
     assert raw_call.key == "k-1"
     h = raw_call.headers
-    expected_id = invocation_id(raw_sub.id, raw_topic, 0, 0)
+    expected_id = await record_id(ingress.bootstrap, raw_sub.id, raw_topic, 0, 0)
     assert h["idempotency-key"] == expected_id
     assert h["restate.subscription.id"] == raw_sub.id
     assert h["kafka.topic"] == raw_topic
@@ -209,11 +210,11 @@ async def test_poison_records_are_dead_lettered_and_the_partition_moves_on(
     assert rejected_headers["x-kafka-ingress-source-topic"] == topic.encode()
     assert (
         rejected_headers["x-kafka-ingress-invocation-id"]
-        == invocation_id(sub.id, topic, 0, 4).encode()
+        == (await record_id(ingress.bootstrap, sub.id, topic, 0, 4)).encode()
     )
     assert rejected_headers["x-kafka-ingress-attempts"] == b"1"
 
-    poison = invocation_id(sub.id, topic, 0, 3)
+    poison = await record_id(ingress.bootstrap, sub.id, topic, 0, 3)
 
     async def recorded() -> bool:
         # The dead letter goes out first; the ledger row follows with the writer's next batch.
@@ -244,7 +245,7 @@ async def test_failures_without_dead_letter_topic_are_recorded_as_failed(
     await produce(ingress.bootstrap, topic, [(None, b"nope"), (None, b"{}")])
     await eventually(lambda: len(handler.acked()) >= 1, timeout=30)
     await eventually(lambda: _committed_equals(ingress, sub.id, topic, {0: 2}), timeout=30)
-    entry = await ingress.store.get_entry(invocation_id(sub.id, topic, 0, 0))
+    entry = await ingress.store.get_entry(await record_id(ingress.bootstrap, sub.id, topic, 0, 0))
     assert entry is not None
     assert entry.status == InvocationStatus.FAILED
     assert entry.attempts == 0
@@ -301,7 +302,7 @@ async def test_retrying_key_holds_back_only_its_own_key_and_commit_never_passes_
     flaky_ids = [i for i, n in failures.items() if n >= 3]
     assert len(flaky_ids) == 14  # every flaky record failed twice, then succeeded
 
-    entry = await ingress.store.get_entry(invocation_id(sub.id, topic, 0, 0))
+    entry = await ingress.store.get_entry(await record_id(ingress.bootstrap, sub.id, topic, 0, 0))
     assert entry is not None
     assert entry.status == InvocationStatus.BACKING_OFF
     assert entry.attempts >= 1
@@ -331,7 +332,7 @@ async def test_workflow_run_executes_once_per_key(
     )
     await eventually(lambda: _committed_equals(ingress, sub.id, topic, {0: 4}), timeout=30)
     assert sorted(c.key or "" for c in handler.calls) == ["user-1", "user-2", "user-3"]
-    dup = await ingress.store.get_entry(invocation_id(sub.id, topic, 0, 2))
+    dup = await ingress.store.get_entry(await record_id(ingress.bootstrap, sub.id, topic, 0, 2))
     assert dup is not None
     assert dup.status == InvocationStatus.DUPLICATE
 
@@ -434,11 +435,12 @@ async def _durable_successes(
     """IDs of the invoked records whose success is in the ledger, as a row or in a page."""
     recorded = await ingress.store.get_statuses({c.invocation_id for c in calls})
     durable = {i for i, status in recorded.items() if status == "SUCCEEDED"}
+    key = await topic_key_of(ingress.bootstrap, topic)
     for partition in (0, 1):
         offsets = {c.offset: c.invocation_id for c in calls if c.partition == partition}
         if offsets:
             paged = await ingress.store.paged_offsets(
-                sub_id, topic, partition, min(offsets), max(offsets)
+                sub_id, key, partition, min(offsets), max(offsets)
             )
             durable |= {offsets[o] for o in paged}
     return durable

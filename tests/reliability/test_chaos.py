@@ -42,7 +42,14 @@ from adapter.model import HandlerType, InputKind, ServiceType
 from adapter.store.dynamo import DynamoStore, make_client
 from adapter.store.tables import TableNames
 from tests._http_fixtures import HandlerServer
-from tests.harness import Call, Ingress, PollerProcess, RecordingHandler, eventually
+from tests.harness import (
+    Call,
+    Ingress,
+    PollerProcess,
+    RecordingHandler,
+    eventually,
+    topic_key_of,
+)
 from tests.integration.test_rebalance import first_call_order_violations
 
 pytestmark = [pytest.mark.reliability, pytest.mark.kafka, pytest.mark.timeout(420)]
@@ -122,7 +129,9 @@ def rss_mb(pid: int) -> float:
 
 
 async def succeeded_ids(store: DynamoStore, sub_id: str, topic: str) -> set[str]:
-    """Invocations the ledger records as succeeded: rows, and offsets in success pages."""
+    """Invocations the ledger records as succeeded: rows, and offsets in success pages.
+
+    ``topic`` is the topic's key (:func:`tests.harness.topic_key_of`), as the ledger keys it."""
     done = {e.id for e in await store.scan_entries() if e.status == "SUCCEEDED"}
     for partition in range(PARTITIONS):
         paged = await store.paged_offsets(sub_id, topic, partition, 0, 2**40)
@@ -171,6 +180,7 @@ async def test_chaos_loses_nothing(
         await admin.create_topics([NewTopic(topic, PARTITIONS, 1)])
     finally:
         await admin.close()
+    key = await topic_key_of(bootstrap, topic)
     sub = await harness.subscribe(
         topic,
         "Account",
@@ -221,7 +231,7 @@ async def test_chaos_loses_nothing(
     async def snapshot_ledger() -> None:
         while not stop_background.is_set():
             try:
-                done = await succeeded_ids(chaos_store, sub.id, topic)
+                done = await succeeded_ids(chaos_store, sub.id, key)
             except StoreError:
                 done = None
             if done is not None:
@@ -291,9 +301,7 @@ async def test_chaos_loses_nothing(
     try:
         await asyncio.gather(produce_all(), chaos())
         ends = await end_offsets(bootstrap, topic)
-        expected = {
-            invocation_id(sub.id, topic, p, o) for p, end in ends.items() for o in range(end)
-        }
+        expected = {invocation_id(sub.id, key, p, o) for p, end in ends.items() for o in range(end)}
         report.records = len(expected)
 
         await eventually(
@@ -321,8 +329,8 @@ async def test_chaos_loses_nothing(
         succeeded = {i for i, status in statuses.items() if status == "SUCCEEDED"}
         for partition, end in ends.items():
             if end:
-                paged = await chaos_store.paged_offsets(sub.id, topic, partition, 0, end - 1)
-                succeeded |= {invocation_id(sub.id, topic, partition, o) for o in paged}
+                paged = await chaos_store.paged_offsets(sub.id, key, partition, 0, end - 1)
+                succeeded |= {invocation_id(sub.id, key, partition, o) for o in paged}
         not_succeeded = expected - succeeded
         assert not not_succeeded, f"{len(not_succeeded)} records not recorded as SUCCEEDED"
     finally:

@@ -32,7 +32,7 @@ from adapter.model import HandlerType, InputKind, ServiceType
 from adapter.store.dynamo import DynamoStore, make_client
 from adapter.store.tables import TableNames
 from tests._http_fixtures import HandlerServer
-from tests.harness import Ingress, PollerProcess, RecordingHandler, eventually
+from tests.harness import Ingress, PollerProcess, RecordingHandler, eventually, topic_key_of
 from tests.reliability.test_chaos import end_offsets
 
 MINUTES = float(os.environ.get("SOAK_MINUTES", "30"))
@@ -167,9 +167,8 @@ async def test_soak(handler_server: HandlerServer, tmp_path: Path) -> None:
             await producer.stop()
 
         ends = await end_offsets(broker.bootstrap_servers, topic)
-        expected = {
-            invocation_id(sub.id, topic, p, o) for p, end in ends.items() for o in range(end)
-        }
+        key = await topic_key_of(broker.bootstrap_servers, topic)
+        expected = {invocation_id(sub.id, key, p, o) for p, end in ends.items() for o in range(end)}
         await eventually(lambda: expected <= handler.acked_ids(), timeout=600)
         samples.append(
             {**await sample(admin_url), "t": MINUTES * 60, "acked": len(handler.acked())}

@@ -1,4 +1,4 @@
-"""Ordering lanes: per-key serialisation, the global in-flight bound, backpressure, revocation."""
+"""Ordering lanes: per-key serialisation, the global in-flight bound, revocation."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from adapter.engine.lanes import Dropped, Lanes, LaneState
 PROPERTY = settings(max_examples=200, deadline=None, database=None)
 
 
-def lanes(max_in_flight: int = 10, max_buffered: int = 100) -> Lanes[str, int]:
-    return Lanes(max_in_flight, max_buffered)
+def lanes(max_in_flight: int = 10) -> Lanes[str, int]:
+    return Lanes(max_in_flight)
 
 
 class TestFreeItems:
@@ -160,58 +160,19 @@ class TestDoneBeforeStart:
             lanes().done("nope")
 
 
-class TestBackpressure:
-    def test_pause_at_bound_resume_at_half(self) -> None:
-        ln = lanes(max_in_flight=1, max_buffered=4)
-        for i in range(3):
-            ln.offer(f"i{i}", 0, None)
-            assert not ln.should_pause(0)
-        ln.offer("i3", 0, None)
-        assert ln.buffered(0) == 4
-        assert ln.should_pause(0)
-        assert not ln.can_resume(0)
-        ln.done("i0")
-        assert not ln.can_resume(0)  # 3 > 2: hysteresis
-        ln.done("i1")
-        assert ln.can_resume(0)
-
-    def test_offer_beyond_the_bound_is_accepted(self) -> None:
-        ln = lanes(max_in_flight=1, max_buffered=1)
+class TestBounds:
+    def test_buffered_counts_per_partition(self) -> None:
+        ln = lanes(max_in_flight=1)
         ln.offer("a", 0, None)
-        ln.offer("b", 0, None)  # a fetched batch may overshoot; never refuse
-        assert ln.buffered(0) == 2
-
-    def test_bounds_are_per_partition(self) -> None:
-        ln = lanes(max_buffered=2)
-        ln.offer("a", 0, None)
-        ln.offer("b", 0, None)
+        ln.offer("b", 0, None)  # a fetched batch may overshoot any bound; never refuse
         ln.offer("c", 1, None)
-        assert ln.should_pause(0)
-        assert not ln.should_pause(1)
+        assert ln.buffered(0) == 2
+        assert ln.buffered(1) == 1
         assert ln.buffered(7) == 0
-        assert ln.can_resume(7)
 
-    def test_custom_resume_threshold(self) -> None:
-        ln: Lanes[str, int] = Lanes(10, 4, resume_at=0)
-        ln.offer("a", 0, None)
-        assert not ln.can_resume(0)
-        ln.done("a")
-        assert ln.can_resume(0)
-
-    @pytest.mark.parametrize(
-        ("args", "kwargs", "match"),
-        [
-            ((0, 1), {}, "max_in_flight"),
-            ((1, 0), {}, "max_buffered_per_partition"),
-            ((1, 4), {"resume_at": 4}, "resume_at"),
-            ((1, 4), {"resume_at": -1}, "resume_at"),
-        ],
-    )
-    def test_invalid_bounds(
-        self, args: tuple[int, int], kwargs: dict[str, int], match: str
-    ) -> None:
-        with pytest.raises(ValueError, match=match):
-            Lanes(*args, **kwargs)
+    def test_invalid_in_flight_bound(self) -> None:
+        with pytest.raises(ValueError, match="max_in_flight"):
+            Lanes(0)
 
 
 class TestDropPartition:
@@ -320,7 +281,7 @@ class TestMisc:
         assert repr(ln) == "Lanes(in_flight=2/2, ready=0, waiting_key=1, parked=1, keys=2)"
 
     def test_tuple_partitions_and_int_ids(self) -> None:
-        ln: Lanes[int, tuple[str, int]] = Lanes(4, 8)
+        ln: Lanes[int, tuple[str, int]] = Lanes(4)
         assert ln.offer(1, ("t", 0), "k") == [1]
         assert ln.offer(2, ("t", 1), "k") == []
         assert ln.done(1) == [2]
@@ -456,7 +417,7 @@ def pick(pool: set[int], index: int) -> int | None:
 def test_lanes_invariants_under_random_schedules(
     max_in_flight: int, steps: list[tuple[str, int, str | None]]
 ) -> None:
-    h = Harness(Lanes(max_in_flight, 5), max_in_flight)
+    h = Harness(Lanes(max_in_flight), max_in_flight)
     for op, arg, key in steps:
         if op == "offer":
             h.offer(arg, key)
@@ -498,7 +459,7 @@ def test_lanes_invariants_under_random_schedules(
 def test_everything_offered_starts_exactly_once_in_any_completion_order(
     items: list[tuple[int, str | None]], max_in_flight: int, order: random.Random
 ) -> None:
-    h = Harness(Lanes(max_in_flight, 1_000), max_in_flight)
+    h = Harness(Lanes(max_in_flight), max_in_flight)
     for partition, key in items:
         h.offer(partition, key)
         h.check()

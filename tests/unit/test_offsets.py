@@ -5,11 +5,10 @@ from __future__ import annotations
 import random
 
 import pytest
-from aiokafka.structs import TopicPartition as KafkaTopicPartition
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from adapter.engine.offsets import OffsetTracker, PartitionOffsets
+from adapter.engine.offsets import OffsetTracker
 
 PROPERTY = settings(max_examples=150, deadline=None, database=None)
 
@@ -193,66 +192,6 @@ class TestOffsetTracker:
         tracker.finish(0)
         assert tracker.committable() == 2 * n - 1
         assert tracker.pending == 0
-
-
-class TestPartitionOffsets:
-    def test_commit_map_lists_only_partitions_that_advanced(self) -> None:
-        offsets = PartitionOffsets()
-        offsets.track(("t", 0), 0)
-        offsets.track(("t", 1), 7)
-        offsets.track(("u", 0), 3)
-        offsets.finish(("t", 1), 7)
-        offsets.finish(("u", 0), 3)
-        assert offsets.commit_map() == {("t", 1): 8, ("u", 0): 4}
-        offsets.mark_committed({("t", 1): 8})
-        assert offsets.commit_map() == {("u", 0): 4}
-        offsets.mark_committed(offsets.commit_map())
-        assert offsets.commit_map() == {}
-        assert offsets.pending == 1
-
-    def test_aiokafka_topic_partition_is_interchangeable(self) -> None:
-        offsets = PartitionOffsets()
-        offsets.track(KafkaTopicPartition("t", 0), 5)
-        offsets.finish(("t", 0), 5)
-        assert offsets.commit_map() == {KafkaTopicPartition("t", 0): 6}
-        assert ("t", 0) in offsets
-
-    def test_finish_on_unknown_partition_raises(self) -> None:
-        with pytest.raises(ValueError, match="partition"):
-            PartitionOffsets().finish(("t", 0), 1)
-
-    def test_drop_returns_unfinished_count_and_forgets(self) -> None:
-        offsets = PartitionOffsets()
-        offsets.track(("t", 0), 1)
-        offsets.track(("t", 0), 2)
-        offsets.finish(("t", 0), 1)
-        assert offsets.drop(("t", 0)) == 1
-        assert ("t", 0) not in offsets
-        assert offsets.drop(("t", 0)) == 0
-        assert offsets.commit_map() == {}
-
-    def test_commit_ack_after_revocation_is_skipped(self) -> None:
-        offsets = PartitionOffsets()
-        offsets.track(("t", 0), 1)
-        offsets.finish(("t", 0), 1)
-        sent = offsets.commit_map()
-        offsets.drop(("t", 0))
-        offsets.mark_committed(sent)  # revoked meanwhile
-        offsets.track(("t", 0), 2)  # assigned back: fresh tracker
-        offsets.mark_committed(sent)  # its position is still None
-        offsets.finish(("t", 0), 2)
-        assert offsets.commit_map() == {("t", 0): 3}
-
-    def test_container_protocol(self) -> None:
-        offsets = PartitionOffsets()
-        tracker = offsets.tracker(("t", 0))
-        assert offsets.tracker(("t", 0)) is tracker
-        assert len(offsets) == 1
-        assert list(offsets) == [("t", 0)]
-        assert "PartitionOffsets" in repr(offsets)
-
-
-# -- properties -----------------------------------------------------------------------------
 
 
 def reference_position(tracked_offsets: list[int], finished: set[int]) -> int | None:

@@ -1,0 +1,77 @@
+"""Whether this poller may start work: evidence that it still belongs to its consumer group.
+
+A poller that is paused (a long GC, a stopped VM, a starved CPU) or cut off from the group
+coordinator stops heartbeating. After ``session.timeout.ms`` the broker removes it from the
+group and hands its partitions to another member, which may then finish the very records
+this poller still holds — and commit past them. When the paused poller wakes, its retry
+timers fire and its lanes hand over to the next record *before* aiokafka has heard that the
+member is gone. Starting any of those would run finished work again, or run a key on two
+pollers at once.
+
+So no attempt starts (first attempt, retry after a backoff, next record of a lane) unless the
+group coordinator answered a heartbeat recently enough that the broker cannot have expired
+the member yet::
+
+    heartbeat OK at t_ok          broker expires the member at the earliest at
+        │                         t_ok - (request time) + session timeout
+        ▼
+    ────┼──────────── may start ───────────┼──── held ──── (heartbeat OK again → may start;
+        t_ok                  t_ok + limit                  member expired → partitions revoked,
+                                                            held work abandoned, redelivered)
+
+``limit`` is a fraction of the session timeout, leaving room for the request's own round
+trip and for clock-rate differences between poller and broker. A heartbeat is sent every
+``heartbeat.interval.ms`` (validated to be below the session timeout), so a healthy poller
+never comes near the limit. Joining the group (an assignment) is evidence too.
+
+What is left: an attempt that was already sent when the pause began is in flight and may be
+duplicated by the next owner; nothing else is.
+
+Pure: the caller reports heartbeats with the clock reading at which they were answered and
+asks :meth:`Ownership.may_start` with the current reading.
+"""
+
+from __future__ import annotations
+
+__all__ = ["Ownership"]
+
+_SAFETY = 0.8
+"""Fraction of the session timeout after the last answered heartbeat during which the member
+is certainly still in the group."""
+
+
+class Ownership:
+    """Liveness evidence of one consumer-group member (one runner's consumer)."""
+
+    __slots__ = ("_confirmed_at", "_limit_s")
+
+    def __init__(self, session_timeout_s: float) -> None:
+        if session_timeout_s <= 0:
+            raise ValueError(f"session_timeout_s must be > 0, got {session_timeout_s}")
+        self._limit_s = session_timeout_s * _SAFETY
+        self._confirmed_at: float | None = None
+
+    def __repr__(self) -> str:
+        return f"Ownership(confirmed_at={self._confirmed_at}, limit_s={self._limit_s})"
+
+    @property
+    def limit_s(self) -> float:
+        return self._limit_s
+
+    def confirmed(self, at: float) -> None:
+        """The coordinator accepted this member (heartbeat answered, group joined) at ``at``."""
+        if self._confirmed_at is None or at > self._confirmed_at:
+            self._confirmed_at = at
+
+    def lost(self) -> None:
+        """The coordinator no longer knows this member (or its generation)."""
+        self._confirmed_at = None
+
+    def may_start(self, now: float) -> bool:
+        """Can the broker not have expired this member by ``now``?"""
+        at = self._confirmed_at
+        return at is not None and now - at < self._limit_s
+
+    def age(self, now: float) -> float | None:
+        """Seconds since the last evidence, if any."""
+        return None if self._confirmed_at is None else now - self._confirmed_at

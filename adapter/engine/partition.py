@@ -1,0 +1,143 @@
+"""One assigned partition, for the length of one assignment.
+
+Kafka may take a partition away from this poller and give it back later; work that began
+under the first assignment must not count under the second (its records are redelivered and
+re-decided). So every assignment gets a *new* :class:`PartitionState`, and a piece of work
+holds the state it was admitted under: ``work.partition is runner.partitions.get(tp)`` says
+whether it is still current, by identity, with no generation counters to keep in step (the
+shape of aiokafka's ``Assignment``/``TopicPartitionState``).
+
+What one assignment knows::
+
+    assigned ──▶ fence unknown ──fence_read──▶ fence known ──revoke──▶ revoking (admits nothing)
+                 (every fetched record is       (records at or below
+                  checked against the ledger)    the fence are checked)
+
+* ``topic_key`` — the topic's *identity* (``name@topic-id``): what invocation IDs and the
+  ledger are keyed by, so a topic deleted and re-created under the same name is a new topic
+  whose records no entry of the old one can mark as done.
+* the fence — the highest offset any poller recorded in the ledger for this partition.
+  Records above it cannot have finished anywhere, so only records at or below it cost a
+  ledger read.
+* the offset tracker and the backlog bound — fetching pauses when ``pause_at`` records are
+  pending (fetched, not yet durably finished) and resumes at ``resume_at`` (hysteresis, so
+  a partition at its bound does not flap on every record).
+
+Pure: methods take what happened and return what the caller must do (:class:`Pause`,
+:class:`Resume`); the runner does the I/O.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from adapter.engine.offsets import OffsetTracker, TopicPartition
+
+__all__ = ["PartitionState", "Pause", "Resume"]
+
+
+@dataclass(frozen=True, slots=True)
+class Pause:
+    """Stop fetching the partition: its backlog reached the bound."""
+
+    tp: TopicPartition
+
+
+@dataclass(frozen=True, slots=True)
+class Resume:
+    """Fetch the partition again: its backlog drained."""
+
+    tp: TopicPartition
+
+
+class PartitionState:
+    """Bookkeeping of one partition for one assignment (see the module docstring)."""
+
+    __slots__ = (
+        "_fence",
+        "_fence_known",
+        "_pause_at",
+        "_resume_at",
+        "paused",
+        "revoking",
+        "topic_key",
+        "tp",
+        "tracker",
+    )
+
+    def __init__(
+        self,
+        tp: TopicPartition,
+        topic_key: str,
+        *,
+        pause_at: int,
+        resume_at: int | None = None,
+    ) -> None:
+        if pause_at < 1:
+            raise ValueError(f"pause_at must be >= 1, got {pause_at}")
+        if resume_at is None:
+            resume_at = pause_at // 2
+        if not 0 <= resume_at < pause_at:
+            raise ValueError(f"resume_at must be in [0, {pause_at}), got {resume_at}")
+        self.tp = tp
+        self.topic_key = topic_key
+        self.tracker = OffsetTracker()
+        self._pause_at = pause_at
+        self._resume_at = resume_at
+        self._fence: int | None = None
+        self._fence_known = False
+        self.paused = False
+        self.revoking = False
+
+    def __repr__(self) -> str:
+        fence = self._fence if self._fence_known else "unknown"
+        return (
+            f"PartitionState({self.tp[0]}/{self.tp[1]}, key={self.topic_key!r}, "
+            f"fence={fence}, paused={self.paused}, revoking={self.revoking}, {self.tracker!r})"
+        )
+
+    # -- the fence ----------------------------------------------------------------------------
+
+    def fence_read(self, fence: int | None) -> None:
+        """The ledger's highest recorded offset for this partition (None: nothing recorded)."""
+        self._fence = fence
+        self._fence_known = True
+
+    @property
+    def fence(self) -> int | None:
+        return self._fence if self._fence_known else None
+
+    def needs_ledger_check(self, offset: int) -> bool:
+        """Could this record have been finished by an earlier owner?"""
+        if not self._fence_known:
+            return True  # until the fence is read, every record is checked
+        return self._fence is not None and offset <= self._fence
+
+    # -- records ------------------------------------------------------------------------------
+
+    @property
+    def admits(self) -> bool:
+        """Fetched records are taken on; a revoking partition's belong to its next owner."""
+        return not self.revoking
+
+    def fetched(self, offsets: list[int]) -> Pause | None:
+        """Records were taken on; pause fetching if the backlog reached its bound."""
+        track = self.tracker.track
+        for offset in offsets:
+            track(offset)
+        if not self.paused and self.tracker.pending >= self._pause_at:
+            self.paused = True
+            return Pause(self.tp)
+        return None
+
+    def finished(self, offset: int) -> Resume | None:
+        """A record's final result is durable; resume fetching if the backlog drained."""
+        self.tracker.finish(offset)
+        if self.paused and not self.revoking and self.tracker.pending <= self._resume_at:
+            self.paused = False
+            return Resume(self.tp)
+        return None
+
+    def revoke(self) -> None:
+        """The partition is being taken away: nothing more is admitted or resumed."""
+        self.revoking = True

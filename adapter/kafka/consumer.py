@@ -1,0 +1,309 @@
+"""The engine's view of a Kafka consumer, and its aiokafka implementation.
+
+The engine needs little from Kafka: records in partition order, explicit commits, pausing,
+rebalance callbacks, and three pieces of evidence aiokafka does not hand out on its own —
+
+* **liveness**: when the group coordinator last answered a heartbeat (see
+  ``adapter.engine.ownership``), observed by wrapping the coordinator's heartbeat call;
+* **topic identity**: the topic ID (Metadata v10+, ``adapter.kafka.topics``), so a topic
+  re-created under the same name is recognised; each commit carries the topic ID as its
+  offset metadata, so a committed position of a dead topic is never applied to a new one;
+* **retention loss**: the consumer runs with ``auto_offset_reset="none"``, so a position
+  outside the log is *reported* here (and the records lost counted) instead of being reset
+  silently; a partition without a committed offset starts where the subscription's
+  ``auto.offset.reset`` says.
+
+:class:`Consumer` is the narrow protocol the engine codes against; ``adapter.testing`` ships
+an in-memory fake of it. :class:`AiokafkaConsumer` is the thin shell around aiokafka; it
+touches two private attributes of aiokafka (``_client`` for the metadata request,
+``_coordinator`` for heartbeats and committed metadata), pinned by the aiokafka version bound
+and covered by the integration tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import (
+    CommitFailedError,
+    IllegalStateError,
+    NoOffsetForPartitionError,
+    OffsetOutOfRangeError,
+)
+from aiokafka.errors import KafkaError as AIOKafkaError
+from aiokafka.structs import OffsetAndMetadata
+
+from adapter.errors import KafkaError
+from adapter.kafka.errors import ConnectionWatch, translate
+from adapter.kafka.topics import TopicInfo, describe_topics
+from adapter.model import KafkaRecord, RetentionLoss
+
+__all__ = [
+    "AiokafkaConsumer",
+    "CommitError",
+    "Consumer",
+    "Fetched",
+    "RebalanceListener",
+    "to_record",
+]
+
+log = logging.getLogger(__name__)
+
+TP = tuple[str, int]
+
+
+class CommitError(KafkaError):
+    """A commit was refused or timed out; the offsets stay uncommitted (redelivery only)."""
+
+
+class RebalanceListener(Protocol):
+    async def on_revoked(self, tps: set[TP]) -> None: ...
+
+    async def on_assigned(self, tps: set[TP]) -> None: ...
+
+
+@dataclass(slots=True)
+class Fetched:
+    """One fetch: records per partition, and any retention loss discovered on the way."""
+
+    records: dict[TP, list[KafkaRecord]] = field(default_factory=dict)
+    losses: list[RetentionLoss] = field(default_factory=list)
+
+
+class Consumer(Protocol):
+    """What the engine needs from a Kafka consumer (one consumer group member)."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    def subscribe(self, topic: str, listener: RebalanceListener) -> None: ...
+
+    async def getmany(self, timeout_ms: int, max_records: int) -> Fetched: ...
+
+    async def commit(self, offsets: dict[TP, int], topic_id: str | None) -> None: ...
+
+    def pause(self, tp: TP) -> None: ...
+
+    def resume(self, tp: TP) -> None: ...
+
+    async def describe_topic(self, topic: str) -> TopicInfo | None: ...
+
+    async def committed_topic_ids(self, tps: set[TP]) -> dict[TP, str | None]:
+        """The topic ID each partition's committed offset was recorded against, if any."""
+        ...
+
+    async def seek_to_beginning(self, tp: TP) -> None: ...
+
+    def refresh_metadata(self) -> None:
+        """Ask for fresh cluster metadata now (a topic appeared or changed)."""
+        ...
+
+    def observe_heartbeats(self, callback: Callable[[float], None]) -> None:
+        """Call ``callback(time.monotonic())`` whenever the coordinator accepts a heartbeat."""
+        ...
+
+
+def to_record(msg: Any) -> KafkaRecord:
+    headers = tuple((str(k), bytes(v) if v is not None else b"") for k, v in (msg.headers or ()))
+    return KafkaRecord(
+        topic=msg.topic,
+        partition=msg.partition,
+        offset=msg.offset,
+        key=msg.key,
+        value=msg.value,
+        timestamp_ms=msg.timestamp,
+        headers=headers,
+    )
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, listener: RebalanceListener) -> None:
+        self._listener = listener
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        await self._listener.on_revoked({(tp.topic, tp.partition) for tp in revoked})
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        await self._listener.on_assigned({(tp.topic, tp.partition) for tp in assigned})
+
+
+class AiokafkaConsumer:
+    """:class:`Consumer` over ``aiokafka.AIOKafkaConsumer``; errors come out as ours."""
+
+    def __init__(
+        self,
+        *,
+        watch: ConnectionWatch,
+        commit_timeout_s: float = 10.0,
+        metadata_timeout_s: float = 5.0,
+        **consumer_kwargs: Any,
+    ) -> None:
+        reset = str(consumer_kwargs.pop("auto_offset_reset", "latest"))
+        if reset not in ("earliest", "latest"):
+            raise ValueError(f"auto_offset_reset must be earliest or latest, got {reset!r}")
+        self._reset = reset
+        self._watch = watch
+        self._commit_timeout_s = commit_timeout_s
+        self._metadata_timeout_s = metadata_timeout_s
+        # "none": out-of-range positions and missing commits come to us instead of being
+        # reset silently (see the module docstring).
+        self._consumer = AIOKafkaConsumer(auto_offset_reset="none", **consumer_kwargs)
+        self._heartbeat_observers: list[Callable[[float], None]] = []
+
+    def _error(self, exc: BaseException) -> KafkaError:
+        return translate(exc, context=self._watch.context, watch=self._watch)
+
+    async def start(self) -> None:
+        try:
+            await self._consumer.start()
+        except AIOKafkaError as exc:
+            raise self._error(exc) from exc
+        coordinator = self._consumer._coordinator
+        original = coordinator._do_heartbeat
+
+        async def observed_heartbeat() -> bool:
+            ok = bool(await original())
+            if ok:
+                now = time.monotonic()
+                for callback in self._heartbeat_observers:
+                    callback(now)
+            return ok
+
+        coordinator._do_heartbeat = observed_heartbeat
+
+    async def stop(self) -> None:
+        try:
+            await self._consumer.stop()
+        except AIOKafkaError as exc:
+            raise self._error(exc) from exc
+
+    def subscribe(self, topic: str, listener: RebalanceListener) -> None:
+        try:
+            self._consumer.subscribe([topic], listener=_Listener(listener))
+        except AIOKafkaError as exc:
+            raise self._error(exc) from exc
+
+    def observe_heartbeats(self, callback: Callable[[float], None]) -> None:
+        self._heartbeat_observers.append(callback)
+
+    async def getmany(self, timeout_ms: int, max_records: int) -> Fetched:
+        fetched = Fetched()
+        try:
+            batches = await self._consumer.getmany(timeout_ms=timeout_ms, max_records=max_records)
+        except OffsetOutOfRangeError as exc:
+            positions = exc.args[0] if exc.args and isinstance(exc.args[0], dict) else {}
+            for tp, position in positions.items():
+                loss = await self._out_of_range(tp, int(position))
+                if loss is not None:
+                    fetched.losses.append(loss)
+            return fetched
+        except NoOffsetForPartitionError as exc:
+            for tp in exc.args:
+                if isinstance(tp, TopicPartition):
+                    await self._start_without_commit(tp)
+            return fetched
+        except AIOKafkaError as exc:
+            raise self._error(exc) from exc
+        for tp, messages in batches.items():
+            if messages:
+                fetched.records[(tp.topic, tp.partition)] = [to_record(m) for m in messages]
+        return fetched
+
+    async def _start_without_commit(self, tp: TopicPartition) -> None:
+        log.info("%s/%d has no committed offset: starting at the %s", *tp, self._reset)
+        try:
+            if self._reset == "earliest":
+                await self._consumer.seek_to_beginning(tp)
+            else:
+                await self._consumer.seek_to_end(tp)
+        except (AIOKafkaError, IllegalStateError) as exc:
+            raise self._error(exc) from exc
+
+    async def _out_of_range(self, tp: TopicPartition, position: int) -> RetentionLoss | None:
+        try:
+            start = (await self._consumer.beginning_offsets([tp]))[tp]
+            end = (await self._consumer.end_offsets([tp]))[tp]
+        except (AIOKafkaError, IllegalStateError) as exc:
+            raise self._error(exc) from exc
+        if position < start:
+            # Retention deleted records this group had not reached: go on from the log's
+            # start, and say what was lost.
+            self._consumer.seek(tp, start)
+            return RetentionLoss((tp.topic, tp.partition), position, start - 1)
+        # Past the end: the log was truncated (unclean leader election) or replaced.
+        log.warning(
+            "position %d of %s/%d is past the log end %d: starting at the %s",
+            position,
+            *tp,
+            end,
+            self._reset,
+        )
+        if self._reset == "earliest":
+            self._consumer.seek(tp, start)
+        else:
+            self._consumer.seek(tp, end)
+        return None
+
+    async def commit(self, offsets: dict[TP, int], topic_id: str | None) -> None:
+        metadata = topic_id or ""
+        positions = {
+            TopicPartition(topic, partition): OffsetAndMetadata(offset, metadata)
+            for (topic, partition), offset in offsets.items()
+        }
+        try:
+            # Explicit offsets only: a bare commit() would commit everything *fetched*.
+            # aiokafka retries some commit errors (a deleted topic) for ever; bound it so a
+            # shutdown or revocation cannot hang. An uncommitted offset only means redelivery.
+            await asyncio.wait_for(self._consumer.commit(positions), self._commit_timeout_s)
+        except (CommitFailedError, IllegalStateError, AIOKafkaError, TimeoutError) as exc:
+            raise CommitError(str(exc) or "commit timed out") from exc
+
+    def pause(self, tp: TP) -> None:
+        with contextlib.suppress(IllegalStateError):  # no longer assigned: nothing to pause
+            self._consumer.pause(TopicPartition(*tp))
+
+    def resume(self, tp: TP) -> None:
+        with contextlib.suppress(IllegalStateError):
+            self._consumer.resume(TopicPartition(*tp))
+
+    async def describe_topic(self, topic: str) -> TopicInfo | None:
+        try:
+            found = await asyncio.wait_for(
+                describe_topics(self._consumer._client, [topic]), self._metadata_timeout_s
+            )
+        except TimeoutError as exc:
+            raise KafkaError(f"metadata of topic {topic!r} not received in time") from exc
+        return found.get(topic)
+
+    async def committed_topic_ids(self, tps: set[TP]) -> dict[TP, str | None]:
+        partitions = {TopicPartition(*tp) for tp in tps}
+        try:
+            committed = await asyncio.wait_for(
+                self._consumer._coordinator.fetch_committed_offsets(partitions),
+                self._metadata_timeout_s,
+            )
+        except (AIOKafkaError, TimeoutError) as exc:
+            raise KafkaError(f"cannot read committed offsets: {exc or 'timed out'}") from exc
+        out: dict[TP, str | None] = {}
+        for tp, value in committed.items():
+            metadata = getattr(value, "metadata", "") or ""
+            offset = getattr(value, "offset", -1)
+            out[(tp.topic, tp.partition)] = metadata if offset >= 0 and metadata else None
+        return out
+
+    async def seek_to_beginning(self, tp: TP) -> None:
+        try:
+            await self._consumer.seek_to_beginning(TopicPartition(*tp))
+        except (AIOKafkaError, IllegalStateError) as exc:
+            raise self._error(exc) from exc
+
+    def refresh_metadata(self) -> None:
+        self._consumer._client.force_metadata_update()

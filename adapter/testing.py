@@ -1,0 +1,256 @@
+"""In-memory fakes of the engine's I/O edges, for tests of the engine without a broker.
+
+Like httpx's ``MockTransport``, they ship with the package so that anyone extending the
+engine can drive it through exact sequences — a rebalance in the middle of a retry, a poller
+that stops hearing from its group, a topic re-created under the same name — in milliseconds:
+
+* :class:`FakeConsumer` — the :class:`~adapter.kafka.consumer.Consumer` protocol; the test
+  assigns and revokes partitions, delivers records, answers heartbeats and creates topics.
+* :class:`FakeInvoker` — answers each request with what the test's ``respond`` returns
+  (default: acknowledge), optionally holding calls until released, and records every call.
+* :class:`FakeStore` — the runner's ledger reads and the ledger writer's writes in dicts.
+* :class:`ManualClock` — a monotonic clock the test moves (for ownership deadlines).
+
+The real counterparts run the same engine in the integration and chaos suites.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+
+from adapter.invokers.base import InvocationRequest, Outcome
+from adapter.kafka.consumer import CommitError, Fetched, RebalanceListener
+from adapter.kafka.topics import TopicInfo
+from adapter.model import KafkaRecord, LedgerEntry, RetentionLoss
+
+__all__ = [
+    "FakeConsumer",
+    "FakeInvoker",
+    "FakeStore",
+    "ManualClock",
+    "record",
+]
+
+TP = tuple[str, int]
+
+
+def record(
+    topic: str,
+    partition: int,
+    offset: int,
+    *,
+    key: bytes | None = None,
+    value: bytes | None = b"{}",
+    timestamp_ms: int = 0,
+) -> KafkaRecord:
+    return KafkaRecord(topic, partition, offset, key, value, timestamp_ms)
+
+
+@dataclass
+class ManualClock:
+    """A monotonic clock that only moves when told."""
+
+    now: float = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+class FakeConsumer:
+    """An in-memory consumer-group member (see the module docstring)."""
+
+    def __init__(self, clock: Callable[[], float], topics: Iterable[TopicInfo] = ()) -> None:
+        self._clock = clock
+        self.topics: dict[str, TopicInfo] = {t.name: t for t in topics}
+        self.listener: RebalanceListener | None = None
+        self.subscribed: str | None = None
+        self.assigned: set[TP] = set()
+        self.paused: set[TP] = set()
+        self.committed: dict[TP, tuple[int, str | None]] = {}
+        self.commits: list[dict[TP, int]] = []
+        self.seeks: list[TP] = []
+        self.metadata_refreshes = 0
+        self.reject_commits = False
+        self.started = False
+        self.stopped = False
+        self._fetches: asyncio.Queue[Fetched] = asyncio.Queue()
+        # Records of paused partitions: like aiokafka, not returned, fetched again on resume.
+        self._held: dict[TP, list[KafkaRecord]] = {}
+        self.describe_gate: asyncio.Event | None = None
+        """If set, describing a topic waits for it (a slow metadata request)."""
+        self._heartbeat_callbacks: list[Callable[[float], None]] = []
+
+    # -- the Consumer protocol --------------------------------------------------------------
+
+    async def start(self) -> None:
+        self.started = True
+
+    async def stop(self) -> None:
+        self.stopped = True
+
+    def subscribe(self, topic: str, listener: RebalanceListener) -> None:
+        self.subscribed = topic
+        self.listener = listener
+
+    async def getmany(self, timeout_ms: int, max_records: int) -> Fetched:
+        fetched = Fetched()
+        with contextlib.suppress(TimeoutError):
+            fetched = await asyncio.wait_for(self._fetches.get(), timeout_ms / 1000)
+        for tp in [tp for tp in fetched.records if tp in self.paused or tp not in self.assigned]:
+            records = fetched.records.pop(tp)
+            if tp in self.assigned:
+                self._held.setdefault(tp, []).extend(records)
+        return fetched
+
+    async def commit(self, offsets: dict[TP, int], topic_id: str | None) -> None:
+        if self.reject_commits:
+            raise CommitError("the group rebalanced (fake)")
+        self.commits.append(dict(offsets))
+        for tp, offset in offsets.items():
+            self.committed[tp] = (offset, topic_id)
+
+    def pause(self, tp: TP) -> None:
+        self.paused.add(tp)
+
+    def resume(self, tp: TP) -> None:
+        self.paused.discard(tp)
+        held = self._held.pop(tp, None)
+        if held:
+            self._fetches.put_nowait(Fetched(records={tp: held}))
+
+    async def describe_topic(self, topic: str) -> TopicInfo | None:
+        if self.describe_gate is not None:
+            await self.describe_gate.wait()
+        return self.topics.get(topic)
+
+    async def committed_topic_ids(self, tps: set[TP]) -> dict[TP, str | None]:
+        return {tp: self.committed[tp][1] if tp in self.committed else None for tp in tps}
+
+    async def seek_to_beginning(self, tp: TP) -> None:
+        self.seeks.append(tp)
+
+    def refresh_metadata(self) -> None:
+        self.metadata_refreshes += 1
+
+    def observe_heartbeats(self, callback: Callable[[float], None]) -> None:
+        self._heartbeat_callbacks.append(callback)
+
+    # -- what the test does -------------------------------------------------------------------
+
+    def create_topic(self, name: str, topic_id: str, partitions: int = 1) -> None:
+        self.topics[name] = TopicInfo(name=name, topic_id=topic_id, partitions=partitions)
+
+    def delete_topic(self, name: str) -> None:
+        self.topics.pop(name, None)
+
+    async def assign(self, *tps: TP) -> None:
+        assert self.listener is not None, "the runner has not subscribed yet"
+        self.assigned |= set(tps)
+        await self.listener.on_assigned(set(tps))
+
+    async def revoke(self, *tps: TP) -> None:
+        assert self.listener is not None, "the runner has not subscribed yet"
+        await self.listener.on_revoked(set(tps))
+        self.assigned -= set(tps)
+        self.paused -= set(tps)
+        for tp in tps:
+            self._held.pop(tp, None)
+
+    def deliver(self, records: Sequence[KafkaRecord]) -> None:
+        by_tp: dict[TP, list[KafkaRecord]] = {}
+        for r in records:
+            by_tp.setdefault((r.topic, r.partition), []).append(r)
+        self._fetches.put_nowait(Fetched(records=by_tp))
+
+    def lose(self, *losses: RetentionLoss) -> None:
+        self._fetches.put_nowait(Fetched(losses=list(losses)))
+
+    def heartbeat(self) -> None:
+        """The coordinator answers a heartbeat now."""
+        now = self._clock()
+        for callback in self._heartbeat_callbacks:
+            callback(now)
+
+
+@dataclass
+class FakeInvoker:
+    """Answers requests with ``respond(request)`` (default: acknowledge) and records them."""
+
+    respond: Callable[[InvocationRequest], Outcome | Awaitable[Outcome]] | None = None
+    calls: list[InvocationRequest] = field(default_factory=list)
+    gate: asyncio.Event | None = None
+    """If set, every call waits for it before answering."""
+    running: int = 0
+    max_running: int = 0
+
+    async def invoke(self, request: InvocationRequest) -> Outcome:
+        self.calls.append(request)
+        self.running += 1
+        self.max_running = max(self.max_running, self.running)
+        try:
+            if self.gate is not None:
+                await self.gate.wait()
+            if self.respond is None:
+                return Outcome.ack()
+            outcome = self.respond(request)
+            if not isinstance(outcome, Outcome):
+                outcome = await outcome
+            return outcome
+        finally:
+            self.running -= 1
+
+    def offsets(self) -> list[int]:
+        return [r.record.offset for r in self.calls if r.record is not None]
+
+
+@dataclass
+class FakeStore:
+    """Ledger rows by invocation ID, highest recorded offsets, workflow claims — in dicts."""
+
+    rows: dict[str, LedgerEntry] = field(default_factory=dict)
+    claims: dict[str, str] = field(default_factory=dict)
+
+    # -- the runner's reads ---------------------------------------------------------------------
+
+    async def get_statuses(self, ids: Iterable[str]) -> dict[str, str]:
+        return {i: self.rows[i].status for i in ids if i in self.rows}
+
+    async def paged_offsets(
+        self, subscription_id: str, topic: str, partition: int, lo: int, hi: int
+    ) -> set[int]:
+        return set()
+
+    async def highest_recorded_offset(
+        self, subscription_id: str, topic: str, partition: int
+    ) -> int | None:
+        offsets = [
+            e.offset
+            for e in self.rows.values()
+            if e.subscription_id == subscription_id
+            and e.topic == topic
+            and e.partition == partition
+        ]
+        return max(offsets, default=None)
+
+    async def claim_workflow(self, service: str, key: str, invocation_id: str) -> bool:
+        holder = self.claims.setdefault(f"{service}/{key}", invocation_id)
+        return holder == invocation_id
+
+    # -- the ledger writer's writes ------------------------------------------------------------
+
+    async def write_entries(self, entries: Sequence[LedgerEntry]) -> None:
+        for entry in entries:
+            self.rows[entry.id] = entry
+
+    async def write_progress(self, entry: LedgerEntry) -> bool:
+        current = self.rows.get(entry.id)
+        if current is not None and current.completed_at_ms is not None:
+            return False
+        self.rows[entry.id] = entry
+        return True

@@ -1,0 +1,92 @@
+"""Per-assignment partition state: fence, backlog bound, revocation; and ownership evidence."""
+
+from __future__ import annotations
+
+import pytest
+
+from adapter.engine.ownership import Ownership
+from adapter.engine.partition import PartitionState, Pause, Resume
+
+TP = ("t", 0)
+
+
+def state(pause_at: int = 4) -> PartitionState:
+    return PartitionState(TP, "t@id", pause_at=pause_at)
+
+
+class TestFence:
+    def test_until_the_fence_is_read_every_record_is_checked(self) -> None:
+        s = state()
+        assert s.needs_ledger_check(0)
+        assert s.needs_ledger_check(10**9)
+        assert s.fence is None
+
+    def test_only_records_at_or_below_the_fence_are_checked(self) -> None:
+        s = state()
+        s.fence_read(7)
+        assert s.needs_ledger_check(7)
+        assert not s.needs_ledger_check(8)
+
+    def test_an_empty_ledger_checks_nothing(self) -> None:
+        s = state()
+        s.fence_read(None)
+        assert not s.needs_ledger_check(0)
+
+
+class TestBacklog:
+    def test_pause_at_the_bound_and_resume_at_half(self) -> None:
+        s = state(pause_at=4)
+        assert s.fetched([0, 1, 2]) is None
+        assert s.fetched([3]) == Pause(TP)
+        assert s.fetched([4]) is None  # paused already: said once
+        assert s.finished(0) is None
+        assert s.finished(1) is None  # 3 pending > 2: hysteresis
+        assert s.finished(2) == Resume(TP)
+        assert not s.paused
+
+    def test_a_revoking_partition_admits_nothing_and_never_resumes(self) -> None:
+        s = state(pause_at=2)
+        assert s.fetched([0, 1]) == Pause(TP)
+        s.revoke()
+        assert not s.admits
+        assert s.finished(0) is None
+        assert s.finished(1) is None
+
+    @pytest.mark.parametrize(("pause_at", "resume_at"), [(0, None), (4, 4), (4, -1)])
+    def test_invalid_bounds(self, pause_at: int, resume_at: int | None) -> None:
+        with pytest.raises(ValueError, match=r"pause_at|resume_at"):
+            PartitionState(TP, "t", pause_at=pause_at, resume_at=resume_at)
+
+    def test_each_assignment_is_its_own_object(self) -> None:
+        assert state() is not state()
+        assert "fence=unknown" in repr(state())
+
+
+class TestOwnership:
+    def test_nothing_may_start_before_any_evidence(self) -> None:
+        assert not Ownership(10).may_start(0.0)
+
+    def test_evidence_holds_for_most_of_the_session(self) -> None:
+        o = Ownership(10)
+        o.confirmed(100.0)
+        assert o.may_start(107.9)
+        assert not o.may_start(108.0)
+        assert o.age(103.0) == 3.0
+
+    def test_older_evidence_never_replaces_newer(self) -> None:
+        o = Ownership(10)
+        o.confirmed(100.0)
+        o.confirmed(90.0)
+        assert o.may_start(107.0)
+
+    def test_lost_membership_stops_starts_until_confirmed_again(self) -> None:
+        o = Ownership(10)
+        o.confirmed(100.0)
+        o.lost()
+        assert not o.may_start(100.1)
+        o.confirmed(101.0)
+        assert o.may_start(101.1)
+
+    def test_session_must_be_positive(self) -> None:
+        with pytest.raises(ValueError, match="session_timeout_s"):
+            Ownership(0)

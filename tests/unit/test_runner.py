@@ -1,0 +1,396 @@
+"""The subscription runner driven through exact sequences with the in-package fakes.
+
+No broker, no DynamoDB: ``adapter.testing``'s fake consumer, invoker and store, and a manual
+clock for the ownership deadline. Each scenario takes milliseconds; the same sequences run on
+a real broker in the integration and chaos suites.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import pytest
+
+from adapter import ids
+from adapter.engine.ledger import LedgerWriter
+from adapter.engine.lifecycle import InvocationStatus
+from adapter.engine.retry import RetryPolicy
+from adapter.engine.runner import RunnerSettings, RunnerState, SubscriptionRunner
+from adapter.invokers.base import InvocationRequest, Outcome
+from adapter.kafka.topics import TopicInfo
+from adapter.model import (
+    Deployment,
+    HandlerType,
+    InputKind,
+    LedgerEntry,
+    RetentionLoss,
+    ServiceType,
+    Subscription,
+    Target,
+    topic_key,
+)
+from adapter.testing import FakeConsumer, FakeInvoker, FakeStore, ManualClock, record
+
+TOPIC = "orders"
+OLD_ID = "AAAAAAAAAAAAAAAAAAAAAA"
+NEW_ID = "BBBBBBBBBBBBBBBBBBBBBB"
+SUB = Subscription(id="sub_test", cluster="c", topic=TOPIC, service="S", handler="h")
+P0 = (TOPIC, 0)
+P1 = (TOPIC, 1)
+SESSION_S = 1.0  # ownership limit: 0.8 s of the manual clock after the last heartbeat
+
+
+def target(*, ordered: bool) -> Target:
+    return Target(
+        service="S",
+        handler="h",
+        service_type=ServiceType.VIRTUAL_OBJECT if ordered else ServiceType.SERVICE,
+        handler_type=HandlerType.EXCLUSIVE if ordered else HandlerType.SERVICE,
+        input_kind=InputKind.JSON,
+        deployment=Deployment(id="dp_test", uri="http://127.0.0.1:9"),
+    )
+
+
+async def until(predicate: Callable[[], bool], *, timeout: float = 2.0, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what or predicate}")
+        await asyncio.sleep(0.002)
+
+
+@dataclass
+class Harness:
+    runner: SubscriptionRunner
+    consumer: FakeConsumer
+    invoker: FakeInvoker
+    store: FakeStore
+    clock: ManualClock
+
+    def key_of(self, topic_id: str = OLD_ID) -> str:
+        return topic_key(TOPIC, topic_id)
+
+    def inv_id(self, partition: int, offset: int, topic_id: str = OLD_ID) -> str:
+        return ids.invocation_id(SUB.id, self.key_of(topic_id), partition, offset)
+
+    def committed(self, tp: tuple[str, int]) -> int | None:
+        found = self.consumer.committed.get(tp)
+        return None if found is None else found[0]
+
+
+@asynccontextmanager
+async def running(
+    *,
+    ordered: bool = False,
+    respond: Callable[[InvocationRequest], Outcome] | None = None,
+    topics: tuple[TopicInfo, ...] = (TopicInfo(TOPIC, OLD_ID, 2),),
+    store: FakeStore | None = None,
+    max_buffered: int = 1000,
+    committed: dict[tuple[str, int], tuple[int, str | None]] | None = None,
+) -> AsyncIterator[Harness]:
+    clock = ManualClock()
+    consumer = FakeConsumer(clock, topics)
+    consumer.committed.update(committed or {})
+    invoker = FakeInvoker(respond)
+    store = store if store is not None else FakeStore()
+    ledger = LedgerWriter(store, linger_s=0)
+    settings = RunnerSettings(
+        session_timeout_s=SESSION_S,
+        commit_interval_s=0.005,
+        topic_poll_s=0.01,
+        max_buffered_per_partition=max_buffered,
+        retry=RetryPolicy(initial_interval=0.01, max_interval=0.05, jitter=0.0),
+    )
+    runner = SubscriptionRunner(
+        SUB,
+        target(ordered=ordered),
+        consumer_factory=lambda watch: consumer,
+        store=store,
+        ledger=ledger,
+        invoker=invoker,
+        dead_letters=None,
+        settings=settings,
+        clock=clock,
+    )
+    ledger_task = asyncio.create_task(ledger.run())
+    run_task = asyncio.create_task(runner.run())
+    try:
+        yield Harness(runner, consumer, invoker, store, clock)
+    finally:
+        runner.stop()
+        await asyncio.wait_for(run_task, 5)
+        ledger_task.cancel()
+        await asyncio.gather(ledger_task, return_exceptions=True)
+
+
+async def subscribed(h: Harness, *tps: tuple[str, int]) -> None:
+    await until(lambda: h.consumer.listener is not None, what="subscribe")
+    await h.consumer.assign(*tps)
+
+
+class TestHappyPath:
+    async def test_records_run_and_their_offsets_are_committed_with_the_topic_id(self) -> None:
+        async with running() as h:
+            await subscribed(h, P0)
+            h.consumer.deliver([record(TOPIC, 0, o) for o in range(3)])
+            await until(lambda: h.committed(P0) == 3, what="commit of 3")
+            assert h.invoker.offsets() == [0, 1, 2]
+            assert h.consumer.committed[P0] == (3, OLD_ID)
+            # Invocation IDs and ledger rows are keyed by the topic's identity.
+            assert {c.invocation_id for c in h.invoker.calls} == {h.inv_id(0, o) for o in range(3)}
+            assert {e.topic for e in h.store.rows.values()} == {h.key_of()}
+
+    async def test_records_the_ledger_shows_finished_are_never_invoked_again(self) -> None:
+        store = FakeStore()
+        async with running(store=store) as h:
+            for offset in (0, 1):
+                store.rows[h.inv_id(0, offset)] = LedgerEntry(
+                    h.inv_id(0, offset), SUB.id, h.key_of(), 0, offset, None, "t", "SUCCEEDED"
+                )
+            await subscribed(h, P0)
+            h.consumer.deliver([record(TOPIC, 0, o) for o in range(3)])
+            await until(lambda: h.committed(P0) == 3, what="commit of 3")
+            assert h.invoker.offsets() == [2]
+            assert h.runner.stats.skipped_completed == 2
+
+
+class TestFencing:
+    """A poller that cannot prove it still belongs to its group starts nothing."""
+
+    async def test_a_retry_does_not_start_after_a_pause_past_the_session(self) -> None:
+        answers: dict[int, Outcome] = {0: Outcome.retry("busy", retry_after=0.02)}
+
+        def respond(request: InvocationRequest) -> Outcome:
+            return answers.pop(len(answers) - 1, Outcome.ack()) if answers else Outcome.ack()
+
+        async with running(respond=respond) as h:
+            await subscribed(h, P0)
+            h.consumer.deliver([record(TOPIC, 0, 0)])
+            await until(lambda: len(h.invoker.calls) == 1, what="first attempt")
+            # The process "slept" past the session timeout: no heartbeat answered since.
+            h.clock.advance(SESSION_S * 2)
+            await asyncio.sleep(0.1)  # the retry's backoff (0.02 s) has long elapsed
+            assert len(h.invoker.calls) == 1, "a retry started without proof of ownership"
+            assert h.runner.stats.held >= 1
+            # The group moved the partition away meanwhile: the held retry is abandoned.
+            await h.consumer.revoke(P0)
+            await asyncio.sleep(0.05)
+            assert len(h.invoker.calls) == 1
+            assert h.committed(P0) is None
+
+    async def test_a_held_retry_runs_once_the_group_confirms_the_member(self) -> None:
+        outcomes = iter([Outcome.retry("busy", retry_after=0.02), Outcome.ack()])
+        async with running(respond=lambda r: next(outcomes)) as h:
+            await subscribed(h, P0)
+            h.consumer.deliver([record(TOPIC, 0, 0)])
+            await until(lambda: len(h.invoker.calls) == 1, what="first attempt")
+            h.clock.advance(SESSION_S * 2)
+            await asyncio.sleep(0.1)
+            assert len(h.invoker.calls) == 1
+            h.consumer.heartbeat()  # still a member after all
+            await until(lambda: h.committed(P0) == 1, what="retry and commit")
+            assert len(h.invoker.calls) == 2
+
+    async def test_the_next_record_of_a_key_waits_for_ownership(self) -> None:
+        gate = asyncio.Event()
+        async with running(ordered=True) as h:
+            h.invoker.gate = gate
+            await subscribed(h, P0)
+            h.consumer.deliver([record(TOPIC, 0, o, key=b"k") for o in range(2)])
+            await until(lambda: len(h.invoker.calls) == 1, what="first of the key")
+            h.clock.advance(SESSION_S * 2)  # paused while the first was in flight
+            gate.set()  # the in-flight call completes (the one allowed duplicate)
+            await asyncio.sleep(0.05)
+            assert h.invoker.offsets() == [0], "lane hand-off started without ownership"
+            await h.consumer.revoke(P0)
+            await asyncio.sleep(0.02)
+            assert h.invoker.offsets() == [0]
+
+    async def test_a_first_attempt_waits_for_ownership(self) -> None:
+        async with running() as h:
+            await subscribed(h, P0)
+            h.clock.advance(SESSION_S * 2)
+            h.consumer.deliver([record(TOPIC, 0, 0)])
+            await asyncio.sleep(0.05)
+            assert h.invoker.calls == []
+            h.consumer.heartbeat()
+            await until(lambda: len(h.invoker.calls) == 1, what="start after heartbeat")
+
+    async def test_records_fetched_while_the_assignment_is_set_up_are_not_lost(self) -> None:
+        async with running() as h:
+            await until(lambda: h.consumer.listener is not None, what="subscribe")
+            slow_metadata = asyncio.Event()
+            h.consumer.describe_gate = slow_metadata
+            assign = asyncio.create_task(h.consumer.assign(P0))
+            await asyncio.sleep(0.01)  # the callback waits for the topic's identity
+            h.consumer.deliver([record(TOPIC, 0, o) for o in range(3)])
+            await asyncio.sleep(0.02)  # ... while the fetch loop receives the records
+            slow_metadata.set()
+            await assign
+            await until(lambda: h.committed(P0) == 3, what="all three, none skipped")
+            assert h.invoker.offsets() == [0, 1, 2]
+
+    async def test_a_partition_assigned_again_starts_from_its_commit(self) -> None:
+        gate = asyncio.Event()
+        async with running() as h:
+            h.invoker.gate = gate
+            await subscribed(h, P0)
+            h.consumer.deliver([record(TOPIC, 0, 0)])
+            await until(lambda: len(h.invoker.calls) == 1)
+            revoke = asyncio.create_task(h.consumer.revoke(P0))
+            await asyncio.sleep(0.01)
+            gate.set()  # the running call finishes within the drain
+            await revoke
+            assert h.committed(P0) == 1
+            await h.consumer.assign(P0)
+            h.consumer.deliver([record(TOPIC, 0, 1), record(TOPIC, 0, 2)])
+            await until(lambda: h.committed(P0) == 3, what="commit in the new assignment")
+            assert h.invoker.offsets() == [0, 1, 2]
+
+
+class TestTopicIdentity:
+    async def test_a_recreated_topic_is_consumed_from_its_beginning(self) -> None:
+        store = FakeStore()
+        async with running(
+            store=store,
+            topics=(TopicInfo(TOPIC, NEW_ID, 1),),
+            committed={P0: (400, OLD_ID)},
+        ) as h:
+            # The dead topic's ledger says offsets 0..399 finished.
+            for offset in range(400):
+                inv = h.inv_id(0, offset, OLD_ID)
+                store.rows[inv] = LedgerEntry(
+                    inv, SUB.id, h.key_of(OLD_ID), 0, offset, None, "t", "SUCCEEDED"
+                )
+            await subscribed(h, P0)
+            assert h.consumer.seeks == [P0], "the dead topic's position was applied"
+            h.consumer.deliver([record(TOPIC, 0, o) for o in range(100)])
+            await until(lambda: h.committed(P0) == 100, what="all of the new topic")
+            assert h.invoker.offsets() == list(range(100))
+            assert h.consumer.committed[P0] == (100, NEW_ID)
+            assert h.runner.stats.topic_recreations == 1
+
+    async def test_a_position_committed_without_a_topic_id_is_kept(self) -> None:
+        async with running(committed={P0: (7, None)}) as h:
+            await subscribed(h, P0)
+            assert h.consumer.seeks == []
+
+    async def test_a_topic_that_does_not_exist_yet_is_waited_for(self) -> None:
+        async with running(topics=()) as h:
+            await until(lambda: h.runner.state is RunnerState.WAITING_FOR_TOPIC)
+            assert h.runner.last_error is not None
+            assert f"waiting for topic {TOPIC!r}" in h.runner.last_error
+            assert h.consumer.listener is None
+            h.consumer.create_topic(TOPIC, NEW_ID)
+            await until(lambda: h.runner.state is RunnerState.RUNNING, what="running")
+            assert h.runner.last_error is None
+            assert h.consumer.subscribed == TOPIC
+
+    async def test_a_deleted_topic_asks_for_metadata_until_it_is_back(self) -> None:
+        async with running() as h:
+            await subscribed(h, P0)
+            await h.consumer.revoke(P0)
+            h.consumer.delete_topic(TOPIC)
+            await until(lambda: h.runner.state is RunnerState.WAITING_FOR_TOPIC)
+            h.consumer.create_topic(TOPIC, NEW_ID)
+            await until(lambda: h.consumer.metadata_refreshes > 0, what="metadata refresh")
+            assert h.runner.state is RunnerState.RUNNING
+
+
+class TestRetention:
+    async def test_records_lost_to_retention_are_reported(self) -> None:
+        async with running() as h:
+            await subscribed(h, P0)
+            h.consumer.lose(RetentionLoss(P0, 10, 19))
+            await until(lambda: bool(h.runner.retention_losses), what="loss reported")
+            assert h.runner.retention_losses == [RetentionLoss(P0, 10, 19)]
+            assert h.runner.stats.records_lost_to_retention == 10
+
+
+class TestBackpressure:
+    async def test_a_partition_at_its_bound_is_paused_and_resumed_when_drained(self) -> None:
+        gate = asyncio.Event()
+        async with running(max_buffered=4) as h:
+            h.invoker.gate = gate
+            await subscribed(h, P0)
+            h.consumer.deliver([record(TOPIC, 0, o) for o in range(4)])
+            await until(lambda: P0 in h.consumer.paused, what="pause")
+            gate.set()
+            await until(lambda: P0 not in h.consumer.paused, what="resume")
+            await until(lambda: h.committed(P0) == 4)
+
+
+class TestOperatorActions:
+    async def test_kill_records_the_status_and_lets_the_offset_commit(self) -> None:
+        gate = asyncio.Event()
+        async with running() as h:
+            h.invoker.gate = gate
+            await subscribed(h, P0)
+            h.consumer.deliver([record(TOPIC, 0, 0)])
+            await until(lambda: len(h.invoker.calls) == 1)
+            inv = h.inv_id(0, 0)
+            assert await h.runner.kill(inv, InvocationStatus.KILLED)
+            await until(lambda: h.committed(P0) == 1)
+            assert h.store.rows[inv].status == "KILLED"
+            assert not await h.runner.kill(inv, InvocationStatus.KILLED)
+
+    async def test_retry_now_ends_a_backoff(self) -> None:
+        outcomes = iter([Outcome.retry("busy", retry_after=30.0), Outcome.ack()])
+        async with running(respond=lambda r: next(outcomes)) as h:
+            await subscribed(h, P0)
+            h.consumer.deliver([record(TOPIC, 0, 0)])
+            inv = h.inv_id(0, 0)
+            await until(lambda: h.store.rows.get(inv) is not None, what="backing-off row")
+            assert h.store.rows[inv].status == "BACKING_OFF"
+            h.consumer.heartbeat()
+            assert h.runner.retry_now(inv)
+            await until(lambda: h.committed(P0) == 1, what="retried and committed")
+            assert not h.runner.retry_now(inv)
+
+
+class TestDrain:
+    async def test_stop_lets_running_invocations_finish_and_commits(self) -> None:
+        gate = asyncio.Event()
+        async with running() as h:
+            h.invoker.gate = gate
+            await subscribed(h, P0, P1)
+            h.consumer.deliver([record(TOPIC, 0, 0), record(TOPIC, 1, 0)])
+            await until(lambda: len(h.invoker.calls) == 2)
+            h.runner.stop()
+            await asyncio.sleep(0.01)
+            gate.set()
+            await until(lambda: h.runner.state is RunnerState.STOPPED)
+            assert h.committed(P0) == 1
+            assert h.committed(P1) == 1
+            assert h.consumer.stopped
+
+    async def test_a_revoked_partitions_unstarted_records_are_left_to_the_next_owner(
+        self,
+    ) -> None:
+        gate = asyncio.Event()
+        async with running(ordered=True) as h:
+            h.invoker.gate = gate
+            await subscribed(h, P0)
+            h.consumer.deliver([record(TOPIC, 0, o, key=b"k") for o in range(3)])
+            await until(lambda: len(h.invoker.calls) == 1)
+            revoke = asyncio.create_task(h.consumer.revoke(P0))
+            await asyncio.sleep(0.01)
+            gate.set()
+            await revoke
+            assert h.invoker.offsets() == [0]
+            assert h.committed(P0) == 1  # the finished one is committed before letting go
+
+
+@pytest.mark.parametrize("ordered", [False, True])
+async def test_many_records_over_two_partitions_all_commit(ordered: bool) -> None:
+    async with running(ordered=ordered) as h:
+        await subscribed(h, P0, P1)
+        h.consumer.deliver(
+            [record(TOPIC, p, o, key=f"k{o % 7}".encode()) for p in (0, 1) for o in range(200)]
+        )
+        await until(lambda: h.committed(P0) == 200 and h.committed(P1) == 200, timeout=5)
+        assert sorted(h.invoker.offsets()) == sorted(list(range(200)) * 2)
