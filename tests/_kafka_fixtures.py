@@ -19,7 +19,14 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from adapter.errors import LocalStackError
 from adapter.local.kafka import KafkaBroker
 
-__all__ = ["TopicFactory", "kafka_bootstrap", "kafka_broker", "new_topic", "topic_factory"]
+__all__ = [
+    "TopicFactory",
+    "kafka_bootstrap",
+    "kafka_broker",
+    "new_topic",
+    "topic_factory",
+    "wait_for_leaders",
+]
 
 _TOPIC_READY_TIMEOUT = 30.0
 _ADMIN_TIMEOUT_MS = 15_000
@@ -85,7 +92,7 @@ async def topic_factory(
         if errors:
             raise AssertionError(f"creating topic {name} failed: {errors}")
         created.append(name)
-        await _wait_for_leaders(admin, name, partitions)
+        await wait_for_leaders(admin, name, partitions)
         return name
 
     try:
@@ -106,7 +113,7 @@ async def new_topic(topic_factory: TopicFactory, request: pytest.FixtureRequest)
     return await topic_factory(partitions)
 
 
-async def _wait_for_leaders(admin: AIOKafkaAdminClient, name: str, partitions: int) -> None:
+async def wait_for_leaders(admin: AIOKafkaAdminClient, name: str, partitions: int) -> None:
     # create_topics returns once the controller has committed the topic; the broker serves
     # it only after it has applied that metadata, and producers sent earlier would get
     # UNKNOWN_TOPIC_OR_PARTITION retries that blur what a test measures.

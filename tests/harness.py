@@ -27,6 +27,7 @@ from adapter.model import (
     HandlerInfo,
     HandlerType,
     InputKind,
+    LedgerEntry,
     ServiceInfo,
     ServiceType,
     Subscription,
@@ -328,6 +329,13 @@ class Ingress:
             )
         )
         return dep_id
+
+    async def entry_of(
+        self, subscription_id: str, topic: str, partition: int, offset: int
+    ) -> LedgerEntry | None:
+        """The ledger row of one record (None if it has none)."""
+        inv_id = await record_id(self.bootstrap, subscription_id, topic, partition, offset)
+        return await self.store.get_entry(inv_id)
 
     async def subscribe(
         self,

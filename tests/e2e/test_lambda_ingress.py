@@ -36,7 +36,14 @@ from handlers.app import app as handlers_app
 from handlers.app import reset_state
 from tests._http_fixtures import HandlerServer
 from tests._kafka_fixtures import TopicFactory
-from tests.harness import Ingress, committed_offsets, consume_all, eventually, produce
+from tests.harness import (
+    Ingress,
+    committed_offsets,
+    consume_all,
+    eventually,
+    produce,
+    record_id,
+)
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(240)]
 
@@ -194,7 +201,7 @@ async def run_payments(
     await eventually(done, timeout=90, message="payments not all committed")
     statuses: dict[tuple[int, int], tuple[str, int]] = {}
     for p, o in placed_offsets[topic]:
-        entry = await ingress.store.get_entry(ids.invocation_id(sub.id, topic, p, o))
+        entry = await ingress.entry_of(sub.id, topic, p, o)
         assert entry is not None
         statuses[(p, o)] = (entry.status, entry.attempts)
     letters = await consume_all(ingress.bootstrap, dlq, 3)
@@ -361,7 +368,7 @@ async def test_an_unchanged_aws_kafka_consumer_runs_with_partial_batch_failures(
     assert delivered[3] >= 3  # failed twice, then succeeded
     assert delivered[7] >= 2
     for n in range(10):
-        entry = await ingress.store.get_entry(ids.invocation_id(sub.id, topic, 0, n))
+        entry = await ingress.entry_of(sub.id, topic, 0, n)
         assert entry is not None
         assert entry.status == InvocationStatus.SUCCEEDED.value
     assert len(consumer_events) < sum(delivered.values()), "records were not batched"
@@ -387,7 +394,7 @@ async def test_killing_an_invocation_of_a_batch_in_flight_finishes_it_and_drops_
 
     await eventually(first_batch_hangs, timeout=60, message="first batch never arrived")
     assert hung_batches[0] == [0, 1, 2, 3]
-    killed = ids.invocation_id(sub.id, topic, 0, 2)
+    killed = await record_id(ingress.bootstrap, sub.id, topic, 0, 2)
     runner = poller.supervisor.runners()[sub.id]
     try:
         assert await runner.kill(killed, InvocationStatus.KILLED)
@@ -411,7 +418,7 @@ async def test_killing_an_invocation_of_a_batch_in_flight_finishes_it_and_drops_
     assert entry is not None
     assert entry.status == InvocationStatus.KILLED.value
     for offset in (0, 1, 3):
-        other = await ingress.store.get_entry(ids.invocation_id(sub.id, topic, 0, offset))
+        other = await ingress.entry_of(sub.id, topic, 0, offset)
         assert other is not None
         assert other.status == InvocationStatus.SUCCEEDED.value
     assert hung_batches == [[0, 1, 2, 3]]  # the killed record was not sent again
@@ -459,7 +466,7 @@ async def test_signed_requests_are_accepted_and_foreign_signatures_rejected(
 
     sub_bad = await ingress.subscribe(t_bad, "Foreign", "accept")
     await _wait_committed(ingress, sub_bad.id, t_bad)
-    entry = await ingress.store.get_entry(ids.invocation_id(sub_bad.id, t_bad, 0, 0))
+    entry = await ingress.entry_of(sub_bad.id, t_bad, 0, 0)
     assert entry is not None
     assert entry.status == InvocationStatus.FAILED.value
     assert entry.last_error is not None

@@ -245,7 +245,7 @@ async def test_failures_without_dead_letter_topic_are_recorded_as_failed(
     await produce(ingress.bootstrap, topic, [(None, b"nope"), (None, b"{}")])
     await eventually(lambda: len(handler.acked()) >= 1, timeout=30)
     await eventually(lambda: _committed_equals(ingress, sub.id, topic, {0: 2}), timeout=30)
-    entry = await ingress.store.get_entry(await record_id(ingress.bootstrap, sub.id, topic, 0, 0))
+    entry = await ingress.entry_of(sub.id, topic, 0, 0)
     assert entry is not None
     assert entry.status == InvocationStatus.FAILED
     assert entry.attempts == 0
@@ -302,7 +302,7 @@ async def test_retrying_key_holds_back_only_its_own_key_and_commit_never_passes_
     flaky_ids = [i for i, n in failures.items() if n >= 3]
     assert len(flaky_ids) == 14  # every flaky record failed twice, then succeeded
 
-    entry = await ingress.store.get_entry(await record_id(ingress.bootstrap, sub.id, topic, 0, 0))
+    entry = await ingress.entry_of(sub.id, topic, 0, 0)
     assert entry is not None
     assert entry.status == InvocationStatus.BACKING_OFF
     assert entry.attempts >= 1
@@ -332,7 +332,7 @@ async def test_workflow_run_executes_once_per_key(
     )
     await eventually(lambda: _committed_equals(ingress, sub.id, topic, {0: 4}), timeout=30)
     assert sorted(c.key or "" for c in handler.calls) == ["user-1", "user-2", "user-3"]
-    dup = await ingress.store.get_entry(await record_id(ingress.bootstrap, sub.id, topic, 0, 2))
+    dup = await ingress.entry_of(sub.id, topic, 0, 2)
     assert dup is not None
     assert dup.status == InvocationStatus.DUPLICATE
 
