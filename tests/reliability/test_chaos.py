@@ -23,7 +23,6 @@ import json
 import os
 import random
 import time
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,8 +38,7 @@ from adapter.ids import invocation_id
 from adapter.local.kafka import KafkaBroker
 from adapter.local.moto import MotoServer
 from adapter.model import HandlerType, InputKind, ServiceType
-from adapter.store.dynamo import DynamoStore, make_client
-from adapter.store.tables import TableNames
+from adapter.store.dynamo import DynamoStore
 from tests._http_fixtures import HandlerServer
 from tests.harness import (
     Call,
@@ -83,38 +81,6 @@ class Report:
     max_rss_mb: float = 0.0
     seconds: float = 0.0
     events: list[str] = field(default_factory=list)
-
-
-@pytest.fixture(scope="module")
-def chaos_broker() -> Iterator[KafkaBroker]:
-    """A broker of its own: this suite restarts it."""
-    broker = KafkaBroker()
-    broker.start()
-    try:
-        yield broker
-    finally:
-        broker.stop()
-
-
-@pytest.fixture(scope="module")
-def chaos_moto() -> Iterator[MotoServer]:
-    """A moto server of its own: this suite takes it down and brings it back."""
-    server = MotoServer()
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-def chaos_store(chaos_moto: MotoServer) -> DynamoStore:
-    store = DynamoStore(
-        make_client(chaos_moto.endpoint_url, "us-east-1"),
-        TableNames(f"chaos{SEED}-{time.time_ns()}-"),
-    )
-    store.create_tables()
-    return store
 
 
 def rss_mb(pid: int) -> float:
