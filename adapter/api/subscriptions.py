@@ -155,7 +155,7 @@ async def create_subscription(request: Request, state: AdminState) -> Response:
         await state.store.create_subscription(sub)
         twins = sorted(
             (s for s in await state.store.list_subscriptions() if same_consumer(s)),
-            key=lambda s: s.id,
+            key=lambda s: ids.creation_order(s.id),
         )
         if twins and twins[0].id != sub.id:
             await state.store.delete_subscription(sub.id)
