@@ -44,6 +44,8 @@ __all__ = [
     "is_invocation_id",
     "parse_invocation_id",
     "parse_resource_id",
+    "restate_form",
+    "stored_forms",
     "subscription_id",
     "topic_ref",
 ]
@@ -179,6 +181,36 @@ def parse_resource_id(value: str, prefix: str) -> ResourceId:
 
 
 _NOUN = {"sub": "subscription", "dp": "deployment"}
+
+
+def _encode_legacy(prefix: str, ulid: int) -> str:
+    return f"{prefix}_" + "".join(
+        _LEGACY_ALPHABET[(ulid >> shift) & 31] for shift in range(125, -1, -5)
+    )
+
+
+def restate_form(value: str) -> str:
+    """``value`` as Restate's tooling reads it: an earlier-form ``sub_``/``dp_`` ID becomes the
+    same ULID in Restate's form; anything else is returned unchanged."""
+    prefix = value.partition("_")[0]
+    if prefix not in _RESOURCE_PREFIXES:
+        return value
+    try:
+        parsed = parse_resource_id(value, prefix)
+    except ValidationError:
+        return value
+    return _encode_ulid(prefix, parsed.ulid) if parsed.legacy else value
+
+
+def stored_forms(value: str, prefix: str) -> tuple[str, str]:
+    """The two keys a ``sub_``/``dp_`` resource named by ``value`` may be stored under — the
+    form given first, then the other (rows created before keep their earlier-form key).
+
+    ValidationError naming ``value`` if it is not such an ID.
+    """
+    parsed = parse_resource_id(value, prefix)
+    restate, legacy = _encode_ulid(prefix, parsed.ulid), _encode_legacy(prefix, parsed.ulid)
+    return (legacy, restate) if parsed.legacy else (restate, legacy)
 
 
 def created_ms(value: str) -> int:

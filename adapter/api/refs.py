@@ -12,16 +12,14 @@ from dataclasses import dataclass
 from urllib.parse import SplitResult, unquote, urlsplit
 
 from adapter.errors import ValidationError
-from adapter.ids import is_invocation_id, parse_invocation_id, parse_resource_id
+from adapter.ids import is_invocation_id, parse_invocation_id
 
 __all__ = [
     "Sink",
     "Source",
     "check_cluster_name",
-    "check_deployment_id",
     "check_invocation_id",
     "check_name",
-    "check_subscription_id",
     "parse_sink",
     "parse_source",
 ]
@@ -95,17 +93,6 @@ def parse_sink(sink: str) -> Sink:
             f"invalid sink {sink!r}: expected service://<service>/<handler> with both names"
         )
     return Sink(service=service, handler=handler)
-
-
-def check_subscription_id(value: str) -> str:
-    """A ``sub_`` ID in Restate's form or the earlier one; 400 naming the ID otherwise."""
-    parse_resource_id(value, "sub")
-    return value
-
-
-def check_deployment_id(value: str) -> str:
-    parse_resource_id(value, "dp")
-    return value
 
 
 def check_invocation_id(value: str) -> str:

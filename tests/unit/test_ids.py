@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from adapter import ids
 from adapter.errors import ValidationError
+from tests._earlier_ids import earlier_resource_id
 
 RESTATE_FORM = re.compile(r"^(sub|dp)_1[0-9a-zA-Z]{22}$")
 INV_FORM = re.compile(r"^inv_1[0-9a-zA-Z]{33}$")
@@ -75,15 +76,17 @@ def test_restates_strings_do_not_sort_by_creation_time() -> None:
 
 
 def test_earlier_form_ids_are_accepted_with_their_timestamp() -> None:
-    # Shaped like the previous generator: 10 Crockford digits of ms, 16 of random bits.
     ms, rand = 1_767_225_600_123, 0x1234_5678_9ABC_DEF0_1234
-    digits = "0123456789abcdefghjkmnpqrstvwxyz"
-    number = ms << 80 | rand
-    body = "".join(digits[(number >> (5 * i)) & 31] for i in reversed(range(26)))
-    parsed = ids.parse_resource_id(f"sub_{body}", "sub")
+    earlier = earlier_resource_id("sub_", ms, rand)
+    parsed = ids.parse_resource_id(earlier, "sub")
     assert parsed.legacy
-    assert (parsed.created_ms, parsed.ulid) == (ms, number)
-    assert ids.creation_order(f"sub_{body}") < ids.creation_order(ids.subscription_id(ms + 1))
+    assert (parsed.created_ms, parsed.ulid) == (ms, ms << 80 | rand)
+    assert ids.stored_forms(earlier, "sub") == (earlier, ids.restate_form(earlier))
+    assert ids.stored_forms(ids.restate_form(earlier), "sub") == (
+        ids.restate_form(earlier),
+        earlier,
+    )
+    assert ids.creation_order(earlier) < ids.creation_order(ids.subscription_id(ms + 1))
 
 
 @pytest.mark.parametrize(
