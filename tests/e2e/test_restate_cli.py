@@ -138,9 +138,11 @@ async def test_restates_cli_lists_describes_creates_and_deletes_our_resources(
     handler_url = await handler_server(
         Starlette(routes=[*handler.app.routes, Route("/discover", discover)])
     )
-    registered = await stack.api.post("/deployments", json={"uri": handler_url})
-    assert registered.status_code == 201, registered.text
-    dep_id = registered.json()["id"]
+    out = await restate("dp", "register", "--yes", handler_url)
+    deployments = (await stack.api.get("/deployments")).json()["deployments"]
+    assert [d["uri"].rstrip("/") for d in deployments] == [handler_url]
+    dep_id = deployments[0]["id"]
+    assert dep_id in out
     topic = await topic_factory(partitions=1)
     # A subscription created before IDs took Restate's form, kept under its earlier key.
     earlier = earlier_resource_id("sub_", 1_767_225_600_000, 0x0123_4567_89AB_CDEF_0123)
@@ -161,6 +163,9 @@ async def test_restates_cli_lists_describes_creates_and_deletes_our_resources(
 
     out = await restate("kc", "list")
     assert "local" in out
+    assert stack.bootstrap in out
+    out = await restate("kc", "describe", "local")
+    assert stack.bootstrap in out
 
     out = await restate("dp", "list")
     assert dep_id in out
