@@ -105,6 +105,23 @@ def _b62(value: int, width: int) -> str:
     return head + "".join(reversed(pairs))
 
 
+def _b62_u128(value: int) -> str:
+    """``_b62(value, 22)`` unrolled: it runs for every record, and the loop's own overhead was
+    about half its time."""
+    p = _PAIRS
+    value, a = divmod(value, 3844)
+    value, b = divmod(value, 3844)
+    value, c = divmod(value, 3844)
+    value, d = divmod(value, 3844)
+    value, e = divmod(value, 3844)
+    value, f = divmod(value, 3844)
+    value, g = divmod(value, 3844)
+    value, h = divmod(value, 3844)
+    value, i = divmod(value, 3844)
+    k, j = divmod(value, 3844)
+    return "".join((p[k], p[j], p[i], p[h], p[g], p[f], p[e], p[d], p[c], p[b], p[a]))
+
+
 def _un_b62(text: str, bits: int) -> int | None:
     """The value of fixed-width base62 ``text``; None if a character or the value does not fit."""
     value = 0
@@ -153,10 +170,11 @@ def _parse_legacy(value: str, prefix: str) -> ResourceId | None:
 
 
 def parse_resource_id(value: str, prefix: str) -> ResourceId:
-    """Parse a ``sub_``/``dp_`` ID (``prefix`` without ``_``), in Restate's form or the earlier one.
+    """Parse a ``sub_``/``dp_`` ID (``prefix``: ``sub`` or ``dp``), in either form.
 
     ValidationError naming the ID and what is wrong with it.
     """
+    prefix = prefix.removesuffix("_")
     if prefix not in _RESOURCE_PREFIXES:
         raise ValueError(f"not a resource ID prefix: {prefix!r}")
     expected = (
@@ -254,7 +272,7 @@ def invocation_id(subscription: str, topic: str, partition: int, offset: int) ->
     coords = _COORDS.pack(partition, offset)
     # The u128 is partition | offset | check, big-endian; Restate encodes it byte-reversed,
     # which is the same bytes read as a little-endian integer.
-    return head + _b62(int.from_bytes(coords + _check(ref, coords), "little"), U128_WIDTH)
+    return head + _b62_u128(int.from_bytes(coords + _check(ref, coords), "little"))
 
 
 def parse_invocation_id(value: str) -> InvocationCoordinates:

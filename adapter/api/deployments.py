@@ -226,7 +226,7 @@ async def delete_deployment(request: Request, state: AdminState) -> Response:
     names = {s.name for s in services}
     users = [s for s in await state.store.list_subscriptions() if s.service in names]
     if users and not force:
-        listed = ", ".join(f"{s.id} ({s.sink})" for s in users)
+        listed = ", ".join(f"{ids.restate_form(s.id)} ({s.sink})" for s in users)
         raise ConflictError(
             f"deployment {dep_id} serves handlers that subscriptions use: {listed}; delete "
             "those subscriptions first, or pass force=true"

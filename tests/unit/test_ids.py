@@ -209,3 +209,9 @@ def test_earlier_form_invocation_ids_are_still_invocation_ids() -> None:
     assert ids.is_invocation_id("inv_0000000000aaaaaaaaaaaaaaaa")
     assert not ids.is_invocation_id("inv_0000000000aaaaaaaaaaaaaaaI")
     assert not ids.is_invocation_id("inv_")
+
+
+@given(st.integers(min_value=0, max_value=(1 << 128) - 1))
+def test_the_unrolled_u128_encoder_matches_the_plain_one(value: int) -> None:
+    assert ids._b62_u128(value) == ids._b62(value, ids.U128_WIDTH)
+    assert ids._un_b62(ids._b62_u128(value), 128) == value
