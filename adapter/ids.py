@@ -62,6 +62,7 @@ _LEGACY_ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"  # Crockford base32, lower
 _LEGACY_DIGIT = {c: i for i, c in enumerate(_LEGACY_ALPHABET)}
 _LEGACY_LENGTH = 26
 _RESOURCE_PREFIXES = ("sub", "dp")
+_NOUN = {"sub": "subscription", "dp": "deployment"}
 _INV = "inv"
 _INV_LENGTH = len(_INV) + 2 + U64_WIDTH + U128_WIDTH
 _COORDS = struct.Struct(">IQ")  # partition, offset
@@ -196,9 +197,6 @@ def parse_resource_id(value: str, prefix: str) -> ResourceId:
     if number is None:
         raise ValidationError(f"{_shown(value)} is not a {_NOUN[prefix]} ID: {expected}")
     return ResourceId(prefix=prefix, ulid=_swap(number, 16), legacy=False)
-
-
-_NOUN = {"sub": "subscription", "dp": "deployment"}
 
 
 def _encode_legacy(prefix: str, ulid: int) -> str:
