@@ -31,7 +31,8 @@ $(KAFKA_STAMP): infra/kafka/pom.xml
 	@touch $@
 
 # Restate's CLI from npm: the package and its prebuilt binary for this platform (an optional
-# dependency, also from npm; no install scripts run), in a git-ignored cache folder.
+# dependency, also from npm), in a git-ignored cache folder. No install script runs, so nothing
+# else is fetched and the package's install analytics (@scarf/scarf) never report.
 restate-cli: $(RESTATE_CLI_STAMP)
 
 $(RESTATE_CLI_STAMP):
