@@ -5,9 +5,13 @@ BIN    := $(VENV)/bin
 PY_STAMP    := $(VENV)/.installed
 KAFKA_LIBS  := .cache/kafka/libs
 KAFKA_STAMP := .cache/kafka/.fetched
+# Restate's own CLI, for the compatibility test (tests/e2e/test_restate_cli.py)
+RESTATE_CLI_VERSION := 1.7
+RESTATE_CLI_DIR     := .cache/restate-cli
+RESTATE_CLI_STAMP   := $(RESTATE_CLI_DIR)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: setup check test test-unit test-chaos dev bench soak clean
+.PHONY: setup restate-cli check test test-unit test-chaos dev bench soak clean
 
 setup: $(PY_STAMP) $(KAFKA_STAMP)
 
@@ -26,12 +30,26 @@ $(KAFKA_STAMP): infra/kafka/pom.xml
 		-DincludeScope=runtime -DoutputDirectory=$(CURDIR)/$(KAFKA_LIBS)
 	@touch $@
 
+# Restate's CLI from npm: the package and its prebuilt binary for this platform (an optional
+# dependency, also from npm), in a git-ignored cache folder. No install script runs, so nothing
+# else is fetched and the package's install analytics (@scarf/scarf) never report.
+restate-cli: $(RESTATE_CLI_STAMP)
+
+$(RESTATE_CLI_STAMP):
+	@command -v npm >/dev/null || { echo "npm (Node.js) is required for the Restate CLI test" >&2; exit 1; }
+	@npm view @restatedev/restate@$(RESTATE_CLI_VERSION) version >/dev/null
+	rm -rf $(RESTATE_CLI_DIR)
+	npm install --prefix $(RESTATE_CLI_DIR) --no-audit --no-fund --ignore-scripts \
+		@restatedev/restate@$(RESTATE_CLI_VERSION)
+	$(RESTATE_CLI_DIR)/node_modules/.bin/restate --version
+	@touch $@
+
 check: $(PY_STAMP)
 	$(BIN)/ruff check adapter handlers tests bench
 	$(BIN)/ruff format --check adapter handlers tests bench
 	$(BIN)/mypy
 
-test: setup check
+test: setup $(RESTATE_CLI_STAMP) check
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 test-unit: $(PY_STAMP)

@@ -9,7 +9,6 @@ alternative code paths of the product:
                   SigV4-signed and sent on the event loop with aiohttp, instead of boto3 in
                   worker threads (botocore's validation, serialisation and GIL hand-offs)
 ``boto-lean``     boto3 clients without botocore's client-side parameter validation
-``fast-ids``      ``adapter.ids._b32`` via ``base64.b32encode`` (same IDs, fewer bytecodes)
 ``no-ledger-io``  ledger writes become no-ops: the upper bound of any ledger optimisation.
                   Breaks the product's guarantee; a measurement only, never a proposal.
 """
@@ -17,27 +16,10 @@ alternative code paths of the product:
 from __future__ import annotations
 
 import asyncio
-import base64
 from collections.abc import Callable, Sequence
 from typing import Any
 
 __all__ = ["EXPERIMENTS", "apply"]
-
-_CROCKFORD = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", "0123456789abcdefghjkmnpqrstvwxyz")
-
-
-def fast_b32(value: int, length: int) -> str:
-    """``adapter.ids._b32`` (big-endian Crockford base32, ``length`` digits) via the C codec."""
-    bits = length * 5
-    pad = -bits % 40  # b32encode works on whole 5-byte groups
-    raw = (value << pad).to_bytes((bits + pad) // 8, "big")
-    return base64.b32encode(raw).decode("ascii").translate(_CROCKFORD)[:length]
-
-
-def _fast_ids() -> None:
-    import adapter.ids as ids
-
-    ids._b32 = fast_b32
 
 
 def _boto_lean() -> None:
@@ -150,7 +132,6 @@ def _fast_ledger() -> None:
 EXPERIMENTS: dict[str, Callable[[], None]] = {
     "fast-ledger": _fast_ledger,
     "boto-lean": _boto_lean,
-    "fast-ids": _fast_ids,
     "no-ledger-io": _no_ledger_io,
 }
 

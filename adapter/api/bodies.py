@@ -241,7 +241,8 @@ class RegisterDeploymentResponse(_Response):
 
 class _DeploymentCommon(_Response):
     id: str
-    additional_headers: dict[str, str] | None = None
+    # Restate's CLI refuses null here (an absent or empty map is what it knows)
+    additional_headers: dict[str, str] = Field(default_factory=dict)
     created_at: str
     min_protocol_version: int
     max_protocol_version: int

@@ -35,6 +35,7 @@ from adapter.api.endpoint import (
 from adapter.api.refs import check_cluster_name
 from adapter.api.wire import rfc3339, subscription_response
 from adapter.errors import ConditionFailedError, ConflictError, UnknownResourceError
+from adapter.ids import restate_form
 from adapter.kafka.options import mask_options
 
 __all__ = ["ENDPOINTS"]
@@ -146,7 +147,11 @@ async def update_cluster(request: Request, state: AdminState) -> Response:
 async def delete_cluster(request: Request, state: AdminState) -> Response:
     entry = await _entry(state, request.path_params["cluster_name"])
     _read_only(entry, "deleted")
-    users = [s.id for s in await state.store.list_subscriptions() if s.cluster == entry.name]
+    users = [
+        restate_form(s.id)
+        for s in await state.store.list_subscriptions()
+        if s.cluster == entry.name
+    ]
     if users and not query_bool(request, "force"):
         raise ConflictError(
             f"Kafka cluster {entry.name!r} is used by subscriptions {', '.join(users)}; "

@@ -45,7 +45,7 @@ from adapter.api.endpoint import (
 )
 from adapter.api.headers import validate_headers
 from adapter.api.manifest import parse_manifest, plan_registration
-from adapter.api.refs import check_deployment_id, check_name
+from adapter.api.refs import check_name
 from adapter.api.wire import deployment_response, handler_response, service_response
 from adapter.errors import (
     ConditionFailedError,
@@ -170,14 +170,16 @@ async def register_deployment(request: Request, state: AdminState) -> Response:
         )
     status = {"created": 201, "unchanged": 200, "overwritten": 201 if v2 else 200}[plan.outcome]
     response = RegisterDeploymentResponse(
-        id=plan.deployment_id,
+        id=ids.restate_form(plan.deployment_id),
         services=[service_response(s, retention_s=state.retention_s) for s in plan.services],
         min_protocol_version=manifest.min_protocol_version,
         max_protocol_version=manifest.max_protocol_version,
         sdk_version=manifest.sdk_version,
     )
     return json_response(
-        response, status, headers={"Location": f"deployments/{plan.deployment_id}"}
+        response,
+        status,
+        headers={"Location": f"deployments/{ids.restate_form(plan.deployment_id)}"},
     )
 
 
@@ -200,11 +202,12 @@ async def list_deployments(request: Request, state: AdminState) -> Response:
 
 
 async def _deployment(state: AdminState, dep_id: str) -> dict[str, Any]:
-    check_deployment_id(dep_id)
-    dep = await state.store.get_deployment(dep_id)
-    if dep is None:
-        raise UnknownResourceError(f"the requested deployment {dep_id!r} does not exist")
-    return dep
+    # Either ID form; one registered before Restate's form is stored under its earlier key.
+    for key in ids.stored_forms(dep_id, "dp"):
+        dep = await state.store.get_deployment(key)
+        if dep is not None:
+            return dep
+    raise UnknownResourceError(f"the requested deployment {dep_id!r} does not exist")
 
 
 async def get_deployment(request: Request, state: AdminState) -> Response:
@@ -223,7 +226,7 @@ async def delete_deployment(request: Request, state: AdminState) -> Response:
     names = {s.name for s in services}
     users = [s for s in await state.store.list_subscriptions() if s.service in names]
     if users and not force:
-        listed = ", ".join(f"{s.id} ({s.sink})" for s in users)
+        listed = ", ".join(f"{ids.restate_form(s.id)} ({s.sink})" for s in users)
         raise ConflictError(
             f"deployment {dep_id} serves handlers that subscriptions use: {listed}; delete "
             "those subscriptions first, or pass force=true"

@@ -30,7 +30,8 @@ from starlette.responses import Response
 from adapter.api.bodies import ActionResponse, InvocationResponse, ListInvocationsResponse
 from adapter.api.endpoint import AdminState, Endpoint, QueryParam, json_response, query_int
 from adapter.api.ledger_listing import ListingCursor, merge_listing
-from adapter.api.refs import check_invocation_id, check_subscription_id, parse_sink
+from adapter.api.refs import check_invocation_id, parse_sink
+from adapter.api.subscriptions import find_subscription
 from adapter.api.wire import invocation_response
 from adapter.engine.lifecycle import (
     TERMINAL_STATUSES,
@@ -170,7 +171,9 @@ async def list_invocations(request: Request, state: AdminState) -> Response:
     params = request.query_params
     subscription = params.get("subscription")
     if subscription is not None:
-        check_subscription_id(subscription)
+        # Ledger rows carry the subscription's stored key, which may be the earlier ID form.
+        found = await find_subscription(state, subscription)
+        subscription = found.id if found is not None else subscription
     statuses = _statuses(params.get("status"))
     key = params.get("key")
     target = _handler_target(params.get("handler"))

@@ -12,21 +12,18 @@ from dataclasses import dataclass
 from urllib.parse import SplitResult, unquote, urlsplit
 
 from adapter.errors import ValidationError
-from adapter.ids import is_invocation_id
+from adapter.ids import is_invocation_id, parse_invocation_id
 
 __all__ = [
     "Sink",
     "Source",
     "check_cluster_name",
-    "check_deployment_id",
     "check_invocation_id",
     "check_name",
-    "check_subscription_id",
     "parse_sink",
     "parse_source",
 ]
 
-_SORTABLE_BODY = re.compile(r"^[0-9a-hjkmnp-tv-z]{26}$")
 _TOPIC = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 _CLUSTER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$")
 _NAME_MAX = 255
@@ -98,27 +95,9 @@ def parse_sink(sink: str) -> Sink:
     return Sink(service=service, handler=handler)
 
 
-def _sortable(value: str, prefix: str, what: str) -> str:
-    if not (value.startswith(prefix) and _SORTABLE_BODY.match(value[len(prefix) :])):
-        raise ValidationError(
-            f"{value[:80]!r} is not a {what} ID (expected {prefix} followed by 26 characters)"
-        )
-    return value
-
-
-def check_subscription_id(value: str) -> str:
-    return _sortable(value, "sub_", "subscription")
-
-
-def check_deployment_id(value: str) -> str:
-    return _sortable(value, "dp_", "deployment")
-
-
 def check_invocation_id(value: str) -> str:
     if not is_invocation_id(value):
-        raise ValidationError(
-            f"{value[:80]!r} is not an invocation ID (expected inv_ followed by 26 characters)"
-        )
+        parse_invocation_id(value)  # raises the error that says what is wrong
     return value
 
 

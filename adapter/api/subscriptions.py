@@ -36,7 +36,7 @@ from adapter.api.bodies import (
 )
 from adapter.api.endpoint import AdminState, Endpoint, QueryParam, json_response, read_body
 from adapter.api.groups import ResetTarget
-from adapter.api.refs import check_subscription_id, parse_sink, parse_source
+from adapter.api.refs import parse_sink, parse_source
 from adapter.api.wire import parse_timestamp, subscription_response
 from adapter.config import KafkaCluster
 from adapter.errors import (
@@ -94,9 +94,18 @@ def _resolve(sub_id: str, cluster: KafkaCluster, options: dict[str, str]) -> Cli
         raise ValidationError(str(exc)) from None
 
 
+async def find_subscription(state: AdminState, sub_id: str) -> Subscription | None:
+    """The subscription named by ``sub_id`` in either ID form (400 if it is neither): one
+    created before Restate's form was adopted is stored under its earlier-form key."""
+    for key in ids.stored_forms(sub_id, "sub"):
+        sub = await state.store.get_subscription(key)
+        if sub is not None:
+            return sub
+    return None
+
+
 async def _get(state: AdminState, sub_id: str) -> Subscription:
-    check_subscription_id(sub_id)
-    sub = await state.store.get_subscription(sub_id)
+    sub = await find_subscription(state, sub_id)
     if sub is None:
         raise UnknownResourceError(f"the subscription {sub_id!r} does not exist")
     return sub
@@ -156,7 +165,7 @@ async def create_subscription(request: Request, state: AdminState) -> Response:
         await state.store.create_subscription(sub)
         twins = sorted(
             (s for s in await state.store.list_subscriptions() if same_consumer(s)),
-            key=lambda s: s.id,
+            key=lambda s: ids.creation_order(s.id),
         )
         if twins and twins[0].id != sub.id:
             await state.store.delete_subscription(sub.id)
@@ -166,7 +175,9 @@ async def create_subscription(request: Request, state: AdminState) -> Response:
     state.wake()
     log.info("subscription %s created: %s -> %s", live.id, live.source, live.sink)
     return json_response(
-        subscription_response(live), 201, headers={"Location": f"subscriptions/{live.id}"}
+        subscription_response(live),
+        201,
+        headers={"Location": f"subscriptions/{ids.restate_form(live.id)}"},
     )
 
 
@@ -174,13 +185,16 @@ def _existing(sub: Subscription, options: dict[str, str]) -> Response:
     mine = {k: v for k, v in sub.options.items() if k != _GROUP}
     asked = {k: v for k, v in options.items() if k != _GROUP}
     if mine != asked:
+        shown = ids.restate_form(sub.id)
         raise ConflictError(
-            f"subscription {sub.id} already consumes {sub.source} into {sub.sink} in group "
+            f"subscription {shown} already consumes {sub.source} into {sub.sink} in group "
             f"{_group_of(sub)!r} with other options; change them with PATCH "
-            f"/subscriptions/{sub.id}, or give this one its own group.id"
+            f"/subscriptions/{shown}, or give this one its own group.id"
         )
     return json_response(
-        subscription_response(sub), 200, headers={"Location": f"subscriptions/{sub.id}"}
+        subscription_response(sub),
+        200,
+        headers={"Location": f"subscriptions/{ids.restate_form(sub.id)}"},
     )
 
 
@@ -242,7 +256,7 @@ async def get_subscription(request: Request, state: AdminState) -> Response:
 
 
 async def delete_subscription(request: Request, state: AdminState) -> Response:
-    sub_id = check_subscription_id(request.path_params["subscription"])
+    sub_id = (await _get(state, request.path_params["subscription"])).id
     if not await state.store.delete_subscription(sub_id):
         raise UnknownResourceError(f"the subscription {sub_id!r} does not exist")
     state.wake()
@@ -329,7 +343,7 @@ async def reset_offsets(request: Request, state: AdminState) -> Response:
     log.info("subscription %s: offsets of group %s reset to %s", sub.id, options.group_id, body.to)
     return json_response(
         ResetOffsetsResponse(
-            id=sub.id,
+            id=ids.restate_form(sub.id),
             group_id=options.group_id,
             offsets=[
                 PartitionOffset(topic=topic_name(t), partition=p, offset=o)

@@ -24,6 +24,7 @@ from adapter.api.bodies import (
 )
 from adapter.api.headers import mask_headers
 from adapter.errors import ValidationError
+from adapter.ids import restate_form
 from adapter.kafka.options import mask_options
 from adapter.model import (
     HandlerInfo,
@@ -110,7 +111,7 @@ def humantime(seconds: float) -> str:
 
 def subscription_response(sub: Subscription) -> SubscriptionResponse:
     return SubscriptionResponse(
-        id=sub.id,
+        id=restate_form(sub.id),
         source=sub.source,
         sink=sub.sink,
         options=mask_options(sub.options),
@@ -135,7 +136,7 @@ def service_response(svc: ServiceInfo, *, retention_s: float) -> ServiceResponse
         name=svc.name,
         handlers=[handler_response(h) for h in svc.handlers],
         ty=_SERVICE_TY[svc.service_type.value],  # type: ignore[arg-type]
-        deployment_id=svc.deployment_id,
+        deployment_id=restate_form(svc.deployment_id),
         revision=svc.revision,
         idempotency_retention=humantime(retention_s),
     )
@@ -156,8 +157,8 @@ def deployment_response(
     """A stored deployment in Restate's list (``detailed=False``) or get shape."""
     headers = {str(k): str(v) for k, v in (dep.get("additional_headers") or {}).items()}
     common: dict[str, Any] = {
-        "id": str(dep["id"]),
-        "additional_headers": mask_headers(headers) or None,
+        "id": restate_form(str(dep["id"])),
+        "additional_headers": mask_headers(headers),
         "created_at": rfc3339(dep.get("created_at") or 0) or "",
         "min_protocol_version": int(dep.get("min_protocol_version", 1)),
         "max_protocol_version": int(dep.get("max_protocol_version", 1)),
@@ -187,7 +188,7 @@ def invocation_response(entry: LedgerEntry) -> InvocationResponse:
     return InvocationResponse(
         id=entry.id,
         status=entry.status,
-        subscription_id=entry.subscription_id,
+        subscription_id=restate_form(entry.subscription_id),
         target=entry.target,
         key=entry.key,
         topic=topic_name(entry.topic),

@@ -34,7 +34,7 @@ from botocore.credentials import Credentials
 from botocore.exceptions import BotoCoreError, ClientError
 
 from adapter.errors import ConditionFailedError, StoreError
-from adapter.ids import invocation_id
+from adapter.ids import creation_order, invocation_id
 from adapter.model import (
     HandlerInfo,
     HandlerType,
@@ -399,7 +399,9 @@ class DynamoStore:
 
     async def list_subscriptions(self) -> list[Subscription]:
         items = await self._scan_all(self.names.subscriptions, "list subscriptions")
-        return sorted((_subscription_from_item(i) for i in items), key=lambda s: s.id)
+        return sorted(
+            (_subscription_from_item(i) for i in items), key=lambda s: creation_order(s.id)
+        )
 
     async def delete_subscription(self, sub_id: str) -> bool:
         resp = await self._call(
@@ -490,7 +492,7 @@ class DynamoStore:
 
     async def list_deployments(self) -> list[dict[str, Any]]:
         items = await self._scan_all(self.names.deployments, "list deployments")
-        return sorted((_from_item(i) for i in items), key=lambda d: str(d["id"]))
+        return sorted((_from_item(i) for i in items), key=lambda d: creation_order(str(d["id"])))
 
     async def delete_deployment(self, dep_id: str) -> bool:
         resp = await self._call(

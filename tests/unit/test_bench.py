@@ -6,17 +6,15 @@ Functional checks only; no performance is asserted here (that is what ``make ben
 from __future__ import annotations
 
 import io
-import random
 from typing import Any
 
 import orjson
 import pytest
 from rich.console import Console
 
-from adapter.ids import _b32
 from bench.cli import ALL_SCENARIOS, EXPERIMENT_NAMES, parse_args
 from bench.dynamo import COUNTS_PATH, CountingMiddleware
-from bench.experiments import EXPERIMENTS, fast_b32
+from bench.experiments import EXPERIMENTS
 from bench.handler import Receipts, make_app
 from bench.lambda_handler import BenchFunction
 from bench.profile import by_own_function, by_package, by_thread, parse_collapsed, summary
@@ -108,17 +106,9 @@ def test_gauge_sums_add_up_every_sample_of_each_metric() -> None:
 
 def test_every_experiment_is_offered_on_the_command_line() -> None:
     assert tuple(EXPERIMENTS) == EXPERIMENT_NAMES
-    assert parse_args(["--experiment", "fast-ids", "--experiment", "fast-ids"]).experiments == (
-        "fast-ids",
+    assert parse_args(["--experiment", "boto-lean", "--experiment", "boto-lean"]).experiments == (
+        "boto-lean",
     )
-
-
-def test_fast_b32_gives_exactly_the_ids_of_the_shipped_encoder() -> None:
-    rng = random.Random(5)
-    for bits, length in ((128, 26), (50, 10), (80, 16), (0, 26)):
-        for _ in range(500):
-            value = rng.getrandbits(bits) if bits else 0
-            assert fast_b32(value, length) == _b32(value, length)
 
 
 # -- workload -------------------------------------------------------------------------------
