@@ -50,6 +50,7 @@ from adapter.errors import (
     ValidationError,
 )
 from adapter.invokers.base import InvocationRequest, Outcome
+from adapter.invokers.kafka_event import EventSource, build_kafka_event, partition_key
 from adapter.model import InputKind
 from adapter.sdk.protocol import LAMBDA_PROTOCOL, invoke_path
 
@@ -195,62 +196,48 @@ def build_batch_event(
     }
 
 
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
-
-
 def build_msk_event(
-    requests: Sequence[InvocationRequest], *, bootstrap_servers: str = ""
+    requests: Sequence[InvocationRequest],
+    *,
+    source: EventSource | None = None,
+    with_extension: bool = True,
 ) -> dict[str, Any]:
-    """The ``event.format=msk`` event: AWS's self-managed Kafka event, plus ``kafkaIngress``.
+    """The ``event.format=msk`` event: AWS's Kafka event (:mod:`adapter.invokers.kafka_event`).
 
-    Every request must carry its source record. Existing Kafka consumers read only the AWS
-    fields and ignore ``kafkaIngress`` (which names the handler and the invocation IDs).
+    Every request must carry its source record. ``with_extension`` adds ``kafkaIngress``
+    (the handler and the invocation IDs, for handlers written with this project's SDK);
+    AWS's own consumers ignore it, and a plain function sink leaves it out.
     """
-    records: dict[str, list[dict[str, Any]]] = {}
+    records = []
     invocations = []
-    first = requests[0]
     for request in requests:
         record = request.record
         if record is None:
             raise ValueError(f"{request.invocation_id}: an MSK event needs the source record")
-        tp = f"{record.topic}-{record.partition}"
-        item: dict[str, Any] = {
-            "topic": record.topic,
-            "partition": record.partition,
-            "offset": record.offset,
-            "timestamp": record.timestamp_ms,
-            "timestampType": "CREATE_TIME",
-        }
-        if record.key is not None:
-            item["key"] = _b64(record.key)
-        if record.value is not None:
-            item["value"] = _b64(record.value)
-        item["headers"] = [{name: list(value)} for name, value in record.headers]
-        records.setdefault(tp, []).append(item)
+        records.append(record)
         invocations.append(
             {
-                "partition": tp,
+                "partition": partition_key(record.topic, record.partition),
                 "offset": record.offset,
                 "invocationId": request.invocation_id,
                 "attempt": request.attempt,
                 "traceparent": request.headers.get("traceparent"),
             }
         )
-    for batch in records.values():
-        batch.sort(key=lambda item: int(item["offset"]))
-    return {
-        "eventSource": "SelfManagedKafka",
-        "bootstrapServers": bootstrap_servers,
-        "records": records,
-        "kafkaIngress": {
+    records.sort(key=lambda r: (r.topic, r.partition, r.offset))
+    extension = None
+    if with_extension:
+        first = requests[0]
+        extension = {
             "version": 1,
             "service": first.target.service,
             "handler": first.target.handler,
             "subscriptionId": first.headers.get(HEADER_SUBSCRIPTION_ID),
             "invocations": invocations,
-        },
-    }
+        }
+    return build_kafka_event(
+        records, source or EventSource(bootstrap_servers=()), extension=extension
+    )
 
 
 # --- replies (pure) -------------------------------------------------------------------------
@@ -598,13 +585,13 @@ class LambdaInvoker:
         *,
         event_format: EventFormat = "ingress",
         sign: Signer | None = None,
-        bootstrap_servers: str = "",
+        event_source: EventSource | None = None,
         owns_client: bool = False,
     ) -> None:
         self.client = client
         self.event_format = event_format
         self._sign = sign
-        self._bootstrap = bootstrap_servers
+        self._event_source = event_source
         self._owns_client = owns_client
 
     def __repr__(self) -> str:
@@ -635,7 +622,7 @@ class LambdaInvoker:
 
     def _payload(self, requests: list[InvocationRequest]) -> bytes:
         if self.event_format == "msk":
-            event = build_msk_event(requests, bootstrap_servers=self._bootstrap)
+            event = build_msk_event(requests, source=self._event_source)
         elif len(requests) == 1:
             event = build_invoke_event(requests[0], self._sign)
         else:
