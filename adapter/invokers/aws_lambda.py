@@ -50,6 +50,7 @@ from adapter.errors import (
     ValidationError,
 )
 from adapter.invokers.base import InvocationRequest, Outcome
+from adapter.invokers.batch_response import VerdictKind, item_position, read_batch_response
 from adapter.invokers.kafka_event import EventSource, build_kafka_event, partition_key
 from adapter.model import InputKind
 from adapter.sdk.protocol import LAMBDA_PROTOCOL, invoke_path
@@ -354,23 +355,6 @@ def outcomes_from_batch_reply(
     return out
 
 
-def _identifier(value: Any) -> tuple[str | None, int] | None:
-    """An itemIdentifier: AWS's ``{"partition": "t-0", "offset": 5}``, or a bare offset."""
-    if isinstance(value, Mapping):
-        partition, offset = value.get("partition"), value.get("offset")
-        if isinstance(partition, str) and partition:
-            try:
-                return partition, int(offset)  # type: ignore[arg-type]
-            except (TypeError, ValueError):
-                return None
-        return None
-    if isinstance(value, int) and not isinstance(value, bool):
-        return None, value
-    if isinstance(value, str) and value.strip().isdigit():
-        return None, int(value)
-    return None
-
-
 def outcomes_from_msk_reply(
     requests: Sequence[InvocationRequest], reply: LambdaReply
 ) -> list[Outcome]:
@@ -396,47 +380,27 @@ def outcomes_from_msk_reply(
     if isinstance(ext, Mapping) and isinstance(ext.get("results"), list):
         by_position: dict[tuple[str, int], Mapping[str, Any]] = {}
         for result in ext["results"]:
-            ident = _identifier(result)
-            if ident is not None and ident[0] is not None and _is_http_like(result):
-                by_position[(ident[0], ident[1])] = result
+            ident = item_position(result)
+            if ident is not None and _is_http_like(result):
+                by_position[ident] = result
         return [
             _http_like(reply, by_position[pos]) if pos in by_position else Outcome.ack()
             for pos in positions
         ]
-    failures = data.get("batchItemFailures")
-    if not failures:
-        return [Outcome.ack()] * len(requests)
-    whole = Outcome.retry(
-        f"function {reply.function} returned an invalid batchItemFailures list; retrying the batch"
+    # AWS's partial batch response; the event.format=msk path has always honoured it.
+    records = [r.record for r in requests if r.record is not None]
+    if len(records) != len(requests):
+        return [Outcome.terminal("event.format=msk needs the source record")] * len(requests)
+    verdict = read_batch_response(
+        records, reply.payload, function_error=None, report_batch_item_failures=True
     )
-    if not isinstance(failures, list):
+    if verdict.kind is VerdictKind.INVALID_RESPONSE:
+        whole = Outcome.retry(f"function {reply.function}: {verdict.reason}")
         return [whole] * len(requests)
-    resume: dict[str, int] = {}
-    partitions = {tp for tp, _ in positions}
-    offsets = set(positions)
-    for failure in failures:
-        ident = _identifier(failure.get("itemIdentifier") if isinstance(failure, Mapping) else None)
-        if ident is None:
-            return [whole] * len(requests)
-        tp, offset = ident
-        if tp is None:
-            if len(partitions) != 1:
-                return [whole] * len(requests)
-            tp = next(iter(partitions))
-        if (tp, offset) not in offsets:
-            return [whole] * len(requests)
-        resume[tp] = min(offset, resume.get(tp, offset))
-    out = []
-    for tp, offset in positions:
-        if tp in resume and offset >= resume[tp]:
-            out.append(
-                Outcome.retry(
-                    f"function {reply.function} reported a batch item failure at {tp}@{resume[tp]}"
-                )
-            )
-        else:
-            out.append(Outcome.ack())
-    return out
+    return [
+        Outcome.retry(f"function {reply.function}: {verdict.reason}") if bad else Outcome.ack()
+        for bad in verdict.failed
+    ]
 
 
 def outcome_from_client_error(
