@@ -7,9 +7,16 @@ from typing import Any
 
 import orjson
 import pytest
+from botocore.exceptions import ClientError
 
-from adapter.errors import ConfigError
-from adapter.invokers.destinations import DestinationKind, parse_destination, s3_object_key
+from adapter.errors import ConfigError, DestinationError
+from adapter.invokers.destinations import (
+    Delivery,
+    DestinationKind,
+    SnsWriter,
+    parse_destination,
+    s3_object_key,
+)
 from adapter.invokers.failure_record import (
     FailureCondition,
     FailureContext,
@@ -266,3 +273,45 @@ def test_bad_destinations_say_what_is_accepted(text: str, message: str) -> None:
 def test_s3_object_key_follows_aws_layout() -> None:
     key = s3_object_key("sub_1", "orders-0", 1573691886021, "u-1")
     assert key == "aws/lambda/sub_1/orders-0/2019/11/14/2019-11-14T00.38.06-u-1"
+
+
+class _RefusingSns:
+    """An SNS client stand-in whose Publish fails with a given error (pure unit test)."""
+
+    def __init__(self, code: str, status: int) -> None:
+        self.error = ClientError(
+            {
+                "Error": {"Code": code, "Message": "no"},
+                "ResponseMetadata": {"HTTPStatusCode": status},
+            },
+            "Publish",
+        )
+
+    def publish(self, **_: Any) -> None:
+        raise self.error
+
+
+@pytest.mark.parametrize(
+    ("code", "status", "retryable"),
+    [
+        ("ThrottlingException", 400, True),
+        ("Throttling", 400, True),
+        ("InternalError", 500, True),
+        ("Whatever", 503, True),
+        ("TooMany", 429, True),
+        ("AuthorizationError", 403, False),
+        ("NotFound", 404, False),
+        ("InvalidParameter", 400, False),
+    ],
+)
+async def test_client_errors_say_whether_a_retry_may_help(
+    code: str, status: int, retryable: bool
+) -> None:
+    writer = SnsWriter(
+        _RefusingSns(code, status), parse_destination("arn:aws:sns:us-east-1:123456789012:t")
+    )
+    with pytest.raises(DestinationError) as caught:
+        await writer.deliver(Delivery(b"{}"))
+    assert caught.value.retryable is retryable
+    assert str(caught.value) == f"SNS arn:aws:sns:us-east-1:123456789012:t: {code}: no"
+    assert isinstance(caught.value.__cause__, ClientError)
