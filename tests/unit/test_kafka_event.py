@@ -8,7 +8,7 @@ from typing import Any
 
 import orjson
 from aws_lambda_powertools.utilities.data_classes.kafka_event import KafkaEvent
-from aws_lambda_powertools.utilities.kafka.consumer_records import ConsumerRecords
+from aws_lambda_powertools.utilities.kafka import ConsumerRecords, SchemaConfig, kafka_consumer
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -211,3 +211,24 @@ def test_every_record_round_trips_through_the_event(
         (n, v) for n, v in headers if v is not None
     ]
     assert len(item["headers"]) == len(headers)
+
+
+def test_powertools_kafka_consumer_with_a_json_schema_reads_our_event() -> None:
+    @kafka_consumer(schema_config=SchemaConfig(value_schema_type="JSON"))
+    def handler(event: ConsumerRecords, context: Any) -> list[Any]:
+        return [
+            (r.topic, r.partition, r.offset, r.key, r.value, dict(r.headers))
+            if r.original_value is not None  # how a handler tells a tombstone
+            else ("tombstone", r.offset)
+            for r in event.records
+        ]
+
+    records = [
+        KafkaRecord("t", 0, 1, b"k", b'{"a": 1}', 5, headers=(("h", b"x"), ("n", None))),
+        KafkaRecord("t", 0, 2, b"k", None, 6),
+    ]
+    event = build_kafka_event(records, EventSource(bootstrap_servers=["h:9092"]))
+    assert handler(event, None) == [
+        ("t", 0, 1, "k", {"a": 1}, {"h": b"x"}),
+        ("tombstone", 2),
+    ]
