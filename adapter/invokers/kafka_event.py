@@ -26,8 +26,8 @@ Details AWS's examples do not show, and where they come from:
   with ``.get("key")``);
 * a tombstone (null value) is sent as ``"value": null`` (reported from real MSK triggers in
   aws-powertools/powertools-lambda-typescript#4988; a later report, #5016, saw the field
-  missing — ``null`` is what both Powertools libraries now accept, and ``event["value"]``
-  does not raise a ``KeyError`` in Python handlers);
+  missing). With ``null``, Python handlers can test ``record["value"] is None`` (Powertools:
+  ``original_value is None``) where a missing field would raise ``KeyError``;
 * headers are one object per header, in record order, so a repeated name appears twice; a
   header whose value is null is sent as ``{}`` (observed from AWS in Nike-Inc/hal#144);
   Powertools' ``decoded_headers`` reads both forms.
