@@ -16,6 +16,8 @@ callers never have to know which library sits underneath.
     ├── InvokeError              calling a handler failed (carries retry meaning)
     │   ├── RetryableInvokeError   try again, optionally after ``retry_after`` seconds
     │   └── TerminalInvokeError    never retry this record
+    ├── DestinationError         writing to an on-failure destination (SQS, SNS, S3, Kafka)
+    │                            failed; ``retryable`` says whether trying again may help
     └── LocalStackError          a local dev service (broker, moto, lambda) failed to start
 """
 
@@ -25,6 +27,7 @@ __all__ = [
     "ConditionFailedError",
     "ConfigError",
     "ConflictError",
+    "DestinationError",
     "IngressError",
     "InvokeError",
     "KafkaAuthError",
@@ -88,6 +91,14 @@ class RetryableInvokeError(InvokeError):
 
 class TerminalInvokeError(InvokeError):
     """The invocation must not be retried; the record is failed/dead-lettered."""
+
+
+class DestinationError(IngressError):
+    """An on-failure destination refused or did not take a failure record."""
+
+    def __init__(self, message: str, *, retryable: bool) -> None:
+        super().__init__(message)
+        self.retryable = retryable
 
 
 class LocalStackError(IngressError):

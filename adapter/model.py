@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from typing import Literal
 
 __all__ = [
     "Deployment",
@@ -21,9 +22,13 @@ __all__ = [
     "ServiceType",
     "Subscription",
     "Target",
+    "TimestampType",
     "topic_key",
     "topic_name",
 ]
+
+# Kafka's two timestamp kinds, spelled as AWS's Lambda Kafka event spells them.
+TimestampType = Literal["CREATE_TIME", "LOG_APPEND_TIME"]
 
 
 class ServiceType(enum.StrEnum):
@@ -56,13 +61,15 @@ class KafkaRecord:
     key: bytes | None
     value: bytes | None
     timestamp_ms: int
-    headers: tuple[tuple[str, bytes], ...] = ()
+    # A header's value may be null (Kafka allows it); kept apart from an empty value.
+    headers: tuple[tuple[str, bytes | None], ...] = ()
+    timestamp_type: TimestampType = "CREATE_TIME"
 
     @property
     def size(self) -> int:
         size = len(self.key or b"") + len(self.value or b"")
         if self.headers:
-            size += sum(len(k) + len(v) for k, v in self.headers)
+            size += sum(len(k) + len(v or b"") for k, v in self.headers)
         return size
 
 

@@ -215,7 +215,8 @@ def build_request(
     }
     if key is not None:
         headers[HEADER_KAFKA_KEY] = quote(key, safe=_KEY_HEADER_SAFE)
-    traceparent = _add_record_headers(record.headers, headers)
+    # A null header value travels as an empty one over HTTP.
+    traceparent = _add_record_headers(tuple((k, v or b"") for k, v in record.headers), headers)
     headers[HEADER_TRACEPARENT] = traceparent or fresh_traceparent(inv_id)
     return InvocationRequest(
         invocation_id=inv_id,

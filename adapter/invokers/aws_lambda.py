@@ -50,6 +50,8 @@ from adapter.errors import (
     ValidationError,
 )
 from adapter.invokers.base import InvocationRequest, Outcome
+from adapter.invokers.batch_response import VerdictKind, item_position, read_batch_response
+from adapter.invokers.kafka_event import EventSource, build_kafka_event, partition_key
 from adapter.model import InputKind
 from adapter.sdk.protocol import LAMBDA_PROTOCOL, invoke_path
 
@@ -195,62 +197,48 @@ def build_batch_event(
     }
 
 
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
-
-
 def build_msk_event(
-    requests: Sequence[InvocationRequest], *, bootstrap_servers: str = ""
+    requests: Sequence[InvocationRequest],
+    *,
+    source: EventSource | None = None,
+    with_extension: bool = True,
 ) -> dict[str, Any]:
-    """The ``event.format=msk`` event: AWS's self-managed Kafka event, plus ``kafkaIngress``.
+    """The ``event.format=msk`` event: AWS's Kafka event (:mod:`adapter.invokers.kafka_event`).
 
-    Every request must carry its source record. Existing Kafka consumers read only the AWS
-    fields and ignore ``kafkaIngress`` (which names the handler and the invocation IDs).
+    Every request must carry its source record. ``with_extension`` adds ``kafkaIngress``
+    (the handler and the invocation IDs, for handlers written with this project's SDK);
+    AWS's own consumers ignore it, and a plain function sink leaves it out.
     """
-    records: dict[str, list[dict[str, Any]]] = {}
+    records = []
     invocations = []
-    first = requests[0]
     for request in requests:
         record = request.record
         if record is None:
             raise ValueError(f"{request.invocation_id}: an MSK event needs the source record")
-        tp = f"{record.topic}-{record.partition}"
-        item: dict[str, Any] = {
-            "topic": record.topic,
-            "partition": record.partition,
-            "offset": record.offset,
-            "timestamp": record.timestamp_ms,
-            "timestampType": "CREATE_TIME",
-        }
-        if record.key is not None:
-            item["key"] = _b64(record.key)
-        if record.value is not None:
-            item["value"] = _b64(record.value)
-        item["headers"] = [{name: list(value)} for name, value in record.headers]
-        records.setdefault(tp, []).append(item)
+        records.append(record)
         invocations.append(
             {
-                "partition": tp,
+                "partition": partition_key(record.topic, record.partition),
                 "offset": record.offset,
                 "invocationId": request.invocation_id,
                 "attempt": request.attempt,
                 "traceparent": request.headers.get("traceparent"),
             }
         )
-    for batch in records.values():
-        batch.sort(key=lambda item: int(item["offset"]))
-    return {
-        "eventSource": "SelfManagedKafka",
-        "bootstrapServers": bootstrap_servers,
-        "records": records,
-        "kafkaIngress": {
+    records.sort(key=lambda r: (r.topic, r.partition, r.offset))
+    extension = None
+    if with_extension:
+        first = requests[0]
+        extension = {
             "version": 1,
             "service": first.target.service,
             "handler": first.target.handler,
             "subscriptionId": first.headers.get(HEADER_SUBSCRIPTION_ID),
             "invocations": invocations,
-        },
-    }
+        }
+    return build_kafka_event(
+        records, source or EventSource(bootstrap_servers=()), extension=extension
+    )
 
 
 # --- replies (pure) -------------------------------------------------------------------------
@@ -367,23 +355,6 @@ def outcomes_from_batch_reply(
     return out
 
 
-def _identifier(value: Any) -> tuple[str | None, int] | None:
-    """An itemIdentifier: AWS's ``{"partition": "t-0", "offset": 5}``, or a bare offset."""
-    if isinstance(value, Mapping):
-        partition, offset = value.get("partition"), value.get("offset")
-        if isinstance(partition, str) and partition:
-            try:
-                return partition, int(offset)  # type: ignore[arg-type]
-            except (TypeError, ValueError):
-                return None
-        return None
-    if isinstance(value, int) and not isinstance(value, bool):
-        return None, value
-    if isinstance(value, str) and value.strip().isdigit():
-        return None, int(value)
-    return None
-
-
 def outcomes_from_msk_reply(
     requests: Sequence[InvocationRequest], reply: LambdaReply
 ) -> list[Outcome]:
@@ -409,47 +380,27 @@ def outcomes_from_msk_reply(
     if isinstance(ext, Mapping) and isinstance(ext.get("results"), list):
         by_position: dict[tuple[str, int], Mapping[str, Any]] = {}
         for result in ext["results"]:
-            ident = _identifier(result)
-            if ident is not None and ident[0] is not None and _is_http_like(result):
-                by_position[(ident[0], ident[1])] = result
+            ident = item_position(result)
+            if ident is not None and _is_http_like(result):
+                by_position[ident] = result
         return [
             _http_like(reply, by_position[pos]) if pos in by_position else Outcome.ack()
             for pos in positions
         ]
-    failures = data.get("batchItemFailures")
-    if not failures:
-        return [Outcome.ack()] * len(requests)
-    whole = Outcome.retry(
-        f"function {reply.function} returned an invalid batchItemFailures list; retrying the batch"
+    # AWS's partial batch response; the event.format=msk path has always honoured it.
+    records = [r.record for r in requests if r.record is not None]
+    if len(records) != len(requests):
+        return [Outcome.terminal("event.format=msk needs the source record")] * len(requests)
+    verdict = read_batch_response(
+        records, reply.payload, function_error=None, report_batch_item_failures=True
     )
-    if not isinstance(failures, list):
+    if verdict.kind is VerdictKind.INVALID_RESPONSE:
+        whole = Outcome.retry(f"function {reply.function}: {verdict.reason}")
         return [whole] * len(requests)
-    resume: dict[str, int] = {}
-    partitions = {tp for tp, _ in positions}
-    offsets = set(positions)
-    for failure in failures:
-        ident = _identifier(failure.get("itemIdentifier") if isinstance(failure, Mapping) else None)
-        if ident is None:
-            return [whole] * len(requests)
-        tp, offset = ident
-        if tp is None:
-            if len(partitions) != 1:
-                return [whole] * len(requests)
-            tp = next(iter(partitions))
-        if (tp, offset) not in offsets:
-            return [whole] * len(requests)
-        resume[tp] = min(offset, resume.get(tp, offset))
-    out = []
-    for tp, offset in positions:
-        if tp in resume and offset >= resume[tp]:
-            out.append(
-                Outcome.retry(
-                    f"function {reply.function} reported a batch item failure at {tp}@{resume[tp]}"
-                )
-            )
-        else:
-            out.append(Outcome.ack())
-    return out
+    return [
+        Outcome.retry(f"function {reply.function}: {verdict.reason}") if bad else Outcome.ack()
+        for bad in verdict.failed
+    ]
 
 
 def outcome_from_client_error(
@@ -598,13 +549,13 @@ class LambdaInvoker:
         *,
         event_format: EventFormat = "ingress",
         sign: Signer | None = None,
-        bootstrap_servers: str = "",
+        event_source: EventSource | None = None,
         owns_client: bool = False,
     ) -> None:
         self.client = client
         self.event_format = event_format
         self._sign = sign
-        self._bootstrap = bootstrap_servers
+        self._event_source = event_source
         self._owns_client = owns_client
 
     def __repr__(self) -> str:
@@ -635,7 +586,7 @@ class LambdaInvoker:
 
     def _payload(self, requests: list[InvocationRequest]) -> bytes:
         if self.event_format == "msk":
-            event = build_msk_event(requests, bootstrap_servers=self._bootstrap)
+            event = build_msk_event(requests, source=self._event_source)
         elif len(requests) == 1:
             event = build_invoke_event(requests[0], self._sign)
         else:

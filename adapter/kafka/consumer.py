@@ -112,7 +112,8 @@ class Consumer(Protocol):
 
 
 def to_record(msg: Any) -> KafkaRecord:
-    headers = tuple((str(k), bytes(v) if v is not None else b"") for k, v in (msg.headers or ()))
+    # A null header value stays null (AWS's Kafka events tell it from an empty one).
+    headers = tuple((str(k), bytes(v) if v is not None else None) for k, v in (msg.headers or ()))
     return KafkaRecord(
         topic=msg.topic,
         partition=msg.partition,
@@ -121,6 +122,8 @@ def to_record(msg: Any) -> KafkaRecord:
         value=msg.value,
         timestamp_ms=msg.timestamp,
         headers=headers,
+        # aiokafka: 0 = CreateTime, 1 = LogAppendTime
+        timestamp_type="LOG_APPEND_TIME" if msg.timestamp_type == 1 else "CREATE_TIME",
     )
 
 

@@ -43,7 +43,8 @@ def dead_letter_headers(
         f"{ERROR_HEADER_PREFIX}source-timestamp": str(record.timestamp_ms),
         f"{ERROR_HEADER_PREFIX}failed-at": str(failed_at_ms),
     }
-    kept = [(k, v) for k, v in record.headers if k not in ours]
+    # A null header value is written as an empty one (the producer's header type is bytes).
+    kept = [(k, v or b"") for k, v in record.headers if k not in ours]
     return kept + [(k, v.encode()) for k, v in ours.items()]
 
 

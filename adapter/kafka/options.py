@@ -39,6 +39,7 @@ from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
 
 from adapter.errors import ConfigError
+from adapter.filters import FilterCriteria, FilterCriteriaError, parse_filter_criteria
 
 __all__ = [
     "OPTION_TABLE",
@@ -287,6 +288,32 @@ def _extensions(raw: str) -> tuple[tuple[str, str], ...]:
             raise _Invalid("comma-separated key=value pairs")
         pairs.append((key.strip(), value.strip()))
     return tuple(pairs)
+
+
+def _filter_criteria(raw: str) -> FilterCriteria | None:
+    try:
+        criteria = parse_filter_criteria(raw.strip())
+    except FilterCriteriaError as exc:
+        raise _Invalid(
+            f'AWS Lambda\'s FilterCriteria JSON {{"Filters": [{{"Pattern": "…"}}]}}: {exc}'
+        ) from None
+    # AWS removes filtering with an empty FilterCriteria ({} or no filters); so do we.
+    return criteria if criteria.filters else None
+
+
+# MSK cluster ARNs: arn:<partition>:kafka:<region>:<account>:cluster/<name>/<uuid>.
+_MSK_ARN_RE = re.compile(
+    r"^arn:aws(?:-[a-z]+)*:kafka:[a-z0-9-]{1,32}:\d{12}:cluster/[A-Za-z0-9-]{1,64}/[A-Za-z0-9-]{1,64}$"
+)
+
+
+def _msk_cluster_arn(raw: str) -> str:
+    text = raw.strip()
+    if not _MSK_ARN_RE.match(text):
+        raise _Invalid(
+            "an MSK cluster ARN, arn:aws:kafka:<region>:<account id>:cluster/<name>/<uuid>"
+        )
+    return text
 
 
 def _idle_ms(raw: str) -> int | None:
@@ -777,6 +804,23 @@ _SPECS: tuple[OptionSpec, ...] = (
         "Shape of the Lambda event: `ingress` or `msk` (the AWS MSK event source's).",
         default="ingress",
     ),
+    _ingress(
+        "filter.criteria",
+        "filter_criteria",
+        _filter_criteria,
+        "Invoke only records matching AWS Lambda's FilterCriteria JSON "
+        '(`{"Filters": [{"Pattern": "…"}]}`), the same JSON an event source mapping takes; '
+        "see docs/protocol.md.",
+        default="none (every record)",
+    ),
+    _ingress(
+        "msk.cluster.arn",
+        "msk_cluster_arn",
+        _msk_cluster_arn,
+        "The Amazon MSK cluster's ARN (a cluster option): Lambda Kafka events then say "
+        "`eventSource: aws:kafka` with this `eventSourceArn`, as AWS's MSK trigger does.",
+        default="none (self-managed Kafka)",
+    ),
     # -- accepted, no effect
     _ignored(
         "allow.auto.create.topics",
@@ -948,6 +992,8 @@ class IngressOptions:
     invocation_timeout_ms: int | None = None
     batch_size: int | None = None
     event_format: EventFormat = "ingress"
+    filter_criteria: FilterCriteria | None = None
+    msk_cluster_arn: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

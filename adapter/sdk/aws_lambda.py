@@ -181,8 +181,9 @@ def _msk_headers(raw: Any) -> list[tuple[str, bytes]]:
     for entry in raw or []:
         if not isinstance(entry, Mapping):
             raise LambdaEventError("record headers must be objects {name: [byte, ...]}")
+        # AWS sends a header whose value is null as {}: nothing to pass on.
         for name, value in entry.items():
-            out.append((str(name), bytes(value)))
+            out.append((str(name), bytes(value) if value is not None else b""))
     return out
 
 

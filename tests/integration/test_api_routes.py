@@ -8,6 +8,7 @@ objects the routes read (supervisor, runners) are small fakes.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field, replace
@@ -562,6 +563,26 @@ async def test_subscription_validation_errors_name_the_problem(
                 "options": {"security.protocol": "SASL_SSL", "sasl.mechanism": "PLAIN"},
             },
             "needs sasl.username",
+        ),
+        (
+            {
+                "source": "kafka://plain/o",
+                "sink": sink,
+                "options": {
+                    "filter.criteria": json.dumps(
+                        {"Filters": [{"Pattern": '{"value": {"a": [{"prefx": "x"}]}}'}]}
+                    )
+                },
+            },
+            "'filter.criteria': expected AWS Lambda's FilterCriteria JSON",
+        ),
+        (
+            {
+                "source": "kafka://plain/o",
+                "sink": sink,
+                "options": {"filter.criteria": '{"Filters": [{"Pattern": "{\\"a\\": [[]]}"}]}'},
+            },
+            "Filters[0].Pattern at a[0]: a rule is",
         ),
         ({"source": "kafka://plain/o"}, "sink: Field required"),
         ({"source": "kafka://plain/o", "sink": sink, "option": {}}, "unknown field"),

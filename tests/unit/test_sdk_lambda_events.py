@@ -30,6 +30,7 @@ from adapter.invokers.aws_lambda import (
 )
 from adapter.invokers.base import InvocationRequest, Outcome, OutcomeKind
 from adapter.invokers.batching import BatchBuffer, BatchingInvoker
+from adapter.invokers.kafka_event import EventSource
 from adapter.model import (
     Deployment,
     HandlerType,
@@ -245,7 +246,7 @@ def test_msk_event_has_the_aws_shape() -> None:
             record=KafkaRecord("ledger", 0, 4, None, None, 1_700_000_000_004),
         ),
     ]
-    event = build_msk_event(requests, bootstrap_servers="b-1:9092")
+    event = build_msk_event(requests, source=EventSource(bootstrap_servers=["b-1:9092"]))
     assert event["eventSource"] == "SelfManagedKafka"
     assert event["bootstrapServers"] == "b-1:9092"
     assert list(event["records"]) == ["ledger-0"]
@@ -262,7 +263,7 @@ def test_msk_event_has_the_aws_shape() -> None:
     }
     assert first["offset"] == 4
     assert "key" not in first
-    assert "value" not in first  # null key and value are left out, as AWS does
+    assert first["value"] is None  # a null key is left out, a tombstone's value is null
     ext = event["kafkaIngress"]
     assert (ext["service"], ext["handler"], ext["subscriptionId"]) == ("Ledger", "post", "sub_1")
     assert {i["offset"]: i["invocationId"] for i in ext["invocations"]} == {
