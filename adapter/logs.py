@@ -4,27 +4,15 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import sys
 
-__all__ = ["SecretMaskingFilter", "configure_logging"]
+from adapter.masking import mask_secrets
 
-# key=value / "key": "value" pairs whose key names a secret, in any log line.
-_SECRET_PAIR = re.compile(
-    r"""(?ix)
-    (?P<key>["']?[\w.\-]*(?:password|secret|passphrase|sasl\.username|sasl\.jaas\.config
-        |sasl\.oauthbearer\.config|token)[\w.\-]*["']?\s*[:=]\s*)
-    (?P<value>"[^"]*"|'[^']*'|[^\s,}\]]+)
-    """
-)
-
-
-def mask_secrets(text: str) -> str:
-    return _SECRET_PAIR.sub(lambda m: f"{m['key']}***", text)
+__all__ = ["SecretMaskingFilter", "configure_logging", "mask_secrets"]
 
 
 class SecretMaskingFilter(logging.Filter):
-    """Masks secret-looking key/value pairs in the fully formatted message."""
+    """Masks secrets (see :mod:`adapter.masking`) in the fully formatted message."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()

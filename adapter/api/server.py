@@ -80,6 +80,7 @@ def admin_state(
             lambda_endpoint_url=settings.lambda_.endpoint_url,
             lambda_region=settings.lambda_.region,
             sign=signer.headers_for if signer is not None else None,
+            deny_private=settings.security.deny_private_targets,
         ),
         reset_offsets=reset_group_offsets,
         check_kafka=KafkaReadiness(),

@@ -25,6 +25,7 @@ from adapter.api.bodies import (
 from adapter.api.headers import mask_headers
 from adapter.errors import ValidationError
 from adapter.kafka.options import mask_options
+from adapter.masking import mask_secrets
 from adapter.model import (
     HandlerInfo,
     HandlerType,
@@ -140,6 +141,11 @@ def service_response(svc: ServiceInfo, *, retention_s: float) -> ServiceResponse
     )
 
 
+def _shown_uri(dep: dict[str, Any]) -> str:
+    # New deployments cannot carry credentials in the URI; older ones are masked.
+    return mask_secrets(str(dep.get("uri", "")))
+
+
 def deployment_response(
     dep: dict[str, Any],
     services: list[ServiceInfo],
@@ -170,7 +176,7 @@ def deployment_response(
                 **common, arn=dep["arn"], assume_role_arn=dep.get("assume_role_arn"), services=full
             )
         return DetailedHttpDeploymentResponse(
-            **common, uri=str(dep.get("uri", "")), http_version="HTTP/1.1", services=full
+            **common, uri=_shown_uri(dep), http_version="HTTP/1.1", services=full
         )
     pairs = [ServiceNameRevision(name=s.name, revision=s.revision) for s in ordered]
     if dep.get("arn"):
@@ -178,7 +184,7 @@ def deployment_response(
             **common, arn=dep["arn"], assume_role_arn=dep.get("assume_role_arn"), services=pairs
         )
     return HttpDeploymentResponse(
-        **common, uri=str(dep.get("uri", "")), http_version="HTTP/1.1", services=pairs
+        **common, uri=_shown_uri(dep), http_version="HTTP/1.1", services=pairs
     )
 
 

@@ -39,6 +39,7 @@ from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
 
 from adapter.errors import ConfigError
+from adapter.masking import mask_secrets, remember_secret, remember_uri_credentials
 
 __all__ = [
     "OPTION_TABLE",
@@ -53,6 +54,7 @@ __all__ = [
     "is_secret",
     "mask_options",
     "resolve_options",
+    "restore_masked",
     "validate_options",
 ]
 
@@ -101,8 +103,31 @@ def is_secret(name: str) -> bool:
 
 
 def mask_options(options: Mapping[str, str]) -> dict[str, str]:
-    """A copy of ``options`` with every secret value replaced by ``"***"``."""
-    return {name: SECRET_MASK if is_secret(name) else value for name, value in options.items()}
+    """A copy of ``options`` as shown: secret values replaced by ``"***"``, credentials in
+    other values (``https://user:pw@idp/token``) masked."""
+    return {
+        name: SECRET_MASK if is_secret(name) else mask_secrets(value)
+        for name, value in options.items()
+    }
+
+
+def restore_masked(given: Mapping[str, Any], stored: Mapping[str, str]) -> dict[str, Any]:
+    """``given`` with every value that is exactly what :func:`mask_options` shows for the
+    stored one replaced by the stored value (the Kubernetes convention: writing back what a
+    GET returned keeps the secrets). A mask with nothing stored to keep is refused."""
+    shown = mask_options(stored)
+    out: dict[str, Any] = {}
+    for name, value in given.items():
+        if name in stored and value == shown[name] and value != stored[name]:
+            out[name] = stored[name]
+        elif value == SECRET_MASK and is_secret(name):
+            raise ConfigError(
+                f"option {name!r}: {SECRET_MASK!r} stands for a stored secret, but there is no "
+                "stored value to keep; give the value itself"
+            )
+        else:
+            out[name] = value
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -1005,6 +1030,11 @@ def _parse_mapping(options: Mapping[str, str], label: str) -> tuple[dict[str, _S
     unknown: list[str] = []
     for name in options:
         raw_value: object = options[name]
+        if isinstance(raw_value, str):
+            # Masked by value from now on, in whatever text it may turn up (logs, errors).
+            if is_secret(name):
+                remember_secret(raw_value)
+            remember_uri_credentials(raw_value)
         spec = OPTION_TABLE.get(name)
         if spec is None:
             unknown.append(name)
