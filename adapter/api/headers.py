@@ -27,6 +27,10 @@ __all__ = [
     "validate_headers",
 ]
 
+MAX_HEADERS = 64
+MAX_NAME_LENGTH = 256
+MAX_VALUE_LENGTH = 8 * 1024
+
 SHOWN_HEADERS = frozenset(
     {
         "accept",
@@ -79,7 +83,15 @@ def remember_header_secrets(headers: Mapping[str, str]) -> None:
 def validate_headers(headers: Mapping[str, str]) -> dict[str, str]:
     """The headers unchanged, or ValidationError naming the first bad one (never its value)."""
     seen: dict[str, str] = {}
+    if len(headers) > MAX_HEADERS:
+        raise ValidationError(f"additional_headers: at most {MAX_HEADERS} headers")
     for name, value in headers.items():
+        if len(name) > MAX_NAME_LENGTH or len(value) > MAX_VALUE_LENGTH:
+            raise ValidationError(
+                f"additional_headers: names are at most {MAX_NAME_LENGTH} characters and values "
+                f"at most {MAX_VALUE_LENGTH}"
+                + ("" if len(name) > MAX_NAME_LENGTH else f" (header {name!r})")
+            )
         if not _TOKEN.match(name):
             raise ValidationError(
                 f"additional_headers: {name!r} is not a valid header name (letters, digits "

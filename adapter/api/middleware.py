@@ -19,7 +19,8 @@ from adapter.api.errors import error_response
 __all__ = ["VERSION_PREFIXES", "AdminMiddleware"]
 
 VERSION_PREFIXES = (2, 3, 4)
-_PREFIX = re.compile(r"^/v(\d+)(/.*)?$")
+# ASCII digits without leading zeros: /v02, /v0004 and /v٢ are not version prefixes.
+_PREFIX = re.compile(r"^/v([1-9][0-9]{0,2})(/.*)?$", re.ASCII)
 
 
 class AdminMiddleware:

@@ -18,6 +18,7 @@ from adapter.api.app import create_app
 from adapter.api.catalog import ClusterCatalog
 from adapter.api.endpoint import AdminState
 from adapter.api.groups import reset_group_offsets
+from adapter.api.limits import RequestLimits, h11_protocol
 from adapter.api.readiness import KafkaReadiness
 from adapter.config import Settings
 from adapter.engine.ledger import LedgerWriter
@@ -95,6 +96,7 @@ class AdminServer:
         host, _, port = bind_address.rpartition(":")
         self._host = host.strip("[]")
         self._port = int(port)
+        limits = RequestLimits.from_settings(state.settings.admin)
         self._server = AsgiServer(
             create_app(state),
             host=self._host,
@@ -102,6 +104,8 @@ class AdminServer:
             log_level=None,
             graceful_shutdown_s=5,
             reuse_address=True,
+            http_protocol=h11_protocol(limits),
+            limit_concurrency=state.settings.admin.max_connections,
         )
 
     @property
