@@ -174,6 +174,8 @@ def _key_before(text: str, end: int, floor: int) -> str:
     stop = i
     while i > floor and (text[i - 1].isalnum() or text[i - 1] in "_.-"):
         i -= 1
+    if i > 0 and text[i - 1] == "/":
+        return ""  # a path segment ("http://idp/token: refused"), not a key
     return text[i:stop]
 
 
@@ -220,7 +222,9 @@ def _scan(text: str) -> str:
             spaces = _SPACES.match(text, sep_end)
             value_start = spaces.end() if spaces else sep_end
             value_end = _value_end(text, value_start)
-            if value_end > value_start:
+            # A URL after a secret-named word ("no token: https://idp/token") is what failed,
+            # not the secret; the credentials a URL may carry are masked by the URI pass.
+            if value_end > value_start and "://" not in text[value_start:value_end]:
                 end = value_end
                 word = text[value_start:value_end].lower()
                 if word in _AUTH_SCHEMES:

@@ -84,7 +84,9 @@ def admin_state(
             deny_private=settings.security.deny_private_targets,
         ),
         reset_offsets=reset_group_offsets,
-        check_kafka=KafkaReadiness(),
+        check_kafka=KafkaReadiness(
+            shared_token_provider=supervisor.token_provider if supervisor is not None else None
+        ),
     )
 
 
@@ -140,3 +142,5 @@ class AdminServer:
 
     async def stop(self) -> None:
         await self._server.stop()
+        if isinstance(self._state.check_kafka, KafkaReadiness):
+            await self._state.check_kafka.aclose()
