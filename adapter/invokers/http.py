@@ -206,15 +206,14 @@ class HttpInvoker:
             # the handler it is attempt 1 again.
             request = with_attempt(request, request.attempt)
         deployment = request.target.deployment
-        if deployment.uri is not None:
-            refused = await self._refused(deployment.uri)
-            if refused is not None:
-                return Outcome.terminal(f"deployment {deployment.id}: {refused}")
         try:
             base = self._base(deployment.uri, deployment.id)
             url = invoke_url(base, request.target, request.key)
         except TerminalInvokeError as exc:
             return Outcome.terminal(str(exc))
+        refused = await self._refused(base)
+        if refused is not None:
+            return Outcome.terminal(f"deployment {deployment.id}: {refused}")
 
         headers: Mapping[str, str] = request.headers
         if deployment.additional_headers or self._sign is not None:
