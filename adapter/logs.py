@@ -19,7 +19,18 @@ class SecretMaskingFilter(logging.Filter):
         masked = mask_secrets(message)
         if masked != message:
             record.msg, record.args = masked, None
+        # A traceback quotes exception messages (URLs, option values): formatted and masked
+        # here, the formatter then prints this text instead of formatting it again.
+        if record.exc_info and not record.exc_text:
+            record.exc_text = _TRACEBACKS.formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = mask_secrets(record.exc_text)
+        if record.stack_info:
+            record.stack_info = mask_secrets(record.stack_info)
         return True
+
+
+_TRACEBACKS = logging.Formatter()
 
 
 def configure_logging(level: str = "INFO") -> None:

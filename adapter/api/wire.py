@@ -199,7 +199,7 @@ def invocation_response(entry: LedgerEntry) -> InvocationResponse:
         partition=entry.partition,
         offset=entry.offset,
         attempts=entry.attempts,
-        last_error=entry.last_error,
+        last_error=mask_secrets(entry.last_error) if entry.last_error else None,
         created_at=rfc3339(entry.created_at_ms or None),
         modified_at=rfc3339(entry.updated_at_ms or None),
         completed_at=rfc3339(entry.completed_at_ms),

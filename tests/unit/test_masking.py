@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import base64
+import io
 import json
+import logging
 import re
 import subprocess
 import sys
@@ -12,6 +14,7 @@ from urllib.parse import quote, quote_plus
 
 import pytest
 
+from adapter.logs import SecretMaskingFilter
 from adapter.masking import forget_secrets, mask_secrets, remember_secret, secret_forms
 
 
@@ -131,3 +134,24 @@ def _masking_seconds(source: str) -> float:
 )
 def test_masking_a_100k_character_input_is_fast(source: str) -> None:
     assert _masking_seconds(source) < 1.0
+
+
+def test_the_log_filter_masks_messages_and_tracebacks() -> None:
+    remember_secret("traceback-secret-1")
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.addFilter(SecretMaskingFilter())
+    logger = logging.getLogger("test_masking.filter")
+    logger.addHandler(handler)
+    try:
+        logger.warning("connect %s failed", "http://user:pa55word@h/x")
+        try:
+            raise ValueError("bad value traceback-secret-1 in sasl.password=hunter22")
+        except ValueError:
+            logger.exception("internal error")
+    finally:
+        logger.removeHandler(handler)
+    written = stream.getvalue()
+    assert "ValueError" in written
+    for secret in ("pa55word", "traceback-secret-1", "hunter22"):
+        assert secret not in written
