@@ -98,3 +98,19 @@ async def test_invocations_of_a_metadata_address_fail_terminally_without_sending
         outcome = await invoker.invoke(make_request(make_target(uri, "ok")))
     assert outcome.kind is OutcomeKind.TERMINAL
     assert "cloud instance metadata" in (outcome.error or "")
+
+
+async def test_invocations_of_private_addresses_are_refused_when_switched_off(
+    handler_server: HandlerServer,
+) -> None:
+    async def ok(request: Request) -> Response:
+        return JSONResponse({"ok": True})
+
+    url = await handler_server(Starlette(routes=[Route("/{path:path}", ok, methods=["POST"])]))
+    async with HttpInvoker(timeout_s=5.0) as invoker:
+        allowed = await invoker.invoke(make_request(make_target(url, "ok")))
+    assert allowed.kind is OutcomeKind.ACK
+    async with HttpInvoker(timeout_s=5.0, deny_private_targets=True) as invoker:
+        refused = await invoker.invoke(make_request(make_target(url, "ok")))
+    assert refused.kind is OutcomeKind.TERMINAL
+    assert "deny-private-targets" in (refused.error or "")
