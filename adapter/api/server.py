@@ -27,6 +27,7 @@ from adapter.errors import ConfigError, LocalStackError
 from adapter.invokers.discovery import Discovery
 from adapter.invokers.signing import RequestSigner
 from adapter.local.asgi_server import AsgiServer
+from adapter.masking import remember_secret
 from adapter.store.dynamo import DynamoStore
 
 __all__ = ["AdminServer", "admin_state", "open_admin_warning"]
@@ -99,6 +100,7 @@ class AdminServer:
         self._host = host.strip("[]")
         self._port = int(port)
         limits = RequestLimits.from_settings(state.settings.admin)
+        remember_secret(state.settings.admin.token)  # masked wherever it might be quoted
         self._server = AsgiServer(
             create_app(state),
             host=self._host,
