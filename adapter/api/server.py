@@ -110,6 +110,8 @@ class AdminServer:
             reuse_address=True,
             http_protocol=h11_protocol(limits),
             limit_concurrency=state.settings.admin.max_connections,
+            # h11's own bound (a plain 400) stays above ours (a 431 with a message).
+            max_header_bytes=limits.max_header_bytes + 4096,
         )
 
     @property

@@ -35,14 +35,14 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 MANIFEST = {"services": [{"name": "Greeter", "ty": "SERVICE", "handlers": [{"name": "greet"}]}]}
 
 
-@pytest.fixture
-async def admin(store: DynamoStore) -> AsyncIterator[str]:
+@contextlib.asynccontextmanager
+async def admin_server(store: DynamoStore, **limits: Any) -> AsyncIterator[str]:
     env = {
         "KAFKA_INGRESS_KAFKA_CLUSTERS": '[{name="local", brokers=["127.0.0.1:19092"]}]',
         "KAFKA_INGRESS_ADMIN_TOKEN": TOKEN,
     }
     settings = load_settings(None, env=env)
-    admin_settings = settings.admin.model_copy(update={"header_timeout_s": 1.0})
+    admin_settings = settings.admin.model_copy(update={"header_timeout_s": 1.0, **limits})
     settings = settings.model_copy(update={"admin": admin_settings})
     state = admin_state(settings, store, ClusterCatalog(settings, store))
     server = AdminServer(state, "127.0.0.1:0")
@@ -51,6 +51,12 @@ async def admin(store: DynamoStore) -> AsyncIterator[str]:
         yield server.url
     finally:
         await server.stop()
+
+
+@pytest.fixture
+async def admin(store: DynamoStore) -> AsyncIterator[str]:
+    async with admin_server(store) as url:
+        yield url
 
 
 async def raw_exchange(url: str, request: bytes, *, timeout: float = 10.0) -> bytes:
@@ -93,6 +99,17 @@ async def test_a_1_mib_header_is_refused_with_431_before_the_token_check(admin: 
     assert status_of(answer) == 431
     assert "larger than 16384 bytes" in message_of(answer)
     await health_is_prompt(admin)
+
+
+async def test_the_header_limit_is_configurable(store: DynamoStore) -> None:
+    async with (
+        admin_server(store, max_header_bytes=64 * 1024) as url,
+        httpx.AsyncClient(base_url=url, headers=AUTH) as client,
+    ):
+        fits = await client.get("/subscriptions", headers={"X-Big": "a" * 40_000})
+        assert fits.status_code == 200
+        too_big = await client.get("/subscriptions", headers={"X-Big": "a" * 70_000})
+        assert too_big.status_code == 431
 
 
 async def test_too_many_headers_are_refused_with_431(admin: str) -> None:
