@@ -38,6 +38,7 @@ __all__ = [
     "KafkaCluster",
     "LambdaSettings",
     "LimitSettings",
+    "SecuritySettings",
     "Settings",
     "SigningSettings",
     "load_settings",
@@ -115,6 +116,16 @@ class AdminSettings(_Section):
     token: str | None = Field(default=None, min_length=16)
     # Without a token the API is open; that is only accepted silently in local dev.
     allow_open: bool = Field(default=False, alias="allow-open")
+    # Request limits (docs/configuration.md#admin): everything a client sends is bounded.
+    max_body_bytes: int = Field(
+        default=1024 * 1024, ge=1024, le=64 * 1024 * 1024, alias="max-body-bytes"
+    )
+    max_header_bytes: int = Field(
+        default=16 * 1024, ge=1024, le=1024 * 1024, alias="max-header-bytes"
+    )
+    max_headers: int = Field(default=100, ge=8, le=1000, alias="max-headers")
+    header_timeout_s: float = Field(default=10.0, gt=0, le=300, alias="header-timeout-seconds")
+    max_connections: int = Field(default=256, ge=1, le=100_000, alias="max-connections")
 
     @field_validator("bind_address")
     @classmethod
@@ -160,8 +171,16 @@ class SigningSettings(_Section):
     ttl_s: int = Field(default=60, ge=1, le=3600, alias="ttl-seconds")
 
 
+class SecuritySettings(_Section):
+    """Where the poller may send requests; see docs/security.md#threat-model."""
+
+    # Loopback and private addresses are allowed by default: handlers live in VPCs.
+    deny_private_targets: bool = Field(default=False, alias="deny-private-targets")
+
+
 class Settings(_Section):
     ingress: IngressSection = IngressSection()
+    security: SecuritySettings = SecuritySettings()
     dynamodb: DynamoSettings = DynamoSettings()
     lambda_: LambdaSettings = Field(default=LambdaSettings(), alias="lambda")
     signing: SigningSettings = SigningSettings()
@@ -229,6 +248,8 @@ _ENV_OVERRIDES: dict[str, tuple[str, str]] = {
     "KAFKA_INGRESS_LAMBDA_REGION": ("lambda", "region"),
     "KAFKA_INGRESS_SIGNING_PRIVATE_KEY_FILE": ("signing", "private-key-file"),
     "KAFKA_INGRESS_LEDGER_SUCCESSES": ("ledger", "successes"),
+    "KAFKA_INGRESS_SECURITY_DENY_PRIVATE_TARGETS": ("security", "deny-private-targets"),
+    "KAFKA_INGRESS_ADMIN_MAX_BODY_BYTES": ("admin", "max-body-bytes"),
 }
 
 

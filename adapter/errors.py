@@ -7,7 +7,8 @@ callers never have to know which library sits underneath.
     IngressError
     ├── ConfigError              bad settings file / env var / option; message names the key
     ├── ValidationError          bad API input (maps to 400)
-    │   └── UnknownResourceError (maps to 404)
+    │   ├── UnknownResourceError (maps to 404)
+    │   └── ItemTooLargeError    the store refused an item as too large (maps to 400)
     ├── ConflictError            state does not allow the operation (maps to 409)
     ├── StoreError               DynamoDB failed or is unreachable
     │   └── ConditionFailedError a conditional write lost its race
@@ -30,6 +31,7 @@ __all__ = [
     "DestinationError",
     "IngressError",
     "InvokeError",
+    "ItemTooLargeError",
     "KafkaAuthError",
     "KafkaError",
     "LocalStackError",
@@ -55,6 +57,10 @@ class ValidationError(IngressError):
 
 class UnknownResourceError(ValidationError):
     """The named resource does not exist."""
+
+
+class ItemTooLargeError(ValidationError):
+    """The store refused what it was given as larger than an item may be."""
 
 
 class ConflictError(IngressError):

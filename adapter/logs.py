@@ -4,36 +4,34 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import sys
 
 from adapter.kafka.log_limits import RepeatLimit
+from adapter.masking import mask_secrets
 
-__all__ = ["SecretMaskingFilter", "configure_logging"]
-
-# key=value / "key": "value" pairs whose key names a secret, in any log line.
-_SECRET_PAIR = re.compile(
-    r"""(?ix)
-    (?P<key>["']?[\w.\-]*(?:password|secret|passphrase|sasl\.username|sasl\.jaas\.config
-        |sasl\.oauthbearer\.config|token)[\w.\-]*["']?\s*[:=]\s*)
-    (?P<value>"[^"]*"|'[^']*'|[^\s,}\]]+)
-    """
-)
-
-
-def mask_secrets(text: str) -> str:
-    return _SECRET_PAIR.sub(lambda m: f"{m['key']}***", text)
+__all__ = ["SecretMaskingFilter", "configure_logging", "mask_secrets"]
 
 
 class SecretMaskingFilter(logging.Filter):
-    """Masks secret-looking key/value pairs in the fully formatted message."""
+    """Masks secrets (see :mod:`adapter.masking`) in the fully formatted message."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
         masked = mask_secrets(message)
         if masked != message:
             record.msg, record.args = masked, None
+        # A traceback quotes exception messages (URLs, option values): formatted and masked
+        # here, the formatter then prints this text instead of formatting it again.
+        if record.exc_info and not record.exc_text:
+            record.exc_text = _TRACEBACKS.formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = mask_secrets(record.exc_text)
+        if record.stack_info:
+            record.stack_info = mask_secrets(record.stack_info)
         return True
+
+
+_TRACEBACKS = logging.Formatter()
 
 
 def configure_logging(level: str = "INFO") -> None:
@@ -41,8 +39,9 @@ def configure_logging(level: str = "INFO") -> None:
     handler.setFormatter(
         logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%H:%M:%S")
     )
-    handler.addFilter(SecretMaskingFilter())
+    # Repeats are dropped before they cost a masking pass.
     handler.addFilter(RepeatLimit())
+    handler.addFilter(SecretMaskingFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

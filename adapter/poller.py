@@ -73,7 +73,9 @@ class Poller:
         self.ledger = LedgerWriter(self.store, linger_s=linger_s)
         self.signer = RequestSigner.from_settings(self.settings.signing)
         self.http = HttpInvoker(
-            timeout_s=self.settings.limits.invocation_timeout_ms / 1000, sign=self.signer
+            timeout_s=self.settings.limits.invocation_timeout_ms / 1000,
+            sign=self.signer,
+            deny_private_targets=self.settings.security.deny_private_targets,
         )
         self.catalog = ClusterCatalog(self.settings, self.store)
         self.supervisor = Supervisor(

@@ -1,9 +1,11 @@
 """The admin API application: routes from every module's endpoint table, one error shape.
 
-Layers, outside in: gzip (only when the client asks for it), version prefixes and the bearer
-token (:mod:`adapter.api.middleware`), the router. Every handler runs inside one wrapper that
-turns :class:`~adapter.errors.IngressError` into its status and anything unexpected into a 500
-with a generic message (details go to the log, never to the caller).
+Layers, outside in: version prefixes and the bearer token (:mod:`adapter.api.middleware`),
+request limits (:mod:`adapter.api.limits`; the size of the headers is bounded earlier, by the
+server's protocol), gzip (only when the client asks for it), the router. Every handler runs
+inside one wrapper that turns :class:`~adapter.errors.IngressError` into its status and
+anything unexpected into a 500 with a generic message (details go to the log, never to the
+caller).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from starlette.routing import Route
 from adapter.api import clusters, deployments, invocations, subscriptions, system
 from adapter.api.endpoint import AdminState, Endpoint
 from adapter.api.errors import error_response, status_for
+from adapter.api.limits import RequestLimitMiddleware, RequestLimits
 from adapter.api.middleware import AdminMiddleware
 from adapter.api.openapi import build_openapi
 from adapter.errors import IngressError
@@ -92,7 +95,11 @@ def create_app(state: AdminState, *, extra_public: Iterable[str] = ()) -> Starle
         routes=routes,
         exception_handlers={HTTPException: _http_error},
         middleware=[
-            Middleware(GZipMiddleware, minimum_size=1024),
             Middleware(AdminMiddleware, token=state.settings.admin.token, public_paths=public),
+            # Before any route reads it (and after the token: no body is read for strangers).
+            Middleware(
+                RequestLimitMiddleware, limits=RequestLimits.from_settings(state.settings.admin)
+            ),
+            Middleware(GZipMiddleware, minimum_size=1024),
         ],
     )

@@ -332,7 +332,9 @@ class HealthResponse(_Response):
 class ReadinessResponse(_Response):
     status: Literal["ready", "not ready"]
     message: str | None = None
-    checks: dict[str, str]
+    checks: dict[str, str] | None = Field(
+        default=None, description="One line per check; only with the admin token."
+    )
 
 
 class VersionResponse(_Response):

@@ -34,9 +34,15 @@ from adapter.api.endpoint import (
 )
 from adapter.api.refs import check_cluster_name
 from adapter.api.wire import rfc3339, subscription_response
-from adapter.errors import ConditionFailedError, ConflictError, UnknownResourceError
+from adapter.errors import (
+    ConditionFailedError,
+    ConfigError,
+    ConflictError,
+    UnknownResourceError,
+    ValidationError,
+)
 from adapter.ids import restate_form
-from adapter.kafka.options import mask_options
+from adapter.kafka.options import mask_options, restore_masked
 
 __all__ = ["ENDPOINTS"]
 
@@ -48,6 +54,13 @@ def _text(properties: dict[str, OptionValue]) -> dict[str, str]:
         k: ("true" if v else "false") if isinstance(v, bool) else str(v)
         for k, v in properties.items()
     }
+
+
+def _restore(given: dict[str, str], stored: dict[str, str]) -> dict[str, str]:
+    try:
+        return restore_masked(given, stored)
+    except ConfigError as exc:
+        raise ValidationError(str(exc)) from None
 
 
 def _simple(entry: ClusterEntry) -> SimpleKafkaClusterResponse:
@@ -98,7 +111,7 @@ async def get_cluster(request: Request, state: AdminState) -> Response:
 async def create_cluster(request: Request, state: AdminState) -> Response:
     body = await read_body(request, CreateKafkaClusterRequest)
     name = check_cluster_name(body.name)
-    properties = _text(body.properties)
+    properties = _restore(_text(body.properties), {})
     await state.catalog.refresh()
     if state.catalog.get(name) is not None:
         raise ConflictError(f"Kafka cluster {name!r} already exists")
@@ -120,7 +133,8 @@ async def update_cluster(request: Request, state: AdminState) -> Response:
     entry = await _entry(state, request.path_params["cluster_name"])
     _read_only(entry, "changed")
     body = await read_body(request, UpdateKafkaClusterRequest)
-    properties = _text(body.properties)
+    # Properties written back exactly as GET showed them keep the stored secrets.
+    properties = _restore(_text(body.properties), entry.properties)
     cluster_from_properties(entry.name, properties)
     try:
         await state.store.replace_cluster(

@@ -43,7 +43,7 @@ from adapter.api.endpoint import (
     query_bool,
     read_body,
 )
-from adapter.api.headers import validate_headers
+from adapter.api.headers import restore_masked_headers, validate_headers
 from adapter.api.manifest import parse_manifest, plan_registration
 from adapter.api.refs import check_name
 from adapter.api.wire import deployment_response, handler_response, service_response
@@ -53,9 +53,12 @@ from adapter.errors import (
     UnknownResourceError,
     ValidationError,
 )
+from adapter.masking import mask_secrets
 from adapter.model import ServiceInfo, Subscription
 
-__all__ = ["ENDPOINTS", "LAMBDA_ARN"]
+__all__ = ["ENDPOINTS", "LAMBDA_ARN", "MAX_URI_LENGTH"]
+
+MAX_URI_LENGTH = 2048
 
 log = logging.getLogger(__name__)
 
@@ -66,13 +69,27 @@ LAMBDA_ARN = re.compile(
 
 
 def _check_uri(uri: str) -> str:
-    parts = urlsplit(uri)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    invalid = "the request field 'uri' is invalid"
+    if len(uri) > MAX_URI_LENGTH:
+        raise ValidationError(f"{invalid}: longer than {MAX_URI_LENGTH} characters")
+    try:
+        parts = urlsplit(uri)
+        _ = parts.port  # raises on a port that is not a number in range
+    except ValueError as exc:
         raise ValidationError(
-            f"the request field 'uri' is invalid: {uri[:200]!r} is not an http(s) URL"
+            f"{invalid}: {mask_secrets(uri[:200])!r} is not a URL ({exc})"
+        ) from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValidationError(f"{invalid}: {mask_secrets(uri[:200])!r} is not an http(s) URL")
+    # However spelled: a bare trailing "?" or "#" leaves urlsplit's query/fragment empty.
+    if "?" in uri or "#" in uri:
+        raise ValidationError(f"{invalid}: no query or fragment allowed ('?' or '#')")
+    if "@" in parts.netloc:
+        raise ValidationError(
+            f"{invalid}: credentials in the URL (user:password@) are not accepted, because "
+            "URLs end up in logs and listings; send them in additional_headers (e.g. "
+            "Authorization), whose values are never shown"
         )
-    if parts.query or parts.fragment:
-        raise ValidationError("the request field 'uri' is invalid: no query or fragment allowed")
     return uri
 
 
@@ -99,7 +116,6 @@ async def register_deployment(request: Request, state: AdminState) -> Response:
     body = await read_body(request, RegisterDeploymentRequest)
     if (body.uri is None) == (body.arn is None):
         raise ValidationError("give exactly one of 'uri' (HTTP deployment) or 'arn' (Lambda)")
-    headers = validate_headers(body.additional_headers or {})
     v2 = api_version(request) == 2
     overwrite = body.force if body.force is not None else v2
     if body.uri is not None:
@@ -116,14 +132,20 @@ async def register_deployment(request: Request, state: AdminState) -> Response:
         where = body.arn
     if state.discover is None:
         raise ConflictError("deployment discovery is not available in this admin process")
+    address = _address(target)
+    deployments = await state.store.list_deployments()
+    existing = next((d for d in deployments if _address(d) == address), None)
+    # Headers written back as listed ("***" for a credential) keep the stored values.
+    given = restore_masked_headers(
+        body.additional_headers or {},
+        existing.get("additional_headers") if existing is not None else None,
+    )
+    headers = validate_headers(given)
     document = await state.discover(
         uri=body.uri, arn=body.arn, headers=headers, use_http_11=body.use_http_11
     )
     manifest = parse_manifest(document, where)
     digest = manifest.digest(headers, {k: v for k, v in target.items() if v is not None})
-    address = _address(target)
-    deployments = await state.store.list_deployments()
-    existing = next((d for d in deployments if _address(d) == address), None)
     registry = {s.name: s for s in await state.store.list_services()}
     subs = await state.store.list_subscriptions()
     plan = plan_registration(

@@ -28,6 +28,9 @@ from adapter.errors import ValidationError
 from adapter.store.dynamo import DynamoStore
 
 __all__ = [
+    "MAX_JSON_DEPTH",
+    "MAX_KEY_LENGTH",
+    "MAX_STRING_LENGTH",
     "AdminState",
     "Discover",
     "Endpoint",
@@ -111,17 +114,46 @@ def api_version(request: Request) -> int | None:
     return int(version) if version is not None else None
 
 
-def _check_text(value: Any) -> None:
-    # JSON allows lone surrogates (\ud800), which cannot be stored or sent anywhere.
-    if isinstance(value, str):
-        value.encode("utf-8")
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            _check_text(key)
-            _check_text(item)
-    elif isinstance(value, list):
-        for item in value:
-            _check_text(item)
+MAX_JSON_DEPTH = 32
+"""Deepest nesting of a request body: every body of this API is at most 3 levels deep."""
+MAX_STRING_LENGTH = 64 * 1024
+"""Longest string anywhere in a request body (fields have tighter limits of their own)."""
+MAX_KEY_LENGTH = 1024
+"""Longest object key (field, option or header name) anywhere in a request body."""
+
+
+def _check_document(document: Any) -> None:
+    """Depth, string lengths and encodability of a parsed body; iterative (no recursion)."""
+    pending: list[tuple[Any, str, int]] = [(document, "", 0)]
+    while pending:
+        value, where, depth = pending.pop()
+        if isinstance(value, str):
+            if len(value) > MAX_STRING_LENGTH:
+                raise ValidationError(
+                    f"{where or '(body)'}: strings are at most {MAX_STRING_LENGTH} characters, "
+                    f"this one has {len(value)}"
+                )
+            # JSON allows lone surrogates (\ud800), which cannot be stored or sent anywhere.
+            value.encode("utf-8")
+            continue
+        if not isinstance(value, dict | list):
+            continue
+        if depth >= MAX_JSON_DEPTH:
+            raise ValidationError(
+                f"the request body is nested more than {MAX_JSON_DEPTH} levels deep"
+            )
+        items = value.items() if isinstance(value, dict) else enumerate(value)
+        for key, item in items:
+            if isinstance(key, str):
+                if len(key) > MAX_KEY_LENGTH:
+                    raise ValidationError(
+                        f"{where or '(body)'}: names are at most {MAX_KEY_LENGTH} characters, "
+                        f"one has {len(key)}"
+                    )
+                key.encode("utf-8")
+            # Paths name fields, never values; long keys are shortened.
+            label = key if isinstance(key, int) else (key if len(key) <= 80 else key[:80] + "…")
+            pending.append((item, f"{where}.{label}" if where else str(label), depth + 1))
 
 
 def _pydantic_message(exc: pydantic.ValidationError) -> str:
@@ -143,8 +175,15 @@ async def read_body(request: Request, model: type[M]) -> M:
         raise ValidationError("a JSON request body is required")
     try:
         data = json.loads(raw)
-        _check_text(data)
+    except RecursionError:
+        raise ValidationError(
+            f"the request body is nested more than {MAX_JSON_DEPTH} levels deep"
+        ) from None
     except (ValueError, UnicodeError) as exc:
+        raise ValidationError(f"the request body is not valid JSON: {exc}") from None
+    try:
+        _check_document(data)
+    except UnicodeError as exc:
         raise ValidationError(f"the request body is not valid JSON: {exc}") from None
     try:
         return model.model_validate(data)

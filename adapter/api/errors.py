@@ -25,7 +25,7 @@ from adapter.errors import (
     UnknownResourceError,
     ValidationError,
 )
-from adapter.logs import mask_secrets
+from adapter.masking import mask_secrets
 
 __all__ = ["ApiError", "error_response", "status_for"]
 

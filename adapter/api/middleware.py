@@ -16,10 +16,14 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from adapter.api.errors import error_response
 
-__all__ = ["VERSION_PREFIXES", "AdminMiddleware"]
+__all__ = ["ADMIN_AUTHENTICATED", "VERSION_PREFIXES", "AdminMiddleware"]
+
+ADMIN_AUTHENTICATED = "admin_authenticated"
+"""Request state key: True when the request carries the admin token (or none is needed)."""
 
 VERSION_PREFIXES = (2, 3, 4)
-_PREFIX = re.compile(r"^/v(\d+)(/.*)?$")
+# ASCII digits without leading zeros: /v02, /v0004 and /v٢ are not version prefixes.
+_PREFIX = re.compile(r"^/v([1-9][0-9]{0,2})(/.*)?$", re.ASCII)
 
 
 class AdminMiddleware:
@@ -44,21 +48,27 @@ class AdminMiddleware:
             }
             if isinstance(raw, bytes):
                 scope["raw_path"] = raw[prefix_len:]
-        if self._token is not None and scope["path"] not in self._public:
-            given = b""
-            for name, value in scope.get("headers", []):
-                if name == b"authorization":
-                    given = value
-                    break
-            scheme, _, credential = given.partition(b" ")
-            if scheme.lower() != b"bearer" or not hmac.compare_digest(
-                credential.strip(), self._token
-            ):
-                response = error_response(
-                    401,
-                    "missing or wrong bearer token: send Authorization: Bearer <admin token>",
-                    headers={"WWW-Authenticate": "Bearer"},
-                )
-                await response(scope, receive, send)
-                return
+        authenticated = self._authenticated(scope)
+        # Public routes (health checks) answer everyone, but say more to an administrator.
+        scope = {**scope, "state": {**scope.get("state", {}), ADMIN_AUTHENTICATED: authenticated}}
+        if scope["path"] not in self._public and not authenticated:
+            response = error_response(
+                401,
+                "missing or wrong bearer token: send Authorization: Bearer <admin token>",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+            await response(scope, receive, send)
+            return
         await self._app(scope, receive, send)
+
+    def _authenticated(self, scope: Scope) -> bool:
+        """Whether the request carries the admin token (always, when none is configured)."""
+        if self._token is None:
+            return True
+        given = b""
+        for name, value in scope.get("headers", []):
+            if name == b"authorization":
+                given = value
+                break
+        scheme, _, credential = given.partition(b" ")
+        return scheme.lower() == b"bearer" and hmac.compare_digest(credential.strip(), self._token)

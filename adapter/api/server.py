@@ -18,6 +18,7 @@ from adapter.api.app import create_app
 from adapter.api.catalog import ClusterCatalog
 from adapter.api.endpoint import AdminState
 from adapter.api.groups import reset_group_offsets
+from adapter.api.limits import RequestLimits, h11_protocol
 from adapter.api.readiness import KafkaReadiness
 from adapter.config import Settings
 from adapter.engine.ledger import LedgerWriter
@@ -26,6 +27,7 @@ from adapter.errors import ConfigError, LocalStackError
 from adapter.invokers.discovery import Discovery
 from adapter.invokers.signing import RequestSigner
 from adapter.local.asgi_server import AsgiServer
+from adapter.masking import remember_secret
 from adapter.store.dynamo import DynamoStore
 
 __all__ = ["AdminServer", "admin_state", "open_admin_warning"]
@@ -80,9 +82,12 @@ def admin_state(
             lambda_endpoint_url=settings.lambda_.endpoint_url,
             lambda_region=settings.lambda_.region,
             sign=signer.headers_for if signer is not None else None,
+            deny_private=settings.security.deny_private_targets,
         ),
         reset_offsets=reset_group_offsets,
-        check_kafka=KafkaReadiness(),
+        check_kafka=KafkaReadiness(
+            shared_token_provider=supervisor.token_provider if supervisor is not None else None
+        ),
     )
 
 
@@ -94,6 +99,8 @@ class AdminServer:
         host, _, port = bind_address.rpartition(":")
         self._host = host.strip("[]")
         self._port = int(port)
+        limits = RequestLimits.from_settings(state.settings.admin)
+        remember_secret(state.settings.admin.token)  # masked wherever it might be quoted
         self._server = AsgiServer(
             create_app(state),
             host=self._host,
@@ -101,6 +108,10 @@ class AdminServer:
             log_level=None,
             graceful_shutdown_s=5,
             reuse_address=True,
+            http_protocol=h11_protocol(limits),
+            limit_concurrency=state.settings.admin.max_connections,
+            # h11's own bound (a plain 400) stays above ours (a 431 with a message).
+            max_header_bytes=limits.max_header_bytes + 4096,
         )
 
     @property
@@ -135,3 +146,5 @@ class AdminServer:
 
     async def stop(self) -> None:
         await self._server.stop()
+        if isinstance(self._state.check_kafka, KafkaReadiness):
+            await self._state.check_kafka.aclose()

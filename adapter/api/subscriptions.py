@@ -46,8 +46,13 @@ from adapter.errors import (
     UnknownResourceError,
     ValidationError,
 )
-from adapter.kafka.options import ClientOptions, resolve_options, validate_options
-from adapter.logs import mask_secrets
+from adapter.kafka.options import (
+    ClientOptions,
+    resolve_options,
+    restore_masked,
+    validate_options,
+)
+from adapter.masking import mask_secrets
 from adapter.model import Subscription, topic_name
 
 __all__ = ["ENDPOINTS"]
@@ -130,7 +135,10 @@ async def create_subscription(request: Request, state: AdminState) -> Response:
     sink = parse_sink(body.sink)
     cluster = await _cluster(state, source.cluster)
     await _check_sink(state, sink.service, sink.handler)
-    options = {k: _text(v) for k, v in (body.options or {}).items()}
+    try:
+        options = restore_masked({k: _text(v) for k, v in (body.options or {}).items()}, {})
+    except ConfigError as exc:
+        raise ValidationError(str(exc)) from None
     new_id = ids.subscription_id()
     resolved = _resolve(new_id, cluster, options)
     requested_group = options.get(_GROUP) or cluster.options.get(_GROUP)
@@ -281,6 +289,12 @@ async def update_subscription(request: Request, state: AdminState) -> Response:
     sub = await _get(state, request.path_params["subscription"])
     body = await read_body(request, UpdateSubscriptionRequest)
     options = dict(sub.options)
+    given = {k: _text(v) for k, v in (body.options or {}).items() if v is not None}
+    try:
+        # "***" (what GET shows for a secret) written back keeps the stored secret.
+        kept = restore_masked(given, sub.options)
+    except ConfigError as exc:
+        raise ValidationError(str(exc)) from None
     for name, value in (body.options or {}).items():
         if value is None:
             if name == _GROUP:
@@ -290,7 +304,7 @@ async def update_subscription(request: Request, state: AdminState) -> Response:
                 )
             options.pop(name, None)
         else:
-            options[name] = _text(value)
+            options[name] = kept[name]
     if options != sub.options:
         _resolve(sub.id, await _cluster(state, sub.cluster), options)
     paused = sub.paused if body.paused is None else body.paused

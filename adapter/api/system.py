@@ -1,14 +1,17 @@
 """Health, readiness, version and metrics.
 
 ``/health`` is liveness: 200 while the process serves requests. ``/health/ready`` is 200 only
-when DynamoDB and the brokers of every known Kafka cluster answer, 503 otherwise, with one line
-per check. Both are served without the bearer token (probes carry none). ``/version`` has
+when DynamoDB and the brokers of every known Kafka cluster answer (OAUTHBEARER clusters: with a
+token the broker accepts), 503 otherwise. Both are served without the bearer token (probes
+carry none); without it the readiness answer is the status alone, since the checks name
+clusters, brokers and configuration problems; with it, one line per check. ``/version`` has
 Restate's shape, so Restate's CLI accepts the server.
 """
 
 from __future__ import annotations
 
 import contextlib
+from typing import Literal
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -16,6 +19,7 @@ from starlette.responses import Response
 from adapter.api.bodies import HealthResponse, ReadinessResponse, VersionResponse
 from adapter.api.endpoint import AdminState, Endpoint, json_response
 from adapter.api.metrics import CONTENT_TYPE, collect, render
+from adapter.api.middleware import ADMIN_AUTHENTICATED
 from adapter.errors import StoreError
 
 __all__ = ["ENDPOINTS", "MAX_ADMIN_API_VERSION", "MIN_ADMIN_API_VERSION"]
@@ -41,6 +45,9 @@ async def ready(request: Request, state: AdminState) -> Response:
         for name, result in (await state.check_kafka(state.catalog)).items():
             checks[f"kafka:{name}"] = result
     failing = sorted(name for name, result in checks.items() if result != "ok")
+    if not request.scope.get("state", {}).get(ADMIN_AUTHENTICATED, False):
+        status: Literal["ready", "not ready"] = "not ready" if failing else "ready"
+        return json_response({"status": status}, 503 if failing else 200)
     if failing:
         body = ReadinessResponse(
             status="not ready", message=f"not ready: {', '.join(failing)}", checks=checks

@@ -26,6 +26,7 @@ from adapter.api.headers import mask_headers
 from adapter.errors import ValidationError
 from adapter.ids import restate_form
 from adapter.kafka.options import mask_options
+from adapter.masking import mask_secrets
 from adapter.model import (
     HandlerInfo,
     HandlerType,
@@ -142,6 +143,11 @@ def service_response(svc: ServiceInfo, *, retention_s: float) -> ServiceResponse
     )
 
 
+def _shown_uri(dep: dict[str, Any]) -> str:
+    # New deployments cannot carry credentials in the URI; older ones are masked.
+    return mask_secrets(str(dep.get("uri", "")))
+
+
 def deployment_response(
     dep: dict[str, Any],
     services: list[ServiceInfo],
@@ -172,7 +178,7 @@ def deployment_response(
                 **common, arn=dep["arn"], assume_role_arn=dep.get("assume_role_arn"), services=full
             )
         return DetailedHttpDeploymentResponse(
-            **common, uri=str(dep.get("uri", "")), http_version="HTTP/1.1", services=full
+            **common, uri=_shown_uri(dep), http_version="HTTP/1.1", services=full
         )
     pairs = [ServiceNameRevision(name=s.name, revision=s.revision) for s in ordered]
     if dep.get("arn"):
@@ -180,7 +186,7 @@ def deployment_response(
             **common, arn=dep["arn"], assume_role_arn=dep.get("assume_role_arn"), services=pairs
         )
     return HttpDeploymentResponse(
-        **common, uri=str(dep.get("uri", "")), http_version="HTTP/1.1", services=pairs
+        **common, uri=_shown_uri(dep), http_version="HTTP/1.1", services=pairs
     )
 
 
@@ -195,7 +201,7 @@ def invocation_response(entry: LedgerEntry) -> InvocationResponse:
         partition=entry.partition,
         offset=entry.offset,
         attempts=entry.attempts,
-        last_error=entry.last_error,
+        last_error=mask_secrets(entry.last_error) if entry.last_error else None,
         created_at=rfc3339(entry.created_at_ms or None),
         modified_at=rfc3339(entry.updated_at_ms or None),
         completed_at=rfc3339(entry.completed_at_ms),

@@ -27,7 +27,7 @@ from adapter.invokers.base import Invoker
 from adapter.kafka.consumer import AiokafkaConsumer
 from adapter.kafka.dead_letter import DeadLetterProducer
 from adapter.kafka.errors import ConnectionWatch, certificate_problem
-from adapter.kafka.oidc import OidcTokenProvider, check_token, provider_for
+from adapter.kafka.oidc import OidcTokenProvider, check_token, provider_for, provider_key
 from adapter.kafka.options import ClientOptions, IngressOptions, SecuritySettings, resolve_options
 from adapter.kafka.security import build_ssl_context, consumer_security_kwargs
 from adapter.model import Deployment, RetentionLoss, ServiceType, Subscription, Target
@@ -126,6 +126,11 @@ class Supervisor:
     def wake(self) -> None:
         """Refresh now (the admin API calls this after changing a subscription)."""
         self._wake.set()
+
+    def token_provider(self, cluster: str, security: SecuritySettings) -> OidcTokenProvider | None:
+        """The OIDC token provider this cluster's consumers use for ``security``, if any runs
+        (readiness checks ask with the same provider)."""
+        return self._token_providers.get(provider_key(cluster, security))
 
     def runners(self) -> dict[str, SubscriptionRunner]:
         return {k: s.runner for k, s in self._slots.items() if s.runner is not None}
@@ -330,15 +335,7 @@ class Supervisor:
     async def _token_provider(
         self, sub: Subscription, security: SecuritySettings
     ) -> OidcTokenProvider:
-        key = (
-            sub.cluster,
-            security.oauthbearer_token_endpoint_url or "",
-            security.oauthbearer_client_id or "",
-            # A corrected secret must not reuse the provider that holds the wrong one.
-            security.oauthbearer_client_secret or "",
-            security.oauthbearer_scope or "",
-            repr(security.oauthbearer_extensions),
-        )
+        key = provider_key(sub.cluster, security)
         previous = self._token_users.get(sub.id)
         self._token_users[sub.id] = key
         if previous is not None and previous != key:

@@ -7,7 +7,12 @@ Lambda functions are asked through :func:`adapter.invokers.aws_lambda.discover_l
 
 Every failure becomes a :class:`~adapter.errors.ValidationError` saying what went wrong with
 the deployment's address: the caller gave an address that does not serve a manifest. URLs in
-messages never include credentials.
+messages never include credentials, and an answer is described by its status, content type and
+length, never by its body (it may hold anything the address serves).
+
+Bounded: the address must pass :mod:`adapter.invokers.targets` (no link-local or metadata
+addresses, no private ones with ``deny_private``) before anything is sent, and again once
+connected; the answer is read as a stream and refused past ``max_bytes`` (1 MiB).
 """
 
 from __future__ import annotations
@@ -22,8 +27,11 @@ import httpx
 
 from adapter import __version__
 from adapter.errors import IngressError, ValidationError
+from adapter.invokers.targets import check_peer, check_target
 
-__all__ = ["Discovery"]
+__all__ = ["MAX_MANIFEST_BYTES", "Discovery"]
+
+MAX_MANIFEST_BYTES = 1024 * 1024
 
 _ARN_REGION = re.compile(r"^arn:aws[a-zA-Z-]*:lambda:(?P<region>[a-z0-9-]+):")
 
@@ -34,6 +42,22 @@ def _safe(url: str) -> str:
     if parts.port:
         host = f"{host}:{parts.port}"
     return urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
+def _describe(response: httpx.Response) -> str:
+    """Status, content type and declared length: what an error may say about an answer."""
+    content_type = response.headers.get("content-type", "none")[:100]
+    length = response.headers.get("content-length")
+    size = f"{length[:20]} bytes" if length else "no content-length"
+    return f"HTTP {response.status_code}, content-type {content_type!r}, {size}"
+
+
+def _peer(response: httpx.Response) -> str | None:
+    stream = response.extensions.get("network_stream")
+    if stream is None:
+        return None
+    address = stream.get_extra_info("server_addr")
+    return str(address[0]) if isinstance(address, tuple) and address else None
 
 
 class Discovery:
@@ -47,7 +71,11 @@ class Discovery:
         timeout_s: float = 10.0,
         transport: httpx.AsyncBaseTransport | None = None,
         sign: Callable[[str], Mapping[str, str]] | None = None,
+        deny_private: bool = False,
+        max_bytes: int = MAX_MANIFEST_BYTES,
     ) -> None:
+        self._deny_private = deny_private
+        self._max_bytes = max_bytes
         # A deployment that verifies request signatures verifies discovery too.
         self._sign = sign
         self._lambda_endpoint_url = lambda_endpoint_url
@@ -78,11 +106,24 @@ class Discovery:
             **headers,
             **(self._sign("/discover") if self._sign is not None else {}),
         }
+        await check_target(url, deny_private=self._deny_private)
         try:
-            async with httpx.AsyncClient(
-                timeout=self._timeout_s, follow_redirects=False, transport=self._transport
-            ) as client:
-                response = await client.get(url, headers=request_headers)
+            async with (
+                httpx.AsyncClient(
+                    timeout=self._timeout_s, follow_redirects=False, transport=self._transport
+                ) as client,
+                client.stream("GET", url, headers=request_headers) as response,
+            ):
+                peer = _peer(response)
+                if peer is not None:
+                    check_peer(urlsplit(url).hostname or "", peer, deny_private=self._deny_private)
+                described = _describe(response)
+                if response.status_code != 200:
+                    raise ValidationError(
+                        f"discovery of {shown} answered {described} (expected HTTP 200 with "
+                        "the manifest as JSON)"
+                    )
+                content = await self._read(response, shown, described)
         except httpx.TimeoutException as exc:
             raise ValidationError(
                 f"discovery of {shown} timed out after {self._timeout_s:g}s"
@@ -90,18 +131,36 @@ class Discovery:
         except (httpx.HTTPError, ValueError) as exc:
             reason = str(exc) or type(exc).__name__
             raise ValidationError(f"cannot reach {shown} for discovery: {reason}") from exc
-        if response.status_code != 200:
-            raise ValidationError(
-                f"discovery of {shown} answered HTTP {response.status_code} (expected 200 with "
-                f"the manifest): {response.text[:200]}"
-            )
         try:
-            document = json.loads(response.content)
+            document = json.loads(content)
         except ValueError as exc:
-            raise ValidationError(f"discovery of {shown} did not answer JSON: {exc}") from exc
+            # A JSONDecodeError says where parsing stopped, never what it read there.
+            reason = str(exc) if isinstance(exc, json.JSONDecodeError) else "not UTF-8"
+            raise ValidationError(
+                f"discovery of {shown} did not answer JSON ({described}): {reason}"
+            ) from exc
         if not isinstance(document, dict):
-            raise ValidationError(f"discovery of {shown} did not answer a JSON object")
+            raise ValidationError(
+                f"discovery of {shown} did not answer a JSON object ({described})"
+            )
         return document
+
+    async def _read(self, response: httpx.Response, shown: str, described: str) -> bytes:
+        too_big = ValidationError(
+            f"discovery of {shown} answered {described}: the manifest is larger than "
+            f"{self._max_bytes} bytes"
+        )
+        declared = response.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > self._max_bytes:
+            raise too_big
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in response.aiter_bytes():
+            size += len(chunk)
+            if size > self._max_bytes:
+                raise too_big
+            chunks.append(chunk)
+        return b"".join(chunks)
 
     async def _lambda(self, arn: str) -> dict[str, Any]:
         try:

@@ -7,6 +7,7 @@ into outcomes, so that no handler or network failure ever escapes as an exceptio
 
     timeout, refused/reset connection, server disconnect, broken response  → Outcome.retry
     deployment without a usable http(s) URL, invalid URL                   → Outcome.terminal
+    deployment address refused (link-local, metadata; see invokers.targets) → Outcome.terminal
 
 The client is pyreqwest (Rust's reqwest and hyper, HTTP/1.1): measured on the invoker's hot path
 (bench/, 64 in flight, 11 headers, 200-byte bodies) it costs ~90 µs of CPU per request against
@@ -24,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import re
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
@@ -37,8 +39,9 @@ from yarl import URL
 
 from adapter import __version__
 from adapter.engine.mapping import HEADER_ATTEMPT, invoke_url, outcome_from_http, with_attempt
-from adapter.errors import TerminalInvokeError
+from adapter.errors import IngressError, TerminalInvokeError
 from adapter.invokers.base import InvocationRequest, Outcome
+from adapter.invokers.targets import RECHECK_S, TargetRefused, check_target
 
 __all__ = ["HttpInvoker", "HttpInvokerState", "Signer"]
 
@@ -73,6 +76,7 @@ class HttpInvoker:
         limit: int = 256,
         keepalive_timeout_s: float = 30.0,
         sign: Signer | None = None,
+        deny_private_targets: bool = False,
     ) -> None:
         if timeout_s <= 0:
             raise ValueError(f"timeout_s must be > 0 seconds, got {timeout_s}")
@@ -98,6 +102,9 @@ class HttpInvoker:
         # Normalised base URL per deployment URI (or the reason it is unusable), so the
         # per-request work is string concatenation.
         self._bases: dict[str, str | _InvalidBase] = {}
+        # Per deployment URI: when its address was last checked, and why it is refused.
+        self._deny_private = deny_private_targets
+        self._targets: dict[str, tuple[float, str | None]] = {}
 
     def __repr__(self) -> str:
         return (
@@ -173,6 +180,24 @@ class HttpInvoker:
             raise TerminalInvokeError(cached.message)
         return cached
 
+    async def _refused(self, uri: str) -> str | None:
+        """Why requests to ``uri`` are refused (:mod:`adapter.invokers.targets`), re-checked
+        at most every RECHECK_S seconds; None when allowed or not resolvable right now (the
+        request then fails, and is retried, as any unreachable handler is)."""
+        now = time.monotonic()
+        checked = self._targets.get(uri)
+        if checked is not None and now - checked[0] < RECHECK_S:
+            return checked[1]
+        reason: str | None = None
+        try:
+            await check_target(uri, deny_private=self._deny_private)
+        except TargetRefused as exc:
+            reason = str(exc)
+        except IngressError:
+            reason = None
+        self._targets[uri] = (now, reason)
+        return reason
+
     async def invoke(self, request: InvocationRequest) -> Outcome:
         """``POST`` the request to its deployment and map the response to an outcome."""
         client = self._open()
@@ -186,6 +211,9 @@ class HttpInvoker:
             url = invoke_url(base, request.target, request.key)
         except TerminalInvokeError as exc:
             return Outcome.terminal(str(exc))
+        refused = await self._refused(base)
+        if refused is not None:
+            return Outcome.terminal(f"deployment {deployment.id}: {refused}")
 
         headers: Mapping[str, str] = request.headers
         if deployment.additional_headers or self._sign is not None:

@@ -468,6 +468,20 @@ class OidcTokenProvider(AbstractTokenProvider):  # type: ignore[misc]
         return text
 
 
+def provider_key(cluster: str, security: SecuritySettings) -> tuple[str, ...]:
+    """The identity a token provider serves: consumers (and readiness checks) of the same
+    cluster with the same key share one provider. A corrected secret is another key, so it
+    never reuses the provider that holds the wrong one."""
+    return (
+        cluster,
+        security.oauthbearer_token_endpoint_url or "",
+        security.oauthbearer_client_id or "",
+        security.oauthbearer_client_secret or "",
+        security.oauthbearer_scope or "",
+        repr(security.oauthbearer_extensions),
+    )
+
+
 def provider_for(security: SecuritySettings) -> OidcTokenProvider:
     """A provider for the OIDC settings of ``security`` (validated by resolve_options)."""
     url = security.oauthbearer_token_endpoint_url

@@ -40,8 +40,12 @@ from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssigno
 
 from adapter.errors import ConfigError
 from adapter.filters import FilterCriteria, FilterCriteriaError, parse_filter_criteria
+from adapter.masking import mask_secrets, remember_secret, remember_uri_credentials
 
 __all__ = [
+    "MAX_ID_LENGTH",
+    "MAX_NAME_LENGTH",
+    "MAX_VALUE_LENGTH",
     "OPTION_TABLE",
     "REFUSED_OPTIONS",
     "SECRET_MASK",
@@ -54,10 +58,17 @@ __all__ = [
     "is_secret",
     "mask_options",
     "resolve_options",
+    "restore_masked",
     "validate_options",
 ]
 
 SECRET_MASK = "***"
+MAX_NAME_LENGTH = 256
+"""Longest option name: every real one is far shorter, and names are echoed in errors."""
+MAX_VALUE_LENGTH = 16 * 1024
+"""Longest option value: room for an inline PEM certificate chain, not for a stored blob."""
+MAX_ID_LENGTH = 255
+"""Longest ``client.id``/``group.id``: sent to the broker in every request header."""
 
 Protocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"]
@@ -102,8 +113,31 @@ def is_secret(name: str) -> bool:
 
 
 def mask_options(options: Mapping[str, str]) -> dict[str, str]:
-    """A copy of ``options`` with every secret value replaced by ``"***"``."""
-    return {name: SECRET_MASK if is_secret(name) else value for name, value in options.items()}
+    """A copy of ``options`` as shown: secret values replaced by ``"***"``, credentials in
+    other values (``https://user:pw@idp/token``) masked."""
+    return {
+        name: SECRET_MASK if is_secret(name) else mask_secrets(value)
+        for name, value in options.items()
+    }
+
+
+def restore_masked(given: Mapping[str, Any], stored: Mapping[str, str]) -> dict[str, Any]:
+    """``given`` with every value that is exactly what :func:`mask_options` shows for the
+    stored one replaced by the stored value (the Kubernetes convention: writing back what a
+    GET returned keeps the secrets). A mask with nothing stored to keep is refused."""
+    shown = mask_options(stored)
+    out: dict[str, Any] = {}
+    for name, value in given.items():
+        if name in stored and value == shown[name] and value != stored[name]:
+            out[name] = stored[name]
+        elif value == SECRET_MASK and is_secret(name):
+            raise ConfigError(
+                f"option {name!r}: {SECRET_MASK!r} stands for a stored secret, but there is no "
+                "stored value to keep; give the value itself"
+            )
+        else:
+            out[name] = value
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -182,12 +216,14 @@ def _enum(
     return parse
 
 
-def _text(*, strip: bool = True) -> Parser:
+def _text(*, strip: bool = True, max_length: int | None = None) -> Parser:
     # librdkafka left-trims string values; secrets are kept byte for byte.
     def parse(raw: str) -> str:
         text = raw.strip() if strip else raw
         if not text:
             raise _Invalid("a non-empty string")
+        if max_length is not None and len(text) > max_length:
+            raise _Invalid(f"a string of at most {max_length} characters")
         return text
 
     return parse
@@ -266,9 +302,11 @@ def _number(raw: str) -> str:
 
 def _attempts(raw: str) -> str:
     text = raw.strip()
-    if text.lower() in ("unlimited", "none") or _INT_RE.match(text):
+    if text.lower() in ("unlimited", "none"):
         return text
-    raise _Invalid("an integer, or 'unlimited'")
+    if len(text) <= 20 and _INT_RE.match(text) and 1 <= int(text) <= _INT_MAX:
+        return text
+    raise _Invalid(f"an integer in 1..{_INT_MAX}, or 'unlimited'")
 
 
 def _url(raw: str) -> str:
@@ -451,7 +489,7 @@ _SPECS: tuple[OptionSpec, ...] = (
     _client(
         "client.id",
         "client_id",
-        _text(),
+        _text(max_length=MAX_ID_LENGTH),
         "Client identifier sent to the broker (logs, quotas).",
         default="`kafka-ingress-<subscription id>`",
     ),
@@ -496,7 +534,7 @@ _SPECS: tuple[OptionSpec, ...] = (
     _client(
         "group.id",
         "group_id",
-        _text(),
+        _text(max_length=MAX_ID_LENGTH),
         "Consumer group; all poller instances of a subscription share it.",
         applies_to="consumer",
         default="the subscription ID",
@@ -1051,6 +1089,22 @@ def _parse_mapping(options: Mapping[str, str], label: str) -> tuple[dict[str, _S
     unknown: list[str] = []
     for name in options:
         raw_value: object = options[name]
+        if len(name) > MAX_NAME_LENGTH:
+            problems.append(
+                f"{label} names are at most {MAX_NAME_LENGTH} characters; one has {len(name)}"
+            )
+            continue
+        if isinstance(raw_value, str) and len(raw_value) > MAX_VALUE_LENGTH:
+            problems.append(
+                f"{label} {name!r}: values are at most {MAX_VALUE_LENGTH} characters, this one "
+                f"has {len(raw_value)}"
+            )
+            continue
+        if isinstance(raw_value, str):
+            # Masked by value from now on, in whatever text it may turn up (logs, errors).
+            if is_secret(name):
+                remember_secret(raw_value)
+            remember_uri_credentials(raw_value)
         spec = OPTION_TABLE.get(name)
         if spec is None:
             unknown.append(name)

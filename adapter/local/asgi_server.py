@@ -87,6 +87,9 @@ class AsgiServer:
 
     ``graceful_shutdown_s`` is how long ``stop()`` lets running requests finish before they are
     cancelled; ``log_level=None`` leaves uvicorn's loggers as the process configured them.
+    ``http_protocol`` replaces uvicorn's HTTP protocol class (the admin API's bounds its
+    requests); ``limit_concurrency`` answers 503 past that many connections or requests;
+    ``max_header_bytes`` is the h11 protocol's bound on an incomplete request head.
     """
 
     def __init__(
@@ -100,8 +103,14 @@ class AsgiServer:
         graceful_shutdown_s: int = 2,
         capture_signals: bool = False,
         reuse_address: bool = False,
+        http_protocol: type[Any] | None = None,
+        limit_concurrency: int | None = None,
+        max_header_bytes: int | None = None,
     ) -> None:
         self._app = app
+        self._http_protocol = http_protocol
+        self._limit_concurrency = limit_concurrency
+        self._max_header_bytes = max_header_bytes
         self._host = host
         self._port = port
         self._lifespan: Literal["auto", "on", "off"] = lifespan
@@ -141,6 +150,9 @@ class AsgiServer:
             log_config=None,  # leave the process-wide logging configuration alone
             access_log=False,
             timeout_graceful_shutdown=self._graceful_shutdown_s,
+            http=self._http_protocol or "auto",
+            limit_concurrency=self._limit_concurrency,
+            h11_max_incomplete_event_size=self._max_header_bytes,
         )
         self._server = server = _Server(config, capture_signals=self._capture_signals)
         self._task = task = asyncio.create_task(_serve(server, sock), name=f"uvicorn {address}")

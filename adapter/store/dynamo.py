@@ -33,7 +33,7 @@ from botocore.config import Config
 from botocore.credentials import Credentials
 from botocore.exceptions import BotoCoreError, ClientError
 
-from adapter.errors import ConditionFailedError, StoreError
+from adapter.errors import ConditionFailedError, ItemTooLargeError, StoreError
 from adapter.ids import creation_order, invocation_id
 from adapter.model import (
     HandlerInfo,
@@ -354,6 +354,11 @@ class DynamoStore:
         except ClientError as exc:
             if _error_code(exc) == "ConditionalCheckFailedException":
                 raise ConditionFailedError(f"{what}: condition failed") from exc
+            if _error_code(exc) == "ValidationException" and "item size" in str(exc).lower():
+                raise ItemTooLargeError(
+                    f"{what}: larger than DynamoDB's item limit (400 KB); use fewer or "
+                    "shorter options, headers or metadata"
+                ) from exc
             raise StoreError(f"{what}: {_error_code(exc) or exc}") from exc
         except BotoCoreError as exc:
             raise StoreError(f"{what}: {exc}") from exc

@@ -4,7 +4,11 @@ Requests are generated from the document for every operation and sent in-process
 backed by the real moto server. Whatever arrives, the API must not fail with a 5xx, every
 error body must carry a message, and every response must match the document (status, content
 type, body schema). Discovery, offset resets and broker checks are fakes here: generated
-deployment URIs must never reach the network.
+deployment URIs must never reach the network. The hostile inputs of the security review (deep
+JSON, long names and values, masks with nothing stored, URIs with credentials, a query or
+fragment, headers the client owns) go through the same checks and must be 400s naming what is
+wrong; limits enforced by the server itself (header size and time, body size) are tested
+against a real server in ``test_admin_limits.py``.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from schemathesis.specs.openapi.checks import (
 
 from adapter.api import AdminState, ClusterCatalog, create_app
 from adapter.config import load_settings
+from adapter.model import HandlerInfo, HandlerType, InputKind, ServiceInfo, ServiceType
 from adapter.store.dynamo import DynamoStore
 
 pytestmark = pytest.mark.timeout(300)
@@ -107,3 +112,63 @@ def test_api_conforms_to_its_openapi_document(
             continue
         exercised += 1
     assert exercised >= (len(operations) if mode is GenerationMode.POSITIVE else 10)
+
+
+def _deep(depth: int) -> Any:
+    value: Any = []
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+_SUB = {"source": "kafka://local/orders", "sink": "service://Greeter/greet"}
+_HOSTILE: list[tuple[str, str, dict[str, Any], Any, str]] = [
+    ("/subscriptions", "POST", {}, {**_SUB, "options": _deep(200)}, "nested more than 32"),
+    ("/subscriptions", "POST", {}, {**_SUB, "options": {"client.id": "c" * 300}}, "client.id"),
+    ("/subscriptions", "POST", {}, {**_SUB, "options": {"x" * 5000: "1"}}, "at most 1024"),
+    ("/subscriptions", "POST", {}, {**_SUB, "options": {"x" * 500: "1"}}, "at most 256"),
+    ("/subscriptions", "POST", {}, {**_SUB, "options": {"retry.max.attempts": "-5"}}, "1.."),
+    ("/subscriptions", "POST", {}, {**_SUB, "options": {"sasl.password": "***"}}, "no stored"),
+    ("/deployments", "POST", {}, {"uri": "http://[::1"}, "'uri' is invalid"),
+    ("/deployments", "POST", {}, {"uri": "http://h/x?"}, "no query or fragment"),
+    ("/deployments", "POST", {}, {"uri": "http://h/x#"}, "no query or fragment"),
+    ("/deployments", "POST", {}, {"uri": "http://u:p@h/"}, "credentials"),
+    ("/deployments", "POST", {}, {"uri": "http://h", "additional_headers": {"Host": "x"}}, "Host"),
+    (
+        "/deployments",
+        "POST",
+        {},
+        {"uri": "http://h", "additional_headers": {"Content-Length": "1"}},
+        "Content-Length",
+    ),
+    (
+        "/kafka-clusters",
+        "POST",
+        {},
+        {"name": "big", "properties": {"bootstrap.servers": "h:1", "client.id": "p" * 70_000}},
+        "at most 65536",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("path", "method", "query", "body", "expected"), _HOSTILE, ids=[c[4] for c in _HOSTILE]
+)
+async def test_hostile_input_is_a_documented_400_with_a_message(
+    store: DynamoStore, path: str, method: str, query: dict[str, Any], body: Any, expected: str
+) -> None:
+    # Cases of the security review, run through the same checks as the generated ones.
+    await store.put_service(
+        ServiceInfo(
+            "Greeter",
+            ServiceType.SERVICE,
+            "dp_1",
+            (HandlerInfo("greet", HandlerType.SERVICE, InputKind.JSON),),
+        )
+    )
+    schema = _schema(store)
+    case = schema[path][method].Case(body=body, query=query, media_type="application/json")
+    response = case.call()
+    assert response.status_code == 400, response.text[:300]
+    assert expected in response.json()["message"]
+    _check(case)

@@ -315,7 +315,10 @@ async def test_register_deployment_in_restate_shape(
 ) -> None:
     deployment = Deployment(manifest(GREETER, ORDERS))
     url = await handler_server(deployment.app)
-    body = {"uri": url, "additional_headers": {"Authorization": f"Bearer {SECRET}", "X-Env": "t"}}
+    body = {
+        "uri": url,
+        "additional_headers": {"Authorization": f"Bearer {SECRET}", "Content-Type": "text/plain"},
+    }
     created = await api.call("POST", "/deployments", body, 201)
     doc = created.json()
     dep_id = doc["id"]
@@ -347,7 +350,7 @@ async def test_register_deployment_in_restate_shape(
     assert item["http_version"] == "HTTP/1.1"
     assert item["created_at"].endswith("Z")
     assert "T" in item["created_at"]
-    assert item["additional_headers"] == {"Authorization": "***", "X-Env": "t"}
+    assert item["additional_headers"] == {"Authorization": "***", "Content-Type": "text/plain"}
     assert sorted((s["name"], s["revision"]) for s in item["services"]) == [
         ("Greeter", 1),
         ("Orders", 1),

@@ -16,7 +16,7 @@ from starlette.responses import JSONResponse
 from starlette.types import Receive, Scope, Send
 
 from adapter import ids
-from adapter.api.headers import mask_headers, validate_headers
+from adapter.api.headers import mask_headers, restore_masked_headers, validate_headers
 from adapter.api.invocations import (
     decode_listing_token,
     decode_page_token,
@@ -275,19 +275,42 @@ def test_additional_headers_are_validated_and_credentials_masked() -> None:
         {"bad name": "x"},
         {"": "x"},
         {"X-A": "1", "x-a": "2"},
+        {"Host": "evil.example"},
+        {"content-length": "0"},
+        {"Transfer-Encoding": "chunked"},
     ):
         with pytest.raises(ValidationError, match="additional_headers"):
             validate_headers(bad)
     masked = mask_headers(
-        {"Authorization": "a", "X-Api-Key": "b", "x-auth-token": "c", "Cookie": "d", "X-Env": "e"}
+        {
+            "Authorization": "a",
+            "X-Api-Key": "b",
+            "X-Shared-Pw": "c",
+            "X-Env": "e",
+            "Content-Type": "application/json",
+            "traceparent": "00-1-2-01",
+        }
     )
+    # Only headers on the harmless list show their values.
     assert masked == {
         "Authorization": "***",
         "X-Api-Key": "***",
-        "x-auth-token": "***",
-        "Cookie": "***",
-        "X-Env": "e",
+        "X-Shared-Pw": "***",
+        "X-Env": "***",
+        "Content-Type": "application/json",
+        "traceparent": "00-1-2-01",
     }
+
+
+def test_masked_headers_written_back_keep_the_stored_values() -> None:
+    stored = {"X-Shared-Pw": "hunter2-pw", "Accept": "application/json"}
+    shown = mask_headers(stored)
+    assert restore_masked_headers(shown, stored) == stored
+    # Names are case-insensitive; a new value replaces the stored one.
+    assert restore_masked_headers({"x-shared-pw": "***"}, stored) == {"x-shared-pw": "hunter2-pw"}
+    assert restore_masked_headers({"X-Shared-Pw": "new"}, stored) == {"X-Shared-Pw": "new"}
+    with pytest.raises(ValidationError, match=r"'X-Other'.*no stored value"):
+        restore_masked_headers({"X-Other": "***"}, stored)
 
 
 def test_a_header_value_never_appears_in_the_error() -> None:

@@ -29,6 +29,7 @@ from adapter.kafka.options import (
     is_secret,
     mask_options,
     resolve_options,
+    restore_masked,
     validate_options,
 )
 
@@ -636,7 +637,9 @@ BAD_VALUES: list[tuple[str, object, str]] = [
     ("retry.backoff.multiplier", "inf", "expected a number"),
     ("retry.backoff.multiplier", "1e999", "expected a number"),
     ("retry.jitter", "", "expected a number"),
-    ("retry.max.attempts", "1.5", "an integer, or 'unlimited'"),
+    ("retry.max.attempts", "1.5", "an integer in 1..2147483647, or 'unlimited'"),
+    ("retry.max.attempts", "-5", "an integer in 1..2147483647, or 'unlimited'"),
+    ("client.id", "x" * 300, "a string of at most 255 characters"),
     ("max.in.flight", "0", "in 1..100000"),
     ("invocation.timeout.ms", "0", "in 1..2147483647"),
     ("batch.size", "0", "in 1..10000"),
@@ -815,6 +818,21 @@ def test_mask_options() -> None:
         "unknown.secret": SECRET_MASK,
     }
     assert mask_options({}) == {}
+    # Credentials inside other values (a token endpoint URL) are masked too.
+    shown = mask_options({"sasl.oauthbearer.token.endpoint.url": "https://id:pw-123@idp/token"})
+    assert shown == {"sasl.oauthbearer.token.endpoint.url": "https://***@idp/token"}
+
+
+def test_options_written_back_as_shown_keep_the_stored_secrets() -> None:
+    stored = {
+        **SASL_SCRAM,
+        "sasl.oauthbearer.token.endpoint.url": "https://id:pw-123@idp/token",
+    }
+    assert restore_masked(mask_options(stored), stored) == stored
+    # A new value is a new value, even for a secret.
+    assert restore_masked({"sasl.password": "new-one"}, stored) == {"sasl.password": "new-one"}
+    with pytest.raises(ConfigError, match=r"'sasl\.password'.*no stored value"):
+        restore_masked({"sasl.password": SECRET_MASK}, {})
 
 
 def test_security_repr_masks_every_secret_field() -> None:

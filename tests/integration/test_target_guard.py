@@ -1,0 +1,116 @@
+"""Discovery and invocations only reach allowed addresses, and read bounded answers.
+
+Real servers on loopback and the real discovery client and HTTP invoker: link-local and cloud
+metadata addresses are refused before anything is sent (in every spelling), private ones when
+``deny-private-targets`` is set; a discovery answer past 1 MiB is refused while it streams in,
+and a failed discovery is described by status, content type and length, never by its body.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from adapter.errors import ValidationError
+from adapter.invokers.base import OutcomeKind
+from adapter.invokers.discovery import Discovery
+from adapter.invokers.http import HttpInvoker
+from tests._http_fixtures import HandlerServer
+from tests.integration.test_http_invoker import make_request, make_target
+
+METADATA_URIS = [
+    "http://169.254.169.254",
+    "http://2852039166",
+    "http://0xa9fea9fe",
+    "http://0251.0376.0251.0376",
+    "http://[::ffff:169.254.169.254]",
+    "http://[fd00:ec2::254]",
+    "http://169.254.169.254.:80",
+]
+SERVICES = {"services": [{"name": "S", "ty": "SERVICE", "handlers": [{"name": "h"}]}]}
+
+
+@pytest.mark.parametrize("uri", METADATA_URIS)
+async def test_discovery_refuses_metadata_addresses_before_sending(uri: str) -> None:
+    with pytest.raises(ValidationError, match="cloud instance metadata"):
+        await Discovery(timeout_s=2)(uri=uri)
+
+
+async def test_private_addresses_are_refused_only_when_switched_off(
+    handler_server: HandlerServer,
+) -> None:
+    async def discover(request: Request) -> Response:
+        return JSONResponse(SERVICES)
+
+    url = await handler_server(Starlette(routes=[Route("/discover", discover)]))
+    assert await Discovery(timeout_s=5)(uri=url) == SERVICES
+    with pytest.raises(ValidationError, match="deny-private-targets"):
+        await Discovery(timeout_s=5, deny_private=True)(uri=url)
+
+
+@pytest.fixture
+async def oversized(handler_server: HandlerServer) -> str:
+    """A deployment answering discovery with a valid manifest padded to 5 MiB, streamed."""
+
+    async def discover(request: Request) -> Response:
+        async def body() -> AsyncIterator[bytes]:
+            yield b'{"services": [{"name": "S", "ty": "SERVICE", "handlers": [{"name": "h"}]}], '
+            yield b'"padding": "'
+            for _ in range(80):
+                yield b"x" * 65536
+            yield b'"}'
+
+        return StreamingResponse(body(), media_type="application/json")
+
+    return await handler_server(Starlette(routes=[Route("/discover", discover)]))
+
+
+async def test_a_discovery_answer_past_1_mib_is_refused_while_it_streams(oversized: str) -> None:
+    with pytest.raises(ValidationError, match="larger than 1048576 bytes"):
+        await Discovery(timeout_s=10)(uri=oversized)
+
+
+async def test_a_failed_discovery_never_quotes_the_answer(handler_server: HandlerServer) -> None:
+    async def leak(request: Request) -> Response:
+        return Response(f"debug: {dict(request.headers)}", 500, media_type="text/plain")
+
+    url = await handler_server(Starlette(routes=[Route("/discover", leak)]))
+    with pytest.raises(ValidationError) as info:
+        await Discovery(timeout_s=5)(uri=url, headers={"X-Shared-Pw": "hdr-secret-Qa19"})
+    message = str(info.value)
+    assert "HTTP 500" in message
+    assert "text/plain" in message
+    assert "bytes" in message
+    assert "hdr-secret-Qa19" not in message
+    assert "debug" not in message
+
+
+@pytest.mark.parametrize("uri", METADATA_URIS[:3])
+async def test_invocations_of_a_metadata_address_fail_terminally_without_sending(
+    uri: str,
+) -> None:
+    async with HttpInvoker(timeout_s=2.0) as invoker:
+        outcome = await invoker.invoke(make_request(make_target(uri, "ok")))
+    assert outcome.kind is OutcomeKind.TERMINAL
+    assert "cloud instance metadata" in (outcome.error or "")
+
+
+async def test_invocations_of_private_addresses_are_refused_when_switched_off(
+    handler_server: HandlerServer,
+) -> None:
+    async def ok(request: Request) -> Response:
+        return JSONResponse({"ok": True})
+
+    url = await handler_server(Starlette(routes=[Route("/{path:path}", ok, methods=["POST"])]))
+    async with HttpInvoker(timeout_s=5.0) as invoker:
+        allowed = await invoker.invoke(make_request(make_target(url, "ok")))
+    assert allowed.kind is OutcomeKind.ACK
+    async with HttpInvoker(timeout_s=5.0, deny_private_targets=True) as invoker:
+        refused = await invoker.invoke(make_request(make_target(url, "ok")))
+    assert refused.kind is OutcomeKind.TERMINAL
+    assert "deny-private-targets" in (refused.error or "")

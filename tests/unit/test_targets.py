@@ -1,0 +1,66 @@
+"""Which addresses discovery and invocations may reach (:mod:`adapter.invokers.targets`)."""
+
+from __future__ import annotations
+
+import pytest
+
+from adapter.invokers.targets import TargetRefused, check_target, literal_address, refusal
+
+METADATA_SPELLINGS = [
+    "169.254.169.254",
+    "169.254.169.254.",
+    "2852039166",
+    "0xa9fea9fe",
+    "0xA9FEA9FE",
+    "0251.0376.0251.0376",
+    "0xa9.0xfe.0xa9.0xfe",
+    "169.16689662",
+    "[::ffff:169.254.169.254]",
+    "[::ffff:a9fe:a9fe]",
+    "[::169.254.169.254]",
+    "[64:ff9b::a9fe:a9fe]",
+    "[2002:a9fe:a9fe::]",
+    "[fd00:ec2::254]",
+    "[fe80::1]",
+    "[fe80::1%25eth0]",
+    "169.254.1.1",
+    "100.100.100.200",
+]
+
+
+@pytest.mark.parametrize("host", METADATA_SPELLINGS)
+@pytest.mark.parametrize("deny_private", [False, True])
+def test_link_local_and_metadata_addresses_are_refused_in_every_spelling(
+    host: str, deny_private: bool
+) -> None:
+    address = literal_address(host)
+    assert address is not None, host
+    assert refusal(address, deny_private=deny_private) is not None
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.1", "[::1]", "10.1.2.3", "192.168.0.1", "0"])
+def test_loopback_and_private_addresses_are_allowed_unless_switched_off(host: str) -> None:
+    address = literal_address(host)
+    assert address is not None
+    assert refusal(address, deny_private=False) is None
+    assert "deny-private-targets" in (refusal(address, deny_private=True) or "")
+
+
+@pytest.mark.parametrize("host", ["8.8.8.8", "[2001:4860:4860::8888]"])
+def test_public_addresses_are_allowed(host: str) -> None:
+    address = literal_address(host)
+    assert address is not None
+    assert refusal(address, deny_private=True) is None
+
+
+def test_names_are_not_literals() -> None:
+    assert literal_address("localhost") is None
+    assert literal_address("cafe.example") is None
+
+
+async def test_names_are_resolved_and_every_address_checked() -> None:
+    await check_target("http://localhost:9/", deny_private=False)
+    with pytest.raises(TargetRefused, match=r"resolves to 127\.0\.0\.1"):
+        await check_target("http://localhost:9/", deny_private=True)
+    with pytest.raises(TargetRefused, match="metadata"):
+        await check_target("http://2852039166/latest/meta-data/", deny_private=False)
