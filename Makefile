@@ -6,16 +6,42 @@ PY_STAMP    := $(VENV)/.installed
 KAFKA_LIBS  := .cache/kafka/libs
 KAFKA_STAMP := .cache/kafka/.fetched
 PYTEST_ARGS ?=
+# Hashed pins: the runtime set (the container image) and runtime + dev (make setup, CI).
+LOCK     := requirements.lock
+DEV_LOCK := requirements-dev.lock
+PIP_COMPILE := CUSTOM_COMPILE_COMMAND="make lock" $(BIN)/pip-compile --quiet --generate-hashes \
+	--allow-unsafe --strip-extras --all-build-deps --no-emit-find-links
 
-.PHONY: setup check test test-unit test-chaos dev bench soak clean
+.PHONY: setup check test test-unit test-chaos dev bench soak clean lock audit
 
 setup: $(PY_STAMP) $(KAFKA_STAMP)
 
-$(PY_STAMP): pyproject.toml
+# Exactly the locked versions, each checked against its hash; then the project itself with no
+# dependency resolution (and its build backend from the lock, not from the network).
+$(PY_STAMP): pyproject.toml $(DEV_LOCK)
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required (set PYTHON=...)")'
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --require-hashes -r $(DEV_LOCK)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	@touch $@
+
+# Re-resolve both lock files from pyproject.toml (newest versions its bounds allow); the
+# runtime lock is constrained to the dev lock's versions so both agree.
+lock:
+	@test -x $(BIN)/pip-compile || { echo "run make setup first (pip-compile comes with it)" >&2; exit 1; }
+	$(PIP_COMPILE) --upgrade --extra dev -o $(DEV_LOCK) pyproject.toml
+	$(PIP_COMPILE) --upgrade -c $(DEV_LOCK) -o $(LOCK) pyproject.toml
+
+# Known vulnerabilities (PyPI's advisory data) in every locked package. Exits non-zero when
+# any is found, and also when the data cannot be fetched: then nothing was checked.
+audit: $(PY_STAMP)
+	@for lock in $(LOCK) $(DEV_LOCK); do \
+		echo "pip-audit: $$lock"; \
+		$(BIN)/pip-audit --strict --progress-spinner off --disable-pip --no-deps -r $$lock \
+			|| { status=$$?; echo "make audit: $$lock FAILED (exit $$status): vulnerabilities" \
+				"were found, or the vulnerability data could not be fetched and $$lock was NOT" \
+				"checked; see the messages above" >&2; exit $$status; }; \
+	done
 
 # Kafka broker jars from Maven Central, copied into a git-ignored cache folder.
 $(KAFKA_STAMP): infra/kafka/pom.xml
