@@ -13,6 +13,7 @@ callers never have to know which library sits underneath.
     │   └── ConditionFailedError a conditional write lost its race
     ├── KafkaError               the Kafka client failed
     │   └── KafkaAuthError       authentication/authorisation against the broker failed
+    ├── SecretError              KMS, Secrets Manager or SSM failed or is unreachable
     ├── InvokeError              calling a handler failed (carries retry meaning)
     │   ├── RetryableInvokeError   try again, optionally after ``retry_after`` seconds
     │   └── TerminalInvokeError    never retry this record
@@ -31,6 +32,7 @@ __all__ = [
     "KafkaError",
     "LocalStackError",
     "RetryableInvokeError",
+    "SecretError",
     "StoreError",
     "TerminalInvokeError",
     "UnknownResourceError",
@@ -72,6 +74,10 @@ class KafkaError(IngressError):
 
 class KafkaAuthError(KafkaError):
     """The broker rejected our credentials or certificate."""
+
+
+class SecretError(IngressError):
+    """A secret could not be encrypted, decrypted or fetched (KMS, Secrets Manager, SSM)."""
 
 
 class InvokeError(IngressError):

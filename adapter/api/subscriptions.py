@@ -48,6 +48,7 @@ from adapter.errors import (
 from adapter.kafka.options import ClientOptions, resolve_options, validate_options
 from adapter.logs import mask_secrets
 from adapter.model import Subscription
+from adapter.secrets import check_references
 
 __all__ = ["ENDPOINTS"]
 
@@ -83,6 +84,7 @@ async def _cluster(state: AdminState, name: str) -> KafkaCluster:
 def _resolve(sub_id: str, cluster: KafkaCluster, options: dict[str, str]) -> ClientOptions:
     try:
         validate_options(options)
+        check_references(options)
         return resolve_options(
             subscription_id=sub_id,
             bootstrap_servers=cluster.bootstrap_servers,
