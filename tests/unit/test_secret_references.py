@@ -69,3 +69,18 @@ async def test_resolver_caches_until_invalidated_or_expired() -> None:
     assert fetcher.calls == 3
     with pytest.raises(ConfigError, match=r"option 'sasl.password': ssm:/gone: no such"):
         await resolver.resolve_options({"sasl.password": "ssm:/gone"})
+
+
+def test_references_are_stored_as_written_and_values_are_sealed() -> None:
+    from adapter.store.sealing import has_userinfo, is_secret_option_value
+
+    assert not is_secret_option_value("sasl.password", "secretsmanager:kafka/ingress:password")
+    assert not is_secret_option_value("sasl.password", "ssm:/kafka/password")
+    assert is_secret_option_value("sasl.password", "hunter2")
+    assert is_secret_option_value("sasl.password", "ssm:")  # malformed: treated as a value
+    assert is_secret_option_value("sasl.oauthbearer.token.endpoint.url", "https://u:p@idp/t")
+    assert not is_secret_option_value("sasl.oauthbearer.token.endpoint.url", "https://idp/t")
+    assert not is_secret_option_value("client.id", "ssm:/x")
+    assert has_userinfo("http://user@host/")
+    assert not has_userinfo("mailto:a@b")
+    assert not has_userinfo("https://host/path?who=a@b")
