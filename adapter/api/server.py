@@ -26,6 +26,7 @@ from adapter.errors import ConfigError, LocalStackError
 from adapter.invokers.discovery import Discovery
 from adapter.invokers.signing import RequestSigner
 from adapter.local.asgi_server import AsgiServer
+from adapter.secrets import SecretResolver
 from adapter.store.dynamo import DynamoStore
 
 __all__ = ["AdminServer", "admin_state", "open_admin_warning"]
@@ -83,6 +84,7 @@ def admin_state(
         ),
         reset_offsets=reset_group_offsets,
         check_kafka=KafkaReadiness(),
+        secret_refs=SecretResolver.from_settings(settings),
     )
 
 

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import boto3
+import httpx
 import orjson
 import pytest
 
@@ -193,3 +194,35 @@ async def test_the_fetcher_reads_secrets_and_secure_parameters_and_names_what_is
                 assert value not in str(caught.value)
     finally:
         fetcher.close()
+
+
+async def test_offset_reset_connects_with_the_referenced_credentials(
+    scram_broker: KafkaBroker,
+    rotation_ingress: tuple[Ingress, str],
+    aws: dict[str, Any],
+    handler_server: HandlerServer,
+) -> None:
+    # The admin API's offset reset talks to the broker itself: it resolves references too.
+    ingress, secret = rotation_ingress
+    aws["secretsmanager"].create_secret(
+        Name=secret, SecretString=json.dumps({"username": USER, "password": FIRST_PASSWORD})
+    )
+    await upsert_scram_user(scram_broker.bootstrap_servers, USER, FIRST_PASSWORD)
+    topic = await create_topic(scram_broker.bootstrap_servers)
+    await _send(scram_broker, topic, range(2))
+    handler = RecordingHandler()
+    url = await handler_server(handler.app)
+    await ingress.register(
+        url, "Rotated", ServiceType.SERVICE, {"take": (HandlerType.SERVICE, InputKind.JSON)}
+    )
+    await ingress.start()
+    sub = await ingress.subscribe(topic, "Rotated", "take")
+    await eventually(lambda: _acked(handler) >= {0, 1}, timeout=45)
+    assert ingress.poller is not None
+    async with httpx.AsyncClient(
+        base_url=f"http://{ingress.poller.admin_address}", timeout=60
+    ) as api:
+        reset = await api.post(f"/subscriptions/{sub.id}/reset", json={"to": "earliest"})
+    assert reset.status_code == 200, reset.text
+    # Delivered again from the start once the subscription resumes.
+    await eventually(lambda: len(handler.acked()) >= 4, timeout=45)
