@@ -10,10 +10,10 @@ callers never have to know which library sits underneath.
     │   └── UnknownResourceError (maps to 404)
     ├── ConflictError            state does not allow the operation (maps to 409)
     ├── StoreError               DynamoDB failed or is unreachable
-    │   └── ConditionFailedError a conditional write lost its race
+    │   ├── ConditionFailedError a conditional write lost its race
+    │   └── SecretError          KMS, Secrets Manager or SSM failed or is unreachable
     ├── KafkaError               the Kafka client failed
     │   └── KafkaAuthError       authentication/authorisation against the broker failed
-    ├── SecretError              KMS, Secrets Manager or SSM failed or is unreachable
     ├── InvokeError              calling a handler failed (carries retry meaning)
     │   ├── RetryableInvokeError   try again, optionally after ``retry_after`` seconds
     │   └── TerminalInvokeError    never retry this record
@@ -68,16 +68,19 @@ class ConditionFailedError(StoreError):
     """A conditional write was rejected because the item changed underneath us."""
 
 
+class SecretError(StoreError):
+    """A secret could not be encrypted, decrypted or fetched (KMS, Secrets Manager, SSM).
+
+    A store error: callers that keep going while DynamoDB is away (the supervisor's refresh)
+    keep going while KMS is away too, and the admin API answers 503."""
+
+
 class KafkaError(IngressError):
     """The Kafka client failed."""
 
 
 class KafkaAuthError(KafkaError):
     """The broker rejected our credentials or certificate."""
-
-
-class SecretError(IngressError):
-    """A secret could not be encrypted, decrypted or fetched (KMS, Secrets Manager, SSM)."""
 
 
 class InvokeError(IngressError):

@@ -8,7 +8,7 @@ exception tree of :mod:`adapter.errors`:
     ValidationError, ConfigError             400
     ConflictError                            409
     ApiError                                 its own status (401, 405, 501, 503 ...)
-    StoreError, KafkaError, SecretError      503  (a dependency is unreachable; retry)
+    StoreError, KafkaError                   503  (a dependency is unreachable; retry)
     any other IngressError                   500
 """
 
@@ -21,7 +21,6 @@ from adapter.errors import (
     ConflictError,
     IngressError,
     KafkaError,
-    SecretError,
     StoreError,
     UnknownResourceError,
     ValidationError,
@@ -49,7 +48,7 @@ def status_for(exc: IngressError) -> int:
         return 400
     if isinstance(exc, ConflictError):
         return 409
-    if isinstance(exc, StoreError | KafkaError | SecretError):
+    if isinstance(exc, StoreError | KafkaError):
         return 503
     return 500
 
