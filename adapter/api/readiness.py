@@ -18,6 +18,7 @@ from adapter.config import KafkaCluster
 from adapter.errors import IngressError
 from adapter.kafka.options import resolve_options
 from adapter.kafka.security import consumer_security_kwargs
+from adapter.secrets import SecretResolver
 
 __all__ = ["KafkaReadiness"]
 
@@ -25,8 +26,16 @@ __all__ = ["KafkaReadiness"]
 class KafkaReadiness:
     """``await check(catalog)`` → ``{cluster name: "ok" | "unreachable: ..."}``."""
 
-    def __init__(self, *, timeout_s: float = 3.0, cache_s: float = 5.0) -> None:
+    def __init__(
+        self,
+        *,
+        timeout_s: float = 3.0,
+        cache_s: float = 5.0,
+        secret_refs: SecretResolver | None = None,
+    ) -> None:
         self._timeout_s = timeout_s
+        # secretsmanager:/ssm: references in cluster options are connected with as values.
+        self._secret_refs = secret_refs
         self._cache_s = cache_s
         self._cached: tuple[float, dict[str, str]] | None = None
 
@@ -43,10 +52,13 @@ class KafkaReadiness:
 
     async def _check(self, cluster: KafkaCluster) -> str:
         try:
+            cluster_options = cluster.options
+            if self._secret_refs is not None:
+                cluster_options = await self._secret_refs.resolve_options(cluster_options)
             options = resolve_options(
                 subscription_id="sub_readiness",
                 bootstrap_servers=cluster.bootstrap_servers,
-                cluster_options=cluster.options,
+                cluster_options=cluster_options,
                 subscription_options={},
             )
             client = AIOKafkaClient(

@@ -71,6 +71,7 @@ def admin_state(
     signer: RequestSigner | None = None,
 ) -> AdminState:
     """The admin API wired to real discovery, offset resets and readiness checks."""
+    secret_refs = SecretResolver.from_settings(settings)
     return AdminState(
         settings=settings,
         store=store,
@@ -83,8 +84,8 @@ def admin_state(
             sign=signer.headers_for if signer is not None else None,
         ),
         reset_offsets=reset_group_offsets,
-        check_kafka=KafkaReadiness(),
-        secret_refs=SecretResolver.from_settings(settings),
+        check_kafka=KafkaReadiness(secret_refs=secret_refs),
+        secret_refs=secret_refs,
     )
 
 

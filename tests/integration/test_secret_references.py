@@ -196,13 +196,14 @@ async def test_the_fetcher_reads_secrets_and_secure_parameters_and_names_what_is
         fetcher.close()
 
 
-async def test_offset_reset_connects_with_the_referenced_credentials(
+async def test_offset_reset_and_readiness_connect_with_the_referenced_credentials(
     scram_broker: KafkaBroker,
     rotation_ingress: tuple[Ingress, str],
     aws: dict[str, Any],
     handler_server: HandlerServer,
 ) -> None:
-    # The admin API's offset reset talks to the broker itself: it resolves references too.
+    # The admin API's offset reset and readiness talk to the broker themselves: they resolve
+    # references too.
     ingress, secret = rotation_ingress
     aws["secretsmanager"].create_secret(
         Name=secret, SecretString=json.dumps({"username": USER, "password": FIRST_PASSWORD})
@@ -222,6 +223,9 @@ async def test_offset_reset_connects_with_the_referenced_credentials(
     async with httpx.AsyncClient(
         base_url=f"http://{ingress.poller.admin_address}", timeout=60
     ) as api:
+        # Readiness connects to every cluster: with the referenced credentials, too.
+        ready = await api.get("/health/ready")
+        assert ready.status_code == 200, ready.text
         reset = await api.post(f"/subscriptions/{sub.id}/reset", json={"to": "earliest"})
     assert reset.status_code == 200, reset.text
     # Delivered again from the start once the subscription resumes.
