@@ -72,6 +72,9 @@ class KafkaReadiness:
         try:
             await asyncio.wait_for(client.bootstrap(), self._timeout_s)
         except (AIOKafkaError, OSError, TimeoutError) as exc:
+            if self._secret_refs is not None and cluster_options != cluster.options:
+                # Maybe refused with a rotated secret: the next probe fetches it again.
+                self._secret_refs.invalidate()
             return f"unreachable: {exc or type(exc).__name__}"
         finally:
             await client.close()

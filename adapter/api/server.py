@@ -71,7 +71,10 @@ def admin_state(
     signer: RequestSigner | None = None,
 ) -> AdminState:
     """The admin API wired to real discovery, offset resets and readiness checks."""
-    secret_refs = SecretResolver.from_settings(settings)
+    # One cache of referenced secrets: a refusal seen by the consumers refreshes it for all.
+    secret_refs = (
+        supervisor.secret_refs if supervisor is not None else SecretResolver.from_settings(settings)
+    )
     return AdminState(
         settings=settings,
         store=store,

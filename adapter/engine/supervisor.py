@@ -100,7 +100,7 @@ class Supervisor:
     ) -> None:
         self._settings = settings
         # secretsmanager:/ssm: references in options, fetched when a runner is built.
-        self._secret_refs = secret_refs or SecretResolver.from_settings(settings)
+        self.secret_refs = secret_refs or SecretResolver.from_settings(settings)
         self._store = store
         self._ledger = ledger
         self._invoker_for = invoker_for
@@ -235,7 +235,7 @@ class Supervisor:
                 slot.state = RunnerState.BACKING_OFF.value
                 if isinstance(exc, KafkaAuthError):
                     # The secret may have been rotated: fetch referenced ones again.
-                    self._secret_refs.invalidate()
+                    self.secret_refs.invalidate()
                     # A refused token must not be offered again: the next attempt gets a new one.
                     key = self._token_users.get(slot.subscription.id)
                     if key in self._token_providers:
@@ -264,8 +264,8 @@ class Supervisor:
         options = resolve_options(
             subscription_id=sub.id,
             bootstrap_servers=cluster.bootstrap_servers,
-            cluster_options=await self._secret_refs.resolve_options(cluster.options),
-            subscription_options=await self._secret_refs.resolve_options(sub.options),
+            cluster_options=await self.secret_refs.resolve_options(cluster.options),
+            subscription_options=await self.secret_refs.resolve_options(sub.options),
         )
         target = await resolve_target(self._store, sub.service, sub.handler)
         limits = self._settings.limits

@@ -104,6 +104,12 @@ async def _send(broker: KafkaBroker, topic: str, numbers: range) -> None:
     )
 
 
+async def _ready(ingress: Ingress) -> httpx.Response:
+    assert ingress.poller is not None
+    async with httpx.AsyncClient(base_url=f"http://{ingress.poller.admin_address}") as api:
+        return await api.get("/health/ready", timeout=30)
+
+
 def _auth_failures(caplog: pytest.LogCaptureFixture, sub: Subscription) -> list[str]:
     return [
         r.getMessage()
@@ -136,6 +142,7 @@ async def test_a_rotated_password_is_fetched_again_after_the_broker_refuses_the_
     await ingress.start()
     sub = await ingress.subscribe(topic, "Rotated", "take")
     await eventually(lambda: _acked(handler) >= {0, 1, 2}, timeout=45)
+    assert (await _ready(ingress)).status_code == 200
 
     # Rotation: the new password goes to Secrets Manager and to the broker; the old one is
     # refused from now on. The running consumer's connections stay authenticated.
@@ -159,6 +166,12 @@ async def test_a_rotated_password_is_fetched_again_after_the_broker_refuses_the_
     )
     state = ingress.poller.supervisor.status()[sub.id]
     assert state["state"] == "running"
+    # Readiness connects with the rotated password too (it answers from a 5 s cache).
+
+    async def ready() -> bool:
+        return (await _ready(ingress)).status_code == 200
+
+    await eventually(ready, timeout=20, interval=0.5)
     text = caplog.text + json.dumps(state, default=str)
     for password in (FIRST_PASSWORD, ROTATED_PASSWORD):
         assert password not in text
