@@ -387,3 +387,30 @@ def test_identity_keys_come_from_the_environment(
     assert Endpoint([obj]).verifier is not None
     monkeypatch.setenv("KAFKA_INGRESS_IDENTITY_KEYS", "")
     assert Endpoint([obj]).verifier is None
+
+
+async def test_instances_sharing_a_replay_store_refuse_a_replay_to_another_instance(
+    key: Ed25519PrivateKey,
+) -> None:
+    signer = RequestSigner(key, ttl_s=60)
+    path = "/invoke/Acct/a%2F1/apply"
+    body = b'{"n": 1}'
+
+    async def post_to_both(first: Endpoint, second: Endpoint) -> list[int]:
+        headers = signer.headers_for(path, body)
+        codes = []
+        for endpoint in (first, second):
+            transport = httpx.ASGITransport(app=endpoint.asgi_app())
+            async with httpx.AsyncClient(transport=transport, base_url="http://h") as client:
+                codes.append((await client.post(path, content=body, headers=headers)).status_code)
+        return codes
+
+    keys = [signer.public_key]
+    # Each instance remembering only its own tokens: the documented multi-instance caveat.
+    assert await post_to_both(
+        Endpoint([obj], identity_keys=keys), Endpoint([obj], identity_keys=keys)
+    ) == [200, 200]
+    shared = MemoryReplayStore()
+    one = Endpoint([obj], identity_keys=keys, replay_store=shared)
+    two = Endpoint([obj], identity_keys=keys, replay_store=shared)
+    assert await post_to_both(one, two) == [200, 401]
