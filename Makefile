@@ -10,16 +10,53 @@ RESTATE_CLI_VERSION := 1.7
 RESTATE_CLI_DIR     := .cache/restate-cli
 RESTATE_CLI_STAMP   := $(RESTATE_CLI_DIR)/.installed
 PYTEST_ARGS ?=
+# Hashed pins: the runtime set (the container image) and runtime + dev (make setup, CI).
+LOCK     := requirements.lock
+DEV_LOCK := requirements-dev.lock
+# e.g. AUDIT_ARGS="-s osv" to ask OSV instead of PyPI's advisory data
+AUDIT_ARGS ?=
+PIP_COMPILE := CUSTOM_COMPILE_COMMAND="make lock" $(BIN)/pip-compile --quiet --generate-hashes \
+	--allow-unsafe --strip-extras --all-build-deps --no-emit-find-links
 
-.PHONY: setup restate-cli check test test-unit test-chaos dev bench soak clean
+.PHONY: setup restate-cli check test test-unit test-chaos dev bench soak clean lock audit
 
 setup: $(PY_STAMP) $(KAFKA_STAMP)
 
-$(PY_STAMP): pyproject.toml
+# Exactly the locked versions, each checked against its hash; then the project itself with no
+# dependency resolution (and its build backend from the lock, not from the network).
+$(PY_STAMP): pyproject.toml $(DEV_LOCK)
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required (set PYTHON=...)")'
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --require-hashes -r $(DEV_LOCK)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	@touch $@
+
+# Re-resolve both lock files from pyproject.toml (newest versions its bounds allow); the
+# runtime lock is constrained to the dev lock's versions so both agree.
+lock:
+	@test -x $(BIN)/pip-compile || { echo "run make setup first (pip-compile comes with it)" >&2; exit 1; }
+	$(PIP_COMPILE) --upgrade --extra dev -o $(DEV_LOCK) pyproject.toml
+	$(PIP_COMPILE) --upgrade -c $(DEV_LOCK) -o $(LOCK) pyproject.toml
+
+# Known vulnerabilities (PyPI's advisory data) in every locked package. The verdict per lock
+# file is one of: checked and clean, VULNERABLE, or NOT CHECKED when the advisory data could
+# not be fetched for every package -- never "no known vulnerabilities" for a package that was
+# not looked up. Anything but clean fails the target.
+audit: $(PY_STAMP)
+	@status=0; for lock in $(LOCK) $(DEV_LOCK); do \
+		echo "pip-audit: $$lock"; \
+		out=$$($(BIN)/pip-audit --strict --progress-spinner off --disable-pip --require-hashes \
+			$(AUDIT_ARGS) -r $$lock 2>&1); code=$$?; echo "$$out"; \
+		if [ $$code -eq 0 ]; then \
+			echo "make audit: $$lock: every package checked, no known vulnerabilities"; \
+		elif echo "$$out" | grep -qE "Found [0-9]+ known vulnerabilit"; then \
+			echo "make audit: $$lock: VULNERABLE -- see the table above" >&2; status=1; \
+		else \
+			echo "make audit: $$lock: NOT CHECKED -- the vulnerability data could not be" \
+				"fetched for every package (offline, or the index has no advisory API)" >&2; \
+			[ $$status -eq 1 ] || status=2; \
+		fi; \
+	done; exit $$status
 
 # Kafka broker jars from Maven Central, copied into a git-ignored cache folder.
 $(KAFKA_STAMP): infra/kafka/pom.xml

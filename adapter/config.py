@@ -38,6 +38,7 @@ __all__ = [
     "KafkaCluster",
     "LambdaSettings",
     "LimitSettings",
+    "SecretsSettings",
     "SecuritySettings",
     "Settings",
     "SigningSettings",
@@ -178,12 +179,31 @@ class SecuritySettings(_Section):
     deny_private_targets: bool = Field(default=False, alias="deny-private-targets")
 
 
+class SecretsSettings(_Section):
+    """Secrets at rest and by reference (docs/security.md, "Secrets at rest").
+
+    ``kms-key-id``: the KMS key (ID, ARN or alias) whose data keys encrypt every secret value
+    stored in DynamoDB. Without it, secret values are refused (400 naming the option) unless
+    ``allow-plaintext`` is set, which stores them in clear and warns at start-up.
+    ``endpoint-url``/``region`` reach KMS, Secrets Manager and SSM (default: the DynamoDB
+    ones). ``reference-cache-seconds``: how long a value fetched for a ``secretsmanager:``
+    or ``ssm:`` reference is reused; an authentication failure fetches it again sooner.
+    """
+
+    kms_key_id: str | None = Field(default=None, min_length=1, alias="kms-key-id")
+    allow_plaintext: bool = Field(default=False, alias="allow-plaintext")
+    endpoint_url: str | None = Field(default=None, alias="endpoint-url")
+    region: str | None = None
+    reference_cache_s: int = Field(default=300, ge=0, le=86_400, alias="reference-cache-seconds")
+
+
 class Settings(_Section):
     ingress: IngressSection = IngressSection()
     security: SecuritySettings = SecuritySettings()
     dynamodb: DynamoSettings = DynamoSettings()
     lambda_: LambdaSettings = Field(default=LambdaSettings(), alias="lambda")
     signing: SigningSettings = SigningSettings()
+    secrets: SecretsSettings = SecretsSettings()
     admin: AdminSettings = AdminSettings()
     limits: LimitSettings = LimitSettings()
     ledger: LedgerSettings = LedgerSettings()
@@ -250,6 +270,10 @@ _ENV_OVERRIDES: dict[str, tuple[str, str]] = {
     "KAFKA_INGRESS_LEDGER_SUCCESSES": ("ledger", "successes"),
     "KAFKA_INGRESS_SECURITY_DENY_PRIVATE_TARGETS": ("security", "deny-private-targets"),
     "KAFKA_INGRESS_ADMIN_MAX_BODY_BYTES": ("admin", "max-body-bytes"),
+    "KAFKA_INGRESS_SECRETS_KMS_KEY_ID": ("secrets", "kms-key-id"),
+    "KAFKA_INGRESS_SECRETS_ALLOW_PLAINTEXT": ("secrets", "allow-plaintext"),
+    "KAFKA_INGRESS_SECRETS_ENDPOINT_URL": ("secrets", "endpoint-url"),
+    "KAFKA_INGRESS_SECRETS_REGION": ("secrets", "region"),
 }
 
 

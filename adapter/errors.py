@@ -11,7 +11,8 @@ callers never have to know which library sits underneath.
     │   └── ItemTooLargeError    the store refused an item as too large (maps to 400)
     ├── ConflictError            state does not allow the operation (maps to 409)
     ├── StoreError               DynamoDB failed or is unreachable
-    │   └── ConditionFailedError a conditional write lost its race
+    │   ├── ConditionFailedError a conditional write lost its race
+    │   └── SecretError          KMS, Secrets Manager or SSM failed or is unreachable
     ├── KafkaError               the Kafka client failed
     │   └── KafkaAuthError       authentication/authorisation against the broker failed
     ├── InvokeError              calling a handler failed (carries retry meaning)
@@ -36,6 +37,7 @@ __all__ = [
     "KafkaError",
     "LocalStackError",
     "RetryableInvokeError",
+    "SecretError",
     "StoreError",
     "TerminalInvokeError",
     "UnknownResourceError",
@@ -73,6 +75,13 @@ class StoreError(IngressError):
 
 class ConditionFailedError(StoreError):
     """A conditional write was rejected because the item changed underneath us."""
+
+
+class SecretError(StoreError):
+    """A secret could not be encrypted, decrypted or fetched (KMS, Secrets Manager, SSM).
+
+    A store error: callers that keep going while DynamoDB is away (the supervisor's refresh)
+    keep going while KMS is away too, and the admin API answers 503."""
 
 
 class KafkaError(IngressError):

@@ -26,6 +26,7 @@ from adapter.invokers.signing import RequestSigner
 from adapter.kafka.options import IngressOptions
 from adapter.model import Target
 from adapter.store.dynamo import DynamoStore, make_client
+from adapter.store.sealing import SecretSealing
 from adapter.store.tables import TableNames
 
 __all__ = ["Poller", "build_store"]
@@ -40,6 +41,7 @@ def build_store(settings: Settings) -> DynamoStore:
         TableNames(settings.dynamodb.table_prefix),
         retention_s=settings.limits.ledger_retention_days * 86400,
         success_pages=settings.ledger.successes == "pages",
+        secrets=SecretSealing.from_settings(settings),
     )
 
 

@@ -10,6 +10,7 @@ import pytest
 
 from adapter.local.moto import MotoServer, fake_aws_credentials
 from adapter.store.dynamo import DynamoStore, make_client
+from adapter.store.sealing import KmsEnvelope, SecretSealing
 from adapter.store.tables import TableNames
 
 
@@ -35,9 +36,32 @@ def dynamo_client(moto_server: MotoServer) -> Iterator[Any]:
     client.close()
 
 
+@pytest.fixture(scope="session")
+def kms_key(moto_server: MotoServer) -> str:
+    """A KMS key in the moto server: what ``[secrets] kms-key-id`` names in tests."""
+    return moto_server.create_kms_key()
+
+
 @pytest.fixture
-async def store(dynamo_client: Any, table_names: TableNames) -> AsyncIterator[DynamoStore]:
-    s = DynamoStore(dynamo_client, table_names)
+def kms_client(moto_server: MotoServer) -> Iterator[Any]:
+    import boto3
+
+    client = boto3.client("kms", endpoint_url=moto_server.endpoint_url, region_name="us-east-1")
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def sealing(kms_client: Any, kms_key: str) -> SecretSealing:
+    """Secrets sealed with the moto server's KMS, as a poller with a kms-key-id does."""
+    return SecretSealing(KmsEnvelope(kms_client, kms_key))
+
+
+@pytest.fixture
+async def store(
+    dynamo_client: Any, table_names: TableNames, sealing: SecretSealing
+) -> AsyncIterator[DynamoStore]:
+    s = DynamoStore(dynamo_client, table_names, secrets=sealing)
     s.create_tables()
     yield s
     await s.aclose()  # the ledger writer's HTTP session, if a test wrote ledger rows

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from adapter.config import KafkaCluster, Settings
 from adapter.errors import ConfigError, ValidationError
 from adapter.kafka.options import resolve_options, validate_options
+from adapter.secrets import check_references
 from adapter.store.dynamo import DynamoStore
 
 __all__ = ["BROKER_KEYS", "ClusterCatalog", "ClusterEntry", "cluster_from_properties"]
@@ -41,6 +42,7 @@ def cluster_from_properties(name: str, properties: Mapping[str, str]) -> KafkaCl
         )
     try:
         validate_options(properties)
+        check_references(properties)
         options = resolve_options(
             subscription_id="sub_",
             bootstrap_servers=(),

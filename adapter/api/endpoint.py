@@ -25,6 +25,7 @@ from adapter.config import Settings
 from adapter.engine.ledger import LedgerWriter
 from adapter.engine.supervisor import Supervisor
 from adapter.errors import ValidationError
+from adapter.secrets import SecretResolver
 from adapter.store.dynamo import DynamoStore
 
 __all__ = [
@@ -67,6 +68,8 @@ class AdminState:
     discover: Discover | None = None
     reset_offsets: ResetOffsets | None = None
     check_kafka: CheckKafka | None = None
+    # Fetches secretsmanager:/ssm: references for the routes that connect to Kafka.
+    secret_refs: SecretResolver | None = None
     version: str = __version__
     oldest: OldestAge = field(default_factory=OldestAge)
     # One subscription creation at a time per process (duplicate detection reads, then writes).

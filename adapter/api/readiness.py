@@ -25,6 +25,7 @@ from adapter.kafka.oidc import OidcTokenProvider, check_token, provider_for, pro
 from adapter.kafka.options import ClientOptions, SecuritySettings, resolve_options
 from adapter.kafka.security import build_ssl_context, consumer_security_kwargs
 from adapter.masking import mask_secrets
+from adapter.secrets import SecretResolver
 
 __all__ = ["KafkaReadiness", "SharedTokenProvider"]
 
@@ -41,8 +42,11 @@ class KafkaReadiness:
         timeout_s: float = 3.0,
         cache_s: float = 5.0,
         shared_token_provider: SharedTokenProvider | None = None,
+        secret_refs: SecretResolver | None = None,
     ) -> None:
         self._timeout_s = timeout_s
+        # secretsmanager:/ssm: references in cluster options are connected with as values.
+        self._secret_refs = secret_refs
         self._cache_s = cache_s
         self._cached: tuple[float, dict[str, str]] | None = None
         self._shared = shared_token_provider
@@ -76,15 +80,25 @@ class KafkaReadiness:
         return own
 
     async def _check(self, cluster: KafkaCluster) -> str:
+        cluster_options = cluster.options
         try:
+            if self._secret_refs is not None:
+                cluster_options = await self._secret_refs.resolve_options(cluster_options)
             options = resolve_options(
                 subscription_id="sub_readiness",
                 bootstrap_servers=cluster.bootstrap_servers,
-                cluster_options=cluster.options,
+                cluster_options=cluster_options,
                 subscription_options={},
             )
         except IngressError as exc:
             return f"misconfigured: {exc}"
+        result = await self._probe(cluster, options)
+        if result != "ok" and self._secret_refs is not None and cluster_options != cluster.options:
+            # Maybe refused with a rotated secret: the next probe fetches it again.
+            self._secret_refs.invalidate()
+        return result
+
+    async def _probe(self, cluster: KafkaCluster, options: ClientOptions) -> str:
         if options.security.uses_sasl and options.security.sasl_mechanism == "OAUTHBEARER":
             return await self._check_token(cluster.name, options)
         try:

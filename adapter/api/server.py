@@ -28,6 +28,7 @@ from adapter.invokers.discovery import Discovery
 from adapter.invokers.signing import RequestSigner
 from adapter.local.asgi_server import AsgiServer
 from adapter.masking import remember_secret
+from adapter.secrets import SecretResolver
 from adapter.store.dynamo import DynamoStore
 
 __all__ = ["AdminServer", "admin_state", "open_admin_warning"]
@@ -72,6 +73,10 @@ def admin_state(
     signer: RequestSigner | None = None,
 ) -> AdminState:
     """The admin API wired to real discovery, offset resets and readiness checks."""
+    # One cache of referenced secrets: a refusal seen by the consumers refreshes it for all.
+    secret_refs = (
+        supervisor.secret_refs if supervisor is not None else SecretResolver.from_settings(settings)
+    )
     return AdminState(
         settings=settings,
         store=store,
@@ -86,8 +91,10 @@ def admin_state(
         ),
         reset_offsets=reset_group_offsets,
         check_kafka=KafkaReadiness(
-            shared_token_provider=supervisor.token_provider if supervisor is not None else None
+            shared_token_provider=supervisor.token_provider if supervisor is not None else None,
+            secret_refs=secret_refs,
         ),
+        secret_refs=secret_refs,
     )
 
 

@@ -54,6 +54,7 @@ from adapter.kafka.options import (
 )
 from adapter.masking import mask_secrets
 from adapter.model import Subscription, topic_name
+from adapter.secrets import check_references
 
 __all__ = ["ENDPOINTS"]
 
@@ -89,6 +90,7 @@ async def _cluster(state: AdminState, name: str) -> KafkaCluster:
 def _resolve(sub_id: str, cluster: KafkaCluster, options: dict[str, str]) -> ClientOptions:
     try:
         validate_options(options)
+        check_references(options)
         return resolve_options(
             subscription_id=sub_id,
             bootstrap_servers=cluster.bootstrap_servers,
@@ -334,7 +336,17 @@ async def reset_offsets(request: Request, state: AdminState) -> Response:
     target = _target(body.to)
     if state.reset_offsets is None:
         raise ConflictError("offset reset is not available in this admin process")
-    options = _resolve(sub.id, await _cluster(state, sub.cluster), sub.options)
+    cluster = await _cluster(state, sub.cluster)
+    options = _resolve(sub.id, cluster, sub.options)
+    if state.secret_refs is not None:
+        # Connecting needs the values of secretsmanager:/ssm: references, not their names.
+        cluster_options = await state.secret_refs.resolve_options(cluster.options)
+        options = resolve_options(
+            subscription_id=sub.id,
+            bootstrap_servers=cluster.bootstrap_servers,
+            cluster_options=cluster_options,
+            subscription_options=await state.secret_refs.resolve_options(sub.options),
+        )
     deadline = time.monotonic() + float(body.timeout_s)
     current = sub
     if not sub.paused:

@@ -31,6 +31,7 @@ from adapter.kafka.oidc import OidcTokenProvider, check_token, provider_for, pro
 from adapter.kafka.options import ClientOptions, IngressOptions, SecuritySettings, resolve_options
 from adapter.kafka.security import build_ssl_context, consumer_security_kwargs
 from adapter.model import Deployment, RetentionLoss, ServiceType, Subscription, Target
+from adapter.secrets import SecretResolver
 from adapter.store.dynamo import DynamoStore
 
 __all__ = ["Supervisor", "resolve_target"]
@@ -97,8 +98,11 @@ class Supervisor:
         refresh_clusters: Callable[[], Awaitable[None]] | None = None,
         refresh_interval_s: float | None = None,
         max_backoff_s: float = 30.0,
+        secret_refs: SecretResolver | None = None,
     ) -> None:
         self._settings = settings
+        # secretsmanager:/ssm: references in options, fetched when a runner is built.
+        self.secret_refs = secret_refs or SecretResolver.from_settings(settings)
         self._store = store
         self._ledger = ledger
         self._invoker_for = invoker_for
@@ -245,6 +249,8 @@ class Supervisor:
                 slot.last_error = str(exc)
                 slot.state = RunnerState.BACKING_OFF.value
                 if isinstance(exc, KafkaAuthError):
+                    # The secret may have been rotated: fetch referenced ones again.
+                    self.secret_refs.invalidate()
                     # A refused token must not be offered again: the next attempt gets a new one.
                     key = self._token_users.get(slot.subscription.id)
                     if key in self._token_providers:
@@ -275,8 +281,8 @@ class Supervisor:
         options = resolve_options(
             subscription_id=sub.id,
             bootstrap_servers=cluster.bootstrap_servers,
-            cluster_options=cluster.options,
-            subscription_options=sub.options,
+            cluster_options=await self.secret_refs.resolve_options(cluster.options),
+            subscription_options=await self.secret_refs.resolve_options(sub.options),
         )
         target = await resolve_target(self._store, sub.service, sub.handler)
         limits = self._settings.limits

@@ -54,6 +54,16 @@ class MotoServer:
         self.endpoint_url = f"http://{host}:{port}"
         return self.endpoint_url
 
+    def create_kms_key(self, description: str = "kafka-ingress secrets") -> str:
+        """A new symmetric KMS key in this server; its ARN (for ``[secrets] kms-key-id``)."""
+        import boto3
+
+        kms = boto3.client("kms", endpoint_url=self.endpoint_url, region_name="us-east-1")
+        try:
+            return str(kms.create_key(Description=description)["KeyMetadata"]["Arn"])
+        finally:
+            kms.close()
+
     def stop(self) -> None:
         server, self._server = self._server, None
         if server is not None:

@@ -57,7 +57,9 @@ def _dev_signing_key() -> Path:
     return path
 
 
-def _dev_config(bootstrap: str, dynamodb: str, lambda_endpoint: str, signing_key: Path) -> str:
+def _dev_config(
+    bootstrap: str, dynamodb: str, lambda_endpoint: str, signing_key: Path, kms_key: str
+) -> str:
     return (
         "# Written by `kafka-ingress dev`; valid while the dev stack runs.\n"
         'log-level = "INFO"\n\n'
@@ -74,7 +76,10 @@ def _dev_config(bootstrap: str, dynamodb: str, lambda_endpoint: str, signing_key
         'bind-address = "127.0.0.1:9070"\n'
         "allow-open = true\n\n"
         "[signing]\n"
-        f'private-key-file = "{signing_key}"\n'
+        f'private-key-file = "{signing_key}"\n\n'
+        "# Secrets stored in DynamoDB are encrypted with this key of moto's KMS.\n"
+        "[secrets]\n"
+        f'kms-key-id = "{kms_key}"\n'
     )
 
 
@@ -96,8 +101,9 @@ async def _run(stop: asyncio.Event, *, demo: bool = True) -> None:
         lambda_url = await lambda_server.start()
         handlers_url = await handlers_server.start()
         config_path = DEV_DIR / "kafka-ingress.toml"
+        kms_key = moto.create_kms_key()
         config_path.write_text(
-            _dev_config(broker.bootstrap_servers, endpoint, lambda_url, signing_key)
+            _dev_config(broker.bootstrap_servers, endpoint, lambda_url, signing_key, kms_key)
         )
         settings = load_settings(config_path, env={})
         store = build_store(settings)

@@ -23,6 +23,7 @@ used.
 from adapter.sdk.context import Context, KafkaMetadata
 from adapter.sdk.endpoint import IDENTITY_KEYS_ENV, Endpoint
 from adapter.sdk.errors import HandlerError, RetryableError, TerminalError
+from adapter.sdk.replay import MemoryReplayStore, ReplayStore
 from adapter.sdk.runtime import Response
 from adapter.sdk.service import (
     HandlerKind,
@@ -41,6 +42,8 @@ __all__ = [
     "HandlerKind",
     "InputKind",
     "KafkaMetadata",
+    "MemoryReplayStore",
+    "ReplayStore",
     "Response",
     "RetryableError",
     "Service",

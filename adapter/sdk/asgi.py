@@ -59,7 +59,7 @@ def build_asgi_app(registry: Registry, verifier: IdentityVerifier | None) -> ASG
         if path == discover_path():
             if request.method != "GET":
                 return JSONResponse({"message": "use GET /discover"}, status_code=405)
-            denied = _check(verifier, headers, path)
+            denied = await _check(verifier, headers, path, b"")
             return denied or JSONResponse(registry.manifest())
         try:
             route = split_invoke_path(path)
@@ -69,17 +69,14 @@ def build_asgi_app(registry: Registry, verifier: IdentityVerifier | None) -> ASG
             return JSONResponse({"message": f"no route for {path}"}, status_code=404)
         if request.method != "POST":
             return JSONResponse({"message": "invoke routes take POST"}, status_code=405)
-        denied = _check(verifier, headers, path)
+        # The signature covers the body, so it is read before the check.
+        body = await request.body()
+        denied = await _check(verifier, headers, path, body)
         if denied is not None:
             return denied
         service, key, handler = route
         result = await run_invocation(
-            registry,
-            service=service,
-            handler=handler,
-            key=key,
-            headers=headers,
-            body=await request.body(),
+            registry, service=service, handler=handler, key=key, headers=headers, body=body
         )
         return Response(result.body, status_code=result.status, headers=result.headers)
 
@@ -88,13 +85,13 @@ def build_asgi_app(registry: Registry, verifier: IdentityVerifier | None) -> ASG
     )
 
 
-def _check(
-    verifier: IdentityVerifier | None, headers: dict[str, str], path: str
+async def _check(
+    verifier: IdentityVerifier | None, headers: dict[str, str], path: str, body: bytes
 ) -> Response | None:
     if verifier is None:
         return None
     try:
-        verifier.verify(headers, path)
+        await verifier.verify(headers, path, body)
     except IdentityError as exc:
-        return JSONResponse({"message": str(exc)}, status_code=401)
+        return JSONResponse({"message": str(exc)}, status_code=exc.status)
     return None

@@ -97,13 +97,14 @@ async def _invoke_one(
         raise LambdaEventError("'headers' must be an object")
     # Lower-cased like HTTP servers do, so handlers see the same context over both transports.
     headers = {str(k).lower(): str(v) for k, v in raw_headers.items()}
+    body = _body_of(event)
     if verifier is not None:
         try:
-            verifier.verify(headers, invoke_path(service, handler, key))
+            await verifier.verify(headers, invoke_path(service, handler, key), body)
         except IdentityError as exc:
-            return Response.error(401, str(exc))
+            return Response.error(exc.status, str(exc))
     return await run_invocation(
-        registry, service=service, handler=handler, key=key, headers=headers, body=_body_of(event)
+        registry, service=service, handler=handler, key=key, headers=headers, body=body
     )
 
 

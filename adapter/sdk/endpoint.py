@@ -6,7 +6,9 @@
 
 ``identity_keys`` (or, when not given, the environment variable
 ``KAFKA_INGRESS_IDENTITY_KEYS``, comma-separated) turns on signature verification: requests
-without a valid signature from the poller get 401.
+without a valid signature from the poller get 401, and so do replayed ones. ``replay_store``
+remembers the token IDs seen (default: in this process's memory; give several instances a
+shared one, see :mod:`adapter.sdk.replay`).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from adapter.sdk.aws_lambda import LambdaHandler, make_lambda_handler
 from adapter.sdk.identity import IdentityVerifier
 from adapter.sdk.protocol import HEADER_ATTEMPT, HEADER_IDEMPOTENCY_KEY, HEADER_INVOCATION_ID
+from adapter.sdk.replay import ReplayStore
 from adapter.sdk.runtime import Registry, Response, run_invocation
 from adapter.sdk.service import ServiceDefinition
 
@@ -41,10 +44,11 @@ class Endpoint:
         *,
         identity_keys: Iterable[str] | None = None,
         kafka_target: str | None = None,
+        replay_store: ReplayStore | None = None,
     ) -> None:
         self.registry = Registry(services)
         keys = list(identity_keys) if identity_keys is not None else _env_keys()
-        self.verifier = IdentityVerifier(keys) if keys else None
+        self.verifier = IdentityVerifier(keys, replay_store=replay_store) if keys else None
         if kafka_target is not None:
             service, sep, handler = kafka_target.partition("/")
             definition = self.registry.services.get(service)

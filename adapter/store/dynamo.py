@@ -6,6 +6,10 @@ are translated here into :class:`~adapter.errors.StoreError` (and
 :class:`~adapter.errors.ConditionFailedError` for lost conditional writes); nothing from botocore
 escapes this module.
 
+Secret values of subscriptions, clusters and deployments are sealed on the way in and opened
+on the way out by :class:`~adapter.store.sealing.SecretSealing` (KMS envelope encryption), so
+none is stored in clear.
+
 The ledger is written in batches (BatchWriteItem, 25 items a request) and read in batches
 (BatchGetItem, 100 keys a request) so that the request count per record stays far below one.
 The one hot call, the ledger's BatchWriteItem, does not go through boto3: it is sent on the event
@@ -55,6 +59,12 @@ from adapter.store.pages import (
     page_position,
     parse_page_position,
     range_bounds,
+)
+from adapter.store.sealing import (
+    CLUSTER_SECRETS,
+    DEPLOYMENT_SECRETS,
+    SUBSCRIPTION_SECRETS,
+    SecretSealing,
 )
 from adapter.store.tables import TableNames, create_tables
 
@@ -218,24 +228,21 @@ def _ledger_page_key(item: dict[str, Any], by_subscription: bool) -> dict[str, A
     return key
 
 
-def _subscription_item(sub: Subscription) -> dict[str, Any]:
-    return _to_item(
-        {
-            "id": sub.id,
-            "cluster": sub.cluster,
-            "topic": sub.topic,
-            "service": sub.service,
-            "handler": sub.handler,
-            "options": dict(sub.options),
-            "created_at": sub.created_at_ms,
-            "paused": sub.paused,
-            "revision": sub.revision,
-        }
-    )
+def _subscription_row(sub: Subscription) -> dict[str, Any]:
+    return {
+        "id": sub.id,
+        "cluster": sub.cluster,
+        "topic": sub.topic,
+        "service": sub.service,
+        "handler": sub.handler,
+        "options": dict(sub.options),
+        "created_at": sub.created_at_ms,
+        "paused": sub.paused,
+        "revision": sub.revision,
+    }
 
 
-def _subscription_from_item(item: dict[str, Any]) -> Subscription:
-    d = _from_item(item)
+def _subscription_from_row(d: dict[str, Any]) -> Subscription:
     return Subscription(
         id=d["id"],
         cluster=d["cluster"],
@@ -290,11 +297,14 @@ class DynamoStore:
         clock: Callable[[], float] = time.time,
         credentials: Credentials | None = None,
         success_pages: bool = False,
+        secrets: SecretSealing | None = None,
     ) -> None:
         """``credentials`` sign the ledger writes; by default boto3's credential chain
         (environment, profile, role), resolved on the first write. ``success_pages`` records
-        first-attempt successes in pages instead of rows (:mod:`adapter.store.pages`)."""
+        first-attempt successes in pages instead of rows (:mod:`adapter.store.pages`).
+        ``secrets`` seals secret values; by default (no KMS key) they are refused."""
         self._client = client
+        self.secrets = secrets if secrets is not None else SecretSealing()
         self.names = names
         self._retention_s = retention_s
         self._success_pages = success_pages
@@ -383,10 +393,19 @@ class DynamoStore:
                 return items
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
+    # -- rows that may hold secrets ---------------------------------------------------------
+
+    async def _subscription_item(self, sub: Subscription) -> dict[str, Any]:
+        return _to_item(await self.secrets.seal_row(_subscription_row(sub), SUBSCRIPTION_SECRETS))
+
+    async def _subscription_from_item(self, item: dict[str, Any]) -> Subscription:
+        row = await self.secrets.open_row(_from_item(item), SUBSCRIPTION_SECRETS)
+        return _subscription_from_row(row)
+
     # -- subscriptions ----------------------------------------------------------------------
 
     async def put_subscription(self, sub: Subscription) -> None:
-        item = _subscription_item(sub)
+        item = await self._subscription_item(sub)
         await self._call(
             lambda: self._client.put_item(TableName=self.names.subscriptions, Item=item),
             f"save subscription {sub.id}",
@@ -400,13 +419,12 @@ class DynamoStore:
             f"read subscription {sub_id}",
         )
         item = resp.get("Item")
-        return _subscription_from_item(item) if item else None
+        return await self._subscription_from_item(item) if item else None
 
     async def list_subscriptions(self) -> list[Subscription]:
         items = await self._scan_all(self.names.subscriptions, "list subscriptions")
-        return sorted(
-            (_subscription_from_item(i) for i in items), key=lambda s: creation_order(s.id)
-        )
+        subs = [await self._subscription_from_item(i) for i in items]
+        return sorted(subs, key=lambda s: creation_order(s.id))
 
     async def delete_subscription(self, sub_id: str) -> bool:
         resp = await self._call(
@@ -421,7 +439,7 @@ class DynamoStore:
 
     async def create_subscription(self, sub: Subscription) -> None:
         """Insert a new subscription; ConditionFailedError if its ID is taken."""
-        item = _subscription_item(sub)
+        item = await self._subscription_item(sub)
         await self._call(
             lambda: self._client.put_item(
                 TableName=self.names.subscriptions,
@@ -436,7 +454,7 @@ class DynamoStore:
 
         ConditionFailedError when it was changed or deleted meanwhile (optimistic locking).
         """
-        item = _subscription_item(sub)
+        item = await self._subscription_item(sub)
         await self._call(
             lambda: self._client.put_item(
                 TableName=self.names.subscriptions,
@@ -479,7 +497,7 @@ class DynamoStore:
         )
 
     async def put_deployment(self, data: dict[str, Any]) -> None:
-        item = _to_item(data)
+        item = _to_item(await self.secrets.seal_row(data, DEPLOYMENT_SECRETS))
         await self._call(
             lambda: self._client.put_item(TableName=self.names.deployments, Item=item),
             f"save deployment {data.get('id')}",
@@ -493,11 +511,14 @@ class DynamoStore:
             f"read deployment {dep_id}",
         )
         item = resp.get("Item")
-        return _from_item(item) if item else None
+        if not item:
+            return None
+        return await self.secrets.open_row(_from_item(item), DEPLOYMENT_SECRETS)
 
     async def list_deployments(self) -> list[dict[str, Any]]:
         items = await self._scan_all(self.names.deployments, "list deployments")
-        return sorted((_from_item(i) for i in items), key=lambda d: creation_order(str(d["id"])))
+        rows = [await self.secrets.open_row(_from_item(i), DEPLOYMENT_SECRETS) for i in items]
+        return sorted(rows, key=lambda d: creation_order(str(d["id"])))
 
     async def delete_deployment(self, dep_id: str) -> bool:
         resp = await self._call(
@@ -999,7 +1020,7 @@ class DynamoStore:
     async def create_cluster(self, data: dict[str, Any]) -> None:
         """Insert a cluster (``name``, ``properties``, ``created_at``); ConditionFailedError
         if the name is taken."""
-        item = _to_item(data)
+        item = _to_item(await self.secrets.seal_row(data, CLUSTER_SECRETS))
         await self._call(
             lambda: self._client.put_item(
                 TableName=self.names.clusters,
@@ -1012,7 +1033,7 @@ class DynamoStore:
 
     async def replace_cluster(self, data: dict[str, Any]) -> None:
         """Replace an existing cluster; ConditionFailedError if it does not exist."""
-        item = _to_item(data)
+        item = _to_item(await self.secrets.seal_row(data, CLUSTER_SECRETS))
         await self._call(
             lambda: self._client.put_item(
                 TableName=self.names.clusters,
@@ -1031,11 +1052,14 @@ class DynamoStore:
             f"read Kafka cluster {name}",
         )
         item = resp.get("Item")
-        return _from_item(item) if item else None
+        if not item:
+            return None
+        return await self.secrets.open_row(_from_item(item), CLUSTER_SECRETS)
 
     async def list_clusters(self) -> list[dict[str, Any]]:
         items = await self._scan_all(self.names.clusters, "list Kafka clusters")
-        return sorted((_from_item(i) for i in items), key=lambda c: str(c["name"]))
+        rows = [await self.secrets.open_row(_from_item(i), CLUSTER_SECRETS) for i in items]
+        return sorted(rows, key=lambda c: str(c["name"]))
 
     async def delete_cluster(self, name: str) -> bool:
         resp = await self._call(

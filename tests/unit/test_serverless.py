@@ -18,6 +18,7 @@ from adapter.local.lambda_server import (
     load_serverless,
     load_serverless_functions,
 )
+from adapter.store.envelope import ENCRYPTION_CONTEXT
 from adapter.store.tables import TABLES_FILE, table_definitions
 
 ROOT = SERVERLESS_FILE.parent
@@ -117,11 +118,23 @@ def test_the_poller_may_invoke_its_functions_and_use_its_tables_only() -> None:
     assert all(a.startswith("dynamodb:") for a in tables["Action"])
     assert "dynamodb:DeleteTable" not in tables["Action"]
     assert all("table/${param:tablePrefix}" in r["Fn::Sub"] for r in tables["Resource"])
+    # Secrets: references under this stage's path only; the KMS key is usable by the poller
+    # alone, with its encryption context, and configured as [secrets] kms-key-id.
+    references = statements["secret-references"]
+    assert set(references["Action"]) == {"secretsmanager:GetSecretValue", "ssm:GetParameter"}
+    assert all("${self:service}/${sls:stage}/*" in r["Fn::Sub"] for r in references["Resource"])
+    key_policy = resources["SecretsKey"]["Properties"]["KeyPolicy"]["Statement"]
+    (poller,) = [s for s in key_policy if s["Sid"] == "poller-seals-and-opens"]
+    assert poller["Action"] == ["kms:GenerateDataKey", "kms:Decrypt"]
+    assert poller["Condition"]["StringEquals"] == {
+        "kms:EncryptionContext:purpose": ENCRYPTION_CONTEXT["purpose"]
+    }
     task = resources["PollerTaskDefinition"]["Properties"]
     assert task["RequiresCompatibilities"] == ["FARGATE"]
     container = task["ContainerDefinitions"][0]
     env = {e["Name"]: e["Value"] for e in container["Environment"]}
     assert env["KAFKA_INGRESS_DYNAMODB_TABLE_PREFIX"] == "${param:tablePrefix}"
+    assert env["KAFKA_INGRESS_SECRETS_KMS_KEY_ID"] == {"Fn::GetAtt": ["SecretsKey", "Arn"]}
     assert {s["Name"] for s in container["Secrets"]} == {
         "KAFKA_INGRESS_KAFKA_CLUSTERS",
         "KAFKA_INGRESS_ADMIN_TOKEN",
