@@ -3,6 +3,7 @@
 ``serve``          run a poller (consumers, invokers, ledger, admin API) with the configuration
 ``dev``            run the whole stack locally: Kafka broker, DynamoDB (moto), poller
 ``init-tables``    create the DynamoDB tables (idempotent)
+``health``         exit 0 when a poller's admin API answers ``/health`` (container health check)
 ``subscriptions``  create | list | describe | update | delete | pause | resume | reset
 ``deployments``    register | list | describe | remove
 ``services``       list | describe
@@ -41,7 +42,7 @@ log = logging.getLogger("kafka_ingress")
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 EXIT_NOT_FOUND, EXIT_CONFLICT, EXIT_AUTH, EXIT_UNREACHABLE = 3, 4, 5, 6
 
-_ADMIN_COMMANDS = ("subscriptions", "deployments", "services", "invocations")
+_ADMIN_COMMANDS = ("subscriptions", "deployments", "services", "invocations", "health")
 
 
 def _admin_parent() -> argparse.ArgumentParser:
@@ -88,6 +89,12 @@ def _parser() -> argparse.ArgumentParser:
     dev.add_argument("--no-demo", action="store_true", help="do not create demo subscriptions")
     sub.add_parser("init-tables", help="create the DynamoDB tables")
     parent = _admin_parent()
+
+    sub.add_parser(
+        "health",
+        help="exit 0 if the poller's admin API answers /health (a container health check)",
+        parents=[parent],
+    )
 
     subs = _group(sub, "subscriptions", "manage subscriptions", parent)
     create = subs("create", "subscribe a handler to a topic")
@@ -248,8 +255,10 @@ def _run_admin(args: argparse.Namespace) -> int:
 
 
 def _dispatch(client: Any, args: argparse.Namespace) -> Any:
-    command, action = args.command, args.action
+    command, action = args.command, getattr(args, "action", None)
     call = client.request
+    if command == "health":
+        return call("GET", "/health")
     if command == "subscriptions":
         if action == "create":
             body = {"source": args.source, "sink": args.sink}
@@ -313,7 +322,7 @@ def _dispatch(client: Any, args: argparse.Namespace) -> Any:
 
 
 def _render(args: argparse.Namespace, result: Any) -> None:
-    command, action = args.command, args.action
+    command, action = args.command, getattr(args, "action", None)
     if command == "subscriptions" and action == "list":
         _subscription_rows(result["subscriptions"])
     elif command == "subscriptions" and action == "reset":

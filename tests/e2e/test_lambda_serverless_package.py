@@ -48,8 +48,10 @@ def test_serverless_packages_offline_and_the_template_lints(tmp_path: Path) -> N
     shutil.copy(ROOT / "serverless.yml", project)
     for part in ("handlers", "infra"):
         shutil.copytree(ROOT / part, project / part, ignore=shutil.ignore_patterns("__pycache__"))
-    (project / "adapter").mkdir()
+    (project / "adapter" / "store").mkdir(parents=True)
     shutil.copy(ROOT / "adapter" / "__init__.py", project / "adapter")
+    # The table definitions, read by infra/poller/dynamodb-resources.js when resolving.
+    shutil.copy(ROOT / "adapter" / "store" / "tables.json", project / "adapter" / "store")
     shutil.copytree(
         ROOT / "adapter" / "sdk",
         project / "adapter" / "sdk",

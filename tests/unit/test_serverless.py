@@ -1,5 +1,5 @@
 """serverless.yml: parses, every function's handler imports and answers, the tables come from
-the one definition (infra/dynamodb/tables.json), the poller may do what it needs and no more."""
+the one definition (adapter/store/tables.json), the poller may do what it needs and no more."""
 
 from __future__ import annotations
 
