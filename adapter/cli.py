@@ -87,6 +87,14 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("serve", help="run a poller")
     dev = sub.add_parser("dev", help="run the whole stack on this machine")
     dev.add_argument("--no-demo", action="store_true", help="do not create demo subscriptions")
+    dev.add_argument(
+        "--admin-port",
+        type=int,
+        default=None,
+        metavar="PORT",
+        help="the admin API's port on 127.0.0.1 (default: $KAFKA_INGRESS_DEV_ADMIN_PORT or 9070; "
+        "0 = any free port)",
+    )
     sub.add_parser("init-tables", help="create the DynamoDB tables")
     parent = _admin_parent()
 
