@@ -28,7 +28,7 @@ from adapter.errors import ConfigError, IngressError, KafkaAuthError, StoreError
 from adapter.invokers.base import Invoker
 from adapter.kafka.dead_letter import DeadLetterProducer
 from adapter.kafka.errors import certificate_problem
-from adapter.kafka.oidc import OidcTokenProvider, check_token, provider_for
+from adapter.kafka.oidc import RefreshingTokenProvider, check_token, provider_for
 from adapter.kafka.options import ClientOptions, IngressOptions, SecuritySettings, resolve_options
 from adapter.kafka.security import build_ssl_context, consumer_security_kwargs
 from adapter.model import Deployment, ServiceType, Subscription, Target
@@ -111,8 +111,8 @@ class Supervisor:
         self._max_backoff_s = max_backoff_s
         self._slots: dict[str, _Slot] = {}
         self._dead_letters: dict[tuple[object, ...], DeadLetterProducer] = {}
-        # One OIDC token provider per cluster and identity, shared by its subscriptions.
-        self._token_providers: dict[tuple[str, ...], OidcTokenProvider] = {}
+        # One token provider (OIDC, MSK IAM) per cluster and identity, shared by its subscriptions.
+        self._token_providers: dict[tuple[str, ...], RefreshingTokenProvider] = {}
         self._token_users: dict[str, tuple[str, ...]] = {}
         self._wake = asyncio.Event()
         self.last_refresh_error: str | None = None
@@ -315,7 +315,7 @@ class Supervisor:
 
     async def _token_provider(
         self, sub: Subscription, security: SecuritySettings
-    ) -> OidcTokenProvider:
+    ) -> RefreshingTokenProvider:
         key = (
             sub.cluster,
             security.oauthbearer_token_endpoint_url or "",
@@ -324,6 +324,7 @@ class Supervisor:
             security.oauthbearer_client_secret or "",
             security.oauthbearer_scope or "",
             repr(security.oauthbearer_extensions),
+            repr(security.oauthbearer_msk_iam),
         )
         previous = self._token_users.get(sub.id)
         self._token_users[sub.id] = key
