@@ -3,6 +3,7 @@
 ``serve``          run a poller (consumers, invokers, ledger, admin API) with the configuration
 ``dev``            run the whole stack locally: Kafka broker, DynamoDB (moto), poller
 ``init-tables``    create the DynamoDB tables (idempotent)
+``apply``          make clusters, deployments, subscriptions match a file (``-f``, ``--serverless``)
 ``health``         exit 0 when a poller's admin API answers ``/health`` (container health check)
 ``subscriptions``  create | list | describe | update | delete | pause | resume | reset
 ``deployments``    register | list | describe | remove
@@ -32,7 +33,7 @@ from urllib.parse import quote
 
 from adapter import __version__
 from adapter.config import Settings, load_settings
-from adapter.errors import ConfigError, IngressError
+from adapter.errors import ConfigError, IngressError, ValidationError
 from adapter.logs import configure_logging
 
 __all__ = ["main"]
@@ -42,7 +43,7 @@ log = logging.getLogger("kafka_ingress")
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 EXIT_NOT_FOUND, EXIT_CONFLICT, EXIT_AUTH, EXIT_UNREACHABLE = 3, 4, 5, 6
 
-_ADMIN_COMMANDS = ("subscriptions", "deployments", "services", "invocations", "health")
+_ADMIN_COMMANDS = ("subscriptions", "deployments", "services", "invocations", "health", "apply")
 
 
 def _admin_parent() -> argparse.ArgumentParser:
@@ -103,6 +104,10 @@ def _parser() -> argparse.ArgumentParser:
         help="exit 0 if the poller's admin API answers /health (a container health check)",
         parents=[parent],
     )
+
+    from adapter.cli_apply import add_apply_parser
+
+    add_apply_parser(sub, parent)
 
     subs = _group(sub, "subscriptions", "manage subscriptions", parent)
     create = subs("create", "subscribe a handler to a topic")
@@ -254,6 +259,13 @@ def _run_admin(args: argparse.Namespace) -> int:
     from adapter.api.client import AdminClient
 
     with AdminClient(args.admin_url, token=args.token, timeout_s=args.timeout) as client:
+        if args.command == "apply":
+            from adapter.cli_apply import run_apply
+
+            result = run_apply(client, args)
+            if args.json:
+                print(json.dumps(result, indent=2, sort_keys=True))
+            return EXIT_OK
         result = _dispatch(client, args)
     if args.json:
         print(json.dumps(result, indent=2, sort_keys=True))
@@ -420,6 +432,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             try:
                 return _run_admin(args)
             except AdminApiError as exc:
+                if args.command == "apply":
+                    from adapter.cli_apply import print_refusal
+
+                    print_refusal(exc.body)
                 print(f"kafka-ingress: {exc}", file=sys.stderr)
                 return _admin_exit(exc.status)
         if args.command == "dev":
@@ -438,6 +454,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return EXIT_OK
     except ConfigError as exc:
         print(f"kafka-ingress: configuration error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except ValidationError as exc:  # a document checked before it is sent (apply)
+        print(f"kafka-ingress: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except IngressError as exc:
         print(f"kafka-ingress: {exc}", file=sys.stderr)
