@@ -41,12 +41,16 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-import pydantic
-from pydantic import BaseModel, ConfigDict, Field, StrictStr, model_validator
-
-from adapter.api.bodies import OptionValue
-from adapter.api.refs import parse_sink, parse_source
-from adapter.errors import ValidationError
+from adapter.api.declared import (
+    GROUP_OPTION,
+    Document,
+    SubscriptionSpec,
+    address,
+    lower_keys,
+    option_text,
+    parse_document,
+)
+from adapter.api.refs import parse_source
 from adapter.kafka.options import is_secret
 from adapter.model import Deployment, Subscription
 
@@ -61,113 +65,7 @@ __all__ = [
     "render",
 ]
 
-_GROUP = "group.id"
 _BOOTSTRAP = ("bootstrap.servers", "metadata.broker.list")
-
-
-# --------------------------------------------------------------------------------------------
-# The document
-
-
-class _Spec(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class ClusterSpec(_Spec):
-    name: StrictStr = Field(pattern=r"^[A-Za-z0-9._-]{1,200}$")
-    properties: dict[str, OptionValue]
-
-
-class DeploymentSpec(_Spec):
-    uri: StrictStr | None = None
-    arn: StrictStr | None = None
-    headers: dict[str, StrictStr] = Field(default_factory=dict)
-    use_http_11: bool = False
-
-    @model_validator(mode="after")
-    def _one_address(self) -> DeploymentSpec:
-        if (self.uri is None) == (self.arn is None):
-            raise ValueError("give exactly one of uri and arn")
-        return self
-
-    @property
-    def address(self) -> str:
-        return _address(self.uri, self.arn)
-
-
-def _address(uri: str | None, arn: str | None) -> str:
-    return uri.rstrip("/") if uri else arn or ""
-
-
-def _lower_keys(headers: Mapping[str, str]) -> dict[str, str]:
-    return {k.lower(): v for k, v in headers.items()}
-
-
-class SubscriptionSpec(_Spec):
-    name: StrictStr = Field(
-        pattern=r"^[A-Za-z0-9._-]{1,249}$",
-        description="the consumer group (group.id) and the subscription's identity",
-    )
-    source: StrictStr
-    sink: StrictStr
-    options: dict[str, OptionValue] = Field(default_factory=dict)
-    paused: bool = False
-
-    @model_validator(mode="after")
-    def _check(self) -> SubscriptionSpec:
-        group = self.options.get(_GROUP)
-        if group is not None and group != self.name:
-            raise ValueError("the name is the consumer group; leave out options.group.id")
-        try:
-            parse_source(self.source)
-            parse_sink(self.sink)
-        except ValidationError as exc:
-            raise ValueError(str(exc)) from None
-        return self
-
-    def text_options(self) -> dict[str, str]:
-        return {k: _text(v) for k, v in self.options.items() if k != _GROUP}
-
-
-class Document(_Spec):
-    clusters: list[ClusterSpec] = Field(default_factory=list)
-    deployments: list[DeploymentSpec] = Field(default_factory=list)
-    subscriptions: list[SubscriptionSpec] = Field(default_factory=list)
-
-    @model_validator(mode="after")
-    def _unique(self) -> Document:
-        for what, keys in (
-            ("cluster name", [c.name for c in self.clusters]),
-            ("deployment address", [d.address for d in self.deployments]),
-            ("subscription name", [s.name for s in self.subscriptions]),
-        ):
-            twice = sorted({k for k in keys if keys.count(k) > 1})
-            if twice:
-                raise ValueError(f"{what} {twice[0]!r} appears twice")
-        return self
-
-
-def _text(value: OptionValue) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
-
-
-def parse_document(data: Any, *, source: str = "document") -> Document:
-    """Validate a decoded document; :class:`ValidationError` names the field at fault."""
-    if data is None:
-        data = {}
-    try:
-        return Document.model_validate(data)
-    except pydantic.ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "(top level)"
-        message = first["msg"].removeprefix("Value error, ")
-        if first["type"] == "extra_forbidden":
-            message = "unknown field (check the spelling)"
-        more = len(exc.errors()) - 1
-        suffix = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
-        raise ValidationError(f"{source}: {where}: {message}{suffix}") from None
 
 
 # --------------------------------------------------------------------------------------------
@@ -273,14 +171,14 @@ def _option_changes(
 
 
 def _group(sub: Subscription) -> str:
-    return sub.options.get(_GROUP) or sub.id
+    return sub.options.get(GROUP_OPTION) or sub.id
 
 
 def _subscription_body(spec: SubscriptionSpec) -> dict[str, Any]:
     return {
         "source": spec.source,
         "sink": spec.sink,
-        "options": {**spec.text_options(), _GROUP: spec.name},
+        "options": {**spec.text_options(), GROUP_OPTION: spec.name},
     }
 
 
@@ -306,7 +204,7 @@ def _plan_clusters(
     errors: list[str] = []
     named = {c.name for c in doc.clusters}
     for spec in doc.clusters:
-        properties = {k: _text(v) for k, v in spec.properties.items()}
+        properties = {k: option_text(v) for k, v in spec.properties.items()}
         have = actual.get(spec.name)
         if have is None:
             lines = [
@@ -356,7 +254,7 @@ def _plan_clusters(
 def _plan_deployments(
     doc: Document, deployments: Sequence[Deployment], *, prune: bool, force: bool
 ) -> tuple[list[Action], list[Action], list[str], list[str]]:
-    actual = {_address(d.uri, d.arn): d for d in deployments}
+    actual = {address(d.uri, d.arn): d for d in deployments}
     first: list[Action] = []
     last: list[Action] = []
     unchanged: list[str] = []
@@ -375,7 +273,7 @@ def _plan_deployments(
             )
             continue
         lines, _ = _option_changes(
-            _lower_keys(have.additional_headers), _lower_keys(spec.headers), label="headers."
+            lower_keys(have.additional_headers), lower_keys(spec.headers), label="headers."
         )
         if not lines:
             unchanged.append(f"deployment {spec.address}")
@@ -383,15 +281,15 @@ def _plan_deployments(
         call = ApiCall("POST", "/deployments", {**body, "force": True})
         first.append(Action("update", "deployment", spec.address, tuple(lines), (call,)))
     named = {d.address for d in doc.deployments}
-    for address, have in sorted(actual.items()):
-        if address in named:
+    for where, have in sorted(actual.items()):
+        if where in named:
             continue
         if prune:
             params = {"force": "true"} if force else {}
             call = ApiCall("DELETE", f"/deployments/{have.id}", params=params)
-            last.append(Action("delete", "deployment", address, (), (call,)))
+            last.append(Action("delete", "deployment", where, (), (call,)))
         else:
-            kept.append(f"deployment {address}")
+            kept.append(f"deployment {where}")
     return first, last, unchanged, kept
 
 
@@ -447,7 +345,7 @@ def _plan_subscriptions(
                 Action("replace", "subscription", spec.name, tuple(lines), tuple(calls), refused)
             )
             continue
-        current = {k: v for k, v in have.options.items() if k != _GROUP}
+        current = {k: v for k, v in have.options.items() if k != GROUP_OPTION}
         lines, patch = _option_changes(current, spec.text_options())
         body: dict[str, Any] = {}
         if patch:
