@@ -14,6 +14,7 @@ import asyncio
 import os
 import re
 import secrets
+import shlex
 import shutil
 import signal
 import subprocess
@@ -26,6 +27,7 @@ import pytest
 from adapter.local.moto import MotoServer
 from adapter.store.dynamo import make_client
 from adapter.store.tables import table_definitions
+from tests._dockerfile import dockerfile_runs
 
 ROOT = Path(__file__).resolve().parents[2]
 INSTALL_SCRIPT = ROOT / "infra" / "poller" / "install.sh"
@@ -56,15 +58,18 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
     wheels = work / "wheels"
-    _run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--wheel-dir", str(wheels), "."],
-        env=env,
-        cwd=source,
-    )
+    # The image's build stage, word for word, with the wheel directory moved here.
+    build, install = (shlex.split(run.split("&&")[0]) for run in dockerfile_runs()[:2])
+    assert build[:2] == ["pip", "wheel"]
+    build = [sys.executable, "-m", *[str(wheels) if w == "/wheels" else w for w in build]]
+    _run(build, env=env, cwd=source)
     (wheel,) = wheels.glob("kafka_ingress-*.whl")
     venv = work / "venv"
     _run([sys.executable, "-m", "venv", str(venv)], env=env, cwd=work)
     env["PATH"] = f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}"
+    # The image's install step: the same script with the wheel and, once the project has
+    # one, the lock file (without it the script resolves the wheel's own bounds).
+    assert install[:2] == ["sh", "/tmp/install.sh"]
     lock = [str(LOCK_FILE)] if LOCK_FILE.exists() else []
     _run(["sh", str(INSTALL_SCRIPT), str(wheel), *lock], env=env, cwd=work)
     return venv / "bin"
