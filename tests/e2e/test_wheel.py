@@ -19,6 +19,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tarfile
 import time
 from pathlib import Path
 
@@ -45,16 +46,22 @@ def _run(args: list[str], *, env: dict[str, str], cwd: Path, timeout: float = 30
 
 
 @pytest.fixture(scope="module")
-def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """bin/ of a fresh virtualenv holding the built wheel, installed as the image installs it."""
-    work = tmp_path_factory.mktemp("wheel")
-    assert not work.resolve().is_relative_to(ROOT), "the virtualenv must be outside the checkout"
-    source = work / "src"
-    source.mkdir()
+def source(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """What the image's build stage copies, and nothing else, outside the checkout."""
+    copy = tmp_path_factory.mktemp("wheel") / "src"
+    copy.mkdir()
     for name in ("pyproject.toml", "README.md"):
-        shutil.copy(ROOT / name, source)
+        shutil.copy(ROOT / name, copy)
     for name in ("adapter", "handlers"):
-        shutil.copytree(ROOT / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copytree(ROOT / name, copy / name, ignore=shutil.ignore_patterns("__pycache__"))
+    return copy
+
+
+@pytest.fixture(scope="module")
+def installed(source: Path) -> Path:
+    """bin/ of a fresh virtualenv holding the built wheel, installed as the image installs it."""
+    work = source.parent
+    assert not work.resolve().is_relative_to(ROOT), "the virtualenv must be outside the checkout"
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
     wheels = work / "wheels"
@@ -90,6 +97,23 @@ def _env(bin_dir: Path, moto: MotoServer, prefix: str) -> dict[str, str]:
         "KAFKA_INGRESS_ADMIN_BIND_ADDRESS": "127.0.0.1:0",
         "KAFKA_INGRESS_ADMIN_TOKEN": secrets.token_urlsafe(24),
     }
+
+
+def test_the_sdist_carries_the_runtime_files(source: Path, tmp_path: Path) -> None:
+    _run(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from setuptools import build_meta; build_meta.build_sdist(sys.argv[1])",
+            str(tmp_path),
+        ],
+        env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
+        cwd=source,
+    )
+    (sdist,) = tmp_path.glob("*.tar.gz")
+    with tarfile.open(sdist) as archive:
+        names = {name.split("/", 1)[1] for name in archive.getnames() if "/" in name}
+    assert "adapter/store/tables.json" in names
 
 
 def test_the_installed_package_imports_from_site_packages(installed: Path, tmp_path: Path) -> None:
