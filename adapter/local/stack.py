@@ -36,7 +36,12 @@ __all__ = ["ADMIN_PORT_ENV", "DEFAULT_ADMIN_PORT", "dev_admin_port", "run_dev"]
 
 log = logging.getLogger("kafka_ingress.dev")
 
-DEV_DIR = Path(__file__).resolve().parents[2] / ".cache" / "dev"
+# Broker data, the signing key and the config file; another directory lets a second stack
+# (a test) run beside a developer's `make dev` without sharing the broker's files.
+DEV_DIR = Path(
+    os.environ.get("KAFKA_INGRESS_DEV_DIR")
+    or Path(__file__).resolve().parents[2] / ".cache" / "dev"
+)
 ADMIN_PORT_ENV = "KAFKA_INGRESS_DEV_ADMIN_PORT"
 # Restate's admin port too: the two cannot run side by side on it, hence --admin-port.
 DEFAULT_ADMIN_PORT = 9070
@@ -103,7 +108,6 @@ def _dev_config(
 
 
 async def _run(stop: asyncio.Event, *, admin_port: int, demo: bool = True) -> None:
-    DEV_DIR.mkdir(parents=True, exist_ok=True)
     print(
         f"admin API port {admin_port or 'any free'} on 127.0.0.1 "
         f"(--admin-port / {ADMIN_PORT_ENV} to move it)",
@@ -201,6 +205,7 @@ def run_dev(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"kafka-ingress dev: {exc}", file=sys.stderr)
         return 2
+    DEV_DIR.mkdir(parents=True, exist_ok=True)
 
     async def main() -> None:
         stop = asyncio.Event()

@@ -10,6 +10,7 @@ import os
 import signal
 import socket
 import sys
+from pathlib import Path
 
 import httpx
 import pytest
@@ -26,10 +27,15 @@ def _free_port() -> int:
         return port
 
 
-async def test_dev_runs_its_admin_api_on_the_port_asked_for() -> None:
+async def test_dev_runs_its_admin_api_on_the_port_asked_for(tmp_path: Path) -> None:
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("KAFKA_INGRESS_")}
-    env |= {ADMIN_PORT_ENV: str(port), "PYTHONUNBUFFERED": "1"}
+    # Its own directory: a developer's `make dev` may be running in this checkout.
+    env |= {
+        ADMIN_PORT_ENV: str(port),
+        "PYTHONUNBUFFERED": "1",
+        "KAFKA_INGRESS_DEV_DIR": str(tmp_path / "dev"),
+    }
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
