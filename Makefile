@@ -101,7 +101,7 @@ soak: setup
 	$(BIN)/pytest tests/reliability/test_soak.py -m soak -s $(PYTEST_ARGS)
 
 dev: setup
-	$(BIN)/kafka-ingress dev
+	$(BIN)/kafka-ingress dev $(DEV_ARGS)
 
 bench: setup
 	$(BIN)/python -m bench $(BENCH_ARGS)

@@ -3,6 +3,8 @@
 ``serve``          run a poller (consumers, invokers, ledger, admin API) with the configuration
 ``dev``            run the whole stack locally: Kafka broker, DynamoDB (moto), poller
 ``init-tables``    create the DynamoDB tables (idempotent)
+``apply``          make clusters, deployments, subscriptions match a file (``-f``, ``--serverless``)
+``health``         exit 0 when a poller's admin API answers ``/health`` (container health check)
 ``subscriptions``  create | list | describe | update | delete | pause | resume | reset
 ``deployments``    register | list | describe | remove
 ``services``       list | describe
@@ -31,7 +33,7 @@ from urllib.parse import quote
 
 from adapter import __version__
 from adapter.config import Settings, load_settings
-from adapter.errors import ConfigError, IngressError
+from adapter.errors import ConfigError, IngressError, ValidationError
 from adapter.logs import configure_logging
 
 __all__ = ["main"]
@@ -41,7 +43,7 @@ log = logging.getLogger("kafka_ingress")
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 EXIT_NOT_FOUND, EXIT_CONFLICT, EXIT_AUTH, EXIT_UNREACHABLE = 3, 4, 5, 6
 
-_ADMIN_COMMANDS = ("subscriptions", "deployments", "services", "invocations")
+_ADMIN_COMMANDS = ("subscriptions", "deployments", "services", "invocations", "health", "apply")
 
 
 def _admin_parent() -> argparse.ArgumentParser:
@@ -86,8 +88,26 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("serve", help="run a poller")
     dev = sub.add_parser("dev", help="run the whole stack on this machine")
     dev.add_argument("--no-demo", action="store_true", help="do not create demo subscriptions")
+    dev.add_argument(
+        "--admin-port",
+        type=int,
+        default=None,
+        metavar="PORT",
+        help="the admin API's port on 127.0.0.1 (default: $KAFKA_INGRESS_DEV_ADMIN_PORT or 9070; "
+        "0 = any free port)",
+    )
     sub.add_parser("init-tables", help="create the DynamoDB tables")
     parent = _admin_parent()
+
+    sub.add_parser(
+        "health",
+        help="exit 0 if the poller's admin API answers /health (a container health check)",
+        parents=[parent],
+    )
+
+    from adapter.cli_apply import add_apply_parser
+
+    add_apply_parser(sub, parent)
 
     subs = _group(sub, "subscriptions", "manage subscriptions", parent)
     create = subs("create", "subscribe a handler to a topic")
@@ -239,6 +259,13 @@ def _run_admin(args: argparse.Namespace) -> int:
     from adapter.api.client import AdminClient
 
     with AdminClient(args.admin_url, token=args.token, timeout_s=args.timeout) as client:
+        if args.command == "apply":
+            from adapter.cli_apply import run_apply
+
+            result = run_apply(client, args)
+            if args.json:
+                print(json.dumps(result, indent=2, sort_keys=True))
+            return EXIT_OK
         result = _dispatch(client, args)
     if args.json:
         print(json.dumps(result, indent=2, sort_keys=True))
@@ -248,8 +275,10 @@ def _run_admin(args: argparse.Namespace) -> int:
 
 
 def _dispatch(client: Any, args: argparse.Namespace) -> Any:
-    command, action = args.command, args.action
+    command, action = args.command, getattr(args, "action", None)
     call = client.request
+    if command == "health":
+        return call("GET", "/health")
     if command == "subscriptions":
         if action == "create":
             body = {"source": args.source, "sink": args.sink}
@@ -313,7 +342,7 @@ def _dispatch(client: Any, args: argparse.Namespace) -> Any:
 
 
 def _render(args: argparse.Namespace, result: Any) -> None:
-    command, action = args.command, args.action
+    command, action = args.command, getattr(args, "action", None)
     if command == "subscriptions" and action == "list":
         _subscription_rows(result["subscriptions"])
     elif command == "subscriptions" and action == "reset":
@@ -403,6 +432,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             try:
                 return _run_admin(args)
             except AdminApiError as exc:
+                if args.command == "apply":
+                    from adapter.cli_apply import print_refusal
+
+                    print_refusal(exc.body)
                 print(f"kafka-ingress: {exc}", file=sys.stderr)
                 return _admin_exit(exc.status)
         if args.command == "dev":
@@ -421,6 +454,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return EXIT_OK
     except ConfigError as exc:
         print(f"kafka-ingress: configuration error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except ValidationError as exc:  # a document checked before it is sent (apply)
+        print(f"kafka-ingress: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except IngressError as exc:
         print(f"kafka-ingress: {exc}", file=sys.stderr)

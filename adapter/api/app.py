@@ -21,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from adapter.api import clusters, deployments, invocations, subscriptions, system
+from adapter.api import apply, clusters, deployments, invocations, subscriptions, system
 from adapter.api.endpoint import AdminState, Endpoint
 from adapter.api.errors import error_response, status_for
 from adapter.api.limits import RequestLimitMiddleware, RequestLimits
@@ -41,6 +41,7 @@ def all_endpoints() -> list[Endpoint]:
         *deployments.ENDPOINTS,
         *invocations.ENDPOINTS,
         *clusters.ENDPOINTS,
+        *apply.ENDPOINTS,
     ]
 
 

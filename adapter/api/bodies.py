@@ -8,12 +8,15 @@ OpenAPI document generated from them.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
 
 __all__ = [
     "ActionResponse",
+    "ApplyAction",
+    "ApplyRequest",
+    "ApplyResponse",
     "CreateKafkaClusterRequest",
     "CreateSubscriptionRequest",
     "DetailedHttpDeploymentResponse",
@@ -343,3 +346,38 @@ class VersionResponse(_Response):
     max_admin_api_version: int
     ingress_endpoint: str | None = None
     features: dict[str, bool] = Field(default_factory=dict)
+
+
+# -- POST /apply ------------------------------------------------------------------------------
+
+
+class ApplyRequest(_Request):
+    document: dict[str, Any] = Field(description="clusters, deployments and subscriptions")
+    dry_run: StrictBool = False
+    prune: StrictBool = Field(default=False, description="delete what the document does not name")
+    force: StrictBool = Field(
+        default=False, description="also make changes that lose a consumer group's position"
+    )
+    plan: StrictStr | None = Field(
+        default=None, description="fingerprint of the plan shown; 409 if it changed since"
+    )
+
+
+class ApplyAction(_Response):
+    verb: str
+    kind: str
+    name: str
+    changes: list[str]
+    refused: str | None = None
+
+
+class ApplyResponse(_Response):
+    message: str | None = Field(default=None, description="why nothing (more) was applied")
+    fingerprint: str
+    actions: list[ApplyAction] = Field(description="the plan, in the order it runs")
+    unchanged: list[str]
+    kept: list[str] = Field(description="exists, not in the document, not pruned")
+    errors: list[str]
+    dry_run: bool
+    applied: list[ApplyAction]
+    failed: ApplyAction | None = None

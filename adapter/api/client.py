@@ -18,9 +18,12 @@ DEFAULT_URL = "http://127.0.0.1:9070"
 
 
 class AdminApiError(IngressError):
-    def __init__(self, status: int, message: str) -> None:
+    """``body``: the decoded JSON error answer, when there was one (e.g. a refused plan)."""
+
+    def __init__(self, status: int, message: str, body: Any = None) -> None:
         super().__init__(message)
         self.status = status
+        self.body = body
 
 
 class AdminClient:
@@ -66,11 +69,13 @@ class AdminClient:
         except httpx.HTTPError as exc:
             raise AdminApiError(0, f"cannot reach the admin API at {self.url}: {exc}") from exc
         if response.status_code >= 400:
+            decoded: Any = None
             try:
-                message = str(response.json()["message"])
+                decoded = response.json()
+                message = str(decoded["message"])
             except (ValueError, KeyError, TypeError):
                 message = response.text[:500] or response.reason_phrase
-            raise AdminApiError(response.status_code, message)
+            raise AdminApiError(response.status_code, message, decoded)
         if not response.content:
             return None
         if "json" not in response.headers.get("content-type", ""):

@@ -21,7 +21,7 @@ from aiokafka.errors import KafkaError as AIOKafkaError
 from adapter.api.catalog import ClusterCatalog
 from adapter.config import KafkaCluster
 from adapter.errors import IngressError
-from adapter.kafka.oidc import OidcTokenProvider, check_token, provider_for, provider_key
+from adapter.kafka.oidc import RefreshingTokenProvider, check_token, provider_for, provider_key
 from adapter.kafka.options import ClientOptions, SecuritySettings, resolve_options
 from adapter.kafka.security import build_ssl_context, consumer_security_kwargs
 from adapter.masking import mask_secrets
@@ -29,7 +29,7 @@ from adapter.secrets import SecretResolver
 
 __all__ = ["KafkaReadiness", "SharedTokenProvider"]
 
-SharedTokenProvider = Callable[[str, SecuritySettings], OidcTokenProvider | None]
+SharedTokenProvider = Callable[[str, SecuritySettings], RefreshingTokenProvider | None]
 """``(cluster name, security) → the provider its consumers use``, or None if none runs."""
 
 
@@ -50,7 +50,7 @@ class KafkaReadiness:
         self._cache_s = cache_s
         self._cached: tuple[float, dict[str, str]] | None = None
         self._shared = shared_token_provider
-        self._own: dict[tuple[str, ...], OidcTokenProvider] = {}
+        self._own: dict[tuple[str, ...], RefreshingTokenProvider] = {}
 
     async def __call__(self, catalog: ClusterCatalog) -> dict[str, str]:
         now = time.monotonic()
@@ -69,7 +69,7 @@ class KafkaReadiness:
         for provider in providers:
             await provider.aclose()
 
-    def _provider(self, cluster: str, security: SecuritySettings) -> OidcTokenProvider:
+    def _provider(self, cluster: str, security: SecuritySettings) -> RefreshingTokenProvider:
         shared = self._shared(cluster, security) if self._shared is not None else None
         if shared is not None:
             return shared

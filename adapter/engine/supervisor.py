@@ -27,7 +27,7 @@ from adapter.invokers.base import Invoker
 from adapter.kafka.consumer import AiokafkaConsumer
 from adapter.kafka.dead_letter import DeadLetterProducer
 from adapter.kafka.errors import ConnectionWatch, certificate_problem
-from adapter.kafka.oidc import OidcTokenProvider, check_token, provider_for, provider_key
+from adapter.kafka.oidc import RefreshingTokenProvider, check_token, provider_for, provider_key
 from adapter.kafka.options import ClientOptions, IngressOptions, SecuritySettings, resolve_options
 from adapter.kafka.security import build_ssl_context, consumer_security_kwargs
 from adapter.model import Deployment, RetentionLoss, ServiceType, Subscription, Target
@@ -117,8 +117,8 @@ class Supervisor:
         self._max_backoff_s = max_backoff_s
         self._slots: dict[str, _Slot] = {}
         self._dead_letters: dict[tuple[object, ...], DeadLetterProducer] = {}
-        # One OIDC token provider per cluster and identity, shared by its subscriptions.
-        self._token_providers: dict[tuple[str, ...], OidcTokenProvider] = {}
+        # One token provider (OIDC, MSK IAM) per cluster and identity, shared by its subscriptions.
+        self._token_providers: dict[tuple[str, ...], RefreshingTokenProvider] = {}
         self._token_users: dict[str, tuple[str, ...]] = {}
         # Losses acknowledged (their slot replaced) still count in the metric's total.
         self._lost_total: dict[str, int] = {}
@@ -131,7 +131,9 @@ class Supervisor:
         """Refresh now (the admin API calls this after changing a subscription)."""
         self._wake.set()
 
-    def token_provider(self, cluster: str, security: SecuritySettings) -> OidcTokenProvider | None:
+    def token_provider(
+        self, cluster: str, security: SecuritySettings
+    ) -> RefreshingTokenProvider | None:
         """The OIDC token provider this cluster's consumers use for ``security``, if any runs
         (readiness checks ask with the same provider)."""
         return self._token_providers.get(provider_key(cluster, security))
@@ -340,7 +342,7 @@ class Supervisor:
 
     async def _token_provider(
         self, sub: Subscription, security: SecuritySettings
-    ) -> OidcTokenProvider:
+    ) -> RefreshingTokenProvider:
         key = provider_key(sub.cluster, security)
         previous = self._token_users.get(sub.id)
         self._token_users[sub.id] = key

@@ -50,6 +50,7 @@ from adapter.kafka.options import SecuritySettings
 
 __all__ = [
     "OidcTokenProvider",
+    "RefreshingTokenProvider",
     "Token",
     "TokenEndpointError",
     "TokenState",
@@ -227,35 +228,29 @@ class TokenState(enum.StrEnum):
     CLOSED = "closed"
 
 
-class OidcTokenProvider(AbstractTokenProvider):  # type: ignore[misc]
-    """Client-credentials tokens for aiokafka's OAUTHBEARER, cached and refreshed early.
+class RefreshingTokenProvider(AbstractTokenProvider):  # type: ignore[misc]
+    """Tokens for aiokafka's OAUTHBEARER, cached and refreshed early; subclasses fetch them.
 
-    Share one per identity (endpoint, client ID and secret, scope) among the consumers and
-    producers that use it; :meth:`aclose` it when none does any more.
+    Share one per identity among the consumers and producers that use it; :meth:`aclose` it
+    when none does any more. ``endpoint`` and ``client_id`` name the source and the identity
+    in messages and :meth:`status`; they hold no secret.
     """
 
     def __init__(
         self,
         *,
-        token_endpoint_url: str,
+        endpoint: str,
         client_id: str,
-        client_secret: str,
-        scope: str | None = None,
         extensions: Mapping[str, str] | None = None,
-        request_timeout_s: float = 10.0,
         max_wait_s: float = 10.0,
         backoff_initial_s: float = 0.5,
         backoff_max_s: float = 30.0,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
-        self._url = token_endpoint_url
-        self.endpoint = _display_url(token_endpoint_url)
+        self.endpoint = endpoint
         self.client_id = client_id
-        self._secret = client_secret
-        self._scope = scope
         self._extensions = dict(extensions or {})
-        self._request_timeout_s = request_timeout_s
         self._max_wait_s = max_wait_s
         self._backoff_initial_s = backoff_initial_s
         self._backoff_max_s = backoff_max_s
@@ -265,14 +260,20 @@ class OidcTokenProvider(AbstractTokenProvider):  # type: ignore[misc]
         self._inflight: asyncio.Task[Token] | None = None
         self._refresher: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
-        self._http: httpx.AsyncClient | None = None
         self._closed = False
         self.last_error: str | None = None
         self.failures = 0  # consecutive failed fetches
         self.fetched = 0
 
     def __repr__(self) -> str:
-        return f"OidcTokenProvider(endpoint={self.endpoint!r}, client_id={self.client_id!r})"
+        return f"{type(self).__name__}(endpoint={self.endpoint!r}, client_id={self.client_id!r})"
+
+    async def _request(self) -> Token:
+        """Fetch one token; raise :class:`TokenEndpointError` (holding no secret) on failure."""
+        raise NotImplementedError
+
+    async def _release(self) -> None:
+        """Close what the fetching holds (HTTP clients …); called once by :meth:`aclose`."""
 
     # -- aiokafka's interface ---------------------------------------------------------------
 
@@ -346,9 +347,7 @@ class OidcTokenProvider(AbstractTokenProvider):  # type: ignore[misc]
             with contextlib.suppress(asyncio.CancelledError, TokenEndpointError):
                 await task
         self._refresher = self._inflight = None
-        if self._http is not None:
-            await self._http.aclose()
-            self._http = None
+        await self._release()
 
     # -- internals --------------------------------------------------------------------------
 
@@ -358,7 +357,7 @@ class OidcTokenProvider(AbstractTokenProvider):  # type: ignore[misc]
             # connection watch of whichever consumer happened to ask first.
             self._refresher = asyncio.create_task(
                 self._refresh_loop(),
-                name=f"oidc refresh {self.endpoint}",
+                name=f"token refresh {self.endpoint}",
                 context=contextvars.Context(),
             )
 
@@ -426,6 +425,46 @@ class OidcTokenProvider(AbstractTokenProvider):  # type: ignore[misc]
         self._token = token
         return token
 
+
+class OidcTokenProvider(RefreshingTokenProvider):
+    """Client-credentials tokens from an OIDC token endpoint (RFC 6749 §4.4)."""
+
+    def __init__(
+        self,
+        *,
+        token_endpoint_url: str,
+        client_id: str,
+        client_secret: str,
+        scope: str | None = None,
+        extensions: Mapping[str, str] | None = None,
+        request_timeout_s: float = 10.0,
+        max_wait_s: float = 10.0,
+        backoff_initial_s: float = 0.5,
+        backoff_max_s: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        super().__init__(
+            endpoint=_display_url(token_endpoint_url),
+            client_id=client_id,
+            extensions=extensions,
+            max_wait_s=max_wait_s,
+            backoff_initial_s=backoff_initial_s,
+            backoff_max_s=backoff_max_s,
+            clock=clock,
+            wall_clock=wall_clock,
+        )
+        self._url = token_endpoint_url
+        self._secret = client_secret
+        self._scope = scope
+        self._request_timeout_s = request_timeout_s
+        self._http: httpx.AsyncClient | None = None
+
+    async def _release(self) -> None:
+        if self._http is not None:
+            await self._http.aclose()
+            self._http = None
+
     async def _request(self) -> Token:
         if self._http is None:
             # The system's CA store, as librdkafka's token requests use by default.
@@ -479,11 +518,18 @@ def provider_key(cluster: str, security: SecuritySettings) -> tuple[str, ...]:
         security.oauthbearer_client_secret or "",
         security.oauthbearer_scope or "",
         repr(security.oauthbearer_extensions),
+        repr(security.oauthbearer_msk_iam),
     )
 
 
-def provider_for(security: SecuritySettings) -> OidcTokenProvider:
-    """A provider for the OIDC settings of ``security`` (validated by resolve_options)."""
+def provider_for(security: SecuritySettings) -> RefreshingTokenProvider:
+    """A provider for the OAUTHBEARER settings of ``security`` (validated by resolve_options):
+    AWS MSK IAM for ``sasl.oauthbearer.config=provider=msk-iam``, else OIDC."""
+    if security.oauthbearer_msk_iam is not None:
+        # Imported here: botocore's signer is loaded only by the clusters that use it.
+        from adapter.kafka.msk_iam import MskIamTokenProvider
+
+        return MskIamTokenProvider(security.oauthbearer_msk_iam)
     url = security.oauthbearer_token_endpoint_url
     client_id = security.oauthbearer_client_id
     secret = security.oauthbearer_client_secret

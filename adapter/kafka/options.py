@@ -53,6 +53,7 @@ __all__ = [
     "ClientOptions",
     "IngressOptions",
     "Kind",
+    "MskIamSettings",
     "OptionSpec",
     "SecuritySettings",
     "is_secret",
@@ -352,6 +353,63 @@ def _msk_cluster_arn(raw: str) -> str:
             "an MSK cluster ARN, arn:aws:kafka:<region>:<account id>:cluster/<name>/<uuid>"
         )
     return text
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MskIamSettings:
+    """``sasl.oauthbearer.config = "provider=msk-iam,region=…"``: Restate's spelling for AWS MSK
+    IAM tokens, plus ``role_arn``/``role_session_name`` to assume a role first.
+
+    ``region=None`` means the AWS SDK's own (AWS_REGION, the profile), else us-east-1 as Restate.
+    """
+
+    region: str | None = None
+    profile: str | None = None
+    role_arn: str | None = None
+    role_session_name: str | None = None
+
+
+_MSK_IAM_PROVIDER = "msk-iam"
+_MSK_IAM_KEYS = ("provider", "region", "profile", "role_arn", "role_session_name")
+_ROLE_ARN_RE = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}$")
+_REGION_RE = re.compile(r"^[a-z]{2}(?:-[a-z]+)+-\d$")
+_SESSION_NAME_RE = re.compile(r"^[\w+=,.@-]{2,64}$")
+
+
+def _msk_iam_config(raw: str) -> MskIamSettings:
+    # The option is masked like any sasl.oauthbearer.config, so no message quotes the value.
+    pairs = f"comma-separated key=value pairs with the keys {', '.join(_MSK_IAM_KEYS)}"
+    if not raw.strip():
+        raise _Invalid("a non-empty string")
+    values: dict[str, str] = {}
+    for part in (p.strip() for p in raw.split(",")):
+        if not part:
+            continue
+        key, sep, value = part.partition("=")
+        key, value = key.strip(), value.strip()
+        if not sep or not value or key not in _MSK_IAM_KEYS:
+            raise _Invalid(pairs)
+        values[key] = value
+    if values.get("provider") != _MSK_IAM_PROVIDER:
+        raise _Unsupported(
+            f"only provider={_MSK_IAM_PROVIDER} (AWS MSK IAM) is supported, e.g. "
+            '"provider=msk-iam,region=us-east-1"; unsecured JWTs are not, and OIDC is '
+            "sasl.oauthbearer.method=oidc"
+        )
+    region = values.get("region")
+    if region is not None and not _REGION_RE.match(region):
+        raise _Invalid("region=<an AWS region such as us-east-1>")
+    role_arn = values.get("role_arn")
+    if role_arn is not None and not _ROLE_ARN_RE.match(role_arn):
+        raise _Invalid("role_arn=arn:aws:iam::<account>:role/<name>")
+    session = values.get("role_session_name")
+    if session is not None and not _SESSION_NAME_RE.match(session):
+        raise _Invalid("role_session_name of 2-64 letters, digits or +=,.@_-")
+    if session is not None and role_arn is None:
+        raise _Invalid("role_session_name only together with role_arn")
+    return MskIamSettings(
+        region=region, profile=values.get("profile"), role_arn=role_arn, role_session_name=session
+    )
 
 
 def _idle_ms(raw: str) -> int | None:
@@ -739,8 +797,17 @@ _SPECS: tuple[OptionSpec, ...] = (
         "sasl.oauthbearer.method",
         "oauthbearer_method",
         _enum({"default": "default", "oidc": "oidc"}),
-        "OAUTHBEARER needs `oidc` (client credentials against the token endpoint).",
+        "`oidc`: client credentials against the token endpoint; `default` with "
+        "sasl.oauthbearer.config=provider=msk-iam: AWS MSK IAM.",
         default="default",
+    ),
+    _security(
+        "sasl.oauthbearer.config",
+        "oauthbearer_msk_iam",
+        _msk_iam_config,
+        "AWS MSK IAM tokens (Restate's spelling): `provider=msk-iam,region=us-east-1`, "
+        "optionally `profile=…`, `role_arn=arn:aws:iam::…:role/…`, `role_session_name=…`. "
+        "Credentials: the AWS default chain.",
     ),
     _security(
         "sasl.oauthbearer.client.id",
@@ -913,12 +980,6 @@ _SPECS: tuple[OptionSpec, ...] = (
         "sasl.password",
     ),
     _refused(
-        "sasl.oauthbearer.config",
-        "unsecured JWTs are not supported; use sasl.oauthbearer.method=oidc with "
-        "sasl.oauthbearer.client.id, sasl.oauthbearer.client.secret and "
-        "sasl.oauthbearer.token.endpoint.url",
-    ),
-    _refused(
         "enable.sasl.oauthbearer.unsecure.jwt",
         "unsecured JWTs are not supported; use sasl.oauthbearer.method=oidc",
     ),
@@ -998,6 +1059,7 @@ class SecuritySettings:
     oauthbearer_token_endpoint_url: str | None = None
     oauthbearer_scope: str | None = None
     oauthbearer_extensions: tuple[tuple[str, str], ...] = ()
+    oauthbearer_msk_iam: MskIamSettings | None = None
 
     @property
     def uses_ssl(self) -> bool:
@@ -1266,13 +1328,21 @@ def _check_security(security: SecuritySettings, written: Callable[[str], str]) -
         if missing:
             problems.append(f"sasl.mechanism={mechanism} needs {' and '.join(missing)}")
     if security.uses_sasl and mechanism == "OAUTHBEARER":
-        if security.oauthbearer_method != "oidc":
+        msk_iam = security.oauthbearer_msk_iam is not None
+        oidc = security.oauthbearer_method == "oidc"
+        if msk_iam and oidc:
             problems.append(
-                "sasl.mechanism=OAUTHBEARER needs sasl.oauthbearer.method=oidc: the token "
-                "comes from the OIDC token endpoint (librdkafka's default method relies on a "
-                "callback or an unsecured JWT, neither of which can be configured here)"
+                "sasl.oauthbearer.config=provider=msk-iam and sasl.oauthbearer.method=oidc "
+                "are two token sources; set only one"
             )
-        else:
+        elif not msk_iam and not oidc:
+            problems.append(
+                "sasl.mechanism=OAUTHBEARER needs a token source: "
+                "sasl.oauthbearer.method=oidc (an OIDC token endpoint) or "
+                'sasl.oauthbearer.config="provider=msk-iam,region=<region>" (AWS MSK IAM); '
+                "unsecured JWTs cannot be configured here"
+            )
+        elif oidc:
             missing = [
                 option
                 for option, value in (

@@ -17,6 +17,7 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -24,18 +25,44 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from rich.table import Table
 
 from adapter.config import load_settings
-from adapter.errors import IngressError
+from adapter.errors import ConfigError, IngressError
 from adapter.local.kafka import KafkaBroker
 from adapter.local.lambda_server import AsgiServer, LocalLambda
 from adapter.local.moto import MotoServer
 from adapter.logs import configure_logging
 from adapter.poller import Poller, build_store
 
-__all__ = ["run_dev"]
+__all__ = ["ADMIN_PORT_ENV", "DEFAULT_ADMIN_PORT", "dev_admin_port", "run_dev"]
 
 log = logging.getLogger("kafka_ingress.dev")
 
-DEV_DIR = Path(__file__).resolve().parents[2] / ".cache" / "dev"
+# Broker data, the signing key and the config file; another directory lets a second stack
+# (a test) run beside a developer's `make dev` without sharing the broker's files.
+DEV_DIR = Path(
+    os.environ.get("KAFKA_INGRESS_DEV_DIR")
+    or Path(__file__).resolve().parents[2] / ".cache" / "dev"
+)
+ADMIN_PORT_ENV = "KAFKA_INGRESS_DEV_ADMIN_PORT"
+# Restate's admin port too: the two cannot run side by side on it, hence --admin-port.
+DEFAULT_ADMIN_PORT = 9070
+
+
+def dev_admin_port(flag: int | None, env: Mapping[str, str]) -> int:
+    """The dev stack's admin port: ``--admin-port``, else $KAFKA_INGRESS_DEV_ADMIN_PORT, else
+    9070. 0 asks for any free port (the one taken is printed)."""
+    if flag is not None:
+        port, source = flag, "--admin-port"
+    elif env.get(ADMIN_PORT_ENV, "").strip():
+        source = f"environment variable {ADMIN_PORT_ENV}"
+        text = env[ADMIN_PORT_ENV].strip()
+        if not text.isdigit():
+            raise ConfigError(f"{source}: {text[:40]!r} is not a port number (0-65535)")
+        port = int(text)
+    else:
+        return DEFAULT_ADMIN_PORT
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"{source}: {port} is not a port number (0-65535)")
+    return port
 
 
 def _dev_signing_key() -> Path:
@@ -58,7 +85,12 @@ def _dev_signing_key() -> Path:
 
 
 def _dev_config(
-    bootstrap: str, dynamodb: str, lambda_endpoint: str, signing_key: Path, kms_key: str
+    bootstrap: str,
+    dynamodb: str,
+    lambda_endpoint: str,
+    signing_key: Path,
+    kms_key: str,
+    admin_port: int,
 ) -> str:
     return (
         "# Written by `kafka-ingress dev`; valid while the dev stack runs.\n"
@@ -73,7 +105,7 @@ def _dev_config(
         f'endpoint-url = "{lambda_endpoint}"\n'
         'region = "us-east-1"\n\n'
         "[admin]\n"
-        'bind-address = "127.0.0.1:9070"\n'
+        f'bind-address = "127.0.0.1:{admin_port}"\n'
         "allow-open = true\n\n"
         "[signing]\n"
         f'private-key-file = "{signing_key}"\n\n'
@@ -83,8 +115,12 @@ def _dev_config(
     )
 
 
-async def _run(stop: asyncio.Event, *, demo: bool = True) -> None:
-    DEV_DIR.mkdir(parents=True, exist_ok=True)
+async def _run(stop: asyncio.Event, *, admin_port: int, demo: bool = True) -> None:
+    print(
+        f"admin API port {admin_port or 'any free'} on 127.0.0.1 "
+        f"(--admin-port / {ADMIN_PORT_ENV} to move it)",
+        flush=True,
+    )
     signing_key = _dev_signing_key()
     broker = KafkaBroker(work_dir=DEV_DIR / "kafka")
     moto = MotoServer()
@@ -103,7 +139,9 @@ async def _run(stop: asyncio.Event, *, demo: bool = True) -> None:
         config_path = DEV_DIR / "kafka-ingress.toml"
         kms_key = moto.create_kms_key()
         config_path.write_text(
-            _dev_config(broker.bootstrap_servers, endpoint, lambda_url, signing_key, kms_key)
+            _dev_config(
+                broker.bootstrap_servers, endpoint, lambda_url, signing_key, kms_key, admin_port
+            )
         )
         settings = load_settings(config_path, env={})
         store = build_store(settings)
@@ -124,7 +162,7 @@ async def _run(stop: asyncio.Event, *, demo: bool = True) -> None:
             "from serverless.yml)\n"
             f"  handlers (HTTP)  {handlers_url}  (Greeter, Signup, AuditLog)\n"
             f"  admin API        http://{poller.admin_address}  (open, loopback only; try "
-            "`kafka-ingress subscriptions list`)\n"
+            f"`{_cli_hint(poller.admin_address)}kafka-ingress subscriptions list`)\n"
             f"  signing          ed25519 key {signing_key} (every handler verifies it)\n"
             f"  config file      {config_path}\n"
             "Ctrl-C stops everything.\n",
@@ -164,15 +202,28 @@ async def _run(stop: asyncio.Event, *, demo: bool = True) -> None:
         print("dev stack stopped.", flush=True)
 
 
+def _cli_hint(address: str | None) -> str:
+    """What the CLI needs to find this admin API, when it is not the CLI's default address."""
+    if address is None or address == f"127.0.0.1:{DEFAULT_ADMIN_PORT}":
+        return ""
+    return f"KAFKA_INGRESS_ADMIN_URL=http://{address} "
+
+
 def run_dev(args: argparse.Namespace) -> int:
     configure_logging(os.environ.get("KAFKA_INGRESS_LOG_LEVEL", "INFO"))
+    try:
+        admin_port = dev_admin_port(getattr(args, "admin_port", None), os.environ)
+    except ConfigError as exc:
+        print(f"kafka-ingress dev: {exc}", file=sys.stderr)
+        return 2
+    DEV_DIR.mkdir(parents=True, exist_ok=True)
 
     async def main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        await _run(stop, demo=not getattr(args, "no_demo", False))
+        await _run(stop, admin_port=admin_port, demo=not getattr(args, "no_demo", False))
 
     try:
         asyncio.run(main())

@@ -1,7 +1,9 @@
-"""Table definitions, read from the single source of truth ``infra/dynamodb/tables.json``.
+"""Table definitions, read from the single source of truth ``adapter/store/tables.json``.
 
-The same JSON feeds serverless.yml's Resources, the local bootstrap and the tests, so the code
-and the deployed tables cannot drift apart.
+The same JSON feeds serverless.yml's Resources (``infra/poller/dynamodb-resources.js`` reads it
+from the checkout), the local bootstrap and the tests, so the code and the deployed tables cannot
+drift apart. It ships inside the package and is read with :mod:`importlib.resources`, so an
+installed wheel finds it wherever site-packages is.
 """
 
 from __future__ import annotations
@@ -9,7 +11,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from functools import cache
-from pathlib import Path
+from importlib.resources import files
+from importlib.resources.abc import Traversable
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -18,15 +21,20 @@ from adapter.errors import StoreError
 
 __all__ = ["TABLES_FILE", "TableNames", "create_tables", "table_definitions"]
 
-TABLES_FILE = Path(__file__).resolve().parents[2] / "infra" / "dynamodb" / "tables.json"
+TABLES_FILE: Traversable = files(__package__ or "adapter.store").joinpath("tables.json")
 _LOGICAL = ("subscriptions", "deployments", "services", "clusters", "workflows", "invocations")
 
 
 @cache
 def table_definitions() -> dict[str, dict[str, Any]]:
     """Logical name → CreateTable arguments (without TableName)."""
-    raw: dict[str, Any] = json.loads(TABLES_FILE.read_text(encoding="utf-8"))
-    return {name: raw[name] for name in _LOGICAL}
+    try:
+        raw: dict[str, Any] = json.loads(TABLES_FILE.read_text(encoding="utf-8"))
+        return {name: raw[name] for name in _LOGICAL}
+    except (OSError, ValueError, KeyError) as exc:
+        raise StoreError(
+            f"the package's table definitions ({TABLES_FILE}) are unusable: {exc!r}"
+        ) from exc
 
 
 @dataclass(frozen=True, slots=True)

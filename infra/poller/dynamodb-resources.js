@@ -1,13 +1,13 @@
 // CloudFormation resources for Kafka Ingress's DynamoDB tables, generated when serverless.yml
-// is resolved from the single definition in infra/dynamodb/tables.json (which the poller's
-// `init-tables`, the local stack and the tests read as well). Table names are
-// `<tablePrefix><logical name>`, the prefix the poller is configured with.
+// is resolved from the single definition in adapter/store/tables.json (shipped inside the
+// package; the poller's `init-tables`, the local stack and the tests read it as well).
+// Table names are `<tablePrefix><logical name>`, the prefix the poller is configured with.
 'use strict';
 
 const path = require('path');
 const fs = require('fs');
 
-const TABLES = path.join(__dirname, '..', 'dynamodb', 'tables.json');
+const TABLES = path.join(__dirname, '..', '..', 'adapter', 'store', 'tables.json');
 
 function logicalId(name) {
   return `${name.charAt(0).toUpperCase()}${name.slice(1)}Table`;

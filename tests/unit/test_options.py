@@ -407,7 +407,7 @@ def test_security_settings_properties() -> None:
         ({"security.protocol": "SASL_SSL", "sasl.mechanism": "SCRAM-SHA-256",
           "sasl.username": "u"}, "sasl.mechanism=SCRAM-SHA-256 needs sasl.password"),
         ({"security.protocol": "SASL_SSL", "sasl.mechanism": "OAUTHBEARER"},
-         "needs sasl.oauthbearer.method=oidc"),
+         "needs a token source: sasl.oauthbearer.method=oidc"),
         ({"security.protocol": "SASL_SSL", "sasl.mechanism": "OAUTHBEARER",
           "sasl.oauthbearer.method": "oidc"},
          "needs sasl.oauthbearer.client.id, sasl.oauthbearer.client.secret, "

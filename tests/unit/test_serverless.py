@@ -1,5 +1,6 @@
 """serverless.yml: parses, every function's handler imports and answers, the tables come from
-the one definition (infra/dynamodb/tables.json), the poller may do what it needs and no more."""
+the one definition (adapter/store/tables.json), and it deploys without the poller (whose stack
+is tests/unit/test_poller_stack.py's)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,6 @@ from adapter.local.lambda_server import (
     load_serverless,
     load_serverless_functions,
 )
-from adapter.store.envelope import ENCRYPTION_CONTEXT
 from adapter.store.tables import TABLES_FILE, table_definitions
 
 ROOT = SERVERLESS_FILE.parent
@@ -35,10 +35,10 @@ def test_the_file_parses_and_declares_every_example(document: dict[str, Any]) ->
     assert document["provider"]["name"] == "aws"
     assert document["provider"]["runtime"] == "python3.11"
     assert set(document["functions"]) == {"greeter", "account", "signup", "audit"}
-    assert document["resources"] == [
-        "${file(infra/poller/dynamodb-resources.js)}",
-        "${file(infra/poller/poller-resources.yml)}",
-    ]
+    assert document["resources"] == ["${file(infra/poller/dynamodb-resources.js)}"]
+    # The handlers and tables deploy alone: nothing needs a VPC, an image or a parameter
+    # without a default.
+    assert set(document["params"]["default"]) == {"tablePrefix", "identityKeys"}
     # Only the SDK and the handlers are packaged into the functions.
     patterns = document["package"]["patterns"]
     assert patterns[0] == "!**"
@@ -105,41 +105,6 @@ def test_table_resources_are_generated_from_the_one_definition() -> None:
     assert set(raw) - {"_comment"} == set(definitions)
     assert "AWS::DynamoDB::Table" not in SERVERLESS_FILE.read_text()
     assert "AWS::DynamoDB::Table" not in POLLER_RESOURCES.read_text()
-
-
-def test_the_poller_may_invoke_its_functions_and_use_its_tables_only() -> None:
-    resources = load_serverless(POLLER_RESOURCES)["Resources"]
-    role = resources["PollerTaskRole"]["Properties"]
-    statements = {p["PolicyName"]: p["PolicyDocument"]["Statement"][0] for p in role["Policies"]}
-    invoke = statements["invoke-handlers"]
-    assert invoke["Action"] == "lambda:InvokeFunction"
-    assert all("function:${self:service}-${sls:stage}-" in r["Fn::Sub"] for r in invoke["Resource"])
-    tables = statements["state-tables"]
-    assert all(a.startswith("dynamodb:") for a in tables["Action"])
-    assert "dynamodb:DeleteTable" not in tables["Action"]
-    assert all("table/${param:tablePrefix}" in r["Fn::Sub"] for r in tables["Resource"])
-    # Secrets: references under this stage's path only; the KMS key is usable by the poller
-    # alone, with its encryption context, and configured as [secrets] kms-key-id.
-    references = statements["secret-references"]
-    assert set(references["Action"]) == {"secretsmanager:GetSecretValue", "ssm:GetParameter"}
-    assert all("${self:service}/${sls:stage}/*" in r["Fn::Sub"] for r in references["Resource"])
-    key_policy = resources["SecretsKey"]["Properties"]["KeyPolicy"]["Statement"]
-    (poller,) = [s for s in key_policy if s["Sid"] == "poller-seals-and-opens"]
-    assert poller["Action"] == ["kms:GenerateDataKey", "kms:Decrypt"]
-    assert poller["Condition"]["StringEquals"] == {
-        "kms:EncryptionContext:purpose": ENCRYPTION_CONTEXT["purpose"]
-    }
-    task = resources["PollerTaskDefinition"]["Properties"]
-    assert task["RequiresCompatibilities"] == ["FARGATE"]
-    container = task["ContainerDefinitions"][0]
-    env = {e["Name"]: e["Value"] for e in container["Environment"]}
-    assert env["KAFKA_INGRESS_DYNAMODB_TABLE_PREFIX"] == "${param:tablePrefix}"
-    assert env["KAFKA_INGRESS_SECRETS_KMS_KEY_ID"] == {"Fn::GetAtt": ["SecretsKey", "Arn"]}
-    assert {s["Name"] for s in container["Secrets"]} == {
-        "KAFKA_INGRESS_KAFKA_CLUSTERS",
-        "KAFKA_INGRESS_ADMIN_TOKEN",
-    }
-    assert (ROOT / "infra" / "poller" / "Dockerfile").is_file()
 
 
 def test_missing_or_broken_files_are_reported(tmp_path: Path) -> None:
