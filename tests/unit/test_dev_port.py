@@ -41,6 +41,8 @@ def test_a_bad_port_names_where_it_came_from(
 def test_the_cli_flag_reaches_the_dev_config(tmp_path: Path) -> None:
     args = _parser().parse_args(["dev", "--no-demo", "--admin-port", "9373"])
     port = dev_admin_port(args.admin_port, {})
-    text = _dev_config("127.0.0.1:1", "http://127.0.0.1:2", "http://127.0.0.1:3", tmp_path, port)
+    text = _dev_config(
+        "127.0.0.1:1", "http://127.0.0.1:2", "http://127.0.0.1:3", tmp_path, "alias/dev", port
+    )
     assert 'bind-address = "127.0.0.1:9373"' in text
     assert "9070" not in text
