@@ -34,7 +34,7 @@ from botocore.credentials import (
     Credentials,
     DeferredRefreshableCredentials,
 )
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import BotoCoreError, ClientError, ProfileNotFound
 
 from adapter.errors import KafkaAuthError
 from adapter.kafka.oidc import RefreshingTokenProvider, Token, TokenEndpointError
@@ -87,6 +87,10 @@ class MskIamTokenProvider(RefreshingTokenProvider):
         for STS) are the seams for tests."""
         self._session = session or botocore.session.Session(profile=settings.profile)
         try:
+            # Looked up explicitly: with AWS_REGION set, botocore would not read the profile
+            # until the first token, and an unknown profile must fail at start-up.
+            if settings.profile and settings.profile not in self._session.available_profiles:
+                raise ProfileNotFound(profile=settings.profile)
             configured = self._session.get_config_variable("region")
         except BotoCoreError as exc:  # a profile that does not exist, an unreadable file
             raise KafkaAuthError(f"sasl.oauthbearer.config: {exc}") from exc

@@ -234,6 +234,8 @@ async def test_a_full_replay_store_answers_503_so_the_poller_retries(
     key: Ed25519PrivateKey,
 ) -> None:
     clock = Clock()
+    # The verifier checks expiry against the real clock: sign now, not at the module's import.
+    clock.now = float(int(time.time()))
     signer = RequestSigner(key, ttl_s=60, clock=clock)
     verifier = IdentityVerifier([signer.public_key], replay_store=MemoryReplayStore(max_entries=1))
     path = "/invoke/Acct/apply"
