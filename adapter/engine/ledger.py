@@ -21,7 +21,7 @@ from adapter.engine.lifecycle import TERMINAL_STATUSES
 from adapter.errors import StoreError
 from adapter.model import LedgerEntry
 
-__all__ = ["LedgerStore", "LedgerWriter"]
+__all__ = ["LedgerStore", "LedgerWriter", "with_paged_successes"]
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +32,18 @@ class LedgerStore(Protocol):
     async def write_entries(self, entries: Sequence[LedgerEntry]) -> None: ...
 
     async def write_progress(self, entry: LedgerEntry) -> bool: ...
+
+
+def with_paged_successes(
+    statuses: dict[str, str], offsets: dict[str, int], paged: set[int]
+) -> dict[str, str]:
+    """Row statuses with the successes found in pages added; a final status wins over a
+    progress row (a revoked poller's late BACKING_OFF next to another poller's success)."""
+    merged = dict(statuses)
+    for inv_id, offset in offsets.items():
+        if offset in paged and merged.get(inv_id) not in _FINAL:
+            merged[inv_id] = "SUCCEEDED"
+    return merged
 
 
 def _is_final(entry: LedgerEntry) -> bool:

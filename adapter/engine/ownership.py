@@ -27,13 +27,23 @@ never comes near the limit. Joining the group (an assignment) is evidence too.
 What is left: an attempt that was already sent when the pause began is in flight and may be
 duplicated by the next owner; nothing else is.
 
-Pure: the caller reports heartbeats with the clock reading at which they were answered and
-asks :meth:`Ownership.may_start` with the current reading.
+:class:`Ownership` is pure: the caller reports heartbeats with the clock reading at which they
+were answered and asks :meth:`Ownership.may_start` with the current reading.
+:class:`OwnershipGate` is its thin asyncio shell: it holds attempts that may not start yet.
 """
 
 from __future__ import annotations
 
-__all__ = ["Ownership"]
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+__all__ = ["Ownership", "OwnershipGate"]
+
+log = logging.getLogger(__name__)
 
 _SAFETY = 0.8
 """Fraction of the session timeout after the last answered heartbeat during which the member
@@ -75,3 +85,60 @@ class Ownership:
     def age(self, now: float) -> float | None:
         """Seconds since the last evidence, if any."""
         return None if self._confirmed_at is None else now - self._confirmed_at
+
+
+class OwnershipGate:
+    """The I/O side of :class:`Ownership` for one runner: heartbeats in, attempts held until
+    the group confirms the member or their partition is gone.
+
+    ``check(still_current)`` answers ``True``/``False`` at once in the common cases (evidence
+    fresh / partition gone) and otherwise returns a coroutine that waits, so the hot path
+    costs no task switch.
+    """
+
+    def __init__(
+        self,
+        session_timeout_s: float,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        describe: Callable[[], str] = lambda: "this poller",
+    ) -> None:
+        self._ownership = Ownership(session_timeout_s)
+        self._clock = clock
+        self._describe = describe
+        self._changed = asyncio.Event()
+
+    def confirmed(self, at: float | None = None) -> None:
+        """A heartbeat was answered (or the group assigned partitions) at ``at``."""
+        self._ownership.confirmed(self._clock() if at is None else at)
+        self._changed.set()
+
+    def wake(self) -> None:
+        """Something waiters depend on changed (a revocation): let them look again."""
+        self._changed.set()
+
+    def check(
+        self, still_current: Callable[[], bool], what: str
+    ) -> bool | Coroutine[Any, Any, bool]:
+        if not still_current():
+            return False
+        if self._ownership.may_start(self._clock()):
+            return True
+        return self._wait(still_current, what)
+
+    async def _wait(self, still_current: Callable[[], bool], what: str) -> bool:
+        age = self._ownership.age(self._clock())
+        log.warning(
+            "%s: no heartbeat answered for %s; holding %s until the group confirms this poller "
+            "still owns its partition",
+            self._describe(),
+            "ever" if age is None else f"{age:.1f}s",
+            what,
+        )
+        while still_current():
+            if self._ownership.may_start(self._clock()):
+                return True
+            self._changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), 1.0)
+        return False

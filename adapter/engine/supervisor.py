@@ -21,7 +21,8 @@ from typing import Any
 from adapter.config import KafkaCluster, Settings
 from adapter.engine.ledger import LedgerWriter
 from adapter.engine.retry import RetryPolicy
-from adapter.engine.runner import RunnerSettings, RunnerState, SubscriptionRunner
+from adapter.engine.runner import SubscriptionRunner
+from adapter.engine.settings import RunnerSettings, RunnerState
 from adapter.errors import ConfigError, IngressError, KafkaAuthError, StoreError
 from adapter.invokers.base import Invoker
 from adapter.kafka.consumer import AiokafkaConsumer

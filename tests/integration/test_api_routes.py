@@ -25,7 +25,7 @@ from adapter import ids
 from adapter.api import AdminState, ClusterCatalog, create_app
 from adapter.config import Settings, load_settings
 from adapter.engine.lifecycle import InvocationStatus
-from adapter.engine.runner import RunnerStats
+from adapter.engine.settings import RunnerStats
 from adapter.invokers.discovery import Discovery
 from adapter.local.lambda_server import LocalLambda, load_serverless_functions
 from adapter.model import LedgerEntry, Subscription

@@ -35,7 +35,7 @@ from adapter.api.refs import (
 )
 from adapter.api.server import open_admin_warning
 from adapter.api.wire import humantime, parse_timestamp, rfc3339
-from adapter.engine.runner import RunnerStats
+from adapter.engine.settings import RunnerStats
 from adapter.errors import ConflictError, ValidationError
 from adapter.model import (
     HandlerType,

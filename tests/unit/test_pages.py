@@ -7,7 +7,7 @@ from dataclasses import replace
 from hypothesis import given
 from hypothesis import strategies as st
 
-from adapter.engine.runner import with_paged_successes
+from adapter.engine.ledger import with_paged_successes
 from adapter.model import LedgerEntry
 from adapter.store.pages import (
     MAX_OFFSETS,

@@ -1,4 +1,5 @@
-"""Per-assignment partition state: fence, backlog bound, revocation; and ownership evidence."""
+"""Per-assignment partition state (fence, backlog bound, revocation), ownership evidence and
+topic identity: the engine's pure cores."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import pytest
 
 from adapter.engine.ownership import Ownership
 from adapter.engine.partition import PartitionState, Pause, Resume
+from adapter.engine.topic_watch import TopicChange, TopicWatch
+from adapter.kafka.topics import TopicInfo
 
 TP = ("t", 0)
 
@@ -90,3 +93,30 @@ class TestOwnership:
     def test_session_must_be_positive(self) -> None:
         with pytest.raises(ValueError, match="session_timeout_s"):
             Ownership(0)
+
+
+class TestTopicWatch:
+    def test_a_topic_that_appears_later(self) -> None:
+        watch = TopicWatch("t")
+        assert watch.observe(None) is TopicChange.MISSING
+        assert watch.observe(None) is TopicChange.UNCHANGED  # said once
+        assert not watch.exists
+        assert watch.waiting_reason() == "waiting for topic 't': it does not exist yet"
+        assert watch.observe(TopicInfo("t", "A" * 22, 1)) is TopicChange.APPEARED
+        assert watch.exists
+        assert watch.key == "t@" + "A" * 22
+
+    def test_another_topic_id_is_a_recreated_topic(self) -> None:
+        watch = TopicWatch("t")
+        watch.observe(TopicInfo("t", "A" * 22, 1))
+        assert watch.observe(TopicInfo("t", "A" * 22, 1)) is TopicChange.UNCHANGED
+        assert watch.observe(TopicInfo("t", "B" * 22, 1)) is TopicChange.RECREATED
+        assert (watch.previous_id, watch.topic_id) == ("A" * 22, "B" * 22)
+
+    def test_a_deleted_topic_is_waited_for_as_deleted(self) -> None:
+        watch = TopicWatch("t")
+        watch.observe(TopicInfo("t", "A" * 22, 1))
+        assert watch.observe(None) is TopicChange.MISSING
+        assert watch.waiting_reason() == "waiting for topic 't': it was deleted"
+        assert watch.observe(TopicInfo("t", "B" * 22, 1)) is TopicChange.RECREATED
+        assert watch.exists

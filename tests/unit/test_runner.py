@@ -19,7 +19,8 @@ from adapter import ids
 from adapter.engine.ledger import LedgerWriter
 from adapter.engine.lifecycle import InvocationStatus
 from adapter.engine.retry import RetryPolicy
-from adapter.engine.runner import RunnerSettings, RunnerState, SubscriptionRunner
+from adapter.engine.runner import SubscriptionRunner
+from adapter.engine.settings import RunnerSettings, RunnerState
 from adapter.invokers.base import InvocationRequest, Outcome
 from adapter.kafka.topics import TopicInfo
 from adapter.model import (

@@ -1,0 +1,214 @@
+"""The partitions a runner holds, and what happens when the group assigns or revokes them.
+
+One :class:`~adapter.engine.partition.PartitionState` per assignment, created fresh each time
+the group assigns a partition and dropped when it is revoked: work admitted under an earlier
+assignment is recognised by identity and never counts in a later one.
+
+On assignment (aiokafka's rebalance callback, which runs while no heartbeat is sent, so it only
+does what it must before consuming):
+
+* the new partitions are paused until their state exists (aiokafka would otherwise hand out
+  their records while this callback still awaits the broker);
+* the topic is looked up again, and each partition's committed position is checked for the
+  topic ID it was committed against: a position of a *deleted* topic of the same name is not
+  applied — the new topic is consumed from its beginning;
+* the ledger's fence is read in the background (until it is known, every record is checked).
+
+On revocation: nothing more is admitted, running invocations drain within the revoke timeout,
+the ledger is flushed, finished offsets are committed, and the states are forgotten.
+
+Commits are explicit offsets only, each carrying the topic ID as offset metadata.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, Protocol
+
+from adapter.engine.dispatcher import Dispatcher
+from adapter.engine.ledger import LedgerWriter
+from adapter.engine.ownership import OwnershipGate
+from adapter.engine.partition import PartitionState
+from adapter.engine.topic_watch import TopicWatch
+from adapter.errors import KafkaError, StoreError
+from adapter.kafka.consumer import Consumer
+
+__all__ = ["Assignments", "FenceStore"]
+
+log = logging.getLogger(__name__)
+
+TP = tuple[str, int]
+
+
+class FenceStore(Protocol):
+    async def highest_recorded_offset(
+        self, subscription_id: str, topic: str, partition: int
+    ) -> int | None: ...
+
+
+class Assignments:
+    """The partition states of one runner (see the module docstring)."""
+
+    def __init__(
+        self,
+        *,
+        subscription_id: str,
+        topic: TopicWatch,
+        look_up_topic: Callable[[Consumer], Awaitable[object]],
+        store: FenceStore,
+        dispatcher: Dispatcher,
+        ledger: LedgerWriter,
+        gate: OwnershipGate,
+        pause_at: int,
+        revoke_timeout_s: float,
+        on_error: Callable[[str], None],
+    ) -> None:
+        self._subscription_id = subscription_id
+        self._topic = topic
+        self._look_up_topic = look_up_topic
+        self._store = store
+        self._dispatcher = dispatcher
+        self._ledger = ledger
+        self._gate = gate
+        self._pause_at = max(2, pause_at)
+        self._revoke_timeout_s = revoke_timeout_s
+        self._on_error = on_error
+        self.consumer: Consumer | None = None
+        self.states: dict[TP, PartitionState] = {}
+        self._commit_lock = asyncio.Lock()
+        self._background: set[asyncio.Task[None]] = set()
+        self.commits = 0
+        self.rebalances = 0
+        self.recreations = 0
+
+    def current(self, state: PartitionState) -> bool:
+        """Is ``state`` the partition's current assignment, and not being revoked?"""
+        return self.states.get(state.tp) is state and not state.revoking
+
+    # -- assignment ---------------------------------------------------------------------------
+
+    async def assigned(self, tps: set[TP]) -> None:
+        consumer = self.consumer
+        assert consumer is not None
+        # aiokafka hands out records of the new partitions as soon as they are assigned, while
+        # this callback still awaits the topic's identity: paused, its fetched records are
+        # dropped unread (the position stays) and fetched again after the resume below.
+        for tp in tps:
+            consumer.pause(tp)
+        self.rebalances += 1
+        # Joining the group is proof of membership, as good as a heartbeat.
+        self._gate.confirmed()
+        await self._look_up_topic(consumer)
+        topic_id = self._topic.topic_id
+        committed: dict[TP, str | None] = {}
+        if topic_id is not None:
+            try:
+                committed = await consumer.committed_topic_ids(tps)
+            except KafkaError as exc:
+                log.warning("cannot read committed positions' topic IDs: %s", exc)
+        for tp in tps:
+            dead = committed.get(tp)
+            if dead is not None and dead != topic_id:
+                self.recreations += 1
+                log.warning(
+                    "subscription %s: topic %s was deleted and re-created (topic ID %s -> %s); "
+                    "partition %d of the new topic is consumed from its beginning",
+                    self._subscription_id,
+                    tp[0],
+                    dead,
+                    topic_id,
+                    tp[1],
+                )
+                await consumer.seek_to_beginning(tp)
+            state = PartitionState(tp, self._topic.key, pause_at=self._pause_at)
+            self.states[tp] = state
+            # aiokafka sends no heartbeats while this callback runs: a slow DynamoDB here
+            # would get the member expired and the group would rebalance again and again.
+            # So the fence is read in the background; until then every record is checked.
+            self._spawn_background(self._read_fence(state))
+        for tp in tps:
+            consumer.resume(tp)
+        log.info("subscription %s assigned %s", self._subscription_id, sorted(tps))
+
+    def _spawn_background(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _read_fence(self, state: PartitionState) -> None:
+        try:
+            fence = await self._store.highest_recorded_offset(
+                self._subscription_id, state.topic_key, state.tp[1]
+            )
+        except StoreError as exc:
+            # Unknown fence: keep checking every record of this partition against the ledger.
+            self._on_error(str(exc))
+            return
+        state.fence_read(fence)
+
+    # -- revocation ---------------------------------------------------------------------------
+
+    async def revoked(self, tps: set[TP]) -> None:
+        states = [self.states[tp] for tp in tps if tp in self.states]
+        if not states:
+            return
+        log.info("subscription %s revoking %s", self._subscription_id, sorted(tps))
+        await self.release(states, self._revoke_timeout_s)
+
+    async def release(self, states: list[PartitionState], deadline_s: float) -> None:
+        """Stop work on these partitions: drain within ``deadline_s``, commit, forget them."""
+        if not states:
+            return
+        for state in states:
+            state.revoke()
+        self._gate.wake()  # held attempts of these partitions give up now
+        await self._dispatcher.release(states, deadline_s)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._ledger.flushed(), deadline_s)
+        await self.commit(only=states)
+        for state in states:
+            if self.states.get(state.tp) is state:
+                del self.states[state.tp]
+        self._dispatcher.forget(states)
+
+    async def close(self) -> None:
+        """Cancel background work (fence reads) of a stopping runner."""
+        tasks = [task for task in self._background if not task.done()]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=1.0)
+
+    # -- committing ---------------------------------------------------------------------------
+
+    async def commit_loop(self, interval_s: float) -> None:
+        while True:
+            await asyncio.sleep(interval_s)
+            await self.commit()
+
+    async def commit(self, only: list[PartitionState] | None = None) -> None:
+        consumer = self.consumer
+        if consumer is None:
+            return
+        async with self._commit_lock:
+            states = list(self.states.values()) if only is None else only
+            positions: dict[TP, int] = {}
+            for state in states:
+                position = state.tracker.committable()
+                if position is not None:
+                    positions[state.tp] = position
+            if not positions:
+                return
+            try:
+                await consumer.commit(positions, self._topic.topic_id)
+            except KafkaError as exc:
+                log.warning("commit of %s failed (will retry): %s", self._subscription_id, exc)
+                return
+            for state in states:
+                position = positions.get(state.tp)
+                if position is not None:
+                    state.tracker.mark_committed(position)
+            self.commits += 1

@@ -1,0 +1,77 @@
+"""What a subscription runner is given and what it reports.
+
+:class:`RunnerSettings` — its limits and timeouts (built by the supervisor from the settings
+file and the subscription's options); :class:`RunnerStore` — the DynamoDB reads it needs;
+:class:`RunnerState` and :class:`RunnerStats` — what the admin API and the metrics show.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from adapter.engine.retry import RetryPolicy
+
+__all__ = ["RunnerSettings", "RunnerState", "RunnerStats", "RunnerStore"]
+
+
+class RunnerStore(Protocol):
+    async def get_statuses(self, ids: Iterable[str]) -> dict[str, str]: ...
+
+    async def paged_offsets(
+        self, subscription_id: str, topic: str, partition: int, lo: int, hi: int
+    ) -> set[int]: ...
+
+    async def highest_recorded_offset(
+        self, subscription_id: str, topic: str, partition: int
+    ) -> int | None: ...
+
+    async def claim_workflow(self, service: str, key: str, invocation_id: str) -> bool: ...
+
+
+class RunnerState(enum.StrEnum):
+    STARTING = "starting"
+    WAITING_FOR_TOPIC = "waiting-for-topic"
+    RUNNING = "running"
+    BACKING_OFF = "backing-off"  # could not reach the cluster; retrying
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+
+
+@dataclass(frozen=True, slots=True)
+class RunnerSettings:
+    max_in_flight: int = 256
+    max_buffered_per_partition: int = 1000
+    max_record_bytes: int = 6 * 1024 * 1024
+    invocation_timeout_s: float = 30.0
+    fetch_max_records: int = 500
+    commit_interval_s: float = 0.2
+    revoke_timeout_s: float = 10.0
+    drain_timeout_s: float = 30.0
+    close_timeout_s: float = 10.0
+    session_timeout_s: float = 10.0
+    topic_poll_s: float = 1.0
+    """How often a subscription without partitions looks for its topic."""
+    topic_check_s: float = 30.0
+    """How often a consuming subscription checks that its topic was not re-created."""
+    dead_letter_topic: str | None = None
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+
+
+@dataclass(slots=True)
+class RunnerStats:
+    consumed: int = 0
+    skipped_completed: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    dead_lettered: int = 0
+    duplicates: int = 0
+    retries: int = 0
+    commits: int = 0
+    rebalances: int = 0
+    abandoned: int = 0
+    held: int = 0
+    records_lost_to_retention: int = 0
+    topic_recreations: int = 0
