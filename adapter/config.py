@@ -38,6 +38,7 @@ __all__ = [
     "KafkaCluster",
     "LambdaSettings",
     "LimitSettings",
+    "MetricsSettings",
     "SecretsSettings",
     "SecuritySettings",
     "Settings",
@@ -157,6 +158,18 @@ class LedgerSettings(_Section):
     successes: Literal["rows", "pages"] = "pages"
 
 
+class MetricsSettings(_Section):
+    """``cloudwatch-emf``: print consumer lag and errors as CloudWatch embedded-metric-format
+    log lines every ``cloudwatch-emf-interval-s`` (the ECS service scales on them); ``service``
+    is their ``Service`` dimension. See docs/operations.md and docs/deploy.md."""
+
+    cloudwatch_emf: bool = Field(default=False, alias="cloudwatch-emf")
+    cloudwatch_emf_interval_s: float = Field(
+        default=60.0, ge=1.0, le=3600.0, alias="cloudwatch-emf-interval-s"
+    )
+    service: str = Field(default="kafka-ingress", min_length=1, max_length=255)
+
+
 class LambdaSettings(_Section):
     """Where Lambda handlers are invoked: AWS (no endpoint) or the local Lambda endpoint."""
 
@@ -207,6 +220,7 @@ class Settings(_Section):
     admin: AdminSettings = AdminSettings()
     limits: LimitSettings = LimitSettings()
     ledger: LedgerSettings = LedgerSettings()
+    metrics: MetricsSettings = MetricsSettings()
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         default="INFO", alias="log-level"
     )
@@ -268,6 +282,9 @@ _ENV_OVERRIDES: dict[str, tuple[str, str]] = {
     "KAFKA_INGRESS_LAMBDA_REGION": ("lambda", "region"),
     "KAFKA_INGRESS_SIGNING_PRIVATE_KEY_FILE": ("signing", "private-key-file"),
     "KAFKA_INGRESS_LEDGER_SUCCESSES": ("ledger", "successes"),
+    "KAFKA_INGRESS_METRICS_CLOUDWATCH_EMF": ("metrics", "cloudwatch-emf"),
+    "KAFKA_INGRESS_METRICS_CLOUDWATCH_EMF_INTERVAL_S": ("metrics", "cloudwatch-emf-interval-s"),
+    "KAFKA_INGRESS_METRICS_SERVICE": ("metrics", "service"),
     "KAFKA_INGRESS_SECURITY_DENY_PRIVATE_TARGETS": ("security", "deny-private-targets"),
     "KAFKA_INGRESS_ADMIN_MAX_BODY_BYTES": ("admin", "max-body-bytes"),
     "KAFKA_INGRESS_SECRETS_KMS_KEY_ID": ("secrets", "kms-key-id"),

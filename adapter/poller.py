@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from adapter.api.catalog import ClusterCatalog
+from adapter.api.emf import EmfEmitter
 from adapter.api.server import AdminServer, admin_state
 from adapter.config import Settings
 from adapter.engine.ledger import LedgerWriter
@@ -141,6 +142,19 @@ class Poller:
         if handle_signals:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self.stop)
+        metrics = self.settings.metrics
+        if metrics.cloudwatch_emf:
+            supervisor = self.supervisor
+            emitter = EmfEmitter(
+                metrics.service,
+                status=supervisor.status,
+                partitions=lambda: {
+                    sub_id: runner.partition_status()
+                    for sub_id, runner in supervisor.runners().items()
+                },
+                interval_s=metrics.cloudwatch_emf_interval_s,
+            )
+            extra = [*(extra or []), emitter.run()]
         ledger_task = asyncio.create_task(self.ledger.run(), name="ledger writer")
         supervisor_task = asyncio.create_task(self.supervisor.run(), name="supervisor")
         extra_tasks = [asyncio.create_task(c) for c in (extra or [])]

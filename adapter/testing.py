@@ -76,6 +76,8 @@ class FakeConsumer:
         self.commits: list[dict[TP, int]] = []
         self.seeks: list[TP] = []
         self.metadata_refreshes = 0
+        self.log_ends: dict[TP, int] = {}
+        """What :meth:`log_end` answers per partition (the test sets it)."""
         self.reject_commits = False
         self.started = False
         self.stopped = False
@@ -137,6 +139,9 @@ class FakeConsumer:
 
     def refresh_metadata(self) -> None:
         self.metadata_refreshes += 1
+
+    def log_end(self, tp: TP) -> int | None:
+        return self.log_ends.get(tp)
 
     def observe_heartbeats(self, callback: Callable[[float], None]) -> None:
         self._heartbeat_callbacks.append(callback)

@@ -139,6 +139,11 @@ def collect(
     pending = Family(
         "kafka_ingress_unfinished_records", "gauge", "Records accepted and not finished."
     )
+    consumer_lag = Family(
+        "kafka_ingress_consumer_lag_records",
+        "gauge",
+        "Log end offset minus the committed position, per partition held by this poller.",
+    )
     age = Family(
         "kafka_ingress_oldest_unfinished_age_seconds",
         "gauge",
@@ -174,6 +179,8 @@ def collect(
                 behind = max(0, last + 1 - committed)
             lag.add(behind, **labels)
             pending.add(unfinished, **labels)
+            if part.get("lag") is not None:
+                consumer_lag.add(int(part.get("lag") or 0), **labels)
             age.add(oldest.age(sub_id, topic, number, part.get("oldest_unfinished")), **labels)
     oldest.forget_except(live)
     ledger = [
@@ -204,6 +211,7 @@ def collect(
         rebalances,
         in_flight,
         lag,
+        consumer_lag,
         pending,
         age,
         *ledger,

@@ -138,6 +138,28 @@ class PartitionState:
             return Resume(self.tp)
         return None
 
+    def lag(self, log_end: int | None) -> int | None:
+        """Records between the group's position and the log's end: what is left to finish.
+
+        The position is the last commit; before the first one, the oldest record not finished
+        (or, with nothing pending, the record after the last one fetched).
+        """
+        if log_end is None:
+            return None
+        tracker = self.tracker
+        base = tracker.committed
+        if base is None:
+            oldest = tracker.oldest_unfinished()
+            if oldest is not None:
+                base = oldest
+            elif tracker.position is not None:
+                base = tracker.position
+            elif tracker.last_tracked is not None:
+                base = tracker.last_tracked + 1
+            else:
+                base = log_end
+        return max(0, log_end - base)
+
     def revoke(self) -> None:
         """The partition is being taken away: nothing more is admitted or resumed."""
         self.revoking = True

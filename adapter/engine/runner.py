@@ -159,13 +159,17 @@ class SubscriptionRunner(RebalanceListener):
 
     def partition_status(self) -> dict[TP, dict[str, int | None]]:
         out: dict[TP, dict[str, int | None]] = {}
+        consumer = self._consumer
         for tp, state in self._assignments.states.items():
             tracker = state.tracker
+            log_end = consumer.log_end(tp) if consumer is not None else None
             out[tp] = {
                 "pending": tracker.pending,
                 "committed": tracker.committed,
                 "last_tracked": tracker.last_tracked,
                 "oldest_unfinished": tracker.oldest_unfinished(),
+                "log_end": log_end,
+                "lag": state.lag(log_end),
             }
         return out
 

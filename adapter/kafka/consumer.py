@@ -102,6 +102,10 @@ class Consumer(Protocol):
 
     async def seek_to_beginning(self, tp: TP) -> None: ...
 
+    def log_end(self, tp: TP) -> int | None:
+        """The partition's log end offset as of the last fetch (no request; None if unknown)."""
+        ...
+
     def refresh_metadata(self) -> None:
         """Ask for fresh cluster metadata now (a topic appeared or changed)."""
         ...
@@ -310,3 +314,11 @@ class AiokafkaConsumer:
 
     def refresh_metadata(self) -> None:
         self._consumer._client.force_metadata_update()
+
+    def log_end(self, tp: TP) -> int | None:
+        try:
+            # The high watermark of the last fetch response: free, and at most one fetch old.
+            end = self._consumer.highwater(TopicPartition(*tp))
+        except IllegalStateError:
+            return None
+        return int(end) if end is not None else None
