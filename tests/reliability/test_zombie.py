@@ -80,6 +80,11 @@ async def produce_json(
         await producer.stop()
 
 
+def assignments(poller: PollerProcess) -> int:
+    """How many non-empty partition assignments the poller has logged."""
+    return poller.output.count(b"assigned [(")
+
+
 class CommitWatch:
     """Samples the group's committed offsets: when each offset was first seen committed."""
 
@@ -149,9 +154,17 @@ async def test_a_paused_poller_reinvokes_nothing_the_group_committed(
             "retry.max.attempts": "unlimited",
         },
     )
+    # One poller first, then the second: the pause must hit a member that owns partitions,
+    # not one still joining (which would have nothing to give up).
     pollers = [PollerProcess(harness.env()) for _ in range(2)]
-    for poller in pollers:
-        await poller.start(tmp_path)
+    await pollers[0].start(tmp_path)
+    await eventually(lambda: assignments(pollers[0]) >= 1, timeout=60, message="no assignment")
+    await pollers[1].start(tmp_path)
+    await eventually(
+        lambda: assignments(pollers[0]) >= 2 and assignments(pollers[1]) >= 1,
+        timeout=60,
+        message="the second poller's join did not settle",
+    )
     watch = CommitWatch(bootstrap, sub.id, topic)
     stop = asyncio.Event()
     watcher = asyncio.create_task(watch.run(stop))
