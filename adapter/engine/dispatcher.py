@@ -24,9 +24,9 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from adapter.engine.lanes import Lanes
 from adapter.engine.ledger import LedgerWriter
@@ -132,7 +132,7 @@ class Dispatcher:
         max_in_flight: int,
         max_record_bytes: int,
         invocation_timeout_s: float,
-        may_start: Callable[[Work], bool | Awaitable[bool]],
+        may_start: Callable[[Work], bool | Coroutine[Any, Any, bool]],
         on_durable: Callable[[Work], None],
         on_error: Callable[[str], None],
         rng: random.Random | None = None,
@@ -196,16 +196,15 @@ class Dispatcher:
 
     # -- attempts --------------------------------------------------------------------------
 
-    async def _allowed(self, work: Work) -> bool:
-        allowed = self._may_start(work)
-        if not isinstance(allowed, bool):
-            self.stats.held += 1
-            allowed = await allowed
-        return allowed
+    async def _held(self, pending: Awaitable[bool]) -> bool:
+        self.stats.held += 1
+        return await pending
 
     async def _invoke(self, work: Work) -> None:
         assert work.request is not None
-        if not await self._allowed(work):
+        # Decided without a coroutine in the common case (this runs for every record).
+        allowed = self._may_start(work)
+        if allowed is not True and (allowed is False or not await self._held(allowed)):
             return  # abandoned: the partition's next owner decides
         is_run = self._target.handler_type is HandlerType.WORKFLOW
         if is_run and work.request.key is not None and not await self._claim_workflow(work):
@@ -244,7 +243,8 @@ class Dispatcher:
             self._start([i for i in started if i != work.inv_id])
             if work.inv_id not in started:
                 await slot.wait()
-            if not await self._allowed(work):
+            allowed = self._may_start(work)
+            if allowed is not True and (allowed is False or not await self._held(allowed)):
                 return
 
     async def _claim_workflow(self, work: Work) -> bool:

@@ -38,8 +38,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Coroutine
-from typing import Any
+from collections.abc import Callable
 
 __all__ = ["Ownership", "OwnershipGate"]
 
@@ -91,9 +90,8 @@ class OwnershipGate:
     """The I/O side of :class:`Ownership` for one runner: heartbeats in, attempts held until
     the group confirms the member or their partition is gone.
 
-    ``check(still_current)`` answers ``True``/``False`` at once in the common cases (evidence
-    fresh / partition gone) and otherwise returns a coroutine that waits, so the hot path
-    costs no task switch.
+    The caller asks :meth:`fresh` first (no allocation, no task switch) and only when that
+    fails awaits :meth:`wait`.
     """
 
     def __init__(
@@ -117,16 +115,13 @@ class OwnershipGate:
         """Something waiters depend on changed (a revocation): let them look again."""
         self._changed.set()
 
-    def check(
-        self, still_current: Callable[[], bool], what: str
-    ) -> bool | Coroutine[Any, Any, bool]:
-        if not still_current():
-            return False
-        if self._ownership.may_start(self._clock()):
-            return True
-        return self._wait(still_current, what)
+    def fresh(self) -> bool:
+        """May an attempt start now? (The hot path: one clock reading, one comparison.)"""
+        return self._ownership.may_start(self._clock())
 
-    async def _wait(self, still_current: Callable[[], bool], what: str) -> bool:
+    async def wait(self, still_current: Callable[[], bool], what: str) -> bool:
+        """Hold an attempt until the evidence is fresh again (True) or ``still_current()``
+        turns false (False: its partition is gone)."""
         age = self._ownership.age(self._clock())
         log.warning(
             "%s: no heartbeat answered for %s; holding %s until the group confirms this poller "

@@ -428,7 +428,11 @@ class SubscriptionRunner(RebalanceListener):
     def _may_start(self, work: Work) -> bool | Coroutine[Any, Any, bool]:
         state = work.partition
 
-        return self._gate.check(
+        if not self._assignments.current(state):
+            return False
+        if self._gate.fresh():
+            return True
+        return self._gate.wait(
             lambda: self._assignments.current(state),
             f"invocation {work.inv_id} ({state.tp[0]}/{state.tp[1]})",
         )
