@@ -418,7 +418,8 @@ async def test_crash_and_restart_lose_nothing_and_never_reinvoke_completed_recor
         )
         await eventually(lambda: _committed_total(ingress, sub.id, topic), timeout=30)
     finally:
-        assert await second.terminate() == 0
+        code = await second.terminate()
+        assert code == 0, second.output.decode(errors="replace")[-4000:]
 
     # No loss: every record was acknowledged.
     assert len({c.invocation_id for c in handler.acked()}) == total
