@@ -214,6 +214,7 @@ async def subscribe(api: Api, topic: str = "orders", **options: str) -> dict[str
 # -- system -----------------------------------------------------------------------------------
 
 
+@pytest.mark.promise("p-api-404", "p-api-405")
 async def test_version_health_and_version_prefixes(api: Api) -> None:
     version = (await api.call("GET", "/version", status=200)).json()
     assert version["min_admin_api_version"] == 2
@@ -242,6 +243,7 @@ async def test_readiness_is_503_when_a_dependency_is_down(api: Api) -> None:
     assert "kafka:local" in response.json()["message"]
 
 
+@pytest.mark.promise("p-api-gzip")
 async def test_responses_are_plain_json_unless_the_client_asks_for_gzip(
     api: Api, handler_server: HandlerServer
 ) -> None:
@@ -283,6 +285,7 @@ async def test_openapi_describes_every_route_and_body(api: Api) -> None:
     assert spec["paths"]["/health"]["get"]["security"] == []
 
 
+@pytest.mark.promise("p-api-401", "p-api-auth")
 async def test_bearer_token_is_required_everywhere_but_health(
     store: DynamoStore, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -470,6 +473,7 @@ async def test_deployment_and_service_lookups(api: Api, handler_server: HandlerS
 # -- subscriptions ----------------------------------------------------------------------------
 
 
+@pytest.mark.promise("p-api-subscription-create")
 async def test_create_subscription_restate_shape_group_and_masking(
     api: Api, handler_server: HandlerServer
 ) -> None:
@@ -532,6 +536,7 @@ async def test_create_subscription_restate_shape_group_and_masking(
     assert got["runtime"] is None
 
 
+@pytest.mark.promise("p-api-400")
 async def test_subscription_validation_errors_name_the_problem(
     api: Api, handler_server: HandlerServer
 ) -> None:
@@ -602,6 +607,7 @@ async def test_subscription_validation_errors_name_the_problem(
     assert await api.store.list_subscriptions() == []
 
 
+@pytest.mark.promise("p-api-404", "p-api-subscription-get-delete")
 async def test_get_delete_and_unknown_subscriptions(
     api: Api, handler_server: HandlerServer
 ) -> None:
@@ -893,6 +899,7 @@ async def test_invocation_actions_follow_restates_rules(api: Api) -> None:
 # -- Kafka clusters ---------------------------------------------------------------------------
 
 
+@pytest.mark.promise("p-api-cluster-create", "p-api-cluster-validated")
 async def test_kafka_clusters_static_and_dynamic(api: Api, handler_server: HandlerServer) -> None:
     listed = (await api.call("GET", "/kafka-clusters", status=200)).json()["clusters"]
     local = next(c for c in listed if c["name"] == "local")
@@ -990,6 +997,7 @@ def capture_logs(caplog: pytest.LogCaptureFixture) -> None:
         caplog.set_level(logging.DEBUG, logger=name)
 
 
+@pytest.mark.promise("p-api-secrets")
 async def test_no_secret_reaches_a_response_or_a_log_line(
     api: Api, handler_server: HandlerServer, caplog: pytest.LogCaptureFixture
 ) -> None:

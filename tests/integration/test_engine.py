@@ -33,6 +33,7 @@ JSON = InputKind.JSON
 RAW = InputKind.RAW
 
 
+@pytest.mark.promise("p-ops-per-key-order")
 async def test_exclusive_handler_keeps_per_key_order_and_runs_keys_concurrently(
     ingress: Ingress, handler_server: HandlerServer, topic_factory: TopicFactory
 ) -> None:
@@ -111,6 +112,7 @@ async def test_service_handler_runs_records_concurrently_each_exactly_once(
     assert sorted(c.offset for c in handler.calls) == list(range(300))
 
 
+@pytest.mark.promise("p-ops-invocation-id-stable")
 async def test_headers_idempotency_key_and_raw_body_arrive_as_documented(
     ingress: Ingress, handler_server: HandlerServer, topic_factory: TopicFactory
 ) -> None:
@@ -161,6 +163,7 @@ async def test_headers_idempotency_key_and_raw_body_arrive_as_documented(
     assert json_calls[1].headers["traceparent"].startswith("00-")
 
 
+@pytest.mark.promise("p-ops-commit-never-passes", "p-fault-poison", "p-dlq-record", "p-dlq-headers")
 async def test_poison_records_are_dead_lettered_and_the_partition_moves_on(
     ingress: Ingress, handler_server: HandlerServer, topic_factory: TopicFactory
 ) -> None:
@@ -233,6 +236,7 @@ async def test_poison_records_are_dead_lettered_and_the_partition_moves_on(
     )
 
 
+@pytest.mark.promise("p-fault-poison")
 async def test_failures_without_dead_letter_topic_are_recorded_as_failed(
     ingress: Ingress, handler_server: HandlerServer, topic_factory: TopicFactory
 ) -> None:
@@ -251,6 +255,7 @@ async def test_failures_without_dead_letter_topic_are_recorded_as_failed(
     assert entry.attempts == 0
 
 
+@pytest.mark.promise("p-ops-commit-never-passes", "p-fault-retrying-key")
 async def test_retrying_key_holds_back_only_its_own_key_and_commit_never_passes_it(
     ingress: Ingress, handler_server: HandlerServer, topic_factory: TopicFactory
 ) -> None:
@@ -314,6 +319,7 @@ async def test_retrying_key_holds_back_only_its_own_key_and_commit_never_passes_
     await eventually(lambda: _committed_equals(ingress, sub.id, topic, {0: 42}), timeout=30)
 
 
+@pytest.mark.promise("p-ops-workflow-once")
 async def test_workflow_run_executes_once_per_key(
     ingress: Ingress, handler_server: HandlerServer, topic_factory: TopicFactory
 ) -> None:
@@ -368,6 +374,7 @@ async def test_subscriptions_start_and_stop_on_a_running_poller(
 
 
 @pytest.mark.parametrize("successes", ["rows", "pages"])
+@pytest.mark.promise("p-ops-every-record", "p-ops-completed-never-again", "p-fault-sigkill")
 async def test_crash_and_restart_lose_nothing_and_never_reinvoke_completed_records(
     ingress: Ingress,
     handler_server: HandlerServer,

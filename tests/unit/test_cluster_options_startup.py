@@ -38,6 +38,7 @@ def cluster_toml(option: str, value: str, brokers: str = "127.0.0.1:9092") -> st
 
 @pytest.mark.promise("p-config-one-message")
 @pytest.mark.parametrize(("option", "value", "expected"), BAD_OPTIONS)
+@pytest.mark.promise("p-sec-gssapi-refused")
 def test_serve_stops_at_once_naming_cluster_and_option(
     tmp_path: Path, option: str, value: str, expected: str
 ) -> None:
@@ -116,6 +117,7 @@ def test_environment_cluster_option_is_checked(option: str, value: str, expected
 
 
 @pytest.mark.parametrize(("option", "value", "expected"), BAD_OPTIONS)
+@pytest.mark.promise("p-api-cluster-validated")
 def test_posted_cluster_is_checked_by_the_same_table(
     option: str, value: str, expected: str
 ) -> None:

@@ -148,6 +148,7 @@ def test_config_file_from_env(tmp_path: Path) -> None:
         ),
     ],
 )
+@pytest.mark.promise("p-config-one-message", "p-config-unknown-keys")
 def test_bad_files_get_one_message_naming_the_key(tmp_path: Path, text: str, expected: str) -> None:
     with pytest.raises(ConfigError) as info:
         load_settings(write(tmp_path, text), env={})
@@ -163,6 +164,7 @@ def test_missing_file(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("value", ["{name='a'}", "[1, 2]", "not toml at all ["])
+@pytest.mark.promise("p-config-one-message")
 def test_bad_env_variable(value: str) -> None:
     with pytest.raises(ConfigError, match=CLUSTERS_ENV):
         load_settings(None, env={CLUSTERS_ENV: value})

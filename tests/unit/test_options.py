@@ -381,6 +381,7 @@ def test_sasl_mechanism_is_case_sensitive_like_librdkafka() -> None:
     assert "did you mean 'SCRAM-SHA-512'" in message
 
 
+@pytest.mark.promise("p-sec-gssapi-refused")
 def test_gssapi_is_refused_with_a_reason() -> None:
     message = error_of({"sasl.mechanism": "GSSAPI"})
     assert "'GSSAPI' is not supported" in message
@@ -807,6 +808,7 @@ def test_spec_secret_flag_follows_is_secret() -> None:
         assert spec.secret is is_secret(name)
 
 
+@pytest.mark.promise("p-sec-secrets-masked")
 def test_mask_options() -> None:
     masked = mask_options({**SASL_SCRAM, "sasl.jaas.config": "x", "unknown.secret": "y"})
     assert masked == {
