@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -216,6 +218,12 @@ async def test_poison_records_are_dead_lettered_and_the_partition_moves_on(
         == (await record_id(ingress.bootstrap, sub.id, topic, 0, 4)).encode()
     )
     assert rejected_headers["x-kafka-ingress-attempts"] == b"1"
+    assert by_source[3][1]["x-kafka-ingress-attempts"] == b"0"  # never sent
+    assert rejected_headers["x-kafka-ingress-subscription-id"] == sub.id.encode()
+    assert rejected_headers["x-kafka-ingress-source-partition"] == b"0"
+    source_ms = int(rejected_headers["x-kafka-ingress-source-timestamp"])
+    failed_ms = int(rejected_headers["x-kafka-ingress-failed-at"])
+    assert 0 < source_ms <= failed_ms <= time.time() * 1000
 
     poison = await record_id(ingress.bootstrap, sub.id, topic, 0, 3)
 
@@ -321,7 +329,7 @@ async def test_retrying_key_holds_back_only_its_own_key_and_commit_never_passes_
 
 @pytest.mark.promise("p-ops-workflow-once")
 async def test_workflow_run_executes_once_per_key(
-    ingress: Ingress, handler_server: HandlerServer, topic_factory: TopicFactory
+    ingress: Ingress, handler_server: HandlerServer, topic_factory: TopicFactory, dynamo_client: Any
 ) -> None:
     handler = RecordingHandler()
     url = await handler_server(handler.app)
@@ -341,6 +349,14 @@ async def test_workflow_run_executes_once_per_key(
     dup = await ingress.entry_of(sub.id, topic, 0, 2)
     assert dup is not None
     assert dup.status == InvocationStatus.DUPLICATE
+    # The claim lasts the ledger retention (7 days by default), then DynamoDB's TTL removes it.
+    workflows = ingress.store.names.workflows
+    claim = dynamo_client.get_item(TableName=workflows, Key={"id": {"S": "Signup/user-1"}})
+    expires_at = int(claim["Item"]["expires_at"]["N"])
+    assert abs(expires_at - (time.time() + 7 * 86400)) < 300
+    ttl = dynamo_client.describe_time_to_live(TableName=workflows)["TimeToLiveDescription"]
+    assert ttl["AttributeName"] == "expires_at"
+    assert ttl["TimeToLiveStatus"] == "ENABLED"
 
 
 async def test_subscriptions_start_and_stop_on_a_running_poller(
