@@ -89,6 +89,7 @@ def test_serve_stops_at_once_naming_cluster_and_option(
 
 @pytest.mark.promise("p-config-one-message")
 @pytest.mark.parametrize(("option", "value", "expected"), BAD_OPTIONS)
+@pytest.mark.promise("p-config-unknown-option")
 def test_settings_file_cluster_option_is_checked(
     tmp_path: Path, option: str, value: str, expected: str
 ) -> None:
@@ -154,6 +155,7 @@ def test_secret_references_are_checked_not_fetched(tmp_path: Path) -> None:
         load_settings(bad, env={})
 
 
+@pytest.mark.promise("p-config-heartbeat")
 def test_cross_option_rules_apply_to_the_cluster(tmp_path: Path) -> None:
     config = tmp_path / "kafka-ingress.toml"
     config.write_text(

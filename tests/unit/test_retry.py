@@ -19,6 +19,7 @@ NO_JITTER = RetryPolicy(initial_interval=0.1, multiplier=2.0, max_interval=1.0, 
 
 
 class TestBackoff:
+    @pytest.mark.promise("p-config-retry-defaults")
     def test_defaults(self) -> None:
         policy = RetryPolicy()
         assert policy == RetryPolicy(
