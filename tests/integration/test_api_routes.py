@@ -313,6 +313,7 @@ async def test_bearer_token_is_required_everywhere_but_health(
 # -- deployments and services -----------------------------------------------------------------
 
 
+@pytest.mark.promise("p-api-deployment-register")
 async def test_register_deployment_in_restate_shape(
     api: Api, handler_server: HandlerServer
 ) -> None:
@@ -394,6 +395,7 @@ async def test_dry_run_and_admin_api_v2_defaults(api: Api, handler_server: Handl
     await api.call("POST", "/v3/deployments", {"uri": url, "dry_run": True}, 200)
 
 
+@pytest.mark.promise("p-api-deployment-discovery", "p-api-additional-headers")
 async def test_register_deployment_validation_and_discovery_errors(
     api: Api, handler_server: HandlerServer, refused_port: int
 ) -> None:
@@ -430,6 +432,7 @@ async def test_register_deployment_validation_and_discovery_errors(
     assert "required" in empty.json()["message"]
 
 
+@pytest.mark.promise("p-api-deployment-register")
 async def test_service_type_change_needs_force(api: Api, handler_server: HandlerServer) -> None:
     await register(api, handler_server, GREETER)
     other = Deployment(manifest(("Greeter", "VIRTUAL_OBJECT", [("greet", "EXCLUSIVE", "JSON")])))
@@ -638,6 +641,7 @@ async def test_subscription_runtime_status_from_this_poller(
     ]
 
 
+@pytest.mark.promise("p-api-subscription-patch")
 async def test_patch_keeps_the_group_bumps_the_revision_and_pauses(
     api: Api, handler_server: HandlerServer
 ) -> None:
@@ -664,6 +668,7 @@ async def test_patch_keeps_the_group_bumps_the_revision_and_pauses(
     await api.call("PATCH", f"/subscriptions/{ids.subscription_id()}", {"paused": True}, 404)
 
 
+@pytest.mark.promise("p-api-subscription-reset")
 async def test_reset_pauses_resets_forgets_ledger_rows_and_resumes(
     api: Api, handler_server: HandlerServer
 ) -> None:

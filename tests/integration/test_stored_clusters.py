@@ -12,6 +12,7 @@ from adapter.config import load_settings
 from adapter.store.dynamo import DynamoStore
 
 
+@pytest.mark.promise("p-api-cluster-unusable")
 async def test_an_unusable_stored_cluster_is_named_once_and_not_used(
     store: DynamoStore, caplog: pytest.LogCaptureFixture
 ) -> None:
