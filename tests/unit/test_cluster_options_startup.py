@@ -131,6 +131,7 @@ def test_posted_cluster_is_checked_by_the_same_table(
     assert expected in message
 
 
+@pytest.mark.promise("p-sec-reference-malformed")
 def test_secret_references_are_checked_not_fetched(tmp_path: Path) -> None:
     # No AWS endpoint is reachable here: a fetch would fail, so success means none was made.
     good = tmp_path / "good.toml"
