@@ -18,7 +18,7 @@ AUDIT_ARGS ?=
 PIP_COMPILE := CUSTOM_COMPILE_COMMAND="make lock" $(BIN)/pip-compile --quiet --generate-hashes \
 	--allow-unsafe --strip-extras --all-build-deps --no-emit-find-links
 
-.PHONY: setup restate-cli check test test-unit test-chaos dev bench soak clean lock audit
+.PHONY: setup restate-cli check test test-unit test-chaos dev bench soak clean lock audit promises
 
 setup: $(PY_STAMP) $(KAFKA_STAMP)
 
@@ -91,6 +91,10 @@ test: setup $(RESTATE_CLI_STAMP) check
 
 test-unit: $(PY_STAMP)
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
+
+# Regenerate docs/promises.md (doc anchors -> tests) after adding an anchor or a marker.
+promises: $(PY_STAMP)
+	$(BIN)/python -m tests.promises --write
 
 # The chaos suite alone, with another seed: make test-chaos CHAOS_SEED=7
 test-chaos: setup

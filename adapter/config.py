@@ -345,8 +345,34 @@ def load_settings(
             f"{source}: key 'ingress.kafka-clusters': duplicate cluster name {duplicates[0]!r}"
         )
     for index, cluster in enumerate(settings.ingress.kafka_clusters):
+        key = f"ingress.kafka-clusters[{index}]"
         try:
             _ = cluster.options
         except ValueError as exc:
-            raise ConfigError(f"{source}: key 'ingress.kafka-clusters[{index}]': {exc}") from None
+            raise ConfigError(f"{source}: key {key!r}: {exc}") from None
+        _check_cluster_options(f"{source}: key {key!r} (Kafka cluster {cluster.name!r})", cluster)
     return settings
+
+
+def _check_cluster_options(where: str, cluster: KafkaCluster) -> None:
+    """Translate the cluster's options as a consumer would, so a typo, a refused option or a
+    bad value stops start-up here rather than surfacing later in ``/health/ready``.
+
+    Secret references (``secretsmanager:``/``ssm:``) are checked as references, never
+    fetched: start-up makes no AWS call.
+    """
+    # Imported here: adapter.secrets reads these settings (an import cycle at module level).
+    from adapter.kafka.options import resolve_options, validate_options
+    from adapter.secrets import check_references
+
+    try:
+        validate_options(cluster.options)
+        check_references(cluster.options)
+        resolve_options(
+            subscription_id="sub_",
+            bootstrap_servers=cluster.bootstrap_servers,
+            cluster_options=cluster.options,
+            subscription_options={},
+        )
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None

@@ -11,6 +11,7 @@ cluster appear as ``metadata.broker.list`` and its creation time as the epoch.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -23,6 +24,8 @@ from adapter.store.dynamo import DynamoStore
 __all__ = ["BROKER_KEYS", "ClusterCatalog", "ClusterEntry", "cluster_from_properties"]
 
 BROKER_KEYS = ("bootstrap.servers", "metadata.broker.list")
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +77,8 @@ class ClusterCatalog:
         self._store = store
         self._dynamic: dict[str, ClusterEntry] = {}
         self._built: dict[str, KafkaCluster] = {}
+        # Stored clusters this version cannot use, and why (warned about once per reason).
+        self.unusable: dict[str, str] = {}
 
     def snapshot(self) -> dict[str, KafkaCluster]:
         return {**self._built, **self._static}
@@ -99,6 +104,7 @@ class ClusterCatalog:
         rows = await self._store.list_clusters()
         dynamic: dict[str, ClusterEntry] = {}
         built: dict[str, KafkaCluster] = {}
+        unusable: dict[str, str] = {}
         for row in rows:
             name = str(row["name"])
             properties = {str(k): str(v) for k, v in (row.get("properties") or {}).items()}
@@ -107,7 +113,12 @@ class ClusterCatalog:
             )
             try:
                 built[name] = cluster_from_properties(name, properties)
-            except ValidationError:
-                # Stored by an older version with other rules: keep it listed, do not use it.
-                continue
-        self._dynamic, self._built = dynamic, built
+            except ValidationError as exc:
+                # Stored by an older version with other rules: keep it listed, do not use it,
+                # and say so once (its subscriptions would otherwise just wait, unexplained).
+                if self.unusable.get(name) != str(exc):
+                    log.warning(
+                        "not using stored %s; PATCH /kafka-clusters/%s to fix it", exc, name
+                    )
+                unusable[name] = str(exc)
+        self._dynamic, self._built, self.unusable = dynamic, built, unusable

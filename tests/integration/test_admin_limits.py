@@ -93,6 +93,7 @@ async def health_is_prompt(url: str) -> None:
     assert time.monotonic() - started < 1.0
 
 
+@pytest.mark.promise("p-config-max-header-bytes", "p-api-limits")
 async def test_a_1_mib_header_is_refused_with_431_before_the_token_check(admin: str) -> None:
     request = b"GET /subscriptions HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * (1 << 20) + b"\r\n\r\n"
     answer = await raw_exchange(admin, request)
@@ -101,6 +102,7 @@ async def test_a_1_mib_header_is_refused_with_431_before_the_token_check(admin: 
     await health_is_prompt(admin)
 
 
+@pytest.mark.promise("p-config-max-header-bytes")
 async def test_the_header_limit_is_configurable(store: DynamoStore) -> None:
     async with (
         admin_server(store, max_header_bytes=64 * 1024) as url,
@@ -112,6 +114,7 @@ async def test_the_header_limit_is_configurable(store: DynamoStore) -> None:
         assert too_big.status_code == 431
 
 
+@pytest.mark.promise("p-config-max-headers", "p-api-limits")
 async def test_too_many_headers_are_refused_with_431(admin: str) -> None:
     headers = {f"X-H{i}": "1" for i in range(150)}
     async with httpx.AsyncClient(base_url=admin, headers=AUTH) as client:
@@ -120,6 +123,7 @@ async def test_too_many_headers_are_refused_with_431(admin: str) -> None:
     assert "more than 100 request headers" in response.json()["message"]
 
 
+@pytest.mark.promise("p-config-header-timeout", "p-api-limits")
 async def test_headers_that_never_finish_are_cut_off_with_408(admin: str) -> None:
     # A slow client (slowloris): the header timeout is 1 s in this test's settings.
     started = time.monotonic()
@@ -128,6 +132,7 @@ async def test_headers_that_never_finish_are_cut_off_with_408(admin: str) -> Non
     assert time.monotonic() - started < 5
 
 
+@pytest.mark.promise("p-config-max-body", "p-api-limits")
 async def test_a_16_mib_body_is_refused_with_413_without_being_read(admin: str) -> None:
     # Only the head is sent: the answer comes from Content-Length alone.
     head = (
@@ -140,6 +145,7 @@ async def test_a_16_mib_body_is_refused_with_413_without_being_read(admin: str) 
     await health_is_prompt(admin)
 
 
+@pytest.mark.promise("p-config-max-body")
 async def test_a_chunked_body_past_the_limit_is_refused_with_413(admin: str) -> None:
     async def chunks() -> AsyncIterator[bytes]:
         for _ in range(40):
@@ -180,6 +186,7 @@ BAD_INPUT: list[tuple[str, Any, str]] = [
 
 
 @pytest.mark.parametrize(("path", "body", "expected"), BAD_INPUT, ids=[c[2] for c in BAD_INPUT])
+@pytest.mark.promise("p-config-body-limits", "p-api-400")
 async def test_bad_input_is_a_prompt_400_naming_the_field(
     admin: str, store: DynamoStore, path: str, body: Any, expected: str
 ) -> None:
@@ -204,6 +211,7 @@ async def test_bad_input_is_a_prompt_400_naming_the_field(
     await health_is_prompt(admin)
 
 
+@pytest.mark.promise("p-config-body-limits")
 async def test_an_item_too_large_for_dynamodb_is_400(
     admin: str, handler_server: HandlerServer
 ) -> None:

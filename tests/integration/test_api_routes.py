@@ -214,6 +214,7 @@ async def subscribe(api: Api, topic: str = "orders", **options: str) -> dict[str
 # -- system -----------------------------------------------------------------------------------
 
 
+@pytest.mark.promise("p-api-404", "p-api-405")
 async def test_version_health_and_version_prefixes(api: Api) -> None:
     version = (await api.call("GET", "/version", status=200)).json()
     assert version["min_admin_api_version"] == 2
@@ -242,6 +243,7 @@ async def test_readiness_is_503_when_a_dependency_is_down(api: Api) -> None:
     assert "kafka:local" in response.json()["message"]
 
 
+@pytest.mark.promise("p-api-gzip")
 async def test_responses_are_plain_json_unless_the_client_asks_for_gzip(
     api: Api, handler_server: HandlerServer
 ) -> None:
@@ -283,6 +285,7 @@ async def test_openapi_describes_every_route_and_body(api: Api) -> None:
     assert spec["paths"]["/health"]["get"]["security"] == []
 
 
+@pytest.mark.promise("p-api-401", "p-api-auth")
 async def test_bearer_token_is_required_everywhere_but_health(
     store: DynamoStore, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -310,6 +313,7 @@ async def test_bearer_token_is_required_everywhere_but_health(
 # -- deployments and services -----------------------------------------------------------------
 
 
+@pytest.mark.promise("p-api-deployment-register")
 async def test_register_deployment_in_restate_shape(
     api: Api, handler_server: HandlerServer
 ) -> None:
@@ -391,6 +395,7 @@ async def test_dry_run_and_admin_api_v2_defaults(api: Api, handler_server: Handl
     await api.call("POST", "/v3/deployments", {"uri": url, "dry_run": True}, 200)
 
 
+@pytest.mark.promise("p-api-deployment-discovery", "p-api-additional-headers")
 async def test_register_deployment_validation_and_discovery_errors(
     api: Api, handler_server: HandlerServer, refused_port: int
 ) -> None:
@@ -427,6 +432,7 @@ async def test_register_deployment_validation_and_discovery_errors(
     assert "required" in empty.json()["message"]
 
 
+@pytest.mark.promise("p-api-deployment-register")
 async def test_service_type_change_needs_force(api: Api, handler_server: HandlerServer) -> None:
     await register(api, handler_server, GREETER)
     other = Deployment(manifest(("Greeter", "VIRTUAL_OBJECT", [("greet", "EXCLUSIVE", "JSON")])))
@@ -470,6 +476,7 @@ async def test_deployment_and_service_lookups(api: Api, handler_server: HandlerS
 # -- subscriptions ----------------------------------------------------------------------------
 
 
+@pytest.mark.promise("p-api-subscription-create")
 async def test_create_subscription_restate_shape_group_and_masking(
     api: Api, handler_server: HandlerServer
 ) -> None:
@@ -532,6 +539,7 @@ async def test_create_subscription_restate_shape_group_and_masking(
     assert got["runtime"] is None
 
 
+@pytest.mark.promise("p-api-400")
 async def test_subscription_validation_errors_name_the_problem(
     api: Api, handler_server: HandlerServer
 ) -> None:
@@ -602,6 +610,7 @@ async def test_subscription_validation_errors_name_the_problem(
     assert await api.store.list_subscriptions() == []
 
 
+@pytest.mark.promise("p-api-404", "p-api-subscription-get-delete")
 async def test_get_delete_and_unknown_subscriptions(
     api: Api, handler_server: HandlerServer
 ) -> None:
@@ -632,6 +641,7 @@ async def test_subscription_runtime_status_from_this_poller(
     ]
 
 
+@pytest.mark.promise("p-api-subscription-patch")
 async def test_patch_keeps_the_group_bumps_the_revision_and_pauses(
     api: Api, handler_server: HandlerServer
 ) -> None:
@@ -658,6 +668,7 @@ async def test_patch_keeps_the_group_bumps_the_revision_and_pauses(
     await api.call("PATCH", f"/subscriptions/{ids.subscription_id()}", {"paused": True}, 404)
 
 
+@pytest.mark.promise("p-api-subscription-reset")
 async def test_reset_pauses_resets_forgets_ledger_rows_and_resumes(
     api: Api, handler_server: HandlerServer
 ) -> None:
@@ -893,6 +904,7 @@ async def test_invocation_actions_follow_restates_rules(api: Api) -> None:
 # -- Kafka clusters ---------------------------------------------------------------------------
 
 
+@pytest.mark.promise("p-api-cluster-create", "p-api-cluster-validated")
 async def test_kafka_clusters_static_and_dynamic(api: Api, handler_server: HandlerServer) -> None:
     listed = (await api.call("GET", "/kafka-clusters", status=200)).json()["clusters"]
     local = next(c for c in listed if c["name"] == "local")
@@ -990,6 +1002,7 @@ def capture_logs(caplog: pytest.LogCaptureFixture) -> None:
         caplog.set_level(logging.DEBUG, logger=name)
 
 
+@pytest.mark.promise("p-api-secrets")
 async def test_no_secret_reaches_a_response_or_a_log_line(
     api: Api, handler_server: HandlerServer, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -33,6 +35,7 @@ JSON = InputKind.JSON
 RAW = InputKind.RAW
 
 
+@pytest.mark.promise("p-ops-per-key-order")
 async def test_exclusive_handler_keeps_per_key_order_and_runs_keys_concurrently(
     ingress: Ingress, handler_server: HandlerServer, topic_factory: TopicFactory
 ) -> None:
@@ -111,6 +114,7 @@ async def test_service_handler_runs_records_concurrently_each_exactly_once(
     assert sorted(c.offset for c in handler.calls) == list(range(300))
 
 
+@pytest.mark.promise("p-ops-invocation-id-stable")
 async def test_headers_idempotency_key_and_raw_body_arrive_as_documented(
     ingress: Ingress, handler_server: HandlerServer, topic_factory: TopicFactory
 ) -> None:
@@ -161,6 +165,7 @@ async def test_headers_idempotency_key_and_raw_body_arrive_as_documented(
     assert json_calls[1].headers["traceparent"].startswith("00-")
 
 
+@pytest.mark.promise("p-ops-commit-never-passes", "p-fault-poison", "p-dlq-record", "p-dlq-headers")
 async def test_poison_records_are_dead_lettered_and_the_partition_moves_on(
     ingress: Ingress, handler_server: HandlerServer, topic_factory: TopicFactory
 ) -> None:
@@ -213,6 +218,12 @@ async def test_poison_records_are_dead_lettered_and_the_partition_moves_on(
         == (await record_id(ingress.bootstrap, sub.id, topic, 0, 4)).encode()
     )
     assert rejected_headers["x-kafka-ingress-attempts"] == b"1"
+    assert by_source[3][1]["x-kafka-ingress-attempts"] == b"0"  # never sent
+    assert rejected_headers["x-kafka-ingress-subscription-id"] == sub.id.encode()
+    assert rejected_headers["x-kafka-ingress-source-partition"] == b"0"
+    source_ms = int(rejected_headers["x-kafka-ingress-source-timestamp"])
+    failed_ms = int(rejected_headers["x-kafka-ingress-failed-at"])
+    assert 0 < source_ms <= failed_ms <= time.time() * 1000
 
     poison = await record_id(ingress.bootstrap, sub.id, topic, 0, 3)
 
@@ -233,6 +244,7 @@ async def test_poison_records_are_dead_lettered_and_the_partition_moves_on(
     )
 
 
+@pytest.mark.promise("p-fault-poison")
 async def test_failures_without_dead_letter_topic_are_recorded_as_failed(
     ingress: Ingress, handler_server: HandlerServer, topic_factory: TopicFactory
 ) -> None:
@@ -251,6 +263,7 @@ async def test_failures_without_dead_letter_topic_are_recorded_as_failed(
     assert entry.attempts == 0
 
 
+@pytest.mark.promise("p-ops-commit-never-passes", "p-fault-retrying-key")
 async def test_retrying_key_holds_back_only_its_own_key_and_commit_never_passes_it(
     ingress: Ingress, handler_server: HandlerServer, topic_factory: TopicFactory
 ) -> None:
@@ -314,8 +327,9 @@ async def test_retrying_key_holds_back_only_its_own_key_and_commit_never_passes_
     await eventually(lambda: _committed_equals(ingress, sub.id, topic, {0: 42}), timeout=30)
 
 
+@pytest.mark.promise("p-ops-workflow-once")
 async def test_workflow_run_executes_once_per_key(
-    ingress: Ingress, handler_server: HandlerServer, topic_factory: TopicFactory
+    ingress: Ingress, handler_server: HandlerServer, topic_factory: TopicFactory, dynamo_client: Any
 ) -> None:
     handler = RecordingHandler()
     url = await handler_server(handler.app)
@@ -335,6 +349,14 @@ async def test_workflow_run_executes_once_per_key(
     dup = await ingress.entry_of(sub.id, topic, 0, 2)
     assert dup is not None
     assert dup.status == InvocationStatus.DUPLICATE
+    # The claim lasts the ledger retention (7 days by default), then DynamoDB's TTL removes it.
+    workflows = ingress.store.names.workflows
+    claim = dynamo_client.get_item(TableName=workflows, Key={"id": {"S": "Signup/user-1"}})
+    expires_at = int(claim["Item"]["expires_at"]["N"])
+    assert abs(expires_at - (time.time() + 7 * 86400)) < 300
+    ttl = dynamo_client.describe_time_to_live(TableName=workflows)["TimeToLiveDescription"]
+    assert ttl["AttributeName"] == "expires_at"
+    assert ttl["TimeToLiveStatus"] == "ENABLED"
 
 
 async def test_subscriptions_start_and_stop_on_a_running_poller(
@@ -368,6 +390,7 @@ async def test_subscriptions_start_and_stop_on_a_running_poller(
 
 
 @pytest.mark.parametrize("successes", ["rows", "pages"])
+@pytest.mark.promise("p-ops-every-record", "p-ops-completed-never-again", "p-fault-sigkill")
 async def test_crash_and_restart_lose_nothing_and_never_reinvoke_completed_records(
     ingress: Ingress,
     handler_server: HandlerServer,

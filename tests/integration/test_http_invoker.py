@@ -161,6 +161,7 @@ async def test_200_is_ack_with_the_response_body(
     assert handler.seen[0].raw_path == b"/invoke/Orders/ok"
 
 
+@pytest.mark.promise("p-proto-4xx-terminal")
 async def test_400_is_terminal_with_the_handler_message(
     invoker: HttpInvoker, served: tuple[Handler, str]
 ) -> None:
@@ -170,6 +171,7 @@ async def test_400_is_terminal_with_the_handler_message(
     assert outcome.error == "handler returned HTTP 400 Bad Request: amount must be positive"
 
 
+@pytest.mark.promise("p-ops-retry-same-id")
 async def test_503_with_retry_after_is_retry_after_2s(
     invoker: HttpInvoker, served: tuple[Handler, str]
 ) -> None:
@@ -180,6 +182,7 @@ async def test_503_with_retry_after_is_retry_after_2s(
     assert outcome.error == "handler returned HTTP 503 Service Unavailable: overloaded"
 
 
+@pytest.mark.promise("p-ops-retry-same-id")
 async def test_429_is_retry_honouring_retry_after(
     invoker: HttpInvoker, served: tuple[Handler, str]
 ) -> None:
@@ -191,6 +194,7 @@ async def test_429_is_retry_honouring_retry_after(
     assert "HTTP 429" in outcome.error
 
 
+@pytest.mark.promise("p-proto-other-terminal")
 async def test_redirect_is_not_followed_and_is_terminal(
     invoker: HttpInvoker, served: tuple[Handler, str]
 ) -> None:
@@ -202,6 +206,7 @@ async def test_redirect_is_not_followed_and_is_terminal(
     assert len(handler.seen) == 1
 
 
+@pytest.mark.promise("p-fault-handler-down", "p-proto-transport-retry")
 async def test_timeout_is_retry_naming_the_url(served: tuple[Handler, str]) -> None:
     handler, base = served
     try:
@@ -214,6 +219,7 @@ async def test_timeout_is_retry_naming_the_url(served: tuple[Handler, str]) -> N
         handler.release.set()
 
 
+@pytest.mark.promise("p-fault-handler-down", "p-proto-transport-retry")
 async def test_connection_refused_is_retry_naming_the_url(
     invoker: HttpInvoker, refused_port: int
 ) -> None:
@@ -225,6 +231,7 @@ async def test_connection_refused_is_retry_naming_the_url(
     assert "refused" in outcome.error.lower() or "connect call failed" in outcome.error.lower()
 
 
+@pytest.mark.promise("p-proto-transport-retry")
 async def test_server_disconnect_is_retry(invoker: HttpInvoker) -> None:
     async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.readuntil(b"\r\n\r\n")
@@ -287,6 +294,7 @@ async def test_credentials_in_the_uri_never_reach_error_messages(
 # --- what arrives ---------------------------------------------------------------------------
 
 
+@pytest.mark.promise("p-proto-headers")
 async def test_headers_arrive_exactly_as_documented(served: tuple[Handler, str]) -> None:
     handler, base = served
     record_headers = (
@@ -356,6 +364,7 @@ async def test_fresh_traceparent_when_record_has_none(
     assert HEADER_KAFKA_HEADERS not in {k for k, _ in handler.seen[0].headers}
 
 
+@pytest.mark.promise("p-proto-precedence")
 async def test_deployment_headers_override_record_headers_case_insensitively(
     invoker: HttpInvoker, served: tuple[Handler, str]
 ) -> None:

@@ -230,6 +230,7 @@ async def test_many_rows_go_out_in_chunks_of_25_and_the_last_row_of_an_id_wins(
     "error",
     ["ProvisionedThroughputExceededException", "ThrottlingException", "RequestLimitExceeded"],
 )
+@pytest.mark.promise("p-fault-dynamodb")
 async def test_throttled_chunks_are_resent_after_backoff_until_written(
     front: DynamoFront, front_store: DynamoStore, store: DynamoStore, error: str
 ) -> None:
@@ -243,6 +244,7 @@ async def test_throttled_chunks_are_resent_after_backoff_until_written(
     assert await store.get_statuses(e.id for e in rows) == {e.id: "SUCCEEDED" for e in rows}
 
 
+@pytest.mark.promise("p-fault-dynamodb")
 async def test_unprocessed_items_are_resent(
     front: DynamoFront, front_store: DynamoStore, store: DynamoStore
 ) -> None:

@@ -56,6 +56,7 @@ async def call(api: httpx.AsyncClient, method: str, path: str, body: Any, status
     return response.json()
 
 
+@pytest.mark.promise("p-sec-write-back")
 async def test_cluster_properties_written_back_as_shown_keep_their_secrets(
     api: httpx.AsyncClient, store: DynamoStore
 ) -> None:
@@ -77,6 +78,7 @@ async def test_cluster_properties_written_back_as_shown_keep_their_secrets(
     assert stored["properties"] == {**properties, "client.id": "after"}
 
 
+@pytest.mark.promise("p-sec-write-back")
 async def test_subscription_options_written_back_as_shown_keep_their_secrets(
     api: httpx.AsyncClient, store: DynamoStore
 ) -> None:

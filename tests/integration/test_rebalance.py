@@ -44,6 +44,7 @@ def first_call_order_violations(calls: list[Call]) -> int:
     return violations
 
 
+@pytest.mark.promise("p-fault-rebalance")
 async def test_partitions_move_between_pollers_without_loss_or_repeats(
     ingress: Ingress, handler_server: HandlerServer, topic_factory: TopicFactory
 ) -> None:
@@ -108,6 +109,7 @@ async def _committed(ingress: Ingress, group: str, topic: str, ends: dict[int, i
     return await committed_offsets(ingress.bootstrap, group, topic, len(ends)) == ends
 
 
+@pytest.mark.promise("p-fault-sigterm")
 async def test_sigterm_drains_commits_and_exits_zero(
     ingress: Ingress, handler_server: HandlerServer, topic_factory: TopicFactory, tmp_path: Path
 ) -> None:
@@ -147,6 +149,7 @@ async def test_sigterm_drains_commits_and_exits_zero(
     assert len(ids) == len(set(ids)) == total
 
 
+@pytest.mark.promise("p-fault-sigterm")
 async def test_sigterm_ends_the_poller_even_when_the_broker_is_gone(
     store: DynamoStore, moto_server: MotoServer, handler_server: HandlerServer, tmp_path: Path
 ) -> None:

@@ -119,6 +119,7 @@ def _auth_failures(caplog: pytest.LogCaptureFixture, sub: Subscription) -> list[
     ]
 
 
+@pytest.mark.promise("p-sec-reference-rotation")
 async def test_a_rotated_password_is_fetched_again_after_the_broker_refuses_the_old_one(
     scram_broker: KafkaBroker,
     rotation_ingress: tuple[Ingress, str],
@@ -209,6 +210,7 @@ async def test_the_fetcher_reads_secrets_and_secure_parameters_and_names_what_is
         fetcher.close()
 
 
+@pytest.mark.promise("p-sec-reference-reset-ready")
 async def test_offset_reset_and_readiness_connect_with_the_referenced_credentials(
     scram_broker: KafkaBroker,
     rotation_ingress: tuple[Ingress, str],

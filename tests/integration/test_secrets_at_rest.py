@@ -101,6 +101,7 @@ async def admin(ingress: Ingress) -> httpx.AsyncClient:
     return httpx.AsyncClient(base_url=f"http://{ingress.poller.admin_address}", timeout=30)
 
 
+@pytest.mark.promise("p-sec-at-rest")
 async def test_no_secret_is_stored_in_clear_and_every_one_reads_back(
     ingress: Ingress,
     handler_server: HandlerServer,
@@ -224,6 +225,7 @@ async def test_rows_written_in_clear_are_read_and_sealed_on_their_next_write(
     assert again == row
 
 
+@pytest.mark.promise("p-sec-sealed-location")
 async def test_a_sealed_value_copied_to_another_row_does_not_open(
     store: DynamoStore, dynamo_client: Any, table_names: TableNames
 ) -> None:
@@ -238,6 +240,7 @@ async def test_a_sealed_value_copied_to_another_row_does_not_open(
         await store.get_cluster("b")
 
 
+@pytest.mark.promise("p-sec-data-key-bound")
 async def test_data_keys_are_reused_within_their_bound_and_cached_for_reading(
     kms_client: Any, kms_key: str
 ) -> None:
@@ -257,6 +260,7 @@ async def test_data_keys_are_reused_within_their_bound_and_cached_for_reading(
     assert reader.kms_calls == 3
 
 
+@pytest.mark.promise("p-sec-at-rest")
 async def test_without_a_kms_key_secrets_are_refused_with_a_400_naming_the_option(
     kafka_bootstrap: str,
     dynamo_client: Any,

@@ -220,6 +220,7 @@ async def send(secure: SecureBroker, topic: str, numbers: range) -> None:
     await produce(secure.plaintext, topic, [(None, orjson.dumps({"n": n})) for n in numbers])
 
 
+@pytest.mark.promise("p-api-secrets", "p-sec-secrets-masked")
 async def test_planted_secrets_never_show_in_responses_cli_output_or_logs(
     secure: SecureBroker,
     oidc: OidcProvider,

@@ -464,6 +464,7 @@ async def test_msk_iam_subscription_consumes_with_tokens_refreshed_before_expiry
 # Failures: reported clearly, retried with backoff, recovered once fixed
 
 
+@pytest.mark.promise("p-sec-auth-failure")
 async def test_wrong_password_is_reported_retried_and_recovers_when_fixed(
     secure: SecureBroker,
     make_ingress: MakeIngress,

@@ -102,6 +102,7 @@ def _name(prefix: str) -> str:
     return f"{prefix}-{time.time_ns()}"
 
 
+@pytest.mark.promise("p-fault-retention")
 async def test_records_deleted_by_retention_before_processing_are_reported(
     strict: Ingress,
     handler_server: HandlerServer,
@@ -152,6 +153,7 @@ async def test_records_deleted_by_retention_before_processing_are_reported(
     await eventually(lambda: len(handler.acked()) == 10 + (310 - start), timeout=30)
 
 
+@pytest.mark.promise("p-fault-topic-not-yet")
 async def test_a_topic_created_after_its_subscription_is_consumed_within_seconds(
     strict: Ingress, handler_server: HandlerServer
 ) -> None:
@@ -177,6 +179,7 @@ async def test_a_topic_created_after_its_subscription_is_consumed_within_seconds
     assert poller.supervisor.status()[sub.id]["state"] == "running"
 
 
+@pytest.mark.promise("p-fault-dlq-missing", "p-dlq-commit-after-ack")
 async def test_a_missing_dead_letter_topic_is_named_and_holds_the_record(
     strict: Ingress, handler_server: HandlerServer
 ) -> None:

@@ -138,6 +138,7 @@ async def test_missing_topic_is_none_and_is_not_created(
         await admin.delete_topics([control], timeout_ms=ADMIN_TIMEOUT_MS)
 
 
+@pytest.mark.promise("p-fault-recreated-topic")
 async def test_recreated_topic_gets_a_new_id(
     client: AIOKafkaClient,
     admin: AIOKafkaAdminClient,

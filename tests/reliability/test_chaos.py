@@ -106,6 +106,7 @@ async def succeeded_ids(store: DynamoStore, sub_id: str, topic: str) -> set[str]
 
 
 @pytest.mark.parametrize("successes", ["rows", "pages"])
+@pytest.mark.promise("p-ops-every-record", "p-fault-sigkill")
 async def test_chaos_loses_nothing(
     chaos_broker: KafkaBroker,
     chaos_moto: MotoServer,

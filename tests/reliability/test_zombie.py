@@ -115,6 +115,7 @@ class CommitWatch:
         return any(t < at and committed > offset for t, committed in self.first_seen[partition])
 
 
+@pytest.mark.promise("p-ops-paused-starts-nothing")
 async def test_a_paused_poller_reinvokes_nothing_the_group_committed(
     chaos_broker: KafkaBroker,
     chaos_moto: MotoServer,
@@ -243,6 +244,7 @@ async def test_a_paused_poller_reinvokes_nothing_the_group_committed(
     assert report["lost"] == 0
 
 
+@pytest.mark.promise("p-ops-recreated-topic")
 async def test_every_record_of_a_recreated_topic_is_delivered(
     chaos_broker: KafkaBroker,
     chaos_moto: MotoServer,

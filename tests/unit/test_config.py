@@ -44,6 +44,7 @@ def test_restate_toml_cluster_section_works_unchanged(tmp_path: Path) -> None:
     assert settings.clusters["other"].options == {"enable.ssl.certificate.verification": "false"}
 
 
+@pytest.mark.promise("p-config-ledger-default")
 def test_defaults_without_any_file() -> None:
     settings = load_settings(None, env={})
     assert settings.clusters == {}
@@ -148,6 +149,7 @@ def test_config_file_from_env(tmp_path: Path) -> None:
         ),
     ],
 )
+@pytest.mark.promise("p-config-one-message", "p-config-unknown-keys")
 def test_bad_files_get_one_message_naming_the_key(tmp_path: Path, text: str, expected: str) -> None:
     with pytest.raises(ConfigError) as info:
         load_settings(write(tmp_path, text), env={})
@@ -163,6 +165,31 @@ def test_missing_file(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("value", ["{name='a'}", "[1, 2]", "not toml at all ["])
+@pytest.mark.promise("p-config-one-message")
 def test_bad_env_variable(value: str) -> None:
     with pytest.raises(ConfigError, match=CLUSTERS_ENV):
         load_settings(None, env={CLUSTERS_ENV: value})
+
+
+@pytest.mark.promise("p-config-dynamodb-defaults", "p-config-admin-defaults")
+@pytest.mark.promise("p-config-limits-defaults")
+def test_documented_defaults_are_the_defaults() -> None:
+    settings = load_settings(None, env={})
+    dynamodb, admin, limits = settings.dynamodb, settings.admin, settings.limits
+    assert (dynamodb.endpoint_url, dynamodb.region, dynamodb.table_prefix) == (
+        None,
+        "us-east-1",
+        "kafka-ingress-",
+    )
+    assert (admin.bind_address, admin.token, admin.allow_open) == ("127.0.0.1:9070", None, False)
+    assert (admin.max_body_bytes, admin.max_header_bytes, admin.max_headers) == (
+        1048576,
+        16384,
+        100,
+    )
+    assert (admin.header_timeout_s, admin.max_connections) == (10.0, 256)
+    assert (limits.max_in_flight, limits.max_buffered_per_partition) == (256, 1000)
+    assert limits.max_record_bytes == 6291456
+    assert (limits.invocation_timeout_ms, limits.drain_timeout_ms) == (30000, 30000)
+    assert (limits.ledger_retention_days, limits.subscription_refresh_ms) == (7, 2000)
+    assert settings.ledger.successes == "pages"

@@ -131,6 +131,7 @@ def record_headers_of(request: InvocationRequest) -> dict[str, str]:
 # --- metadata headers ------------------------------------------------------------------------
 
 
+@pytest.mark.promise("p-proto-headers")
 def test_every_documented_header_with_exact_values() -> None:
     req = build(record(key=b"customer-7"), attempt=3)
     inv = invocation_id(SUB, "orders", 3, 42)
@@ -154,6 +155,7 @@ def test_every_documented_header_with_exact_values() -> None:
     assert req.target is SERVICE_JSON
 
 
+@pytest.mark.promise("p-ops-invocation-id-stable")
 def test_invocation_id_is_stable_per_record_and_differs_across_offsets() -> None:
     first = build(record(offset=7))
     again = build(record(offset=7), attempt=2)
@@ -163,6 +165,7 @@ def test_invocation_id_is_stable_per_record_and_differs_across_offsets() -> None
     assert first.invocation_id != other.invocation_id
 
 
+@pytest.mark.promise("p-ops-retry-same-id")
 def test_with_attempt_makes_a_later_attempt_of_the_same_invocation() -> None:
     first = build(record())
     original_headers = dict(first.headers)
@@ -201,12 +204,14 @@ def test_null_key_on_service_omits_kafka_key() -> None:
     assert req.key is None
 
 
+@pytest.mark.promise("p-proto-kafka-key")
 def test_non_utf8_key_on_service_is_accepted_and_omitted() -> None:
     req = build(record(key=b"\xff\xfe"))
     assert HEADER_KAFKA_KEY not in req.headers
     assert req.key is None
 
 
+@pytest.mark.promise("p-proto-kafka-key")
 def test_empty_key_on_service_is_an_empty_header() -> None:
     req = build(record(key=b""))
     assert req.headers[HEADER_KAFKA_KEY] == ""
@@ -226,6 +231,7 @@ def test_empty_key_on_service_is_an_empty_header() -> None:
         ("日本", "%E6%97%A5%E6%9C%AC"),
     ],
 )
+@pytest.mark.promise("p-proto-kafka-key")
 def test_kafka_key_header_is_percent_encoded_only_where_needed(key: str, header: str) -> None:
     req = build(record(key=key.encode()), OBJECT)
     assert req.headers[HEADER_KAFKA_KEY] == header
@@ -237,17 +243,20 @@ def test_kafka_key_header_is_percent_encoded_only_where_needed(key: str, header:
 
 
 @pytest.mark.parametrize("tgt", [OBJECT, OBJECT_SHARED, WORKFLOW])
+@pytest.mark.promise("p-proto-bad-key")
 def test_keyed_target_without_key_is_terminal(tgt: Target) -> None:
     with pytest.raises(TerminalInvokeError, match=r"partition=3 offset=42 has no key"):
         build(record(key=None), tgt)
 
 
 @pytest.mark.parametrize("tgt", [OBJECT, WORKFLOW])
+@pytest.mark.promise("p-proto-bad-key")
 def test_keyed_target_with_empty_key_is_terminal(tgt: Target) -> None:
     with pytest.raises(TerminalInvokeError, match="an empty key"):
         build(record(key=b""), tgt)
 
 
+@pytest.mark.promise("p-proto-bad-key")
 def test_keyed_target_with_non_utf8_key_is_terminal() -> None:
     with pytest.raises(TerminalInvokeError, match=r"offset=42 has a key that is not valid UTF-8"):
         build(record(key=b"\xc3\x28"), OBJECT)
@@ -284,6 +293,7 @@ def test_null_or_empty_value_is_an_empty_body(value: bytes | None) -> None:
 @pytest.mark.parametrize(
     "value", [b"{", b"not json", b'{"a": NaN}', b"\xff", b'{"a":1} trailing', b"[" * 2000]
 )
+@pytest.mark.promise("p-proto-bad-json")
 def test_invalid_json_is_terminal(value: bytes) -> None:
     with pytest.raises(TerminalInvokeError, match=r"offset=42 value is not valid JSON"):
         build(record(value=value))
@@ -296,6 +306,7 @@ def test_raw_input_is_sent_as_is(value: bytes) -> None:
     assert req.headers["content-type"] == CONTENT_TYPE_RAW
 
 
+@pytest.mark.promise("p-proto-record-size", "p-config-max-record-bytes")
 def test_record_at_the_size_limit_is_accepted_and_one_byte_more_is_terminal() -> None:
     rec = record(value=b'"' + b"x" * 96 + b'"', key=b"k", headers=(("h", b"v"),))
     assert rec.size == 101
@@ -328,6 +339,7 @@ def test_trace_id_differs_per_invocation() -> None:
     assert fresh_traceparent("inv_a").split("-")[1] == derive_trace_id("inv_a")
 
 
+@pytest.mark.promise("p-proto-trace-headers", "p-proto-x-kafka-headers")
 def test_valid_record_traceparent_is_propagated_verbatim() -> None:
     req = build(record(headers=(("traceparent", TP.encode()), ("tracestate", b"vendor=abc"))))
     assert req.headers[HEADER_TRACEPARENT] == TP
@@ -355,6 +367,7 @@ def test_traceparent_name_is_matched_case_insensitively() -> None:
         b"\xff" * 55,
     ],
 )
+@pytest.mark.promise("p-proto-x-kafka-headers")
 def test_invalid_record_traceparent_is_replaced_and_recorded(bad: bytes) -> None:
     headers = (("traceparent", bad), ("tracestate", b"vendor=abc"), ("tenant", b"acme"))
     req = build(record(headers=headers))
@@ -366,6 +379,7 @@ def test_invalid_record_traceparent_is_replaced_and_recorded(bad: bytes) -> None
     assert decode_kafka_headers(req.headers[HEADER_KAFKA_HEADERS]) == list(headers)
 
 
+@pytest.mark.promise("p-proto-x-kafka-headers")
 def test_duplicate_traceparent_is_ambiguous() -> None:
     other = "00-11111111111111111111111111111111-2222222222222222-00"
     headers = (("traceparent", TP.encode()), ("traceparent", other.encode()))
@@ -374,6 +388,7 @@ def test_duplicate_traceparent_is_ambiguous() -> None:
     assert decode_kafka_headers(req.headers[HEADER_KAFKA_HEADERS]) == list(headers)
 
 
+@pytest.mark.promise("p-proto-trace-headers", "p-proto-x-kafka-headers")
 def test_tracestate_without_traceparent_is_not_passed_through() -> None:
     req = build(record(headers=(("tracestate", b"vendor=abc"),)))
     assert HEADER_TRACESTATE not in req.headers
@@ -402,6 +417,7 @@ def test_is_valid_traceparent(value: str, valid: bool) -> None:
 # --- record header pass-through -------------------------------------------------------------
 
 
+@pytest.mark.promise("p-proto-pass-through")
 def test_plain_record_headers_pass_through_with_their_case() -> None:
     headers = (("X-Request-Id", b"r-1"), ("tenant", b"acme corp"), ("authorization", b"Bearer t"))
     req = build(record(headers=headers))
@@ -455,6 +471,7 @@ def test_plain_record_headers_pass_through_with_their_case() -> None:
         ("tenant", b"\x7f"),
     ],
 )
+@pytest.mark.promise("p-proto-pass-through", "p-proto-x-kafka-headers")
 def test_unpassable_header_goes_to_x_kafka_headers_only(name: str, value: bytes) -> None:
     headers = (("before", b"1"), (name, value), ("after", b"2"))
     req = build(record(headers=headers))
@@ -478,6 +495,7 @@ def test_unpassable_header_goes_to_x_kafka_headers_only(name: str, value: bytes)
         (("tenant", b"a"), ("other", b"x"), ("TENANT", b"a")),
     ],
 )
+@pytest.mark.promise("p-proto-duplicate-headers")
 def test_duplicate_names_are_never_passed_plainly(headers: tuple[tuple[str, bytes], ...]) -> None:
     req = build(record(headers=headers))
     assert not any(k.lower() == "tenant" for k in req.headers)
@@ -492,6 +510,7 @@ def test_case_folding_is_ascii_only() -> None:
     assert decode_kafka_headers(req.headers[HEADER_KAFKA_HEADERS]) == list(headers)
 
 
+@pytest.mark.promise("p-proto-x-kafka-headers-format")
 def test_x_kafka_headers_is_compact_ascii_json_of_base64_values() -> None:
     headers = (("ünï", b"\x00\xff"), ("plain", b"v"))
     value = encode_kafka_headers(headers)
@@ -500,6 +519,7 @@ def test_x_kafka_headers_is_compact_ascii_json_of_base64_values() -> None:
     assert json.loads(value) == [["ünï", base64.b64encode(b"\x00\xff").decode()], ["plain", "dg=="]]
 
 
+@pytest.mark.promise("p-proto-x-kafka-headers-format")
 def test_x_kafka_headers_escapes_lone_surrogates_in_names() -> None:
     headers = (("bad\udcff", b"v"),)
     req = build(record(headers=headers))
@@ -562,6 +582,7 @@ def test_any_record_maps_or_fails_terminally_and_headers_are_wire_safe(
 
 
 @given(headers=st.lists(st.tuples(header_names, header_values), max_size=8).map(tuple))
+@pytest.mark.promise("p-proto-x-kafka-headers")
 def test_record_headers_are_never_lost(headers: tuple[tuple[str, bytes], ...]) -> None:
     req = build(record(headers=headers))
     if HEADER_KAFKA_HEADERS in req.headers:
@@ -642,6 +663,7 @@ def test_2xx_is_ack_with_the_response_body(status: int) -> None:
 
 
 @pytest.mark.parametrize("status", [400, 401, 403, 404, 409, 413, 422, 499])
+@pytest.mark.promise("p-proto-4xx-terminal")
 def test_4xx_is_terminal_with_status_and_body(status: int) -> None:
     outcome = outcome_from_http(status, {"retry-after": "5"}, b"order rejected")
     assert outcome.kind is OutcomeKind.TERMINAL
@@ -651,6 +673,7 @@ def test_4xx_is_terminal_with_status_and_body(status: int) -> None:
     assert outcome.retry_after is None
 
 
+@pytest.mark.promise("p-proto-4xx-terminal")
 def test_error_text_prefers_json_message() -> None:
     body = b'{"message": "amount must be positive", "code": 400}'
     outcome = outcome_from_http(400, {}, body)
@@ -663,6 +686,7 @@ def test_error_text_falls_back_to_the_body(body: bytes) -> None:
     assert outcome.error == f"handler returned HTTP 400 Bad Request: {body.decode()}"
 
 
+@pytest.mark.promise("p-proto-4xx-terminal")
 def test_error_text_is_truncated_and_decoded_leniently() -> None:
     outcome = outcome_from_http(400, {}, b"\xff" + b"x" * 2000)
     assert outcome.error is not None
@@ -720,22 +744,26 @@ NOW = 1_700_000_000.0
         ("Wed, 99 Foo 2015 07:28:00 GMT", None),
     ],
 )
+@pytest.mark.promise("p-proto-retry-after")
 def test_parse_retry_after(value: str, expected: float | None) -> None:
     assert parse_retry_after(value, now=NOW) == expected
 
 
+@pytest.mark.promise("p-proto-retry-after")
 def test_invalid_retry_after_is_ignored_not_fatal() -> None:
     outcome = outcome_from_http(503, {"retry-after": "later"}, b"")
     assert outcome.kind is OutcomeKind.RETRY
     assert outcome.retry_after is None
 
 
+@pytest.mark.promise("p-proto-retry-after")
 def test_http_date_retry_after_in_outcome() -> None:
     headers = {"retry-after": formatdate(NOW + 10, usegmt=True)}
     assert outcome_from_http(503, headers, b"", now=NOW).retry_after == 10.0
 
 
 @pytest.mark.parametrize("status", [100, 101, 199, 300, 301, 304, 399, 600, 99])
+@pytest.mark.promise("p-proto-other-terminal")
 def test_other_statuses_are_terminal(status: int) -> None:
     outcome = outcome_from_http(status, {}, b"")
     assert outcome.kind is OutcomeKind.TERMINAL

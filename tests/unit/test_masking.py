@@ -41,6 +41,7 @@ def _clean_registry() -> Iterator[None]:
         ("no secrets here: at all", "no secrets here: at all"),
     ],
 )
+@pytest.mark.promise("p-ops-log-masking")
 def test_secret_named_pairs_lose_their_values(text: str, expected: str | None) -> None:
     masked = mask_secrets(text)
     if expected is None:
@@ -60,6 +61,7 @@ def test_secret_named_pairs_lose_their_values(text: str, expected: str | None) -
         "url-encoded http://user%40corp:pa55word%21@h/",
     ],
 )
+@pytest.mark.promise("p-sec-mask-by-value")
 def test_uri_userinfo_is_masked_anywhere(text: str) -> None:
     masked = mask_secrets(text)
     assert "pa55word" not in masked
@@ -71,6 +73,7 @@ def test_uris_without_userinfo_are_left_alone() -> None:
     assert mask_secrets(text) == text
 
 
+@pytest.mark.promise("p-sec-mask-by-value")
 def test_known_secret_values_are_masked_in_every_encoding() -> None:
     secret = "oidc-secret/Zq8w1+é&"
     remember_secret(secret)
@@ -136,6 +139,7 @@ def test_masking_a_100k_character_input_is_fast(source: str) -> None:
     assert _masking_seconds(source) < 1.0
 
 
+@pytest.mark.promise("p-ops-log-masking")
 def test_the_log_filter_masks_messages_and_tracebacks() -> None:
     remember_secret("traceback-secret-1")
     stream = io.StringIO()

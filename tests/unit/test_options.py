@@ -381,6 +381,7 @@ def test_sasl_mechanism_is_case_sensitive_like_librdkafka() -> None:
     assert "did you mean 'SCRAM-SHA-512'" in message
 
 
+@pytest.mark.promise("p-sec-gssapi-refused")
 def test_gssapi_is_refused_with_a_reason() -> None:
     message = error_of({"sasl.mechanism": "GSSAPI"})
     assert "'GSSAPI' is not supported" in message
@@ -436,6 +437,7 @@ def test_security_rules_span_cluster_and_subscription() -> None:
 # Timeouts that depend on each other
 
 
+@pytest.mark.promise("p-config-heartbeat")
 def test_heartbeat_must_be_below_session_timeout() -> None:
     message = error_of({"session.timeout.ms": "2000"})
     assert "heartbeat.interval.ms (3000) must be less than session.timeout.ms (2000)" in message
@@ -475,6 +477,7 @@ def test_explicit_request_timeout_must_exceed_the_broker_side_waits() -> None:
         ("client.id", "cluster", "sub", "client_id", "sub"),
     ],
 )
+@pytest.mark.promise("p-config-precedence")
 def test_subscription_options_override_cluster_options(
     option: str, cluster_value: str, sub_value: str, kwarg: str, expected: object
 ) -> None:
@@ -482,6 +485,7 @@ def test_subscription_options_override_cluster_options(
     assert resolve({}, {option: cluster_value}).consumer_kwargs[kwarg] != expected
 
 
+@pytest.mark.promise("p-config-precedence")
 def test_override_across_alias_names() -> None:
     options = resolve({"metadata.broker.list": "sub:1"}, {"bootstrap.servers": "cluster:1"})
     assert options.bootstrap_servers == ["sub:1"]
@@ -512,12 +516,14 @@ def test_ingress_options_from_cluster_with_subscription_override() -> None:
         ({}, {"group.id": "sub-group"}, "sub-group"),
     ],
 )
+@pytest.mark.promise("p-config-group")
 def test_effective_group_id(cluster: dict[str, str], sub: dict[str, str], expected: str) -> None:
     options = resolve(sub, cluster)
     assert options.group_id == expected
     assert options.consumer_kwargs["group_id"] == expected
 
 
+@pytest.mark.promise("p-config-alias-conflict")
 def test_alias_conflict_in_one_mapping() -> None:
     message = error_of({"sasl.mechanism": "PLAIN", "sasl.mechanisms": "SCRAM-SHA-256"})
     assert "'sasl.mechanism' and 'sasl.mechanisms' are the same option" in message
@@ -535,6 +541,7 @@ def test_alias_repeated_with_the_same_value_is_fine() -> None:
 
 
 @pytest.mark.parametrize("name", sorted(REFUSED_OPTIONS))
+@pytest.mark.promise("p-config-refused")
 def test_refused_option_explains_why(name: str) -> None:
     message = error_of({name: "x"})
     assert message.startswith(f"subscription option {name!r} is not allowed: ")
@@ -545,14 +552,17 @@ def test_refused_option_explains_why(name: str) -> None:
 
 
 @pytest.mark.parametrize("value", ["true", "false"])
+@pytest.mark.promise("p-config-refused")
 def test_auto_commit_refused_whatever_its_value(value: str) -> None:
     assert "commits explicit offsets" in error_of({"enable.auto.commit": value})
 
 
+@pytest.mark.promise("p-config-refused")
 def test_group_instance_id_refused_because_instances_share_the_group() -> None:
     assert "fence" in error_of({"group.instance.id": "poller-1"})
 
 
+@pytest.mark.promise("p-config-unknown-option")
 def test_unknown_option_lists_every_supported_name_sorted() -> None:
     message = error_of({"no.such.option": "1"})
     assert message.startswith("unknown subscription option 'no.such.option'; supported options: ")
@@ -560,6 +570,7 @@ def test_unknown_option_lists_every_supported_name_sorted() -> None:
     assert listed == sorted(SUPPORTED_OPTIONS)
 
 
+@pytest.mark.promise("p-config-unknown-option")
 def test_unknown_options_all_named_with_suggestions() -> None:
     message = error_of({"sesion.timeout.ms": "1", "Group.Id": "g", "zzz": "1"})
     assert message.startswith(
@@ -650,6 +661,7 @@ BAD_VALUES: list[tuple[str, object, str]] = [
 
 
 @pytest.mark.parametrize(("option", "value", "fragment"), BAD_VALUES)
+@pytest.mark.promise("p-config-unknown-option")
 def test_bad_value_names_option_and_expectation(option: str, value: Any, fragment: str) -> None:
     message = error_of({option: value})
     assert message.startswith(f"subscription option {option!r}: ")
@@ -807,6 +819,7 @@ def test_spec_secret_flag_follows_is_secret() -> None:
         assert spec.secret is is_secret(name)
 
 
+@pytest.mark.promise("p-sec-secrets-masked")
 def test_mask_options() -> None:
     masked = mask_options({**SASL_SCRAM, "sasl.jaas.config": "x", "unknown.secret": "y"})
     assert masked == {

@@ -19,6 +19,7 @@ NO_JITTER = RetryPolicy(initial_interval=0.1, multiplier=2.0, max_interval=1.0, 
 
 
 class TestBackoff:
+    @pytest.mark.promise("p-config-retry-defaults")
     def test_defaults(self) -> None:
         policy = RetryPolicy()
         assert policy == RetryPolicy(
@@ -259,6 +260,7 @@ def test_without_jitter_delays_are_monotone_and_bounded(policy: RetryPolicy) -> 
 
 @PROPERTY
 @given(policy=policies, u=st.floats(min_value=0.0, max_value=1.0, exclude_max=True))
+@pytest.mark.promise("p-fault-handler-down")
 def test_jittered_delays_stay_within_the_band(policy: RetryPolicy, u: float) -> None:
     for attempt in (1, 2, 5, 50):
         delay = policy.next_delay(attempt, None, u)
@@ -285,6 +287,7 @@ def test_gives_up_exactly_after_max_attempts(policy: RetryPolicy, attempt: int) 
     retry_after=st.floats(min_value=0.0, max_value=1e6),
     u=st.floats(min_value=0.0, max_value=1.0, exclude_max=True),
 )
+@pytest.mark.promise("p-proto-retry-after")
 def test_retry_after_is_a_floor_up_to_the_cap(
     policy: RetryPolicy, retry_after: float, u: float
 ) -> None:

@@ -145,6 +145,7 @@ class TestHappyPath:
             assert {c.invocation_id for c in h.invoker.calls} == {h.inv_id(0, o) for o in range(3)}
             assert {e.topic for e in h.store.rows.values()} == {h.key_of()}
 
+    @pytest.mark.promise("p-ops-completed-never-again")
     async def test_records_the_ledger_shows_finished_are_never_invoked_again(self) -> None:
         store = FakeStore()
         async with running(store=store) as h:
@@ -162,6 +163,7 @@ class TestHappyPath:
 class TestFencing:
     """A poller that cannot prove it still belongs to its group starts nothing."""
 
+    @pytest.mark.promise("p-ops-paused-starts-nothing", "p-ops-fencing-held")
     async def test_a_retry_does_not_start_after_a_pause_past_the_session(self) -> None:
         answers: dict[int, Outcome] = {0: Outcome.retry("busy", retry_after=0.02)}
 
@@ -183,6 +185,7 @@ class TestFencing:
             assert len(h.invoker.calls) == 1
             assert h.committed(P0) is None
 
+    @pytest.mark.promise("p-ops-fencing-held")
     async def test_a_held_retry_runs_once_the_group_confirms_the_member(self) -> None:
         outcomes = iter([Outcome.retry("busy", retry_after=0.02), Outcome.ack()])
         async with running(respond=lambda r: next(outcomes)) as h:
@@ -196,6 +199,7 @@ class TestFencing:
             await until(lambda: h.committed(P0) == 1, what="retry and commit")
             assert len(h.invoker.calls) == 2
 
+    @pytest.mark.promise("p-ops-paused-starts-nothing")
     async def test_the_next_record_of_a_key_waits_for_ownership(self) -> None:
         gate = asyncio.Event()
         async with running(ordered=True) as h:
@@ -211,6 +215,7 @@ class TestFencing:
             await asyncio.sleep(0.02)
             assert h.invoker.offsets() == [0]
 
+    @pytest.mark.promise("p-ops-paused-starts-nothing")
     async def test_a_first_attempt_waits_for_ownership(self) -> None:
         async with running() as h:
             await subscribed(h, P0)
@@ -254,6 +259,7 @@ class TestFencing:
 
 
 class TestTopicIdentity:
+    @pytest.mark.promise("p-ops-recreated-topic", "p-fault-recreated-topic")
     async def test_a_recreated_topic_is_consumed_from_its_beginning(self) -> None:
         store = FakeStore()
         async with running(
@@ -280,6 +286,7 @@ class TestTopicIdentity:
             await subscribed(h, P0)
             assert h.consumer.seeks == []
 
+    @pytest.mark.promise("p-fault-topic-not-yet")
     async def test_a_topic_that_does_not_exist_yet_is_waited_for(self) -> None:
         async with running(topics=()) as h:
             await until(lambda: h.runner.state is RunnerState.WAITING_FOR_TOPIC)
@@ -291,6 +298,7 @@ class TestTopicIdentity:
             assert h.runner.last_error is None
             assert h.consumer.subscribed == TOPIC
 
+    @pytest.mark.promise("p-fault-deleted-topic")
     async def test_a_deleted_topic_asks_for_metadata_until_it_is_back(self) -> None:
         async with running() as h:
             await subscribed(h, P0)
@@ -303,6 +311,7 @@ class TestTopicIdentity:
 
 
 class TestRetention:
+    @pytest.mark.promise("p-fault-retention")
     async def test_records_lost_to_retention_are_reported(self) -> None:
         async with running() as h:
             await subscribed(h, P0)
@@ -313,6 +322,7 @@ class TestRetention:
 
 
 class TestBackpressure:
+    @pytest.mark.promise("p-fault-dynamodb")
     async def test_a_partition_at_its_bound_is_paused_and_resumed_when_drained(self) -> None:
         gate = asyncio.Event()
         async with running(max_buffered=4) as h:
@@ -354,6 +364,7 @@ class TestOperatorActions:
 
 
 class TestDrain:
+    @pytest.mark.promise("p-fault-sigterm")
     async def test_stop_lets_running_invocations_finish_and_commits(self) -> None:
         gate = asyncio.Event()
         async with running() as h:
@@ -369,6 +380,7 @@ class TestDrain:
             assert h.committed(P1) == 1
             assert h.consumer.stopped
 
+    @pytest.mark.promise("p-fault-rebalance")
     async def test_a_revoked_partitions_unstarted_records_are_left_to_the_next_owner(
         self,
     ) -> None:

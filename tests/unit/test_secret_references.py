@@ -33,6 +33,7 @@ def test_references_are_parsed() -> None:
             parse_reference(bad)
 
 
+@pytest.mark.promise("p-sec-reference-malformed")
 def test_malformed_references_in_secret_options_name_the_option() -> None:
     check_references({"sasl.password": "ssm:/a", "client.id": "ssm:"})  # not a secret option
     with pytest.raises(ConfigError, match=r"'sasl\.password'"):
@@ -51,6 +52,7 @@ class Fetcher:
         return self.values[ref]
 
 
+@pytest.mark.promise("p-sec-reference-rotation")
 async def test_resolver_caches_until_invalidated_or_expired() -> None:
     now = [0.0]
     fetcher = Fetcher()
