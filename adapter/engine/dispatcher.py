@@ -40,6 +40,7 @@ from adapter.engine.lifecycle import (
 from adapter.engine.mapping import build_request, with_attempt
 from adapter.engine.partition import PartitionState
 from adapter.engine.retry import RetryPolicy, until_ok
+from adapter.engine.timings import AttemptTimings
 from adapter.errors import IngressError, KafkaError, StoreError, TerminalInvokeError
 from adapter.invokers.base import InvocationRequest, Invoker, OutcomeKind
 from adapter.kafka.dead_letter import dead_letter_headers
@@ -154,6 +155,7 @@ class Dispatcher:
         self._lanes: Lanes[str, PartitionState] = Lanes(max_in_flight)
         self._work: dict[str, Work] = {}
         self.stats = DispatcherStats()
+        self._timings = AttemptTimings(subscription_id)
 
     @property
     def in_flight(self) -> int:
@@ -217,8 +219,11 @@ class Dispatcher:
             request = (
                 work.request if work.attempts == 1 else with_attempt(work.request, work.attempts)
             )
+            began = time.perf_counter()
             outcome = await self._invoker.invoke(request)
+            self._timings.attempt(outcome.kind, time.perf_counter() - began)
             if outcome.kind is OutcomeKind.ACK:
+                self._timings.acked(work.record.timestamp_ms)
                 self._complete(work, _S.SUCCEEDED, None)
                 return
             work.last_error = outcome.error
