@@ -37,13 +37,14 @@ from adapter.engine.lifecycle import (
     can_transition,
     transition,
 )
-from adapter.engine.mapping import build_request, with_attempt
+from adapter.engine.mapping import HEADER_TRACEPARENT, build_request, with_attempt
 from adapter.engine.partition import PartitionState
 from adapter.engine.retry import RetryPolicy, until_ok
 from adapter.engine.timings import AttemptTimings
 from adapter.errors import IngressError, KafkaError, StoreError, TerminalInvokeError
 from adapter.invokers.base import InvocationRequest, Invoker, OutcomeKind
 from adapter.kafka.dead_letter import dead_letter_headers
+from adapter.logs import bind_invocation
 from adapter.model import HandlerType, KafkaRecord, LedgerEntry, Target
 
 __all__ = ["DeadLetters", "Dispatcher", "DispatcherStats", "Work", "WorkflowClaims"]
@@ -207,6 +208,7 @@ class Dispatcher:
 
     async def _invoke(self, work: Work) -> None:
         assert work.request is not None
+        self._bind_log_context(work, work.request)
         if not await self._allowed(work):
             return  # abandoned: the partition's next owner decides
         is_run = self._target.handler_type is HandlerType.WORKFLOW
@@ -251,6 +253,18 @@ class Dispatcher:
                 await slot.wait()
             if not await self._allowed(work):
                 return
+
+    def _bind_log_context(self, work: Work, request: InvocationRequest) -> None:
+        """Every line logged by this invocation's task names it (adapter.logs)."""
+        record = work.record
+        bind_invocation(
+            subscription=self._subscription_id,
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            invocation_id=work.inv_id,
+            trace_id=request.headers.get(HEADER_TRACEPARENT, "")[3:35] or None,
+        )
 
     async def _claim_workflow(self, work: Work) -> bool:
         assert work.request is not None
@@ -317,6 +331,13 @@ class Dispatcher:
                 record.offset,
                 status.value,
                 error,
+                extra={
+                    "subscription": self._subscription_id,
+                    "topic": record.topic,
+                    "partition": record.partition,
+                    "offset": record.offset,
+                    "invocation_id": work.inv_id,
+                },
             )
         if work.in_lanes:
             work.in_lanes = False

@@ -210,7 +210,10 @@ def _cli_hint(address: str | None) -> str:
 
 
 def run_dev(args: argparse.Namespace) -> int:
-    configure_logging(os.environ.get("KAFKA_INGRESS_LOG_LEVEL", "INFO"))
+    json_logs = os.environ.get("KAFKA_INGRESS_LOG_FORMAT") == "json"
+    configure_logging(
+        os.environ.get("KAFKA_INGRESS_LOG_LEVEL", "INFO"), "json" if json_logs else "text"
+    )
     try:
         admin_port = dev_admin_port(getattr(args, "admin_port", None), os.environ)
     except ConfigError as exc:
