@@ -28,6 +28,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from adapter.engine import tracing
 from adapter.engine.lanes import Lanes
 from adapter.engine.ledger import LedgerWriter
 from adapter.engine.lifecycle import (
@@ -41,8 +42,9 @@ from adapter.engine.mapping import HEADER_TRACEPARENT, build_request, with_attem
 from adapter.engine.partition import PartitionState
 from adapter.engine.retry import RetryPolicy, until_ok
 from adapter.engine.timings import AttemptTimings
+from adapter.engine.tracing import RecordTracer
 from adapter.errors import IngressError, KafkaError, StoreError, TerminalInvokeError
-from adapter.invokers.base import InvocationRequest, Invoker, OutcomeKind
+from adapter.invokers.base import InvocationRequest, Invoker, Outcome, OutcomeKind
 from adapter.kafka.dead_letter import dead_letter_headers
 from adapter.logs import bind_invocation
 from adapter.model import HandlerType, KafkaRecord, LedgerEntry, Target
@@ -157,6 +159,7 @@ class Dispatcher:
         self._work: dict[str, Work] = {}
         self.stats = DispatcherStats()
         self._timings = AttemptTimings(subscription_id)
+        self._tracer = tracing.current()  # None unless OTEL_* configures traces
 
     @property
     def in_flight(self) -> int:
@@ -208,7 +211,24 @@ class Dispatcher:
 
     async def _invoke(self, work: Work) -> None:
         assert work.request is not None
-        self._bind_log_context(work, work.request)
+        tracer = self._tracer
+        if tracer is None:
+            self._bind_log_context(work, work.request.headers.get(HEADER_TRACEPARENT, "")[3:35])
+            await self._attempts(work)
+            return
+        with tracer.record(work.request, self._subscription_id) as span:
+            self._bind_log_context(work, f"{span.get_span_context().trace_id:032x}")
+            await self._attempts(work)
+
+    async def _traced_invoke(self, tracer: RecordTracer, request: InvocationRequest) -> Outcome:
+        """One attempt in a client span whose context the handler receives as traceparent."""
+        with tracer.attempt(request) as (sent, span):
+            outcome = await self._invoker.invoke(sent)
+            tracer.outcome(span, outcome)
+        return outcome
+
+    async def _attempts(self, work: Work) -> None:
+        assert work.request is not None
         if not await self._allowed(work):
             return  # abandoned: the partition's next owner decides
         is_run = self._target.handler_type is HandlerType.WORKFLOW
@@ -222,7 +242,10 @@ class Dispatcher:
                 work.request if work.attempts == 1 else with_attempt(work.request, work.attempts)
             )
             began = time.perf_counter()
-            outcome = await self._invoker.invoke(request)
+            if self._tracer is None:
+                outcome = await self._invoker.invoke(request)
+            else:
+                outcome = await self._traced_invoke(self._tracer, request)
             self._timings.attempt(outcome.kind, time.perf_counter() - began)
             if outcome.kind is OutcomeKind.ACK:
                 self._timings.acked(work.record.timestamp_ms)
@@ -254,7 +277,7 @@ class Dispatcher:
             if not await self._allowed(work):
                 return
 
-    def _bind_log_context(self, work: Work, request: InvocationRequest) -> None:
+    def _bind_log_context(self, work: Work, trace_id: str) -> None:
         """Every line logged by this invocation's task names it (adapter.logs)."""
         record = work.record
         bind_invocation(
@@ -263,7 +286,7 @@ class Dispatcher:
             partition=record.partition,
             offset=record.offset,
             invocation_id=work.inv_id,
-            trace_id=request.headers.get(HEADER_TRACEPARENT, "")[3:35] or None,
+            trace_id=trace_id or None,
         )
 
     async def _claim_workflow(self, work: Work) -> bool:
