@@ -13,6 +13,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 from adapter.engine import tracing
 from adapter.invokers.base import InvocationRequest, Outcome
+from adapter.local.stack import traces_hint
 from adapter.testing import record
 from tests.unit.test_runner import P0, SUB, TOPIC, running, subscribed, until
 
@@ -105,3 +106,13 @@ async def test_each_attempt_is_a_child_span_whose_context_the_handler_receives(
         assert traceparent == f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-01"
     assert clients[0].status.status_code is StatusCode.ERROR
     assert clients[1].status.status_code is StatusCode.UNSET
+
+
+def test_the_dev_banner_says_how_to_reach_a_collector() -> None:
+    off = traces_hint({})
+    assert off.startswith("traces ")
+    assert "OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4318 make dev" in off
+    assert "\n" not in off
+    on = traces_hint({**ENDPOINT, "OTEL_SERVICE_NAME": "dev-ingress"})
+    assert on.endswith("OTLP/HTTP to http://127.0.0.1:4318 as service dev-ingress")
+    assert "kafka-ingress" in traces_hint(ENDPOINT)
