@@ -33,6 +33,7 @@ from urllib.parse import quote
 
 from adapter import __version__
 from adapter.config import Settings, load_settings
+from adapter.engine import tracing
 from adapter.errors import ConfigError, IngressError, ValidationError
 from adapter.logs import configure_logging
 
@@ -173,7 +174,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _load(args: argparse.Namespace) -> Settings:
     settings = load_settings(args.config_file)
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     return settings
 
 
@@ -188,7 +189,12 @@ async def _serve(settings: Settings) -> None:
         # it answers, instead of crash-looping through an outage.
         log.warning("DynamoDB not reachable yet (will keep retrying): %s", exc)
     poller = Poller(settings, store)
-    await poller.run(handle_signals=True)
+    # Traces only when OTEL_EXPORTER_OTLP_ENDPOINT is set (adapter.engine.tracing).
+    tracing.install(tracing.configure())
+    try:
+        await poller.run(handle_signals=True)
+    finally:
+        await asyncio.to_thread(tracing.shutdown)  # flushes the last spans over HTTP
 
 
 def _run_loop(main: Coroutine[Any, Any, None]) -> None:

@@ -224,6 +224,8 @@ class Settings(_Section):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         default="INFO", alias="log-level"
     )
+    # "json": one object a line for log pipelines (adapter.logs).
+    log_format: Literal["text", "json"] = Field(default="text", alias="log-format")
 
     @property
     def clusters(self) -> dict[str, KafkaCluster]:
@@ -278,6 +280,7 @@ _ENV_OVERRIDES: dict[str, tuple[str, str]] = {
     "KAFKA_INGRESS_ADMIN_BIND_ADDRESS": ("admin", "bind-address"),
     "KAFKA_INGRESS_ADMIN_TOKEN": ("admin", "token"),
     "KAFKA_INGRESS_LOG_LEVEL": ("", "log-level"),
+    "KAFKA_INGRESS_LOG_FORMAT": ("", "log-format"),
     "KAFKA_INGRESS_LAMBDA_ENDPOINT_URL": ("lambda", "endpoint-url"),
     "KAFKA_INGRESS_LAMBDA_REGION": ("lambda", "region"),
     "KAFKA_INGRESS_SIGNING_PRIVATE_KEY_FILE": ("signing", "private-key-file"),

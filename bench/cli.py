@@ -11,7 +11,7 @@ __all__ = ["ALL_SCENARIOS", "DEFAULT_SCENARIOS", "EXPERIMENT_NAMES", "Options", 
 
 ALL_SCENARIOS = ("a", "b", "c", "d", "e", "f", "http", "ledger")
 # Kept here, not imported from bench.experiments, so that parsing options imports nothing heavy.
-EXPERIMENT_NAMES = ("fast-ledger", "boto-lean", "no-ledger-io")
+EXPERIMENT_NAMES = ("fast-ledger", "boto-lean", "no-ledger-io", "tracing", "no-histograms")
 DEFAULT_SCENARIOS = ALL_SCENARIOS
 QUICK_SCENARIOS = ("a", "b", "c", "d", "e", "http", "ledger")
 _ROOT = Path(__file__).resolve().parents[1]

@@ -11,6 +11,11 @@ alternative code paths of the product:
 ``boto-lean``     boto3 clients without botocore's client-side parameter validation
 ``no-ledger-io``  ledger writes become no-ops: the upper bound of any ledger optimisation.
                   Breaks the product's guarantee; a measurement only, never a proposal.
+``tracing``       traces on at 100% sampling: both spans per record, batched and encoded as
+                  OTLP protobuf as for a collector, the HTTP request left out (no collector
+                  in the bench stack) — the poller's cost of OTEL_EXPORTER_OTLP_ENDPOINT
+``no-histograms`` the two per-attempt histograms (adapter.engine.timings) observe nothing:
+                  what the metrics cost on the hot path
 """
 
 from __future__ import annotations
@@ -129,10 +134,49 @@ def _fast_ledger() -> None:
     DynamoStore.write_entries = write_entries  # type: ignore[method-assign]
 
 
+def _tracing() -> None:
+    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+    from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+    from opentelemetry.sdk.trace.export import (
+        BatchSpanProcessor,
+        SpanExporter,
+        SpanExportResult,
+    )
+
+    from adapter.engine import tracing
+
+    class EncodeOnly(SpanExporter):
+        def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+            encode_spans(spans).SerializeToString()
+            return SpanExportResult.SUCCESS
+
+    def configure() -> TracerProvider:
+        provider = TracerProvider(shutdown_on_exit=False)
+        provider.add_span_processor(BatchSpanProcessor(EncodeOnly()))
+        return provider
+
+    tracing.configure = configure
+
+
+def _no_histograms() -> None:
+    from adapter.engine.timings import AttemptTimings
+
+    def attempt(self: AttemptTimings, kind: Any, seconds: float) -> None:
+        return None
+
+    def acked(self: AttemptTimings, timestamp_ms: int) -> None:
+        return None
+
+    AttemptTimings.attempt = attempt  # type: ignore[method-assign]
+    AttemptTimings.acked = acked  # type: ignore[method-assign]
+
+
 EXPERIMENTS: dict[str, Callable[[], None]] = {
     "fast-ledger": _fast_ledger,
     "boto-lean": _boto_lean,
     "no-ledger-io": _no_ledger_io,
+    "tracing": _tracing,
+    "no-histograms": _no_histograms,
 }
 
 

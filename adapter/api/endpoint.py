@@ -14,13 +14,14 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
 import pydantic
+from prometheus_client import CollectorRegistry
 from pydantic import BaseModel
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from adapter import __version__
 from adapter.api.catalog import ClusterCatalog
-from adapter.api.metrics import OldestAge
+from adapter.api.metrics import OldestAge, Snapshot, metrics_registry
 from adapter.config import Settings
 from adapter.engine.ledger import LedgerWriter
 from adapter.engine.supervisor import Supervisor
@@ -74,6 +75,26 @@ class AdminState:
     oldest: OldestAge = field(default_factory=OldestAge)
     # One subscription creation at a time per process (duplicate detection reads, then writes).
     create_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # What /metrics serves; read at each scrape from this state (see adapter.api.metrics).
+    registry: CollectorRegistry = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.registry = metrics_registry(self.metrics_snapshot, self.oldest)
+
+    def metrics_snapshot(self) -> Snapshot:
+        ledger, supervisor = self.ledger, self.supervisor
+        return Snapshot(
+            status=supervisor.status() if supervisor else {},
+            partitions={
+                sub_id: runner.partition_status() for sub_id, runner in supervisor.runners().items()
+            }
+            if supervisor
+            else {},
+            ledger_pending=ledger.pending if ledger else 0,
+            ledger_written=ledger.written if ledger else 0,
+            ledger_failures=ledger.failures if ledger else 0,
+            store_requests=self.store.requests,
+        )
 
     @property
     def retention_s(self) -> float:

@@ -1,67 +1,50 @@
-"""``GET /metrics``: Prometheus text exposition (format 0.0.4), written by hand.
+"""``GET /metrics``: Prometheus exposition through ``prometheus_client``.
 
-The numbers come from the poller that answers: each runner's :class:`RunnerStats`, its
-in-flight count and its partitions' commit bookkeeping, plus the ledger writer and the store.
+One private :class:`~prometheus_client.CollectorRegistry` per admin API holds
+
+- :class:`StatusCollector`, read at scrape time from the poller that answers: each runner's
+  :class:`RunnerStats`, its in-flight count and its partitions' commit bookkeeping and consumer
+  lag, plus the ledger writer and the store — nothing is counted on the hot path for these;
+- the dispatcher's two histograms (:mod:`adapter.engine.timings`);
+- the standard ``process_*``, ``python_gc_*`` and ``python_info`` collectors.
+
 Scrape every poller; sum across them. Counters restart from zero when a subscription's
-consumer restarts (Prometheus' ``rate()`` handles resets).
+consumer restarts (Prometheus' ``rate()`` handles resets). Labels are bounded: subscription,
+topic, partition, state and outcome — never keys or offsets. docs/operations.md lists every
+metric.
 
 The age of the oldest unfinished record is measured from the first time this poller saw that
 offset as its partition's oldest unfinished one (:class:`OldestAge`), so its resolution is the
 scrape interval; a stuck record shows an age that keeps growing, which is what to alert on.
+``kafka_ingress_consumer_lag_seconds`` is that age: the oldest record not committed yet.
 
-Pure apart from reading those objects: :func:`render` turns families into text.
+:func:`families` is pure: status in, metric families out.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
-import os
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
-__all__ = ["Family", "OldestAge", "collect", "render"]
+from prometheus_client import (
+    GC_COLLECTOR,
+    PLATFORM_COLLECTOR,
+    PROCESS_COLLECTOR,
+    CollectorRegistry,
+)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+from adapter.engine.timings import INVOCATION_DURATION, RECORD_AGE_AT_ACK
 
+__all__ = ["OldestAge", "Snapshot", "StatusCollector", "families", "metrics_registry"]
 
-@dataclass(slots=True)
-class Family:
-    name: str
-    kind: Literal["counter", "gauge"]
-    help: str
-    samples: list[tuple[dict[str, str], float]] = field(default_factory=list)
-
-    def add(self, value: float, **labels: str) -> None:
-        self.samples.append((labels, value))
-
-
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
-
-
-def _number(value: float) -> str:
-    if math.isnan(value):
-        return "NaN"
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    return str(int(value)) if float(value).is_integer() else repr(float(value))
-
-
-def render(families: Iterable[Family]) -> str:
-    lines: list[str] = []
-    for family in families:
-        help_text = family.help.replace("\\", "\\\\").replace("\n", "\\n")
-        lines.append(f"# HELP {family.name} {help_text}")
-        lines.append(f"# TYPE {family.name} {family.kind}")
-        for labels, value in family.samples:
-            label_text = ",".join(f'{k}="{_escape(v)}"' for k, v in sorted(labels.items()))
-            name = f"{family.name}{{{label_text}}}" if label_text else family.name
-            lines.append(f"{name} {_number(value)}")
-    return "\n".join(lines) + "\n"
+Status = Mapping[str, Mapping[str, Any]]
+Partitions = Mapping[str, Mapping[Any, Mapping[str, int | None]]]
 
 
 class OldestAge:
@@ -88,86 +71,106 @@ class OldestAge:
             del self._seen[key]
 
 
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """What a scrape reads: the supervisor's status and the ledger/store counters."""
+
+    status: Status = field(default_factory=dict)
+    partitions: Partitions = field(default_factory=dict)
+    ledger_pending: int = 0
+    ledger_written: int = 0
+    ledger_failures: int = 0
+    store_requests: int = 0
+
+
 _OUTCOMES = (
     ("succeeded", "succeeded"),
     ("failed", "failed"),
     ("dead_lettered", "dead_lettered"),
     ("duplicate", "duplicates"),
 )
+_SUB = ["subscription"]
+_PARTITION = ["subscription", "topic", "partition"]
 
 
-def collect(
-    status: Mapping[str, Mapping[str, Any]],
-    partitions: Mapping[str, Mapping[Any, Mapping[str, int | None]]],
-    oldest: OldestAge,
-    *,
-    ledger_pending: int = 0,
-    ledger_written: int = 0,
-    ledger_failures: int = 0,
-    store_requests: int = 0,
-) -> list[Family]:
-    """Families from the supervisor's ``status()`` and each runner's ``partition_status()``."""
-    up = Family("kafka_ingress_subscription_up", "gauge", "1 per subscription run here, by state.")
-    consumed = Family(
-        "kafka_ingress_records_consumed_total", "counter", "Records fetched from Kafka."
+def _counter(name: str, doc: str, labels: list[str] | None = None) -> CounterMetricFamily:
+    return CounterMetricFamily(name, doc, labels=labels if labels is not None else _SUB)
+
+
+def _gauge(name: str, doc: str, labels: list[str] | None = None) -> GaugeMetricFamily:
+    return GaugeMetricFamily(name, doc, labels=labels if labels is not None else _SUB)
+
+
+def families(snapshot: Snapshot, oldest: OldestAge) -> list[Metric]:
+    """Metric families from the supervisor's ``status()`` and each runner's
+    ``partition_status()``."""
+    up = _gauge(
+        "kafka_ingress_subscription_up",
+        "1 per subscription run here, by state.",
+        ["subscription", "state"],
     )
-    skipped = Family(
+    consumed = _counter("kafka_ingress_records_consumed_total", "Records fetched from Kafka.")
+    skipped = _counter(
         "kafka_ingress_records_skipped_total",
-        "counter",
         "Redelivered records skipped because the ledger shows them completed.",
     )
-    outcomes = Family(
-        "kafka_ingress_invocations_total", "counter", "Finished invocations, by outcome."
+    outcomes = _counter(
+        "kafka_ingress_invocations_total",
+        "Finished invocations, by outcome.",
+        ["subscription", "outcome"],
     )
-    retries = Family("kafka_ingress_retries_total", "counter", "Retryable failures retried.")
-    dead = Family(
-        "kafka_ingress_dead_letters_total", "counter", "Records written to the dead-letter topic."
-    )
-    commits = Family("kafka_ingress_commits_total", "counter", "Offset commits.")
-    lost = Family(
+    retries = _counter("kafka_ingress_retries_total", "Retryable failures retried.")
+    dead = _counter("kafka_ingress_dead_letters_total", "Records written to the dead-letter topic.")
+    commits = _counter("kafka_ingress_commits_total", "Offset commits.")
+    lost = _counter(
         "kafka_ingress_records_lost_to_retention_total",
-        "counter",
         "Records deleted by retention before the subscription processed them.",
     )
-    rebalances = Family("kafka_ingress_rebalances_total", "counter", "Partition assignments.")
-    in_flight = Family("kafka_ingress_in_flight", "gauge", "Invocations running now.")
-    lag = Family(
+    rebalances = _counter("kafka_ingress_rebalances_total", "Partition assignments.")
+    in_flight = _gauge("kafka_ingress_in_flight", "Invocations running now.")
+    commit_lag = _gauge(
         "kafka_ingress_commit_lag_records",
-        "gauge",
         "Records fetched but not yet committed, per partition.",
+        _PARTITION,
     )
-    pending = Family(
-        "kafka_ingress_unfinished_records", "gauge", "Records accepted and not finished."
+    pending = _gauge(
+        "kafka_ingress_unfinished_records", "Records accepted and not finished.", _PARTITION
     )
-    consumer_lag = Family(
+    consumer_lag = _gauge(
         "kafka_ingress_consumer_lag_records",
-        "gauge",
         "Log end offset minus the committed position, per partition held by this poller.",
+        _PARTITION,
     )
-    age = Family(
+    lag_seconds = _gauge(
+        "kafka_ingress_consumer_lag_seconds",
+        "Age of the oldest record not committed yet, per partition held by this poller "
+        "(measured from when this poller first found it oldest; 0 when none is waiting).",
+        _PARTITION,
+    )
+    age = _gauge(
         "kafka_ingress_oldest_unfinished_age_seconds",
-        "gauge",
         "How long the oldest unfinished record of the partition has been holding the commit "
         "position back.",
+        _PARTITION,
     )
     live: set[tuple[str, str, int]] = set()
-    for sub_id, info in sorted(status.items()):
-        up.add(1, subscription=sub_id, state=str(info.get("state", "unknown")))
-        in_flight.add(float(info.get("in_flight") or 0), subscription=sub_id)
+    for sub_id, info in sorted(snapshot.status.items()):
+        up.add_metric([sub_id, str(info.get("state", "unknown"))], 1)
+        in_flight.add_metric([sub_id], float(info.get("in_flight") or 0))
         stats = info.get("stats")
         if stats is not None:
-            consumed.add(stats.consumed, subscription=sub_id)
-            skipped.add(stats.skipped_completed, subscription=sub_id)
+            consumed.add_metric([sub_id], stats.consumed)
+            skipped.add_metric([sub_id], stats.skipped_completed)
             for outcome, attribute in _OUTCOMES:
-                outcomes.add(getattr(stats, attribute), subscription=sub_id, outcome=outcome)
-            retries.add(stats.retries, subscription=sub_id)
-            dead.add(stats.dead_lettered, subscription=sub_id)
-            commits.add(stats.commits, subscription=sub_id)
-            rebalances.add(stats.rebalances, subscription=sub_id)
-        lost.add(int(info.get("records_lost_to_retention") or 0), subscription=sub_id)
-        for tp, part in sorted(partitions.get(sub_id, {}).items()):
+                outcomes.add_metric([sub_id, outcome], getattr(stats, attribute))
+            retries.add_metric([sub_id], stats.retries)
+            dead.add_metric([sub_id], stats.dead_lettered)
+            commits.add_metric([sub_id], stats.commits)
+            rebalances.add_metric([sub_id], stats.rebalances)
+        lost.add_metric([sub_id], int(info.get("records_lost_to_retention") or 0))
+        for tp, part in sorted(snapshot.partitions.get(sub_id, {}).items()):
             topic, number = str(tp[0]), int(tp[1])
-            labels = {"subscription": sub_id, "topic": topic, "partition": str(number)}
+            labels = [sub_id, topic, str(number)]
             live.add((sub_id, topic, number))
             last, committed = part.get("last_tracked"), part.get("committed")
             unfinished = int(part.get("pending") or 0)
@@ -177,28 +180,40 @@ def collect(
                 behind = unfinished
             else:
                 behind = max(0, last + 1 - committed)
-            lag.add(behind, **labels)
-            pending.add(unfinished, **labels)
+            commit_lag.add_metric(labels, behind)
+            pending.add_metric(labels, unfinished)
             if part.get("lag") is not None:
-                consumer_lag.add(int(part.get("lag") or 0), **labels)
-            age.add(oldest.age(sub_id, topic, number, part.get("oldest_unfinished")), **labels)
+                consumer_lag.add_metric(labels, int(part.get("lag") or 0))
+            seconds = oldest.age(sub_id, topic, number, part.get("oldest_unfinished"))
+            age.add_metric(labels, seconds)
+            lag_seconds.add_metric(labels, seconds)
     oldest.forget_except(live)
-    ledger = [
-        Family(
-            "kafka_ingress_ledger_pending_rows", "gauge", "Results not durable in the ledger yet."
+    ledger: list[Metric] = [
+        GaugeMetricFamily(
+            "kafka_ingress_ledger_pending_rows",
+            "Results not durable in the ledger yet.",
+            value=snapshot.ledger_pending,
         ),
-        Family(
+        CounterMetricFamily(
             "kafka_ingress_ledger_written_rows_total",
-            "counter",
             "Results written to the ledger (rows, and successes in pages).",
+            value=snapshot.ledger_written,
         ),
-        Family("kafka_ingress_ledger_write_failures_total", "counter", "Failed ledger writes."),
-        Family("kafka_ingress_dynamodb_requests_total", "counter", "DynamoDB API calls."),
+        CounterMetricFamily(
+            "kafka_ingress_ledger_write_failures_total",
+            "Failed ledger writes.",
+            value=snapshot.ledger_failures,
+        ),
+        CounterMetricFamily(
+            "kafka_ingress_dynamodb_requests_total",
+            "DynamoDB API calls.",
+            value=snapshot.store_requests,
+        ),
     ]
-    for family, value in zip(
-        ledger, (ledger_pending, ledger_written, ledger_failures, store_requests), strict=True
-    ):
-        family.add(value)
+    tasks = GaugeMetricFamily("kafka_ingress_asyncio_tasks", "asyncio tasks alive in the poller.")
+    # No running loop when collected from a thread: leave the family empty.
+    with contextlib.suppress(RuntimeError):
+        tasks.add_metric([], len(asyncio.all_tasks()))
     return [
         up,
         consumed,
@@ -210,27 +225,37 @@ def collect(
         lost,
         rebalances,
         in_flight,
-        lag,
+        commit_lag,
         consumer_lag,
+        lag_seconds,
         pending,
         age,
         *ledger,
-        *_process_families(),
+        tasks,
     ]
 
 
-def _process_families() -> list[Family]:
-    """Resident memory, open descriptors and asyncio tasks: what a soak run watches for leaks."""
-    rss = Family("process_resident_memory_bytes", "gauge", "Resident memory of the poller.")
-    fds = Family("process_open_fds", "gauge", "Open file descriptors of the poller.")
-    tasks = Family("kafka_ingress_asyncio_tasks", "gauge", "asyncio tasks alive in the poller.")
-    try:
-        with open("/proc/self/statm") as statm:
-            rss.add(int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE"))
-        fds.add(len(os.listdir("/proc/self/fd")))
-    except OSError:
-        pass  # not Linux: leave the two families empty rather than guess
-    # No running loop when called from a thread (tests): leave the family empty.
-    with contextlib.suppress(RuntimeError):
-        tasks.add(len(asyncio.all_tasks()))
-    return [rss, fds, tasks]
+class StatusCollector(Collector):
+    """Reads a :class:`Snapshot` at every scrape."""
+
+    def __init__(self, read: Callable[[], Snapshot], oldest: OldestAge) -> None:
+        self._read = read
+        self._oldest = oldest
+
+    def collect(self) -> Iterable[Metric]:
+        return families(self._read(), self._oldest)
+
+
+def metrics_registry(read: Callable[[], Snapshot], oldest: OldestAge) -> CollectorRegistry:
+    """The registry ``/metrics`` serves: status, histograms, process and Python runtime."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(StatusCollector(read, oldest))
+    for collector in (
+        INVOCATION_DURATION,
+        RECORD_AGE_AT_ACK,
+        PROCESS_COLLECTOR,
+        PLATFORM_COLLECTOR,
+        GC_COLLECTOR,
+    ):
+        registry.register(collector)
+    return registry

@@ -13,12 +13,12 @@ from __future__ import annotations
 import contextlib
 from typing import Literal
 
+from prometheus_client.exposition import choose_encoder
 from starlette.requests import Request
 from starlette.responses import Response
 
 from adapter.api.bodies import HealthResponse, ReadinessResponse, VersionResponse
 from adapter.api.endpoint import AdminState, Endpoint, json_response
-from adapter.api.metrics import CONTENT_TYPE, collect, render
 from adapter.api.middleware import ADMIN_AUTHENTICATED
 from adapter.errors import StoreError
 
@@ -67,25 +67,9 @@ async def version(request: Request, state: AdminState) -> Response:
 
 
 async def metrics(request: Request, state: AdminState) -> Response:
-    status: dict[str, dict[str, object]] = {}
-    partitions = {}
-    if state.supervisor is not None:
-        status = state.supervisor.status()
-        partitions = {
-            sub_id: runner.partition_status()
-            for sub_id, runner in state.supervisor.runners().items()
-        }
-    ledger = state.ledger
-    families = collect(
-        status,
-        partitions,
-        state.oldest,
-        ledger_pending=ledger.pending if ledger else 0,
-        ledger_written=ledger.written if ledger else 0,
-        ledger_failures=ledger.failures if ledger else 0,
-        store_requests=state.store.requests,
-    )
-    return Response(render(families), media_type=CONTENT_TYPE)
+    # Prometheus text, or OpenMetrics when the scraper asks for it.
+    encoder, content_type = choose_encoder(request.headers.get("accept", ""))
+    return Response(encoder(state.registry), headers={"content-type": content_type})
 
 
 ENDPOINTS = [

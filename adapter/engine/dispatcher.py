@@ -28,6 +28,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from adapter.engine import tracing
 from adapter.engine.lanes import Lanes
 from adapter.engine.ledger import LedgerWriter
 from adapter.engine.lifecycle import (
@@ -37,12 +38,15 @@ from adapter.engine.lifecycle import (
     can_transition,
     transition,
 )
-from adapter.engine.mapping import build_request, with_attempt
+from adapter.engine.mapping import HEADER_TRACEPARENT, build_request, with_attempt
 from adapter.engine.partition import PartitionState
 from adapter.engine.retry import RetryPolicy, until_ok
+from adapter.engine.timings import AttemptTimings
+from adapter.engine.tracing import RecordTracer
 from adapter.errors import IngressError, KafkaError, StoreError, TerminalInvokeError
-from adapter.invokers.base import InvocationRequest, Invoker, OutcomeKind
+from adapter.invokers.base import InvocationRequest, Invoker, Outcome, OutcomeKind
 from adapter.kafka.dead_letter import dead_letter_headers
+from adapter.logs import bind_invocation
 from adapter.model import HandlerType, KafkaRecord, LedgerEntry, Target
 
 __all__ = ["DeadLetters", "Dispatcher", "DispatcherStats", "Work", "WorkflowClaims"]
@@ -154,6 +158,8 @@ class Dispatcher:
         self._lanes: Lanes[str, PartitionState] = Lanes(max_in_flight)
         self._work: dict[str, Work] = {}
         self.stats = DispatcherStats()
+        self._timings = AttemptTimings(subscription_id)
+        self._tracer = tracing.current()  # None unless OTEL_* configures traces
 
     @property
     def in_flight(self) -> int:
@@ -202,6 +208,24 @@ class Dispatcher:
 
     async def _invoke(self, work: Work) -> None:
         assert work.request is not None
+        tracer = self._tracer
+        if tracer is None:
+            self._bind_log_context(work, work.request.headers.get(HEADER_TRACEPARENT, "")[3:35])
+            await self._attempts(work)
+            return
+        with tracer.record(work.request, self._subscription_id) as span:
+            self._bind_log_context(work, f"{span.get_span_context().trace_id:032x}")
+            await self._attempts(work)
+
+    async def _traced_invoke(self, tracer: RecordTracer, request: InvocationRequest) -> Outcome:
+        """One attempt in a client span whose context the handler receives as traceparent."""
+        with tracer.attempt(request) as (sent, span):
+            outcome = await self._invoker.invoke(sent)
+            tracer.outcome(span, outcome)
+        return outcome
+
+    async def _attempts(self, work: Work) -> None:
+        assert work.request is not None
         # Decided without a coroutine in the common case (this runs for every record).
         allowed = self._may_start(work)
         if allowed is not True and (allowed is False or not await self._held(allowed)):
@@ -216,8 +240,14 @@ class Dispatcher:
             request = (
                 work.request if work.attempts == 1 else with_attempt(work.request, work.attempts)
             )
-            outcome = await self._invoker.invoke(request)
+            began = time.perf_counter()
+            if self._tracer is None:
+                outcome = await self._invoker.invoke(request)
+            else:
+                outcome = await self._traced_invoke(self._tracer, request)
+            self._timings.attempt(outcome.kind, time.perf_counter() - began)
             if outcome.kind is OutcomeKind.ACK:
+                self._timings.acked(work.record.timestamp_ms)
                 self._complete(work, _S.SUCCEEDED, None)
                 return
             work.last_error = outcome.error
@@ -246,6 +276,18 @@ class Dispatcher:
             allowed = self._may_start(work)
             if allowed is not True and (allowed is False or not await self._held(allowed)):
                 return
+
+    def _bind_log_context(self, work: Work, trace_id: str) -> None:
+        """Every line logged by this invocation's task names it (adapter.logs)."""
+        record = work.record
+        bind_invocation(
+            subscription=self._subscription_id,
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            invocation_id=work.inv_id,
+            trace_id=trace_id or None,
+        )
 
     async def _claim_workflow(self, work: Work) -> bool:
         assert work.request is not None
@@ -312,6 +354,13 @@ class Dispatcher:
                 record.offset,
                 status.value,
                 error,
+                extra={
+                    "subscription": self._subscription_id,
+                    "topic": record.topic,
+                    "partition": record.partition,
+                    "offset": record.offset,
+                    "invocation_id": work.inv_id,
+                },
             )
         if work.in_lanes:
             work.in_lanes = False

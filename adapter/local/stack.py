@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from rich.table import Table
 
 from adapter.config import load_settings
+from adapter.engine import tracing
 from adapter.errors import ConfigError, IngressError
 from adapter.local.kafka import KafkaBroker
 from adapter.local.lambda_server import AsgiServer, LocalLambda
@@ -32,7 +33,7 @@ from adapter.local.moto import MotoServer
 from adapter.logs import configure_logging
 from adapter.poller import Poller, build_store
 
-__all__ = ["ADMIN_PORT_ENV", "DEFAULT_ADMIN_PORT", "dev_admin_port", "run_dev"]
+__all__ = ["ADMIN_PORT_ENV", "DEFAULT_ADMIN_PORT", "dev_admin_port", "run_dev", "traces_hint"]
 
 log = logging.getLogger("kafka_ingress.dev")
 
@@ -146,6 +147,7 @@ async def _run(stop: asyncio.Event, *, admin_port: int, demo: bool = True) -> No
         settings = load_settings(config_path, env={})
         store = build_store(settings)
         created = store.create_tables()
+        tracing.install(tracing.configure())  # before the poller: its dispatchers trace
         poller = Poller(settings, store)
         poller_task = asyncio.create_task(poller.run())
         started = asyncio.create_task(poller.started())
@@ -165,6 +167,7 @@ async def _run(stop: asyncio.Event, *, admin_port: int, demo: bool = True) -> No
             f"`{_cli_hint(poller.admin_address)}kafka-ingress subscriptions list`)\n"
             f"  signing          ed25519 key {signing_key} (every handler verifies it)\n"
             f"  config file      {config_path}\n"
+            f"  {traces_hint(os.environ)}\n"
             "Ctrl-C stops everything.\n",
             flush=True,
         )
@@ -197,9 +200,24 @@ async def _run(stop: asyncio.Event, *, admin_port: int, demo: bool = True) -> No
         await handlers_server.stop()
         await lambda_server.stop()
         await asyncio.to_thread(local_lambda.close)
+        await asyncio.to_thread(tracing.shutdown)
         moto.stop()
         await asyncio.to_thread(broker.stop)
         print("dev stack stopped.", flush=True)
+
+
+def traces_hint(env: Mapping[str, str]) -> str:
+    """The banner's traces line: where spans go, or how to send them to a collector."""
+    if tracing.enabled(env):
+        endpoint = env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or env.get(
+            "OTEL_EXPORTER_OTLP_ENDPOINT"
+        )
+        service = env.get("OTEL_SERVICE_NAME") or tracing.DEFAULT_SERVICE_NAME
+        return f"traces           OTLP/HTTP to {endpoint} as service {service}"
+    return (
+        "traces           off; OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4318 make dev "
+        "sends them to an OpenTelemetry collector (docs/operations.md, Traces)"
+    )
 
 
 def _cli_hint(address: str | None) -> str:
@@ -210,7 +228,10 @@ def _cli_hint(address: str | None) -> str:
 
 
 def run_dev(args: argparse.Namespace) -> int:
-    configure_logging(os.environ.get("KAFKA_INGRESS_LOG_LEVEL", "INFO"))
+    json_logs = os.environ.get("KAFKA_INGRESS_LOG_FORMAT") == "json"
+    configure_logging(
+        os.environ.get("KAFKA_INGRESS_LOG_LEVEL", "INFO"), "json" if json_logs else "text"
+    )
     try:
         admin_port = dev_admin_port(getattr(args, "admin_port", None), os.environ)
     except ConfigError as exc:

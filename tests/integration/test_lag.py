@@ -9,6 +9,7 @@ import json
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from adapter.api.emf import EmfEmitter
 from adapter.model import HandlerType, InputKind, ServiceType
@@ -17,6 +18,22 @@ from tests._kafka_fixtures import TopicFactory
 from tests.harness import Call, Ingress, RecordingHandler, committed_offsets, eventually, produce
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(120)]
+
+
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+def scrape(text: str) -> Samples:
+    """Every sample of a /metrics answer by (name, labels), parsed by prometheus_client."""
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def at(samples: Samples, name: str, labels: dict[str, str] | None = None) -> float:
+    return samples[(name, frozenset((labels or {}).items()))]
 
 
 async def test_lag_is_log_end_minus_committed_and_falls_to_zero(
@@ -56,10 +73,16 @@ async def test_lag_is_log_end_minus_committed_and_falls_to_zero(
     assert committed is None
     assert status()["lag"] == 30 - 0  # end minus where the group stands (nothing committed)
     assert json.loads(emitter.emit())["ConsumerLag"] == 30
+    labels = {"partition": "0", "subscription": sub.id, "topic": topic}
     async with httpx.AsyncClient(base_url=f"http://{poller.admin_address}") as api:
-        metrics = (await api.get("/metrics")).text
-    labels = f'partition="0",subscription="{sub.id}",topic="{topic}"'
-    assert f"kafka_ingress_consumer_lag_records{{{labels}}} 30" in metrics
+        first = await api.get("/metrics")
+        assert first.headers["content-type"].startswith("text/plain; version=")
+        assert at(scrape(first.text), "kafka_ingress_consumer_lag_records", labels) == 30
+        # The oldest uncommitted record is first seen at one scrape and has aged at the next.
+        second = scrape((await api.get("/metrics")).text)
+        assert at(second, "kafka_ingress_consumer_lag_seconds", labels) > 0
+        assert at(second, "process_resident_memory_bytes") > 0
+        assert any(name == "python_info" for name, _ in second)
 
     held.set()
 
@@ -69,3 +92,11 @@ async def test_lag_is_log_end_minus_committed_and_falls_to_zero(
     await eventually(all_committed, timeout=30)
     await eventually(lambda: status().get("lag") == 0, message=lambda: str(status()))
     assert json.loads(emitter.emit())["ConsumerLag"] == 0
+    async with httpx.AsyncClient(base_url=f"http://{poller.admin_address}") as api:
+        after = scrape((await api.get("/metrics")).text)
+    ack = {"subscription": sub.id, "outcome": "ack"}
+    assert at(after, "kafka_ingress_invocation_duration_seconds_count", ack) == 30
+    assert at(after, "kafka_ingress_invocation_duration_seconds_sum", ack) > 0
+    by_sub = {"subscription": sub.id}
+    assert at(after, "kafka_ingress_record_age_at_ack_seconds_count", by_sub) == 30
+    assert at(after, "kafka_ingress_consumer_lag_seconds", labels) == 0

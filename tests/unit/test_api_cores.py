@@ -4,13 +4,13 @@ shapes, metrics exposition, the version/auth middleware and the start-up warning
 from __future__ import annotations
 
 import base64
-import math
 from typing import Any
 
 import httpx
 import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
+from prometheus_client import generate_latest
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.types import Receive, Scope, Send
@@ -25,7 +25,7 @@ from adapter.api.invocations import (
 )
 from adapter.api.ledger_listing import ListingCursor, merge_listing
 from adapter.api.manifest import Manifest, parse_manifest, plan_registration
-from adapter.api.metrics import Family, OldestAge, collect, render
+from adapter.api.metrics import OldestAge, Snapshot, metrics_registry
 from adapter.api.middleware import AdminMiddleware
 from adapter.api.refs import (
     check_cluster_name,
@@ -36,7 +36,9 @@ from adapter.api.refs import (
 from adapter.api.server import open_admin_warning
 from adapter.api.wire import humantime, parse_timestamp, rfc3339
 from adapter.engine.settings import RunnerStats
+from adapter.engine.timings import AttemptTimings
 from adapter.errors import ConflictError, ValidationError
+from adapter.invokers.base import OutcomeKind
 from adapter.model import (
     HandlerType,
     InputKind,
@@ -399,21 +401,6 @@ def test_listing_tokens_round_trip_and_reject_what_dynamodb_would_refuse() -> No
 # -- metrics ----------------------------------------------------------------------------------
 
 
-def test_exposition_escapes_labels_and_renders_numbers() -> None:
-    family = Family("x_total", "counter", "Help with \\ and\nnewline.")
-    family.add(3, sub='a"b\\c\nd')
-    family.add(1.5)
-    family.add(math.inf, sub="inf")
-    text = render([family])
-    assert text.splitlines() == [
-        "# HELP x_total Help with \\\\ and\\nnewline.",
-        "# TYPE x_total counter",
-        'x_total{sub="a\\"b\\\\c\\nd"} 3',
-        "x_total 1.5",
-        'x_total{sub="inf"} +Inf',
-    ]
-
-
 def test_oldest_unfinished_age_grows_until_the_offset_moves() -> None:
     now = [100.0]
     ages = OldestAge(clock=lambda: now[0])
@@ -437,7 +424,9 @@ def test_collect_reports_lag_per_partition() -> None:
             ("t", 2): {"pending": 0, "committed": None, "last_tracked": None},
         }
     }
-    text = render(collect(status, partitions, OldestAge(), store_requests=9))
+    snapshot = Snapshot(status=status, partitions=partitions, store_requests=9)
+    registry = metrics_registry(lambda: snapshot, OldestAge())
+    text = generate_latest(registry).decode()
     assert (
         'kafka_ingress_commit_lag_records{partition="0",subscription="sub_a",topic="t"} 4' in text
     )
@@ -449,7 +438,42 @@ def test_collect_reports_lag_per_partition() -> None:
     )
     assert 'kafka_ingress_invocations_total{outcome="duplicate",subscription="sub_a"} 1' in text
     assert 'kafka_ingress_subscription_up{state="running",subscription="sub_a"} 1' in text
-    assert "kafka_ingress_dynamodb_requests_total 9" in text
+    assert "kafka_ingress_dynamodb_requests_total 9.0" in text
+    # The standard collectors ride along on the private registry.
+    assert registry.get_sample_value("process_resident_memory_bytes", {}) > 0
+    assert registry.get_sample_value("process_open_fds", {}) > 0
+    assert "python_info{" in text
+    assert "python_gc_objects_collected_total{" in text
+    # Bounded labels: only these names ever label a kafka_ingress_* sample.
+    allowed = {"subscription", "topic", "partition", "state", "outcome", "le"}
+    for metric in registry.collect():
+        for sample in metric.samples:
+            if sample.name.startswith("kafka_ingress_"):
+                assert set(sample.labels) <= allowed, sample
+
+
+def test_attempt_timings_count_each_attempt_and_the_age_at_ack() -> None:
+    registry = metrics_registry(Snapshot, OldestAge())
+    sub = "sub_timings_unit"
+    timings = AttemptTimings(sub, wall_clock=lambda: 1000.0)
+    timings.attempt(OutcomeKind.RETRY, 0.2)
+    timings.attempt(OutcomeKind.ACK, 0.03)
+    timings.acked(997_500)  # 2.5 s old
+    timings.acked(1_001_000)  # producer clock ahead: counted as 0
+    timings.acked(-1)  # no timestamp: not counted
+
+    def value(name: str, **labels: str) -> float | None:
+        return registry.get_sample_value(name, {"subscription": sub, **labels})
+
+    duration = "kafka_ingress_invocation_duration_seconds"
+    assert value(f"{duration}_count", outcome="retry") == 1
+    assert value(f"{duration}_count", outcome="ack") == 1
+    assert value(f"{duration}_sum", outcome="ack") == pytest.approx(0.03)
+    assert value(f"{duration}_count", outcome="terminal") == 0
+    age = "kafka_ingress_record_age_at_ack_seconds"
+    assert value(f"{age}_count") == 2
+    assert value(f"{age}_sum") == pytest.approx(2.5)
+    assert value(f"{age}_bucket", le="0.01") == 1
 
 
 # -- middleware and start-up warning ----------------------------------------------------------
