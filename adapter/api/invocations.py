@@ -30,6 +30,7 @@ from starlette.responses import Response
 from adapter.api.bodies import ActionResponse, InvocationResponse, ListInvocationsResponse
 from adapter.api.endpoint import AdminState, Endpoint, QueryParam, json_response, query_int
 from adapter.api.ledger_listing import ListingCursor, merge_listing
+from adapter.api.recent_listing import decode_recent_token, encode_recent_token, list_recent
 from adapter.api.refs import check_invocation_id, parse_sink
 from adapter.api.subscriptions import find_subscription
 from adapter.api.wire import invocation_response
@@ -45,6 +46,7 @@ from adapter.errors import (
     UnknownResourceError,
     ValidationError,
 )
+from adapter.ids import invocation_id, parse_invocation_id
 from adapter.model import LedgerEntry
 from adapter.store.dynamo import entry_start_key
 
@@ -181,6 +183,8 @@ async def list_invocations(request: Request, state: AdminState) -> Response:
     token = params.get("page_token")
     if subscription is not None and key is None and target is None and _lists_successes(statuses):
         return await _list_with_pages(state, subscription, statuses, limit, token)
+    if subscription is None and key is None:
+        return await _list_newest(state, statuses, target, limit, token)
     start = decode_page_token(token, subscription) if token else None
     entries, last = await state.store.find_entries(
         subscription_id=subscription,
@@ -194,6 +198,23 @@ async def list_invocations(request: Request, state: AdminState) -> Response:
         ListInvocationsResponse(
             invocations=[invocation_response(e) for e in entries],
             next_page_token=encode_page_token(last, subscription) if last else None,
+        )
+    )
+
+
+async def _list_newest(
+    state: AdminState, statuses: list[str], target: str | None, limit: int, token: str | None
+) -> Response:
+    """Every subscription's invocations, newest first (:mod:`adapter.api.recent_listing`)."""
+    cursor = decode_recent_token(token) if token else None
+    subscriptions = [
+        s for s in await state.store.list_subscriptions() if target is None or s.sink == target
+    ]
+    entries, next_cursor = await list_recent(state.store, subscriptions, statuses, limit, cursor)
+    return json_response(
+        ListInvocationsResponse(
+            invocations=[invocation_response(e) for e in entries],
+            next_page_token=encode_recent_token(next_cursor) if next_cursor else None,
         )
     )
 
@@ -236,14 +257,33 @@ async def _list_with_pages(
 
 async def get_invocation(request: Request, state: AdminState) -> Response:
     inv_id = check_invocation_id(request.path_params["invocation_id"])
-    entry = await state.store.get_entry(inv_id)
+    entry = await state.store.get_entry(inv_id) or await _paged_success(state, inv_id)
     if entry is None:
         raise UnknownResourceError(
-            f"invocation {inv_id} has no ledger row: unknown, expired, on its first attempt "
-            "(not recorded yet), or a first-attempt success recorded in a success page "
-            '([ledger] successes = "pages", the default), which has no row of its own'
+            f"invocation {inv_id} is not in the ledger: unknown, expired, or on its first "
+            "attempt (recorded when it backs off or finishes)"
         )
     return json_response(invocation_response(entry))
+
+
+async def _paged_success(state: AdminState, inv_id: str) -> LedgerEntry | None:
+    """The success page entry an ID names: the ID carries its topic reference, partition and
+    offset; the reference resolves to the subscription and topic (recorded when a poller is
+    first assigned a partition of it). IDs of the earlier form name rows only."""
+    try:
+        coords = parse_invocation_id(inv_id)
+    except ValidationError:
+        return None
+    resolved = await state.store.resolve_topic_ref(coords.topic_ref)
+    if resolved is None:
+        return None
+    sub_id, topic = resolved
+    if invocation_id(sub_id, topic, coords.partition, coords.offset) != inv_id:
+        return None  # a digest collision: the ID is not this subscription's
+    sub = await state.store.get_subscription(sub_id)
+    return await state.store.paged_success(
+        sub_id, topic, coords.partition, coords.offset, target=sub.sink if sub else ""
+    )
 
 
 async def _act(state: AdminState, inv_id: str, action: AdminAction) -> InvocationStatus | None:
