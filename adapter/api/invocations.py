@@ -8,32 +8,41 @@ Actions follow :mod:`adapter.engine.lifecycle` (Restate's rules): cancel and kil
 completed, purge once completed, retry (``resume`` in Restate) while backing off; anything else
 is 409.
 
-Cancel, kill and retry act on the consumer that holds the invocation, so they are carried out
-by the poller whose admin API receives the request: another poller instance's invocations
-answer 409 naming the subscription (send the request to the poller that consumes that
-partition). A killed or cancelled invocation is recorded through the engine's normal path, so
-its offset is committed and the next record of its key starts.
+Cancel, kill and retry act on the consumer that holds the invocation: the poller whose admin
+API receives the request acts at once if one of its runners holds it, and otherwise queues a
+command for the poller that does (202; :mod:`adapter.store.commands`,
+:mod:`adapter.engine.commands`). A killed or cancelled invocation is recorded through the
+engine's normal path, so its offset is committed and the next record of its key starts.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import json
 import logging
 import re
+import time
+from dataclasses import dataclass
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
 
-from adapter.api.bodies import ActionResponse, InvocationResponse, ListInvocationsResponse
+from adapter.api.bodies import (
+    ActionResponse,
+    CommandResponse,
+    InvocationResponse,
+    ListInvocationsResponse,
+)
 from adapter.api.endpoint import AdminState, Endpoint, QueryParam, json_response, query_int
 from adapter.api.ledger_listing import ListingCursor, merge_listing
 from adapter.api.recent_listing import decode_recent_token, encode_recent_token, list_recent
 from adapter.api.refs import check_invocation_id, parse_sink
 from adapter.api.subscriptions import find_subscription
-from adapter.api.wire import invocation_response
+from adapter.api.wire import invocation_response, rfc3339
+from adapter.engine.commands import carry_out
 from adapter.engine.lifecycle import (
     TERMINAL_STATUSES,
     AdminAction,
@@ -48,6 +57,7 @@ from adapter.errors import (
 )
 from adapter.ids import invocation_id, parse_invocation_id
 from adapter.model import LedgerEntry
+from adapter.store.commands import Command
 from adapter.store.dynamo import entry_start_key
 
 __all__ = [
@@ -64,7 +74,6 @@ _STATUSES = {s.value: s for s in InvocationStatus}
 # Index positions as the store writes them (Kafka topic names never hold "|").
 _ROW_POSITION = re.compile(r"[^|]{1,249}\|[0-9]{6}\|[0-9]{20}")
 _PAGE_POSITION = re.compile(r"[^|]{1,249}\|[0-9]{6}\|[0-9]{20}\|[0-9]{20}")
-_KILLS = {AdminAction.CANCEL: InvocationStatus.CANCELLED, AdminAction.KILL: InvocationStatus.KILLED}
 
 
 def encode_page_token(key: dict[str, Any], subscription: str | None) -> str:
@@ -286,21 +295,22 @@ async def _paged_success(state: AdminState, inv_id: str) -> LedgerEntry | None:
     )
 
 
-async def _act(state: AdminState, inv_id: str, action: AdminAction) -> InvocationStatus | None:
+@dataclass(frozen=True, slots=True)
+class _Outcome:
+    status: InvocationStatus | None  # after the action (None once purged, or while queued)
+    queued: Command | None = None  # for the poller that holds the invocation
+
+
+async def _act(state: AdminState, inv_id: str, action: AdminAction) -> _Outcome:
     entry = await state.store.get_entry(inv_id)
     runners = state.supervisor.runners() if state.supervisor is not None else {}
     if entry is None:
         # Not recorded yet: an invocation on its first attempt, if one of our runners has it.
         for runner in runners.values():
-            if action in _KILLS and await runner.kill(inv_id, _KILLS[action]):
-                return _KILLS[action]
-            if action is AdminAction.RETRY_NOW and runner.retry_now(inv_id):
-                return InvocationStatus.PENDING
-        raise UnknownResourceError(
-            f"the invocation {inv_id} does not exist here: no poller of this API runs it and "
-            "the ledger has no row of it (a first-attempt success recorded in a success page "
-            "has none, so there is nothing to act on)"
-        )
+            status = await carry_out(runner, inv_id, action)
+            if status is not None:
+                return _Outcome(status)
+        return await _act_unrecorded(state, inv_id, action)
     status = _STATUSES.get(entry.status)
     if status is None:
         raise ConflictError(f"invocation {inv_id} has an unknown status {entry.status!r}")
@@ -311,33 +321,76 @@ async def _act(state: AdminState, inv_id: str, action: AdminAction) -> Invocatio
                 raise UnknownResourceError(f"the invocation {inv_id} does not exist")
         except ConditionFailedError:
             raise ConflictError(f"invocation {inv_id} changed meanwhile; try again") from None
-        return None
+        return _Outcome(None)
     owner = runners.get(entry.subscription_id)
-    if action is AdminAction.RETRY_NOW and owner is not None and owner.retry_now(inv_id):
-        return InvocationStatus.PENDING
-    if action in _KILLS and owner is not None and await owner.kill(inv_id, _KILLS[action]):
-        return _KILLS[action]
-    raise ConflictError(
-        f"invocation {inv_id} is {status.value} on another poller instance (subscription "
-        f"{entry.subscription_id} partition {entry.partition} is not consumed by the poller "
-        "that received this request); send it to the poller that consumes that partition"
+    done = await carry_out(owner, inv_id, action) if owner is not None else None
+    if done is not None:
+        return _Outcome(done)
+    return await _queue(state, inv_id, entry.subscription_id, action)
+
+
+async def _act_unrecorded(state: AdminState, inv_id: str, action: AdminAction) -> _Outcome:
+    """An ID without a row: a paged success (final), or an invocation on its first attempt
+    on another poller -- which the ID's topic reference names the subscription of."""
+    resolved = None
+    with contextlib.suppress(ValidationError):
+        resolved = await state.store.resolve_topic_ref(parse_invocation_id(inv_id).topic_ref)
+    if resolved is None or action is AdminAction.PURGE:
+        raise UnknownResourceError(
+            f"the invocation {inv_id} has no ledger row here (a first-attempt success recorded "
+            "in a success page has none to act on; an unknown ID has none either)"
+        )
+    if await _paged_success(state, inv_id) is not None:
+        check_admin(InvocationStatus.SUCCEEDED, action)  # 409: completed
+    return await _queue(state, inv_id, resolved[0], action)
+
+
+async def _queue(
+    state: AdminState, inv_id: str, subscription_id: str, action: AdminAction
+) -> _Outcome:
+    requested = Command(inv_id, subscription_id, action.value, int(time.time() * 1000))
+    pending = await state.store.put_command(requested)
+    if pending.action != requested.action:
+        raise ConflictError(
+            f"invocation {inv_id} has a {pending.action} command pending since "
+            f"{rfc3339(pending.requested_at_ms)}; wait for GET /invocations/{inv_id}/command"
+        )
+    return _Outcome(None, pending)
+
+
+def _command_response(command: Command) -> CommandResponse:
+    return CommandResponse(
+        action=_ACTION_NAMES[command.action],  # type: ignore[arg-type]
+        state=command.state,  # type: ignore[arg-type]
+        outcome=command.outcome,
+        requested_at=rfc3339(command.requested_at_ms) or "",
+        done_at=rfc3339(command.done_at_ms),
     )
 
 
 def _action_route(action: AdminAction, name: str) -> Any:
     async def route(request: Request, state: AdminState) -> Response:
         inv_id = check_invocation_id(request.path_params["invocation_id"])
-        status = await _act(state, inv_id, action)
-        log.info("invocation %s: %s by an operator", inv_id, action.value)
-        return json_response(
-            ActionResponse(
-                id=inv_id,
-                action=name,  # type: ignore[arg-type]
-                status=status.value if status is not None else None,
-            )
+        outcome = await _act(state, inv_id, action)
+        if outcome.queued is None:
+            log.info("invocation %s: %s by an operator", inv_id, action.value)
+        body = ActionResponse(
+            id=inv_id,
+            action=name,  # type: ignore[arg-type]
+            status=outcome.status.value if outcome.status is not None else None,
+            command=_command_response(outcome.queued) if outcome.queued else None,
         )
+        return json_response(body, status=202 if outcome.queued else 200)
 
     return route
+
+
+async def get_command(request: Request, state: AdminState) -> Response:
+    inv_id = check_invocation_id(request.path_params["invocation_id"])
+    command = await state.store.get_command(inv_id)
+    if command is None:
+        raise UnknownResourceError(f"no command was queued for invocation {inv_id} (or expired)")
+    return json_response(_command_response(command))
 
 
 async def terminate_invocation(request: Request, state: AdminState) -> Response:
@@ -353,6 +406,7 @@ async def terminate_invocation(request: Request, state: AdminState) -> Response:
 
 _INV = "invocation"
 _ERRS = {400: None, 404: None, 409: None}
+_ACTION_NAMES = {"cancel": "cancel", "kill": "kill", "retry-now": "retry"}
 
 
 def _action_endpoint(path: str, action: AdminAction, name: str, summary: str) -> Endpoint:
@@ -363,7 +417,7 @@ def _action_endpoint(path: str, action: AdminAction, name: str, summary: str) ->
         f"{path.replace('-', '_')}_invocation",
         summary,
         _INV,
-        {200: ActionResponse, **_ERRS},
+        {200: ActionResponse, 202: ActionResponse, **_ERRS},
     )
 
 
@@ -397,6 +451,15 @@ ENDPOINTS = [
         "Get invocation",
         _INV,
         {200: InvocationResponse, 400: None, 404: None},
+    ),
+    Endpoint(
+        "GET",
+        "/invocations/{invocation_id}/command",
+        get_command,
+        "get_invocation_command",
+        "The last admin command queued for an invocation (after a 202)",
+        _INV,
+        {200: CommandResponse, 400: None, 404: None},
     ),
     Endpoint(
         "DELETE",

@@ -48,6 +48,17 @@ from adapter.model import (
     ServiceType,
     Subscription,
 )
+from adapter.store.commands import (
+    COMMAND_TTL_S,
+    COMMANDS_KEY,
+    DONE,
+    PENDING,
+    Command,
+    command_from_item,
+    command_id,
+    command_item,
+    command_position,
+)
 from adapter.store.ledger_client import LedgerClient, Throttled
 from adapter.store.ledger_index import (
     BY_STATUS,
@@ -1070,6 +1081,82 @@ class DynamoStore:
             if "LastEvaluatedKey" not in page:
                 return items, True
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    # -- admin commands for the poller that holds an invocation (adapter.store.commands) -----
+
+    async def put_command(self, command: Command) -> Command:
+        """Queue ``command`` unless one is pending for its invocation; returns the pending one."""
+        item = command_item(command, int(self._clock()) + COMMAND_TTL_S)
+        try:
+            await self._call(
+                lambda: self._client.put_item(
+                    TableName=self.names.invocations,
+                    Item=item,
+                    ConditionExpression="attribute_not_exists(id) OR cmd_state <> :p",
+                    ExpressionAttributeValues={":p": {"S": PENDING}},
+                ),
+                f"queue a command for {command.invocation_id}",
+            )
+        except ConditionFailedError:
+            pending = await self.get_command(command.invocation_id)
+            if pending is not None:
+                return pending
+            return await self.put_command(command)  # finished and expired meanwhile
+        return command
+
+    async def get_command(self, invocation_id: str) -> Command | None:
+        resp = await self._call(
+            lambda: self._client.get_item(
+                TableName=self.names.invocations,
+                Key={"id": {"S": command_id(invocation_id)}},
+                ConsistentRead=True,
+            ),
+            f"read the command for {invocation_id}",
+        )
+        item = resp.get("Item")
+        return command_from_item(item) if item else None
+
+    async def pending_commands(self, since_ms: int) -> list[Command]:
+        """Commands requested since ``since_ms`` and not yet carried out: one Query."""
+        items = await self._query_all(
+            {
+                "TableName": self.names.invocations,
+                "IndexName": "by_subscription",
+                "KeyConditionExpression": "subscription_id = :k AND #p >= :since",
+                "FilterExpression": "cmd_state = :pending",
+                "ExpressionAttributeNames": {"#p": "position"},
+                "ExpressionAttributeValues": {
+                    ":k": {"S": COMMANDS_KEY},
+                    ":since": {"S": command_position(since_ms)},
+                    ":pending": {"S": PENDING},
+                },
+            },
+            "read admin commands",
+        )
+        return [command_from_item(item) for item in items]
+
+    async def finish_command(self, command: Command, outcome: str, done_at_ms: int) -> bool:
+        """Mark a pending command carried out; False if it was not pending any more."""
+        try:
+            await self._call(
+                lambda: self._client.update_item(
+                    TableName=self.names.invocations,
+                    Key={"id": {"S": command_id(command.invocation_id)}},
+                    UpdateExpression="SET cmd_state = :done, outcome = :o, done_at = :t",
+                    ConditionExpression="cmd_state = :pending AND requested_at = :r",
+                    ExpressionAttributeValues={
+                        ":done": {"S": DONE},
+                        ":pending": {"S": PENDING},
+                        ":o": {"S": outcome},
+                        ":t": {"N": str(done_at_ms)},
+                        ":r": {"N": str(command.requested_at_ms)},
+                    },
+                ),
+                f"finish the command for {command.invocation_id}",
+            )
+        except ConditionFailedError:
+            return False
+        return True
 
     async def delete_entry_if(self, inv_id: str, statuses: Iterable[str]) -> bool:
         """Delete a ledger row only while its status is one of ``statuses``.

@@ -54,8 +54,8 @@ def status_index_key(subscription_id: str, status: str) -> str | None:
 
 
 def is_ledger_row(item: dict[str, Any]) -> bool:
-    """A row of one invocation (not a page, not a topic reference)."""
-    return "status" in item and "position" in item
+    """A row of one invocation (not a page, a topic reference or a command)."""
+    return "target" in item and "position" in item
 
 
 def page_entries(item: dict[str, Any], subscription_id: str, target: str) -> list[LedgerEntry]:

@@ -945,7 +945,7 @@ async def test_invocation_actions_follow_restates_rules(api: Api) -> None:
     assert got["offset"] == 1
     assert got["topic"] == "orders"
     await api.call("GET", "/invocations/inv_bad", status=400)
-    unknown = ids.invocation_id(sub, "orders", 0, 99)
+    unknown = ids.invocation_id(sub, "orders", 0, 99)  # its topic reference was never recorded
     await api.call("GET", f"/invocations/{unknown}", status=404)
     for action in ("cancel", "kill", "purge", "retry", "resume"):
         await api.call("PATCH", f"/invocations/{unknown}/{action}", status=404)
@@ -958,16 +958,33 @@ async def test_invocation_actions_follow_restates_rules(api: Api) -> None:
     # Backing off: no purge; retry and kill act on the runner that holds it.
     await api.call("PATCH", f"/invocations/{waiting.id}/purge", status=409)
     retried = (await api.call("PATCH", f"/invocations/{waiting.id}/retry", status=200)).json()
-    assert retried == {"id": waiting.id, "action": "retry", "status": "PENDING"}
+    assert retried == {"id": waiting.id, "action": "retry", "status": "PENDING", "command": None}
     await api.call("PATCH", f"/invocations/{waiting.id}/resume", status=200)
     assert runner.retried == [waiting.id, waiting.id]
     killed = (await api.call("PATCH", f"/invocations/{waiting.id}/kill", status=200)).json()
     assert killed["status"] == "KILLED"
     assert runner.killed == {waiting.id: InvocationStatus.KILLED}
-    # Held by another poller: 409 naming the subscription.
-    other = await api.call("PATCH", f"/invocations/{elsewhere.id}/cancel", status=409)
-    assert sub in other.json()["message"]
-    await api.call("PATCH", f"/invocations/{elsewhere.id}/retry", status=409)
+    # Held by another poller: queued for it (202), one pending command per invocation.
+    await api.call("GET", f"/invocations/{elsewhere.id}/command", status=404)
+    queued = (await api.call("PATCH", f"/invocations/{elsewhere.id}/cancel", status=202)).json()
+    assert queued["status"] is None
+    assert queued["command"]["action"] == "cancel"
+    assert queued["command"]["state"] == "pending"
+    again = await api.call("PATCH", f"/invocations/{elsewhere.id}/cancel", status=202)
+    assert again.json()["command"] == queued["command"]  # the same pending command
+    other = await api.call("PATCH", f"/invocations/{elsewhere.id}/retry", status=409)
+    assert "cancel command pending" in other.json()["message"]
+    shown = (await api.call("GET", f"/invocations/{elsewhere.id}/command", status=200)).json()
+    assert shown == queued["command"]
+    [pending] = await api.store.pending_commands(0)
+    assert (pending.invocation_id, pending.subscription_id) == (elsewhere.id, sub)
+    assert await api.store.finish_command(pending, "CANCELLED", 1_700_000_000_000)
+    assert not await api.store.finish_command(pending, "CANCELLED", 1_700_000_000_000)
+    assert await api.store.pending_commands(0) == []
+    done_command = (await api.call("GET", f"/invocations/{elsewhere.id}/command")).json()
+    assert (done_command["state"], done_command["outcome"]) == ("done", "CANCELLED")
+    # A finished command makes room for the next one.
+    await api.call("PATCH", f"/invocations/{elsewhere.id}/retry", status=202)
     # Not in the ledger yet, but running here: cancel reaches it.
     fresh = ids.invocation_id(sub, "orders", 0, 4)
     runner.owned.add(fresh)
