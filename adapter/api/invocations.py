@@ -110,6 +110,7 @@ def encode_listing_token(cursor: ListingCursor, subscription: str) -> str:
 
 
 def decode_listing_token(token: str, subscription: str) -> ListingCursor:
+    same = True
     try:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
         doc = json.loads(raw)
@@ -132,7 +133,7 @@ def decode_listing_token(token: str, subscription: str) -> ListingCursor:
             and isinstance(doc.get("gd"), bool)
         )
     except (ValueError, KeyError, TypeError, RecursionError, binascii.Error):
-        valid, same = False, True
+        valid = False  # and ``same`` as far as it was read
     if not same:
         raise ValidationError("'page_token' belongs to a listing with another subscription filter")
     if not valid:

@@ -75,7 +75,9 @@ def create_tables(client: Any, names: TableNames) -> list[str]:
     returns what was created."""
     created: list[str] = []
     try:
-        existing = set(client.list_tables()["TableNames"])
+        # ListTables answers 100 names a page: an account (or a moto server) may hold more.
+        pages = client.get_paginator("list_tables").paginate()
+        existing = {name for page in pages for name in page["TableNames"]}
         for logical, table in names.all().items():
             if table in existing:
                 created += _add_missing_indexes(client, table, table_definitions()[logical])

@@ -915,7 +915,10 @@ async def test_the_unfiltered_listing_is_every_subscriptions_newest_first_with_s
 
     everything = await listing(7)
     assert [(i["id"], i["status"]) for i in everything] == [(i, s) for _, i, s in expected]
-    paged = next(i for i in everything if i["id"] == expected[0][1])
+    assert everything[0]["id"] == rows[2].id  # the newest: B's backing-off row
+    paged = everything[1]  # then A's newest page: 20 successes admitted at 3.020 s
+    assert paged["offset"] >= 20
+    assert paged["id"] == ids.invocation_id(sub_a.id, "orders", paged["partition"], paged["offset"])
     assert paged["target"] == "service://Greeter/greet"
     assert paged["attempts"] == 1
     assert paged["subscription_id"] == sub_a.id
@@ -992,7 +995,7 @@ async def test_invocation_actions_follow_restates_rules(api: Api) -> None:
     assert cancelled["status"] == "CANCELLED"
     # Purge deletes the row.
     purged = (await api.call("PATCH", f"/invocations/{done.id}/purge", status=200)).json()
-    assert purged == {"id": done.id, "action": "purge", "status": None}
+    assert purged == {"id": done.id, "action": "purge", "status": None, "command": None}
     await api.call("GET", f"/invocations/{done.id}", status=404)
     # Restate's older DELETE form.
     await api.store.write_entries([done])
