@@ -150,6 +150,9 @@ async def test_admin_actions_and_lookups_work_from_any_of_three_pollers(
             attempts = [c for c in handler.calls if c.invocation_id == inv["retry"]]
             assert attempts[1].started - attempts[0].started < BACKOFF_MS / 1000 / 2
             assert attempts[1].started >= sent
+            with capsys.disabled():
+                waited = attempts[1].started - sent
+                print(f"\nretry-now via a non-owner: attempt 2 after {waited:.2f}s")
 
             async def command_done(base: str, inv_id: str, outcome: str) -> bool:
                 doc = (await http.get(f"{base}/invocations/{inv_id}/command")).json()
@@ -159,6 +162,7 @@ async def test_admin_actions_and_lookups_work_from_any_of_three_pollers(
 
             # Kill through a poller that does not hold partition 1.
             killer = not_owner(1)
+            kill_sent = time.monotonic()
             asked = await http.patch(f"{killer}/invocations/{inv['kill']}/kill")
             assert asked.status_code == 202, asked.text
 
@@ -167,6 +171,8 @@ async def test_admin_actions_and_lookups_work_from_any_of_three_pollers(
                 return doc.get("status") == "KILLED"
 
             await eventually(killed, timeout=30, interval=0.2, message="never KILLED")
+            with capsys.disabled():
+                print(f"kill via a non-owner: KILLED {time.monotonic() - kill_sent:.2f}s later")
             await eventually(lambda: command_done(urls[2], inv["kill"], "KILLED"), timeout=30)
             assert await store.get_entry(paged_id) is None  # a paged success: no row
 
