@@ -220,6 +220,7 @@ class FakeStore:
 
     rows: dict[str, LedgerEntry] = field(default_factory=dict)
     claims: dict[str, str] = field(default_factory=dict)
+    topics: set[tuple[str, str]] = field(default_factory=set)
 
     # -- the runner's reads ---------------------------------------------------------------------
 
@@ -242,6 +243,9 @@ class FakeStore:
             and e.partition == partition
         ]
         return max(offsets, default=None)
+
+    async def remember_topic(self, subscription_id: str, topic: str) -> None:
+        self.topics.add((subscription_id, topic))
 
     async def claim_workflow(self, service: str, key: str, invocation_id: str) -> bool:
         holder = self.claims.setdefault(f"{service}/{key}", invocation_id)

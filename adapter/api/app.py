@@ -21,7 +21,15 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from adapter.api import apply, clusters, deployments, invocations, subscriptions, system
+from adapter.api import (
+    apply,
+    clusters,
+    deployments,
+    invocation_actions,
+    invocations,
+    subscriptions,
+    system,
+)
 from adapter.api.endpoint import AdminState, Endpoint
 from adapter.api.errors import error_response, status_for
 from adapter.api.limits import RequestLimitMiddleware, RequestLimits
@@ -40,6 +48,7 @@ def all_endpoints() -> list[Endpoint]:
         *subscriptions.ENDPOINTS,
         *deployments.ENDPOINTS,
         *invocations.ENDPOINTS,
+        *invocation_actions.ENDPOINTS,
         *clusters.ENDPOINTS,
         *apply.ENDPOINTS,
     ]

@@ -17,6 +17,7 @@ __all__ = [
     "ApplyAction",
     "ApplyRequest",
     "ApplyResponse",
+    "CommandResponse",
     "CreateKafkaClusterRequest",
     "CreateSubscriptionRequest",
     "DetailedHttpDeploymentResponse",
@@ -305,10 +306,27 @@ class ListInvocationsResponse(_Response):
     next_page_token: str | None = None
 
 
+class CommandResponse(_Response):
+    action: Literal["cancel", "kill", "retry"]
+    state: Literal["pending", "done"] = Field(
+        description="`pending` until the poller that holds the invocation carries it out."
+    )
+    outcome: str | None = Field(description="The invocation's status once carried out.")
+    requested_at: str
+    done_at: str | None
+
+
 class ActionResponse(_Response):
     id: str
     action: Literal["cancel", "kill", "purge", "retry"]
-    status: str | None = Field(description="The status after the action; null once purged.")
+    status: str | None = Field(
+        description="The status after the action; null once purged, or while queued (202)."
+    )
+    command: CommandResponse | None = Field(
+        default=None,
+        description="With 202: the action was queued for the poller that holds the "
+        "invocation; follow it with GET /invocations/{id}/command.",
+    )
 
 
 class SimpleKafkaClusterResponse(_Response):

@@ -1,18 +1,11 @@
-"""``/invocations``: the ledger, filtered and paged, and Restate's invocation actions.
+"""``/invocations``: the ledger, filtered and paged, and invocations by ID.
 
 An invocation's row is written when it first backs off and when it finishes; one that is on
 its first attempt is only known to the poller running it, and one that succeeds at its first
 attempt is recorded in a success page, without a row, unless ``[ledger] successes = "rows"``;
-a subscription's listing merges those in (:mod:`adapter.api.ledger_listing`).
-Actions follow :mod:`adapter.engine.lifecycle` (Restate's rules): cancel and kill while not
-completed, purge once completed, retry (``resume`` in Restate) while backing off; anything else
-is 409.
-
-Cancel, kill and retry act on the consumer that holds the invocation, so they are carried out
-by the poller whose admin API receives the request: another poller instance's invocations
-answer 409 naming the subscription (send the request to the poller that consumes that
-partition). A killed or cancelled invocation is recorded through the engine's normal path, so
-its offset is committed and the next record of its key starts.
+a subscription's listing merges those in (:mod:`adapter.api.ledger_listing`), the listing
+without a subscription too (:mod:`adapter.api.recent_listing`), and so does the lookup by ID.
+Actions on invocations are in :mod:`adapter.api.invocation_actions`.
 """
 
 from __future__ import annotations
@@ -20,31 +13,22 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import logging
 import re
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
 
-from adapter.api.bodies import ActionResponse, InvocationResponse, ListInvocationsResponse
+from adapter.api.bodies import InvocationResponse, ListInvocationsResponse
 from adapter.api.endpoint import AdminState, Endpoint, QueryParam, json_response, query_int
 from adapter.api.ledger_listing import ListingCursor, merge_listing
+from adapter.api.recent_listing import decode_recent_token, encode_recent_token, list_recent
 from adapter.api.refs import check_invocation_id, parse_sink
 from adapter.api.subscriptions import find_subscription
 from adapter.api.wire import invocation_response
-from adapter.engine.lifecycle import (
-    TERMINAL_STATUSES,
-    AdminAction,
-    InvocationStatus,
-    check_admin,
-)
-from adapter.errors import (
-    ConditionFailedError,
-    ConflictError,
-    UnknownResourceError,
-    ValidationError,
-)
+from adapter.engine.lifecycle import InvocationStatus
+from adapter.errors import UnknownResourceError, ValidationError
+from adapter.ids import invocation_id, parse_invocation_id
 from adapter.model import LedgerEntry
 from adapter.store.dynamo import entry_start_key
 
@@ -54,15 +38,13 @@ __all__ = [
     "decode_page_token",
     "encode_listing_token",
     "encode_page_token",
+    "paged_success",
 ]
-
-log = logging.getLogger(__name__)
 
 _STATUSES = {s.value: s for s in InvocationStatus}
 # Index positions as the store writes them (Kafka topic names never hold "|").
 _ROW_POSITION = re.compile(r"[^|]{1,249}\|[0-9]{6}\|[0-9]{20}")
 _PAGE_POSITION = re.compile(r"[^|]{1,249}\|[0-9]{6}\|[0-9]{20}\|[0-9]{20}")
-_KILLS = {AdminAction.CANCEL: InvocationStatus.CANCELLED, AdminAction.KILL: InvocationStatus.KILLED}
 
 
 def encode_page_token(key: dict[str, Any], subscription: str | None) -> str:
@@ -99,6 +81,7 @@ def encode_listing_token(cursor: ListingCursor, subscription: str) -> str:
 
 
 def decode_listing_token(token: str, subscription: str) -> ListingCursor:
+    same = True
     try:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
         doc = json.loads(raw)
@@ -121,7 +104,7 @@ def decode_listing_token(token: str, subscription: str) -> ListingCursor:
             and isinstance(doc.get("gd"), bool)
         )
     except (ValueError, KeyError, TypeError, RecursionError, binascii.Error):
-        valid, same = False, True
+        valid = False  # and ``same`` as far as it was read
     if not same:
         raise ValidationError("'page_token' belongs to a listing with another subscription filter")
     if not valid:
@@ -181,6 +164,8 @@ async def list_invocations(request: Request, state: AdminState) -> Response:
     token = params.get("page_token")
     if subscription is not None and key is None and target is None and _lists_successes(statuses):
         return await _list_with_pages(state, subscription, statuses, limit, token)
+    if subscription is None and key is None:
+        return await _list_newest(state, statuses, target, limit, token)
     start = decode_page_token(token, subscription) if token else None
     entries, last = await state.store.find_entries(
         subscription_id=subscription,
@@ -194,6 +179,23 @@ async def list_invocations(request: Request, state: AdminState) -> Response:
         ListInvocationsResponse(
             invocations=[invocation_response(e) for e in entries],
             next_page_token=encode_page_token(last, subscription) if last else None,
+        )
+    )
+
+
+async def _list_newest(
+    state: AdminState, statuses: list[str], target: str | None, limit: int, token: str | None
+) -> Response:
+    """Every subscription's invocations, newest first (:mod:`adapter.api.recent_listing`)."""
+    cursor = decode_recent_token(token) if token else None
+    subscriptions = [
+        s for s in await state.store.list_subscriptions() if target is None or s.sink == target
+    ]
+    entries, next_cursor = await list_recent(state.store, subscriptions, statuses, limit, cursor)
+    return json_response(
+        ListInvocationsResponse(
+            invocations=[invocation_response(e) for e in entries],
+            next_page_token=encode_recent_token(next_cursor) if next_cursor else None,
         )
     )
 
@@ -236,95 +238,36 @@ async def _list_with_pages(
 
 async def get_invocation(request: Request, state: AdminState) -> Response:
     inv_id = check_invocation_id(request.path_params["invocation_id"])
-    entry = await state.store.get_entry(inv_id)
+    entry = await state.store.get_entry(inv_id) or await paged_success(state, inv_id)
     if entry is None:
         raise UnknownResourceError(
-            f"invocation {inv_id} has no ledger row: unknown, expired, on its first attempt "
-            "(not recorded yet), or a first-attempt success recorded in a success page "
-            '([ledger] successes = "pages", the default), which has no row of its own'
+            f"invocation {inv_id} is not in the ledger: unknown, expired, or on its first "
+            "attempt (recorded when it backs off or finishes)"
         )
     return json_response(invocation_response(entry))
 
 
-async def _act(state: AdminState, inv_id: str, action: AdminAction) -> InvocationStatus | None:
-    entry = await state.store.get_entry(inv_id)
-    runners = state.supervisor.runners() if state.supervisor is not None else {}
-    if entry is None:
-        # Not recorded yet: an invocation on its first attempt, if one of our runners has it.
-        for runner in runners.values():
-            if action in _KILLS and await runner.kill(inv_id, _KILLS[action]):
-                return _KILLS[action]
-            if action is AdminAction.RETRY_NOW and runner.retry_now(inv_id):
-                return InvocationStatus.PENDING
-        raise UnknownResourceError(
-            f"the invocation {inv_id} does not exist here: no poller of this API runs it and "
-            "the ledger has no row of it (a first-attempt success recorded in a success page "
-            "has none, so there is nothing to act on)"
-        )
-    status = _STATUSES.get(entry.status)
-    if status is None:
-        raise ConflictError(f"invocation {inv_id} has an unknown status {entry.status!r}")
-    check_admin(status, action)
-    if action is AdminAction.PURGE:
-        try:
-            if not await state.store.delete_entry_if(inv_id, [s.value for s in TERMINAL_STATUSES]):
-                raise UnknownResourceError(f"the invocation {inv_id} does not exist")
-        except ConditionFailedError:
-            raise ConflictError(f"invocation {inv_id} changed meanwhile; try again") from None
+async def paged_success(state: AdminState, inv_id: str) -> LedgerEntry | None:
+    """The success page entry an ID names: the ID carries its topic reference, partition and
+    offset; the reference resolves to the subscription and topic (recorded when a poller is
+    first assigned a partition of it). IDs of the earlier form name rows only."""
+    try:
+        coords = parse_invocation_id(inv_id)
+    except ValidationError:
         return None
-    owner = runners.get(entry.subscription_id)
-    if action is AdminAction.RETRY_NOW and owner is not None and owner.retry_now(inv_id):
-        return InvocationStatus.PENDING
-    if action in _KILLS and owner is not None and await owner.kill(inv_id, _KILLS[action]):
-        return _KILLS[action]
-    raise ConflictError(
-        f"invocation {inv_id} is {status.value} on another poller instance (subscription "
-        f"{entry.subscription_id} partition {entry.partition} is not consumed by the poller "
-        "that received this request); send it to the poller that consumes that partition"
+    resolved = await state.store.resolve_topic_ref(coords.topic_ref)
+    if resolved is None:
+        return None
+    sub_id, topic = resolved
+    if invocation_id(sub_id, topic, coords.partition, coords.offset) != inv_id:
+        return None  # a digest collision: the ID is not this subscription's
+    sub = await state.store.get_subscription(sub_id)
+    return await state.store.paged_success(
+        sub_id, topic, coords.partition, coords.offset, target=sub.sink if sub else ""
     )
-
-
-def _action_route(action: AdminAction, name: str) -> Any:
-    async def route(request: Request, state: AdminState) -> Response:
-        inv_id = check_invocation_id(request.path_params["invocation_id"])
-        status = await _act(state, inv_id, action)
-        log.info("invocation %s: %s by an operator", inv_id, action.value)
-        return json_response(
-            ActionResponse(
-                id=inv_id,
-                action=name,  # type: ignore[arg-type]
-                status=status.value if status is not None else None,
-            )
-        )
-
-    return route
-
-
-async def terminate_invocation(request: Request, state: AdminState) -> Response:
-    """Restate's older ``DELETE /invocations/{id}?mode=cancel|kill|purge``."""
-    inv_id = check_invocation_id(request.path_params["invocation_id"])
-    mode = (request.query_params.get("mode") or "cancel").lower()
-    actions = {"cancel": AdminAction.CANCEL, "kill": AdminAction.KILL, "purge": AdminAction.PURGE}
-    if mode not in actions:
-        raise ValidationError("query parameter 'mode' must be cancel, kill or purge")
-    await _act(state, inv_id, actions[mode])
-    return Response(status_code=202)
 
 
 _INV = "invocation"
-_ERRS = {400: None, 404: None, 409: None}
-
-
-def _action_endpoint(path: str, action: AdminAction, name: str, summary: str) -> Endpoint:
-    return Endpoint(
-        "PATCH",
-        f"/invocations/{{invocation_id}}/{path}",
-        _action_route(action, name),
-        f"{path.replace('-', '_')}_invocation",
-        summary,
-        _INV,
-        {200: ActionResponse, **_ERRS},
-    )
 
 
 ENDPOINTS = [
@@ -357,31 +300,5 @@ ENDPOINTS = [
         "Get invocation",
         _INV,
         {200: InvocationResponse, 400: None, 404: None},
-    ),
-    Endpoint(
-        "DELETE",
-        "/invocations/{invocation_id}",
-        terminate_invocation,
-        "terminate_invocation",
-        "Terminate an invocation (Restate's older form of cancel/kill/purge)",
-        _INV,
-        {202: None, **_ERRS},
-        query=(
-            QueryParam(
-                "mode",
-                {"type": "string", "enum": ["cancel", "kill", "purge"]},
-                "cancel (default), kill or purge.",
-            ),
-        ),
-    ),
-    _action_endpoint("cancel", AdminAction.CANCEL, "cancel", "Cancel an invocation"),
-    _action_endpoint("kill", AdminAction.KILL, "kill", "Kill an invocation"),
-    _action_endpoint("purge", AdminAction.PURGE, "purge", "Purge a completed invocation"),
-    _action_endpoint("retry", AdminAction.RETRY_NOW, "retry", "Retry a backing-off invocation now"),
-    _action_endpoint(
-        "resume",
-        AdminAction.RETRY_NOW,
-        "retry",
-        "Resume a backing-off invocation now (Restate's name for retry)",
     ),
 ]

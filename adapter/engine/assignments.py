@@ -12,7 +12,8 @@ does what it must before consuming):
 * the topic is looked up again, and each partition's committed position is checked for the
   topic ID it was committed against: a position of a *deleted* topic of the same name is not
   applied — the new topic is consumed from its beginning;
-* the ledger's fence is read in the background (until it is known, every record is checked).
+* the ledger's fence is read in the background (until it is known, every record is checked),
+  and then the topic's reference is recorded (:meth:`DynamoStore.remember_topic`), once.
 
 On revocation: nothing more is admitted, running invocations drain within the revoke timeout,
 the ledger is flushed, finished offsets are committed, and the states are forgotten.
@@ -48,6 +49,8 @@ class FenceStore(Protocol):
         self, subscription_id: str, topic: str, partition: int
     ) -> int | None: ...
 
+    async def remember_topic(self, subscription_id: str, topic: str) -> None: ...
+
 
 class Assignments:
     """The partition states of one runner (see the module docstring)."""
@@ -80,6 +83,7 @@ class Assignments:
         self.states: dict[TP, PartitionState] = {}
         self._commit_lock = asyncio.Lock()
         self._background: set[asyncio.Task[None]] = set()
+        self._topics_remembered: set[str] = set()
         self.commits = 0
         self.rebalances = 0
         self.recreations = 0
@@ -148,6 +152,20 @@ class Assignments:
             self._on_error(str(exc))
             return
         state.fence_read(fence)
+        await self._remember_topic(state.topic_key)
+
+    async def _remember_topic(self, topic_key: str) -> None:
+        """Record the topic reference that invocation IDs carry, so that an ID of a success
+        kept only in a page resolves to its record (once per topic; retried on a later
+        assignment if the write fails)."""
+        if topic_key in self._topics_remembered:
+            return
+        try:
+            await self._store.remember_topic(self._subscription_id, topic_key)
+        except StoreError as exc:
+            log.warning("cannot record the topic reference of %s: %s", topic_key, exc)
+            return
+        self._topics_remembered.add(topic_key)
 
     # -- revocation ---------------------------------------------------------------------------
 

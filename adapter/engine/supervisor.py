@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from adapter.config import KafkaCluster, Settings
+from adapter.engine.commands import CommandPoller
 from adapter.engine.ledger import LedgerWriter
 from adapter.engine.retry import RetryPolicy
 from adapter.engine.runner import SubscriptionRunner
@@ -162,6 +163,8 @@ class Supervisor:
         return out
 
     async def run(self) -> None:
+        # Admin commands queued by any poller's API for invocations held here.
+        commands = asyncio.create_task(CommandPoller(self._store, self.runners).run())
         try:
             while True:
                 await self.refresh()
@@ -169,6 +172,9 @@ class Supervisor:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self._refresh_s)
         finally:
+            commands.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await commands
             await self.shutdown()
 
     async def refresh(self) -> None:

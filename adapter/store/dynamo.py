@@ -38,7 +38,7 @@ from botocore.credentials import Credentials
 from botocore.exceptions import BotoCoreError, ClientError
 
 from adapter.errors import ConditionFailedError, ItemTooLargeError, StoreError
-from adapter.ids import creation_order, invocation_id
+from adapter.ids import creation_order, invocation_id, topic_ref
 from adapter.model import (
     HandlerInfo,
     HandlerType,
@@ -48,9 +48,26 @@ from adapter.model import (
     ServiceType,
     Subscription,
 )
+from adapter.store.commands import (
+    COMMAND_TTL_S,
+    COMMANDS_KEY,
+    DONE,
+    PENDING,
+    Command,
+    command_from_item,
+    command_id,
+    command_item,
+    command_position,
+)
 from adapter.store.ledger_client import LedgerClient, Throttled
+from adapter.store.ledger_index import (
+    BY_STATUS,
+    is_ledger_row,
+    paged_entry,
+    status_index_key,
+    topic_ref_item_id,
+)
 from adapter.store.pages import (
-    PAGE_ID_PREFIX,
     Page,
     build_pages,
     is_pageable,
@@ -136,6 +153,9 @@ def _ledger_item(entry: LedgerEntry, expires_at: int) -> dict[str, Any]:
         "created_at": {"N": str(entry.created_at_ms)},
         "expires_at": {"N": str(expires_at)},
     }
+    by_status = status_index_key(entry.subscription_id, entry.status)
+    if by_status is not None:
+        item["sub_status"] = {"S": by_status}
     if entry.attempts != 1:
         item["attempts"] = {"N": str(entry.attempts)}
     if entry.completed_at_ms is None:
@@ -188,10 +208,6 @@ def _page_item(page: Page, expires_at: int, item_id: str | None = None) -> dict[
         "completed_at": {"N": str(page.completed_at_ms)},
         "expires_at": {"N": str(expires_at)},
     }
-
-
-def _is_page(item: dict[str, Any]) -> bool:
-    return str(item["id"]["S"]).startswith(PAGE_ID_PREFIX)
 
 
 def _page_offsets(item: dict[str, Any]) -> list[int]:
@@ -654,28 +670,36 @@ class DynamoStore:
         keys = list(dict.fromkeys(ids))
         if not keys:
             return {}
-        return await asyncio.to_thread(self._batch_get_sync, keys)
+        items = await asyncio.to_thread(self._batch_get_sync, keys, True)
+        return {item["id"]["S"]: item["status"]["S"] for item in items}
 
-    def _batch_get_sync(self, ids: list[str]) -> dict[str, str]:
+    async def get_entries(self, ids: Iterable[str]) -> dict[str, LedgerEntry]:
+        """The ledger rows of these invocation IDs (unknown IDs are absent)."""
+        keys = list(dict.fromkeys(ids))
+        if not keys:
+            return {}
+        items = await asyncio.to_thread(self._batch_get_sync, keys, False)
+        return {item["id"]["S"]: _entry_from_item(item) for item in items if is_ledger_row(item)}
+
+    def _batch_get_sync(self, ids: list[str], status_only: bool) -> list[dict[str, Any]]:
         table = self.names.invocations
-        out: dict[str, str] = {}
+        out: list[dict[str, Any]] = []
         for start in range(0, len(ids), _BATCH_GET_MAX):
-            request: dict[str, Any] = {
-                table: {
-                    "Keys": [{"id": {"S": i}} for i in ids[start : start + _BATCH_GET_MAX]],
-                    "ProjectionExpression": "id, #s",
-                    "ExpressionAttributeNames": {"#s": "status"},
-                    "ConsistentRead": True,
-                }
+            keys: dict[str, Any] = {
+                "Keys": [{"id": {"S": i}} for i in ids[start : start + _BATCH_GET_MAX]],
+                "ConsistentRead": True,
             }
+            if status_only:
+                keys["ProjectionExpression"] = "id, #s"
+                keys["ExpressionAttributeNames"] = {"#s": "status"}
+            request: dict[str, Any] = {table: keys}
             delay = 0.05
             while request:
                 resp = self._call_sync(
                     partial(self._client.batch_get_item, RequestItems=request),
                     "read invocation ledger",
                 )
-                for item in resp.get("Responses", {}).get(table, []):
-                    out[item["id"]["S"]] = item["status"]["S"]
+                out.extend(resp.get("Responses", {}).get(table, []))
                 request = resp.get("UnprocessedKeys") or {}
                 if request:
                     time.sleep(delay)
@@ -886,7 +910,7 @@ class DynamoStore:
 
     async def scan_entries(self) -> list[LedgerEntry]:
         items = await self._scan_all(self.names.invocations, "list invocations")
-        return [_entry_from_item(i) for i in items if not _is_page(i)]
+        return [_entry_from_item(i) for i in items if is_ledger_row(i)]
 
     async def find_entries(
         self,
@@ -943,8 +967,8 @@ class DynamoStore:
             page = await self._call(partial(call, **page_kwargs), "list invocations")
             items = page.get("Items", [])
             for index, item in enumerate(items):
-                if _is_page(item):
-                    # Only a scan meets pages (they are indexed under their own key).
+                if not is_ledger_row(item):
+                    # Only a scan meets pages and topic references (not in this index).
                     continue
                 found.append(_entry_from_item(item))
                 if len(found) == limit:
@@ -954,6 +978,185 @@ class DynamoStore:
             start = page.get("LastEvaluatedKey")
             if start is None:
                 return found, None
+
+    # -- invocations by ID and newest first (adapter.store.ledger_index) ---------------------
+
+    async def remember_topic(self, subscription_id: str, topic: str) -> None:
+        """Record what a topic reference stands for, once: a conditional put (another poller's
+        item, written first, holds the same fact)."""
+        item = {
+            "id": {"S": topic_ref_item_id(topic_ref(subscription_id, topic))},
+            "ref_subscription": {"S": subscription_id},
+            "topic_key": {"S": topic},
+        }
+        with contextlib.suppress(ConditionFailedError):
+            await self._call(
+                lambda: self._client.put_item(
+                    TableName=self.names.invocations,
+                    Item=item,
+                    ConditionExpression="attribute_not_exists(id)",
+                ),
+                f"record the topic reference of {subscription_id}",
+            )
+
+    async def resolve_topic_ref(self, ref: int) -> tuple[str, str] | None:
+        """(subscription ID, topic key) of a topic reference, or None if none was recorded."""
+        resp = await self._call(
+            lambda: self._client.get_item(
+                TableName=self.names.invocations, Key={"id": {"S": topic_ref_item_id(ref)}}
+            ),
+            "resolve a topic reference",
+        )
+        item = resp.get("Item")
+        if not item or "topic_key" not in item:
+            return None
+        return item["ref_subscription"]["S"], item["topic_key"]["S"]
+
+    async def paged_success(
+        self, subscription_id: str, topic: str, partition: int, offset: int, *, target: str
+    ) -> LedgerEntry | None:
+        """The success of this record if a page lists it."""
+        low, high = range_bounds(topic, partition, offset, offset)
+        pages = await self._query_positions(
+            page_index_key(subscription_id), low, high, f"read success pages of {topic}/{partition}"
+        )
+        for item in pages:
+            first, _ = parse_page_position(item["position"]["S"])
+            if first <= offset and offset in _page_offsets(item):
+                created, completed = int(item["created_at"]["N"]), int(item["completed_at"]["N"])
+                return paged_entry(
+                    subscription_id, topic, partition, offset, target, created, completed
+                )
+        return None
+
+    async def newest_items(
+        self,
+        *,
+        index: str,
+        key: str,
+        before_ms: int | None,
+        weigh: Callable[[dict[str, Any]], int],
+        limit: int,
+        status: str | None = None,
+    ) -> tuple[list[dict[str, Any]], bool]:
+        """Items under ``key`` of the ``by_time`` or ``by_status`` index, newest first, created
+        at or before ``before_ms``, and whether the key has no more.
+
+        Reads until the weights of the items kept (how many listing entries each stands for
+        after the listing's cursor; 0 drops it) reach ``limit``, then on through every item
+        created in the same millisecond as the last one kept: the listing orders those by ID.
+        ``status`` keeps only rows of that status (a filter on the ``by_time`` index).
+        """
+        hash_attr = "sub_status" if index == BY_STATUS else "subscription_id"
+        kwargs: dict[str, Any] = {
+            "TableName": self.names.invocations,
+            "IndexName": index,
+            "KeyConditionExpression": "#h = :h",
+            "ExpressionAttributeNames": {"#h": hash_attr},
+            "ExpressionAttributeValues": {":h": {"S": key}},
+            "ScanIndexForward": False,
+            "Limit": min(1000, limit + 1),
+        }
+        if before_ms is not None:
+            kwargs["KeyConditionExpression"] += " AND created_at <= :t"
+            kwargs["ExpressionAttributeValues"][":t"] = {"N": str(before_ms)}
+        if status is not None:
+            kwargs["FilterExpression"] = "#s = :s"
+            kwargs["ExpressionAttributeNames"]["#s"] = "status"
+            kwargs["ExpressionAttributeValues"][":s"] = {"S": status}
+        items: list[dict[str, Any]] = []
+        weight = 0
+        last_ms: int | None = None
+        while True:
+            page = await self._call(partial(self._client.query, **kwargs), "list invocations")
+            for item in page.get("Items", []):
+                created = int(item["created_at"]["N"])
+                if weight >= limit and last_ms is not None and created < last_ms:
+                    return items, False
+                count = weigh(item)
+                if count:
+                    items.append(item)
+                    weight += count
+                    last_ms = created
+            if "LastEvaluatedKey" not in page:
+                return items, True
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    # -- admin commands for the poller that holds an invocation (adapter.store.commands) -----
+
+    async def put_command(self, command: Command) -> Command:
+        """Queue ``command`` unless one is pending for its invocation; returns the pending one."""
+        item = command_item(command, int(self._clock()) + COMMAND_TTL_S)
+        try:
+            await self._call(
+                lambda: self._client.put_item(
+                    TableName=self.names.invocations,
+                    Item=item,
+                    ConditionExpression="attribute_not_exists(id) OR cmd_state <> :p",
+                    ExpressionAttributeValues={":p": {"S": PENDING}},
+                ),
+                f"queue a command for {command.invocation_id}",
+            )
+        except ConditionFailedError:
+            pending = await self.get_command(command.invocation_id)
+            if pending is not None:
+                return pending
+            return await self.put_command(command)  # finished and expired meanwhile
+        return command
+
+    async def get_command(self, invocation_id: str) -> Command | None:
+        resp = await self._call(
+            lambda: self._client.get_item(
+                TableName=self.names.invocations,
+                Key={"id": {"S": command_id(invocation_id)}},
+                ConsistentRead=True,
+            ),
+            f"read the command for {invocation_id}",
+        )
+        item = resp.get("Item")
+        return command_from_item(item) if item else None
+
+    async def pending_commands(self, since_ms: int) -> list[Command]:
+        """Commands requested since ``since_ms`` and not yet carried out: one Query."""
+        items = await self._query_all(
+            {
+                "TableName": self.names.invocations,
+                "IndexName": "by_subscription",
+                "KeyConditionExpression": "subscription_id = :k AND #p >= :since",
+                "FilterExpression": "cmd_state = :pending",
+                "ExpressionAttributeNames": {"#p": "position"},
+                "ExpressionAttributeValues": {
+                    ":k": {"S": COMMANDS_KEY},
+                    ":since": {"S": command_position(since_ms)},
+                    ":pending": {"S": PENDING},
+                },
+            },
+            "read admin commands",
+        )
+        return [command_from_item(item) for item in items]
+
+    async def finish_command(self, command: Command, outcome: str, done_at_ms: int) -> bool:
+        """Mark a pending command carried out; False if it was not pending any more."""
+        try:
+            await self._call(
+                lambda: self._client.update_item(
+                    TableName=self.names.invocations,
+                    Key={"id": {"S": command_id(command.invocation_id)}},
+                    UpdateExpression="SET cmd_state = :done, outcome = :o, done_at = :t",
+                    ConditionExpression="cmd_state = :pending AND requested_at = :r",
+                    ExpressionAttributeValues={
+                        ":done": {"S": DONE},
+                        ":pending": {"S": PENDING},
+                        ":o": {"S": outcome},
+                        ":t": {"N": str(done_at_ms)},
+                        ":r": {"N": str(command.requested_at_ms)},
+                    },
+                ),
+                f"finish the command for {command.invocation_id}",
+            )
+        except ConditionFailedError:
+            return False
+        return True
 
     async def delete_entry_if(self, inv_id: str, statuses: Iterable[str]) -> bool:
         """Delete a ledger row only while its status is one of ``statuses``.

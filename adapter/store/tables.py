@@ -9,6 +9,7 @@ installed wheel finds it wherever site-packages is.
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 from functools import cache
 from importlib.resources import files
@@ -70,12 +71,16 @@ class TableNames:
 
 
 def create_tables(client: Any, names: TableNames) -> list[str]:
-    """Create every missing table (idempotent); returns the names created."""
+    """Create every missing table and every missing index of an existing one (idempotent);
+    returns what was created."""
     created: list[str] = []
     try:
-        existing = set(client.list_tables()["TableNames"])
+        # ListTables answers 100 names a page: an account (or a moto server) may hold more.
+        pages = client.get_paginator("list_tables").paginate()
+        existing = {name for page in pages for name in page["TableNames"]}
         for logical, table in names.all().items():
             if table in existing:
+                created += _add_missing_indexes(client, table, table_definitions()[logical])
                 continue
             spec = dict(table_definitions()[logical])
             ttl = spec.pop("TimeToLiveSpecification", None)
@@ -89,3 +94,43 @@ def create_tables(client: Any, names: TableNames) -> list[str]:
     except (BotoCoreError, ClientError) as exc:
         raise StoreError(f"cannot create DynamoDB tables: {exc}") from exc
     return created
+
+
+def _add_missing_indexes(client: Any, table: str, spec: dict[str, Any]) -> list[str]:
+    """Add the global secondary indexes a table written by an earlier version lacks.
+
+    DynamoDB builds one index per UpdateTable, so each is awaited before the next (the
+    backfill of a large table takes minutes; moto's is immediate)."""
+    described = client.describe_table(TableName=table)["Table"]
+    have = {i["IndexName"] for i in described.get("GlobalSecondaryIndexes", [])}
+    types = {a["AttributeName"]: a for a in spec.get("AttributeDefinitions", [])}
+    added: list[str] = []
+    for index in spec.get("GlobalSecondaryIndexes", []):
+        if index["IndexName"] in have:
+            continue
+        keys = [types[k["AttributeName"]] for k in index["KeySchema"]]
+        create = dict(index)
+        if spec.get("BillingMode") != "PAY_PER_REQUEST":
+            create.setdefault(
+                "ProvisionedThroughput", {"ReadCapacityUnits": 5, "WriteCapacityUnits": 5}
+            )
+        client.update_table(
+            TableName=table,
+            AttributeDefinitions=keys,
+            GlobalSecondaryIndexUpdates=[{"Create": create}],
+        )
+        _wait_index_active(client, table, index["IndexName"])
+        added.append(f"{table}:{index['IndexName']}")
+    return added
+
+
+def _wait_index_active(client: Any, table: str, name: str, timeout_s: float = 1800) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        indexes = client.describe_table(TableName=table)["Table"].get("GlobalSecondaryIndexes", [])
+        status = next((i.get("IndexStatus") for i in indexes if i["IndexName"] == name), None)
+        if status in (None, "ACTIVE"):
+            return
+        if time.monotonic() > deadline:
+            raise StoreError(f"index {name} of {table} not active after {timeout_s:.0f}s")
+        time.sleep(2)

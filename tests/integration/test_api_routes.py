@@ -733,6 +733,10 @@ async def test_invocation_listing_filters_and_pages(api: Api) -> None:
     rows = [_entry(sub_a, 0, o, "SUCCEEDED", key=f"k{o % 2}") for o in range(7)]
     rows += [_entry(sub_a, 1, 0, "BACKING_OFF"), _entry(sub_b, 0, 0, "FAILED")]
     await api.store.write_entries(rows)
+    for sub_id in (sub_a, sub_b):  # the listing without a filter reads each subscription's
+        await api.store.put_subscription(
+            Subscription(sub_id, "plain", "orders", "Greeter", "greet", {})
+        )
 
     everything = (await api.call("GET", "/invocations", status=200)).json()
     assert len(everything["invocations"]) == 9
@@ -837,9 +841,25 @@ async def test_a_subscriptions_listing_includes_its_paged_successes(
     failed = (await listing(status="DEAD_LETTERED,BACKING_OFF")).json()["invocations"]
     assert [i["offset"] for i in failed] == [5, 77]
     assert len((await listing(key="k", limit=1000)).json()["invocations"]) == 2  # rows only
-    # A paged success has no row of its own: GET by ID says so.
-    missing = await api.call("GET", f"/invocations/{paged['id']}", status=404)
-    assert "success page" in missing.json()["message"]
+    # A paged success has no row of its own: its ID resolves once the topic reference is
+    # recorded (a poller does that when it is first assigned a partition of the topic).
+    await api.call("GET", f"/invocations/{paged['id']}", status=404)
+    await api.store.remember_topic(sub.id, "orders")
+    await api.store.remember_topic(sub.id, "orders")  # a second poller: no error, same fact
+    found = (await api.call("GET", f"/invocations/{paged['id']}", status=200)).json()
+    assert found == paged
+    row = (await api.call("GET", f"/invocations/{failed[0]['id']}", status=200)).json()
+    assert row == failed[0]  # a row is read by its ID first
+    unpaged = ids.invocation_id(sub.id, "orders", 0, 500)  # resolvable, but never recorded
+    await api.call("GET", f"/invocations/{unpaged}", status=404)
+    forged = ids.invocation_id(ids.subscription_id(), "orders", 1, 3)  # an unknown reference
+    assert (
+        "not in the ledger"
+        in (await api.call("GET", f"/invocations/{forged}", status=404)).json()["message"]
+    )
+    malformed = paged["id"][:-1] + ("x" if paged["id"][-1] != "x" else "y")
+    bad = await api.call("GET", f"/invocations/{malformed}", status=400)
+    assert malformed in bad.json()["message"]
     first = (await listing(limit=5)).json()["next_page_token"]
     other = ids.subscription_id()
     wrong = await api.call(
@@ -847,6 +867,82 @@ async def test_a_subscriptions_listing_includes_its_paged_successes(
     )
     assert "another" in wrong.json()["message"]
     await api.call("GET", "/invocations", params={"page_token": first}, status=400)
+
+
+async def test_the_unfiltered_listing_is_every_subscriptions_newest_first_with_successes(
+    api: Api, dynamo_client: Any, table_names: TableNames
+) -> None:
+    sub_a = Subscription(ids.subscription_id(), "plain", "orders", "Greeter", "greet", {})
+    sub_b = Subscription(ids.subscription_id(), "plain", "orders", "Orders", "place", {})
+    for sub in (sub_a, sub_b):
+        await api.store.put_subscription(sub)
+    base = 1_700_000_000_000
+
+    def at(entry: LedgerEntry, created: int, **changes: Any) -> LedgerEntry:
+        return replace(entry, created_at_ms=base + created, **changes)
+
+    # A's first-attempt successes in pages (three batches, each one page per partition: every
+    # success of a page is listed at the page's earliest admission), B's and A's other
+    # outcomes in rows, interleaved in time.
+    paging = DynamoStore(dynamo_client, table_names, success_pages=True)
+    try:
+        for batch, created in enumerate((1_000, 2_000, 3_000)):
+            await paging.write_entries(
+                [
+                    at(_entry(sub_a.id, p, o, "SUCCEEDED"), created + o, attempts=1)
+                    for p in (0, 1)
+                    for o in range(batch * 10, batch * 10 + 10)
+                ]
+            )
+        rows = [
+            at(_entry(sub_b.id, 0, 0, "SUCCEEDED"), 1_500),  # attempts 2: a row
+            at(_entry(sub_b.id, 0, 1, "FAILED"), 2_500),
+            at(_entry(sub_b.id, 0, 2, "BACKING_OFF"), 3_500),
+            at(_entry(sub_a.id, 2, 0, "DEAD_LETTERED"), 2_200),
+            at(_entry(sub_a.id, 2, 1, "FAILED"), 500),
+        ]
+        await paging.write_entries(rows)
+    finally:
+        await paging.aclose()
+    page_created = {0: 1_000, 1: 2_010, 2: 3_020}  # earliest admission of each batch
+    expected = [
+        (base + page_created[o // 10], ids.invocation_id(sub_a.id, "orders", p, o), "SUCCEEDED")
+        for p in (0, 1)
+        for o in range(30)
+    ] + [(e.created_at_ms, e.id, e.status) for e in rows]
+    expected.sort(reverse=True)
+
+    async def listing(limit: int, **params: Any) -> list[dict[str, Any]]:
+        listed: list[dict[str, Any]] = []
+        token = None
+        while True:
+            query = {"limit": limit, **params, **({"page_token": token} if token else {})}
+            page = (await api.call("GET", "/invocations", params=query, status=200)).json()
+            assert len(page["invocations"]) <= limit
+            listed += page["invocations"]
+            token = page["next_page_token"]
+            if token is None:
+                return listed
+
+    everything = await listing(7)
+    assert [(i["id"], i["status"]) for i in everything] == [(i, s) for _, i, s in expected]
+    assert everything[0]["id"] == rows[2].id  # the newest: B's backing-off row
+    paged = everything[1]  # then A's newest page: 20 successes admitted at 3.020 s
+    assert paged["offset"] >= 20
+    assert paged["id"] == ids.invocation_id(sub_a.id, "orders", paged["partition"], paged["offset"])
+    assert paged["target"] == "service://Greeter/greet"
+    assert paged["attempts"] == 1
+    assert paged["subscription_id"] == sub_a.id
+    assert next(i for i in everything if i["id"] == rows[2].id)["target"] == rows[2].target
+    assert [i["id"] for i in await listing(1000)] == [i for _, i, _ in expected]
+
+    failed = await listing(1, status="FAILED,DEAD_LETTERED")
+    assert [i["id"] for i in failed] == [rows[1].id, rows[3].id, rows[4].id]  # newest first
+    succeeded = await listing(9, status="SUCCEEDED")
+    assert [i["id"] for i in succeeded] == [i for _, i, s in expected if s == "SUCCEEDED"]
+    assert rows[0].id in {i["id"] for i in succeeded}  # a SUCCEEDED row as well as pages
+    only_b = await listing(5, handler="Orders/place")
+    assert [i["id"] for i in only_b] == [rows[2].id, rows[1].id, rows[0].id]
 
 
 async def test_invocation_actions_follow_restates_rules(api: Api) -> None:
@@ -863,7 +959,7 @@ async def test_invocation_actions_follow_restates_rules(api: Api) -> None:
     assert got["offset"] == 1
     assert got["topic"] == "orders"
     await api.call("GET", "/invocations/inv_bad", status=400)
-    unknown = ids.invocation_id(sub, "orders", 0, 99)
+    unknown = ids.invocation_id(sub, "orders", 0, 99)  # its topic reference was never recorded
     await api.call("GET", f"/invocations/{unknown}", status=404)
     for action in ("cancel", "kill", "purge", "retry", "resume"):
         await api.call("PATCH", f"/invocations/{unknown}/{action}", status=404)
@@ -876,16 +972,33 @@ async def test_invocation_actions_follow_restates_rules(api: Api) -> None:
     # Backing off: no purge; retry and kill act on the runner that holds it.
     await api.call("PATCH", f"/invocations/{waiting.id}/purge", status=409)
     retried = (await api.call("PATCH", f"/invocations/{waiting.id}/retry", status=200)).json()
-    assert retried == {"id": waiting.id, "action": "retry", "status": "PENDING"}
+    assert retried == {"id": waiting.id, "action": "retry", "status": "PENDING", "command": None}
     await api.call("PATCH", f"/invocations/{waiting.id}/resume", status=200)
     assert runner.retried == [waiting.id, waiting.id]
     killed = (await api.call("PATCH", f"/invocations/{waiting.id}/kill", status=200)).json()
     assert killed["status"] == "KILLED"
     assert runner.killed == {waiting.id: InvocationStatus.KILLED}
-    # Held by another poller: 409 naming the subscription.
-    other = await api.call("PATCH", f"/invocations/{elsewhere.id}/cancel", status=409)
-    assert sub in other.json()["message"]
-    await api.call("PATCH", f"/invocations/{elsewhere.id}/retry", status=409)
+    # Held by another poller: queued for it (202), one pending command per invocation.
+    await api.call("GET", f"/invocations/{elsewhere.id}/command", status=404)
+    queued = (await api.call("PATCH", f"/invocations/{elsewhere.id}/cancel", status=202)).json()
+    assert queued["status"] is None
+    assert queued["command"]["action"] == "cancel"
+    assert queued["command"]["state"] == "pending"
+    again = await api.call("PATCH", f"/invocations/{elsewhere.id}/cancel", status=202)
+    assert again.json()["command"] == queued["command"]  # the same pending command
+    other = await api.call("PATCH", f"/invocations/{elsewhere.id}/retry", status=409)
+    assert "cancel command pending" in other.json()["message"]
+    shown = (await api.call("GET", f"/invocations/{elsewhere.id}/command", status=200)).json()
+    assert shown == queued["command"]
+    [pending] = await api.store.pending_commands(0)
+    assert (pending.invocation_id, pending.subscription_id) == (elsewhere.id, sub)
+    assert await api.store.finish_command(pending, "CANCELLED", 1_700_000_000_000)
+    assert not await api.store.finish_command(pending, "CANCELLED", 1_700_000_000_000)
+    assert await api.store.pending_commands(0) == []
+    done_command = (await api.call("GET", f"/invocations/{elsewhere.id}/command")).json()
+    assert (done_command["state"], done_command["outcome"]) == ("done", "CANCELLED")
+    # A finished command makes room for the next one.
+    await api.call("PATCH", f"/invocations/{elsewhere.id}/retry", status=202)
     # Not in the ledger yet, but running here: cancel reaches it.
     fresh = ids.invocation_id(sub, "orders", 0, 4)
     runner.owned.add(fresh)
@@ -893,7 +1006,7 @@ async def test_invocation_actions_follow_restates_rules(api: Api) -> None:
     assert cancelled["status"] == "CANCELLED"
     # Purge deletes the row.
     purged = (await api.call("PATCH", f"/invocations/{done.id}/purge", status=200)).json()
-    assert purged == {"id": done.id, "action": "purge", "status": None}
+    assert purged == {"id": done.id, "action": "purge", "status": None, "command": None}
     await api.call("GET", f"/invocations/{done.id}", status=404)
     # Restate's older DELETE form.
     await api.store.write_entries([done])
