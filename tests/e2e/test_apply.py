@@ -71,6 +71,10 @@ async def admin(
         await asyncio.wait_for(task, 60)
 
 
+@pytest.mark.promise("p-apply-plan-then-apply")
+@pytest.mark.promise("p-apply-idempotent")
+@pytest.mark.promise("p-apply-prune")
+@pytest.mark.promise("p-apply-source-refused")
 async def test_apply_a_file_idempotently_with_refusals_and_prune(
     admin: Admin,
     handler_server: HandlerServer,

@@ -126,6 +126,7 @@ def test_the_installed_package_imports_from_site_packages(installed: Path, tmp_p
     assert not Path(where).resolve().is_relative_to(ROOT)
 
 
+@pytest.mark.promise("p-deploy-image")
 async def test_the_installed_wheel_creates_tables_and_serves(
     installed: Path, moto_server: MotoServer, tmp_path: Path
 ) -> None:

@@ -389,6 +389,7 @@ async def test_subscriptions_start_and_stop_on_a_running_poller(
     assert len(handler.calls) == 1
 
 
+@pytest.mark.promise("p-ops-repeat-window")
 @pytest.mark.parametrize("successes", ["rows", "pages"])
 @pytest.mark.promise("p-ops-every-record", "p-ops-completed-never-again", "p-fault-sigkill")
 async def test_crash_and_restart_lose_nothing_and_never_reinvoke_completed_records(

@@ -36,6 +36,7 @@ def at(samples: Samples, name: str, labels: dict[str, str] | None = None) -> flo
     return samples[(name, frozenset((labels or {}).items()))]
 
 
+@pytest.mark.promise("p-deploy-lag-metric")
 async def test_lag_is_log_end_minus_committed_and_falls_to_zero(
     ingress: Ingress, handler_server: HandlerServer, topic_factory: TopicFactory
 ) -> None:

@@ -594,3 +594,33 @@ def test_a_row_beside_a_page_lists_the_final_state_once() -> None:
     )
     assert cursor is None
     assert [(e.offset, e.status) for e in listed] == [(1, "SUCCEEDED"), (2, "FAILED")]
+
+
+@pytest.mark.promise("p-api-500")
+async def test_an_unexpected_error_is_a_generic_500_and_its_details_go_to_the_log(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from starlette.requests import Request
+
+    from adapter.api.app import _wrap
+    from adapter.api.endpoint import Endpoint
+
+    async def broken(request: Request, state: Any) -> Any:
+        raise RuntimeError("table t-orders exploded at row 42")
+
+    endpoint = Endpoint(
+        method="GET",
+        path="/broken",
+        handler=broken,
+        operation_id="broken",
+        summary="broken",
+        tag="test",
+        responses={},
+    )
+    run = _wrap(endpoint, state=None)  # type: ignore[arg-type]
+    scope = {"type": "http", "method": "GET", "path": "/broken", "headers": [], "query_string": b""}
+    response = await run(Request(scope))
+    assert response.status_code == 500
+    assert b"exploded" not in response.body
+    assert b"log has the details" in response.body
+    assert "exploded at row 42" in caplog.text

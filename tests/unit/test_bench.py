@@ -65,6 +65,7 @@ def test_summarise_sorts_and_reports_p50_p99_max_mean() -> None:
     assert summarise([]) is None
 
 
+@pytest.mark.promise("p-bench-rates")
 def test_rate_counts_intervals_between_first_and_last_receipt() -> None:
     assert rate(101, 10.0, 11.0) == pytest.approx(100.0)
     assert rate(1, 10.0, 11.0) is None
@@ -317,6 +318,7 @@ def _scenario() -> ScenarioResult:
     return result
 
 
+@pytest.mark.promise("p-bench-results")
 def test_results_document_puts_reference_beside_ours_per_scenario() -> None:
     unavailable = ScenarioResult("d", "batch", "", status="not available", reason="no module")
     document = results_document({"machine": {"cpus": 2}}, [_scenario(), unavailable])

@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 import json
 
+import pytest
+
 from adapter.api.emf import NAMESPACE, EmfEmitter, emf_line, totals
 from adapter.engine.partition import PartitionState
 from adapter.engine.settings import RunnerStats
@@ -38,6 +40,7 @@ class TestLag:
 
 
 class TestEmf:
+    @pytest.mark.promise("p-deploy-lag-metric")
     def test_the_line_is_embedded_metric_format(self) -> None:
         record = json.loads(emf_line("svc", lag=1234, errors=3, timestamp_ms=1767225600000))
         (directive,) = record["_aws"]["CloudWatchMetrics"]

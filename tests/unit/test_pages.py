@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -102,6 +103,7 @@ def test_positions_of_other_partitions_and_topics_fall_outside_the_bounds() -> N
         assert not low <= page_position(page) <= high
 
 
+@pytest.mark.promise("p-ops-progress-never-overwrites")
 def test_paged_successes_complete_unknown_and_progress_rows_but_never_replace_final_ones() -> None:
     merged = with_paged_successes(
         {"a": "BACKING_OFF", "b": "DEAD_LETTERED"},

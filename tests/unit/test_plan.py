@@ -81,6 +81,7 @@ def test_an_empty_service_gets_everything_created_in_order() -> None:
     assert not p.refusals
 
 
+@pytest.mark.promise("p-apply-idempotent")
 def test_what_matches_is_unchanged_and_the_plan_is_empty() -> None:
     have = [sub("su_1", "orders-place", options={"max.in.flight": "5"})]
     p = planned(doc(spec("orders-place", options={"max.in.flight": 5})), have)
@@ -130,6 +131,7 @@ def test_a_new_sink_replaces_the_subscription_in_the_same_group() -> None:
     assert action.calls[1].body["options"]["group.id"] == "orders-place"
 
 
+@pytest.mark.promise("p-apply-source-refused")
 def test_a_new_source_would_lose_the_groups_position_and_is_refused() -> None:
     have = [sub("su_1", "orders-place", topic="orders")]
     p = planned(doc(spec("orders-place", topic="orders-v2")), have)
@@ -141,6 +143,7 @@ def test_a_new_source_would_lose_the_groups_position_and_is_refused() -> None:
     assert any(line.startswith("    REFUSED without --force") for line in lines)
 
 
+@pytest.mark.promise("p-apply-prune")
 def test_what_the_document_leaves_out_is_kept_unless_pruned() -> None:
     have = [sub("su_1", "orders-place"), sub("su_2", "legacy", topic="old")]
     extra = Deployment(id="dp_2", arn="arn:aws:lambda:us-east-1:1:function:old")
@@ -163,6 +166,7 @@ def test_what_the_document_leaves_out_is_kept_unless_pruned() -> None:
     assert pruned.actions[1].calls == (ApiCall("DELETE", "/deployments/dp_2"),)
 
 
+@pytest.mark.promise("p-apply-brokers-refused")
 def test_dynamic_clusters_are_created_updated_and_moving_brokers_is_refused() -> None:
     secret = "s3cr3t-Value-x"
     cluster = {
@@ -232,6 +236,7 @@ def test_deployment_headers_are_compared_and_reregistered_with_force() -> None:
         ([1, 2], "Input should be a valid dictionary"),
     ],
 )  # fmt: skip
+@pytest.mark.promise("p-apply-field-named")
 def test_bad_documents_name_the_field(document: Any, fragment: str) -> None:
     with pytest.raises(ValidationError) as caught:
         parse_document(document, source="subs.yaml")

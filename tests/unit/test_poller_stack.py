@@ -46,6 +46,7 @@ def test_the_stack_is_cfn_lint_clean() -> None:
     assert lint.returncode == 0, lint.stdout + lint.stderr
 
 
+@pytest.mark.promise("p-deploy-no-default-image")
 def test_no_default_starts_a_useless_container(stack: dict[str, Any]) -> None:
     image = stack["Parameters"]["Image"]
     assert "Default" not in image
@@ -53,6 +54,8 @@ def test_no_default_starts_a_useless_container(stack: dict[str, Any]) -> None:
     assert "Default" not in stack["Parameters"]["Subnets"]
 
 
+@pytest.mark.promise("p-deploy-health")
+@pytest.mark.promise("p-deploy-circuit-breaker")
 def test_the_service_checks_health_and_rolls_back(stack: dict[str, Any]) -> None:
     resources = stack["Resources"]
     task = resources["TaskDefinition"]["Properties"]
@@ -72,6 +75,8 @@ def test_the_service_checks_health_and_rolls_back(stack: dict[str, Any]) -> None
     assert resources["AdminLoadBalancer"]["Properties"]["Scheme"] == "internal"
 
 
+@pytest.mark.promise("p-deploy-autoscaling")
+@pytest.mark.promise("p-deploy-lag-metric")
 def test_autoscaling_keeps_lag_per_task_between_min_and_max(stack: dict[str, Any]) -> None:
     resources = stack["Resources"]
     target = resources["ScalableTarget"]["Properties"]
@@ -148,6 +153,7 @@ def test_secrets_at_rest_use_a_key_only_the_poller_may_use(stack: dict[str, Any]
     assert env["KAFKA_INGRESS_SECRETS_KMS_KEY_ID"] == {"Fn::GetAtt": ["SecretsKey", "Arn"]}
 
 
+@pytest.mark.promise("p-deploy-image")
 def test_the_image_installs_through_the_tested_script_and_runs_as_non_root() -> None:
     steps = dockerfile_instructions()
     runs = [rest for keyword, rest in steps if keyword == "RUN"]
