@@ -415,16 +415,23 @@ async def test_crash_and_restart_lose_nothing_and_never_reinvoke_completed_recor
     env = {**ingress.env(), "KAFKA_INGRESS_LEDGER_SUCCESSES": successes}
     first = PollerProcess(env)
     await first.start(tmp_path)
-    await eventually(
-        lambda: len(handler.acked()) >= 300,
-        timeout=60,
-        message=lambda: first.output.decode(errors="replace")[-3000:],
-    )
 
     async def plenty_durable() -> bool:
         return len(await _durable_successes(ingress, sub.id, topic, handler.calls)) >= 200
 
-    await eventually(plenty_durable, timeout=30, message="ledger did not catch up")
+    try:
+        await eventually(
+            lambda: len(handler.acked()) >= 300,
+            timeout=60,
+            message=lambda: first.output.decode(errors="replace")[-3000:],
+        )
+        await eventually(plenty_durable, timeout=30, message="ledger did not catch up")
+    except BaseException:
+        # A failed wait must not leave the poller process running after the test.
+        if first.proc is not None and first.proc.returncode is None:
+            first.proc.kill()
+            await first.proc.wait()
+        raise
     await first.kill()  # SIGKILL: no drain, no final commit
     durable = await _durable_successes(ingress, sub.id, topic, handler.calls)
     calls_before_restart = len(handler.calls)
@@ -435,6 +442,13 @@ async def test_crash_and_restart_lose_nothing_and_never_reinvoke_completed_recor
     second = PollerProcess(env)
     await second.start(tmp_path)
     try:
+        # Up and consuming (its signal handlers are installed by then) before it is judged: the
+        # first poller may have finished every record before its kill.
+        await eventually(
+            lambda: b"assigned [" in second.output,
+            timeout=60,
+            message=lambda: second.output.decode(errors="replace")[-3000:],
+        )
         await eventually(
             lambda: len({c.invocation_id for c in handler.acked()}) >= total,
             timeout=90,
