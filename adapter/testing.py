@@ -85,6 +85,8 @@ class FakeConsumer:
         # Records of paused partitions: like aiokafka, not returned, fetched again on resume.
         self._held: dict[TP, list[KafkaRecord]] = {}
         self.describe_gate: asyncio.Event | None = None
+        self.describing = 0
+        """Topic look-ups waiting at :attr:`describe_gate` now."""
         """If set, describing a topic waits for it (a slow metadata request)."""
         self._heartbeat_callbacks: list[Callable[[float], None]] = []
 
@@ -128,7 +130,11 @@ class FakeConsumer:
 
     async def describe_topic(self, topic: str) -> TopicInfo | None:
         if self.describe_gate is not None:
-            await self.describe_gate.wait()
+            self.describing += 1
+            try:
+                await self.describe_gate.wait()
+            finally:
+                self.describing -= 1
         return self.topics.get(topic)
 
     async def committed_topic_ids(self, tps: set[TP]) -> dict[TP, str | None]:

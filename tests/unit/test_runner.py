@@ -232,7 +232,7 @@ class TestFencing:
             slow_metadata = asyncio.Event()
             h.consumer.describe_gate = slow_metadata
             assign = asyncio.create_task(h.consumer.assign(P0))
-            await asyncio.sleep(0.01)  # the callback waits for the topic's identity
+            await until(lambda: h.consumer.describing > 0, what="the callback's topic look-up")
             h.consumer.deliver([record(TOPIC, 0, o) for o in range(3)])
             await asyncio.sleep(0.02)  # ... while the fetch loop receives the records
             slow_metadata.set()
