@@ -111,9 +111,13 @@ def _parser() -> argparse.ArgumentParser:
     add_apply_parser(sub, parent)
 
     subs = _group(sub, "subscriptions", "manage subscriptions", parent)
-    create = subs("create", "subscribe a handler to a topic")
+    create = subs("create", "subscribe a handler, or a plain Lambda function, to a topic")
     create.add_argument("source", help="kafka://<cluster>/<topic>")
-    create.add_argument("sink", help="service://<service>/<handler>")
+    create.add_argument(
+        "sink",
+        help="service://<service>/<handler>, or lambda://<function ARN> for an unchanged AWS "
+        "Kafka consumer (no discovery; it gets AWS's Kafka event)",
+    )
     create.add_argument("-o", "--option", action="append", default=[], metavar="NAME=VALUE")
     listing = subs("list", "list subscriptions")
     listing.add_argument("--sink")

@@ -40,6 +40,7 @@ __all__ = [
     "created_ms",
     "creation_order",
     "deployment_id",
+    "derived_deployment_id",
     "invocation_id",
     "is_invocation_id",
     "parse_invocation_id",
@@ -151,6 +152,13 @@ def subscription_id(now_ms: int | None = None) -> str:
 
 def deployment_id(now_ms: int | None = None) -> str:
     return _encode_ulid("dp", _new_ulid(now_ms))
+
+
+def derived_deployment_id(name: str) -> str:
+    """The same deployment ID for the same ``name`` everywhere (time 0, the rest a hash), so
+    admin processes that register one implicitly at the same time write the same row."""
+    digest = hashlib.blake2b(name.encode(), digest_size=10).digest()
+    return _encode_ulid("dp", int.from_bytes(digest, "big"))
 
 
 def _shown(value: str) -> str:

@@ -7,10 +7,13 @@ response bodies live in ``adapter.api`` and convert to and from these.
 from __future__ import annotations
 
 import enum
+import re
 from dataclasses import dataclass, field
 from typing import Literal
 
 __all__ = [
+    "FUNCTION_SINK_HANDLER",
+    "LAMBDA_FUNCTION_ARN",
     "Deployment",
     "HandlerInfo",
     "HandlerType",
@@ -23,12 +26,36 @@ __all__ = [
     "Subscription",
     "Target",
     "TimestampType",
+    "function_sink_arn",
+    "sink_uri",
     "topic_key",
     "topic_name",
 ]
 
 # Kafka's two timestamp kinds, spelled as AWS's Lambda Kafka event spells them.
 TimestampType = Literal["CREATE_TIME", "LOG_APPEND_TIME"]
+
+
+# A Lambda function ARN, optionally with a version or alias.
+LAMBDA_FUNCTION_ARN = re.compile(
+    r"^arn:aws[a-zA-Z-]*:lambda:(?P<region>[a-z0-9-]+):(?P<account>\d{12}):function:"
+    r"(?P<name>[A-Za-z0-9_-]{1,140})(?::(?P<qualifier>[A-Za-z0-9$_-]{1,128}))?$"
+)
+
+# A function sink (``lambda://<function ARN>``) is registered as a service named by the ARN
+# with this one handler; discovered services may not take such names, so the two never meet.
+FUNCTION_SINK_HANDLER = "handler"
+
+
+def function_sink_arn(service: str) -> str | None:
+    """The function ARN when ``service`` is a function sink's service, else None."""
+    return service if LAMBDA_FUNCTION_ARN.match(service) else None
+
+
+def sink_uri(service: str, handler: str) -> str:
+    """How a sink is written and shown: ``lambda://<ARN>`` or ``service://<service>/<handler>``."""
+    arn = function_sink_arn(service)
+    return f"lambda://{arn}" if arn else f"service://{service}/{handler}"
 
 
 class ServiceType(enum.StrEnum):
@@ -142,7 +169,7 @@ class Target:
 
     @property
     def sink(self) -> str:
-        return f"service://{self.service}/{self.handler}"
+        return sink_uri(self.service, self.handler)
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,7 +193,7 @@ class Subscription:
 
     @property
     def sink(self) -> str:
-        return f"service://{self.service}/{self.handler}"
+        return sink_uri(self.service, self.handler)
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,6 +23,7 @@ from adapter.invokers.aws_lambda import LambdaClient, LambdaInvoker
 from adapter.invokers.base import Invoker
 from adapter.invokers.batching import BatchingInvoker
 from adapter.invokers.http import HttpInvoker
+from adapter.invokers.kafka_event import EventSource
 from adapter.invokers.signing import RequestSigner
 from adapter.kafka.options import IngressOptions
 from adapter.model import Target
@@ -57,7 +58,7 @@ class Poller:
     http: HttpInvoker = field(init=False)
     signer: RequestSigner | None = field(init=False)
     _lambda_client: LambdaClient | None = field(init=False, default=None)
-    _lambda_invokers: dict[tuple[str, int | None], Invoker] = field(
+    _lambda_invokers: dict[tuple[str, int | None, EventSource], Invoker] = field(
         init=False, default_factory=dict
     )
     _stop: asyncio.Event = field(init=False, default_factory=asyncio.Event)
@@ -95,7 +96,10 @@ class Poller:
         share one boto3 client, with an invoker per event format and batch size."""
         if not target.deployment.arn:
             return self.http
-        key = (options.event_format, options.batch_size)
+        source = EventSource(
+            bootstrap_servers=options.bootstrap_servers, msk_cluster_arn=options.msk_cluster_arn
+        )
+        key = (options.event_format, options.batch_size, source)
         invoker = self._lambda_invokers.get(key)
         if invoker is None:
             if self._lambda_client is None:
@@ -105,7 +109,10 @@ class Poller:
                     timeout_s=self.settings.limits.invocation_timeout_ms / 1000,
                 )
             invoker = LambdaInvoker(
-                self._lambda_client, event_format=options.event_format, sign=self.signer
+                self._lambda_client,
+                event_format=options.event_format,
+                sign=self.signer,
+                event_source=source,
             )
             if options.batch_size and options.batch_size > 1:
                 invoker = BatchingInvoker(invoker, batch_size=options.batch_size)

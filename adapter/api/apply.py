@@ -31,6 +31,7 @@ from adapter.api.bodies import ApplyRequest, ApplyResponse, ErrorResponse
 from adapter.api.endpoint import AdminState, Endpoint, json_response, read_body
 from adapter.api.plan import ActualCluster, Plan, parse_document, plan
 from adapter.model import Deployment
+from adapter.store.function_sinks import is_function_sink_deployment
 
 __all__ = ["ENDPOINTS"]
 
@@ -52,6 +53,8 @@ async def _current_plan(state: AdminState, body: ApplyRequest) -> Plan:
             additional_headers=dict(d.get("additional_headers") or {}),
         )
         for d in await state.store.list_deployments()
+        # A lambda:// sink's implicit deployment belongs to its subscriptions, not the document.
+        if not is_function_sink_deployment(d)
     ]
     return plan(
         document,

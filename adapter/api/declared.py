@@ -14,7 +14,7 @@ import pydantic
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, model_validator
 
 from adapter.api.bodies import OptionValue
-from adapter.api.refs import parse_sink, parse_source
+from adapter.api.refs import parse_sink, parse_source, sink_options
 from adapter.errors import ValidationError
 
 __all__ = [
@@ -83,13 +83,15 @@ class SubscriptionSpec(_Spec):
             raise ValueError("the name is the consumer group; leave out options.group.id")
         try:
             parse_source(self.source)
-            parse_sink(self.sink)
+            self.text_options()
         except ValidationError as exc:
             raise ValueError(str(exc)) from None
         return self
 
     def text_options(self) -> dict[str, str]:
-        return {k: option_text(v) for k, v in self.options.items() if k != GROUP_OPTION}
+        """The options as the subscription stores them (a lambda:// sink's implied ones too)."""
+        given = {k: option_text(v) for k, v in self.options.items() if k != GROUP_OPTION}
+        return sink_options(parse_sink(self.sink), given)
 
 
 class Document(_Spec):

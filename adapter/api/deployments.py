@@ -13,7 +13,6 @@ true and an overwrite answers 201, as in Restate's admin API v2.
 from __future__ import annotations
 
 import logging
-import re
 import time
 from dataclasses import replace
 from typing import Any
@@ -54,18 +53,14 @@ from adapter.errors import (
     ValidationError,
 )
 from adapter.masking import mask_secrets
-from adapter.model import ServiceInfo, Subscription
+from adapter.model import LAMBDA_FUNCTION_ARN, ServiceInfo, Subscription
+from adapter.store.function_sinks import is_function_sink_deployment
 
-__all__ = ["ENDPOINTS", "LAMBDA_ARN", "MAX_URI_LENGTH"]
+__all__ = ["ENDPOINTS", "MAX_URI_LENGTH"]
 
 MAX_URI_LENGTH = 2048
 
 log = logging.getLogger(__name__)
-
-LAMBDA_ARN = re.compile(
-    r"^arn:aws[a-zA-Z-]*:lambda:(?P<region>[a-z0-9-]+):(?P<account>\d{12}):function:"
-    r"(?P<name>[A-Za-z0-9_-]{1,140})(?::(?P<qualifier>[A-Za-z0-9_$-]{1,128}))?$"
-)
 
 
 def _check_uri(uri: str) -> str:
@@ -94,6 +89,10 @@ def _check_uri(uri: str) -> str:
 
 
 def _address(dep: dict[str, Any]) -> str:
+    # A lambda:// sink's implicit deployment is not the one discovery would register for the
+    # same function: registering that one leaves the sink alone.
+    if is_function_sink_deployment(dep):
+        return f"sink|{dep.get('arn')}"
     if dep.get("arn"):
         return f"arn|{dep['arn']}"
     return f"uri|{str(dep.get('uri', '')).rstrip('/')}"
@@ -123,7 +122,7 @@ async def register_deployment(request: Request, state: AdminState) -> Response:
         where = body.uri
     else:
         assert body.arn is not None
-        if not LAMBDA_ARN.match(body.arn):
+        if not LAMBDA_FUNCTION_ARN.match(body.arn):
             raise ValidationError(
                 f"the request field 'arn' is invalid: {body.arn[:200]!r} is not a Lambda "
                 "function ARN (arn:aws:lambda:<region>:<account>:function:<name>[:<qualifier>])"

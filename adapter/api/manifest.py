@@ -28,6 +28,7 @@ from adapter.model import (
     ServiceInfo,
     ServiceType,
     Subscription,
+    function_sink_arn,
 )
 
 __all__ = ["Manifest", "RegistrationPlan", "parse_manifest", "plan_registration"]
@@ -121,6 +122,10 @@ def parse_manifest(doc: object, where: str) -> Manifest:
         name = svc.get("name")
         if not isinstance(name, str) or not name or len(name) > 255 or "/" in name:
             raise _fail(where, f"{place}.name", "expected a non-empty name without '/'")
+        if function_sink_arn(name):
+            raise _fail(
+                where, f"{place}.name", "a Lambda function ARN names a lambda:// sink's service"
+            )
         if name in seen:
             raise _fail(where, f"{place}.name", f"service {name!r} appears twice")
         seen.add(name)

@@ -13,8 +13,10 @@ from urllib.parse import SplitResult, unquote, urlsplit
 
 from adapter.errors import ValidationError
 from adapter.ids import is_invocation_id, parse_invocation_id
+from adapter.model import FUNCTION_SINK_HANDLER, LAMBDA_FUNCTION_ARN
 
 __all__ = [
+    "EVENT_FORMAT",
     "Sink",
     "Source",
     "check_cluster_name",
@@ -22,6 +24,7 @@ __all__ = [
     "check_name",
     "parse_sink",
     "parse_source",
+    "sink_options",
 ]
 
 _TOPIC = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
@@ -39,6 +42,8 @@ class Source:
 class Sink:
     service: str
     handler: str
+    # Set for ``lambda://<ARN>``: the function, registered without discovery.
+    function_arn: str | None = None
 
 
 def _split(value: str, what: str, expected: str) -> SplitResult:
@@ -77,22 +82,58 @@ def parse_source(source: str) -> Source:
     return Source(cluster=cluster, topic=topic)
 
 
+_LAMBDA_SCHEME = "lambda://"
+_SINK_FORMS = "service://<service>/<handler> or lambda://<Lambda function ARN>"
+
+
+def _function_sink(sink: str) -> Sink:
+    arn = sink.strip()[len(_LAMBDA_SCHEME) :]
+    if not LAMBDA_FUNCTION_ARN.match(arn):
+        raise ValidationError(
+            f"invalid sink {sink[:300]!r}: {arn[:250]!r} is not a Lambda function ARN; expected "
+            "lambda://arn:aws:lambda:<region>:<12-digit account>:function:<name>[:<qualifier>]"
+        )
+    return Sink(service=arn, handler=FUNCTION_SINK_HANDLER, function_arn=arn)
+
+
 def parse_sink(sink: str) -> Sink:
-    """``service://<service>/<handler>``."""
-    parts = _split(sink, "sink", "service://<service>/<handler>")
+    """``service://<service>/<handler>`` or ``lambda://<function ARN>`` (a function sink)."""
+    if sink.strip().lower().startswith(_LAMBDA_SCHEME):
+        return _function_sink(sink)
+    parts = _split(sink, "sink", _SINK_FORMS)
     if parts.scheme != "service":
         got = f"scheme {parts.scheme!r}" if parts.scheme else "no scheme"
-        raise ValidationError(
-            f"invalid sink {sink!r}: {got}; the only supported sink is "
-            "service://<service>/<handler>"
-        )
+        raise ValidationError(f"invalid sink {sink[:300]!r}: {got}; expected {_SINK_FORMS}")
     service = unquote(parts.netloc)
     handler = unquote(parts.path.removeprefix("/"))
     if not service or not handler or "/" in handler or parts.query or parts.fragment:
         raise ValidationError(
             f"invalid sink {sink!r}: expected service://<service>/<handler> with both names"
         )
+    if LAMBDA_FUNCTION_ARN.match(service):
+        raise ValidationError(
+            f"invalid sink {sink[:300]!r}: a Lambda function ARN is subscribed as "
+            f"lambda://{service}"
+        )
     return Sink(service=service, handler=handler)
+
+
+EVENT_FORMAT = "event.format"
+
+
+def sink_options(sink: Sink, options: dict[str, str]) -> dict[str, str]:
+    """``options`` with what the sink implies: a function sink always gets AWS's Kafka event
+    (``event.format=msk``), and refuses another format naming the option."""
+    if sink.function_arn is None:
+        return options
+    given = options.get(EVENT_FORMAT, "msk").strip().lower()
+    if given != "msk":
+        raise ValidationError(
+            f"option {EVENT_FORMAT}={options[EVENT_FORMAT]!r} does not apply to a lambda:// "
+            "sink: a plain function gets AWS's Kafka event (event.format=msk); register the "
+            "function as a deployment to receive the ingress format"
+        )
+    return {**options, EVENT_FORMAT: "msk"}
 
 
 def check_invocation_id(value: str) -> str:

@@ -36,7 +36,7 @@ from adapter.api.bodies import (
 )
 from adapter.api.endpoint import AdminState, Endpoint, QueryParam, json_response, read_body
 from adapter.api.groups import ResetTarget
-from adapter.api.refs import parse_sink, parse_source
+from adapter.api.refs import EVENT_FORMAT, Sink, parse_sink, parse_source, sink_options
 from adapter.api.wire import parse_timestamp, subscription_response
 from adapter.config import KafkaCluster
 from adapter.errors import (
@@ -53,8 +53,9 @@ from adapter.kafka.options import (
     validate_options,
 )
 from adapter.masking import mask_secrets
-from adapter.model import Subscription, topic_name
+from adapter.model import Subscription, function_sink_arn, topic_name
 from adapter.secrets import check_references
+from adapter.store.function_sinks import ensure_function_sink, release_function_sink
 
 __all__ = ["ENDPOINTS"]
 
@@ -118,7 +119,10 @@ async def _get(state: AdminState, sub_id: str) -> Subscription:
     return sub
 
 
-async def _check_sink(state: AdminState, service: str, handler: str) -> None:
+async def _check_sink(state: AdminState, sink: Sink) -> None:
+    if sink.function_arn is not None:
+        return  # registered below, without discovery
+    service, handler = sink.service, sink.handler
     svc = await state.store.get_service(service)
     if svc is None:
         known = ", ".join(s.name for s in await state.store.list_services()) or "none"
@@ -136,11 +140,12 @@ async def create_subscription(request: Request, state: AdminState) -> Response:
     source = parse_source(body.source)
     sink = parse_sink(body.sink)
     cluster = await _cluster(state, source.cluster)
-    await _check_sink(state, sink.service, sink.handler)
+    await _check_sink(state, sink)
     try:
         options = restore_masked({k: _text(v) for k, v in (body.options or {}).items()}, {})
     except ConfigError as exc:
         raise ValidationError(str(exc)) from None
+    options = sink_options(sink, options)
     new_id = ids.subscription_id()
     resolved = _resolve(new_id, cluster, options)
     requested_group = options.get(_GROUP) or cluster.options.get(_GROUP)
@@ -173,6 +178,10 @@ async def create_subscription(request: Request, state: AdminState) -> Response:
         # Written paused first: another admin process may be creating the same consumer right
         # now, and no poller may start either copy until the older one is known to be it.
         await state.store.create_subscription(sub)
+        if sink.function_arn is not None:
+            # After the row: a concurrent delete of the function's last other subscription
+            # either sees this row and keeps the registration, or is undone here.
+            await ensure_function_sink(state.store, sink.function_arn)
         twins = sorted(
             (s for s in await state.store.list_subscriptions() if same_consumer(s)),
             key=lambda s: ids.creation_order(s.id),
@@ -266,9 +275,13 @@ async def get_subscription(request: Request, state: AdminState) -> Response:
 
 
 async def delete_subscription(request: Request, state: AdminState) -> Response:
-    sub_id = (await _get(state, request.path_params["subscription"])).id
-    if not await state.store.delete_subscription(sub_id):
-        raise UnknownResourceError(f"the subscription {sub_id!r} does not exist")
+    sub = await _get(state, request.path_params["subscription"])
+    sub_id = sub.id
+    async with state.create_lock:
+        if not await state.store.delete_subscription(sub_id):
+            raise UnknownResourceError(f"the subscription {sub_id!r} does not exist")
+        # A function sink's implicit registration goes with its last subscription.
+        await release_function_sink(state.store, sub.service)
     state.wake()
     log.info("subscription %s deleted", sub_id)
     return Response(status_code=202)
@@ -298,6 +311,8 @@ async def update_subscription(request: Request, state: AdminState) -> Response:
     except ConfigError as exc:
         raise ValidationError(str(exc)) from None
     for name, value in (body.options or {}).items():
+        if value is None and name == EVENT_FORMAT and function_sink_arn(sub.service):
+            continue  # a function sink's implicit format: removing it keeps it
         if value is None:
             if name == _GROUP:
                 raise ValidationError(
@@ -307,6 +322,8 @@ async def update_subscription(request: Request, state: AdminState) -> Response:
             options.pop(name, None)
         else:
             options[name] = kept[name]
+    if function_sink_arn(sub.service):
+        options = sink_options(parse_sink(sub.sink), options)
     if options != sub.options:
         _resolve(sub.id, await _cluster(state, sub.cluster), options)
     paused = sub.paused if body.paused is None else body.paused

@@ -52,7 +52,7 @@ from adapter.errors import (
 from adapter.invokers.base import InvocationRequest, Outcome
 from adapter.invokers.batch_response import VerdictKind, item_position, read_batch_response
 from adapter.invokers.kafka_event import EventSource, build_kafka_event, partition_key
-from adapter.model import InputKind
+from adapter.model import LAMBDA_FUNCTION_ARN, InputKind, function_sink_arn
 from adapter.sdk.protocol import LAMBDA_PROTOCOL, invoke_path
 
 __all__ = [
@@ -79,10 +79,6 @@ Signer = Callable[[InvocationRequest, str], Mapping[str, str]]
 MAX_SYNC_PAYLOAD_BYTES = 6 * 1024 * 1024
 _ERROR_TEXT_LIMIT = 500
 
-_ARN = re.compile(
-    r"^arn:aws[a-zA-Z-]*:lambda:(?P<region>[a-z0-9-]+):(?P<account>\d{12}):function:"
-    r"(?P<name>[A-Za-z0-9_-]{1,140})(?::(?P<qualifier>[A-Za-z0-9$_-]{1,128}))?$"
-)
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,140}(?::[A-Za-z0-9$_-]{1,128})?$")
 
 _TERMINAL_CODES = frozenset(
@@ -133,7 +129,7 @@ _RETRY_CODES = frozenset(
 def parse_function(arn: str) -> str:
     """Validate a deployment's function ARN (or plain name[:qualifier]); return it for Invoke."""
     text = arn.strip()
-    if _ARN.match(text) or _NAME.match(text):
+    if LAMBDA_FUNCTION_ARN.match(text) or _NAME.match(text):
         return text
     raise ValidationError(
         f"{arn!r} is not a Lambda function ARN "
@@ -586,7 +582,10 @@ class LambdaInvoker:
 
     def _payload(self, requests: list[InvocationRequest]) -> bytes:
         if self.event_format == "msk":
-            event = build_msk_event(requests, source=self._event_source)
+            # kafkaIngress is for functions built with the SDK (registered by discovery); a
+            # lambda:// sink is a plain AWS consumer and gets AWS's event, nothing added.
+            plain = function_sink_arn(requests[0].target.service) is not None
+            event = build_msk_event(requests, source=self._event_source, with_extension=not plain)
         elif len(requests) == 1:
             event = build_invoke_event(requests[0], self._sign)
         else:

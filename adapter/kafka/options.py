@@ -1094,6 +1094,7 @@ class IngressOptions:
     event_format: EventFormat = "ingress"
     filter_criteria: FilterCriteria | None = None
     msk_cluster_arn: str | None = None
+    bootstrap_servers: tuple[str, ...] = ()  # the cluster's, as Lambda Kafka events name it
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -1301,7 +1302,7 @@ def resolve_options(
         consumer_kwargs=consumer,
         producer_kwargs=producer,
         security=settings,
-        ingress=IngressOptions(**ingress),
+        ingress=IngressOptions(**ingress, bootstrap_servers=tuple(servers)),
         group_id=group_id,
     )
 

@@ -551,7 +551,11 @@ async def test_subscription_validation_errors_name_the_problem(
         ({"source": "kafka://plain", "sink": sink}, "no topic"),
         ({"source": "kafka://plain/", "sink": sink}, "no topic"),
         ({"source": "kafka://plain/bad topic!", "sink": sink}, "not a Kafka topic name"),
-        ({"source": "kafka://plain/o", "sink": "lambda://Greeter/greet"}, "scheme 'lambda'"),
+        (
+            {"source": "kafka://plain/o", "sink": "lambda://Greeter/greet"},
+            "'Greeter/greet' is not a Lambda function ARN",
+        ),
+        ({"source": "kafka://plain/o", "sink": "sqs://Greeter/greet"}, "scheme 'sqs'"),
         ({"source": "kafka://plain/o", "sink": "service://Greeter"}, "both names"),
         ({"source": "kafka://plain/o", "sink": "service://Nope/greet"}, "unknown service 'Nope'"),
         ({"source": "kafka://plain/o", "sink": "service://Greeter/nope"}, "handlers: greet, blob"),

@@ -32,6 +32,7 @@ from adapter.api.refs import (
     check_invocation_id,
     parse_sink,
     parse_source,
+    sink_options,
 )
 from adapter.api.server import open_admin_warning
 from adapter.api.wire import humantime, parse_timestamp, rfc3339
@@ -46,6 +47,7 @@ from adapter.model import (
     ServiceInfo,
     ServiceType,
     Subscription,
+    sink_uri,
 )
 
 # -- references -------------------------------------------------------------------------------
@@ -70,13 +72,48 @@ def test_sources_and_sinks_parse_or_say_what_is_wrong() -> None:
             parse_source(bad)
     for bad, message in (
         ("Counter/count", "no scheme"),
-        ("lambda://C/c", "scheme 'lambda'"),
+        ("lambda://C/c", "'C/c' is not a Lambda function ARN"),
+        ("lambda://arn:aws:lambda:us-east-1:12345:function:f", "not a Lambda function ARN"),
+        ("lambda://arn:aws:s3:::bucket", "not a Lambda function ARN"),
+        ("sqs://q", "scheme 'sqs'"),
+        (f"service://{FUNCTION}/handler", f"subscribed as lambda://{FUNCTION}"),
         ("service://Counter", "both names"),
         ("service://Counter/a/b", "both names"),
         ("service://[/h", "Invalid IPv6 URL"),
     ):
         with pytest.raises(ValidationError, match=message):
             parse_sink(bad)
+
+
+FUNCTION = "arn:aws:lambda:eu-west-1:123456789012:function:orders-consumer"
+
+
+@pytest.mark.promise("p-function-sink")
+def test_a_lambda_sink_names_a_function_and_implies_the_aws_event() -> None:
+    for arn in (FUNCTION, f"{FUNCTION}:live", f"{FUNCTION}:7", f"{FUNCTION}:$LATEST"):
+        sink = parse_sink(f"lambda://{arn}")
+        assert (sink.service, sink.handler, sink.function_arn) == (arn, "handler", arn)
+        assert sink_uri(sink.service, sink.handler) == f"lambda://{arn}"
+    assert parse_sink("service://Counter/count").function_arn is None
+    sink = parse_sink(f"lambda://{FUNCTION}")
+    assert sink_options(sink, {}) == {"event.format": "msk"}
+    assert sink_options(sink, {"event.format": "MSK", "batch.size": "10"}) == {
+        "event.format": "msk",
+        "batch.size": "10",
+    }
+    with pytest.raises(ValidationError, match=r"event\.format=.ingress. does not apply"):
+        sink_options(sink, {"event.format": "ingress"})
+    plain = parse_sink("service://Counter/count")
+    assert sink_options(plain, {"event.format": "ingress"}) == {"event.format": "ingress"}
+
+
+def test_a_discovered_service_cannot_take_a_function_sink_name() -> None:
+    manifest = {
+        "protocol_version": 1,
+        "services": [{"name": FUNCTION, "ty": "SERVICE", "handlers": [{"name": "handler"}]}],
+    }
+    with pytest.raises(ValidationError, match="names a lambda:// sink"):
+        parse_manifest(manifest, "http://h")
 
 
 def test_ids_and_names_are_checked_before_any_lookup() -> None:

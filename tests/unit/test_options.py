@@ -155,7 +155,7 @@ def test_defaults_without_any_option() -> None:
         "client_id": "kafka-ingress-sub_1",
     }
     assert options.security == SecuritySettings()
-    assert options.ingress == IngressOptions()
+    assert options.ingress == IngressOptions(bootstrap_servers=("broker-1:9092",))
 
 
 def test_kwargs_lists_are_copies() -> None:
@@ -727,7 +727,18 @@ def test_ingress_options_typed() -> None:
         invocation_timeout_ms=5000,
         batch_size=100,
         event_format="msk",
+        bootstrap_servers=("broker-1:9092",),
     )
+
+
+def test_lambda_events_name_the_brokers_actually_used() -> None:
+    assert resolve(brokers=("b-1:9092", "b-2:9092")).ingress.bootstrap_servers == (
+        "b-1:9092",
+        "b-2:9092",
+    )
+    # bootstrap.servers replaces the cluster's brokers, in the event too.
+    overridden = resolve({"bootstrap.servers": "b-3:9094"}, brokers=("b-1:9092",))
+    assert overridden.ingress.bootstrap_servers == ("b-3:9094",)
 
 
 def test_ingress_options_stay_out_of_the_kafka_kwargs() -> None:
