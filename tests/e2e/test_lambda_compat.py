@@ -296,7 +296,7 @@ PARTIAL = (
 HEADERS = [("trace", b"a-1"), ("trace", b"a-2"), ("empty", b""), ("gone", None)]
 
 
-@pytest.mark.promise("p-function-sink", "p-function-sink-event")
+@pytest.mark.promise("p-function-sink", "p-function-sink-event", "p-esm-table")
 async def test_aws_style_consumers_subscribed_in_one_command_receive_every_record_as_aws_sends(
     ingress: Ingress, local_lambda: LocalLambda, topic_factory: TopicFactory
 ) -> None:
@@ -416,6 +416,7 @@ async def test_deleting_a_function_sinks_subscription_stops_it_and_leaves_nothin
 #    on-failure destinations, filtering) ------------------------------------------------------
 
 
+@pytest.mark.promise("p-esm-bisect")
 async def test_esm_bisect_isolates_a_single_poison_record_for_the_sqs_failure_destination(
     ingress: Ingress,
     local_lambda: LocalLambda,
@@ -463,6 +464,7 @@ async def test_esm_bisect_isolates_a_single_poison_record_for_the_sqs_failure_de
     assert record["responseContext"]["functionError"] == "Unhandled"
 
 
+@pytest.mark.promise("p-esm-order")
 async def test_esm_a_partitions_records_never_complete_out_of_order(
     ingress: Ingress, local_lambda: LocalLambda, topic_factory: TopicFactory
 ) -> None:
@@ -499,6 +501,7 @@ async def test_esm_a_partitions_records_never_complete_out_of_order(
         assert Counter(r["n"] for r in seen["batch"])[partition * 100 + 4] == 3
 
 
+@pytest.mark.promise("p-esm-filter")
 async def test_esm_filter_criteria_drops_the_records_the_pattern_excludes(
     ingress: Ingress, local_lambda: LocalLambda, topic_factory: TopicFactory
 ) -> None:
