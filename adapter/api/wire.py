@@ -28,6 +28,7 @@ from adapter.ids import restate_form
 from adapter.kafka.options import mask_options
 from adapter.masking import mask_secrets
 from adapter.model import (
+    LAMBDA_FUNCTION_ARN,
     HandlerInfo,
     HandlerType,
     InputKind,
@@ -143,6 +144,15 @@ def service_response(svc: ServiceInfo, *, retention_s: float) -> ServiceResponse
     )
 
 
+def _shown_arn(dep: dict[str, Any]) -> str:
+    """The function ARN in Restate's deployment shape, which needs a version or alias (Restate
+    registers only qualified functions, and its CLI refuses a whole listing with one that is
+    not): an unqualified ARN is invoked as ``$LATEST``, so that is how it is shown."""
+    arn = str(dep["arn"])
+    match = LAMBDA_FUNCTION_ARN.match(arn)
+    return f"{arn}:$LATEST" if match and not match.group("qualifier") else arn
+
+
 def _shown_uri(dep: dict[str, Any]) -> str:
     # New deployments cannot carry credentials in the URI; older ones are masked.
     return mask_secrets(str(dep.get("uri", "")))
@@ -175,7 +185,10 @@ def deployment_response(
         full = [service_response(s, retention_s=retention_s) for s in ordered]
         if dep.get("arn"):
             return DetailedLambdaDeploymentResponse(
-                **common, arn=dep["arn"], assume_role_arn=dep.get("assume_role_arn"), services=full
+                **common,
+                arn=_shown_arn(dep),
+                assume_role_arn=dep.get("assume_role_arn"),
+                services=full,
             )
         return DetailedHttpDeploymentResponse(
             **common, uri=_shown_uri(dep), http_version="HTTP/1.1", services=full
@@ -183,7 +196,10 @@ def deployment_response(
     pairs = [ServiceNameRevision(name=s.name, revision=s.revision) for s in ordered]
     if dep.get("arn"):
         return LambdaDeploymentResponse(
-            **common, arn=dep["arn"], assume_role_arn=dep.get("assume_role_arn"), services=pairs
+            **common,
+            arn=_shown_arn(dep),
+            assume_role_arn=dep.get("assume_role_arn"),
+            services=pairs,
         )
     return HttpDeploymentResponse(
         **common, uri=_shown_uri(dep), http_version="HTTP/1.1", services=pairs

@@ -220,3 +220,34 @@ async def test_restates_cli_lists_describes_creates_and_deletes_our_resources(
     assert sub["id"] in out
     gone = await stack.api.get(f"/subscriptions/{sub['id']}")
     assert gone.status_code == 404
+
+
+@pytest.mark.promise("p-function-sink-cleanup")
+async def test_restates_cli_shows_and_manages_a_lambda_function_sink(
+    stack: Stack, restate: Cli, topic_factory: TopicFactory
+) -> None:
+    function = "arn:aws:lambda:us-east-1:123456789012:function:orders-consumer"
+    topic = await topic_factory(partitions=1)
+    body = {"source": f"kafka://local/{topic}", "sink": f"lambda://{function}"}
+    created = await stack.api.post("/subscriptions", json=body)
+    assert created.status_code == 201, created.text
+    (sub,) = (await stack.api.get("/subscriptions")).json()["subscriptions"]
+    assert sub["sink"] == f"lambda://{function}"
+    assert sub["options"]["event.format"] == "msk"
+
+    out = await restate("sub", "list")
+    assert f"lambda://{function}" in out
+    out = await restate("sub", "describe", sub["id"])
+    assert f"lambda://{function}" in out
+    # The implicit registration reads like any Lambda deployment and service.
+    (dep,) = (await stack.api.get("/deployments")).json()["deployments"]
+    out = await restate("dp", "list")
+    assert dep["id"] in out
+    out = await restate("dp", "describe", dep["id"])
+    assert function in out
+    out = await restate("svc", "list")
+    assert function in out
+
+    await restate("sub", "delete", "--yes", sub["id"])
+    assert (await stack.api.get("/deployments")).json()["deployments"] == []
+    assert (await stack.api.get("/services")).json()["services"] == []

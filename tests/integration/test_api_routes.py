@@ -1176,10 +1176,10 @@ async def test_register_a_lambda_function_by_arn(api: Api, handler_server: Handl
         doc = created.json()
         assert doc["services"]
         listed = (await api.call("GET", "/deployments", status=200)).json()["deployments"]
-        assert listed[0]["arn"] == arn
+        assert listed[0]["arn"] == f"{arn}:$LATEST"  # Restate shows qualified ARNs only
         assert "uri" not in listed[0]
         detailed = (await api.call("GET", f"/deployments/{doc['id']}", status=200)).json()
-        assert detailed["arn"] == arn
+        assert detailed["arn"] == f"{arn}:$LATEST"
         assert {s["name"] for s in detailed["services"]} == {s["name"] for s in doc["services"]}
         await api.call("POST", "/deployments", {"arn": arn}, 200)
         missing = await api.call("POST", "/deployments", {"arn": local.arn("nope")}, 400)

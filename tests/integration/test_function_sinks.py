@@ -56,7 +56,7 @@ async def test_a_plain_function_is_subscribed_in_one_request_without_discovery(a
     assert again["id"] == doc["id"]
     # Registered implicitly: a Lambda deployment with the ARN, one service named by it.
     (dep,) = (await api.call("GET", "/deployments", status=200)).json()["deployments"]
-    assert dep["arn"] == FUNCTION
+    assert dep["arn"] == f"{FUNCTION}:$LATEST"  # unqualified: invoked, and shown, as $LATEST
     assert dep["id"] == ids.restate_form(ids.derived_deployment_id(FUNCTION))
     assert [s["name"] for s in dep["services"]] == [FUNCTION]
     service = (await api.call("GET", f"/services/{FUNCTION}", status=200)).json()
