@@ -10,7 +10,12 @@ from typing import Any
 import pytest
 
 from adapter import ids
-from adapter.store.function_sinks import is_function_sink_deployment
+from adapter.model import Subscription
+from adapter.store.function_sinks import (
+    function_sink_service,
+    is_function_sink_deployment,
+    release_function_sink,
+)
 from tests._http_fixtures import HandlerServer
 from tests.integration.test_api_routes import GREETER, Api, api, register
 
@@ -146,3 +151,31 @@ async def test_apply_declares_function_sinks_and_leaves_their_registration_alone
     again = (await api.call("POST", "/apply", {"document": document, "prune": True}, 200)).json()
     assert again["actions"] == []
     assert any(is_function_sink_deployment(d) for d in await api.store.list_deployments())
+
+
+async def test_a_subscription_created_during_the_cleanup_keeps_its_function_registered(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = await _create(api, "orders")
+    store = api.store
+    delete_service = store.delete_service
+
+    async def racing_delete_service(name: str) -> None:
+        # Another admin process subscribes the same function right as this one cleans up.
+        await delete_service(name)
+        await store.create_subscription(
+            Subscription(
+                id=ids.subscription_id(),
+                cluster="plain",
+                topic="refunds",
+                service=FUNCTION,
+                handler="handler",
+                options={"event.format": "msk"},
+            )
+        )
+
+    monkeypatch.setattr(store, "delete_service", racing_delete_service)
+    await api.call("DELETE", f"/subscriptions/{first['id']}", status=202)
+    assert await store.get_service(FUNCTION) == function_sink_service(FUNCTION)
+    assert await store.get_deployment(ids.derived_deployment_id(FUNCTION)) is not None
+    assert not await release_function_sink(store, "Greeter")  # not a function sink: untouched
