@@ -35,6 +35,7 @@ from adapter.api.errors import error_response, status_for
 from adapter.api.limits import RequestLimitMiddleware, RequestLimits
 from adapter.api.middleware import AdminMiddleware
 from adapter.api.openapi import build_openapi
+from adapter.api.ui import load_assets, ui_routes
 from adapter.errors import IngressError
 
 __all__ = ["all_endpoints", "create_app"]
@@ -100,7 +101,12 @@ def create_app(state: AdminState, *, extra_public: Iterable[str] = ()) -> Starle
 
     routes = [Route(e.path, _wrap(e, state), methods=[e.method]) for e in endpoints]
     routes += [Route(p, openapi, methods=["GET"]) for p in ("/openapi.json", "/openapi")]
-    public = frozenset({e.path for e in endpoints if e.public} | set(extra_public))
+    # The dashboard's static files are public; the data it shows comes from the routes above.
+    assets = load_assets()
+    routes += ui_routes(assets)
+    public = frozenset(
+        {e.path for e in endpoints if e.public} | set(extra_public) | set(assets.public_paths())
+    )
     return Starlette(
         routes=routes,
         exception_handlers={HTTPException: _http_error},
