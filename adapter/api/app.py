@@ -27,6 +27,7 @@ from adapter.api import (
     deployments,
     invocation_actions,
     invocations,
+    record_preview,
     subscriptions,
     system,
 )
@@ -50,6 +51,7 @@ def all_endpoints() -> list[Endpoint]:
         *deployments.ENDPOINTS,
         *invocations.ENDPOINTS,
         *invocation_actions.ENDPOINTS,
+        *record_preview.ENDPOINTS,
         *clusters.ENDPOINTS,
         *apply.ENDPOINTS,
     ]

@@ -292,7 +292,7 @@ def discovery_app(service: str) -> Starlette:
     return Starlette(routes=[Route("/discover", discover)])
 
 
-@pytest.mark.promise("p-ui-pages")
+@pytest.mark.promise("p-ui-pages", "p-api-invocation-record")
 async def test_failing_invocation_retry_and_deployments(
     stack: tuple[Ingress, Any],
     handler_server: HandlerServer,
@@ -323,7 +323,12 @@ async def test_failing_invocation_retry_and_deployments(
         },
     )
     dash: Dashboard = await start()
-    await produce(kafka_bootstrap, topic, [(b"order-7", b'{"order": 7}')])
+    headers = [("authorization", b"Bearer s3cr3t-bearer-value"), ("trace-id", b"trace-0007")]
+    await produce(
+        kafka_bootstrap,
+        topic,
+        [(b"order-7", b'{"order": 7, "password": "hunter2-not-shown"}', headers)],
+    )
 
     async def backing_off() -> bool:
         listing = await dash.api.get("/invocations", params={"subscription": sub.id})
@@ -345,6 +350,11 @@ async def test_failing_invocation_retry_and_deployments(
     await rows.first.locator("a").click()
     await expect(page.locator("#last-error")).to_contain_text("500")
     await expect(page.locator("[data-action=purge]")).to_be_disabled()
+    # The record, read again from Kafka: headers and payload with their secrets masked.
+    await expect(page.locator("#payload")).to_contain_text('"order": 7')
+    assert "hunter2-not-shown" not in await page.locator("#payload").inner_text()
+    await expect(page.locator("#record-headers")).to_contain_text("trace-0007")
+    assert "s3cr3t-bearer-value" not in await page.locator("#record").inner_text()
     await page.screenshot(path=SHOTS / "invocation.png", full_page=True)
     await page.click("[data-action=retry]")
     await expect(page.locator("#action-result")).to_contain_text("retry")

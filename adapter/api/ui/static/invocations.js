@@ -97,10 +97,32 @@ const CONFIRM = {
   purge: 'Purge this invocation? Its ledger row is deleted.',
 };
 
+function recordSection(record) {
+  const size = `${record.value_bytes.toLocaleString('en')} bytes`;
+  const note = record.preview === null ? 'null value (a tombstone)'
+    : `${size}${record.truncated ? ', first 4,096 shown' : ''}${record.encoding === 'base64' ? ', binary: base64' : ''}; secrets masked`;
+  return [
+    h('dl', { class: 'facts' },
+      h('dt', {}, 'Timestamp'), h('dd', {}, fmtTime(record.timestamp)),
+      h('dt', {}, 'Key'), h('dd', {}, record.key ?? '–')),
+    record.headers.length
+      ? table(['Header', 'Value'], record.headers.map((hd) => h('tr', {}, h('td', {}, h('code', {}, hd.name)), h('td', {}, hd.value))), { id: 'record-headers' })
+      : h('p', { class: 'muted' }, 'No headers.'),
+    h('p', { class: 'muted small' }, `Value: ${note}`),
+    record.preview === null ? null : h('pre', { class: 'payload', id: 'payload' }, record.preview),
+  ];
+}
+
 export async function invocationPage(view, ctx) {
   const id = ctx.parts[1];
   const path = `invocations/${encodeURIComponent(id)}`;
   const result = h('div', { id: 'action-result' });
+  // The record is read from Kafka once (it never changes); secrets come masked, size capped.
+  const recordView = h('div', { id: 'record' }, h('p', { class: 'muted' }, 'Reading the record from Kafka…'));
+  get(`${path}/record`).then(
+    (record) => replace(recordView, recordSection(record)),
+    (error) => replace(recordView, notice('info', `Record not shown: ${error.message}`)),
+  );
   const show = async () => {
     const inv = await get(path);
     let command = null;
@@ -144,8 +166,8 @@ export async function invocationPage(view, ctx) {
         h('dt', {}, 'Offset'), h('dd', {}, String(inv.offset)),
         h('dt', {}, 'Key'), h('dd', {}, inv.key ?? '–'),
         h('dt', {}, 'Attempts'), h('dd', { id: 'attempts' }, String(inv.attempts)),
-        h('dt', {}, 'Dead-letter topic'), h('dd', {}, inv.dead_letter_topic ?? '–'),
-        h('dt', {}, 'Headers, payload'), h('dd', { class: 'muted' }, 'not kept by the ledger (it stores outcomes, not records); read the record at the coordinates above'))),
+        h('dt', {}, 'Dead-letter topic'), h('dd', {}, inv.dead_letter_topic ?? '–'))),
+      h('section', {}, h('h2', {}, 'Headers and payload'), recordView),
       h('section', {}, h('h2', {}, 'Status history'),
         table(['When', 'Event', 'Detail'], history(inv, command).map(([at, what, detail]) => h('tr', {}, h('td', {}, fmtTime(at)), h('td', {}, what), h('td', {}, detail))), { id: 'history' })));
   };
