@@ -112,7 +112,13 @@ async def sign_in(page: Page, url: str) -> None:
 
 @pytest.fixture
 async def stack(
-    kafka_bootstrap: str, moto_server: MotoServer, store: DynamoStore
+    kafka_bootstrap: str,
+    moto_server: MotoServer,
+    store: DynamoStore,
+    # Set up before the poller so they are torn down after it: a topic deleted under a running
+    # consumer, or a handler gone, would slow its stop down.
+    topic_factory: TopicFactory,
+    handler_server: HandlerServer,
 ) -> AsyncIterator[tuple[Ingress, Any]]:
     harness = Ingress(kafka_bootstrap, store, moto_server.endpoint_url)
 
@@ -224,6 +230,8 @@ async def test_token_overview_lag_and_pause(
     partitions = page.locator("#partitions tbody tr")
     await expect(partitions).to_have_count(2)
     await expect(page.locator("#partitions svg.chart polyline")).to_have_count(2)
+    for cell in await page.locator("#partitions [data-field=lag]").all():
+        await expect(cell).to_have_text(re.compile(r"^[0-9,]+$"))
     per_partition = [
         int(t.replace(",", ""))
         for t in await page.locator("#partitions [data-field=lag]").all_text_contents()
@@ -262,6 +270,22 @@ async def test_token_overview_lag_and_pause(
     assert not (await dash.api.get(f"/subscriptions/{held.id}")).json()["paused"]
     await eventually(lambda: len(handler.calls) > before, timeout=30)
     assert handler.calls[-1].body == b'{"n": "late"}'
+    for cell in await page.locator("#partitions [data-field=lag]").all():
+        await expect(cell).to_have_text("0")
+
+    # A reset to earliest, confirmed after the page said what comes again, re-delivers all.
+    delivered = len(handler.calls)
+    await page.select_option("#reset-to", "earliest")
+    await page.click("text=Review reset…")
+    confirm = page.locator("#reset-confirm")
+    for partition in (0, 1):
+        await expect(confirm).to_contain_text(f"{held_topic} partition {partition}: re-delivers")
+    await expect(confirm).to_contain_text("already processed record(s)")
+    await page.click("#reset-go")
+    await expect(confirm).to_contain_text("Reset done", timeout=60_000)
+    await eventually(lambda: len(handler.calls) >= delivered + HELD + 1, timeout=60)
+    again = sorted(c.body for c in handler.calls[delivered:])
+    assert again == sorted(c.body for c in handler.calls[:delivered])
 
     assets = load_assets()
     figures = {
@@ -338,6 +362,10 @@ async def test_failing_invocation_retry_and_deployments(
 
     page = await dash.page()
     await sign_in(page, dash.url)
+    # The failed attempt counts as an error on the overview.
+    await expect(
+        page.locator(f"tr[data-subscription='{sub.id}'] [data-field=errors]")
+    ).to_have_text("1")
     await page.click("nav >> text=Invocations")
     await page.select_option("#invocation-filters select[name=status]", "BACKING_OFF")
     await page.fill("#invocation-filters input[name=key]", "order-7")
@@ -363,6 +391,10 @@ async def test_failing_invocation_retry_and_deployments(
     await expect(page.locator(".title .badge")).to_have_text("SUCCEEDED")
     await expect(page.locator("[data-action=retry]")).to_be_disabled()
     await expect(page.locator("[data-action=purge]")).to_be_enabled()
+
+    # The subscription page lists it among its recent invocations.
+    await page.click(f"a[href='#/subscriptions/{sub.id}']")
+    await expect(page.locator("tr[data-invocation]").first).to_contain_text("SUCCEEDED")
 
     # Deployments: the handler types, then register and remove one through the page.
     audit_url = await handler_server(discovery_app("Audit"))

@@ -6,12 +6,13 @@ const WIDTH = 240;
 const HEIGHT = 56;
 export const SAMPLES = 90; // 3 minutes at one sample every 2 s
 
-// history: [{at, value}] oldest first. The y axis starts at 0 and ends at the largest value.
+// history: [{at, value}] oldest first. The y axis runs from 0 to the largest value.
 export function lagChart(history, label) {
   const values = history.map((p) => p.value ?? 0);
   const top = Math.max(1, ...values);
-  const step = WIDTH / Math.max(1, SAMPLES - 1);
-  const start = WIDTH - step * (values.length - 1);
+  // The samples present span the width (the page keeps up to SAMPLES of them).
+  const step = WIDTH / Math.max(1, values.length - 1);
+  const start = 0;
   const points = values
     .map((v, i) => `${(start + i * step).toFixed(1)},${(HEIGHT - 2 - (v / top) * (HEIGHT - 6)).toFixed(1)}`)
     .join(' ');

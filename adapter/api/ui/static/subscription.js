@@ -8,7 +8,7 @@ import { stateOf } from './overview.js';
 
 // Lag samples per "subscription topic/partition", kept while the tab is open.
 const histories = new Map();
-const RECENT_EVERY = 5; // recent invocations: every fifth refresh (10 s)
+const RECENT_EVERY = 3; // recent invocations: every third refresh (6 s)
 
 function partitionRows(sub, runtime, stats) {
   const parts = new Map();
@@ -27,7 +27,12 @@ function logEnd(p) {
 export function resetImpact(to, partitions) {
   return partitions.map((p) => {
     const where = `${p.topic} partition ${p.partition}`;
-    if (p.committed == null) return `${where}: nothing committed yet; the reset sets its first offset.`;
+    if (p.committed == null) {
+      // This poller has not committed it since its consumer started: the position is the group's.
+      return to === 'latest'
+        ? `${where}: skips every record not processed yet${p.lag == null ? '' : ` (${p.lag} now)`}; only new records are delivered.`
+        : `${where}: re-delivers what is retained ${to === 'earliest' ? '' : `from ${to} `}up to the group's committed offset (no commit by this poller yet, so the count is not known here).`;
+    }
     const end = logEnd(p);
     if (to === 'latest') {
       return end == null
@@ -132,7 +137,7 @@ export async function subscriptionPage(view, ctx) {
     const now = Date.now();
     replace(partsBody, partitions.length === 0
       ? h('p', { class: 'muted' }, 'This poller holds no partition of this subscription (paused, not assigned here, or still starting).')
-      : table(['Partition', 'Committed', 'Log end', 'Lag', 'Lag age', 'Unfinished', 'Lag, last 3 min'], partitions.map((p) => {
+      : table(['Partition', 'Committed', 'Log end', 'Lag', 'Lag age', 'Unfinished', 'Lag, since the page opened (up to 3 min)'], partitions.map((p) => {
         const history = remember(histories, `${sub.id} ${p.topic}/${p.partition}`, p.lag, now);
         return h('tr', { 'data-partition': p.partition },
           h('td', {}, `${p.topic}/${p.partition}`),
