@@ -94,8 +94,9 @@ class Dashboard:
 
 errors: list[str] = []
 """What the pages reported: exceptions and console errors. The browser logs every 4xx answer
-to a fetch; the 401s before sign-in and the 404 of an invocation without a command are expected."""
-EXPECTED = re.compile(r"^Failed to load resource: .* status of (401|404) ")
+to a fetch; expected here: the 401s before sign-in, the 404 of an invocation without a command
+and the 409 of a refused remove."""
+EXPECTED = re.compile(r"^Failed to load resource: .* status of (401|404|409) ")
 
 
 def _console(message: ConsoleMessage) -> None:
@@ -393,8 +394,15 @@ async def test_failing_invocation_retry_and_deployments(
     await expect(page.locator("[data-action=purge]")).to_be_enabled()
 
     # The subscription page lists it among its recent invocations.
+    inv_id = await page.locator("[data-action=purge]").evaluate("() => location.hash.split('/')[2]")
     await page.click(f"a[href='#/subscriptions/{sub.id}']")
-    await expect(page.locator("tr[data-invocation]").first).to_contain_text("SUCCEEDED")
+    await expect(page.locator(f"tr[data-invocation='{inv_id}']")).to_contain_text("SUCCEEDED")
+    # Purge, once completed, after a confirmation: the row is gone from the API too.
+    await page.click(f"a[href='#/invocations/{inv_id}']")
+    page.once("dialog", lambda dialog: asyncio.ensure_future(dialog.accept()))
+    await page.click("[data-action=purge]")
+    await expect(page.get_by_text(f"{inv_id} purged.")).to_be_visible()
+    assert (await dash.api.get(f"/invocations/{inv_id}")).status_code == 404
 
     # Deployments: the handler types, then register and remove one through the page.
     audit_url = await handler_server(discovery_app("Audit"))
@@ -405,6 +413,12 @@ async def test_failing_invocation_retry_and_deployments(
     audit = page.locator("article:has(tr[data-service=Audit])")
     await expect(audit).to_contain_text("record Shared, input JSON")
     await page.screenshot(path=SHOTS / "deployments.png", full_page=True)
+    # The API's conflict rule stands: a deployment a subscription uses is not removed.
+    greeter = page.locator("article:has(tr[data-service=Greeter])")
+    page.once("dialog", lambda dialog: asyncio.ensure_future(dialog.accept()))
+    await greeter.locator("[data-remove]").click()
+    await expect(page.get_by_role("alert")).to_contain_text("Remove refused")
+    await expect(greeter).to_be_visible()
     page.once("dialog", lambda dialog: asyncio.ensure_future(dialog.accept()))
     await audit.locator("[data-remove]").click()
     await expect(page.locator("tr[data-service=Audit]")).to_have_count(0)
