@@ -31,6 +31,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from adapter.api.ui import load_assets
+from adapter.engine.lifecycle import AdminAction, InvocationStatus, allowed_admin_actions
 from adapter.local.moto import MotoServer
 from adapter.model import HandlerType, InputKind, ServiceType
 from adapter.poller import Poller
@@ -385,6 +386,18 @@ async def test_failing_invocation_retry_and_deployments(
     await expect(page.locator("#record-headers")).to_contain_text("trace-0007")
     assert "s3cr3t-bearer-value" not in await page.locator("#record").inner_text()
     await page.screenshot(path=SHOTS / "invocation.png", full_page=True)
+    # The buttons' rules are the engine's (adapter.engine.lifecycle), status by status.
+    shown = await page.evaluate(
+        """async ([url, statuses]) => {
+            const { allowedActions } = await import(url);
+            return Object.fromEntries(statuses.map((s) => [s, allowedActions(s)]));
+        }""",
+        [f"{dash.url}/ui/invocations.js", [s.value for s in InvocationStatus]],
+    )
+    names = {"retry": AdminAction.RETRY_NOW}
+    for status in InvocationStatus:
+        enabled = {names.get(a, a) for a, on in shown[status.value].items() if on}
+        assert enabled == {a.value for a in allowed_admin_actions(status)}, status
     await page.click("[data-action=retry]")
     await expect(page.locator("#action-result")).to_contain_text("retry")
     await eventually(lambda: len(handler.calls) == 2, timeout=30)
