@@ -18,7 +18,9 @@ AUDIT_ARGS ?=
 PIP_COMPILE := CUSTOM_COMPILE_COMMAND="make lock" $(BIN)/pip-compile --quiet --generate-hashes \
 	--allow-unsafe --strip-extras --all-build-deps --no-emit-find-links
 
-.PHONY: setup restate-cli check test test-unit test-chaos dev bench soak clean lock audit promises
+CHROMIUM_HINT := the dashboard's browser tests need Debian's chromium: run make test as root (it installs it) or 'sudo apt-get install -y chromium'
+
+.PHONY: setup restate-cli chromium check test test-unit test-chaos dev bench soak clean lock audit promises
 
 setup: $(PY_STAMP) $(KAFKA_STAMP)
 
@@ -81,12 +83,22 @@ $(RESTATE_CLI_STAMP):
 	$(RESTATE_CLI_DIR)/node_modules/.bin/restate --version
 	@touch $@
 
+# Debian's chromium for the dashboard's browser tests (Playwright drives it; it never downloads
+# a browser of its own). Installed here when missing and running as root, otherwise a clear stop.
+chromium:
+	@command -v chromium >/dev/null && exit 0; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update && apt-get install -y chromium; \
+	else \
+		echo "$(CHROMIUM_HINT)" >&2; exit 1; \
+	fi
+
 check: $(PY_STAMP)
 	$(BIN)/ruff check adapter handlers tests bench
 	$(BIN)/ruff format --check adapter handlers tests bench
 	$(BIN)/mypy
 
-test: setup $(RESTATE_CLI_STAMP) check
+test: setup chromium $(RESTATE_CLI_STAMP) check
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 test-unit: $(PY_STAMP)

@@ -27,6 +27,7 @@ from adapter.api import (
     deployments,
     invocation_actions,
     invocations,
+    record_preview,
     subscriptions,
     system,
 )
@@ -35,6 +36,7 @@ from adapter.api.errors import error_response, status_for
 from adapter.api.limits import RequestLimitMiddleware, RequestLimits
 from adapter.api.middleware import AdminMiddleware
 from adapter.api.openapi import build_openapi
+from adapter.api.ui import load_assets, ui_routes
 from adapter.errors import IngressError
 
 __all__ = ["all_endpoints", "create_app"]
@@ -49,6 +51,7 @@ def all_endpoints() -> list[Endpoint]:
         *deployments.ENDPOINTS,
         *invocations.ENDPOINTS,
         *invocation_actions.ENDPOINTS,
+        *record_preview.ENDPOINTS,
         *clusters.ENDPOINTS,
         *apply.ENDPOINTS,
     ]
@@ -100,7 +103,12 @@ def create_app(state: AdminState, *, extra_public: Iterable[str] = ()) -> Starle
 
     routes = [Route(e.path, _wrap(e, state), methods=[e.method]) for e in endpoints]
     routes += [Route(p, openapi, methods=["GET"]) for p in ("/openapi.json", "/openapi")]
-    public = frozenset({e.path for e in endpoints if e.public} | set(extra_public))
+    # The dashboard's static files are public; the data it shows comes from the routes above.
+    assets = load_assets()
+    routes += ui_routes(assets)
+    public = frozenset(
+        {e.path for e in endpoints if e.public} | set(extra_public) | set(assets.public_paths())
+    )
     return Starlette(
         routes=routes,
         exception_handlers={HTTPException: _http_error},

@@ -165,6 +165,7 @@ async def _run(stop: asyncio.Event, *, admin_port: int, demo: bool = True) -> No
             f"  handlers (HTTP)  {handlers_url}  (Greeter, Signup, AuditLog)\n"
             f"  admin API        http://{poller.admin_address}  (open, loopback only; try "
             f"`{_cli_hint(poller.admin_address)}kafka-ingress subscriptions list`)\n"
+            f"  dashboard        http://{poller.admin_address}/ui/\n"
             f"  signing          ed25519 key {signing_key} (every handler verifies it)\n"
             f"  config file      {config_path}\n"
             f"  {traces_hint(os.environ)}\n"

@@ -49,9 +49,10 @@ async def test_dev_runs_its_admin_api_on_the_port_asked_for(tmp_path: Path) -> N
     output = b""
     assert proc.stdout is not None
     up = f"admin API        http://127.0.0.1:{port}".encode()
+    dashboard = f"dashboard        http://127.0.0.1:{port}/ui/".encode()
     try:
         async with asyncio.timeout(150):
-            while up not in output:
+            while up not in output or dashboard not in output:
                 chunk = await proc.stdout.read(4096)
                 assert chunk, f"dev exited: {output.decode(errors='replace')[-4000:]}"
                 output += chunk
@@ -64,6 +65,13 @@ async def test_dev_runs_its_admin_api_on_the_port_asked_for(tmp_path: Path) -> N
             health = await client.get(f"http://127.0.0.1:{port}/health")
         assert health.status_code == 200
         assert health.json() == {"status": "ok"}
+        # The dashboard the banner names, open like the API it reads (loopback only).
+        async with httpx.AsyncClient(timeout=10) as client:
+            page = await client.get(f"http://127.0.0.1:{port}/ui/")
+            data = await client.get(f"http://127.0.0.1:{port}/subscriptions")
+        assert page.status_code == 200
+        assert "app.js" in page.text
+        assert data.status_code == 200
     finally:
         if proc.returncode is None:
             os.kill(proc.pid, signal.SIGTERM)

@@ -23,6 +23,7 @@ import tarfile
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from adapter.local.moto import MotoServer
@@ -114,6 +115,7 @@ def test_the_sdist_carries_the_runtime_files(source: Path, tmp_path: Path) -> No
     with tarfile.open(sdist) as archive:
         names = {name.split("/", 1)[1] for name in archive.getnames() if "/" in name}
     assert "adapter/store/tables.json" in names
+    assert {"adapter/api/ui/static/index.html", "adapter/api/ui/static/app.js"} <= names
 
 
 def test_the_installed_package_imports_from_site_packages(installed: Path, tmp_path: Path) -> None:
@@ -169,6 +171,13 @@ async def test_the_installed_wheel_creates_tables_and_serves(
         ).returncode != 0:
             assert time.monotonic() < deadline, answer.stderr.decode(errors="replace")
         assert b"ok" in answer.stdout, answer.stdout
+        # The dashboard's files come from the installed package.
+        async with httpx.AsyncClient(base_url=admin_url, timeout=10) as http:
+            page, script = await http.get("/ui/"), await http.get("/ui/app.js")
+        assert page.status_code == 200
+        assert "app.js" in page.text, page.text[:300]
+        assert script.status_code == 200
+        assert "overviewPage" in script.text
     finally:
         if proc.returncode is None:
             os.kill(proc.pid, signal.SIGTERM)
