@@ -25,6 +25,7 @@ from adapter.api import (
     apply,
     clusters,
     deployments,
+    group_lag,
     invocation_actions,
     invocations,
     record_preview,
@@ -48,6 +49,7 @@ def all_endpoints() -> list[Endpoint]:
     return [
         *system.ENDPOINTS,
         *subscriptions.ENDPOINTS,
+        *group_lag.ENDPOINTS,
         *deployments.ENDPOINTS,
         *invocations.ENDPOINTS,
         *invocation_actions.ENDPOINTS,

@@ -30,16 +30,27 @@ export function rateOf(id, stats, now) {
   return Math.max(0, stats.consumed - before.consumed) / ((now - before.at) / 1000);
 }
 
-function row(sub, stats, now) {
+// Lag of the subscriptions this poller does not run (pollers share them): Kafka's view of the
+// group, from GET /subscriptions/{id}/lag; at most this many such look-ups per refresh.
+const GROUP_LAG_LOOKUPS = 50;
+
+async function groupLags(subs, stats) {
+  const elsewhere = subs.filter((sub) => !stats.get(sub.id)?.state && !sub.paused).slice(0, GROUP_LAG_LOOKUPS);
+  const found = await Promise.all(elsewhere.map((sub) => get(`subscriptions/${encodeURIComponent(sub.id)}/lag`).catch(() => null)));
+  return new Map(elsewhere.map((sub, i) => [sub.id, found[i]]));
+}
+
+function row(sub, stats, group, now) {
   const state = stateOf(sub, stats);
   const rate = rateOf(sub.id, stats, now);
+  const lag = stats?.lag ?? group?.lag ?? null;
   return h('tr', { 'data-subscription': sub.id, 'data-state': state },
     h('td', { 'data-label': 'Subscription' }, link(['subscriptions', sub.id], sub.id)),
     h('td', { 'data-label': 'Source' }, sub.source),
     h('td', { 'data-label': 'Sink' }, sub.sink),
     h('td', { 'data-label': 'State' }, badge(state)),
     h('td', { 'data-label': 'Records/s', class: 'num', 'data-field': 'rate' }, rate === null ? '–' : fmtNumber(rate, 1)),
-    h('td', { 'data-label': 'Lag', class: 'num', 'data-field': 'lag' }, stats ? fmtNumber(stats.lag) : '–'),
+    h('td', { 'data-label': 'Lag', class: 'num', 'data-field': 'lag' }, lag === null ? '–' : fmtNumber(lag)),
     h('td', { 'data-label': 'Lag age', class: 'num', 'data-field': 'lag-age' }, stats ? fmtSeconds(stats.lagSeconds) : '–'),
     h('td', { 'data-label': 'Errors', class: 'num', 'data-field': 'errors' }, stats ? fmtNumber(stats.errors) : '–'));
 }
@@ -53,7 +64,7 @@ export async function overviewPage(view, ctx) {
       h('table', { id: 'subscriptions', class: 'cards' },
         h('thead', {}, h('tr', {}, ['Subscription', 'Source', 'Sink', 'State', 'Records/s', 'Lag (records)', 'Lag age', 'Errors'].map((t) => h('th', { scope: 'col' }, t)))),
         body)),
-    h('p', { class: 'muted small' }, 'State, rate, lag and errors are this poller\'s view (its /metrics); lag is the log end offset minus the committed position, its age that of the oldest record not committed yet. Errors: failed attempts plus invocations that ended failed or dead-lettered.'));
+    h('p', { class: 'muted small' }, 'State, rate, lag age and errors are this poller\'s view (its /metrics); lag is the log end offset minus the committed position (for a subscription this poller does not run, the consumer group\'s as Kafka reports it), its age that of the oldest record not committed yet. Errors: failed attempts plus invocations that ended failed or dead-lettered.'));
   ctx.poll(async () => {
     const [list, stats] = await Promise.all([get('subscriptions'), metrics()]);
     if (!ctx.alive()) return;
@@ -64,6 +75,8 @@ export async function overviewPage(view, ctx) {
       replace(body, h('tr', {}, h('td', { colspan: 8, class: 'muted' }, 'No subscriptions yet: POST /subscriptions or kafka-ingress subscriptions create.')));
       return;
     }
-    replace(body, subs.map((sub) => row(sub, stats.get(sub.id), now)));
+    const groups = await groupLags(subs, stats);
+    if (!ctx.alive()) return;
+    replace(body, subs.map((sub) => row(sub, stats.get(sub.id), groups.get(sub.id), now)));
   });
 }

@@ -10,39 +10,56 @@ import { stateOf } from './overview.js';
 const histories = new Map();
 const RECENT_EVERY = 3; // recent invocations: every third refresh (6 s)
 
-function partitionRows(sub, runtime, stats) {
+// The topic of a subscription from its source (kafka:// cluster / topic).
+export const topicOf = (sub) => sub.source.replace(/^kafka:\/\/[^/]*\//, '');
+
+// Per partition: the group's committed offset, log start and end and lag as Kafka reports them
+// (GET /subscriptions/{id}/lag, from any poller), with this poller's lag age and unfinished
+// records where it runs the partition.
+function partitionRows(sub, group, runtime, stats) {
+  const topic = topicOf(sub);
   const parts = new Map();
-  for (const p of runtime?.partitions || []) parts.set(`${p.topic}/${p.partition}`, { ...p });
-  for (const [key, p] of stats?.partitions || []) parts.set(key, { ...parts.get(key), ...p });
-  return [...parts.values()].sort((a, b) => a.partition - b.partition || a.topic.localeCompare(b.topic));
+  const at = (partition) => {
+    if (!parts.has(partition)) {
+      parts.set(partition, { topic, partition, committed: null, logStart: null, logEnd: null, lag: null, seconds: null, pending: null });
+    }
+    return parts.get(partition);
+  };
+  for (const p of group?.partitions || []) {
+    Object.assign(at(p.partition), { committed: p.committed, logStart: p.log_start, logEnd: p.log_end, lag: p.lag });
+  }
+  for (const p of runtime?.partitions || []) at(p.partition).pending = p.pending;
+  for (const [, p] of stats?.partitions || []) {
+    const row = at(p.partition);
+    row.seconds = p.seconds;
+    if (row.pending == null) row.pending = p.pending;
+    if (row.lag == null) row.lag = p.lag;
+  }
+  return [...parts.values()].sort((a, b) => a.partition - b.partition);
 }
 
-function logEnd(p) {
-  return p.committed != null && p.lag != null ? p.committed + p.lag : null;
-}
-
-// What a reset to `to` does to each partition this poller holds, from its committed offset
-// and log end: what is delivered again, what is skipped. Exact for latest; for earliest and a
+// What a reset to `to` does to each partition, from the group's committed offset and the log's
+// start and end: what is delivered again, what is skipped. Exact for latest and earliest; for a
 // timestamp the broker decides the first offset, so the counts are bounds.
 export function resetImpact(to, partitions) {
   return partitions.map((p) => {
     const where = `${p.topic} partition ${p.partition}`;
+    const end = p.logEnd;
     if (p.committed == null) {
-      // This poller has not committed it since its consumer started: the position is the group's.
       return to === 'latest'
-        ? `${where}: skips every record not processed yet${p.lag == null ? '' : ` (${p.lag} now)`}; only new records are delivered.`
-        : `${where}: re-delivers what is retained ${to === 'earliest' ? '' : `from ${to} `}up to the group's committed offset (no commit by this poller yet, so the count is not known here).`;
+        ? `${where}: nothing committed yet; skips every record not processed yet${end == null ? '' : ` (up to ${end - (p.logStart || 0)})`}; only new records are delivered.`
+        : `${where}: nothing committed yet; delivers what is retained ${to === 'earliest' ? 'from the start' : `from ${to}`}.`;
     }
-    const end = logEnd(p);
     if (to === 'latest') {
       return end == null
         ? `${where}: skips every record after offset ${p.committed - 1} not yet processed.`
-        : `${where}: skips ${end - p.committed} record(s), offsets ${p.committed}–${end - 1}; only new records are delivered.`;
+        : `${where}: skips ${Math.max(0, end - p.committed)} record(s)${end > p.committed ? `, offsets ${p.committed}–${end - 1}` : ''}; only new records are delivered.`;
     }
+    const start = p.logStart == null ? 0 : p.logStart;
     if (to === 'earliest') {
-      return `${where}: re-delivers up to ${p.committed} already processed record(s) (every one still retained before offset ${p.committed}).`;
+      return `${where}: re-delivers ${Math.max(0, p.committed - start)} already processed record(s), offsets ${start}–${p.committed - 1} (those still retained).`;
     }
-    return `${where}: re-delivers the records from ${to} up to offset ${p.committed - 1} (already processed); skips those before ${to} not processed yet${end == null ? '' : ` (at most ${end - p.committed})`}.`;
+    return `${where}: re-delivers the records from ${to} up to offset ${p.committed - 1} (already processed); skips those before ${to} not processed yet${end == null ? '' : ` (at most ${Math.max(0, end - p.committed)})`}.`;
   });
 }
 
@@ -78,7 +95,7 @@ function resetForm(sub, current) {
     });
     replace(confirm, h('div', { class: 'card confirm' },
       h('p', {}, `Reset ${sub.id} to ${to}? The subscription is paused while the group's offsets move, then resumed.`),
-      lines.length ? h('ul', {}, lines.map((l) => h('li', {}, l))) : h('p', { class: 'muted' }, 'This poller holds no partition of it, so it cannot say how many records move.'),
+      lines.length ? h('ul', {}, lines.map((l) => h('li', {}, l))) : h('p', { class: 'muted' }, 'Kafka reported no partition for its topic, so nothing moves.'),
       h('div', { class: 'row' }, go, cancel)));
     return undefined;
   });
@@ -125,7 +142,7 @@ export async function subscriptionPage(view, ctx) {
 
   let round = 0;
   ctx.poll(async () => {
-    const [doc, stats] = await Promise.all([get(path), metrics()]);
+    const [doc, stats, group] = await Promise.all([get(path), metrics(), get(`${path}/lag`).catch(() => null)]);
     if (!ctx.alive()) return;
     sub = doc;
     const mine = stats.get(sub.id);
@@ -133,16 +150,16 @@ export async function subscriptionPage(view, ctx) {
     replace(state, badge(stateOf(sub, runtimeState)));
     pause.textContent = sub.paused ? 'Resume' : 'Pause';
     replace(lastError, doc.runtime?.last_error ? notice('error', `Last error: ${doc.runtime.last_error}`) : null);
-    partitions = partitionRows(sub, doc.runtime, mine);
+    partitions = partitionRows(sub, group, doc.runtime, mine);
     const now = Date.now();
     replace(partsBody, partitions.length === 0
-      ? h('p', { class: 'muted' }, 'This poller holds no partition of this subscription (paused, not assigned here, or still starting).')
+      ? h('p', { class: 'muted' }, group && !group.topic_exists ? `The topic ${topicOf(sub)} does not exist (yet).` : 'No partition known yet.')
       : table(['Partition', 'Committed', 'Log end', 'Lag', 'Lag age', 'Unfinished', 'Lag, since the page opened (up to 3 min)'], partitions.map((p) => {
         const history = remember(histories, `${sub.id} ${p.topic}/${p.partition}`, p.lag, now);
         return h('tr', { 'data-partition': p.partition },
           h('td', {}, `${p.topic}/${p.partition}`),
           h('td', { class: 'num' }, fmtNumber(p.committed)),
-          h('td', { class: 'num' }, fmtNumber(logEnd(p))),
+          h('td', { class: 'num' }, fmtNumber(p.logEnd)),
           h('td', { class: 'num', 'data-field': 'lag' }, fmtNumber(p.lag)),
           h('td', { class: 'num' }, fmtSeconds(p.seconds)),
           h('td', { class: 'num' }, fmtNumber(p.pending)),
