@@ -172,11 +172,17 @@ class Supervisor:
     async def run(self) -> None:
         commands = asyncio.create_task(self._commands.run())
         try:
+            loop = asyncio.get_running_loop()
             while True:
-                await self.refresh()
+                # Cleared first: a wake during the refresh (a write it may have missed) counts.
                 self._wake.clear()
+                started = loop.time()
+                await self.refresh()
+                # At a fixed rate: the change feed is read once per interval, not once per
+                # interval plus the time a refresh took.
+                pause = max(0.0, started + self._refresh_s - loop.time())
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self._refresh_s)
+                    await asyncio.wait_for(self._wake.wait(), pause)
         finally:
             commands.cancel()
             with contextlib.suppress(asyncio.CancelledError):
