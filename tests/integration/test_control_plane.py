@@ -163,3 +163,46 @@ async def test_concurrent_creations_of_one_consumer_make_one_subscription(
     assert sorted(r.status_code for r in responses) == [200] * 5 + [201]
     assert len({r.json()["id"] for r in responses}) == 1
     assert len(await store.list_subscriptions()) == 1
+
+
+async def test_pausing_and_deleting_a_subscription_read_no_table(
+    admin: tuple[httpx.AsyncClient, DynamoCounts], store: DynamoStore
+) -> None:
+    client, counts = admin
+    await _register(store)
+    await _seed(store, 50)
+    sub_id = (await _post(client, "orders", 201))["id"]
+    before = counts.snapshot()
+    paused = await client.patch(f"/subscriptions/{sub_id}", json={"paused": True})
+    assert paused.status_code == 200, paused.text
+    deleted = await client.delete(f"/subscriptions/{sub_id}")
+    assert deleted.status_code == 202, deleted.text
+    made = counts.since(before)
+    assert made["Scan"] == 0, made
+    assert made["TransactWriteItems"] == 2, made  # each change with its feed entry
+    assert sum(made.values()) <= 8, made
+    # The consumer is free again: the same source and sink can be subscribed anew.
+    assert (await _post(client, "orders", 201))["id"] != sub_id
+
+
+async def test_moving_a_subscription_to_a_group_another_one_uses_is_a_conflict(
+    admin: tuple[httpx.AsyncClient, DynamoCounts], store: DynamoStore
+) -> None:
+    client, _ = admin
+    await _register(store)
+    body = {"source": "kafka://plain/orders", "sink": "service://Greeter/greet"}
+    first = await client.post("/subscriptions", json={**body, "options": {"group.id": "g1"}})
+    second = await client.post("/subscriptions", json={**body, "options": {"group.id": "g2"}})
+    assert (first.status_code, second.status_code) == (201, 201)
+    moved = await client.patch(
+        f"/subscriptions/{second.json()['id']}", json={"options": {"group.id": "g1"}}
+    )
+    assert moved.status_code == 409, moved.text
+    assert "g1" in moved.json()["message"]
+    # Its own old group is free once it moves elsewhere.
+    away = await client.patch(
+        f"/subscriptions/{second.json()['id']}", json={"options": {"group.id": "g3"}}
+    )
+    assert away.status_code == 200, away.text
+    again = await client.post("/subscriptions", json={**body, "options": {"group.id": "g2"}})
+    assert again.status_code == 201, again.text
