@@ -3,9 +3,11 @@
 One item in the subscriptions table, ``~changes``, holds a version number and a ring of the
 last :data:`RING` changes, each ``"<version>|<kind>:<key>"`` in slot ``c<version % RING>``.
 Every admin write that a poller must see (a subscription, a Kafka cluster, a deployment or
-service of the registry, an admin command) goes through :class:`ChangeWriter`, which writes it
-and bumps the version in one ``TransactWriteItems`` (conditional on the version it read), so a
-change is never visible without its entry nor the other way round.
+service of the registry) goes through :class:`ChangeWriter`, which writes it and bumps the
+version in one ``TransactWriteItems`` (conditional on the version it read), so a change is
+never visible without its entry nor the other way round. An admin command for an invocation is
+announced the same way right after it is stored (the invocations table stays out of
+transactions).
 
 A poller reads the item (one ``GetItem``) each poll interval; when the version moved, the
 ring says which keys changed and the poller reads only those. One that fell behind by more

@@ -1236,24 +1236,27 @@ class DynamoStore:
         """Queue ``command`` unless one is pending for its invocation; returns the pending one."""
         item = command_item(command, int(self._clock()) + COMMAND_TTL_S)
         try:
-            # Through the change feed: pollers look for commands only when told there are.
-            await self.changes.write(
-                [
-                    self._put(
-                        self.names.invocations,
-                        item,
-                        ConditionExpression="attribute_not_exists(id) OR cmd_state <> :p",
-                        ExpressionAttributeValues={":p": {"S": PENDING}},
-                    )
-                ],
-                [(ChangeKind.COMMAND, command.subscription_id)],
+            await self._call(
+                lambda: self._client.put_item(
+                    TableName=self.names.invocations,
+                    Item=item,
+                    ConditionExpression="attribute_not_exists(id) OR cmd_state <> :p",
+                    ExpressionAttributeValues={":p": {"S": PENDING}},
+                ),
                 f"queue a command for {command.invocation_id}",
             )
         except ConditionFailedError:
             pending = await self.get_command(command.invocation_id)
-            if pending is not None:
-                return pending
-            return await self.put_command(command)  # finished and expired meanwhile
+            if pending is None:
+                return await self.put_command(command)  # finished and expired meanwhile
+            command = pending
+        # Announced after it is stored (pollers look for commands only when told), and again
+        # for one already pending, so that asking again mends an announcement that failed.
+        await self.changes.write(
+            [],
+            [(ChangeKind.COMMAND, command.subscription_id)],
+            f"announce the command for {command.invocation_id}",
+        )
         return command
 
     async def get_command(self, invocation_id: str) -> Command | None:
