@@ -147,7 +147,7 @@ class LimitSettings(_Section):
     invocation_timeout_ms: int = Field(default=30_000, ge=1, alias="invocation-timeout-ms")
     drain_timeout_ms: int = Field(default=30_000, ge=0, alias="drain-timeout-ms")
     ledger_retention_days: float = Field(default=7.0, gt=0, alias="ledger-retention-days")
-    subscription_refresh_ms: int = Field(default=2_000, ge=100, alias="subscription-refresh-ms")
+    subscription_refresh_ms: int = Field(default=1_000, ge=100, alias="subscription-refresh-ms")
 
 
 class LedgerSettings(_Section):

@@ -2,8 +2,9 @@
 
 Static clusters come from ``[[ingress.kafka-clusters]]`` and cannot be changed through the
 API. Dynamic clusters are created with ``POST /kafka-clusters`` and stored in DynamoDB's
-``clusters`` table; every poller reloads them before each subscription refresh (the
-supervisor's ``refresh_clusters`` hook), so a subscription on a new cluster starts anywhere.
+``clusters`` table; every poller reloads the ones the change feed names as changed (the
+supervisor's ``refresh_clusters`` hook; all of them when it starts), so a subscription on a
+new cluster starts anywhere.
 
 Like Restate, a cluster is shown as flat librdkafka properties; the brokers of a static
 cluster appear as ``metadata.broker.list`` and its creation time as the epoch.
@@ -12,8 +13,9 @@ cluster appear as ``metadata.broker.list`` and its creation time as the epoch.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from adapter.config import KafkaCluster, Settings
 from adapter.errors import ConfigError, ValidationError
@@ -79,6 +81,7 @@ class ClusterCatalog:
         self._built: dict[str, KafkaCluster] = {}
         # Stored clusters this version cannot use, and why (warned about once per reason).
         self.unusable: dict[str, str] = {}
+        self._warned: dict[str, str] = {}
 
     def snapshot(self) -> dict[str, KafkaCluster]:
         return {**self._built, **self._static}
@@ -99,26 +102,41 @@ class ClusterCatalog:
     def is_static(self, name: str) -> bool:
         return name in self._static
 
-    async def refresh(self) -> None:
-        """Reload the dynamic clusters (StoreError leaves the known ones in place)."""
-        rows = await self._store.list_clusters()
-        dynamic: dict[str, ClusterEntry] = {}
-        built: dict[str, KafkaCluster] = {}
-        unusable: dict[str, str] = {}
-        for row in rows:
-            name = str(row["name"])
-            properties = {str(k): str(v) for k, v in (row.get("properties") or {}).items()}
-            dynamic[name] = ClusterEntry(
-                name, properties, int(row.get("created_at", 0)), static=False
-            )
-            try:
-                built[name] = cluster_from_properties(name, properties)
-            except ValidationError as exc:
-                # Stored by an older version with other rules: keep it listed, do not use it,
-                # and say so once (its subscriptions would otherwise just wait, unexplained).
-                if self.unusable.get(name) != str(exc):
-                    log.warning(
-                        "not using stored %s; PATCH /kafka-clusters/%s to fix it", exc, name
-                    )
-                unusable[name] = str(exc)
-        self._dynamic, self._built, self.unusable = dynamic, built, unusable
+    async def lookup(self, name: str) -> KafkaCluster | None:
+        """One cluster as stored now: static from the settings, dynamic read by key (one
+        GetItem, whatever the number of clusters)."""
+        if name in self._static:
+            return self._static[name]
+        await self.refresh([name])
+        return self._built.get(name)
+
+    async def refresh(self, names: Iterable[str] | None = None) -> None:
+        """Reload the dynamic clusters, all of them or only ``names`` (the change feed says
+        which changed). StoreError leaves the known ones in place."""
+        if names is not None:
+            for name in names:
+                self._apply(name, await self._store.get_cluster(name))
+            return
+        rows = {str(row["name"]): row for row in await self._store.list_clusters()}
+        for name in set(self._dynamic) - set(rows):
+            self._apply(name, None)
+        for name, row in rows.items():
+            self._apply(name, row)
+
+    def _apply(self, name: str, row: dict[str, Any] | None) -> None:
+        self._dynamic.pop(name, None)
+        self._built.pop(name, None)
+        self.unusable.pop(name, None)
+        if row is None:
+            return
+        properties = {str(k): str(v) for k, v in (row.get("properties") or {}).items()}
+        self._dynamic[name] = ClusterEntry(name, properties, int(row.get("created_at", 0)), False)
+        try:
+            self._built[name] = cluster_from_properties(name, properties)
+        except ValidationError as exc:
+            # Stored by an older version with other rules: keep it listed, do not use it,
+            # and say so once (its subscriptions would otherwise just wait, unexplained).
+            if self._warned.get(name) != str(exc):
+                log.warning("not using stored %s; PATCH /kafka-clusters/%s to fix it", exc, name)
+            self._warned[name] = str(exc)
+            self.unusable[name] = str(exc)

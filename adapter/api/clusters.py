@@ -74,7 +74,7 @@ def _simple(entry: ClusterEntry) -> SimpleKafkaClusterResponse:
 
 async def _entry(state: AdminState, name: str) -> ClusterEntry:
     check_cluster_name(name)
-    await state.catalog.refresh()
+    await state.catalog.refresh([name])  # by key: one GetItem however many clusters
     entry = state.catalog.get(name)
     if entry is None:
         raise UnknownResourceError(f"the requested Kafka cluster {name!r} does not exist")
@@ -112,7 +112,7 @@ async def create_cluster(request: Request, state: AdminState) -> Response:
     body = await read_body(request, CreateKafkaClusterRequest)
     name = check_cluster_name(body.name)
     properties = _restore(_text(body.properties), {})
-    await state.catalog.refresh()
+    await state.catalog.refresh([name])
     if state.catalog.get(name) is not None:
         raise ConflictError(f"Kafka cluster {name!r} already exists")
     cluster_from_properties(name, properties)
@@ -123,7 +123,7 @@ async def create_cluster(request: Request, state: AdminState) -> Response:
         )
     except ConditionFailedError:
         raise ConflictError(f"Kafka cluster {name!r} already exists") from None
-    await state.catalog.refresh()
+    await state.catalog.refresh([name])
     log.info("Kafka cluster %s created", name)
     entry = ClusterEntry(name, properties, created, static=False)
     return json_response(_simple(entry), 201, headers={"Location": f"kafka-clusters/{name}"})
@@ -144,7 +144,7 @@ async def update_cluster(request: Request, state: AdminState) -> Response:
         raise UnknownResourceError(
             f"the requested Kafka cluster {entry.name!r} does not exist"
         ) from None
-    await state.catalog.refresh()
+    await state.catalog.refresh([entry.name])
     for sub in await state.store.list_subscriptions():
         if sub.cluster == entry.name:
             try:
@@ -173,7 +173,7 @@ async def delete_cluster(request: Request, state: AdminState) -> Response:
         )
     if not await state.store.delete_cluster(entry.name):
         raise UnknownResourceError(f"the requested Kafka cluster {entry.name!r} does not exist")
-    await state.catalog.refresh()
+    await state.catalog.refresh([entry.name])
     state.wake()
     log.info("Kafka cluster %s deleted", entry.name)
     return Response(status_code=202)

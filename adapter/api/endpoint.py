@@ -7,7 +7,6 @@ not drift from what is served.
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -73,8 +72,6 @@ class AdminState:
     secret_refs: SecretResolver | None = None
     version: str = __version__
     oldest: OldestAge = field(default_factory=OldestAge)
-    # One subscription creation at a time per process (duplicate detection reads, then writes).
-    create_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     # What /metrics serves; read at each scrape from this state (see adapter.api.metrics).
     registry: CollectorRegistry = field(init=False)
 

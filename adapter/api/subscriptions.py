@@ -55,6 +55,7 @@ from adapter.kafka.options import (
 from adapter.masking import mask_secrets
 from adapter.model import Subscription, function_sink_arn, topic_name
 from adapter.secrets import check_references
+from adapter.store.changes import ConditionsFailed
 from adapter.store.function_sinks import ensure_function_sink, release_function_sink
 
 __all__ = ["ENDPOINTS"]
@@ -79,9 +80,9 @@ def _known(names: list[str]) -> str:
 
 
 async def _cluster(state: AdminState, name: str) -> KafkaCluster:
-    await state.catalog.refresh()
-    cluster = state.catalog.snapshot().get(name)
+    cluster = await state.catalog.lookup(name)
     if cluster is None:
+        await state.catalog.refresh()  # only to name the known ones
         raise ValidationError(
             f"unknown Kafka cluster {name!r}; known clusters: {_known(state.catalog.names())}"
         )
@@ -148,49 +149,25 @@ async def create_subscription(request: Request, state: AdminState) -> Response:
     options = sink_options(sink, options)
     new_id = ids.subscription_id()
     resolved = _resolve(new_id, cluster, options)
-    requested_group = options.get(_GROUP) or cluster.options.get(_GROUP)
-
-    def same_consumer(sub: Subscription) -> bool:
-        if (sub.cluster, sub.topic, sub.service, sub.handler) != (
-            source.cluster,
-            source.topic,
-            sink.service,
-            sink.handler,
-        ):
-            return False
-        group = _group_of(sub)
-        return group == requested_group if requested_group else group == sub.id
-
-    async with state.create_lock:
-        existing = next(filter(same_consumer, await state.store.list_subscriptions()), None)
-        if existing is not None:
-            return _existing(existing, options)
-        sub = Subscription(
-            id=new_id,
-            cluster=source.cluster,
-            topic=source.topic,
-            service=sink.service,
-            handler=sink.handler,
-            options={**options, _GROUP: resolved.group_id},
-            created_at_ms=int(time.time() * 1000),
-            paused=True,
-        )
-        # Written paused first: another admin process may be creating the same consumer right
-        # now, and no poller may start either copy until the older one is known to be it.
-        await state.store.create_subscription(sub)
-        if sink.function_arn is not None:
-            # After the row: a concurrent delete of the function's last other subscription
-            # either sees this row and keeps the registration, or is undone here.
-            await ensure_function_sink(state.store, sink.function_arn)
-        twins = sorted(
-            (s for s in await state.store.list_subscriptions() if same_consumer(s)),
-            key=lambda s: ids.creation_order(s.id),
-        )
-        if twins and twins[0].id != sub.id:
-            await state.store.delete_subscription(sub.id)
-            return _existing(twins[0], options)
-        live = replace(sub, paused=False, revision=sub.revision + 1)
-        await state.store.update_subscription(live, expected_revision=sub.revision)
+    sub = Subscription(
+        id=new_id,
+        cluster=source.cluster,
+        topic=source.topic,
+        service=sink.service,
+        handler=sink.handler,
+        options={**options, _GROUP: resolved.group_id},
+        created_at_ms=int(time.time() * 1000),
+    )
+    # The store checks for a subscription with the same source, sink and group by its claim
+    # (one conditional write), so concurrent creations of one consumer make one subscription.
+    existing = await state.store.create_subscription(sub)
+    if existing is not None:
+        return _existing(existing, options)
+    if sink.function_arn is not None:
+        # After the row: a concurrent delete of the function's last other subscription
+        # either sees this row and keeps the registration, or is undone here.
+        await ensure_function_sink(state.store, sink.function_arn)
+    live = sub
     state.wake()
     log.info("subscription %s created: %s -> %s", live.id, live.source, live.sink)
     return json_response(
@@ -277,11 +254,10 @@ async def get_subscription(request: Request, state: AdminState) -> Response:
 async def delete_subscription(request: Request, state: AdminState) -> Response:
     sub = await _get(state, request.path_params["subscription"])
     sub_id = sub.id
-    async with state.create_lock:
-        if not await state.store.delete_subscription(sub_id):
-            raise UnknownResourceError(f"the subscription {sub_id!r} does not exist")
-        # A function sink's implicit registration goes with its last subscription.
-        await release_function_sink(state.store, sub.service)
+    if not await state.store.delete_subscription(sub_id):
+        raise UnknownResourceError(f"the subscription {sub_id!r} does not exist")
+    # A function sink's implicit registration goes with its last subscription.
+    await release_function_sink(state.store, sub.service)
     state.wake()
     log.info("subscription %s deleted", sub_id)
     return Response(status_code=202)
@@ -290,7 +266,17 @@ async def delete_subscription(request: Request, state: AdminState) -> Response:
 async def _save(state: AdminState, old: Subscription, new: Subscription) -> Subscription:
     saved = replace(new, revision=old.revision + 1)
     try:
-        await state.store.update_subscription(saved, expected_revision=old.revision)
+        await state.store.update_subscription(saved, expected_revision=old.revision, previous=old)
+    except ConditionsFailed as exc:
+        if 0 in exc.failed:
+            raise ConflictError(
+                f"subscription {old.id} was changed or deleted by another request meanwhile; "
+                "read it again and retry"
+            ) from None
+        raise ConflictError(
+            f"another subscription already consumes {new.source} into {new.sink} in group "
+            f"{_group_of(new)!r}; choose another group.id"
+        ) from None
     except ConditionFailedError:
         raise ConflictError(
             f"subscription {old.id} was changed or deleted by another request meanwhile; "

@@ -39,8 +39,10 @@ async def ready(request: Request, state: AdminState) -> Response:
         checks["dynamodb"] = "ok"
     except StoreError as exc:
         checks["dynamodb"] = f"unreachable: {exc}"
-    with contextlib.suppress(StoreError):  # already reported as the DynamoDB check
-        await state.catalog.refresh()
+    if state.supervisor is None:
+        # A poller's catalog follows the change feed; an admin API alone reads the clusters.
+        with contextlib.suppress(StoreError):  # already reported as the DynamoDB check
+            await state.catalog.refresh()
     if state.check_kafka is not None:
         for name, result in (await state.check_kafka(state.catalog)).items():
             checks[f"kafka:{name}"] = result

@@ -2,8 +2,10 @@
 
 Commands are items in the invocations table (:mod:`adapter.store.commands`).
 
-One Query a second per poller (not per subscription), and none while the poller runs no
-subscription. A command is offered to the runner of its subscription; the runner that holds the
+The store announces each queued command on the change feed; the supervisor's feed calls
+:meth:`CommandPoller.notify`, and only then does the poller look (one Query), then once a
+second while a command it may hold is left pending. An idle poller makes no request here. A
+command is offered to the runner of its subscription; the runner that holds the
 invocation (the Kafka group gave it the partition) carries it out, and the command is marked
 done with a conditional update. A runner that does not hold it leaves it to the poller that
 does; a retry of an invocation that is mid-attempt is tried again on the next poll, until it
@@ -13,6 +15,7 @@ backs off or the command leaves the window (then it stays ``pending`` until it e
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -67,24 +70,40 @@ class CommandPoller:
         self._interval_s = interval_s
         self._window_ms = int(window_s * 1000)
         self._clock = clock
+        self._news = asyncio.Event()
+        self._news.set()  # commands queued before this poller started
+        self._left = 0  # commands for subscriptions held here, not carried out by the last poll
+
+    def notify(self) -> None:
+        """A command was queued somewhere: look at the next chance."""
+        self._news.set()
 
     async def run(self) -> None:
         while True:
+            if self._left:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._news.wait(), self._interval_s)
+            else:
+                await self._news.wait()
+            self._news.clear()
             await self.poll()
-            await asyncio.sleep(self._interval_s)
 
     async def poll(self) -> int:
         """Carry out the pending commands this poller's runners can; returns how many."""
         holders = self._holders()
         if not holders:
+            # Look once runners exist (checking costs no request until then).
+            self._left = 1
             return 0
         now_ms = int(self._clock() * 1000)
         try:
             commands = await self._store.pending_commands(now_ms - self._window_ms)
         except StoreError as exc:
             log.warning("cannot read admin commands (next try in %gs): %s", self._interval_s, exc)
+            self._left = max(self._left, 1)
             return 0
         done = 0
+        self._left = 0
         for command in commands:
             holder = holders.get(command.subscription_id)
             if holder is None:
@@ -93,6 +112,7 @@ class CommandPoller:
                 action = AdminAction(command.action)
             except ValueError:
                 continue  # written by a newer version: left to a poller that knows it
+            self._left += 1
             try:
                 status = await carry_out(holder, command.invocation_id, action)
             except IngressError as exc:
@@ -109,4 +129,5 @@ class CommandPoller:
                 log.warning("cannot mark the command for %s done: %s", command.invocation_id, exc)
                 continue
             done += finished
+            self._left -= 1
         return done

@@ -1,8 +1,9 @@
 """The supervisor: keeps one runner per active subscription in this poller.
 
-Every poller instance runs one. It watches the subscription table and starts, restarts (on a
-new revision) and stops runners. All instances of a subscription join the same consumer group,
-so Kafka spreads the partitions across them: scaling out is running more instances.
+Every poller instance runs one. It follows the change feed (:mod:`adapter.engine.control`)
+and starts, restarts (on a new revision) and stops runners. All instances of a subscription
+join the same consumer group, so Kafka spreads the partitions across them: scaling out is
+running more instances.
 
 A runner that fails (cluster unreachable, authentication refused, unknown handler) is retried
 with capped exponential backoff and its error is kept for the health and subscription APIs;
@@ -14,12 +15,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from adapter.config import KafkaCluster, Settings
 from adapter.engine.commands import CommandPoller
+from adapter.engine.control import ControlFeed, RefreshClusters, Registry
 from adapter.engine.ledger import LedgerWriter
 from adapter.engine.retry import RetryPolicy
 from adapter.engine.runner import SubscriptionRunner
@@ -44,7 +46,7 @@ log = logging.getLogger(__name__)
 _REBALANCE_TIMEOUT_MS = 45_000
 
 
-async def resolve_target(store: DynamoStore, service: str, handler: str) -> Target:
+async def resolve_target(store: Registry, service: str, handler: str) -> Target:
     """Look up a sink in the registry; ConfigError says what is missing."""
     svc = await store.get_service(service)
     if svc is None:
@@ -97,7 +99,7 @@ class Supervisor:
         invoker_for: Callable[[Target, IngressOptions], Invoker],
         *,
         clusters: Callable[[], dict[str, KafkaCluster]] | None = None,
-        refresh_clusters: Callable[[], Awaitable[None]] | None = None,
+        refresh_clusters: RefreshClusters | None = None,
         refresh_interval_s: float | None = None,
         max_backoff_s: float = 30.0,
         secret_refs: SecretResolver | None = None,
@@ -109,8 +111,13 @@ class Supervisor:
         self._ledger = ledger
         self._invoker_for = invoker_for
         self._clusters = clusters or (lambda: settings.clusters)
-        # Reloads what ``clusters`` returns (dynamic clusters live in DynamoDB).
-        self._refresh_clusters = refresh_clusters
+        # Admin commands queued by any poller's API for invocations held here.
+        self._commands = CommandPoller(self._store, self.runners)
+        # Which subscriptions exist, from the change feed; it reloads what ``clusters``
+        # returns (dynamic clusters live in DynamoDB) when they change.
+        self._control = ControlFeed(
+            store, refresh_clusters=refresh_clusters, on_commands=self._commands.notify
+        )
         self._refresh_s = (
             refresh_interval_s
             if refresh_interval_s is not None
@@ -163,14 +170,19 @@ class Supervisor:
         return out
 
     async def run(self) -> None:
-        # Admin commands queued by any poller's API for invocations held here.
-        commands = asyncio.create_task(CommandPoller(self._store, self.runners).run())
+        commands = asyncio.create_task(self._commands.run())
         try:
+            loop = asyncio.get_running_loop()
             while True:
-                await self.refresh()
+                # Cleared first: a wake during the refresh (a write it may have missed) counts.
                 self._wake.clear()
+                started = loop.time()
+                await self.refresh()
+                # At a fixed rate: the change feed is read once per interval, not once per
+                # interval plus the time a refresh took.
+                pause = max(0.0, started + self._refresh_s - loop.time())
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self._refresh_s)
+                    await asyncio.wait_for(self._wake.wait(), pause)
         finally:
             commands.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -178,13 +190,8 @@ class Supervisor:
             await self.shutdown()
 
     async def refresh(self) -> None:
-        if self._refresh_clusters is not None:
-            try:
-                await self._refresh_clusters()
-            except StoreError as exc:
-                log.warning("cannot read Kafka clusters (keeping the known ones): %s", exc)
         try:
-            subs = await self._store.list_subscriptions()
+            subs = await self._control.poll()
         except StoreError as exc:
             # Keep running what we have; the table is only the source of *changes*.
             self.last_refresh_error = str(exc)
@@ -293,7 +300,7 @@ class Supervisor:
             cluster_options=await self.secret_refs.resolve_options(cluster.options),
             subscription_options=await self.secret_refs.resolve_options(sub.options),
         )
-        target = await resolve_target(self._store, sub.service, sub.handler)
+        target = await resolve_target(self._control.registry, sub.service, sub.handler)
         limits = self._settings.limits
         ingress = options.ingress
         settings = RunnerSettings(

@@ -48,6 +48,15 @@ from adapter.model import (
     ServiceType,
     Subscription,
 )
+from adapter.store.changes import (
+    CONTROL_PREFIX,
+    ChangeKind,
+    ChangeLog,
+    ChangeWriter,
+    ConditionsFailed,
+    claim_id,
+    claim_item,
+)
 from adapter.store.commands import (
     COMMAND_TTL_S,
     COMMANDS_KEY,
@@ -329,6 +338,9 @@ class DynamoStore:
         self._ledger: LedgerClient | None = None
         self._lock = threading.Lock()
         self.requests = 0  # DynamoDB API calls made, for metrics and the benchmark
+        # Admin writes pollers must see go through the change feed (adapter.store.changes).
+        self.changes = ChangeWriter(client, names.subscriptions, self._call)
+        self._claims_ready = False
 
     @property
     def success_pages(self) -> bool:
@@ -420,14 +432,29 @@ class DynamoStore:
 
     # -- subscriptions ----------------------------------------------------------------------
 
+    def _put(self, table: str, item: dict[str, Any], **condition: Any) -> dict[str, Any]:
+        return {"Put": {"TableName": table, "Item": item, **condition}}
+
+    def _delete(self, table: str, key: dict[str, Any], **condition: Any) -> dict[str, Any]:
+        return {"Delete": {"TableName": table, "Key": key, **condition}}
+
+    async def read_changes(self) -> ChangeLog:
+        """The change feed's item (one GetItem): what pollers poll."""
+        return await self.changes.read()
+
     async def put_subscription(self, sub: Subscription) -> None:
+        """Save a subscription as it is (with its consumer claim), whether or not it exists."""
         item = await self._subscription_item(sub)
-        await self._call(
-            lambda: self._client.put_item(TableName=self.names.subscriptions, Item=item),
+        table = self.names.subscriptions
+        await self.changes.write(
+            [self._put(table, item), self._put(table, claim_item(sub))],
+            [(ChangeKind.SUBSCRIPTION, sub.id)],
             f"save subscription {sub.id}",
         )
 
     async def get_subscription(self, sub_id: str) -> Subscription | None:
+        if sub_id.startswith(CONTROL_PREFIX):
+            return None
         resp = await self._call(
             lambda: self._client.get_item(
                 TableName=self.names.subscriptions, Key={"id": {"S": sub_id}}, ConsistentRead=True
@@ -439,54 +466,169 @@ class DynamoStore:
 
     async def list_subscriptions(self) -> list[Subscription]:
         items = await self._scan_all(self.names.subscriptions, "list subscriptions")
-        subs = [await self._subscription_from_item(i) for i in items]
+        subs = [
+            await self._subscription_from_item(i)
+            for i in items
+            if not i["id"]["S"].startswith(CONTROL_PREFIX)
+        ]
         return sorted(subs, key=lambda s: creation_order(s.id))
 
     async def delete_subscription(self, sub_id: str) -> bool:
-        resp = await self._call(
-            lambda: self._client.delete_item(
-                TableName=self.names.subscriptions,
-                Key={"id": {"S": sub_id}},
-                ReturnValues="ALL_OLD",
+        """Delete a subscription and its consumer claim; False if it did not exist."""
+        sub = await self.get_subscription(sub_id)
+        if sub is None:
+            return False
+        table = self.names.subscriptions
+        items = [
+            self._delete(table, {"id": {"S": sub_id}}, ConditionExpression="attribute_exists(id)"),
+            self._delete(
+                table,
+                {"id": {"S": claim_id(sub)}},
+                ConditionExpression="attribute_not_exists(id) OR subscription_id = :me",
+                ExpressionAttributeValues={":me": {"S": sub_id}},
             ),
-            f"delete subscription {sub_id}",
-        )
-        return "Attributes" in resp
+        ]
+        try:
+            await self.changes.write(
+                items, [(ChangeKind.SUBSCRIPTION, sub_id)], f"delete subscription {sub_id}"
+            )
+        except ConditionsFailed as exc:
+            if 0 in exc.failed:
+                return False
+            # The claim names another subscription (two stored before claims): leave it.
+            try:
+                await self.changes.write(
+                    items[:1], [(ChangeKind.SUBSCRIPTION, sub_id)], f"delete subscription {sub_id}"
+                )
+            except ConditionsFailed:
+                return False
+        return True
 
-    async def create_subscription(self, sub: Subscription) -> None:
-        """Insert a new subscription; ConditionFailedError if its ID is taken."""
+    async def create_subscription(self, sub: Subscription) -> Subscription | None:
+        """Insert a new subscription unless one already consumes its topic into its handler
+        in its group: None once created, else that subscription (found by its claim, not by
+        scanning). ConditionFailedError if the ID is taken."""
+        await self._ensure_claims()
         item = await self._subscription_item(sub)
-        await self._call(
-            lambda: self._client.put_item(
-                TableName=self.names.subscriptions,
-                Item=item,
-                ConditionExpression="attribute_not_exists(id)",
-            ),
-            f"create subscription {sub.id}",
-        )
+        table = self.names.subscriptions
+        claim = claim_id(sub)
+        for _ in range(3):
+            try:
+                await self.changes.write(
+                    [
+                        self._put(
+                            table, claim_item(sub), ConditionExpression="attribute_not_exists(id)"
+                        ),
+                        self._put(table, item, ConditionExpression="attribute_not_exists(id)"),
+                    ],
+                    [(ChangeKind.SUBSCRIPTION, sub.id)],
+                    f"create subscription {sub.id}",
+                )
+                return None
+            except ConditionsFailed as exc:
+                if 0 not in exc.failed:
+                    raise
+            holder = await self._claim_holder(claim)
+            existing = await self.get_subscription(holder) if holder else None
+            if existing is not None and claim_id(existing) == claim:
+                return existing
+            # The claim outlived its subscription (or was moved): free it and try again.
+            stale = {":h": {"S": holder or ""}}
+            with contextlib.suppress(ConditionFailedError):
+                await self._call(
+                    partial(
+                        self._client.delete_item,
+                        TableName=table,
+                        Key={"id": {"S": claim}},
+                        ConditionExpression="subscription_id = :h",
+                        ExpressionAttributeValues=stale,
+                    ),
+                    f"free the stale consumer claim of {holder}",
+                )
+        raise StoreError(f"create subscription {sub.id}: its consumer claim keeps changing")
 
-    async def update_subscription(self, sub: Subscription, *, expected_revision: int) -> None:
+    async def _claim_holder(self, claim: str) -> str | None:
+        resp = await self._call(
+            lambda: self._client.get_item(
+                TableName=self.names.subscriptions, Key={"id": {"S": claim}}, ConsistentRead=True
+            ),
+            "read a consumer claim",
+        )
+        item = resp.get("Item")
+        return str(item["subscription_id"]["S"]) if item else None
+
+    async def _ensure_claims(self) -> None:
+        """Give subscriptions stored before claims existed theirs: once per table (one scan),
+        remembered in the change item; the oldest of two equal consumers keeps the claim."""
+        if self._claims_ready:
+            return
+        if not (await self.changes.read()).claims_ready:
+            for sub in await self.list_subscriptions():
+                claim = claim_item(sub)
+                with contextlib.suppress(ConditionFailedError):
+                    await self._call(
+                        partial(
+                            self._client.put_item,
+                            TableName=self.names.subscriptions,
+                            Item=claim,
+                            ConditionExpression="attribute_not_exists(id)",
+                        ),
+                        f"claim the consumer of subscription {sub.id}",
+                    )
+            await self.changes.mark_claims_ready()
+        self._claims_ready = True
+
+    async def update_subscription(
+        self,
+        sub: Subscription,
+        *,
+        expected_revision: int,
+        previous: Subscription | None = None,
+    ) -> None:
         """Replace a subscription only if it still exists at ``expected_revision``.
 
-        ConditionFailedError when it was changed or deleted meanwhile (optimistic locking).
+        ConditionFailedError when it was changed or deleted meanwhile (optimistic locking),
+        ConditionsFailed naming item 2 when a new consumer group (given ``previous``) is
+        another subscription's already.
         """
         item = await self._subscription_item(sub)
-        await self._call(
-            lambda: self._client.put_item(
-                TableName=self.names.subscriptions,
-                Item=item,
+        table = self.names.subscriptions
+        items = [
+            self._put(
+                table,
+                item,
                 ConditionExpression="attribute_exists(id) AND revision = :r",
                 ExpressionAttributeValues={":r": {"N": str(expected_revision)}},
-            ),
-            f"update subscription {sub.id}",
+            )
+        ]
+        if previous is not None and claim_id(previous) != claim_id(sub):
+            mine = {":me": {"S": sub.id}}
+            items.append(
+                self._delete(
+                    table,
+                    {"id": {"S": claim_id(previous)}},
+                    ConditionExpression="attribute_not_exists(id) OR subscription_id = :me",
+                    ExpressionAttributeValues=mine,
+                )
+            )
+            items.append(
+                self._put(
+                    table,
+                    claim_item(sub),
+                    ConditionExpression="attribute_not_exists(id) OR subscription_id = :me",
+                    ExpressionAttributeValues=mine,
+                )
+            )
+        await self.changes.write(
+            items, [(ChangeKind.SUBSCRIPTION, sub.id)], f"update subscription {sub.id}"
         )
 
     # -- registry ---------------------------------------------------------------------------
 
     async def put_service(self, svc: ServiceInfo) -> None:
-        item = _service_item(svc)
-        await self._call(
-            lambda: self._client.put_item(TableName=self.names.services, Item=item),
+        await self.changes.write(
+            [self._put(self.names.services, _service_item(svc))],
+            [(ChangeKind.SERVICE, svc.name)],
             f"save service {svc.name}",
         )
 
@@ -505,17 +647,17 @@ class DynamoStore:
         return sorted((_service_from_item(i) for i in items), key=lambda s: s.name)
 
     async def delete_service(self, name: str) -> None:
-        await self._call(
-            lambda: self._client.delete_item(
-                TableName=self.names.services, Key={"name": {"S": name}}
-            ),
+        await self.changes.write(
+            [self._delete(self.names.services, {"name": {"S": name}})],
+            [(ChangeKind.SERVICE, name)],
             f"delete service {name}",
         )
 
     async def put_deployment(self, data: dict[str, Any]) -> None:
         item = _to_item(await self.secrets.seal_row(data, DEPLOYMENT_SECRETS))
-        await self._call(
-            lambda: self._client.put_item(TableName=self.names.deployments, Item=item),
+        await self.changes.write(
+            [self._put(self.names.deployments, item)],
+            [(ChangeKind.DEPLOYMENT, str(data.get("id")))],
             f"save deployment {data.get('id')}",
         )
 
@@ -537,15 +679,21 @@ class DynamoStore:
         return sorted(rows, key=lambda d: creation_order(str(d["id"])))
 
     async def delete_deployment(self, dep_id: str) -> bool:
-        resp = await self._call(
-            lambda: self._client.delete_item(
-                TableName=self.names.deployments,
-                Key={"id": {"S": dep_id}},
-                ReturnValues="ALL_OLD",
-            ),
-            f"delete deployment {dep_id}",
-        )
-        return "Attributes" in resp
+        try:
+            await self.changes.write(
+                [
+                    self._delete(
+                        self.names.deployments,
+                        {"id": {"S": dep_id}},
+                        ConditionExpression="attribute_exists(id)",
+                    )
+                ],
+                [(ChangeKind.DEPLOYMENT, dep_id)],
+                f"delete deployment {dep_id}",
+            )
+        except ConditionsFailed:
+            return False
+        return True
 
     # -- ledger -----------------------------------------------------------------------------
 
@@ -1099,9 +1247,16 @@ class DynamoStore:
             )
         except ConditionFailedError:
             pending = await self.get_command(command.invocation_id)
-            if pending is not None:
-                return pending
-            return await self.put_command(command)  # finished and expired meanwhile
+            if pending is None:
+                return await self.put_command(command)  # finished and expired meanwhile
+            command = pending
+        # Announced after it is stored (pollers look for commands only when told), and again
+        # for one already pending, so that asking again mends an announcement that failed.
+        await self.changes.write(
+            [],
+            [(ChangeKind.COMMAND, command.subscription_id)],
+            f"announce the command for {command.invocation_id}",
+        )
         return command
 
     async def get_command(self, invocation_id: str) -> Command | None:
@@ -1224,26 +1379,32 @@ class DynamoStore:
         """Insert a cluster (``name``, ``properties``, ``created_at``); ConditionFailedError
         if the name is taken."""
         item = _to_item(await self.secrets.seal_row(data, CLUSTER_SECRETS))
-        await self._call(
-            lambda: self._client.put_item(
-                TableName=self.names.clusters,
-                Item=item,
-                ConditionExpression="attribute_not_exists(#n)",
-                ExpressionAttributeNames={"#n": "name"},
-            ),
+        await self.changes.write(
+            [
+                self._put(
+                    self.names.clusters,
+                    item,
+                    ConditionExpression="attribute_not_exists(#n)",
+                    ExpressionAttributeNames={"#n": "name"},
+                )
+            ],
+            [(ChangeKind.CLUSTER, str(data.get("name")))],
             f"create Kafka cluster {data.get('name')}",
         )
 
     async def replace_cluster(self, data: dict[str, Any]) -> None:
         """Replace an existing cluster; ConditionFailedError if it does not exist."""
         item = _to_item(await self.secrets.seal_row(data, CLUSTER_SECRETS))
-        await self._call(
-            lambda: self._client.put_item(
-                TableName=self.names.clusters,
-                Item=item,
-                ConditionExpression="attribute_exists(#n)",
-                ExpressionAttributeNames={"#n": "name"},
-            ),
+        await self.changes.write(
+            [
+                self._put(
+                    self.names.clusters,
+                    item,
+                    ConditionExpression="attribute_exists(#n)",
+                    ExpressionAttributeNames={"#n": "name"},
+                )
+            ],
+            [(ChangeKind.CLUSTER, str(data.get("name")))],
             f"update Kafka cluster {data.get('name')}",
         )
 
@@ -1265,15 +1426,22 @@ class DynamoStore:
         return sorted(rows, key=lambda c: str(c["name"]))
 
     async def delete_cluster(self, name: str) -> bool:
-        resp = await self._call(
-            lambda: self._client.delete_item(
-                TableName=self.names.clusters,
-                Key={"name": {"S": name}},
-                ReturnValues="ALL_OLD",
-            ),
-            f"delete Kafka cluster {name}",
-        )
-        return "Attributes" in resp
+        try:
+            await self.changes.write(
+                [
+                    self._delete(
+                        self.names.clusters,
+                        {"name": {"S": name}},
+                        ConditionExpression="attribute_exists(#n)",
+                        ExpressionAttributeNames={"#n": "name"},
+                    )
+                ],
+                [(ChangeKind.CLUSTER, name)],
+                f"delete Kafka cluster {name}",
+            )
+        except ConditionsFailed:
+            return False
+        return True
 
     # -- workflows --------------------------------------------------------------------------
 
