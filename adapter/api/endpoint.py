@@ -24,7 +24,10 @@ from adapter.api.metrics import OldestAge, Snapshot, metrics_registry
 from adapter.config import Settings
 from adapter.engine.ledger import LedgerWriter
 from adapter.engine.supervisor import Supervisor
-from adapter.errors import ValidationError
+from adapter.errors import UnknownResourceError, ValidationError
+from adapter.kafka.change_signal import SIGNAL_TOPIC, ChangeSignaller
+from adapter.kafka.options import resolve_options
+from adapter.kafka.security import consumer_security_kwargs
 from adapter.secrets import SecretResolver
 from adapter.store.dynamo import DynamoStore
 
@@ -70,6 +73,8 @@ class AdminState:
     check_kafka: CheckKafka | None = None
     # Fetches secretsmanager:/ssm: references for the routes that connect to Kafka.
     secret_refs: SecretResolver | None = None
+    # Wakes the other pollers through Kafka after a subscription write (None: they poll).
+    signals: ChangeSignaller | None = None
     version: str = __version__
     oldest: OldestAge = field(default_factory=OldestAge)
     # What /metrics serves; read at each scrape from this state (see adapter.api.metrics).
@@ -100,6 +105,31 @@ class AdminState:
     def wake(self) -> None:
         if self.supervisor is not None:
             self.supervisor.wake()
+
+    def subscription_changed(self, cluster: str) -> None:
+        """After a subscription write: this poller reads the change feed now, and the others
+        are woken through a record on the cluster (adapter.kafka.change_signal)."""
+        self.wake()
+        if self.signals is not None:
+            self.signals.signal(cluster, lambda: self._signal_connection(cluster))
+
+    async def _signal_connection(self, cluster_name: str) -> dict[str, Any]:
+        cluster = self.catalog.snapshot().get(cluster_name)
+        if cluster is None:
+            await self.catalog.refresh()
+            cluster = self.catalog.snapshot().get(cluster_name)
+        if cluster is None:
+            raise UnknownResourceError(f"unknown Kafka cluster {cluster_name!r}")
+        cluster_options = cluster.options
+        if self.secret_refs is not None:
+            cluster_options = await self.secret_refs.resolve_options(cluster_options)
+        options = resolve_options(
+            subscription_id=SIGNAL_TOPIC,
+            bootstrap_servers=cluster.bootstrap_servers,
+            cluster_options=cluster_options,
+            subscription_options={},
+        )
+        return {**options.consumer_kwargs, **consumer_security_kwargs(options.security)}
 
 
 Handler = Callable[[Request, AdminState], Awaitable[Response]]

@@ -26,6 +26,7 @@ from adapter.engine.supervisor import Supervisor
 from adapter.errors import ConfigError, LocalStackError
 from adapter.invokers.discovery import Discovery
 from adapter.invokers.signing import RequestSigner
+from adapter.kafka.change_signal import ChangeSignaller
 from adapter.local.asgi_server import AsgiServer
 from adapter.masking import remember_secret
 from adapter.secrets import SecretResolver
@@ -90,6 +91,7 @@ def admin_state(
             deny_private=settings.security.deny_private_targets,
         ),
         reset_offsets=reset_group_offsets,
+        signals=ChangeSignaller(),
         check_kafka=KafkaReadiness(
             shared_token_provider=supervisor.token_provider if supervisor is not None else None,
             secret_refs=secret_refs,
@@ -153,5 +155,7 @@ class AdminServer:
 
     async def stop(self) -> None:
         await self._server.stop()
+        if self._state.signals is not None:
+            await self._state.signals.aclose()
         if isinstance(self._state.check_kafka, KafkaReadiness):
             await self._state.check_kafka.aclose()

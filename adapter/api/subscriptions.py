@@ -168,7 +168,7 @@ async def create_subscription(request: Request, state: AdminState) -> Response:
         # either sees this row and keeps the registration, or is undone here.
         await ensure_function_sink(state.store, sink.function_arn)
     live = sub
-    state.wake()
+    state.subscription_changed(live.cluster)
     log.info("subscription %s created: %s -> %s", live.id, live.source, live.sink)
     return json_response(
         subscription_response(live),
@@ -258,7 +258,7 @@ async def delete_subscription(request: Request, state: AdminState) -> Response:
         raise UnknownResourceError(f"the subscription {sub_id!r} does not exist")
     # A function sink's implicit registration goes with its last subscription.
     await release_function_sink(state.store, sub.service)
-    state.wake()
+    state.subscription_changed(sub.cluster)
     log.info("subscription %s deleted", sub_id)
     return Response(status_code=202)
 
@@ -282,7 +282,9 @@ async def _save(state: AdminState, old: Subscription, new: Subscription) -> Subs
             f"subscription {old.id} was changed or deleted by another request meanwhile; "
             "read it again and retry"
         ) from None
-    state.wake()
+    state.subscription_changed(saved.cluster)
+    if saved.cluster != old.cluster:
+        state.subscription_changed(old.cluster)
     return saved
 
 

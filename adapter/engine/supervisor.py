@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from adapter.config import KafkaCluster, Settings
+from adapter.engine.change_listeners import ChangeListeners
 from adapter.engine.commands import CommandPoller
 from adapter.engine.control import ControlFeed, RefreshClusters, Registry
 from adapter.engine.ledger import LedgerWriter
@@ -132,6 +133,8 @@ class Supervisor:
         # Losses acknowledged (their slot replaced) still count in the metric's total.
         self._lost_total: dict[str, int] = {}
         self._wake = asyncio.Event()
+        # Records on the clusters' signal topics wake the loop right after an admin write.
+        self.change_listeners = ChangeListeners(self._clusters, self.secret_refs, self.wake)
         self.last_refresh_error: str | None = None
 
     # -- public -----------------------------------------------------------------------------
@@ -198,6 +201,7 @@ class Supervisor:
             log.warning("cannot read subscriptions (keeping current consumers): %s", exc)
             return
         self.last_refresh_error = None
+        await self.change_listeners.follow({s.cluster for s in subs})
         desired = {s.id: s for s in subs if not s.paused}
         for sub_id in list(self._slots):
             slot = self._slots[sub_id]
@@ -209,6 +213,7 @@ class Supervisor:
                 self._start_slot(sub)
 
     async def shutdown(self) -> None:
+        await self.change_listeners.aclose()
         await asyncio.gather(*(self._stop_slot(s) for s in list(self._slots)))
         for producer in self._dead_letters.values():
             with contextlib.suppress(Exception):

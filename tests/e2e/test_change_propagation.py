@@ -1,9 +1,11 @@
-"""Subscription changes reach a poller in another process through the change feed.
+"""Subscription changes reach a poller in another process within a second.
 
-Real broker, one moto server, one ``kafka-ingress serve`` process (poller B, default
-settings: it reads the change feed once a second) and the admin API of this process (A, with no
-consumers of its own, as the admin API runs on Lambda). A subscription created through A is
-consumed by B within a second; deleted through A, B stops consuming it within a second.
+Real broker, one moto server, one ``kafka-ingress serve`` process (poller B) and the admin API
+of this process (A, with no consumers of its own, as the admin API runs on Lambda). A
+subscription created through A is consumed by B within a second; deleted through A, B stops
+consuming it within a second. B reads the change feed only every 5 s here, so what brings the
+change over in time is the wake-up record A sends on the cluster (adapter.kafka.change_signal);
+without it the test fails.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ pytestmark = [pytest.mark.kafka, pytest.mark.timeout(300)]
 
 ROUNDS = 4
 LIMIT_S = 1.0
-POLL_S = 1.0  # subscription-refresh-ms, by default
+POLL_S = 5.0  # B's subscription-refresh-ms: far slower than the limit
 
 
 @pytest.fixture
@@ -40,7 +42,11 @@ async def poller_b(
     kafka_bootstrap: str, store: DynamoStore, moto_server: MotoServer, tmp_path: Path
 ) -> AsyncIterator[PollerProcess]:
     harness = Ingress(kafka_bootstrap, store, moto_server.endpoint_url)
-    poller = PollerProcess(harness.env())
+    poller = PollerProcess(
+        harness.env(),
+        PollerProcess.DEFAULT_CONFIG
+        + f"[limits]\nsubscription-refresh-ms = {int(POLL_S * 1000)}\n",
+    )
     await poller.start(tmp_path)
     try:
         await admin_url(poller)
@@ -84,6 +90,20 @@ async def test_a_change_made_through_one_admin_api_takes_effect_on_another_polle
     latencies: list[float] = []
     seen: list[float] = []
     async with httpx.AsyncClient(transport=transport, base_url="http://a") as admin_a:
+        # B listens on the cluster once the feed names a subscription there: make one first.
+        warm_up = await topic_factory(1)
+        response = await admin_a.post(
+            "/subscriptions",
+            json={"source": f"kafka://local/{warm_up}", "sink": "service://Greeter/greet"},
+        )
+        assert response.status_code == 201, response.text
+
+        def listening() -> bool:
+            return "listening for change signals on cluster local" in poller_b.output.decode()
+
+        await eventually(
+            listening, timeout=POLL_S * 3, message=lambda: poller_b.output.decode()[-3000:]
+        )
         sub_id = ""
         topic = ""
         for _ in range(ROUNDS):
@@ -110,16 +130,23 @@ async def test_a_change_made_through_one_admin_api_takes_effect_on_another_polle
             seen.append(_logged(poller_b, f"starting subscription {sub_id}") - posted_wall)
 
         # Delete the last one while records keep arriving: B stops taking them within 1 s.
+        body = json.dumps({"topic": topic}).encode()
+        await produce(kafka_bootstrap, topic, [(b"k", body)])
+
+        def consuming(topic: str = topic) -> bool:  # it takes new records before the delete
+            return sum(_topic_of(c) == topic for c in handler.calls) >= 2
+
+        await eventually(consuming, timeout=10)
         deleted = time.monotonic()
         response = await admin_a.delete(f"/subscriptions/{sub_id}")
         assert response.status_code == 202, response.text
-        body = json.dumps({"topic": topic}).encode()
         while time.monotonic() < deleted + 2.5:  # a trickle of records for 2.5 s after it
             await produce(kafka_bootstrap, topic, [(b"k", body)])
         calls = [c.started for c in handler.calls if _topic_of(c) == topic]
-        assert len(calls) >= 2  # it was consuming the trickle before it stopped
         stopped_after = max(calls) - deleted
 
+    assert state.signals is not None
+    await state.signals.aclose()
     with capsys.disabled():
         shown = ", ".join(f"{s:.2f}" for s in latencies)
         print(
@@ -128,10 +155,8 @@ async def test_a_change_made_through_one_admin_api_takes_effect_on_another_polle
             f"(median {statistics.median(latencies):.2f}); "
             f"last invocation {stopped_after:.2f} s after DELETE"
         )
-    # B sees each change at its next read of the change feed (every second)...
-    assert max(seen) <= POLL_S + 0.15, seen
-    # ...and consumes within a second, the consumer's start included, as a rule.
-    assert statistics.median(latencies) <= LIMIT_S, latencies
-    assert max(latencies) <= LIMIT_S + 0.5, latencies
-    # A record fetched just before the poll that saw the delete may still start.
-    assert stopped_after <= POLL_S + 0.25
+    # B starts each consumer and invokes within a second, though it polls the feed every 5 s...
+    assert max(seen) <= LIMIT_S, seen
+    assert max(latencies) <= LIMIT_S, latencies
+    # ...and stops taking records of a deleted subscription within a second.
+    assert stopped_after <= LIMIT_S, stopped_after

@@ -1,0 +1,86 @@
+"""One :class:`~adapter.kafka.change_signal.ChangeListener` per cluster the subscriptions use.
+
+The supervisor hands over the clusters of every subscription in the change feed (not only those
+this poller runs: a subscription created next on a cluster may land here); listeners start for
+new clusters and stop for clusters no subscription uses any more. A cluster whose options cannot
+be resolved, or that needs an OAUTHBEARER token, gets no listener: its changes arrive by the
+regular poll of the feed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Collection
+
+from adapter.config import KafkaCluster
+from adapter.errors import IngressError
+from adapter.kafka.change_signal import SIGNAL_TOPIC, ChangeListener
+from adapter.kafka.options import resolve_options
+from adapter.kafka.security import consumer_security_kwargs
+from adapter.secrets import SecretResolver
+
+__all__ = ["ChangeListeners"]
+
+log = logging.getLogger(__name__)
+
+
+class ChangeListeners:
+    def __init__(
+        self,
+        clusters: Callable[[], dict[str, KafkaCluster]],
+        secret_refs: SecretResolver,
+        on_signal: Callable[[], None],
+    ) -> None:
+        self._clusters = clusters
+        self._secret_refs = secret_refs
+        self._on_signal = on_signal
+        self.listeners: dict[str, ChangeListener] = {}
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._skipped: set[str] = set()
+
+    async def follow(self, names: Collection[str]) -> None:
+        for name in [n for n in self._tasks if n not in names]:
+            await self._stop(name)
+        for name in names:
+            if name in self._tasks or name in self._skipped:
+                continue
+            listener = await self._listener(name)
+            if listener is None:
+                self._skipped.add(name)
+                continue
+            self.listeners[name] = listener
+            self._tasks[name] = asyncio.create_task(listener.run(), name=f"changes:{name}")
+
+    async def _listener(self, name: str) -> ChangeListener | None:
+        cluster = self._clusters().get(name)
+        if cluster is None:
+            return None
+        try:
+            options = resolve_options(
+                subscription_id=SIGNAL_TOPIC,
+                bootstrap_servers=cluster.bootstrap_servers,
+                cluster_options=await self._secret_refs.resolve_options(cluster.options),
+                subscription_options={},
+            )
+            if options.security.sasl_mechanism == "OAUTHBEARER":
+                log.info("cluster %s: OAUTHBEARER, changes arrive by the poll only", name)
+                return None
+            kwargs = {**options.consumer_kwargs, **consumer_security_kwargs(options.security)}
+        except IngressError as exc:
+            log.info("cluster %s: no change signals (%s)", name, exc)
+            return None
+        return ChangeListener(name, kwargs, self._on_signal)
+
+    async def _stop(self, name: str) -> None:
+        task = self._tasks.pop(name)
+        self.listeners.pop(name, None)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    async def aclose(self) -> None:
+        for name in list(self._tasks):
+            await self._stop(name)
+        self._skipped.clear()
