@@ -95,7 +95,11 @@ class Poller:
         share one boto3 client, with an invoker per event format and batch size."""
         if not target.deployment.arn:
             return self.http
-        key = (options.event_format, options.batch_size)
+        # Partition batches (ESM) call whole batches themselves; concurrent batch mode groups
+        # concurrent invocations in the BatchingInvoker.
+        concurrent = not options.partition_batches(is_lambda=True)
+        batch_size = options.batch_size if concurrent else None
+        key = (options.event_format, batch_size)
         invoker = self._lambda_invokers.get(key)
         if invoker is None:
             if self._lambda_client is None:
@@ -107,8 +111,8 @@ class Poller:
             invoker = LambdaInvoker(
                 self._lambda_client, event_format=options.event_format, sign=self.signer
             )
-            if options.batch_size and options.batch_size > 1:
-                invoker = BatchingInvoker(invoker, batch_size=options.batch_size)
+            if batch_size and batch_size > 1:
+                invoker = BatchingInvoker(invoker, batch_size=batch_size)
             self._lambda_invokers[key] = invoker
         return invoker
 

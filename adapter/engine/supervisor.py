@@ -15,17 +15,22 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from adapter.config import KafkaCluster, Settings
+from adapter.engine.batch_dispatch import BatchSettings
+from adapter.engine.batches import BatchPolicy
 from adapter.engine.commands import CommandPoller
+from adapter.engine.failure_destinations import FailureDestinations
 from adapter.engine.ledger import LedgerWriter
 from adapter.engine.retry import RetryPolicy
 from adapter.engine.runner import SubscriptionRunner
 from adapter.engine.settings import RunnerSettings, RunnerState
 from adapter.errors import ConfigError, IngressError, KafkaAuthError, StoreError
+from adapter.failure_destination import DestinationKind
 from adapter.invokers.base import Invoker
+from adapter.invokers.kafka_event import EventSource
 from adapter.kafka.consumer import AiokafkaConsumer
 from adapter.kafka.dead_letter import DeadLetterProducer
 from adapter.kafka.errors import ConnectionWatch, certificate_problem
@@ -119,6 +124,9 @@ class Supervisor:
         self._max_backoff_s = max_backoff_s
         self._slots: dict[str, _Slot] = {}
         self._dead_letters: dict[tuple[object, ...], DeadLetterProducer] = {}
+        self._failure_destinations = FailureDestinations(
+            endpoint_url=settings.lambda_.endpoint_url, region=settings.lambda_.region
+        )
         # One token provider (OIDC, MSK IAM) per cluster and identity, shared by its subscriptions.
         self._token_providers: dict[tuple[str, ...], RefreshingTokenProvider] = {}
         self._token_users: dict[str, tuple[str, ...]] = {}
@@ -207,6 +215,7 @@ class Supervisor:
             with contextlib.suppress(Exception):
                 await producer.stop()
         self._dead_letters.clear()
+        self._failure_destinations.close()
         for provider in self._token_providers.values():
             await provider.aclose()
         self._token_providers.clear()
@@ -306,11 +315,16 @@ class Supervisor:
             session_timeout_s=int(options.consumer_kwargs.get("session_timeout_ms", 10_000)) / 1000,
             dead_letter_topic=ingress.dead_letter_topic,
             retry=RetryPolicy.from_options(ingress.retry_options),
+            filter_criteria=ingress.filter_criteria,
         )
         security_kwargs = await self._security_kwargs(sub, options)
         dead_letters = None
         if ingress.dead_letter_topic:
             dead_letters = self._dead_letter_producer(sub.cluster, options, security_kwargs)
+        if ingress.partition_batches(is_lambda=bool(target.deployment.arn)):
+            settings = replace(
+                settings, batches=self._batch_settings(sub, options, security_kwargs)
+            )
         return SubscriptionRunner(
             sub,
             target,
@@ -321,6 +335,33 @@ class Supervisor:
             dead_letters=dead_letters,
             settings=settings,
             retention_losses=retention_losses,
+        )
+
+    def _batch_settings(
+        self, sub: Subscription, options: ClientOptions, security_kwargs: dict[str, Any]
+    ) -> BatchSettings:
+        """ESM partition batches: the subscription's policy and on-failure destination."""
+        ingress = options.ingress
+        destination = None
+        if ingress.destination_on_failure is not None:
+            producer = None
+            if ingress.destination_on_failure.kind is DestinationKind.KAFKA:
+                producer = self._dead_letter_producer(sub.cluster, options, security_kwargs)
+            destination = self._failure_destinations.build(ingress.destination_on_failure, producer)
+        return BatchSettings(
+            policy=BatchPolicy(
+                size=ingress.batch_size or 100,
+                window_ms=ingress.batching_window_ms,
+                bisect=ingress.bisect_on_error,
+                max_retries=ingress.maximum_retry_attempts,
+                max_age_ms=ingress.maximum_record_age_ms,
+            ),
+            report_batch_item_failures=ingress.report_batch_item_failures,
+            destination=destination,
+            event_source=EventSource(
+                bootstrap_servers=options.bootstrap_servers,
+                msk_cluster_arn=ingress.msk_cluster_arn,
+            ),
         )
 
     async def _security_kwargs(self, sub: Subscription, options: ClientOptions) -> dict[str, Any]:

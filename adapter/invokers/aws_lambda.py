@@ -49,8 +49,14 @@ from adapter.errors import (
     TerminalInvokeError,
     ValidationError,
 )
-from adapter.invokers.base import InvocationRequest, Outcome
-from adapter.invokers.batch_response import VerdictKind, item_position, read_batch_response
+from adapter.invokers.base import InvocationRequest, Outcome, OutcomeKind
+from adapter.invokers.batch_response import (
+    BatchAnswer,
+    VerdictKind,
+    first_failed_onwards,
+    item_position,
+    read_batch_response,
+)
 from adapter.invokers.kafka_event import EventSource, build_kafka_event, partition_key
 from adapter.model import InputKind
 from adapter.sdk.protocol import LAMBDA_PROTOCOL, invoke_path
@@ -612,6 +618,42 @@ class LambdaInvoker:
         if len(requests) == 1:
             return [outcome_from_reply(reply)]
         return outcomes_from_batch_reply(requests, reply)
+
+    async def invoke_records(
+        self, requests: Sequence[InvocationRequest], *, report_batch_item_failures: bool
+    ) -> BatchAnswer:
+        """One call with the whole batch (the engine sized it to fit), read as AWS's event
+        source mapping reads it: ``msk`` events by :func:`read_batch_response`, ``ingress``
+        events by their per-record results, resuming at the first failed record."""
+        size = len(requests)
+        function = self._function(requests[0])
+        if isinstance(function, Outcome):
+            return BatchAnswer.whole(size, function.error or "not invocable", called=False)
+        records = [r.record for r in requests if r.record is not None]
+        if self.event_format == "msk" and len(records) != size:
+            return BatchAnswer.whole(size, "event.format=msk needs the source record", called=False)
+        timeout = max((r.timeout_s or 0.0) for r in requests) or None
+        reply = await self.client.invoke(function, self._payload(list(requests)), timeout_s=timeout)
+        if isinstance(reply, Outcome):
+            return BatchAnswer.whole(size, reply.error or "invoke failed", called=False)
+        if self.event_format == "msk":
+            verdict = read_batch_response(
+                records,
+                reply.payload,
+                function_error=reply.function_error,
+                report_batch_item_failures=report_batch_item_failures,
+            )
+            error = None if verdict.kind is VerdictKind.SUCCESS else verdict.reason
+            if reply.function_error:
+                error = _function_error(reply).error
+            return BatchAnswer(verdict.failed, error, reply.function_error)
+        if size == 1:
+            outcomes = [outcome_from_reply(reply)]
+        else:
+            outcomes = outcomes_from_batch_reply(requests, reply)
+        failed = first_failed_onwards([o.kind is not OutcomeKind.ACK for o in outcomes])
+        error = next((o.error for o in outcomes if o.kind is not OutcomeKind.ACK), None)
+        return BatchAnswer(failed, error, reply.function_error)
 
     async def aclose(self) -> None:
         if self._owns_client:
