@@ -102,7 +102,6 @@ class _Line:
     wake: asyncio.Event
     task: asyncio.Task[None] | None = None
     call: asyncio.Task[BatchAnswer] | None = None
-    kill: InvocationStatus | None = None
     skip_backoff: bool = False
     last_answer: BatchAnswer | None = None
 
@@ -171,23 +170,27 @@ class BatchDispatcher:
             line.task = asyncio.create_task(self._run(line))
         now = self._clock_ms()
         entries: list[Entry[Work]] = []
-        too_big = self._settings.policy.max_bytes + 1
+        max_bytes = self._settings.policy.max_bytes
         for work in works:
             record = work.record
+            refused = False
             try:
                 work.request = build_request(
                     subscription_id=self._subscription_id,
                     record=record,
                     target=self._target,
-                    max_body_bytes=too_big,
+                    max_body_bytes=max_bytes,
                     invocation_id=work.inv_id,
                     timeout_s=self._timeout_s,
                 )
                 size = _size(work.request)
             except TerminalInvokeError as exc:
+                # Bad input (not JSON where JSON is expected): never invoked, delivered alone.
                 work.last_error = str(exc)
-                size = too_big
-            entries.append(Entry(work, record.offset, record.timestamp_ms, size, now))
+                refused = True
+                size = record.size
+            entry = Entry(work, record.offset, record.timestamp_ms, size, now, refused=refused)
+            entries.append(entry)
         line.core.add(entries)
         line.wake.set()
 
@@ -232,17 +235,15 @@ class BatchDispatcher:
         call = line.call = asyncio.create_task(self._call(line, works, step.attempt, delay))
         await asyncio.wait({call})
         line.call = None
-        if line.kill is not None:
-            status, line.kill = line.kill, None
-            self._settle(line.core.killed(), None, killed=status)
-            return
         if call.cancelled():
+            # Every record of it was killed (settled already): nothing is left to learn.
+            line.core.reported((False,) * len(works))
             return
         answer = line.last_answer = call.result()
         if answer.error is not None:
             for work in works:
                 work.last_error = answer.error
-        self._settle(line.core.reported(answer.failed), None)
+        self._settle(line.core.reported(answer.failed, answer.rejected), None)
 
     async def _call(
         self, line: _Line, works: list[Work], attempt: int, delay: float
@@ -423,28 +424,28 @@ class BatchDispatcher:
 
     # -- operator actions -------------------------------------------------------------------
 
-    def _line_running(self, inv_id: str) -> _Line | None:
-        for line in self._lines.values():
-            if any(e.item.inv_id == inv_id for e in line.core.in_flight):
-                return line
-        return None
-
     def retry_now(self, inv_id: str) -> bool:
-        line = self._line_running(inv_id)
-        if line is None or line.call is None:
-            return False
-        line.skip_backoff = True
-        line.wake.set()
-        return True
+        """End the backoff of the batch that holds ``inv_id``; False if none is backing off."""
+        for line in self._lines.values():
+            if line.call is not None and any(e.item.inv_id == inv_id for e in line.core.in_flight):
+                line.skip_backoff = True
+                line.wake.set()
+                return True
+        return False
 
     def kill(self, inv_id: str, status: InvocationStatus) -> bool:
-        """Kill the batch in flight that holds ``inv_id``; False if none does."""
-        line = self._line_running(inv_id)
-        if line is None or line.call is None or line.call.done():
-            return False
-        line.kill = status
-        line.call.cancel()
-        return True
+        """Settle ``inv_id`` of a batch in flight as ``status`` now; False if no batch holds
+        it. The batch's later answer about it is ignored, a retry leaves it out, and once
+        every record of the call in flight is killed the call itself is cancelled."""
+        for line in self._lines.values():
+            settled = line.core.kill(lambda work: work.inv_id == inv_id)
+            if not settled:
+                continue
+            self._settle(settled, None, killed=status)
+            if line.call is not None and line.core.open_in_flight() == 0:
+                line.call.cancel()
+            return True
+        return False
 
     # -- revocation -------------------------------------------------------------------------
 

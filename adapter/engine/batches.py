@@ -9,7 +9,7 @@ manual clock.
               ──▶ Wait(until_ms)       a batch is forming: ask again then (or when more arrive)
               ──▶ Invoke(entries, n)   call the function with these records (attempt n)
               ──▶ Deliver(entries, c)  write them to the on-failure destination (condition c)
-    reported(failed) / delivered() / killed()  ──▶ the entries settled by it, in offset order
+    reported(failed) / delivered() / kill(which)  ──▶ the entries settled by it
 
 The rules (docs.aws.amazon.com/lambda/latest/dg/with-kafka-configure.html, "kafka-retry-
 configurations.html", "kafka-on-failure.html"):
@@ -34,7 +34,7 @@ unfinished records again.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
@@ -90,6 +90,8 @@ class Entry(Generic[T]):
     """Its share of the event's payload, in bytes."""
     arrived_ms: int
     attempts: int = 0
+    refused: bool = False
+    """Refused at admission (its request cannot be built): never invoked."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,8 +141,14 @@ class _Batch(Generic[T]):
     """What the planner asked for and the line has not handed out yet."""
     open: dict[int, Entry[T]] = field(default_factory=dict)
     """The batch's records not settled yet, by identity."""
-    expired: list[Entry[T]] = field(default_factory=list)
-    """Records of the planner's current unit sent to the destination instead of invoked."""
+    unit: tuple[Entry[T], ...] = ()
+    """The planner's unit whose invocation is outstanding (settled records left out)."""
+    rejected: tuple[Entry[T], ...] = ()
+    """Records the function rejected for good, to be delivered before the batch goes on."""
+    discarding: bool = False
+    """The outstanding delivery is the planner's Discard."""
+    done: bool = False
+    """The planner has nothing left; the batch ends once ``rejected`` is delivered."""
 
 
 class PartitionBatches(Generic[T]):
@@ -153,7 +161,7 @@ class PartitionBatches(Generic[T]):
         self._pending: Step[T] | None = None
         """The step handed out and not answered yet (an invoke or a delivery)."""
         self._lone: Entry[T] | None = None
-        """A record too large for any batch, on its way to the destination."""
+        """A record never to be invoked (too large, or refused at admission)."""
         self.revoked = False
 
     def __repr__(self) -> str:
@@ -178,53 +186,76 @@ class PartitionBatches(Generic[T]):
             return step.entries
         return ()
 
+    def open_in_flight(self) -> int:
+        """Records of the outstanding invocation not settled yet (0: nothing waits for it)."""
+        batch = self._batch
+        if batch is None or not isinstance(self._pending, InvokeBatch):
+            return 0
+        return sum(1 for e in self._pending.entries if id(e) in batch.open)
+
     # -- events -----------------------------------------------------------------------------
 
     def add(self, entries: Sequence[Entry[T]]) -> None:
         """Records fetched, in offset order."""
-        if self.revoked:
-            return
-        self._queue.extend(entries)
+        if not self.revoked:
+            self._queue.extend(entries)
 
     def step(self, now_ms: int) -> Step[T]:
         """What to do next. Only one step is outstanding at a time."""
         if self._pending is not None:
             raise RuntimeError(f"{self._pending!r} is not answered yet")
-        if self.revoked:
-            return Idle()
-        if self._batch is None and self._lone is None:
-            formed = self._form(now_ms)
-            if formed is not None:
-                return formed
-        batch = self._batch
-        if batch is None:
-            assert self._lone is not None
-            return self._hand_out(
-                Deliver((self._lone,), FailureCondition.MAXIMUM_PAYLOAD_SIZE_EXCEEDED, 0)
-            )
-        action = batch.action
-        batch.action = None
-        if isinstance(action, Discard):
-            return self._hand_out(
-                Deliver(action.items, FailureCondition.RETRY_ATTEMPTS_EXHAUSTED, action.attempts)
-            )
-        assert action is not None, "a batch in flight always has its next action"
-        max_age = self.policy.max_age_ms
-        if max_age is not None:
-            expired = [e for e in action.items if now_ms - e.timestamp_ms > max_age]
-            if expired:
-                live = tuple(e for e in action.items if e not in expired)
-                batch.expired.extend(expired)
-                # The live ones are invoked after the expired ones were delivered.
-                batch.action = Invoke(live, action.attempt) if live else None
-                attempts = max(e.attempts for e in expired)
+        while not self.revoked:
+            if self._batch is None and self._lone is None:
+                formed = self._form(now_ms)
+                if formed is not None:
+                    return formed
+            if self._lone is not None:
+                return self._hand_out(Deliver((self._lone,), self._lone_condition(), 0))
+            batch = self._batch
+            assert batch is not None
+            if batch.rejected:
                 return self._hand_out(
-                    Deliver(tuple(expired), FailureCondition.RECORD_AGE_EXCEEDED, attempts)
+                    Deliver(batch.rejected, FailureCondition.RETRY_ATTEMPTS_EXHAUSTED, 1)
                 )
-        return self._invoke(batch, action.items, action.attempt)
+            if batch.done:
+                self._batch = None
+                continue
+            action = batch.action
+            assert action is not None, "a batch in flight always has its next action"
+            if isinstance(action, Discard):
+                batch.action = None
+                left = tuple(e for e in action.items if id(e) in batch.open)
+                if left:
+                    batch.discarding = True
+                    condition = FailureCondition.RETRY_ATTEMPTS_EXHAUSTED
+                    return self._hand_out(Deliver(left, condition, action.attempts))
+                self._advance(batch, batch.planner.resume())
+                continue
+            max_age = self.policy.max_age_ms
+            live = tuple(e for e in action.items if id(e) in batch.open)
+            if max_age is not None:
+                expired = tuple(e for e in live if now_ms - e.timestamp_ms > max_age)
+                if expired:
+                    # Delivered first; the planner's invocation then goes on without them.
+                    attempts = max(e.attempts for e in expired)
+                    condition = FailureCondition.RECORD_AGE_EXCEEDED
+                    return self._hand_out(Deliver(expired, condition, attempts))
+            if not live:
+                # Every record of this unit settled otherwise (expired, killed): it succeeded
+                # as far as the planner is concerned.
+                self._advance(batch, batch.planner.report([False] * len(action.items)))
+                continue
+            batch.action = None
+            batch.unit = action.items
+            for entry in live:
+                entry.attempts += 1
+            return self._hand_out(InvokeBatch(live, action.attempt))
+        return Idle()
 
-    def reported(self, failed: Sequence[bool]) -> list[Settled[T]]:
-        """The outcome of the last :class:`InvokeBatch`: ``failed[i]`` for its ``entries[i]``."""
+    def reported(self, failed: Sequence[bool], rejected: Sequence[bool] = ()) -> list[Settled[T]]:
+        """The outcome of the last :class:`InvokeBatch`: ``failed[i]`` for its ``entries[i]``
+        (to be retried); ``rejected[i]`` when the function refused it for good (never retried,
+        delivered to the destination)."""
         step = self._pending
         if not isinstance(step, InvokeBatch):
             raise RuntimeError(f"no batch invocation is outstanding (have {step!r})")
@@ -232,14 +263,22 @@ class PartitionBatches(Generic[T]):
         batch = self._batch
         if self.revoked or batch is None:
             return []
-        if len(failed) != len(step.entries):
+        if len(failed) != len(step.entries) or len(rejected) not in (0, len(step.entries)):
             raise ValueError(f"{len(failed)} results for {len(step.entries)} records")
-        done = tuple(e for e, bad in zip(step.entries, failed, strict=True) if not bad)
-        # The planner judges its whole unit: records that expired before this attempt are
-        # settled already and count as not failed.
-        verdict = dict(zip((id(e) for e in step.entries), failed, strict=True))
-        unit_failed = [verdict.get(id(e), False) for e in self._unit(batch, step)]
-        batch.expired = []
+        refused = rejected or (False,) * len(failed)
+        verdict = {id(e): bad for e, bad in zip(step.entries, failed, strict=True)}
+        done = tuple(
+            e
+            for e, bad, no in zip(step.entries, failed, refused, strict=True)
+            if not bad and not no and id(e) in batch.open
+        )
+        batch.rejected = tuple(
+            e for e, no in zip(step.entries, refused, strict=True) if no and id(e) in batch.open
+        )
+        # The planner judges its whole unit; records settled meanwhile (killed, expired,
+        # rejected) count as not failed.
+        unit_failed = [verdict.get(id(e), False) and id(e) in batch.open for e in batch.unit]
+        batch.unit = ()
         settled = [self._settle(batch, done, "succeeded")] if done else []
         self._advance(batch, batch.planner.report(unit_failed))
         return settled
@@ -258,32 +297,26 @@ class PartitionBatches(Generic[T]):
         batch = self._batch
         assert batch is not None
         settled = [self._settle(batch, step.entries, "discarded", step.condition)]
-        if step.condition is FailureCondition.RECORD_AGE_EXCEEDED:
-            if batch.action is None:  # every record of the unit expired
-                unit_failed = [False] * len(batch.expired)
-                batch.expired = []
-                self._advance(batch, batch.planner.report(unit_failed))
-        else:
+        if batch.rejected:
+            batch.rejected = ()
+        elif batch.discarding:
+            batch.discarding = False
             self._advance(batch, batch.planner.resume())
         return settled
 
-    def killed(self) -> list[Settled[T]]:
-        """An operator killed the batch in flight: every record of it not settled yet is
-        settled as killed, and the partition moves on."""
-        if self.revoked:
+    def kill(self, match: Callable[[T], bool]) -> list[Settled[T]]:
+        """An operator killed a record of the batch in flight: it settles as killed now, and
+        whatever the batch's answer says about it later is ignored."""
+        batch = self._batch
+        if self.revoked or batch is None:
             return []
-        self._pending = None
-        batch, self._batch = self._batch, None
-        if batch is None:
-            return []
-        remaining = tuple(batch.open.values())
-        return [Settled(remaining, "killed")] if remaining else []
+        found = tuple(e for e in batch.open.values() if match(e.item))
+        return [self._settle(batch, found, "killed")] if found else []
 
     def revoke(self) -> None:
         """The partition was taken away: nothing is invoked or settled any more."""
         self.revoked = True
         self._queue.clear()
-        self._queued_bytes = 0
         self._batch = None
         self._lone = None
 
@@ -295,14 +328,14 @@ class PartitionBatches(Generic[T]):
             return Idle()
         policy = self.policy
         head = queue[0]
-        if head.size > policy.max_bytes:
+        if head.refused or head.size > policy.max_bytes:
             self._lone = queue.popleft()
             return None
         count = 0
         size = 0
         full = False
         for entry in queue:
-            if count == policy.size or size + entry.size > policy.max_bytes:
+            if count == policy.size or entry.refused or size + entry.size > policy.max_bytes:
                 full = True
                 break
             count += 1
@@ -314,29 +347,23 @@ class PartitionBatches(Generic[T]):
         planner: BisectPlanner[Entry[T]] = BisectPlanner(
             items, bisect=policy.bisect, max_retries=policy.max_retries
         )
-        batch = _Batch(planner, None, {id(e): e for e in items})
-        self._batch = batch
         first = planner.start()
         assert isinstance(first, Invoke)
-        batch.action = first
+        self._batch = _Batch(planner, first, {id(e): e for e in items})
         return None
 
-    def _unit(self, batch: _Batch[T], step: InvokeBatch[T]) -> list[Entry[T]]:
-        """The planner's current unit, in its order: the expired records and the invoked."""
-        if not batch.expired:
-            return list(step.entries)
-        return sorted([*batch.expired, *step.entries], key=_by_offset)
-
-    def _invoke(self, batch: _Batch[T], items: tuple[Entry[T], ...], attempt: int) -> Step[T]:
-        for entry in items:
-            entry.attempts += 1
-        return self._hand_out(InvokeBatch(items, attempt))
+    def _lone_condition(self) -> FailureCondition:
+        assert self._lone is not None
+        if self._lone.size > self.policy.max_bytes:
+            return FailureCondition.MAXIMUM_PAYLOAD_SIZE_EXCEEDED
+        return FailureCondition.RETRY_ATTEMPTS_EXHAUSTED
 
     def _advance(
         self, batch: _Batch[T], action: Invoke[Entry[T]] | Discard[Entry[T]] | Done
     ) -> None:
         if isinstance(action, Done):
-            self._batch = None
+            batch.done = True
+            batch.action = None
             return
         batch.action = action
 
@@ -354,7 +381,3 @@ class PartitionBatches(Generic[T]):
         for entry in entries:
             batch.open.pop(id(entry), None)
         return Settled(entries, result, condition)
-
-
-def _by_offset(entry: Entry[T]) -> int:
-    return entry.offset

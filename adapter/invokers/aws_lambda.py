@@ -651,9 +651,15 @@ class LambdaInvoker:
             outcomes = [outcome_from_reply(reply)]
         else:
             outcomes = outcomes_from_batch_reply(requests, reply)
-        failed = first_failed_onwards([o.kind is not OutcomeKind.ACK for o in outcomes])
+        # Per-record results: a terminal one is final (delivered, never retried); the batch
+        # resumes at the first record to retry.
+        failed = first_failed_onwards([o.kind is OutcomeKind.RETRY for o in outcomes])
+        rejected = tuple(
+            o.kind is OutcomeKind.TERMINAL and not bad
+            for o, bad in zip(outcomes, failed, strict=True)
+        )
         error = next((o.error for o in outcomes if o.kind is not OutcomeKind.ACK), None)
-        return BatchAnswer(failed, error, reply.function_error)
+        return BatchAnswer(failed, error, reply.function_error, rejected=rejected)
 
     async def aclose(self) -> None:
         if self._owns_client:

@@ -77,9 +77,12 @@ class BatchAnswer:
     """
 
     failed: tuple[bool, ...]
+    """Records to retry: a function error fails all; otherwise from the first failed on."""
     error: str | None = None
     function_error: str | None = None
     called: bool = True
+    rejected: tuple[bool, ...] = ()
+    """Records refused for good (a terminal result of the ingress protocol): never retried."""
 
     @classmethod
     def whole(cls, size: int, error: str, *, called: bool) -> BatchAnswer:

@@ -194,18 +194,35 @@ async def test_bisect_sends_only_the_poison_record_to_the_destination() -> None:
         assert h.runner.stats.dead_lettered == 1
 
 
-async def test_killing_a_batch_in_flight_settles_it_and_the_partition_moves_on() -> None:
+async def test_a_killed_record_of_a_batch_in_flight_settles_at_once() -> None:
     caller = FakeBatchCaller(gate=asyncio.Event())
     async with running(caller, policy=BatchPolicy(size=3, window_ms=5)) as h:
         await assigned(h, P0)
         h.consumer.deliver([record(TOPIC, 0, o) for o in range(4)])
         await until(lambda: caller.running == 1, what="first batch in flight")
         assert await h.runner.kill(h.inv_id(0, 1), InvocationStatus.KILLED)
+        assert not await h.runner.kill(h.inv_id(0, 1), InvocationStatus.KILLED)  # settled
+        await until(lambda: h.inv_id(0, 1) in h.store.rows, what="kill recorded")
         assert caller.gate is not None
         caller.gate.set()
         await until(lambda: h.committed(P0) == 4, what="all committed")
-        assert statuses(h, 0, range(4)) == ["KILLED"] * 3 + ["SUCCEEDED"]
+        assert statuses(h, 0, range(4)) == ["SUCCEEDED", "KILLED", "SUCCEEDED", "SUCCEEDED"]
         assert caller.batches == [[0, 1, 2], [3]]
+
+
+async def test_killing_every_record_of_a_hung_batch_cancels_its_call() -> None:
+    caller = FakeBatchCaller(gate=asyncio.Event())  # never opened: the function hangs
+    async with running(caller, policy=BatchPolicy(size=2, window_ms=5)) as h:
+        await assigned(h, P0)
+        h.consumer.deliver([record(TOPIC, 0, o) for o in range(3)])
+        await until(lambda: caller.running == 1, what="first batch in flight")
+        for offset in (0, 1):
+            assert await h.runner.kill(h.inv_id(0, offset), InvocationStatus.KILLED)
+        await until(lambda: caller.batches == [[0, 1], [2]], what="the next batch")
+        assert caller.gate is not None
+        caller.gate.set()
+        await until(lambda: h.committed(P0) == 3, what="all committed")
+        assert statuses(h, 0, range(3)) == ["KILLED", "KILLED", "SUCCEEDED"]
 
 
 async def test_revocation_abandons_the_commit_of_the_batch_in_flight() -> None:

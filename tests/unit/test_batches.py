@@ -197,7 +197,7 @@ def test_revocation_abandons_the_batch_in_flight() -> None:
     assert isinstance(line.step(NOW + 1000), Idle)
 
 
-def test_kill_settles_the_unsettled_rest_of_the_batch_and_moves_on() -> None:
+def test_killing_every_record_in_flight_settles_them_and_the_line_moves_on() -> None:
     line: PartitionBatches[int] = PartitionBatches(BatchPolicy(size=4, bisect=True))
     line.add(entries(range(5)))
     line.step(NOW + 1000)
@@ -205,5 +205,48 @@ def test_kill_settles_the_unsettled_rest_of_the_batch_and_moves_on() -> None:
     assert offsets(line.step(NOW + 1000)) == [0, 1]
     line.reported([False, False])
     assert offsets(line.step(NOW + 1000)) == [2, 3]
-    assert settled(line.killed()) == [("killed", [2, 3])]
+    assert settled(line.kill(lambda item: item in (2, 3))) == [("killed", [2, 3])]
+    assert line.open_in_flight() == 0  # the shell cancels the call
+    assert line.reported([True, True]) == []  # whatever the call said
     assert offsets(line.step(NOW + 1000)) == [4]
+
+
+def test_a_killed_record_is_not_sent_again_when_its_batch_is_retried() -> None:
+    line: PartitionBatches[int] = PartitionBatches(BatchPolicy(size=3))
+    line.add(entries(range(3)))
+    assert offsets(line.step(NOW + 1000)) == [0, 1, 2]
+    assert settled(line.kill(lambda item: item == 1)) == [("killed", [1])]
+    assert line.open_in_flight() == 2
+    assert line.reported([True, True, True]) == []
+    assert offsets(line.step(NOW + 1000)) == [0, 2]
+    assert settled(line.reported([False, False])) == [("succeeded", [0, 2])]
+    assert isinstance(line.step(NOW + 1000), Idle)
+
+
+def test_records_the_function_rejected_for_good_are_delivered_not_retried() -> None:
+    line: PartitionBatches[int] = PartitionBatches(BatchPolicy(size=4))
+    line.add(entries(range(4)))
+    line.step(NOW + 1000)
+    # 1 rejected (a terminal result), 2 failed: 0 succeeded, 2 and 3 are retried.
+    done = line.reported([False, False, True, True], rejected=[False, True, False, False])
+    assert settled(done) == [("succeeded", [0])]
+    step = line.step(NOW + 1000)
+    assert isinstance(step, Deliver)
+    assert offsets(step) == [1]
+    assert settled(line.delivered()) == [("discarded", [1])]
+    assert offsets(line.step(NOW + 1000)) == [2, 3]
+    assert settled(line.reported([False, False])) == [("succeeded", [2, 3])]
+
+
+def test_a_record_refused_at_admission_is_delivered_alone_and_never_invoked() -> None:
+    line: PartitionBatches[int] = PartitionBatches(BatchPolicy(size=4))
+    batch = entries(range(3))
+    batch[1].refused = True
+    line.add(batch)
+    assert offsets(line.step(NOW + 1000)) == [0]
+    line.reported([False])
+    step = line.step(NOW + 1000)
+    assert isinstance(step, Deliver)
+    assert offsets(step) == [1]
+    line.delivered()
+    assert offsets(line.step(NOW + 1000)) == [2]
