@@ -13,6 +13,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 import orjson
+import pytest
 
 from adapter.engine.batch_dispatch import BatchSettings, FailureDestination
 from adapter.engine.batches import BatchPolicy
@@ -144,6 +145,7 @@ def statuses(h: Harness, partition: int, offsets: range) -> list[str | None]:
     ]
 
 
+@pytest.mark.promise("p-config-partition-batches")
 async def test_a_partition_runs_one_batch_at_a_time_in_offset_order() -> None:
     caller = FakeBatchCaller()
     async with running(caller, policy=BatchPolicy(size=4, window_ms=5)) as h:
@@ -155,6 +157,7 @@ async def test_a_partition_runs_one_batch_at_a_time_in_offset_order() -> None:
         assert statuses(h, 0, range(10)) == ["SUCCEEDED"] * 10
 
 
+@pytest.mark.promise("p-config-partial-response")
 async def test_a_partial_failure_resumes_from_the_first_failed_record() -> None:
     answers = iter([(False, False, True, True), (False, False)])
 
@@ -170,6 +173,8 @@ async def test_a_partial_failure_resumes_from_the_first_failed_record() -> None:
         assert [h.store.rows[h.inv_id(0, o)].attempts for o in range(4)] == [1, 1, 2, 2]
 
 
+@pytest.mark.promise("p-config-bisect")
+@pytest.mark.promise("p-config-on-failure")
 async def test_bisect_sends_only_the_poison_record_to_the_destination() -> None:
     def respond(offsets: list[int]) -> BatchAnswer:
         if 3 in offsets:
@@ -247,6 +252,7 @@ def kinds(offsets: range) -> list[bytes]:
     return [orjson.dumps({"kind": "keep" if o % 2 == 0 else "drop"}) for o in offsets]
 
 
+@pytest.mark.promise("p-config-filter-applied")
 async def test_filtering_in_partition_batches_commits_excluded_records_uninvoked() -> None:
     caller = FakeBatchCaller()
     async with running(caller, filter_json=VALUE_PATTERN) as h:
@@ -259,6 +265,7 @@ async def test_filtering_in_partition_batches_commits_excluded_records_uninvoked
         assert h.runner.stats.filtered == 3
 
 
+@pytest.mark.promise("p-config-filter-applied")
 async def test_filtering_in_the_per_record_path_commits_excluded_records_uninvoked() -> None:
     invoker = FakeInvoker()
     async with running(invoker, batches=False, filter_json=VALUE_PATTERN) as h:
