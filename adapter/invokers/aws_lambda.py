@@ -636,7 +636,7 @@ class LambdaInvoker:
         reply = await self.client.invoke(function, self._payload(list(requests)), timeout_s=timeout)
         if isinstance(reply, Outcome):
             return BatchAnswer.whole(size, reply.error or "invoke failed", called=False)
-        if self.event_format == "msk":
+        if self.event_format == "msk" and not _has_ingress_results(reply):
             verdict = read_batch_response(
                 records,
                 reply.payload,
@@ -647,7 +647,9 @@ class LambdaInvoker:
             if reply.function_error:
                 error = _function_error(reply).error
             return BatchAnswer(verdict.failed, error, reply.function_error)
-        if size == 1:
+        if self.event_format == "msk":
+            outcomes = outcomes_from_msk_reply(requests, reply)  # the SDK's kafkaIngress.results
+        elif size == 1:
             outcomes = [outcome_from_reply(reply)]
         else:
             outcomes = outcomes_from_batch_reply(requests, reply)
@@ -664,6 +666,15 @@ class LambdaInvoker:
     async def aclose(self) -> None:
         if self._owns_client:
             await self.client.aclose()
+
+
+def _has_ingress_results(reply: LambdaReply) -> bool:
+    """Does an ``msk`` answer carry the SDK's exact per-record results?"""
+    if reply.function_error or b"kafkaIngress" not in reply.payload:
+        return False
+    data = _parse(reply.payload)
+    ext = data.get("kafkaIngress") if isinstance(data, Mapping) else None
+    return isinstance(ext, Mapping) and isinstance(ext.get("results"), list)
 
 
 async def discover_lambda(arn: str, *, endpoint_url: str | None, region: str) -> dict[str, Any]:
