@@ -124,8 +124,10 @@ class Supervisor:
         self._max_backoff_s = max_backoff_s
         self._slots: dict[str, _Slot] = {}
         self._dead_letters: dict[tuple[object, ...], DeadLetterProducer] = {}
+        # As secrets do, the other AWS services follow the DynamoDB endpoint (one endpoint
+        # for all of them in local setups; unset in production, where AWS is reached).
         self._failure_destinations = FailureDestinations(
-            endpoint_url=settings.lambda_.endpoint_url, region=settings.lambda_.region
+            endpoint_url=settings.dynamodb.endpoint_url, region=settings.dynamodb.region
         )
         # One token provider (OIDC, MSK IAM) per cluster and identity, shared by its subscriptions.
         self._token_providers: dict[tuple[str, ...], RefreshingTokenProvider] = {}
