@@ -2,8 +2,9 @@
 
 SQS, SNS and S3 writers get a boto3 client per service and region, shared by the
 subscriptions of this poller; like the secrets clients they follow ``[dynamodb] endpoint-url``
-when it is set (one endpoint for AWS's services in local setups), else they reach AWS itself. A Kafka topic destination
-writes through the cluster's shared producer (the dead-letter one).
+when it is set (one endpoint for AWS's services in local setups), else they reach AWS
+itself. A Kafka topic destination writes through the cluster's shared producer (the
+dead-letter one).
 """
 
 from __future__ import annotations
