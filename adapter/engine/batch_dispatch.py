@@ -168,6 +168,7 @@ class BatchDispatcher:
                 state, PartitionBatches(self._settings.policy), asyncio.Event()
             )
             line.task = asyncio.create_task(self._run(line))
+            line.task.add_done_callback(self._line_ended)
         now = self._clock_ms()
         entries: list[Entry[Work]] = []
         max_bytes = self._settings.policy.max_bytes
@@ -217,6 +218,15 @@ class BatchDispatcher:
                 return  # abandoned: the partition's next owner decides
             await self._attempt(line, step)
 
+    def _line_ended(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled() or task.exception() is None:
+            return
+        # A bug, not a handler's failure: the partition stalls (nothing more is committed)
+        # rather than skipping records; the error is shown on the subscription.
+        exc = task.exception()
+        log.error("partition batch line of %s failed", self._subscription_id, exc_info=exc)
+        self._on_error(f"partition batches stopped: {exc!r}")
+
     async def _allowed(self, work: Work) -> bool:
         allowed = self._may_start(work)
         if allowed is True or allowed is False:
@@ -233,8 +243,13 @@ class BatchDispatcher:
             for work in works:
                 work.status = _S.BACKING_OFF
         call = line.call = asyncio.create_task(self._call(line, works, step.attempt, delay))
-        await asyncio.wait({call})
-        line.call = None
+        try:
+            await asyncio.wait({call})
+        except asyncio.CancelledError:
+            call.cancel()  # the line is being abandoned: so is its call
+            raise
+        finally:
+            line.call = None
         if call.cancelled():
             # Every record of it was killed (settled already): nothing is left to learn.
             line.core.reported((False,) * len(works))
