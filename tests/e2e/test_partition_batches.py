@@ -29,7 +29,14 @@ from adapter.model import HandlerInfo, HandlerType, InputKind, ServiceInfo, Serv
 from adapter.store.dynamo import DynamoStore
 from tests._http_fixtures import HandlerServer
 from tests._kafka_fixtures import TopicFactory
-from tests.harness import Ingress, committed_offsets, eventually, produce, record_id
+from tests.harness import (
+    Ingress,
+    committed_offsets,
+    consume_all,
+    eventually,
+    produce,
+    record_id,
+)
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(240)]
 
@@ -255,3 +262,39 @@ async def test_filtering_drops_excluded_records_committed_and_never_invoked(
     invoked = sorted(o for batch in calls.batches for _, o in batch)
     assert invoked == [n for n, kind in enumerate(kinds) if kind == "keep"]
     assert poller.supervisor.runners()[sub.id].stats.filtered == kinds.count("drop")
+
+
+@pytest.mark.promise("p-config-on-failure")
+async def test_a_kafka_topic_destination_gets_the_poison_record_keyed_as_it_was(
+    ingress: Ingress, topic_factory: TopicFactory
+) -> None:
+    topic = await topic_factory(partitions=1)
+    failures = await topic_factory(partitions=1)
+    await register_function(ingress, "Orders", "poison")
+    await produce(
+        ingress.bootstrap,
+        topic,
+        [(f"k{n}".encode(), orjson.dumps({"n": n}), []) for n in range(16)],
+    )
+    await ingress.start()
+    sub = await ingress.subscribe(
+        topic,
+        "Orders",
+        "consume",
+        {
+            "event.format": "msk",
+            "batch.size": "16",
+            "maximum.batching.window.ms": "200",
+            "bisect.batch.on.function.error": "true",
+            "maximum.retry.attempts": "0",
+            "destination.on.failure": f"kafka://{failures}",
+        },
+    )
+    await all_committed(ingress, sub.id, topic, {0: 16})
+    # Everything was committed after its failure record was written: a second one would be
+    # there already (read for a bounded time).
+    written = await consume_all(ingress.bootstrap, failures, 2, timeout=3)
+    assert [m.key for m in written] == [f"k{POISON}".encode()]
+    document = json.loads(written[0].value)
+    assert document["requestContext"]["condition"] == "RetriesExhausted"
+    assert document["KafkaBatchInfo"]["recordInfo"]["offset"] == str(POISON)
