@@ -3,8 +3,8 @@
 Used instead of the :class:`~adapter.engine.dispatcher.Dispatcher` when a subscription runs
 in ``batch.mode=partition`` (AWS's event source mapping semantics). Each partition assignment
 has one :class:`~adapter.engine.batches.PartitionBatches` line and one task that asks it for
-the next step and carries it out: one batch call at a time, a failure record written to the
-on-failure destination, the settled records' final rows submitted to the ledger. A record's
+the next step and carries it out: one batch call at a time, discarded records delivered
+(:mod:`adapter.engine.discards`), the settled records' final rows submitted to the ledger. A record's
 offset finishes (and may be committed) only once its row is durable, as on the per-record path.
 
 Fencing: before every attempt of a batch — the first, a retry, each half of a bisection — the
@@ -13,23 +13,20 @@ poller provably in its group; a batch that may not start is abandoned (its recor
 redelivered to the partition's next owner). After a revocation nothing of the line settles:
 the answer of a batch still in flight commits nothing.
 
-A kill (admin API) of any record of the batch in flight cancels its call (or its backoff) and
-settles the unsettled rest of the batch as killed; the partition moves on.
+A kill (admin API) of a record of the batch in flight settles it as killed at once; the
+batch's answer about it is ignored and a retry leaves it out. Once every record of the call in
+flight is killed, the call (or its backoff) is cancelled and the partition moves on.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import time
-import uuid
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
-
-import orjson
 
 from adapter.engine.batches import (
     BatchPolicy,
@@ -41,28 +38,20 @@ from adapter.engine.batches import (
     Settled,
     Wait,
 )
+from adapter.engine.discards import Discards, FailureDestination
 from adapter.engine.dispatcher import DeadLetters, DispatcherStats, Work
 from adapter.engine.ledger import LedgerWriter
 from adapter.engine.lifecycle import InvocationStatus
 from adapter.engine.mapping import build_request
 from adapter.engine.partition import PartitionState
-from adapter.engine.retry import RetryPolicy, until_ok
-from adapter.errors import DestinationError, IngressError, KafkaError, TerminalInvokeError
-from adapter.failure_destination import DestinationKind
+from adapter.engine.retry import RetryPolicy
+from adapter.errors import IngressError, TerminalInvokeError
 from adapter.invokers.base import InvocationRequest
 from adapter.invokers.batch_response import BatchAnswer
-from adapter.invokers.destinations import Delivery, FailureWriter, s3_object_key
-from adapter.invokers.failure_record import (
-    FailureCondition,
-    FailureContext,
-    build_batch_failure_record,
-    build_kafka_failure_record,
-)
-from adapter.invokers.kafka_event import EventSource, partition_key
-from adapter.kafka.dead_letter import dead_letter_headers
+from adapter.invokers.kafka_event import EventSource
 from adapter.model import LedgerEntry, Target
 
-__all__ = ["BatchCaller", "BatchDispatcher", "BatchSettings", "FailureDestination"]
+__all__ = ["BatchCaller", "BatchDispatcher", "BatchSettings"]
 
 log = logging.getLogger(__name__)
 
@@ -77,14 +66,6 @@ class BatchCaller(Protocol):
     async def invoke_records(
         self, requests: Sequence[InvocationRequest], *, report_batch_item_failures: bool
     ) -> BatchAnswer: ...
-
-
-@dataclass(frozen=True, slots=True)
-class FailureDestination:
-    """A writer and the kind of destination behind it (SQS, SNS, S3 or Kafka)."""
-
-    kind: DestinationKind
-    writer: FailureWriter
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -142,14 +123,21 @@ class BatchDispatcher:
         self._caller = caller
         self._settings = settings
         self._ledger = ledger
-        self._dead_letters = dead_letters
-        self._dead_letter_topic = dead_letter_topic
         self._retry = retry
         self._timeout_s = invocation_timeout_s
         self._may_start = may_start
         self._on_durable = on_durable
         self._on_error = on_error
         self._clock_ms = clock_ms
+        self._discards = Discards(
+            subscription_id=subscription_id,
+            target=target,
+            destination=settings.destination,
+            event_source=settings.event_source,
+            dead_letters=dead_letters,
+            dead_letter_topic=dead_letter_topic,
+            on_error=on_error,
+        )
         self._lines: dict[PartitionState, _Line] = {}
         self.stats = DispatcherStats()
         self.batches = 0
@@ -210,7 +198,7 @@ class BatchDispatcher:
                     await asyncio.wait_for(line.wake.wait(), timeout)
                 continue
             if isinstance(step, Deliver):
-                await self._deliver(step, line.last_answer)
+                await self._discards.deliver(step, line.last_answer)
                 self._settle(core.delivered(), step)
                 continue
             assert isinstance(step, InvokeBatch)
@@ -302,7 +290,7 @@ class BatchDispatcher:
                 self.stats.succeeded += len(group.entries)
             elif group.result == "killed":
                 status = killed or _S.KILLED
-            elif delivered is not None and self._delivers:
+            elif delivered is not None and self._discards.delivers:
                 status = _S.DEAD_LETTERED
                 self.stats.dead_lettered += len(group.entries)
             else:
@@ -331,12 +319,6 @@ class BatchDispatcher:
                     self._entry(work, status, reason), _Durable(self._on_durable, work)
                 )
 
-    @property
-    def _delivers(self) -> bool:
-        return self._settings.destination is not None or (
-            self._dead_letters is not None and self._dead_letter_topic is not None
-        )
-
     def _entry(self, work: Work, status: InvocationStatus, error: str | None) -> LedgerEntry:
         now = _now_ms()
         record = work.record
@@ -356,86 +338,10 @@ class BatchDispatcher:
             completed_at_ms=now,
             next_retry_at_ms=None,
             dead_letter_topic=(
-                self._dead_letter_topic
-                if status is _S.DEAD_LETTERED and self._settings.destination is None
-                else None
+                self._discards.to_dead_letter_topic if status is _S.DEAD_LETTERED else None
             ),
             replaces_row=work.replaces_row,
         )
-
-    # -- the on-failure destination ---------------------------------------------------------
-
-    async def _deliver(self, step: Deliver[Work], answer: BatchAnswer | None) -> None:
-        destination = self._settings.destination
-        if destination is not None:
-            deliveries = self._failure_records(destination.kind, step, answer)
-            writer = destination.writer
-            for delivery in deliveries:
-                await self._until_stored(functools.partial(writer.deliver, delivery))
-            return
-        topic, dead_letters = self._dead_letter_topic, self._dead_letters
-        if topic is None or dead_letters is None:
-            return
-        for entry in step.entries:
-            work = entry.item
-            headers = dead_letter_headers(
-                work.record,
-                reason=f"{step.condition.value}: {work.last_error or 'failed'}",
-                attempts=work.attempts,
-                invocation_id=work.inv_id,
-                subscription_id=self._subscription_id,
-                failed_at_ms=_now_ms(),
-            )
-            await self._until_stored(
-                functools.partial(dead_letters.send, topic, work.record, headers)
-            )
-
-    def _failure_records(
-        self, kind: DestinationKind, step: Deliver[Work], answer: BatchAnswer | None
-    ) -> list[Delivery]:
-        records = [e.item.record for e in step.entries]
-        source = self._settings.event_source or EventSource(bootstrap_servers=[])
-        # responseContext is null when the function never answered about these records.
-        called = (
-            step.condition is FailureCondition.RETRY_ATTEMPTS_EXHAUSTED
-            and answer is not None
-            and answer.called
-        )
-        ctx = FailureContext(
-            request_id=str(uuid.uuid4()),
-            function_arn=self._target.deployment.arn or self._target.sink,
-            condition=step.condition,
-            approximate_invoke_count=step.attempts,
-            failed_at_ms=_now_ms(),
-            status_code=200 if called else None,
-            function_error=answer.function_error if answer is not None else None,
-        )
-        if kind is DestinationKind.KAFKA:
-            return [
-                Delivery(orjson.dumps(build_kafka_failure_record(r, source, ctx)), r.key)
-                for r in records
-            ]
-        document = build_batch_failure_record(
-            records, source, ctx, with_payload=kind is DestinationKind.S3
-        )
-        key = ""
-        if kind is DestinationKind.S3:
-            first = records[0]
-            where = partition_key(first.topic, first.partition)
-            key = s3_object_key(self._subscription_id, where, ctx.failed_at_ms)
-        return [Delivery(orjson.dumps(document), s3_key=key)]
-
-    async def _until_stored(self, send: Callable[[], Coroutine[Any, Any, None]]) -> None:
-        warned: list[str] = []
-
-        def report(exc: IngressError) -> None:
-            # The records stay unfinished until the destination has them: nothing is lost.
-            self._on_error(str(exc))
-            if not warned:
-                warned.append(str(exc))
-                log.warning("on-failure destination not written yet (will retry): %s", exc)
-
-        await until_ok(send, on_error=report, errors=(DestinationError, KafkaError))
 
     # -- operator actions -------------------------------------------------------------------
 

@@ -14,7 +14,7 @@ from typing import Any
 import boto3
 from botocore.config import Config
 
-from adapter.engine.batch_dispatch import FailureDestination
+from adapter.engine.discards import FailureDestination
 from adapter.errors import DestinationError, KafkaError
 from adapter.failure_destination import Destination, DestinationKind
 from adapter.invokers.destinations import KafkaTopicWriter, S3Writer, SnsWriter, SqsWriter

@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 import orjson
 import pytest
 
-from adapter.engine.batch_dispatch import BatchSettings, FailureDestination
+from adapter.engine.batch_dispatch import BatchSettings
 from adapter.engine.batches import BatchPolicy
+from adapter.engine.discards import FailureDestination
 from adapter.engine.ledger import LedgerWriter
 from adapter.engine.lifecycle import InvocationStatus
 from adapter.engine.retry import RetryPolicy
