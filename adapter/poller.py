@@ -25,7 +25,7 @@ from adapter.invokers.batching import BatchingInvoker
 from adapter.invokers.http import HttpInvoker
 from adapter.invokers.signing import RequestSigner
 from adapter.kafka.options import IngressOptions
-from adapter.model import Target
+from adapter.model import HandlerType, Target
 from adapter.store.dynamo import DynamoStore, make_client
 from adapter.store.sealing import SecretSealing
 from adapter.store.tables import TableNames
@@ -97,7 +97,9 @@ class Poller:
             return self.http
         # Partition batches (ESM) call whole batches themselves; concurrent batch mode groups
         # concurrent invocations in the BatchingInvoker.
-        concurrent = not options.partition_batches(is_lambda=True)
+        concurrent = not options.partition_batches(is_lambda=True) or (
+            target.handler_type is HandlerType.WORKFLOW
+        )
         batch_size = options.batch_size if concurrent else None
         key = (options.event_format, batch_size)
         invoker = self._lambda_invokers.get(key)

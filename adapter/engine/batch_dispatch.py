@@ -4,8 +4,9 @@ Used instead of the :class:`~adapter.engine.dispatcher.Dispatcher` when a subscr
 in ``batch.mode=partition`` (AWS's event source mapping semantics). Each partition assignment
 has one :class:`~adapter.engine.batches.PartitionBatches` line and one task that asks it for
 the next step and carries it out: one batch call at a time, discarded records delivered
-(:mod:`adapter.engine.discards`), the settled records' final rows submitted to the ledger. A record's
-offset finishes (and may be committed) only once its row is durable, as on the per-record path.
+(:mod:`adapter.engine.discards`), the settled records' final rows submitted to the ledger. A
+record's offset finishes (and may be committed) only once its row is durable, as on the
+per-record path.
 
 Fencing: before every attempt of a batch — the first, a retry, each half of a bisection — the
 runner's ``may_start`` decides whether the partition's assignment is still current and the

@@ -37,7 +37,14 @@ from adapter.kafka.errors import ConnectionWatch, certificate_problem
 from adapter.kafka.oidc import RefreshingTokenProvider, check_token, provider_for, provider_key
 from adapter.kafka.options import ClientOptions, IngressOptions, SecuritySettings, resolve_options
 from adapter.kafka.security import build_ssl_context, consumer_security_kwargs
-from adapter.model import Deployment, RetentionLoss, ServiceType, Subscription, Target
+from adapter.model import (
+    Deployment,
+    HandlerType,
+    RetentionLoss,
+    ServiceType,
+    Subscription,
+    Target,
+)
 from adapter.secrets import SecretResolver
 from adapter.store.dynamo import DynamoStore
 
@@ -323,7 +330,17 @@ class Supervisor:
         dead_letters = None
         if ingress.dead_letter_topic:
             dead_letters = self._dead_letter_producer(sub.cluster, options, security_kwargs)
-        if ingress.partition_batches(is_lambda=bool(target.deployment.arn)):
+        batches = ingress.partition_batches(is_lambda=bool(target.deployment.arn))
+        if batches and target.handler_type is HandlerType.WORKFLOW:
+            # A workflow runs once per key (a claim before its invocation): per record only.
+            if ingress.batch_mode == "partition":
+                raise ConfigError(
+                    f"subscription {sub.id}: batch.mode=partition cannot run the workflow "
+                    f"handler {sub.service}/{sub.handler} (each key runs once); use "
+                    "batch.mode=concurrent"
+                )
+            batches = False
+        if batches:
             settings = replace(
                 settings, batches=self._batch_settings(sub, options, security_kwargs)
             )
