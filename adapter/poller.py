@@ -26,7 +26,7 @@ from adapter.invokers.http import HttpInvoker
 from adapter.invokers.kafka_event import EventSource
 from adapter.invokers.signing import RequestSigner
 from adapter.kafka.options import IngressOptions
-from adapter.model import Target
+from adapter.model import HandlerType, Target
 from adapter.store.dynamo import DynamoStore, make_client
 from adapter.store.sealing import SecretSealing
 from adapter.store.tables import TableNames
@@ -99,7 +99,13 @@ class Poller:
         source = EventSource(
             bootstrap_servers=options.bootstrap_servers, msk_cluster_arn=options.msk_cluster_arn
         )
-        key = (options.event_format, options.batch_size, source)
+        # Partition batches (ESM) call whole batches themselves; concurrent batch mode groups
+        # concurrent invocations in the BatchingInvoker.
+        concurrent = not options.partition_batches(is_lambda=True) or (
+            target.handler_type is HandlerType.WORKFLOW
+        )
+        batch_size = options.batch_size if concurrent else None
+        key = (options.event_format, batch_size, source)
         invoker = self._lambda_invokers.get(key)
         if invoker is None:
             if self._lambda_client is None:
@@ -114,8 +120,8 @@ class Poller:
                 sign=self.signer,
                 event_source=source,
             )
-            if options.batch_size and options.batch_size > 1:
-                invoker = BatchingInvoker(invoker, batch_size=options.batch_size)
+            if batch_size and batch_size > 1:
+                invoker = BatchingInvoker(invoker, batch_size=batch_size)
             self._lambda_invokers[key] = invoker
         return invoker
 

@@ -114,6 +114,10 @@ def families(snapshot: Snapshot, oldest: OldestAge) -> list[Metric]:
         "kafka_ingress_records_skipped_total",
         "Redelivered records skipped because the ledger shows them completed.",
     )
+    filtered = _counter(
+        "kafka_ingress_records_filtered_total",
+        "Records filter.criteria excluded: committed, never invoked.",
+    )
     outcomes = _counter(
         "kafka_ingress_invocations_total",
         "Finished invocations, by outcome.",
@@ -161,6 +165,7 @@ def families(snapshot: Snapshot, oldest: OldestAge) -> list[Metric]:
         if stats is not None:
             consumed.add_metric([sub_id], stats.consumed)
             skipped.add_metric([sub_id], stats.skipped_completed)
+            filtered.add_metric([sub_id], stats.filtered)
             for outcome, attribute in _OUTCOMES:
                 outcomes.add_metric([sub_id, outcome], getattr(stats, attribute))
             retries.add_metric([sub_id], stats.retries)
@@ -218,6 +223,7 @@ def families(snapshot: Snapshot, oldest: OldestAge) -> list[Metric]:
         up,
         consumed,
         skipped,
+        filtered,
         outcomes,
         retries,
         dead,

@@ -29,7 +29,6 @@ import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Protocol
 
-from adapter.engine.dispatcher import Dispatcher
 from adapter.engine.ledger import LedgerWriter
 from adapter.engine.ownership import OwnershipGate
 from adapter.engine.partition import PartitionState
@@ -37,7 +36,7 @@ from adapter.engine.topic_watch import TopicWatch
 from adapter.errors import KafkaError, StoreError
 from adapter.kafka.consumer import Consumer
 
-__all__ = ["Assignments", "FenceStore"]
+__all__ = ["Assignments", "FenceStore", "Releases"]
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +51,14 @@ class FenceStore(Protocol):
     async def remember_topic(self, subscription_id: str, topic: str) -> None: ...
 
 
+class Releases(Protocol):
+    """The part of a dispatcher (per record or partition batches) a revocation drives."""
+
+    async def release(self, partitions: list[PartitionState], deadline_s: float) -> None: ...
+
+    def forget(self, partitions: list[PartitionState]) -> None: ...
+
+
 class Assignments:
     """The partition states of one runner (see the module docstring)."""
 
@@ -62,7 +69,7 @@ class Assignments:
         topic: TopicWatch,
         look_up_topic: Callable[[Consumer], Awaitable[object]],
         store: FenceStore,
-        dispatcher: Dispatcher,
+        dispatcher: Releases,
         ledger: LedgerWriter,
         gate: OwnershipGate,
         pause_at: int,

@@ -32,6 +32,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from adapter.engine.assignments import Assignments
+from adapter.engine.batch_dispatch import BatchCaller, BatchDispatcher
 from adapter.engine.dispatcher import DeadLetters, Dispatcher, Work
 from adapter.engine.ledger import LedgerWriter, with_paged_successes
 from adapter.engine.lifecycle import TERMINAL_STATUSES, InvocationStatus
@@ -40,7 +41,7 @@ from adapter.engine.partition import PartitionState
 from adapter.engine.retry import until_ok
 from adapter.engine.settings import RunnerSettings, RunnerState, RunnerStats, RunnerStore
 from adapter.engine.topic_watch import TopicChange, TopicWatch
-from adapter.errors import IngressError, KafkaError, StoreError
+from adapter.errors import ConfigError, IngressError, KafkaError, StoreError
 from adapter.ids import invocation_id
 from adapter.invokers.base import Invoker
 from adapter.kafka.consumer import Consumer, RebalanceListener
@@ -91,23 +92,30 @@ class SubscriptionRunner(RebalanceListener):
             describe=lambda: f"subscription {subscription.id}",
         )
         self._topic = TopicWatch(subscription.topic)
-        self._dispatcher = Dispatcher(
-            subscription_id=subscription.id,
-            target=target,
-            invoker=invoker,
-            ledger=ledger,
-            claims=store,
-            dead_letters=dead_letters,
-            dead_letter_topic=settings.dead_letter_topic,
-            retry=settings.retry,
-            max_in_flight=settings.max_in_flight,
-            max_record_bytes=settings.max_record_bytes,
-            invocation_timeout_s=settings.invocation_timeout_s,
-            may_start=self._may_start,
-            on_durable=self._durable,
-            on_error=self._set_error,
-            rng=rng,
-        )
+        self._filter = settings.filter_criteria
+        self._dispatcher: Dispatcher | BatchDispatcher
+        if settings.batches is not None:
+            # ESM partition batches (batch.mode=partition): the invoker calls whole batches.
+            if not isinstance(invoker, BatchCaller):
+                raise ConfigError(
+                    f"subscription {subscription.id}: batch.mode=partition needs a Lambda sink"
+                )
+            self._dispatcher = BatchDispatcher(
+                subscription_id=subscription.id,
+                target=target,
+                caller=invoker,
+                settings=settings.batches,
+                ledger=ledger,
+                dead_letters=dead_letters,
+                dead_letter_topic=settings.dead_letter_topic,
+                retry=settings.retry,
+                invocation_timeout_s=settings.invocation_timeout_s,
+                may_start=self._may_start,
+                on_durable=self._durable,
+                on_error=self._set_error,
+            )
+        else:
+            self._dispatcher = self._per_record(invoker, ledger, store, dead_letters, rng)
         self._assignments = Assignments(
             subscription_id=subscription.id,
             topic=self._topic,
@@ -123,10 +131,38 @@ class SubscriptionRunner(RebalanceListener):
         self._stopping = asyncio.Event()
         self._consumed = 0
         self._skipped = 0
+        self._filtered = 0
         self.state = RunnerState.STARTING
         self.last_error: str | None = None
         self.retention_losses = retention_losses if retention_losses is not None else []
         """Retention losses not yet acknowledged (kept by the supervisor across restarts)."""
+
+    def _per_record(
+        self,
+        invoker: Invoker,
+        ledger: LedgerWriter,
+        store: RunnerStore,
+        dead_letters: DeadLetters | None,
+        rng: random.Random | None,
+    ) -> Dispatcher:
+        settings = self.settings
+        return Dispatcher(
+            subscription_id=self.subscription.id,
+            target=self.target,
+            invoker=invoker,
+            ledger=ledger,
+            claims=store,
+            dead_letters=dead_letters,
+            dead_letter_topic=settings.dead_letter_topic,
+            retry=settings.retry,
+            max_in_flight=settings.max_in_flight,
+            max_record_bytes=settings.max_record_bytes,
+            invocation_timeout_s=settings.invocation_timeout_s,
+            may_start=self._may_start,
+            on_durable=self._durable,
+            on_error=self._set_error,
+            rng=rng,
+        )
 
     # -- public -----------------------------------------------------------------------------
 
@@ -140,6 +176,7 @@ class SubscriptionRunner(RebalanceListener):
         return RunnerStats(
             consumed=self._consumed,
             skipped_completed=self._skipped,
+            filtered=self._filtered,
             succeeded=d.succeeded,
             failed=d.failed,
             dead_lettered=d.dead_lettered,
@@ -360,15 +397,18 @@ class SubscriptionRunner(RebalanceListener):
     async def _accept(self, state: PartitionState, records: list[KafkaRecord]) -> None:
         sub_id = self.subscription.id
         key = state.topic_key
-        ids = [invocation_id(sub_id, key, r.partition, r.offset) for r in records]
         pause = state.fetched([r.offset for r in records])
         if pause is not None and self._consumer is not None:
             self._consumer.pause(pause.tp)
         self._consumed += len(records)
+        if self._filter is not None:
+            records = self._filtered_out(state, records)
+        ids = [invocation_id(sub_id, key, r.partition, r.offset) for r in records]
         known = await self._ledger_statuses(state, records, ids)
         if not self._assignments.current(state):
             return  # revoked while we looked at the ledger
         now = _now_ms()
+        admitted: list[Work] = []
         for record, inv_id in zip(records, ids, strict=True):
             status = known.get(inv_id)
             if status is not None and status in _COMPLETED:
@@ -378,7 +418,28 @@ class SubscriptionRunner(RebalanceListener):
                 continue
             work = Work(inv_id, state, record, created_ms=now)
             work.replaces_row = status is not None
-            self._dispatcher.admit(work)
+            admitted.append(work)
+        dispatcher = self._dispatcher
+        if isinstance(dispatcher, BatchDispatcher):
+            if admitted:
+                dispatcher.admit_all(state, admitted)
+        else:
+            for work in admitted:
+                dispatcher.admit(work)
+
+    def _filtered_out(self, state: PartitionState, records: list[KafkaRecord]) -> list[KafkaRecord]:
+        """Records ``filter.criteria`` excludes are finished without an invocation (their
+        offsets are committed like any other); the rest are returned."""
+        criteria = self._filter
+        assert criteria is not None
+        kept: list[KafkaRecord] = []
+        for record in records:
+            if criteria.matches(record):
+                kept.append(record)
+            else:
+                self._filtered += 1
+                self._finish(state, record.offset)
+        return kept
 
     async def _ledger_statuses(
         self, state: PartitionState, records: list[KafkaRecord], ids: list[str]

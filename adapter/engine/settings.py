@@ -10,9 +10,13 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from adapter.engine.retry import RetryPolicy
+
+if TYPE_CHECKING:
+    from adapter.engine.batch_dispatch import BatchSettings
+    from adapter.filters import FilterCriteria
 
 __all__ = ["RunnerSettings", "RunnerState", "RunnerStats", "RunnerStore"]
 
@@ -60,12 +64,18 @@ class RunnerSettings:
     """How often a consuming subscription checks that its topic was not re-created."""
     dead_letter_topic: str | None = None
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+    filter_criteria: FilterCriteria | None = None
+    """Only matching records are invoked (``filter.criteria``); the rest are committed."""
+    batches: BatchSettings | None = None
+    """ESM partition batches (``batch.mode=partition``); None: one work item per record."""
 
 
 @dataclass(slots=True)
 class RunnerStats:
     consumed: int = 0
     skipped_completed: int = 0
+    filtered: int = 0
+    """Records ``filter.criteria`` excluded: committed, never invoked."""
     succeeded: int = 0
     failed: int = 0
     dead_lettered: int = 0

@@ -16,26 +16,38 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from adapter.config import KafkaCluster, Settings
+from adapter.engine.batch_dispatch import BatchSettings
+from adapter.engine.batches import BatchPolicy
 from adapter.engine.change_listeners import ChangeListeners
 from adapter.engine.commands import CommandPoller
 from adapter.engine.control import ControlFeed, RefreshClusters, Registry
+from adapter.engine.failure_destinations import FailureDestinations
 from adapter.engine.ledger import LedgerWriter
 from adapter.engine.retry import RetryPolicy
 from adapter.engine.runner import SubscriptionRunner
 from adapter.engine.settings import RunnerSettings, RunnerState
 from adapter.errors import ConfigError, IngressError, KafkaAuthError, StoreError
+from adapter.failure_destination import DestinationKind
 from adapter.invokers.base import Invoker
+from adapter.invokers.kafka_event import EventSource
 from adapter.kafka.consumer import AiokafkaConsumer
 from adapter.kafka.dead_letter import DeadLetterProducer
 from adapter.kafka.errors import ConnectionWatch, certificate_problem
 from adapter.kafka.oidc import RefreshingTokenProvider, check_token, provider_for, provider_key
 from adapter.kafka.options import ClientOptions, IngressOptions, SecuritySettings, resolve_options
 from adapter.kafka.security import build_ssl_context, consumer_security_kwargs
-from adapter.model import Deployment, RetentionLoss, ServiceType, Subscription, Target
+from adapter.model import (
+    Deployment,
+    HandlerType,
+    RetentionLoss,
+    ServiceType,
+    Subscription,
+    Target,
+)
 from adapter.secrets import SecretResolver
 from adapter.store.dynamo import DynamoStore
 
@@ -127,6 +139,11 @@ class Supervisor:
         self._max_backoff_s = max_backoff_s
         self._slots: dict[str, _Slot] = {}
         self._dead_letters: dict[tuple[object, ...], DeadLetterProducer] = {}
+        # As secrets do, the other AWS services follow the DynamoDB endpoint (one endpoint
+        # for all of them in local setups; unset in production, where AWS is reached).
+        self._failure_destinations = FailureDestinations(
+            endpoint_url=settings.dynamodb.endpoint_url, region=settings.dynamodb.region
+        )
         # One token provider (OIDC, MSK IAM) per cluster and identity, shared by its subscriptions.
         self._token_providers: dict[tuple[str, ...], RefreshingTokenProvider] = {}
         self._token_users: dict[str, tuple[str, ...]] = {}
@@ -219,6 +236,7 @@ class Supervisor:
             with contextlib.suppress(Exception):
                 await producer.stop()
         self._dead_letters.clear()
+        self._failure_destinations.close()
         for provider in self._token_providers.values():
             await provider.aclose()
         self._token_providers.clear()
@@ -318,11 +336,26 @@ class Supervisor:
             session_timeout_s=int(options.consumer_kwargs.get("session_timeout_ms", 10_000)) / 1000,
             dead_letter_topic=ingress.dead_letter_topic,
             retry=RetryPolicy.from_options(ingress.retry_options),
+            filter_criteria=ingress.filter_criteria,
         )
         security_kwargs = await self._security_kwargs(sub, options)
         dead_letters = None
         if ingress.dead_letter_topic:
             dead_letters = self._dead_letter_producer(sub.cluster, options, security_kwargs)
+        batches = ingress.partition_batches(is_lambda=bool(target.deployment.arn))
+        if batches and target.handler_type is HandlerType.WORKFLOW:
+            # A workflow runs once per key (a claim before its invocation): per record only.
+            if ingress.batch_mode == "partition":
+                raise ConfigError(
+                    f"subscription {sub.id}: batch.mode=partition cannot run the workflow "
+                    f"handler {sub.service}/{sub.handler} (each key runs once); use "
+                    "batch.mode=concurrent"
+                )
+            batches = False
+        if batches:
+            settings = replace(
+                settings, batches=self._batch_settings(sub, options, security_kwargs)
+            )
         return SubscriptionRunner(
             sub,
             target,
@@ -333,6 +366,33 @@ class Supervisor:
             dead_letters=dead_letters,
             settings=settings,
             retention_losses=retention_losses,
+        )
+
+    def _batch_settings(
+        self, sub: Subscription, options: ClientOptions, security_kwargs: dict[str, Any]
+    ) -> BatchSettings:
+        """ESM partition batches: the subscription's policy and on-failure destination."""
+        ingress = options.ingress
+        destination = None
+        if ingress.destination_on_failure is not None:
+            producer = None
+            if ingress.destination_on_failure.kind is DestinationKind.KAFKA:
+                producer = self._dead_letter_producer(sub.cluster, options, security_kwargs)
+            destination = self._failure_destinations.build(ingress.destination_on_failure, producer)
+        return BatchSettings(
+            policy=BatchPolicy(
+                size=ingress.batch_size or 100,
+                window_ms=ingress.batching_window_ms,
+                bisect=ingress.bisect_on_error,
+                max_retries=ingress.maximum_retry_attempts,
+                max_age_ms=ingress.maximum_record_age_ms,
+            ),
+            report_batch_item_failures=ingress.report_batch_item_failures,
+            destination=destination,
+            event_source=EventSource(
+                bootstrap_servers=options.bootstrap_servers,
+                msk_cluster_arn=ingress.msk_cluster_arn,
+            ),
         )
 
     async def _security_kwargs(self, sub: Subscription, options: ClientOptions) -> dict[str, Any]:

@@ -49,8 +49,14 @@ from adapter.errors import (
     TerminalInvokeError,
     ValidationError,
 )
-from adapter.invokers.base import InvocationRequest, Outcome
-from adapter.invokers.batch_response import VerdictKind, item_position, read_batch_response
+from adapter.invokers.base import InvocationRequest, Outcome, OutcomeKind
+from adapter.invokers.batch_response import (
+    BatchAnswer,
+    VerdictKind,
+    first_failed_onwards,
+    item_position,
+    read_batch_response,
+)
 from adapter.invokers.kafka_event import EventSource, build_kafka_event, partition_key
 from adapter.model import LAMBDA_FUNCTION_ARN, InputKind, function_sink_arn
 from adapter.sdk.protocol import LAMBDA_PROTOCOL, invoke_path
@@ -612,9 +618,62 @@ class LambdaInvoker:
             return [outcome_from_reply(reply)]
         return outcomes_from_batch_reply(requests, reply)
 
+    async def invoke_records(
+        self, requests: Sequence[InvocationRequest], *, report_batch_item_failures: bool
+    ) -> BatchAnswer:
+        """One call with the whole batch (the engine sized it to fit), read as AWS's event
+        source mapping reads it: ``msk`` events by :func:`read_batch_response`, ``ingress``
+        events by their per-record results, resuming at the first failed record."""
+        size = len(requests)
+        function = self._function(requests[0])
+        if isinstance(function, Outcome):
+            return BatchAnswer.whole(size, function.error or "not invocable", called=False)
+        records = [r.record for r in requests if r.record is not None]
+        if self.event_format == "msk" and len(records) != size:
+            return BatchAnswer.whole(size, "event.format=msk needs the source record", called=False)
+        timeout = max((r.timeout_s or 0.0) for r in requests) or None
+        reply = await self.client.invoke(function, self._payload(list(requests)), timeout_s=timeout)
+        if isinstance(reply, Outcome):
+            return BatchAnswer.whole(size, reply.error or "invoke failed", called=False)
+        if self.event_format == "msk" and not _has_ingress_results(reply):
+            verdict = read_batch_response(
+                records,
+                reply.payload,
+                function_error=reply.function_error,
+                report_batch_item_failures=report_batch_item_failures,
+            )
+            error = None if verdict.kind is VerdictKind.SUCCESS else verdict.reason
+            if reply.function_error:
+                error = _function_error(reply).error
+            return BatchAnswer(verdict.failed, error, reply.function_error)
+        if self.event_format == "msk":
+            outcomes = outcomes_from_msk_reply(requests, reply)  # the SDK's kafkaIngress.results
+        elif size == 1:
+            outcomes = [outcome_from_reply(reply)]
+        else:
+            outcomes = outcomes_from_batch_reply(requests, reply)
+        # Per-record results: a terminal one is final (delivered, never retried); the batch
+        # resumes at the first record to retry.
+        failed = first_failed_onwards([o.kind is OutcomeKind.RETRY for o in outcomes])
+        rejected = tuple(
+            o.kind is OutcomeKind.TERMINAL and not bad
+            for o, bad in zip(outcomes, failed, strict=True)
+        )
+        error = next((o.error for o in outcomes if o.kind is not OutcomeKind.ACK), None)
+        return BatchAnswer(failed, error, reply.function_error, rejected=rejected)
+
     async def aclose(self) -> None:
         if self._owns_client:
             await self.client.aclose()
+
+
+def _has_ingress_results(reply: LambdaReply) -> bool:
+    """Does an ``msk`` answer carry the SDK's exact per-record results?"""
+    if reply.function_error or b"kafkaIngress" not in reply.payload:
+        return False
+    data = _parse(reply.payload)
+    ext = data.get("kafkaIngress") if isinstance(data, Mapping) else None
+    return isinstance(ext, Mapping) and isinstance(ext.get("results"), list)
 
 
 async def discover_lambda(arn: str, *, endpoint_url: str | None, region: str) -> dict[str, Any]:

@@ -38,7 +38,14 @@ import orjson
 from adapter.invokers.kafka_event import partition_key
 from adapter.model import KafkaRecord
 
-__all__ = ["BatchVerdict", "VerdictKind", "item_position", "read_batch_response"]
+__all__ = [
+    "BatchAnswer",
+    "BatchVerdict",
+    "VerdictKind",
+    "first_failed_onwards",
+    "item_position",
+    "read_batch_response",
+]
 
 
 class VerdictKind(enum.Enum):
@@ -59,6 +66,33 @@ class BatchVerdict:
     @property
     def all_failed(self) -> bool:
         return bool(self.failed) and all(self.failed)
+
+
+@dataclass(frozen=True, slots=True)
+class BatchAnswer:
+    """What one batch invocation came to: ``failed[i]`` for the batch's ``i``-th record.
+
+    ``function_error`` is Lambda's ``FunctionError`` (None when the function answered);
+    ``called`` is False when the function was never reached (throttled, unreachable).
+    """
+
+    failed: tuple[bool, ...]
+    """Records to retry: a function error fails all; otherwise from the first failed on."""
+    error: str | None = None
+    function_error: str | None = None
+    called: bool = True
+    rejected: tuple[bool, ...] = ()
+    """Records refused for good (a terminal result of the ingress protocol): never retried."""
+
+    @classmethod
+    def whole(cls, size: int, error: str, *, called: bool) -> BatchAnswer:
+        return cls((True,) * size, error, None, called)
+
+
+def first_failed_onwards(failed: Sequence[bool]) -> tuple[bool, ...]:
+    """A partition resumes at its first failed record: it and every later one are retried."""
+    first = next((i for i, bad in enumerate(failed) if bad), len(failed))
+    return tuple(i >= first for i in range(len(failed)))
 
 
 def item_position(value: Any, single_partition: str | None = None) -> tuple[str, int] | None:

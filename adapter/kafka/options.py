@@ -39,6 +39,7 @@ from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
 
 from adapter.errors import ConfigError
+from adapter.failure_destination import Destination, parse_destination
 from adapter.filters import FilterCriteria, FilterCriteriaError, parse_filter_criteria
 from adapter.masking import mask_secrets, remember_secret, remember_uri_credentials
 
@@ -74,6 +75,7 @@ MAX_ID_LENGTH = 255
 Protocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"]
 EventFormat = Literal["ingress", "msk"]
+BatchMode = Literal["partition", "concurrent"]
 Applies = Literal["consumer", "producer", "both"]
 
 _INT_MAX = 2**31 - 1
@@ -344,6 +346,35 @@ def _filter_criteria(raw: str) -> FilterCriteria | None:
 _MSK_ARN_RE = re.compile(
     r"^arn:aws(?:-[a-z]+)*:kafka:[a-z0-9-]{1,32}:\d{12}:cluster/[A-Za-z0-9-]{1,64}/[A-Za-z0-9-]{1,64}$"
 )
+
+
+def _retry_attempts(raw: str) -> int | None:
+    """``maximum.retry.attempts``: -1 (until the record expires, as AWS) or 0..10,000."""
+    value = _int(-1, 10_000)(raw)
+    return None if value == -1 else int(value)
+
+
+_DAY_MS = 86_400_000
+
+
+def _record_age(raw: str) -> int | None:
+    """``maximum.record.age.ms``: -1 (no limit, AWS's default) or 60 s..7 days (AWS's range)."""
+    try:
+        value = int(_int(-1, 7 * _DAY_MS)(raw))
+    except _Invalid:
+        value = 0
+    if value == -1:
+        return None
+    if not 60_000 <= value <= 7 * _DAY_MS:
+        raise _Invalid(f"-1 (no limit) or an integer in 60000..{7 * _DAY_MS} (60 s to 7 days)")
+    return value
+
+
+def _destination(raw: str) -> Destination:
+    try:
+        return parse_destination(raw)
+    except ConfigError as exc:
+        raise _Unsupported(str(exc)) from exc
 
 
 def _msk_cluster_arn(raw: str) -> str:
@@ -903,6 +934,65 @@ _SPECS: tuple[OptionSpec, ...] = (
         default="none (one record per invocation)",
     ),
     _ingress(
+        "batch.mode",
+        "batch_mode",
+        _enum({"partition": "partition", "concurrent": "concurrent"}),
+        "How records reach a Lambda sink in batches: `partition` (one batch in flight per "
+        "partition, in offset order, as AWS's event source mapping) or `concurrent` (records "
+        "of a partition in concurrent calls, exclusive handlers ordered per key).",
+        default="`partition` for Lambda sinks with event.format=msk or batch.size > 1",
+    ),
+    _ingress(
+        "maximum.batching.window.ms",
+        "batching_window_ms",
+        _int(0, 300_000),
+        "How long a partition batch waits for more records before it is invoked "
+        "(ESM MaximumBatchingWindowInSeconds).",
+        default="500",
+    ),
+    _ingress(
+        "bisect.batch.on.function.error",
+        "bisect_on_error",
+        _bool,
+        "Split a batch that fails as a whole in halves to isolate a failing record "
+        "(ESM BisectBatchOnFunctionError).",
+        default="false",
+    ),
+    _ingress(
+        "maximum.retry.attempts",
+        "maximum_retry_attempts",
+        _retry_attempts,
+        "Retries of a failing partition batch before its records go to destination.on.failure; "
+        "-1 retries until they are older than maximum.record.age.ms "
+        "(ESM MaximumRetryAttempts).",
+        default="-1",
+    ),
+    _ingress(
+        "maximum.record.age.ms",
+        "maximum_record_age_ms",
+        _record_age,
+        "Records older than this are sent to destination.on.failure instead of being invoked; "
+        "-1: no limit (ESM MaximumRecordAgeInSeconds).",
+        default="-1",
+    ),
+    _ingress(
+        "report.batch.item.failures",
+        "report_batch_item_failures",
+        _bool,
+        "Read the function's `batchItemFailures` answer: the batch resumes at the first "
+        "failed record (ESM FunctionResponseTypes=ReportBatchItemFailures).",
+        default="false",
+    ),
+    _ingress(
+        "destination.on.failure",
+        "destination_on_failure",
+        _destination,
+        "Where records of a partition batch that failed for good go, in AWS's failure record "
+        "format: an SQS queue, SNS topic or S3 bucket ARN, or kafka://<topic> "
+        "(ESM DestinationConfig.OnFailure).",
+        default="none",
+    ),
+    _ingress(
         "event.format",
         "event_format",
         _enum({"ingress": "ingress", "msk": "msk"}),
@@ -1095,6 +1185,20 @@ class IngressOptions:
     filter_criteria: FilterCriteria | None = None
     msk_cluster_arn: str | None = None
     bootstrap_servers: tuple[str, ...] = ()  # the cluster's, as Lambda Kafka events name it
+    batch_mode: BatchMode | None = None
+    batching_window_ms: int = 500
+    bisect_on_error: bool = False
+    maximum_retry_attempts: int | None = None
+    maximum_record_age_ms: int | None = None
+    report_batch_item_failures: bool = False
+    destination_on_failure: Destination | None = None
+
+    def partition_batches(self, *, is_lambda: bool) -> bool:
+        """Do this subscription's records go in ESM partition batches (``batch.mode``)?"""
+        if self.batch_mode is not None:
+            return self.batch_mode == "partition"
+        batching = self.event_format == "msk" or (self.batch_size or 1) > 1
+        return is_lambda and batching
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

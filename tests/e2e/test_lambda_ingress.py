@@ -337,7 +337,14 @@ async def test_an_unchanged_aws_kafka_consumer_runs_with_partial_batch_failures(
         topic,
         "Orders",
         "consume",
-        {"batch.size": "5", "event.format": "msk", "retry.initial.interval.ms": "10"},
+        {
+            "batch.size": "5",
+            "event.format": "msk",
+            "retry.initial.interval.ms": "10",
+            # FunctionResponseTypes=ReportBatchItemFailures: without it AWS (and the ingress)
+            # reads a partial response as success.
+            "report.batch.item.failures": "true",
+        },
     )
 
     async def done() -> bool:

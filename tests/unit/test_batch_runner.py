@@ -1,0 +1,279 @@
+"""The runner in ESM partition-batch mode, and filtering on both paths, with the fakes.
+
+No broker, no DynamoDB, no Lambda: ``adapter.testing``'s consumer and store, and a fake batch
+caller answering as the Lambda invoker's ``invoke_records`` does. The same behaviour runs on a
+real broker and a local Lambda endpoint in tests/integration/test_partition_batches.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+import orjson
+import pytest
+
+from adapter.engine.batch_dispatch import BatchSettings
+from adapter.engine.batches import BatchPolicy
+from adapter.engine.discards import FailureDestination
+from adapter.engine.ledger import LedgerWriter
+from adapter.engine.lifecycle import InvocationStatus
+from adapter.engine.retry import RetryPolicy
+from adapter.engine.runner import SubscriptionRunner
+from adapter.engine.settings import RunnerSettings
+from adapter.failure_destination import DestinationKind
+from adapter.filters import parse_filter_criteria
+from adapter.invokers.base import InvocationRequest
+from adapter.invokers.batch_response import BatchAnswer
+from adapter.invokers.destinations import Delivery
+from adapter.kafka.topics import TopicInfo
+from adapter.model import Deployment, HandlerType, InputKind, ServiceType, Target
+from adapter.testing import FakeConsumer, FakeInvoker, FakeStore, ManualClock, record
+from tests.unit.test_runner import OLD_ID, P0, P1, SESSION_S, SUB, TOPIC, Harness, until
+
+TARGET = Target(
+    service="S",
+    handler="h",
+    service_type=ServiceType.SERVICE,
+    handler_type=HandlerType.SERVICE,
+    input_kind=InputKind.JSON,
+    deployment=Deployment(id="dp_fn", arn="arn:aws:lambda:us-east-1:123456789012:function:f"),
+)
+POISON_ONLY = "only offset 3 fails"
+
+
+@dataclass
+class FakeBatchCaller:
+    """Answers whole batches with ``respond(offsets)`` (default: all succeeded)."""
+
+    respond: Callable[[list[int]], BatchAnswer] | None = None
+    batches: list[list[int]] = field(default_factory=list)
+    gate: asyncio.Event | None = None
+    running: int = 0
+    max_running: int = 0
+
+    async def invoke_records(
+        self, requests: Sequence[InvocationRequest], *, report_batch_item_failures: bool
+    ) -> BatchAnswer:
+        offsets = [r.record.offset for r in requests if r.record is not None]
+        self.batches.append(offsets)
+        self.running += 1
+        self.max_running = max(self.max_running, self.running)
+        try:
+            if self.gate is not None:
+                await self.gate.wait()
+            if self.respond is None:
+                return BatchAnswer((False,) * len(offsets))
+            return self.respond(offsets)
+        finally:
+            self.running -= 1
+
+    async def invoke(self, request: InvocationRequest) -> object:
+        raise AssertionError("partition batches never invoke one record alone")
+
+    async def aclose(self) -> None:
+        return None
+
+
+@dataclass
+class FakeWriter:
+    deliveries: list[dict[str, object]] = field(default_factory=list)
+
+    async def deliver(self, delivery: Delivery) -> None:
+        self.deliveries.append(orjson.loads(delivery.body))
+
+
+@asynccontextmanager
+async def running(
+    caller: FakeBatchCaller | FakeInvoker,
+    *,
+    policy: BatchPolicy | None = None,
+    batches: bool = True,
+    writer: FakeWriter | None = None,
+    filter_json: str | None = None,
+) -> AsyncIterator[Harness]:
+    clock = ManualClock()
+    consumer = FakeConsumer(clock, (TopicInfo(TOPIC, OLD_ID, 2),))
+    store = FakeStore()
+    ledger = LedgerWriter(store, linger_s=0)
+    destination = FailureDestination(DestinationKind.SQS, writer) if writer else None
+    settings = RunnerSettings(
+        session_timeout_s=SESSION_S,
+        commit_interval_s=0.005,
+        topic_poll_s=0.01,
+        retry=RetryPolicy(initial_interval=0.001, max_interval=0.002, jitter=0.0),
+        batches=(
+            BatchSettings(policy=policy or BatchPolicy(window_ms=5), destination=destination)
+            if batches
+            else None
+        ),
+        filter_criteria=parse_filter_criteria(filter_json) if filter_json else None,
+    )
+    runner = SubscriptionRunner(
+        SUB,
+        TARGET,
+        consumer_factory=lambda watch: consumer,
+        store=store,
+        ledger=ledger,
+        invoker=caller,  # type: ignore[arg-type]
+        dead_letters=None,
+        settings=settings,
+        clock=clock,
+    )
+    ledger_task = asyncio.create_task(ledger.run())
+    run_task = asyncio.create_task(runner.run())
+    try:
+        yield Harness(runner, consumer, FakeInvoker(), store, clock)
+    finally:
+        runner.stop()
+        await asyncio.wait_for(run_task, 5)
+        ledger_task.cancel()
+        await asyncio.gather(ledger_task, return_exceptions=True)
+
+
+async def assigned(h: Harness, *tps: tuple[str, int]) -> None:
+    await until(lambda: h.consumer.listener is not None, what="subscribe")
+    await h.consumer.assign(*tps)
+
+
+def statuses(h: Harness, partition: int, offsets: range) -> list[str | None]:
+    rows = h.store.rows
+    return [
+        rows[h.inv_id(partition, o)].status if h.inv_id(partition, o) in rows else None
+        for o in offsets
+    ]
+
+
+@pytest.mark.promise("p-config-partition-batches")
+async def test_a_partition_runs_one_batch_at_a_time_in_offset_order() -> None:
+    caller = FakeBatchCaller()
+    async with running(caller, policy=BatchPolicy(size=4, window_ms=5)) as h:
+        await assigned(h, P0, P1)
+        h.consumer.deliver([record(TOPIC, 0, o) for o in range(10)])
+        await until(lambda: h.committed(P0) == 10, what="all committed")
+        assert caller.batches == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+        assert caller.max_running == 1
+        assert statuses(h, 0, range(10)) == ["SUCCEEDED"] * 10
+
+
+@pytest.mark.promise("p-config-partial-response")
+async def test_a_partial_failure_resumes_from_the_first_failed_record() -> None:
+    answers = iter([(False, False, True, True), (False, False)])
+
+    def respond(offsets: list[int]) -> BatchAnswer:
+        return BatchAnswer(next(answers), "batch item failure reported from orders-0@2")
+
+    caller = FakeBatchCaller(respond)
+    async with running(caller, policy=BatchPolicy(size=4, window_ms=5)) as h:
+        await assigned(h, P0)
+        h.consumer.deliver([record(TOPIC, 0, o) for o in range(4)])
+        await until(lambda: h.committed(P0) == 4, what="all committed")
+        assert caller.batches == [[0, 1, 2, 3], [2, 3]]
+        assert [h.store.rows[h.inv_id(0, o)].attempts for o in range(4)] == [1, 1, 2, 2]
+
+
+@pytest.mark.promise("p-config-bisect")
+@pytest.mark.promise("p-config-on-failure")
+async def test_bisect_sends_only_the_poison_record_to_the_destination() -> None:
+    def respond(offsets: list[int]) -> BatchAnswer:
+        if 3 in offsets:
+            return BatchAnswer.whole(len(offsets), POISON_ONLY, called=True)
+        return BatchAnswer((False,) * len(offsets))
+
+    caller = FakeBatchCaller(respond)
+    writer = FakeWriter()
+    policy = BatchPolicy(size=8, window_ms=5, bisect=True, max_retries=1)
+    async with running(caller, policy=policy, writer=writer) as h:
+        await assigned(h, P0)
+        h.consumer.deliver([record(TOPIC, 0, o) for o in range(8)])
+        await until(lambda: h.committed(P0) == 8, what="all committed")
+        assert len(writer.deliveries) == 1
+        document = writer.deliveries[0]
+        assert document["requestContext"]["condition"] == "RetryAttemptsExhausted"  # type: ignore[index]
+        where = document["KafkaBatchInfo"]["recordsInfo"]["orders-0"]  # type: ignore[index]
+        assert (where["firstRecordOffset"], where["lastRecordOffset"]) == ("3", "3")
+        expected = ["SUCCEEDED"] * 8
+        expected[3] = "DEAD_LETTERED"
+        assert statuses(h, 0, range(8)) == expected
+        assert h.runner.stats.dead_lettered == 1
+
+
+async def test_a_killed_record_of_a_batch_in_flight_settles_at_once() -> None:
+    caller = FakeBatchCaller(gate=asyncio.Event())
+    async with running(caller, policy=BatchPolicy(size=3, window_ms=5)) as h:
+        await assigned(h, P0)
+        h.consumer.deliver([record(TOPIC, 0, o) for o in range(4)])
+        await until(lambda: caller.running == 1, what="first batch in flight")
+        assert await h.runner.kill(h.inv_id(0, 1), InvocationStatus.KILLED)
+        assert not await h.runner.kill(h.inv_id(0, 1), InvocationStatus.KILLED)  # settled
+        await until(lambda: h.inv_id(0, 1) in h.store.rows, what="kill recorded")
+        assert caller.gate is not None
+        caller.gate.set()
+        await until(lambda: h.committed(P0) == 4, what="all committed")
+        assert statuses(h, 0, range(4)) == ["SUCCEEDED", "KILLED", "SUCCEEDED", "SUCCEEDED"]
+        assert caller.batches == [[0, 1, 2], [3]]
+
+
+async def test_killing_every_record_of_a_hung_batch_cancels_its_call() -> None:
+    caller = FakeBatchCaller(gate=asyncio.Event())  # never opened: the function hangs
+    async with running(caller, policy=BatchPolicy(size=2, window_ms=5)) as h:
+        await assigned(h, P0)
+        h.consumer.deliver([record(TOPIC, 0, o) for o in range(3)])
+        await until(lambda: caller.running == 1, what="first batch in flight")
+        for offset in (0, 1):
+            assert await h.runner.kill(h.inv_id(0, offset), InvocationStatus.KILLED)
+        await until(lambda: caller.batches == [[0, 1], [2]], what="the next batch")
+        assert caller.gate is not None
+        caller.gate.set()
+        await until(lambda: h.committed(P0) == 3, what="all committed")
+        assert statuses(h, 0, range(3)) == ["KILLED", "KILLED", "SUCCEEDED"]
+
+
+async def test_revocation_abandons_the_commit_of_the_batch_in_flight() -> None:
+    caller = FakeBatchCaller(gate=asyncio.Event())
+    async with running(caller, policy=BatchPolicy(size=3, window_ms=5)) as h:
+        await assigned(h, P0)
+        h.consumer.deliver([record(TOPIC, 0, o) for o in range(3)])
+        await until(lambda: caller.running == 1, what="batch in flight")
+        revoking = asyncio.create_task(h.consumer.revoke(P0))
+        await asyncio.sleep(0)
+        assert caller.gate is not None
+        caller.gate.set()  # the answer arrives after the revocation began
+        await asyncio.wait_for(revoking, 5)
+        assert h.committed(P0) is None
+        assert statuses(h, 0, range(3)) == [None] * 3
+
+
+VALUE_PATTERN = '{"Filters": [{"Pattern": "{\\"value\\": {\\"kind\\": [\\"keep\\"]}}"}]}'
+
+
+def kinds(offsets: range) -> list[bytes]:
+    return [orjson.dumps({"kind": "keep" if o % 2 == 0 else "drop"}) for o in offsets]
+
+
+@pytest.mark.promise("p-config-filter-applied")
+async def test_filtering_in_partition_batches_commits_excluded_records_uninvoked() -> None:
+    caller = FakeBatchCaller()
+    async with running(caller, filter_json=VALUE_PATTERN) as h:
+        await assigned(h, P0)
+        h.consumer.deliver(
+            [record(TOPIC, 0, o, value=v) for o, v in zip(range(6), kinds(range(6)), strict=True)]
+        )
+        await until(lambda: h.committed(P0) == 6, what="all committed")
+        assert [o for batch in caller.batches for o in batch] == [0, 2, 4]
+        assert h.runner.stats.filtered == 3
+
+
+@pytest.mark.promise("p-config-filter-applied")
+async def test_filtering_in_the_per_record_path_commits_excluded_records_uninvoked() -> None:
+    invoker = FakeInvoker()
+    async with running(invoker, batches=False, filter_json=VALUE_PATTERN) as h:
+        await assigned(h, P0)
+        h.consumer.deliver(
+            [record(TOPIC, 0, o, value=v) for o, v in zip(range(6), kinds(range(6)), strict=True)]
+        )
+        await until(lambda: h.committed(P0) == 6, what="all committed")
+        assert sorted(invoker.offsets()) == [0, 2, 4]
+        assert h.runner.stats.filtered == 3
