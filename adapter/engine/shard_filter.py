@@ -134,8 +134,8 @@ class ShardFilter:
 
     def _set_map(self, member: _Member, owners: list[str]) -> None:
         new = ShardMap(tuple(owners), self.name)
-        if new == member.map:
-            return
+        if not owners or new == member.map:
+            return  # no shards: the leader did not see the control topic yet
         member.map = new
         log.info(
             "shard map of cluster %r: %d poller(s), this one (%s) owns %d of %d shards",

@@ -225,7 +225,15 @@ class ControlGroup:
             with contextlib.suppress(TopicAlreadyExistsError):  # another poller was first
                 response = await admin.create_topics([topic])
                 _raise_topic_errors(response)
-            log.info("created control topic %s with %d shards", CONTROL_TOPIC, self._shards)
+                log.info("created control topic %s with %d shards", CONTROL_TOPIC, self._shards)
+            # Join only once the brokers serve it: a leader that does not see the topic's
+            # partitions yet would hand out an empty map.
+            for _ in range(100):
+                described = await admin.describe_topics([CONTROL_TOPIC])
+                partitions = described[0].get("partitions") if described else None
+                if partitions and all(p.get("leader", -1) >= 0 for p in partitions):
+                    return
+                await asyncio.sleep(0.1)
         finally:
             with contextlib.suppress(AIOKafkaError):
                 await admin.close()
