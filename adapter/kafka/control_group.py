@@ -15,8 +15,9 @@ across restarts, so a static member (``group.instance.id``) that comes back with
 session timeout rejoins without a rebalance and keeps its shards.
 
 Nothing is ever produced to or consumed from the control topic: its partitions only name
-the shards. The member still fetches it (aiokafka fetches what it is assigned), with a long
-fetch wait, so that costs one idle request per poller every ``_FETCH_WAIT_MS``.
+the shards. The member pauses every partition it is assigned, so it never fetches: it costs
+heartbeats only, and its connection stays free for the metadata requests that size the
+subscriptions (a held fetch would delay them by its whole wait).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.coordinator.assignors.abstract import AbstractPartitionAssignor
 from aiokafka.coordinator.protocol import (
@@ -49,8 +50,8 @@ log = logging.getLogger(__name__)
 
 CONTROL_TOPIC = "__kafka_ingress_shards"
 ASSIGNOR_NAME = "kafka-ingress-shards"
-# The member does nothing with the control topic; a long wait keeps its idle fetches rare.
-_FETCH_WAIT_MS = 10_000
+# Fetches only between an assignment and its pause: keep any such fetch short.
+_FETCH_WAIT_MS = 100
 _POLL_TIMEOUT_MS = 30_000
 
 
@@ -183,7 +184,7 @@ class ControlGroup:
             session_timeout_ms=session_timeout_ms,
             # Nothing to process: never leave the group for not polling often enough.
             max_poll_interval_ms=_POLL_TIMEOUT_MS * 4,
-            request_timeout_ms=_FETCH_WAIT_MS + 30_000,
+            request_timeout_ms=40_000,
             **self._client_kwargs,
         )
         self._started = False
@@ -197,7 +198,7 @@ class ControlGroup:
             await self._consumer.start()
             self._started = True
             self.ready.set()
-            self._consumer.subscribe([CONTROL_TOPIC])
+            self._consumer.subscribe([CONTROL_TOPIC], listener=_PauseAssigned(self._consumer))
             while True:
                 await self._consumer.getmany(timeout_ms=_POLL_TIMEOUT_MS)
         except AIOKafkaError as exc:
@@ -237,6 +238,19 @@ class ControlGroup:
         finally:
             with contextlib.suppress(AIOKafkaError):
                 await admin.close()
+
+
+class _PauseAssigned(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Pause whatever the control group assigns: the shards are never read."""
+
+    def __init__(self, consumer: AIOKafkaConsumer) -> None:
+        self._consumer = consumer
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        return None
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        self._consumer.pause(*assigned)
 
 
 def _raise_topic_errors(response: Any) -> None:
