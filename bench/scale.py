@@ -36,6 +36,7 @@ from adapter.model import Subscription as SubscriptionModel
 from adapter.store.dynamo import DynamoStore, make_client
 from adapter.store.tables import TableNames
 from bench.procs import Child, Meter
+from bench.profile import parse_collapsed, summary
 from bench.report import ScenarioResult, TargetCheck
 from bench.stack import Stack
 from bench.trials import _free_port, _poller_config
@@ -184,6 +185,7 @@ class ScaleScenario:
         self.say(f"  (g) 2nd and 3rd poller joined: worst gap {join.worst_gap_s:.1f} s")
 
         self.figures["idle_3"] = await self._idle()
+        self.figures["idle_profile_poller_0"] = await self._profile(self._pollers[0])
         self.figures["new_subscription"] = await self._new_subscriptions(http)
 
         # One poller leaves (SIGTERM) under the trickle.
@@ -388,6 +390,28 @@ class ScaleScenario:
             "dynamodb_per_min": per_min,
             "dynamodb_per_poller_per_s": round(total_per_s / max(1, len(live)), 3),
         }
+
+    async def _profile(self, poller: _Poller, seconds: int = 20) -> dict[str, object]:
+        """Where an idle poller's CPU goes (py-spy, only the thread holding the GIL)."""
+        out = self.work_dir / f"profile-g-idle-{poller.child.pid}.txt"
+        spy = Child(
+            "py-spy-g",
+            [
+                str(Path(sys.executable).with_name("py-spy")),
+                *("record", "--pid", str(poller.child.pid), "--rate", "50", "--nonblocking"),
+                *("--gil", "--duration", str(seconds), "--format", "raw", "--output", str(out)),
+            ],
+            self.work_dir / "py-spy-g.log",
+        )
+        await spy.start()
+        assert spy.proc is not None
+        await asyncio.wait_for(spy.proc.wait(), seconds + 30)
+        await spy.stop()
+        if not out.exists():
+            return {"error": spy.log_tail(5)}
+        found = summary(parse_collapsed(out.read_text()), limit=8)
+        self.say(f"  (g) idle profile of poller 0: {found['by_own_function']}")
+        return found
 
     async def _new_subscriptions(self, http: aiohttp.ClientSession) -> dict[str, Any]:
         """POST to the first poller; time to first invocation, and who ran it."""

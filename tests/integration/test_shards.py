@@ -60,6 +60,7 @@ async def delivered_everywhere(
     )
 
 
+@pytest.mark.promise("p-ops-shards-pollers")
 async def test_pollers_split_subscriptions_and_take_over_when_one_stops(
     ingress: Ingress,
     handler_server: HandlerServer,

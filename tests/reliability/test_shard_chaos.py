@@ -45,6 +45,7 @@ def shards_owned(poller: PollerProcess) -> int:
     return int(found[-1]) if found else 0
 
 
+@pytest.mark.promise("p-ops-shards-chaos")
 async def test_killing_the_poller_with_most_shards_loses_nothing_and_keeps_order(
     chaos_broker: KafkaBroker,
     chaos_moto: MotoServer,

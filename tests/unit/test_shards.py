@@ -70,6 +70,7 @@ def test_a_single_poller_runs_everything() -> None:
     assert ShardMap.alone("p1").owns("sub_x", 5)
 
 
+@pytest.mark.promise("p-ops-shards-pollers")
 def test_each_subscription_runs_on_at_least_two_pollers() -> None:
     for n in (2, 3, 5, 10):
         pollers = [f"p{i}" for i in range(n)]
@@ -81,6 +82,7 @@ def test_each_subscription_runs_on_at_least_two_pollers() -> None:
         assert all(0.6 * share <= load[p] <= 1.4 * share for p in pollers), load
 
 
+@pytest.mark.promise("p-ops-shards-stable")
 def test_adding_a_poller_touches_about_its_share_of_subscriptions() -> None:
     three = balance(64, ["p0", "p1", "p2"])
     four = balance(64, ["p0", "p1", "p2", "p3"], three)
@@ -98,6 +100,7 @@ def test_adding_a_poller_touches_about_its_share_of_subscriptions() -> None:
     assert runs(back) == before
 
 
+@pytest.mark.promise("p-ops-shards-stable")
 def test_removing_a_poller_touches_only_what_it_ran() -> None:
     four = balance(64, ["p0", "p1", "p2", "p3"])
     three = balance(64, ["p0", "p1", "p2"], four)
