@@ -8,10 +8,12 @@ supervisor re-evaluates at once.
 
 Until a cluster's first map arrives this poller runs none of its subscriptions: a poller
 joining a running deployment takes over only what the map gives it, and a single poller owns
-every shard after its first join. If the control group cannot be used at all (the cluster
-refuses the control topic or group: an authorisation error), the poller falls back to
-running every subscription of that cluster, as without sharding, and says so in its log and
-:meth:`status` — the subscriptions' own consumer groups keep that correct, only costlier.
+every shard after its first join. If the control group cannot be used (the cluster refuses
+the control topic or group, or cannot be reached) or gives no map within ``_FIRST_MAP_S``,
+the poller runs every subscription of that cluster meanwhile, as without sharding, and says
+so in its log and :meth:`status`: each subscription then runs and reports its own errors
+(refused credentials, an unreachable broker), and the subscriptions' own consumer groups
+keep it correct, only costlier. The first map from the group narrows it again.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from adapter.engine.shards import (
     poller_count,
     poller_group_of,
 )
-from adapter.errors import ConfigError, KafkaAuthError, KafkaError
+from adapter.errors import ConfigError, KafkaError
 from adapter.kafka.control_group import ControlGroup, control_group_id
 from adapter.model import Subscription
 
@@ -42,6 +44,8 @@ __all__ = ["ShardFilter", "poller_name"]
 log = logging.getLogger(__name__)
 
 _RETRY_S = 5.0
+# A poller whose control group gives it no map this long runs everything meanwhile.
+_FIRST_MAP_S = 15.0
 _COUNTS_REFRESH_S = 60.0
 
 
@@ -94,6 +98,8 @@ class ShardFilter:
         member = self._member(sub.cluster)
         if member.map is None:
             return False
+        if len(member.map.pollers) == 1:
+            return member.map.me in member.map.pollers  # alone: the count does not matter
         partitions = member.counts.get(sub.topic)
         if partitions is None and not options.get(POLLERS_COUNT_OPTION):
             if sub.topic not in member.wanted:
@@ -149,6 +155,14 @@ class ShardFilter:
 
     async def _keep(self, member: _Member) -> None:
         """Stay a member of the cluster's control group, rejoining after failures."""
+        loop = asyncio.get_running_loop()
+        patience = loop.call_later(_FIRST_MAP_S, self._no_map_yet, member)
+        try:
+            await self._rejoin(member)
+        finally:
+            patience.cancel()
+
+    async def _rejoin(self, member: _Member) -> None:
         while True:
             try:
                 control = ControlGroup(
@@ -168,15 +182,21 @@ class ShardFilter:
                     counts.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await counts
-            except (KafkaAuthError, ConfigError) as exc:
-                member.error = f"{exc} (running every subscription of the cluster)"
-                log.warning("shard map of cluster %r unavailable: %s", member.cluster, exc)
-                self._set_map(member, [self.name])
-            except KafkaError as exc:
-                member.error = str(exc)
-                log.warning("shard map of cluster %r: %s (retrying)", member.cluster, exc)
+            except (KafkaError, ConfigError) as exc:
+                self._fall_back(member, str(exc))
             member.control = None
             await asyncio.sleep(_RETRY_S)
+
+    def _fall_back(self, member: _Member, reason: str) -> None:
+        """No map from the control group: run every subscription of the cluster, so each
+        one runs (and reports its own errors, such as refused credentials) rather than none."""
+        member.error = f"{reason} (running every subscription of the cluster meanwhile)"
+        log.warning("shard map of cluster %r unavailable: %s", member.cluster, member.error)
+        self._set_map(member, [self.name])
+
+    def _no_map_yet(self, member: _Member) -> None:
+        if member.map is None:
+            self._fall_back(member, f"no shard map within {_FIRST_MAP_S:g} s")
 
     async def _keep_counts(self, member: _Member, control: ControlGroup) -> None:
         """Partition counts of the topics the cluster's subscriptions read (they size how

@@ -65,6 +65,10 @@ TP = tuple[str, int]
 # #capacity). Requests queued behind a held fetch on the same connection (metadata,
 # offsets) wait for it, so metadata timeouts are longer than this.
 IDLE_FETCH_WAIT_MS = 5_000
+# OAUTHBEARER sessions end when their token expires (the broker closes the connection;
+# aiokafka does not re-authenticate): a held fetch must not outlive a short-lived token, or
+# every fetch is cut before it returns. aiokafka's default there.
+OAUTHBEARER_FETCH_WAIT_MS = 500
 
 
 class CommitError(KafkaError):
@@ -168,7 +172,10 @@ class AiokafkaConsumer:
         self._reset = reset
         self._watch = watch
         self._commit_timeout_s = commit_timeout_s
-        consumer_kwargs.setdefault("fetch_max_wait_ms", IDLE_FETCH_WAIT_MS)
+        oauth = consumer_kwargs.get("sasl_mechanism") == "OAUTHBEARER"
+        consumer_kwargs.setdefault(
+            "fetch_max_wait_ms", OAUTHBEARER_FETCH_WAIT_MS if oauth else IDLE_FETCH_WAIT_MS
+        )
         self.fetch_wait_ms = int(consumer_kwargs["fetch_max_wait_ms"])
         self._metadata_timeout_s = (
             metadata_timeout_s if metadata_timeout_s is not None else self.fetch_wait_ms / 1000 + 5

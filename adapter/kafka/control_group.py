@@ -204,9 +204,9 @@ class ControlGroup:
         except AIOKafkaError as exc:
             raise translate(exc, context=self._context) from exc
         finally:
-            if self._started:
-                with contextlib.suppress(AIOKafkaError, TimeoutError):
-                    await asyncio.wait_for(self._consumer.stop(), 10)
+            # Also when it never started: an unclosed aiokafka consumer warns when collected.
+            with contextlib.suppress(AIOKafkaError, TimeoutError):
+                await asyncio.wait_for(self._consumer.stop(), 10)
 
     async def partition_counts(self, topics: Sequence[str]) -> dict[str, int]:
         """Partition count of each topic that exists (one metadata request)."""
