@@ -57,9 +57,7 @@ async def test_without_shards_every_poller_runs_every_subscription_of_its_group(
     assert filter_.status() == {}  # no control group was joined
 
 
-async def test_nothing_runs_until_the_map_is_known_and_a_refusing_cluster_runs_everything_meanwhile() -> (
-    None
-):
+async def test_no_map_runs_nothing_and_a_refusing_cluster_runs_everything_meanwhile() -> None:
     filter_, changes = shard_filter(PollerSettings())
     try:
         assert not filter_.owns(sub())  # no map yet: a joining poller takes nothing
