@@ -29,12 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from adapter.config import PollerSettings
-from adapter.engine.shards import (
-    POLLERS_COUNT_OPTION,
-    ShardMap,
-    poller_count,
-    poller_group_of,
-)
+from adapter.engine.shards import ShardMap, poller_count, poller_group_of
 from adapter.errors import ConfigError, KafkaError
 from adapter.kafka.control_group import ControlGroup, control_group_id
 from adapter.model import Subscription
@@ -96,16 +91,14 @@ class ShardFilter:
         if self._settings.shards == 0:
             return True
         member = self._member(sub.cluster)
+        partitions = member.counts.get(sub.topic)
+        if partitions is None and sub.topic not in member.wanted:
+            member.wanted.add(sub.topic)
+            member.asked.set()
         if member.map is None:
             return False
-        if len(member.map.pollers) == 1:
-            return member.map.me in member.map.pollers  # alone: the count does not matter
-        partitions = member.counts.get(sub.topic)
-        if partitions is None and not options.get(POLLERS_COUNT_OPTION):
-            if sub.topic not in member.wanted:
-                member.wanted.add(sub.topic)
-                member.asked.set()
-            return False
+        # Until its partition count is known a subscription runs on the minimum of pollers:
+        # the pollers of a larger count extend that list, so learning it stops nothing.
         return member.map.owns(sub.id, poller_count(options, partitions))
 
     def status(self) -> dict[str, dict[str, Any]]:

@@ -129,3 +129,11 @@ def test_count_comes_from_the_option_or_the_partitions_and_is_at_least_two() -> 
 )
 def test_poller_group_of(options: dict[str, str], group: str) -> None:
     assert poller_group_of(options) == group
+
+
+def test_a_larger_count_only_adds_pollers() -> None:
+    # A subscription runs on the minimum until its partition count is known; learning a
+    # larger count must not stop it anywhere it already runs.
+    ring = ShardMap(tuple(balance(64, [f"p{i}" for i in range(8)])), me="p0")
+    for s in SUBS[:200]:
+        assert ring.pollers_for(s, 2) == ring.pollers_for(s, 6)[:2]
