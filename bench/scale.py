@@ -173,11 +173,13 @@ class ScaleScenario:
         await trickle.start()
         await asyncio.sleep(5)  # the trickle's steady state, before anything changes
         join_start = int(time.time() * 1000)
+        window = await self._window_start()
         for _ in range(2):
             await self._start_poller()
             await asyncio.sleep(JOIN_WINDOW_S)
         await trickle.stop()
         join_end = int(time.time() * 1000)
+        self.figures["join_window"] = await self._window_end(window)
         await asyncio.sleep(5)  # the last records' deliveries
         arrivals = await self._arrivals(http)
         join = delivery_gaps(arrivals, self._topics, join_start, join_end)
@@ -193,11 +195,13 @@ class ScaleScenario:
         await trickle.start()
         await asyncio.sleep(5)
         leave_start = int(time.time() * 1000)
+        window = await self._window_start()
         leaving = self._pollers[-1]
         await leaving.child.stop(timeout=60)
         await asyncio.sleep(JOIN_WINDOW_S)
         await trickle.stop()
         leave_end = int(time.time() * 1000)
+        self.figures["leave_window"] = await self._window_end(window)
         await asyncio.sleep(5)
         leave = delivery_gaps(await self._arrivals(http), self._topics, leave_start, leave_end)
         self.figures["leave_gaps"] = asdict(leave)
@@ -390,6 +394,33 @@ class ScaleScenario:
             "dynamodb_per_min": per_min,
             "dynamodb_per_poller_per_s": round(total_per_s / max(1, len(live)), 3),
         }
+
+    async def _window_start(self) -> tuple[float, float, dict[str, int]]:
+        meter = self.stack.meters().get("dynamodb (moto)")
+        cpu = meter.cpu_s() if meter else 0.0
+        return time.monotonic(), cpu, await self.stack.dynamo_counts()
+
+    async def _window_end(self, start: tuple[float, float, dict[str, int]]) -> dict[str, Any]:
+        """What DynamoDB (moto) did during a join or leave window: its CPU and requests. A
+        takeover reads each partition's ledger fence through an index, which moto answers by
+        scanning the whole table."""
+        began, cpu, counts = start
+        meter = self.stack.meters().get("dynamodb (moto)")
+        now = await self.stack.dynamo_counts()
+        seconds = time.monotonic() - began
+        figures = {
+            "seconds": round(seconds, 1),
+            "dynamodb_server_cpu_share": round(
+                ((meter.cpu_s() if meter else 0.0) - cpu) / seconds, 3
+            ),
+            "dynamodb_requests": {
+                op: now.get(op, 0) - counts.get(op, 0)
+                for op in sorted(now)
+                if now.get(op, 0) - counts.get(op, 0)
+            },
+        }
+        self.say(f"  (g) window: {figures}")
+        return figures
 
     async def _profile(self, poller: _Poller, seconds: int = 20) -> dict[str, object]:
         """Where an idle poller's CPU goes (py-spy, only the thread holding the GIL)."""
