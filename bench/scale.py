@@ -15,18 +15,16 @@ S one-partition topics, one subscription each (``--scale-subscriptions``, 200). 
 from __future__ import annotations
 
 import asyncio
-import itertools
 import re
 import sys
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-import psutil
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import NewTopic
 
@@ -38,66 +36,23 @@ from adapter.store.tables import TableNames
 from bench.procs import Child, Meter
 from bench.profile import parse_collapsed, summary
 from bench.report import ScenarioResult, TargetCheck
+from bench.scale_measures import (
+    GAP_TARGET_S,
+    TRICKLE_S,
+    Trickle,
+    broker_connections,
+    delivery_gaps,
+)
 from bench.stack import Stack
 from bench.trials import _free_port, _poller_config
 
-__all__ = ["ScaleScenario", "delivery_gaps"]
+__all__ = ["ScaleScenario"]
 
-TRICKLE_S = 1.0
 JOIN_WINDOW_S = 30.0
 NEW_SUBSCRIPTIONS = 6
 CPU_TARGET = 2.0  # CPU-s/min per poller, idle, S = 200 over 3 pollers
-GAP_TARGET_S = 5.0
 NEW_SUBSCRIPTION_TARGET_S = 1.0
 DYNAMO_TARGET_PER_S = 1.0
-
-
-@dataclass(frozen=True, slots=True)
-class Gaps:
-    """Per topic, over a window: longest time between deliveries, longest latency."""
-
-    worst_gap_s: float
-    worst_gap_topic: str | None
-    worst_latency_s: float
-    topics_over_target: int
-    topics: int
-
-
-def delivery_gaps(
-    arrivals: Mapping[str, Sequence[Sequence[int]]],
-    topics: Sequence[str],
-    start_ms: int,
-    end_ms: int,
-    target_s: float = GAP_TARGET_S,
-) -> Gaps:
-    """Gaps of each topic's deliveries of records produced in ``[start_ms, end_ms]``.
-
-    A topic's gap counts from the window's start to its first delivery, between deliveries,
-    and from its last delivery to the window's end: a topic that stops being delivered shows
-    as one long gap. Pure."""
-    worst_gap, worst_topic, worst_latency, over = 0.0, None, 0.0, 0
-    for topic in topics:
-        seen = sorted(
-            (arrived, produced)
-            for produced, arrived in arrivals.get(topic, ())
-            if start_ms <= produced <= end_ms
-        )
-        times = [start_ms, *(a for a, _ in seen), end_ms]
-        gap = max((b - a for a, b in itertools.pairwise(times)), default=0) / 1000
-        latency = max(((a - p) for a, p in seen), default=0) / 1000
-        if gap > worst_gap:
-            worst_gap, worst_topic = gap, topic
-        worst_latency = max(worst_latency, latency)
-        over += gap > target_s
-    return Gaps(round(worst_gap, 3), worst_topic, round(worst_latency, 3), over, len(topics))
-
-
-def broker_connections(pid: int, broker_port: int) -> int:
-    try:
-        sockets = psutil.Process(pid).net_connections(kind="tcp")
-    except psutil.Error:
-        return 0
-    return sum(1 for s in sockets if s.raddr and s.raddr.port == broker_port)
 
 
 @dataclass
@@ -169,7 +124,7 @@ class ScaleScenario:
         self.figures["idle_1"] = await self._idle()
 
         # Pollers join under a trickle on every topic.
-        trickle = _Trickle(self.stack.bootstrap, self._topics)
+        trickle = Trickle(self.stack.bootstrap, self._topics)
         await trickle.start()
         await asyncio.sleep(5)  # the trickle's steady state, before anything changes
         join_start = int(time.time() * 1000)
@@ -191,7 +146,7 @@ class ScaleScenario:
         self.figures["new_subscription"] = await self._new_subscriptions(http)
 
         # One poller leaves (SIGTERM) under the trickle.
-        trickle = _Trickle(self.stack.bootstrap, self._topics)
+        trickle = Trickle(self.stack.bootstrap, self._topics)
         await trickle.start()
         await asyncio.sleep(5)
         leave_start = int(time.time() * 1000)
@@ -477,33 +432,3 @@ class ScaleScenario:
             "worst_s": max(s["seconds"] for s in samples),
             "worst_elsewhere_s": max(elsewhere) if elsewhere else None,
         }
-
-
-class _Trickle:
-    """One record to every topic every :data:`TRICKLE_S`, until stopped."""
-
-    def __init__(self, bootstrap: str, topics: Sequence[str]) -> None:
-        self._bootstrap = bootstrap
-        self._topics = list(topics)
-        self._task: asyncio.Task[None] | None = None
-        self._producer: AIOKafkaProducer | None = None
-
-    async def start(self) -> None:
-        self._producer = AIOKafkaProducer(bootstrap_servers=self._bootstrap, linger_ms=5)
-        await self._producer.start()
-        self._task = asyncio.create_task(self._run())
-
-    async def _run(self) -> None:
-        assert self._producer is not None
-        while True:
-            t0 = time.monotonic()
-            sent = [await self._producer.send(t, value=b'{"trickle":true}') for t in self._topics]
-            await asyncio.gather(*sent)
-            await asyncio.sleep(max(0.0, TRICKLE_S - (time.monotonic() - t0)))
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-        if self._producer is not None:
-            await self._producer.stop()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bench.scale import delivery_gaps
+from bench.scale_measures import delivery_gaps
 
 
 def test_a_steady_topic_has_gaps_of_its_trickle_interval() -> None:
