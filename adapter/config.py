@@ -39,6 +39,7 @@ __all__ = [
     "LambdaSettings",
     "LimitSettings",
     "MetricsSettings",
+    "PollerSettings",
     "SecretsSettings",
     "SecuritySettings",
     "Settings",
@@ -150,6 +151,23 @@ class LimitSettings(_Section):
     subscription_refresh_ms: int = Field(default=1_000, ge=100, alias="subscription-refresh-ms")
 
 
+class PollerSettings(_Section):
+    """How pollers share subscriptions (docs/operations.md#capacity)."""
+
+    # Pollers and subscriptions of one group share work; other groups are isolated.
+    group: str = Field(default="default", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    # Partitions of the control topic; 0 = no shard map: every poller runs every subscription.
+    shards: int = Field(default=64, ge=0, le=4096)
+    # Stable identity across restarts (e.g. a StatefulSet pod name): static membership of
+    # the control group, so a restart within the session timeout moves no shard.
+    instance_id: str | None = Field(
+        default=None, alias="instance-id", pattern=r"^[A-Za-z0-9_.:-]{1,128}$"
+    )
+    # Subscriptions starting at once (store look-ups, consumer start-up): a poller taking
+    # over many does not flood its event loop.
+    start_concurrency: int = Field(default=16, ge=1, le=10_000, alias="start-concurrency")
+
+
 class LedgerSettings(_Section):
     """How results are recorded. ``successes = "pages"`` (the default) records first-attempt
     successes many to a DynamoDB item, with no per-invocation row for them; ``"rows"`` gives
@@ -220,6 +238,7 @@ class Settings(_Section):
     admin: AdminSettings = AdminSettings()
     limits: LimitSettings = LimitSettings()
     ledger: LedgerSettings = LedgerSettings()
+    poller: PollerSettings = PollerSettings()
     metrics: MetricsSettings = MetricsSettings()
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         default="INFO", alias="log-level"
@@ -294,6 +313,9 @@ _ENV_OVERRIDES: dict[str, tuple[str, str]] = {
     "KAFKA_INGRESS_SECRETS_ALLOW_PLAINTEXT": ("secrets", "allow-plaintext"),
     "KAFKA_INGRESS_SECRETS_ENDPOINT_URL": ("secrets", "endpoint-url"),
     "KAFKA_INGRESS_SECRETS_REGION": ("secrets", "region"),
+    "KAFKA_INGRESS_POLLER_GROUP": ("poller", "group"),
+    "KAFKA_INGRESS_POLLER_INSTANCE_ID": ("poller", "instance-id"),
+    "KAFKA_INGRESS_POLLER_SHARDS": ("poller", "shards"),
 }
 
 

@@ -18,6 +18,7 @@ from adapter.api.emf import EmfEmitter
 from adapter.api.server import AdminServer, admin_state
 from adapter.config import Settings
 from adapter.engine.ledger import LedgerWriter
+from adapter.engine.shard_filter import ShardFilter
 from adapter.engine.supervisor import Supervisor
 from adapter.invokers.aws_lambda import LambdaClient, LambdaInvoker
 from adapter.invokers.base import Invoker
@@ -89,6 +90,17 @@ class Poller:
             self._invoker_for,
             clusters=self.catalog.snapshot,
             refresh_clusters=self.catalog.refresh,
+        )
+        # Pollers of a group share its subscriptions through a shard map per Kafka cluster.
+        supervisor = self.supervisor
+        self.supervisor.shards = ShardFilter(
+            self.settings.poller,
+            client_kwargs=supervisor.cluster_client_kwargs,
+            cluster_options=lambda name: (
+                cluster.options if (cluster := self.catalog.snapshot().get(name)) else {}
+            ),
+            on_change=supervisor.wake,
+            table_prefix=self.settings.dynamodb.table_prefix,
         )
 
     def _invoker_for(self, target: Target, options: IngressOptions) -> Invoker:

@@ -9,10 +9,11 @@ from pathlib import Path
 
 __all__ = ["ALL_SCENARIOS", "DEFAULT_SCENARIOS", "EXPERIMENT_NAMES", "Options", "parse_args"]
 
-ALL_SCENARIOS = ("a", "b", "c", "d", "e", "f", "http", "ledger")
+ALL_SCENARIOS = ("a", "b", "c", "d", "e", "f", "g", "http", "ledger")
 # Kept here, not imported from bench.experiments, so that parsing options imports nothing heavy.
 EXPERIMENT_NAMES = ("fast-ledger", "boto-lean", "no-ledger-io", "tracing", "no-histograms")
 DEFAULT_SCENARIOS = ALL_SCENARIOS
+# (g) takes minutes whatever the size: run it on its own (--scenarios g).
 QUICK_SCENARIOS = ("a", "b", "c", "d", "e", "http", "ledger")
 _ROOT = Path(__file__).resolve().parents[1]
 
@@ -36,6 +37,8 @@ class Options:
     backlog_seconds: float
     http_requests: int
     ledger_rows: int
+    scale_subscriptions: int
+    scale_idle_seconds: float
     loop: str
     ledger: tuple[str, ...]
     experiments: tuple[str, ...]
@@ -62,7 +65,8 @@ def _parser() -> argparse.ArgumentParser:
             "Benchmark the Kafka Ingress poller against a minimal aiokafka -> HTTP loop. "
             "Scenarios: (a) service sink, (b) virtual-object exclusive, (c) one partition with "
             "a 20 ms handler, (d) Lambda batch mode, (e) steady 1,000 records/s for latency, "
-            "(f) a large backlog for peak RSS, http: aiohttp vs httpx vs pyreqwest on the "
+            "(f) a large backlog for peak RSS, (g) many idle subscriptions on 1 and 3 pollers, "
+            "http: aiohttp vs httpx vs pyreqwest on the "
             "invoker's path, ledger: the ledger write path alone."
         ),
     )
@@ -87,6 +91,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--backlog-seconds", type=float, help="how long (f) consumes (30)")
     p.add_argument("--http-requests", type=int, help="requests per client in http")
     p.add_argument("--ledger-rows", type=int, help="rows per variant in ledger (20,000)")
+    p.add_argument("--scale-subscriptions", type=int, help="subscriptions in (g) (200; quick 20)")
+    p.add_argument("--scale-idle-seconds", type=float, help="idle windows of (g) (60; quick 15)")
     p.add_argument(
         "--loop",
         choices=("asyncio", "uvloop"),
@@ -145,6 +151,8 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         backlog_seconds=a.backlog_seconds or (10.0 if quick else 30.0),
         http_requests=a.http_requests or (2_000 if quick else 30_000),
         ledger_rows=a.ledger_rows or (2_000 if quick else 20_000),
+        scale_subscriptions=a.scale_subscriptions or (20 if quick else 200),
+        scale_idle_seconds=a.scale_idle_seconds or (15.0 if quick else 60.0),
         loop=a.loop,
         ledger=("pages", "rows") if a.ledger == "both" else ("pages",),
         experiments=tuple(dict.fromkeys(a.experiment)),

@@ -26,6 +26,7 @@ from rich.console import Console
 from bench.cli import Options
 from bench.procs import Child, Meter
 from bench.report import RunMetrics, ScenarioResult, TargetCheck
+from bench.scale import ScaleScenario
 from bench.stack import HandlerClient, Stack
 from bench.trials import Consumer, Run, Sink, TrialSettings, start_ours, start_reference
 from bench.workload import Workload, make_records
@@ -139,6 +140,7 @@ class Suite:
                 "d": self.scenario_d,
                 "e": self.scenario_e,
                 "f": self.scenario_f,
+                "g": self.scenario_g,
                 "http": self.scenario_http,
                 "ledger": self.scenario_ledger,
             }
@@ -586,6 +588,17 @@ class Suite:
         ]
         return result
 
+    async def scenario_g(self) -> ScenarioResult:
+        o = self.options
+        scenario = ScaleScenario(
+            self.stack,
+            self.stack.work_dir,
+            self.say,
+            subscriptions=o.scale_subscriptions,
+            idle_s=o.scale_idle_seconds,
+        )
+        return await scenario.run()
+
     async def _tool(self, module: str, label: str, argv: list[str]) -> dict[str, Any]:
         """Run one of the bench's measuring tools in a child process; its ``RESULT`` line."""
         child = Child(
@@ -686,6 +699,7 @@ _NAMES = {
     "d": "batch",
     "e": "steady 1k/s",
     "f": "backlog RSS",
+    "g": "scale",
     "http": "HTTP clients",
     "ledger": "ledger path",
 }

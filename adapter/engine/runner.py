@@ -56,6 +56,12 @@ TP = tuple[str, int]
 
 _COMPLETED = frozenset(s.value for s in TERMINAL_STATUSES)
 
+# How long one fetch call may wait for records. A fetch returns as soon as records arrive
+# and stop() interrupts it, so this only sets how often an idle runner wakes up
+# (docs/operations.md#capacity); a runner still looking for its topic wakes every
+# ``topic_poll_s``.
+_IDLE_WAIT_MS = 5_000
+
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
@@ -129,6 +135,10 @@ class SubscriptionRunner(RebalanceListener):
             on_error=self._set_error,
         )
         self._stopping = asyncio.Event()
+        # A record finished since the last commit: only then is there anything to commit.
+        self._finished = asyncio.Event()
+        # The group has assigned this member (perhaps nothing): it knows the topic.
+        self._assigned_once = False
         self._consumed = 0
         self._skipped = 0
         self._filtered = 0
@@ -244,9 +254,7 @@ class SubscriptionRunner(RebalanceListener):
                 self.last_error = str(fatal)
                 raise fatal
             self.state = RunnerState.RUNNING
-            committer = asyncio.create_task(
-                self._assignments.commit_loop(self.settings.commit_interval_s)
-            )
+            committer = asyncio.create_task(self._commit_loop())
             try:
                 await self._fetch_loop(consumer, watch)
             finally:
@@ -331,13 +339,32 @@ class SubscriptionRunner(RebalanceListener):
 
     # -- fetching ---------------------------------------------------------------------------
 
+    async def _commit_loop(self) -> None:
+        """Commit at most every commit interval, and only after a record finished: an idle
+        subscription does not wake up for commits."""
+        while True:
+            await self._finished.wait()
+            await asyncio.sleep(self.settings.commit_interval_s)
+            self._finished.clear()
+            await self._assignments.commit()
+
     async def _fetch_loop(self, consumer: Consumer, watch: ConnectionWatch) -> None:
         stop_wait = asyncio.create_task(self._stopping.wait())
         last_check = time.monotonic()
+        settings = self.settings
         try:
             while not self._stopping.is_set():
+                # No partitions while the topic is missing, or before the group has seen
+                # it (no assignment yet): look often. Otherwise only re-creation is left to
+                # catch: look rarely (one metadata request). A member with no partition of
+                # an existing topic (more pollers than partitions) stays quiet.
+                looking = not self._assignments.states and (
+                    not self._assigned_once or not self._topic.exists
+                )
+                interval = settings.topic_poll_s if looking else settings.topic_check_s
+                wait_ms = min(_IDLE_WAIT_MS, int(interval * 1000))
                 fetch = asyncio.create_task(
-                    consumer.getmany(timeout_ms=500, max_records=self.settings.fetch_max_records)
+                    consumer.getmany(timeout_ms=wait_ms, max_records=settings.fetch_max_records)
                 )
                 await asyncio.wait({fetch, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
                 if not fetch.done():
@@ -357,11 +384,6 @@ class SubscriptionRunner(RebalanceListener):
                     state = self._assignments.states.get(tp)
                     if state is not None and state.admits:
                         await self._accept(state, records)
-                # Without partitions the topic may be missing or new: look often. With them,
-                # only re-creation is left to catch, so look rarely (one metadata request).
-                settings = self.settings
-                consuming = bool(self._assignments.states)
-                interval = settings.topic_check_s if consuming else settings.topic_poll_s
                 if time.monotonic() - last_check >= interval:
                     last_check = time.monotonic()
                     await self._check_topic(consumer)
@@ -472,6 +494,7 @@ class SubscriptionRunner(RebalanceListener):
 
     def _finish(self, state: PartitionState, offset: int) -> None:
         resume = state.finished(offset)
+        self._finished.set()
         if resume is not None and self._consumer is not None:
             self._consumer.resume(resume.tp)
 
@@ -501,6 +524,7 @@ class SubscriptionRunner(RebalanceListener):
     # -- rebalancing ------------------------------------------------------------------------
 
     async def on_assigned(self, tps: set[TP]) -> None:
+        self._assigned_once = True
         await self._assignments.assigned(tps)
 
     async def on_revoked(self, tps: set[TP]) -> None:

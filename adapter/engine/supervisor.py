@@ -30,6 +30,7 @@ from adapter.engine.ledger import LedgerWriter
 from adapter.engine.retry import RetryPolicy
 from adapter.engine.runner import SubscriptionRunner
 from adapter.engine.settings import RunnerSettings, RunnerState
+from adapter.engine.shard_filter import ShardFilter
 from adapter.errors import ConfigError, IngressError, KafkaAuthError, StoreError
 from adapter.failure_destination import DestinationKind
 from adapter.invokers.base import Invoker
@@ -153,6 +154,10 @@ class Supervisor:
         # Records on the clusters' signal topics wake the loop right after an admin write.
         self.change_listeners = ChangeListeners(self._clusters, self.secret_refs, self.wake)
         self.last_refresh_error: str | None = None
+        # Which subscriptions run here (the shard map); None: all of them.
+        self.shards: ShardFilter | None = None
+        # Runners starting at once (store look-ups, consumer start): see _supervise.
+        self._start_gate = asyncio.Semaphore(settings.poller.start_concurrency)
 
     # -- public -----------------------------------------------------------------------------
 
@@ -219,7 +224,7 @@ class Supervisor:
             return
         self.last_refresh_error = None
         await self.change_listeners.follow({s.cluster for s in subs})
-        desired = {s.id: s for s in subs if not s.paused}
+        desired = {s.id: s for s in subs if not s.paused and self._runs_here(s)}
         for sub_id in list(self._slots):
             slot = self._slots[sub_id]
             want = desired.get(sub_id)
@@ -229,8 +234,14 @@ class Supervisor:
             if sub_id not in self._slots:
                 self._start_slot(sub)
 
+    def _runs_here(self, sub: Subscription) -> bool:
+        return self.shards is None or self.shards.owns(sub)
+
     async def shutdown(self) -> None:
         await self.change_listeners.aclose()
+        # Leave the shard map first: other pollers take over while this one drains.
+        if self.shards is not None:
+            await self.shards.aclose()
         await asyncio.gather(*(self._stop_slot(s) for s in list(self._slots)))
         for producer in self._dead_letters.values():
             with contextlib.suppress(Exception):
@@ -274,7 +285,8 @@ class Supervisor:
         delay = 1.0
         while not slot.stop.is_set():
             try:
-                runner = await self._build_runner(slot.subscription, slot.retention_losses)
+                async with self._start_gate:
+                    runner = await self._build_runner(slot.subscription, slot.retention_losses)
                 slot.runner = runner
                 slot.state = RunnerState.RUNNING.value
                 if slot.stop.is_set():
@@ -463,7 +475,37 @@ class Supervisor:
         kwargs["request_timeout_ms"] = max(
             int(kwargs.get("request_timeout_ms", 40_000)), rebalance_ms + 5_000
         )
-        return AiokafkaConsumer(watch=watch, **kwargs, **security_kwargs)
+        return AiokafkaConsumer(
+            watch=watch, start_gate=self._start_gate, **kwargs, **security_kwargs
+        )
+
+    async def cluster_client_kwargs(self, cluster_name: str) -> dict[str, Any]:
+        """aiokafka's connection arguments for a cluster's own options (brokers, security):
+        the shard map's control group uses them."""
+        cluster = self._clusters().get(cluster_name)
+        if cluster is None:
+            raise ConfigError(f"unknown Kafka cluster {cluster_name!r}")
+        options = resolve_options(
+            subscription_id="kafka-ingress-poller",
+            bootstrap_servers=cluster.bootstrap_servers,
+            cluster_options=await self.secret_refs.resolve_options(cluster.options),
+            subscription_options={},
+        )
+        security = options.security
+        problem = certificate_problem(security)
+        if problem is not None:
+            raise KafkaAuthError(f"shard map of Kafka cluster {cluster_name!r}: {problem}")
+        provider = None
+        if security.uses_sasl and security.sasl_mechanism == "OAUTHBEARER":
+            key = provider_key(cluster_name, security)
+            self._token_users[f"shard map {cluster_name}"] = key
+            provider = self._token_providers.get(key)
+            if provider is None:
+                provider = self._token_providers[key] = provider_for(security)
+        return {
+            "bootstrap_servers": options.bootstrap_servers,
+            **consumer_security_kwargs(security, provider, ssl_context=build_ssl_context(security)),
+        }
 
     def _dead_letter_producer(
         self, cluster: str, options: ClientOptions, security_kwargs: dict[str, Any]

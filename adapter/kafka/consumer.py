@@ -58,6 +58,18 @@ log = logging.getLogger(__name__)
 
 TP = tuple[str, int]
 
+# How long the broker may hold an idle fetch (``fetch.wait.max.ms`` when the subscription
+# does not set it). A Kafka fetch returns as soon as a record arrives, so a long wait costs
+# no latency; it makes an idle consumer's fetch round trips (and the wake-ups they cause)
+# rarer. aiokafka's 500 ms made fetching most of an idle poller's CPU (docs/operations.md
+# #capacity). Requests queued behind a held fetch on the same connection (metadata,
+# offsets) wait for it, so metadata timeouts are longer than this.
+IDLE_FETCH_WAIT_MS = 5_000
+# OAUTHBEARER sessions end when their token expires (the broker closes the connection;
+# aiokafka does not re-authenticate): a held fetch must not outlive a short-lived token, or
+# every fetch is cut before it returns. aiokafka's default there.
+OAUTHBEARER_FETCH_WAIT_MS = 500
+
 
 class CommitError(KafkaError):
     """A commit was refused or timed out; the offsets stay uncommitted (redelivery only)."""
@@ -150,7 +162,8 @@ class AiokafkaConsumer:
         *,
         watch: ConnectionWatch,
         commit_timeout_s: float = 10.0,
-        metadata_timeout_s: float = 5.0,
+        metadata_timeout_s: float | None = None,
+        start_gate: asyncio.Semaphore | None = None,
         **consumer_kwargs: Any,
     ) -> None:
         reset = str(consumer_kwargs.pop("auto_offset_reset", "latest"))
@@ -159,7 +172,16 @@ class AiokafkaConsumer:
         self._reset = reset
         self._watch = watch
         self._commit_timeout_s = commit_timeout_s
-        self._metadata_timeout_s = metadata_timeout_s
+        oauth = consumer_kwargs.get("sasl_mechanism") == "OAUTHBEARER"
+        consumer_kwargs.setdefault(
+            "fetch_max_wait_ms", OAUTHBEARER_FETCH_WAIT_MS if oauth else IDLE_FETCH_WAIT_MS
+        )
+        self.fetch_wait_ms = int(consumer_kwargs["fetch_max_wait_ms"])
+        self._metadata_timeout_s = (
+            metadata_timeout_s if metadata_timeout_s is not None else self.fetch_wait_ms / 1000 + 5
+        )
+        # Shared by a poller's consumers: how many start (connect, bootstrap) at once.
+        self._start_gate = start_gate
         # "none": out-of-range positions and missing commits come to us instead of being
         # reset silently (see the module docstring).
         self._consumer = AIOKafkaConsumer(auto_offset_reset="none", **consumer_kwargs)
@@ -170,7 +192,11 @@ class AiokafkaConsumer:
 
     async def start(self) -> None:
         try:
-            await self._consumer.start()
+            if self._start_gate is not None:
+                async with self._start_gate:
+                    await self._consumer.start()
+            else:
+                await self._consumer.start()
         except AIOKafkaError as exc:
             raise self._error(exc) from exc
         coordinator = self._consumer._coordinator

@@ -284,6 +284,16 @@ def _assignors(raw: str) -> tuple[Any, ...]:
 _TOPIC_RE = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 
 
+_POLLER_GROUP_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+
+def _poller_group(raw: str) -> str:
+    text = raw.strip()
+    if not _POLLER_GROUP_RE.match(text):
+        raise _Invalid("1 to 64 letters, digits, '.', '_' or '-'")
+    return text
+
+
 def _topic(raw: str) -> str:
     text = raw.strip()
     if not _TOPIC_RE.match(text) or text in (".", ".."):
@@ -1009,6 +1019,22 @@ _SPECS: tuple[OptionSpec, ...] = (
         default="none (every record)",
     ),
     _ingress(
+        "pollers.count",
+        "pollers_count",
+        _int(1, 1024),
+        "On how many pollers of its poller group the subscription runs (docs/operations.md"
+        "#capacity).",
+        default="the topic's partition count, at least 2",
+    ),
+    _ingress(
+        "poller.group",
+        "poller_group",
+        _poller_group,
+        "The poller group that runs the subscription (like Lambda's PollerGroupName); a "
+        "cluster option sets it for the cluster's subscriptions.",
+        default="default",
+    ),
+    _ingress(
         "msk.cluster.arn",
         "msk_cluster_arn",
         _msk_cluster_arn,
@@ -1192,6 +1218,9 @@ class IngressOptions:
     maximum_record_age_ms: int | None = None
     report_batch_item_failures: bool = False
     destination_on_failure: Destination | None = None
+
+    pollers_count: int | None = None
+    poller_group: str | None = None
 
     def partition_batches(self, *, is_lambda: bool) -> bool:
         """Do this subscription's records go in ESM partition batches (``batch.mode``)?"""

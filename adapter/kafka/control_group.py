@@ -1,0 +1,265 @@
+"""The shard map's coordination: a control consumer group whose partition assignment *is* it.
+
+Every poller of a poller group joins the consumer group ``<table prefix>pollers.<group>``
+(``kafka-ingress-pollers.default`` by default) on
+the control topic (``__kafka_ingress_shards``, one partition per shard, created by the first
+poller that finds it missing). Kafka's group membership — heartbeats, session timeouts,
+rebalances, static membership — decides who is alive; the group leader's assignor only
+splits the shards among the members that Kafka says are there. No consensus of our own.
+
+The assignor is sticky: its leader starts from the previous map (every member receives the
+whole map with its assignment, so whoever leads next knows it) and moves only the shards a
+new balance needs — adding a poller to ``n`` moves about ``1/(n+1)`` of the shards, removing
+one moves only its shards. The member metadata carries just the poller's name, unchanged
+across restarts, so a static member (``group.instance.id``) that comes back within the
+session timeout rejoins without a rebalance and keeps its shards.
+
+Nothing is ever produced to or consumed from the control topic: its partitions only name
+the shards. The member pauses every partition it is assigned, so it never fetches: it costs
+heartbeats only, and its connection stays free for the metadata requests that size the
+subscriptions (a held fetch would delay them by its whole wait).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.coordinator.assignors.abstract import AbstractPartitionAssignor
+from aiokafka.coordinator.protocol import (
+    ConsumerProtocolMemberAssignment,
+    ConsumerProtocolMemberMetadata,
+)
+from aiokafka.errors import KafkaError as AIOKafkaError
+from aiokafka.errors import TopicAlreadyExistsError
+
+from adapter.errors import KafkaError
+from adapter.kafka.errors import translate
+from adapter.kafka.topics import describe_topics
+
+__all__ = ["CONTROL_TOPIC", "ControlGroup", "balance", "control_group_id"]
+
+log = logging.getLogger(__name__)
+
+CONTROL_TOPIC = "__kafka_ingress_shards"
+ASSIGNOR_NAME = "kafka-ingress-shards"
+# Fetches only between an assignment and its pause: keep any such fetch short.
+_FETCH_WAIT_MS = 100
+_POLL_TIMEOUT_MS = 30_000
+
+
+def control_group_id(table_prefix: str, poller_group: str) -> str:
+    """The control group of one deployment's poller group. The table prefix names the
+    deployment: two deployments sharing a Kafka cluster must not share a shard map."""
+    return f"{table_prefix}pollers.{poller_group}"
+
+
+def balance(shards: int, pollers: Iterable[str], previous: Sequence[str] = ()) -> list[str]:
+    """Owners of ``shards`` shards among ``pollers``: as even as possible (counts differ by at
+    most one), keeping every shard of ``previous`` (owner per shard) whose owner is still
+    there and under its quota. Deterministic: every leader computes the same map."""
+    members = sorted(set(pollers))
+    if shards <= 0 or not members:
+        return []
+    held = Counter(owner for owner in previous[:shards] if owner in members)
+    base, extra = divmod(shards, len(members))
+    # The pollers holding most get the extra shards: fewer moves.
+    order = sorted(members, key=lambda p: (-held[p], p))
+    quota = {p: base + (1 if i < extra else 0) for i, p in enumerate(order)}
+    owners: list[str | None] = [None] * shards
+    taken: Counter[str] = Counter()
+    for shard, owner in enumerate(previous[:shards]):
+        if owner in quota and taken[owner] < quota[owner]:
+            owners[shard] = owner
+            taken[owner] += 1
+    hungry = [p for p in order if taken[p] < quota[p]]
+    turn = 0
+    for shard in range(shards):
+        if owners[shard] is not None:
+            continue
+        # Round robin over the pollers still under quota spreads a newcomer's shards
+        # over the ring instead of handing it one contiguous block.
+        while taken[hungry[turn % len(hungry)]] >= quota[hungry[turn % len(hungry)]]:
+            turn += 1
+        owner = hungry[turn % len(hungry)]
+        owners[shard] = owner
+        taken[owner] += 1
+        turn += 1
+    return [o for o in owners if o is not None]
+
+
+def _encode(value: Mapping[str, Any]) -> bytes:
+    return json.dumps(value, separators=(",", ":")).encode()
+
+
+def _decode(raw: bytes | None) -> dict[str, Any]:
+    try:
+        value = json.loads(raw or b"{}")
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _assignor(poller: str, on_map: Callable[[list[str]], None]) -> type[AbstractPartitionAssignor]:
+    """An assignor class of this member's own: aiokafka calls assignors through the class,
+    so state (the last map) lives on a class made for this consumer."""
+
+    class ShardAssignor(AbstractPartitionAssignor):  # type: ignore[misc]
+        name = ASSIGNOR_NAME
+        version = 0
+        last_map: list[str] = []  # one class per consumer, see above
+
+        @classmethod
+        def metadata(cls, topics: Iterable[str]) -> ConsumerProtocolMemberMetadata:
+            return ConsumerProtocolMemberMetadata(
+                cls.version, sorted(topics), _encode({"poller": poller})
+            )
+
+        @classmethod
+        def assign(
+            cls, cluster: Any, members: Mapping[str, ConsumerProtocolMemberMetadata]
+        ) -> dict[str, ConsumerProtocolMemberAssignment]:
+            names = {
+                m: str(_decode(meta.user_data).get("poller") or m) for m, meta in members.items()
+            }
+            partitions = sorted(cluster.partitions_for_topic(CONTROL_TOPIC) or ())
+            owners = balance(len(partitions), names.values(), cls.last_map)
+            shared = _encode({"owners": owners})
+            out = {}
+            for member_id, name in names.items():
+                mine = [p for p, owner in zip(partitions, owners, strict=True) if owner == name]
+                out[member_id] = ConsumerProtocolMemberAssignment(
+                    cls.version, [(CONTROL_TOPIC, mine)], shared
+                )
+            return out
+
+        @classmethod
+        def on_assignment(cls, assignment: ConsumerProtocolMemberAssignment) -> None:
+            owners = _decode(assignment.user_data).get("owners")
+            if isinstance(owners, list) and all(isinstance(o, str) for o in owners):
+                cls.last_map = list(owners)
+                on_map(cls.last_map)
+
+    return ShardAssignor
+
+
+class ControlGroup:
+    """One poller's member of the control group of one Kafka cluster.
+
+    ``on_map`` receives the whole map (owner name per shard) after every rebalance.
+    ``client_kwargs`` are aiokafka's connection arguments for the cluster (brokers, security).
+    """
+
+    def __init__(
+        self,
+        *,
+        cluster: str,
+        group_id: str,
+        poller: str,
+        shards: int,
+        client_kwargs: Mapping[str, Any],
+        on_map: Callable[[list[str]], None],
+        instance_id: str | None = None,
+        session_timeout_ms: int = 10_000,
+    ) -> None:
+        self.cluster = cluster
+        self.poller = poller
+        self._shards = shards
+        self._client_kwargs = dict(client_kwargs)
+        self._context = f"shard map of Kafka cluster {cluster!r}"
+        self._consumer = AIOKafkaConsumer(
+            group_id=group_id,
+            group_instance_id=instance_id,
+            client_id=f"kafka-ingress-poller-{poller}",
+            enable_auto_commit=False,
+            partition_assignment_strategy=(_assignor(poller, on_map),),
+            fetch_max_wait_ms=_FETCH_WAIT_MS,
+            session_timeout_ms=session_timeout_ms,
+            # Nothing to process: never leave the group for not polling often enough.
+            max_poll_interval_ms=_POLL_TIMEOUT_MS * 4,
+            request_timeout_ms=40_000,
+            **self._client_kwargs,
+        )
+        self._started = False
+        self.ready = asyncio.Event()
+        """Set once the member's client is up (:meth:`partition_counts` can answer)."""
+
+    async def run(self) -> None:
+        """Create the control topic if missing, join, and stay a member until cancelled."""
+        try:
+            await self._ensure_topic()
+            await self._consumer.start()
+            self._started = True
+            self.ready.set()
+            self._consumer.subscribe([CONTROL_TOPIC], listener=_PauseAssigned(self._consumer))
+            while True:
+                await self._consumer.getmany(timeout_ms=_POLL_TIMEOUT_MS)
+        except AIOKafkaError as exc:
+            raise translate(exc, context=self._context) from exc
+        finally:
+            # Also when it never started: an unclosed aiokafka consumer warns when collected.
+            with contextlib.suppress(AIOKafkaError, TimeoutError):
+                await asyncio.wait_for(self._consumer.stop(), 10)
+
+    async def partition_counts(self, topics: Sequence[str]) -> dict[str, int]:
+        """Partition count of each topic that exists (one metadata request)."""
+        if not self._started:
+            return {}
+        found = await describe_topics(self._consumer._client, topics)
+        return {name: info.partitions for name, info in found.items() if info is not None}
+
+    async def _ensure_topic(self) -> None:
+        admin = AIOKafkaAdminClient(**self._client_kwargs)
+        try:
+            await admin.start()
+            if CONTROL_TOPIC in await admin.list_topics():
+                return
+            brokers = len(admin._client.cluster.brokers())
+            topic = NewTopic(CONTROL_TOPIC, self._shards, max(1, min(3, brokers)))
+            with contextlib.suppress(TopicAlreadyExistsError):  # another poller was first
+                response = await admin.create_topics([topic])
+                _raise_topic_errors(response)
+                log.info("created control topic %s with %d shards", CONTROL_TOPIC, self._shards)
+            # Join only once the brokers serve it: a leader that does not see the topic's
+            # partitions yet would hand out an empty map.
+            for _ in range(100):
+                described = await admin.describe_topics([CONTROL_TOPIC])
+                partitions = described[0].get("partitions") if described else None
+                if partitions and all(p.get("leader", -1) >= 0 for p in partitions):
+                    return
+                await asyncio.sleep(0.1)
+        finally:
+            with contextlib.suppress(AIOKafkaError):
+                await admin.close()
+
+
+class _PauseAssigned(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Pause whatever the control group assigns: the shards are never read."""
+
+    def __init__(self, consumer: AIOKafkaConsumer) -> None:
+        self._consumer = consumer
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        return None
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        self._consumer.pause(*assigned)
+
+
+def _raise_topic_errors(response: Any) -> None:
+    for entry in getattr(response, "topic_errors", ()):
+        code = entry[1]
+        if code == TopicAlreadyExistsError.errno:
+            continue
+        if code:
+            raise KafkaError(
+                f"cannot create control topic {CONTROL_TOPIC}: broker error {code} "
+                f"({entry[2] if len(entry) > 2 else ''})"
+            )

@@ -1,0 +1,96 @@
+"""Scenario (g)'s measures: delivery gaps per topic (pure), broker sockets of a process, and
+the trickle of records the gaps are measured on."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import psutil
+from aiokafka import AIOKafkaProducer
+
+__all__ = ["GAP_TARGET_S", "TRICKLE_S", "Gaps", "Trickle", "broker_connections", "delivery_gaps"]
+
+TRICKLE_S = 1.0
+GAP_TARGET_S = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class Gaps:
+    """Per topic, over a window: longest time between deliveries, longest latency."""
+
+    worst_gap_s: float
+    worst_gap_topic: str | None
+    worst_latency_s: float
+    topics_over_target: int
+    topics: int
+
+
+def delivery_gaps(
+    arrivals: Mapping[str, Sequence[Sequence[int]]],
+    topics: Sequence[str],
+    start_ms: int,
+    end_ms: int,
+    target_s: float = GAP_TARGET_S,
+) -> Gaps:
+    """Gaps of each topic's deliveries of records produced in ``[start_ms, end_ms]``.
+
+    A topic's gap counts from the window's start to its first delivery, between deliveries,
+    and from its last delivery to the window's end: a topic that stops being delivered shows
+    as one long gap. Pure."""
+    worst_gap, worst_topic, worst_latency, over = 0.0, None, 0.0, 0
+    for topic in topics:
+        seen = sorted(
+            (arrived, produced)
+            for produced, arrived in arrivals.get(topic, ())
+            if start_ms <= produced <= end_ms
+        )
+        times = [start_ms, *(a for a, _ in seen), end_ms]
+        gap = max((b - a for a, b in itertools.pairwise(times)), default=0) / 1000
+        latency = max(((a - p) for a, p in seen), default=0) / 1000
+        if gap > worst_gap:
+            worst_gap, worst_topic = gap, topic
+        worst_latency = max(worst_latency, latency)
+        over += gap > target_s
+    return Gaps(round(worst_gap, 3), worst_topic, round(worst_latency, 3), over, len(topics))
+
+
+def broker_connections(pid: int, broker_port: int) -> int:
+    try:
+        sockets = psutil.Process(pid).net_connections(kind="tcp")
+    except psutil.Error:
+        return 0
+    return sum(1 for s in sockets if s.raddr and s.raddr.port == broker_port)
+
+
+class Trickle:
+    """One record to every topic every :data:`TRICKLE_S`, until stopped."""
+
+    def __init__(self, bootstrap: str, topics: Sequence[str]) -> None:
+        self._bootstrap = bootstrap
+        self._topics = list(topics)
+        self._task: asyncio.Task[None] | None = None
+        self._producer: AIOKafkaProducer | None = None
+
+    async def start(self) -> None:
+        self._producer = AIOKafkaProducer(bootstrap_servers=self._bootstrap, linger_ms=5)
+        await self._producer.start()
+        self._task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        assert self._producer is not None
+        while True:
+            t0 = time.monotonic()
+            sent = [await self._producer.send(t, value=b'{"trickle":true}') for t in self._topics]
+            await asyncio.gather(*sent)
+            await asyncio.sleep(max(0.0, TRICKLE_S - (time.monotonic() - t0)))
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        if self._producer is not None:
+            await self._producer.stop()

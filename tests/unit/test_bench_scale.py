@@ -1,0 +1,38 @@
+"""Scenario (g)'s arithmetic: delivery gaps per topic over a window."""
+
+from __future__ import annotations
+
+from bench.scale_measures import delivery_gaps
+
+
+def test_a_steady_topic_has_gaps_of_its_trickle_interval() -> None:
+    arrivals = {"t": [[t, t + 50] for t in range(0, 10_000, 1000)]}
+    gaps = delivery_gaps(arrivals, ["t"], 0, 9_500)
+    assert gaps.worst_gap_s == 1.0
+    assert gaps.worst_latency_s == 0.05
+    assert gaps.topics_over_target == 0
+
+
+def test_a_pause_shows_as_the_topics_longest_gap_and_its_latency() -> None:
+    steady = [[t, t + 10] for t in range(0, 20_000, 1000)]
+    # Records produced from 5 s to 12 s were delivered only at 13 s: a 7 s pause.
+    paused = [
+        [t, max(t + 10, 13_000) if 5_000 <= t <= 12_000 else t + 10] for t in range(0, 20_000, 1000)
+    ]
+    gaps = delivery_gaps({"a": steady, "b": paused}, ["a", "b"], 0, 19_500)
+    assert gaps.worst_gap_topic == "b"
+    assert gaps.worst_gap_s == 8.99
+    assert gaps.worst_latency_s == 8.0
+    assert gaps.topics_over_target == 1
+
+
+def test_a_topic_never_delivered_is_one_gap_as_long_as_the_window() -> None:
+    gaps = delivery_gaps({}, ["silent"], 1_000, 31_000)
+    assert gaps.worst_gap_s == 30.0
+    assert gaps.topics_over_target == 1
+
+
+def test_records_produced_outside_the_window_do_not_count() -> None:
+    arrivals = {"t": [[-5_000, 20_000], [1_000, 1_010], [2_000, 2_010]]}
+    gaps = delivery_gaps(arrivals, ["t"], 0, 3_000)
+    assert gaps.worst_latency_s == 0.01
