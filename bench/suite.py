@@ -207,6 +207,7 @@ class Suite:
                 options=options,
                 lambda_arn=lambda_arn,
                 ledger_successes=_LEDGER_SUCCESSES.get(runner, "pages"),
+                http_client=_POLLER_HTTP_CLIENTS.get(runner, "aiohttp"),
             )
             consumer.runner = runner
             return consumer
@@ -379,9 +380,18 @@ class Suite:
             sid, "ours", workload, handler, sink, per_key=per_key
         )
         rows = await self._rows_variant(sid, workload, handler, sink, per_key=per_key)
+        fast: list[TargetCheck] = []
+        if sid == "a":
+            # The same scenario with the optional kafka-ingress[fast-http] client.
+            fast_run, _ = await self._throughput(
+                sid, "ours-pyreqwest", workload, handler, sink, per_key=per_key
+            )
+            result.variants.append(fast_run)
+            fast.append(TargetCheck(f"{target}, pyreqwest", result.ratio_of(fast_run), 0.8))
         result.targets = [
             TargetCheck(target, result.ratio, 0.8),
             *self._rows_targets(result, rows, target),
+            *fast,
             TargetCheck(
                 "DynamoDB requests per 1,000 records",
                 result.ours.dynamo_per_1k,
@@ -690,6 +700,8 @@ _NAMES = {
 
 
 _LEDGER_SUCCESSES = {"ours-rows": "rows"}  # "ours" runs with the default, pages
+# "ours" runs with aiohttp, the default install's client; (a) once more with the fast-http one.
+_POLLER_HTTP_CLIENTS = {"ours-pyreqwest": "pyreqwest"}
 
 
 def _gain(run: RunMetrics | None, base_rate: float | None) -> float | None:

@@ -126,6 +126,23 @@ def test_the_installed_package_imports_from_site_packages(installed: Path, tmp_p
     assert not Path(where).resolve().is_relative_to(ROOT)
 
 
+def test_pyreqwest_is_an_extra_named_when_asked_for(installed: Path, tmp_path: Path) -> None:
+    probe = (
+        "from adapter.invokers.http import HttpInvoker\n"
+        "try:\n"
+        "    HttpInvoker(client='pyreqwest')\n"
+        "except Exception as exc:\n"
+        "    print(type(exc).__name__, exc)\n"
+    )
+    out = _run(
+        [str(installed / "python"), "-c", probe],
+        env={"PATH": os.environ.get("PATH", "")},
+        cwd=tmp_path,
+    )
+    assert "ConfigError" in out, out
+    assert "install kafka-ingress[fast-http]" in out, out
+
+
 @pytest.mark.promise("p-deploy-image")
 async def test_the_installed_wheel_creates_tables_and_serves(
     installed: Path, moto_server: MotoServer, tmp_path: Path
@@ -176,6 +193,8 @@ async def test_the_installed_wheel_creates_tables_and_serves(
             rest, _ = await proc.communicate()
         output += rest
     assert proc.returncode == 0, output.decode(errors="replace")[-4000:]
+    # The default install invokes handlers through aiohttp, and says so at start-up.
+    assert b"HTTP invoker client: aiohttp (asked for auto)" in output, output[-4000:]
     # The health check is refused once the poller is gone: it really asked the poller.
     gone = await asyncio.to_thread(
         subprocess.run, health, env=env, cwd=tmp_path, capture_output=True, timeout=30

@@ -6,12 +6,15 @@ Functional checks only; no performance is asserted here (that is what ``make ben
 from __future__ import annotations
 
 import io
-from typing import Any
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, Literal
 
 import orjson
 import pytest
 from rich.console import Console
 
+from adapter.config import load_settings
 from bench.cli import ALL_SCENARIOS, EXPERIMENT_NAMES, parse_args
 from bench.dynamo import COUNTS_PATH, CountingMiddleware
 from bench.experiments import EXPERIMENTS
@@ -29,6 +32,7 @@ from bench.report import (
     targets_table,
 )
 from bench.stats import gauge_sums, mean_max, per_thousand, percentile, rate, ratio, summarise
+from bench.trials import _poller_config
 from bench.workload import Workload, make_records
 
 # -- stats ---------------------------------------------------------------------------------
@@ -425,3 +429,17 @@ def test_unknown_scenarios_and_sizes_are_usage_errors(capsys: pytest.CaptureFixt
     assert "unknown scenario(s) z" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         parse_args(["--records", "-5"])
+
+
+@pytest.mark.parametrize("client", ["aiohttp", "pyreqwest"])
+def test_our_poller_runs_with_the_http_client_asked_for(
+    tmp_path: Path, client: Literal["aiohttp", "pyreqwest"]
+) -> None:
+    stack = SimpleNamespace(bootstrap="127.0.0.1:9092", dynamo_url="http://127.0.0.1:1")
+    text = _poller_config(stack, "bench-", 64, None, 9999, "pages", client)  # type: ignore[arg-type]
+    config = tmp_path / "poller.toml"
+    config.write_text(text)
+    settings = load_settings(config, env={})
+    assert settings.http.client == client
+    assert settings.ledger.successes == "pages"
+    assert settings.limits.max_in_flight == 64
