@@ -26,6 +26,7 @@ from rich.console import Console
 from bench.cli import Options
 from bench.procs import Child, Meter
 from bench.report import RunMetrics, ScenarioResult, TargetCheck
+from bench.scaleout import scale_out
 from bench.stack import HandlerClient, Stack
 from bench.trials import Consumer, Run, Sink, TrialSettings, start_ours, start_reference
 from bench.workload import Workload, make_records
@@ -101,6 +102,7 @@ class Suite:
     results: dict[str, ScenarioResult] = field(default_factory=dict)
     http_clients: list[dict[str, Any]] = field(default_factory=list)
     ledger_paths: list[dict[str, Any]] = field(default_factory=list)
+    scale_out: dict[str, Any] = field(default_factory=dict)
     meta: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -139,6 +141,7 @@ class Suite:
                 "d": self.scenario_d,
                 "e": self.scenario_e,
                 "f": self.scenario_f,
+                "scale": self.scenario_scale,
                 "http": self.scenario_http,
                 "ledger": self.scenario_ledger,
             }
@@ -594,6 +597,31 @@ class Suite:
         ]
         return result
 
+    async def scenario_scale(self) -> ScenarioResult:
+        o = self.options
+        workload = self._workload(records=o.scale_records, partitions=12)
+        handler = await self.stack.handler(o.slow_delay_ms)
+        result = ScenarioResult(
+            "scale",
+            _NAMES["scale"],
+            f"Service handler taking {o.slow_delay_ms:g} ms, 12 partitions, {o.in_flight} in "
+            "flight per poller: one poller, then a second and a third join the same group",
+            workload={**workload.as_dict(), "in_flight": o.in_flight},
+        )
+        figures = await scale_out(
+            self.stack, self.settings, handler, workload, o.in_flight, self.say
+        )
+        self.scale_out = figures
+        one, three = figures["records_per_s_1_poller"], figures["records_per_s_3_pollers"]
+        result.targets = [TargetCheck("records/s, 3 pollers / 1 poller", figures["ratio"], 2.5)]
+        result.notes.append(
+            f"1 poller {one or 0:,.0f} rec/s, 3 pollers {three or 0:,.0f} rec/s; no invocation "
+            f"started for {figures['pause_s_2nd_joins']:.2f} s when the 2nd joined, "
+            f"{figures['pause_s_3rd_joins']:.2f} s when the 3rd joined"
+        )
+        self.say(f"  {result.notes[-1]}")
+        return result
+
     async def _tool(self, module: str, label: str, argv: list[str]) -> dict[str, Any]:
         """Run one of the bench's measuring tools in a child process; its ``RESULT`` line."""
         child = Child(
@@ -694,6 +722,7 @@ _NAMES = {
     "d": "batch",
     "e": "steady 1k/s",
     "f": "backlog RSS",
+    "scale": "scale-out 1 -> 3",
     "http": "HTTP clients",
     "ledger": "ledger path",
 }

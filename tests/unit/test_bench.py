@@ -31,6 +31,7 @@ from bench.report import (
     scenario_table,
     targets_table,
 )
+from bench.scaleout import longest_gap, window_rate
 from bench.stats import gauge_sums, mean_max, per_thousand, percentile, rate, ratio, summarise
 from bench.trials import _poller_config
 from bench.workload import Workload, make_records
@@ -443,3 +444,22 @@ def test_our_poller_runs_with_the_http_client_asked_for(
     assert settings.http.client == client
     assert settings.ledger.successes == "pages"
     assert settings.limits.max_in_flight == 64
+
+
+def test_scale_out_pause_is_the_longest_silence_after_a_poller_starts() -> None:
+    arrivals = [0.0, 0.1, 0.2, 1.0, 1.05, 2.5, 2.6]
+    # A poller started at 0.5: silence from 0.5 (nothing since 0.2 either) ... the longest
+    # one within [0.5, 3] is 1.05 -> 2.5.
+    assert longest_gap(arrivals, 0.5, 3.0) == pytest.approx((1.45, 2.5))
+    # Counted from the last arrival before the start: 0.2 -> 1.0.
+    assert longest_gap(arrivals, 0.5, 1.2) == pytest.approx((0.8, 1.0))
+    assert longest_gap([], 0.0, 1.0) == (0.0, 0.0)
+
+
+def test_scale_out_rates_count_arrivals_within_the_window() -> None:
+    arrivals = [i / 100 for i in range(1000)]  # 100 per second for 10 s
+    assert window_rate(arrivals, 2.0, 4.0) == pytest.approx(100.5)
+    assert window_rate(arrivals, 4.0, 4.0) is None
+    assert "scale" in ALL_SCENARIOS
+    assert parse_args(["--quick"]).scale_records == 40_000
+    assert parse_args([]).scale_records == 120_000
