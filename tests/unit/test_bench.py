@@ -31,9 +31,10 @@ from bench.report import (
     scenario_table,
     targets_table,
 )
+from bench.restate_peer import _scenarios as peer_scenarios
 from bench.scaleout import longest_gap, window_rate
 from bench.stats import gauge_sums, mean_max, per_thousand, percentile, rate, ratio, summarise
-from bench.trials import _poller_config
+from bench.trials import Sink, _poller_config
 from bench.workload import Workload, make_records
 
 # -- stats ---------------------------------------------------------------------------------
@@ -463,3 +464,21 @@ def test_scale_out_rates_count_arrivals_within_the_window() -> None:
     assert "scale" in ALL_SCENARIOS
     assert parse_args(["--quick"]).scale_records == 40_000
     assert parse_args([]).scale_records == 120_000
+
+
+def test_the_peer_runs_the_issues_three_scenarios_with_their_targets() -> None:
+    by_id = {s.id: s for s in peer_scenarios(50_000, 2_000)}
+    assert set(by_id) == {"a", "b", "c"}
+    assert (by_id["a"].restate_service, by_id["a"].sink, by_id["a"].target) == (
+        "BenchService",
+        Sink.SERVICE,
+        8.0,
+    )
+    assert (by_id["b"].restate_service, by_id["b"].sink, by_id["b"].target) == (
+        "BenchObject",
+        Sink.EXCLUSIVE,
+        5.0,
+    )
+    slow = by_id["c"]
+    assert (slow.partitions, slow.records, slow.delay_ms, slow.target) == (1, 2_000, 20, 4.0)
+    assert slow.restate_handler == "slow"
