@@ -136,13 +136,6 @@ def make_request(
     )
 
 
-@pytest.fixture(params=["aiohttp", "pyreqwest"])
-def http_client(request: pytest.FixtureRequest) -> ClientName:
-    """Every test runs against both client libraries the invoker supports."""
-    name: ClientName = request.param
-    return name
-
-
 @pytest.fixture
 async def invoker(http_client: ClientName) -> AsyncIterator[HttpInvoker]:
     async with HttpInvoker(timeout_s=5.0, client=http_client) as inv:
