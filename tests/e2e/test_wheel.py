@@ -126,21 +126,22 @@ def test_the_installed_package_imports_from_site_packages(installed: Path, tmp_p
     assert not Path(where).resolve().is_relative_to(ROOT)
 
 
-def test_pyreqwest_is_an_extra_named_when_asked_for(installed: Path, tmp_path: Path) -> None:
-    probe = (
-        "from adapter.invokers.http import HttpInvoker\n"
-        "try:\n"
-        "    HttpInvoker(client='pyreqwest')\n"
-        "except Exception as exc:\n"
-        "    print(type(exc).__name__, exc)\n"
-    )
-    out = _run(
-        [str(installed / "python"), "-c", probe],
-        env={"PATH": os.environ.get("PATH", "")},
+def test_serve_names_the_fast_http_extra_when_pyreqwest_is_asked_for_without_it(
+    installed: Path, moto_server: MotoServer, tmp_path: Path
+) -> None:
+    env = {**_env(installed, moto_server, "wheelx-"), "KAFKA_INGRESS_HTTP_CLIENT": "pyreqwest"}
+    result = subprocess.run(
+        [str(installed / "kafka-ingress"), "serve"],
+        env=env,
         cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
-    assert "ConfigError" in out, out
-    assert "install kafka-ingress[fast-http]" in out, out
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "configuration error: [http] client = 'pyreqwest'" in result.stderr
+    assert "install kafka-ingress[fast-http]" in result.stderr
 
 
 @pytest.mark.promise("p-deploy-image")
