@@ -20,7 +20,7 @@ PIP_COMPILE := CUSTOM_COMPILE_COMMAND="make lock" $(BIN)/pip-compile --quiet --g
 
 CHROMIUM_HINT := the dashboard's browser tests need Debian's chromium: run make test as root (it installs it) or 'sudo apt-get install -y chromium'
 
-.PHONY: setup restate-cli chromium check test test-unit test-chaos dev bench soak clean lock audit promises
+.PHONY: setup restate-cli chromium check test test-unit test-chaos dev bench bench-peers soak clean lock audit promises
 
 setup: $(PY_STAMP) $(KAFKA_STAMP)
 
@@ -124,3 +124,24 @@ bench: setup
 
 clean:
 	rm -rf $(VENV) .cache .mypy_cache .ruff_cache .pytest_cache .hypothesis
+
+# Not in CI, not in `make test`: the same workload through Restate's own Kafka ingress (server
+# from npm, Python SDK from PyPI, both pinned with hashes under bench/peers/, installed into
+# .cache/peers/), beside our poller, in one run. docs/benchmarks.md, "Restate in the same run".
+PEERS_DIR   := .cache/peers
+PEERS_STAMP := $(PEERS_DIR)/.installed
+PEERS_ARGS  ?=
+
+bench-peers: setup $(PEERS_STAMP)
+	$(BIN)/python -m bench.restate_peer --peers-dir $(PEERS_DIR) $(PEERS_ARGS)
+
+$(PEERS_STAMP): bench/peers/package.json bench/peers/package-lock.json bench/peers/requirements.txt
+	@command -v npm >/dev/null || { echo "npm (Node.js) is required for make bench-peers" >&2; exit 1; }
+	rm -rf $(PEERS_DIR)
+	mkdir -p $(PEERS_DIR)/npm
+	cp bench/peers/package.json bench/peers/package-lock.json $(PEERS_DIR)/npm/
+	cd $(PEERS_DIR)/npm && npm ci --ignore-scripts --no-audit --no-fund
+	$(PYTHON) -m venv $(PEERS_DIR)/venv
+	$(PEERS_DIR)/venv/bin/python -m pip install --quiet --disable-pip-version-check \
+		--require-hashes -r bench/peers/requirements.txt
+	@touch $@

@@ -35,6 +35,7 @@ __all__ = [
     "CLUSTERS_ENV",
     "AdminSettings",
     "DynamoSettings",
+    "HttpSettings",
     "KafkaCluster",
     "LambdaSettings",
     "LimitSettings",
@@ -210,6 +211,13 @@ class SecuritySettings(_Section):
     deny_private_targets: bool = Field(default=False, alias="deny-private-targets")
 
 
+class HttpSettings(_Section):
+    """The HTTP invoker's client library: ``auto`` is pyreqwest when the ``fast-http`` extra
+    is installed, else aiohttp (see adapter.invokers.http_clients)."""
+
+    client: Literal["auto", "aiohttp", "pyreqwest"] = "auto"
+
+
 class SecretsSettings(_Section):
     """Secrets at rest and by reference (docs/security.md, "Secrets at rest").
 
@@ -231,6 +239,7 @@ class SecretsSettings(_Section):
 class Settings(_Section):
     ingress: IngressSection = IngressSection()
     security: SecuritySettings = SecuritySettings()
+    http: HttpSettings = HttpSettings()
     dynamodb: DynamoSettings = DynamoSettings()
     lambda_: LambdaSettings = Field(default=LambdaSettings(), alias="lambda")
     signing: SigningSettings = SigningSettings()
@@ -308,6 +317,7 @@ _ENV_OVERRIDES: dict[str, tuple[str, str]] = {
     "KAFKA_INGRESS_METRICS_CLOUDWATCH_EMF_INTERVAL_S": ("metrics", "cloudwatch-emf-interval-s"),
     "KAFKA_INGRESS_METRICS_SERVICE": ("metrics", "service"),
     "KAFKA_INGRESS_SECURITY_DENY_PRIVATE_TARGETS": ("security", "deny-private-targets"),
+    "KAFKA_INGRESS_HTTP_CLIENT": ("http", "client"),
     "KAFKA_INGRESS_ADMIN_MAX_BODY_BYTES": ("admin", "max-body-bytes"),
     "KAFKA_INGRESS_SECRETS_KMS_KEY_ID": ("secrets", "kms-key-id"),
     "KAFKA_INGRESS_SECRETS_ALLOW_PLAINTEXT": ("secrets", "allow-plaintext"),

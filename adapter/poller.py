@@ -81,6 +81,7 @@ class Poller:
             timeout_s=self.settings.limits.invocation_timeout_ms / 1000,
             sign=self.signer,
             deny_private_targets=self.settings.security.deny_private_targets,
+            client=self.settings.http.client,
         )
         self.catalog = ClusterCatalog(self.settings, self.store)
         self.supervisor = Supervisor(

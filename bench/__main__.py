@@ -35,7 +35,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         console.print("interrupted; the stack was stopped")
         return 130
-    extras = {"http_clients": suite.http_clients, "ledger_paths": suite.ledger_paths}
+    extras = {
+        "http_clients": suite.http_clients,
+        "ledger_paths": suite.ledger_paths,
+        "scale_out": suite.scale_out,
+    }
     document = results_document(suite.meta, scenarios, extras)
     options.out.parent.mkdir(parents=True, exist_ok=True)
     options.out.write_bytes(orjson.dumps(document, option=orjson.OPT_INDENT_2) + b"\n")

@@ -9,12 +9,12 @@ from pathlib import Path
 
 __all__ = ["ALL_SCENARIOS", "DEFAULT_SCENARIOS", "EXPERIMENT_NAMES", "Options", "parse_args"]
 
-ALL_SCENARIOS = ("a", "b", "c", "d", "e", "f", "g", "http", "ledger")
+ALL_SCENARIOS = ("a", "b", "c", "d", "e", "f", "g", "scale", "http", "ledger")
 # Kept here, not imported from bench.experiments, so that parsing options imports nothing heavy.
 EXPERIMENT_NAMES = ("fast-ledger", "boto-lean", "no-ledger-io", "tracing", "no-histograms")
 DEFAULT_SCENARIOS = ALL_SCENARIOS
 # (g) takes minutes whatever the size: run it on its own (--scenarios g).
-QUICK_SCENARIOS = ("a", "b", "c", "d", "e", "http", "ledger")
+QUICK_SCENARIOS = ("a", "b", "c", "d", "e", "scale", "http", "ledger")
 _ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -35,6 +35,7 @@ class Options:
     steady_seconds: float
     backlog_records: int
     backlog_seconds: float
+    scale_records: int
     http_requests: int
     ledger_rows: int
     scale_subscriptions: int
@@ -89,6 +90,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--steady-seconds", type=float, help="length of (e) (30; quick 3)")
     p.add_argument("--backlog-records", type=int, help="backlog of (f) (1,000,000)")
     p.add_argument("--backlog-seconds", type=float, help="how long (f) consumes (30)")
+    p.add_argument(
+        "--scale-records", type=int, help="backlog of scale, 12 partitions (120,000; quick 40,000)"
+    )
     p.add_argument("--http-requests", type=int, help="requests per client in http")
     p.add_argument("--ledger-rows", type=int, help="rows per variant in ledger (20,000)")
     p.add_argument("--scale-subscriptions", type=int, help="subscriptions in (g) (200; quick 20)")
@@ -149,6 +153,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         steady_seconds=a.steady_seconds or (3.0 if quick else 30.0),
         backlog_records=a.backlog_records or (100_000 if quick else 1_000_000),
         backlog_seconds=a.backlog_seconds or (10.0 if quick else 30.0),
+        scale_records=a.scale_records or (40_000 if quick else 120_000),
         http_requests=a.http_requests or (2_000 if quick else 30_000),
         ledger_rows=a.ledger_rows or (2_000 if quick else 20_000),
         scale_subscriptions=a.scale_subscriptions or (20 if quick else 200),

@@ -51,6 +51,7 @@ class Receipts:
         self.first_s: float | None = None
         self.last_s: float | None = None
         self.latencies_ms: list[float] = []
+        self.arrivals_s: list[float] = []
         self._seen: set[tuple[int, int]] = set()
         self._active_by_key: dict[str, int] = defaultdict(int)
         self._last_offset_by_key: dict[str, int] = {}
@@ -69,6 +70,7 @@ class Receipts:
         if fresh:
             self._seen.add(position)
             self.latencies_ms.append(now_s * 1000 - timestamp_ms)
+            self.arrivals_s.append(now_s)
         else:
             self.duplicates += 1
         if self.first_s is None:
@@ -105,6 +107,7 @@ class Receipts:
         }
         if with_latencies:
             out["latencies_ms"] = self.latencies_ms
+            out["arrivals_s"] = self.arrivals_s
         return out
 
 

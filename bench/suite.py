@@ -27,6 +27,7 @@ from bench.cli import Options
 from bench.procs import Child, Meter
 from bench.report import RunMetrics, ScenarioResult, TargetCheck
 from bench.scale import ScaleScenario
+from bench.scaleout import scale_out
 from bench.stack import HandlerClient, Stack
 from bench.trials import Consumer, Run, Sink, TrialSettings, start_ours, start_reference
 from bench.workload import Workload, make_records
@@ -102,6 +103,7 @@ class Suite:
     results: dict[str, ScenarioResult] = field(default_factory=dict)
     http_clients: list[dict[str, Any]] = field(default_factory=list)
     ledger_paths: list[dict[str, Any]] = field(default_factory=list)
+    scale_out: dict[str, Any] = field(default_factory=dict)
     meta: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -141,6 +143,7 @@ class Suite:
                 "e": self.scenario_e,
                 "f": self.scenario_f,
                 "g": self.scenario_g,
+                "scale": self.scenario_scale,
                 "http": self.scenario_http,
                 "ledger": self.scenario_ledger,
             }
@@ -209,6 +212,7 @@ class Suite:
                 options=options,
                 lambda_arn=lambda_arn,
                 ledger_successes=_LEDGER_SUCCESSES.get(runner, "pages"),
+                http_client=_POLLER_HTTP_CLIENTS.get(runner, "aiohttp"),
             )
             consumer.runner = runner
             return consumer
@@ -381,9 +385,18 @@ class Suite:
             sid, "ours", workload, handler, sink, per_key=per_key
         )
         rows = await self._rows_variant(sid, workload, handler, sink, per_key=per_key)
+        fast: list[TargetCheck] = []
+        if sid == "a":
+            # The same scenario with the optional kafka-ingress[fast-http] client.
+            fast_run, _ = await self._throughput(
+                sid, "ours-pyreqwest", workload, handler, sink, per_key=per_key
+            )
+            result.variants.append(fast_run)
+            fast.append(TargetCheck(f"{target}, pyreqwest", result.ratio_of(fast_run), 0.8))
         result.targets = [
             TargetCheck(target, result.ratio, 0.8),
             *self._rows_targets(result, rows, target),
+            *fast,
             TargetCheck(
                 "DynamoDB requests per 1,000 records",
                 result.ours.dynamo_per_1k,
@@ -599,6 +612,31 @@ class Suite:
         )
         return await scenario.run()
 
+    async def scenario_scale(self) -> ScenarioResult:
+        o = self.options
+        workload = self._workload(records=o.scale_records, partitions=12)
+        handler = await self.stack.handler(o.slow_delay_ms)
+        result = ScenarioResult(
+            "scale",
+            _NAMES["scale"],
+            f"Service handler taking {o.slow_delay_ms:g} ms, 12 partitions, {o.in_flight} in "
+            "flight per poller: one poller, then a second and a third join the same group",
+            workload={**workload.as_dict(), "in_flight": o.in_flight},
+        )
+        figures = await scale_out(
+            self.stack, self.settings, handler, workload, o.in_flight, self.say
+        )
+        self.scale_out = figures
+        one, three = figures["records_per_s_1_poller"], figures["records_per_s_3_pollers"]
+        result.targets = [TargetCheck("records/s, 3 pollers / 1 poller", figures["ratio"], 2.5)]
+        result.notes.append(
+            f"1 poller {one or 0:,.0f} rec/s, 3 pollers {three or 0:,.0f} rec/s; no invocation "
+            f"started for {figures['pause_s_2nd_joins']:.2f} s when the 2nd joined, "
+            f"{figures['pause_s_3rd_joins']:.2f} s when the 3rd joined"
+        )
+        self.say(f"  {result.notes[-1]}")
+        return result
+
     async def _tool(self, module: str, label: str, argv: list[str]) -> dict[str, Any]:
         """Run one of the bench's measuring tools in a child process; its ``RESULT`` line."""
         child = Child(
@@ -700,12 +738,15 @@ _NAMES = {
     "e": "steady 1k/s",
     "f": "backlog RSS",
     "g": "scale",
+    "scale": "scale-out 1 -> 3",
     "http": "HTTP clients",
     "ledger": "ledger path",
 }
 
 
 _LEDGER_SUCCESSES = {"ours-rows": "rows"}  # "ours" runs with the default, pages
+# "ours" runs with aiohttp, the default install's client; (a) once more with the fast-http one.
+_POLLER_HTTP_CLIENTS = {"ours-pyreqwest": "pyreqwest"}
 
 
 def _gain(run: RunMetrics | None, base_rate: float | None) -> float | None:

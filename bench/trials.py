@@ -91,6 +91,7 @@ def _poller_config(
     lambda_url: str | None,
     admin_port: int,
     ledger_successes: str = "pages",
+    http_client: str = "aiohttp",
 ) -> str:
     lambda_section = f'[lambda]\nendpoint-url = "{lambda_url}"\n' if lambda_url else ""
     return (
@@ -110,6 +111,8 @@ def _poller_config(
         f"max-in-flight = {in_flight}\n\n"
         "[ledger]\n"
         f'successes = "{ledger_successes}"\n\n'
+        "[http]\n"
+        f'client = "{http_client}"\n\n'
     ) + lambda_section
 
 
@@ -125,12 +128,14 @@ async def start_ours(
     options: dict[str, str] | None = None,
     lambda_arn: str | None = None,
     ledger_successes: str = "pages",
+    http_client: str = "aiohttp",
 ) -> Consumer:
     """Tables, deployment, service and subscription in DynamoDB, and the poller's command.
 
     With ``lambda_arn`` the deployment is that function, invoked through the Lambda endpoint
     at ``handler.url``; otherwise it is the HTTP handler at ``handler.url``.
-    ``ledger_successes`` is the poller's ``[ledger] successes`` setting.
+    ``ledger_successes`` is the poller's ``[ledger] successes`` setting, ``http_client`` its
+    ``[http] client`` (aiohttp: what the default install uses).
     """
     prefix = f"bench{uuid.uuid4().hex[:8]}-"
     client = make_client(stack.dynamo_url, "us-east-1")
@@ -165,7 +170,9 @@ async def start_ours(
     admin_port = _free_port()
     lambda_url = handler.url if lambda_arn else None
     config.write_text(
-        _poller_config(stack, prefix, in_flight, lambda_url, admin_port, ledger_successes)
+        _poller_config(
+            stack, prefix, in_flight, lambda_url, admin_port, ledger_successes, http_client
+        )
     )
     argv = [sys.executable, "-m", "bench.poller", "--loop", settings.loop]
     for experiment in settings.experiments:

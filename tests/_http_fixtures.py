@@ -64,3 +64,10 @@ def refused_port() -> Iterator[int]:
         yield sock.getsockname()[1]
     finally:
         sock.close()
+
+
+@pytest.fixture(params=["aiohttp", "pyreqwest"])
+def http_client(request: pytest.FixtureRequest) -> Literal["aiohttp", "pyreqwest"]:
+    """The HTTP invoker's client library: tests taking it run against both."""
+    name: Literal["aiohttp", "pyreqwest"] = request.param
+    return name

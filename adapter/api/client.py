@@ -1,14 +1,18 @@
 """A small synchronous client of the admin API, for the CLI and scripts.
 
 Every failure is an :class:`AdminApiError` carrying the HTTP status (0 when the API could not
-be reached) and the server's ``message``; httpx's exceptions never escape.
+be reached) and the server's ``message``; aiohttp's exceptions never escape. Each call runs its
+request in an event loop of its own (``asyncio.run``): the CLI makes a call or two, so one
+connection per call costs nothing worth a pool, and nothing async leaks into the caller.
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
 from typing import Any
 
-import httpx
+import aiohttp
 
 from adapter.errors import IngressError
 
@@ -33,18 +37,15 @@ class AdminClient:
         *,
         token: str | None = None,
         timeout_s: float = 30.0,
-        transport: httpx.BaseTransport | None = None,
     ) -> None:
-        headers = {"accept": "application/json"}
+        self._headers = {"accept": "application/json"}
         if token:
-            headers["authorization"] = f"Bearer {token}"
+            self._headers["authorization"] = f"Bearer {token}"
         self.url = url.rstrip("/")
-        self._client = httpx.Client(
-            base_url=self.url, headers=headers, timeout=timeout_s, transport=transport
-        )
+        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
 
     def close(self) -> None:
-        self._client.close()
+        """Nothing stays open between calls; kept for ``with`` and callers that close."""
 
     def __enter__(self) -> AdminClient:
         return self
@@ -61,23 +62,47 @@ class AdminClient:
         params: dict[str, Any] | None = None,
     ) -> Any:
         """The decoded JSON answer (None for an empty one); AdminApiError otherwise."""
-        clean = {k: v for k, v in (params or {}).items() if v is not None}
+        clean = {k: str(v) for k, v in (params or {}).items() if v is not None}
         try:
-            response = self._client.request(method, path, json=body, params=clean)
-        except httpx.TimeoutException as exc:
+            status, reason, content_type, content = asyncio.run(
+                self._send(method, path, body, clean)
+            )
+        except TimeoutError as exc:
             raise AdminApiError(0, f"the admin API at {self.url} did not answer in time") from exc
-        except httpx.HTTPError as exc:
+        except (aiohttp.ClientError, ValueError) as exc:
             raise AdminApiError(0, f"cannot reach the admin API at {self.url}: {exc}") from exc
-        if response.status_code >= 400:
+        text = content.decode("utf-8", errors="replace")
+        if status >= 400:
             decoded: Any = None
             try:
-                decoded = response.json()
+                decoded = json.loads(content)
                 message = str(decoded["message"])
             except (ValueError, KeyError, TypeError):
-                message = response.text[:500] or response.reason_phrase
-            raise AdminApiError(response.status_code, message, decoded)
-        if not response.content:
+                message = text[:500] or reason
+            raise AdminApiError(status, message, decoded)
+        if not content:
             return None
-        if "json" not in response.headers.get("content-type", ""):
-            return response.text
-        return response.json()
+        if "json" not in content_type:
+            return text
+        return json.loads(content)
+
+    async def _send(
+        self, method: str, path: str, body: Any, params: dict[str, str]
+    ) -> tuple[int, str, str, bytes]:
+        async with (
+            aiohttp.ClientSession(headers=self._headers, timeout=self._timeout) as session,
+            session.request(
+                method,
+                f"{self.url}{path}",
+                json=body,
+                params=params,
+                allow_redirects=False,
+            ) as response,
+        ):
+            content = await response.read()
+            return (
+                response.status,
+                response.reason or "",
+                response.headers.get("content-type", ""),
+                content,
+            )

@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-import httpx
+import aiohttp
 
 from adapter import __version__
 from adapter.errors import IngressError, ValidationError
@@ -33,6 +33,7 @@ __all__ = ["MAX_MANIFEST_BYTES", "Discovery"]
 
 MAX_MANIFEST_BYTES = 1024 * 1024
 
+_USERINFO = re.compile(r"//[^/@]*@")
 _ARN_REGION = re.compile(r"^arn:aws[a-zA-Z-]*:lambda:(?P<region>[a-z0-9-]+):")
 
 
@@ -44,19 +45,21 @@ def _safe(url: str) -> str:
     return urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
-def _describe(response: httpx.Response) -> str:
+def _describe(response: aiohttp.ClientResponse) -> str:
     """Status, content type and declared length: what an error may say about an answer."""
     content_type = response.headers.get("content-type", "none")[:100]
     length = response.headers.get("content-length")
     size = f"{length[:20]} bytes" if length else "no content-length"
-    return f"HTTP {response.status_code}, content-type {content_type!r}, {size}"
+    return f"HTTP {response.status}, content-type {content_type!r}, {size}"
 
 
-def _peer(response: httpx.Response) -> str | None:
-    stream = response.extensions.get("network_stream")
-    if stream is None:
+def _peer(response: aiohttp.ClientResponse) -> str | None:
+    """The address the answer came from (checked again: DNS may have changed since)."""
+    connection = response.connection
+    transport = connection.transport if connection is not None else None
+    if transport is None:
         return None
-    address = stream.get_extra_info("server_addr")
+    address = transport.get_extra_info("peername")
     return str(address[0]) if isinstance(address, tuple) and address else None
 
 
@@ -69,7 +72,6 @@ class Discovery:
         lambda_endpoint_url: str | None = None,
         lambda_region: str = "us-east-1",
         timeout_s: float = 10.0,
-        transport: httpx.AsyncBaseTransport | None = None,
         sign: Callable[[str], Mapping[str, str]] | None = None,
         deny_private: bool = False,
         max_bytes: int = MAX_MANIFEST_BYTES,
@@ -81,7 +83,6 @@ class Discovery:
         self._lambda_endpoint_url = lambda_endpoint_url
         self._lambda_region = lambda_region
         self._timeout_s = timeout_s
-        self._transport = transport
 
     async def __call__(
         self,
@@ -109,27 +110,29 @@ class Discovery:
         await check_target(url, deny_private=self._deny_private)
         try:
             async with (
-                httpx.AsyncClient(
-                    timeout=self._timeout_s, follow_redirects=False, transport=self._transport
-                ) as client,
-                client.stream("GET", url, headers=request_headers) as response,
+                aiohttp.ClientSession(
+                    timeout=aiohttp.ClientTimeout(total=self._timeout_s),
+                    cookie_jar=aiohttp.DummyCookieJar(),
+                ) as session,
+                session.get(url, headers=request_headers, allow_redirects=False) as response,
             ):
                 peer = _peer(response)
                 if peer is not None:
                     check_peer(urlsplit(url).hostname or "", peer, deny_private=self._deny_private)
                 described = _describe(response)
-                if response.status_code != 200:
+                if response.status != 200:
                     raise ValidationError(
                         f"discovery of {shown} answered {described} (expected HTTP 200 with "
                         "the manifest as JSON)"
                     )
                 content = await self._read(response, shown, described)
-        except httpx.TimeoutException as exc:
+        except TimeoutError as exc:
             raise ValidationError(
                 f"discovery of {shown} timed out after {self._timeout_s:g}s"
             ) from exc
-        except (httpx.HTTPError, ValueError) as exc:
-            reason = str(exc) or type(exc).__name__
+        except (aiohttp.ClientError, ValueError) as exc:
+            # aiohttp quotes the URL in some errors: never with its credentials.
+            reason = _USERINFO.sub("//", str(exc) or type(exc).__name__)
             raise ValidationError(f"cannot reach {shown} for discovery: {reason}") from exc
         try:
             document = json.loads(content)
@@ -145,7 +148,7 @@ class Discovery:
             )
         return document
 
-    async def _read(self, response: httpx.Response, shown: str, described: str) -> bytes:
+    async def _read(self, response: aiohttp.ClientResponse, shown: str, described: str) -> bytes:
         too_big = ValidationError(
             f"discovery of {shown} answered {described}: the manifest is larger than "
             f"{self._max_bytes} bytes"
@@ -155,7 +158,7 @@ class Discovery:
             raise too_big
         chunks: list[bytes] = []
         size = 0
-        async for chunk in response.aiter_bytes():
+        async for chunk in response.content.iter_chunked(64 * 1024):
             size += len(chunk)
             if size > self._max_bytes:
                 raise too_big

@@ -38,7 +38,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
+import aiohttp
 from aiokafka.abc import AbstractTokenProvider
 from aiokafka.conn import create_conn
 from aiokafka.errors import KafkaError as AIOKafkaError
@@ -201,10 +201,10 @@ def _basic_auth(client_id: str, client_secret: str) -> str:
     return "Basic " + base64.b64encode(pair.encode()).decode()
 
 
-def _transport_reason(exc: httpx.HTTPError) -> str:
-    if isinstance(exc, httpx.TimeoutException):
+def _transport_reason(exc: aiohttp.ClientError | TimeoutError) -> str:
+    if isinstance(exc, TimeoutError):
         return "timed out"
-    # The deepest OS error says most: "Connect call failed (...)" beats anyio's summary.
+    # The deepest OS error says most: "Connect call failed (...)" beats aiohttp's summary.
     found = str(exc) or type(exc).__name__
     cause: BaseException | None = exc
     for _ in range(8):
@@ -458,40 +458,43 @@ class OidcTokenProvider(RefreshingTokenProvider):
         self._secret = client_secret
         self._scope = scope
         self._request_timeout_s = request_timeout_s
-        self._http: httpx.AsyncClient | None = None
+        self._http: aiohttp.ClientSession | None = None
 
     async def _release(self) -> None:
         if self._http is not None:
-            await self._http.aclose()
+            await self._http.close()
             self._http = None
 
     async def _request(self) -> Token:
         if self._http is None:
             # The system's CA store, as librdkafka's token requests use by default.
-            self._http = httpx.AsyncClient(
-                timeout=self._request_timeout_s, verify=ssl.create_default_context()
+            self._http = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=self._request_timeout_s),
+                connector=aiohttp.TCPConnector(ssl=ssl.create_default_context()),
+                cookie_jar=aiohttp.DummyCookieJar(),
             )
         form = {"grant_type": "client_credentials"}
         if self._scope:
             form["scope"] = self._scope
         try:
-            response = await self._http.post(
+            async with self._http.post(
                 self._url,
                 data=form,
                 headers={
                     "Authorization": _basic_auth(self.client_id, self._secret),
                     "Accept": "application/json",
                 },
-            )
-            body = await response.aread()
-        except httpx.HTTPError as exc:
+                allow_redirects=False,
+            ) as response:
+                status, body = response.status, await response.read()
+        except (aiohttp.ClientError, TimeoutError) as exc:
             reason = self._scrub(_transport_reason(exc))
             raise TokenEndpointError(
                 f"cannot reach the token endpoint: {reason}", retryable=True
             ) from None
         try:
             return parse_token_response(
-                response.status_code,
+                status,
                 body,
                 now=self._clock(),
                 wall_now=self._wall_clock(),

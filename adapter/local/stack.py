@@ -273,11 +273,8 @@ def _http_handlers_app() -> object:
 
 async def _set_up_demo(bootstrap: str, admin_url: str, handlers_url: str, account_arn: str) -> None:
     """Topics (aiokafka admin), then deployments and subscriptions through the admin API."""
-    import httpx
+    import aiohttp
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-
-    # One line per admin call would drown the status table.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
 
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
@@ -308,22 +305,25 @@ async def _set_up_demo(bootstrap: str, admin_url: str, handlers_url: str, accoun
         ("payments", "service://AuditLog/append", {}),
         ("signups", "service://Signup/run", {}),
     ]
-    async with httpx.AsyncClient(base_url=admin_url, timeout=30) as client:
+    async with aiohttp.ClientSession(
+        base_url=admin_url, timeout=aiohttp.ClientTimeout(total=30)
+    ) as client:
         for body in ({"uri": handlers_url}, {"arn": account_arn}):
-            response = await client.post("/deployments", json=body)
-            if response.status_code >= 300:
-                raise IngressError(f"registering {body} failed: {response.text}")
+            async with client.post("/deployments", json=body) as response:
+                if response.status >= 300:
+                    raise IngressError(f"registering {body} failed: {await response.text()}")
         for topic, sink, options in subscriptions:
-            response = await client.post(
+            async with client.post(
                 "/subscriptions",
                 json={
                     "source": f"kafka://local/{topic}",
                     "sink": sink,
                     "options": {"auto.offset.reset": "earliest", **options},
                 },
-            )
-            if response.status_code >= 300 and response.status_code != 409:
-                raise IngressError(f"subscribing {topic} -> {sink} failed: {response.text}")
+            ) as response:
+                if response.status >= 300 and response.status != 409:
+                    text = await response.text()
+                    raise IngressError(f"subscribing {topic} -> {sink} failed: {text}")
     print(
         "demo: deployments registered (HTTP: Greeter, Signup, AuditLog; Lambda: Account), "
         f"{len(subscriptions)} subscriptions; producing demo events …\n",

@@ -128,6 +128,24 @@ def test_the_installed_package_imports_from_site_packages(installed: Path, tmp_p
     assert not Path(where).resolve().is_relative_to(ROOT)
 
 
+def test_serve_names_the_fast_http_extra_when_pyreqwest_is_asked_for_without_it(
+    installed: Path, moto_server: MotoServer, tmp_path: Path
+) -> None:
+    env = {**_env(installed, moto_server, "wheelx-"), "KAFKA_INGRESS_HTTP_CLIENT": "pyreqwest"}
+    result = subprocess.run(
+        [str(installed / "kafka-ingress"), "serve"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "configuration error: [http] client = 'pyreqwest'" in result.stderr
+    assert "install kafka-ingress[fast-http]" in result.stderr
+
+
 @pytest.mark.promise("p-deploy-image")
 async def test_the_installed_wheel_creates_tables_and_serves(
     installed: Path, moto_server: MotoServer, tmp_path: Path
@@ -185,6 +203,8 @@ async def test_the_installed_wheel_creates_tables_and_serves(
             rest, _ = await proc.communicate()
         output += rest
     assert proc.returncode == 0, output.decode(errors="replace")[-4000:]
+    # The default install invokes handlers through aiohttp, and says so at start-up.
+    assert b"HTTP invoker client: aiohttp (asked for auto)" in output, output[-4000:]
     # The health check is refused once the poller is gone: it really asked the poller.
     gone = await asyncio.to_thread(
         subprocess.run, health, env=env, cwd=tmp_path, capture_output=True, timeout=30

@@ -22,6 +22,7 @@ from adapter.engine.mapping import (
 from adapter.ids import invocation_id
 from adapter.invokers.base import InvocationRequest, OutcomeKind
 from adapter.invokers.http import HttpInvoker, HttpInvokerState
+from adapter.invokers.http_clients import ClientName
 from adapter.model import Deployment, HandlerType, InputKind, KafkaRecord, ServiceType, Target
 from tests._http_fixtures import HandlerServer
 
@@ -136,8 +137,9 @@ def make_request(
 
 
 @pytest.fixture
-async def invoker() -> AsyncIterator[HttpInvoker]:
-    async with HttpInvoker(timeout_s=5.0) as inv:
+async def invoker(http_client: ClientName) -> AsyncIterator[HttpInvoker]:
+    async with HttpInvoker(timeout_s=5.0, client=http_client) as inv:
+        assert inv.client == http_client
         yield inv
 
 
@@ -207,10 +209,12 @@ async def test_redirect_is_not_followed_and_is_terminal(
 
 
 @pytest.mark.promise("p-fault-handler-down", "p-proto-transport-retry")
-async def test_timeout_is_retry_naming_the_url(served: tuple[Handler, str]) -> None:
+async def test_timeout_is_retry_naming_the_url(
+    served: tuple[Handler, str], http_client: ClientName
+) -> None:
     handler, base = served
     try:
-        async with HttpInvoker(timeout_s=0.3) as invoker:
+        async with HttpInvoker(timeout_s=0.3, client=http_client) as invoker:
             outcome = await invoker.invoke(make_request(make_target(base, "hang")))
         assert handler.entered.is_set()
         assert outcome.kind is OutcomeKind.RETRY
@@ -258,14 +262,29 @@ async def test_server_disconnect_is_retry(invoker: HttpInvoker) -> None:
         ("/relative", "is not an absolute http(s) URL"),
         ("http://h:99999", "has an invalid uri"),
         ("http://h/x?q=1", "must not have a query"),
-        ("http://svc.1:8080", "is invalid: invalid IPv4 address"),
-        ("http://[fe80::1%25eth0]:9080", "is invalid"),
     ],
 )
 async def test_unusable_deployment_uri_is_terminal(
     invoker: HttpInvoker, uri: str | None, message: str
 ) -> None:
     outcome = await invoker.invoke(make_request(make_target(uri, "ok")))
+    assert outcome.kind is OutcomeKind.TERMINAL
+    assert outcome.error is not None
+    assert message in outcome.error
+
+
+@pytest.mark.parametrize(
+    ("uri", "message"),
+    [
+        ("http://svc.1:8080", "is invalid: invalid IPv4 address"),
+        ("http://[fe80::1%25eth0]:9080", "is invalid"),
+    ],
+)
+async def test_bases_reqwest_cannot_parse_are_refused_up_front(uri: str, message: str) -> None:
+    """reqwest parses by the WHATWG rules, stricter than yarl: such a base is a terminal
+    outcome naming it, never a request that fails on every attempt."""
+    async with HttpInvoker(client="pyreqwest") as invoker:
+        outcome = await invoker.invoke(make_request(make_target(uri, "ok")))
     assert outcome.kind is OutcomeKind.TERMINAL
     assert outcome.error is not None
     assert message in outcome.error
@@ -295,7 +314,9 @@ async def test_credentials_in_the_uri_never_reach_error_messages(
 
 
 @pytest.mark.promise("p-proto-headers")
-async def test_headers_arrive_exactly_as_documented(served: tuple[Handler, str]) -> None:
+async def test_headers_arrive_exactly_as_documented(
+    served: tuple[Handler, str], http_client: ClientName
+) -> None:
     handler, base = served
     record_headers = (
         ("traceparent", TP.encode()),
@@ -312,7 +333,7 @@ async def test_headers_arrive_exactly_as_documented(served: tuple[Handler, str])
 
     tgt = make_target(base, "ok", additional_headers={"Authorization": "Bearer dep"})
     request = make_request(tgt, key=b"cust 7", headers=record_headers, offset=77, attempt=2)
-    async with HttpInvoker(sign=sign) as invoker:
+    async with HttpInvoker(sign=sign, client=http_client) as invoker:
         outcome = await invoker.invoke(request)
     assert outcome.kind is OutcomeKind.ACK
 
@@ -440,10 +461,12 @@ async def test_keep_alive_connections_are_reused(
     assert len({s.client_port for s in handler.seen}) <= 8
 
 
-async def test_pool_limit_bounds_concurrent_connections(served: tuple[Handler, str]) -> None:
+async def test_pool_limit_bounds_concurrent_connections(
+    served: tuple[Handler, str], http_client: ClientName
+) -> None:
     handler, base = served
     tgt = make_target(base, "ok")
-    async with HttpInvoker(limit=2) as invoker:
+    async with HttpInvoker(limit=2, client=http_client) as invoker:
         outcomes = await asyncio.gather(
             *(invoker.invoke(make_request(tgt, offset=i)) for i in range(20))
         )
@@ -454,9 +477,11 @@ async def test_pool_limit_bounds_concurrent_connections(served: tuple[Handler, s
 # --- lifecycle ------------------------------------------------------------------------------
 
 
-async def test_state_and_use_after_close(served: tuple[Handler, str]) -> None:
+async def test_state_and_use_after_close(
+    served: tuple[Handler, str], http_client: ClientName
+) -> None:
     _, base = served
-    invoker = HttpInvoker()
+    invoker = HttpInvoker(client=http_client)
     states = [invoker.state]
     assert (await invoker.invoke(make_request(make_target(base, "ok")))).kind is OutcomeKind.ACK
     states.append(invoker.state)
@@ -468,8 +493,8 @@ async def test_state_and_use_after_close(served: tuple[Handler, str]) -> None:
         await invoker.invoke(make_request(make_target(base, "ok")))
 
 
-async def test_close_without_use_is_fine() -> None:
-    invoker = HttpInvoker()
+async def test_close_without_use_is_fine(http_client: ClientName) -> None:
+    invoker = HttpInvoker(client=http_client)
     await invoker.aclose()
     assert invoker.state is HttpInvokerState.CLOSED
     assert "closed" in repr(invoker)
@@ -488,3 +513,20 @@ async def test_close_without_use_is_fine() -> None:
 def test_invalid_settings_are_rejected_up_front(kwargs: dict[str, float]) -> None:
     with pytest.raises(ValueError, match="must be"):
         HttpInvoker(**kwargs)  # type: ignore[arg-type]
+
+
+def test_an_unknown_client_is_rejected_naming_the_choices() -> None:
+    with pytest.raises(ValueError, match="must be one of auto, aiohttp, pyreqwest, got 'curl'"):
+        HttpInvoker(client="curl")  # type: ignore[arg-type]
+
+
+def test_auto_picks_pyreqwest_when_the_extra_is_installed(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # The dev environment installs kafka-ingress[fast-http]; without it "auto" is aiohttp
+    # (tests/e2e/test_wheel.py checks the default install).
+    with caplog.at_level("INFO", logger="adapter.invokers.http"):
+        invoker = HttpInvoker()
+    assert invoker.client == "pyreqwest"
+    assert "HTTP invoker client: pyreqwest (asked for auto)" in caplog.text
+    assert HttpInvoker(client="aiohttp").client == "aiohttp"

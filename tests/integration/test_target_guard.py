@@ -20,6 +20,7 @@ from adapter.errors import ValidationError
 from adapter.invokers.base import OutcomeKind
 from adapter.invokers.discovery import Discovery
 from adapter.invokers.http import HttpInvoker
+from adapter.invokers.http_clients import ClientName
 from tests._http_fixtures import HandlerServer
 from tests.integration.test_http_invoker import make_request, make_target
 
@@ -92,25 +93,25 @@ async def test_a_failed_discovery_never_quotes_the_answer(handler_server: Handle
 
 @pytest.mark.parametrize("uri", METADATA_URIS[:3])
 async def test_invocations_of_a_metadata_address_fail_terminally_without_sending(
-    uri: str,
+    uri: str, http_client: ClientName
 ) -> None:
-    async with HttpInvoker(timeout_s=2.0) as invoker:
+    async with HttpInvoker(timeout_s=2.0, client=http_client) as invoker:
         outcome = await invoker.invoke(make_request(make_target(uri, "ok")))
     assert outcome.kind is OutcomeKind.TERMINAL
     assert "cloud instance metadata" in (outcome.error or "")
 
 
 async def test_invocations_of_private_addresses_are_refused_when_switched_off(
-    handler_server: HandlerServer,
+    handler_server: HandlerServer, http_client: ClientName
 ) -> None:
     async def ok(request: Request) -> Response:
         return JSONResponse({"ok": True})
 
     url = await handler_server(Starlette(routes=[Route("/{path:path}", ok, methods=["POST"])]))
-    async with HttpInvoker(timeout_s=5.0) as invoker:
+    async with HttpInvoker(timeout_s=5.0, client=http_client) as invoker:
         allowed = await invoker.invoke(make_request(make_target(url, "ok")))
     assert allowed.kind is OutcomeKind.ACK
-    async with HttpInvoker(timeout_s=5.0, deny_private_targets=True) as invoker:
+    async with HttpInvoker(timeout_s=5.0, deny_private_targets=True, client=http_client) as invoker:
         refused = await invoker.invoke(make_request(make_target(url, "ok")))
     assert refused.kind is OutcomeKind.TERMINAL
     assert "deny-private-targets" in (refused.error or "")

@@ -6,12 +6,15 @@ Functional checks only; no performance is asserted here (that is what ``make ben
 from __future__ import annotations
 
 import io
-from typing import Any
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, Literal
 
 import orjson
 import pytest
 from rich.console import Console
 
+from adapter.config import load_settings
 from bench.cli import ALL_SCENARIOS, EXPERIMENT_NAMES, parse_args
 from bench.dynamo import COUNTS_PATH, CountingMiddleware
 from bench.experiments import EXPERIMENTS
@@ -28,7 +31,10 @@ from bench.report import (
     scenario_table,
     targets_table,
 )
+from bench.restate_peer import _scenarios as peer_scenarios
+from bench.scaleout import longest_gap, window_rate
 from bench.stats import gauge_sums, mean_max, per_thousand, percentile, rate, ratio, summarise
+from bench.trials import Sink, _poller_config
 from bench.workload import Workload, make_records
 
 # -- stats ---------------------------------------------------------------------------------
@@ -425,3 +431,54 @@ def test_unknown_scenarios_and_sizes_are_usage_errors(capsys: pytest.CaptureFixt
     assert "unknown scenario(s) z" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         parse_args(["--records", "-5"])
+
+
+@pytest.mark.parametrize("client", ["aiohttp", "pyreqwest"])
+def test_our_poller_runs_with_the_http_client_asked_for(
+    tmp_path: Path, client: Literal["aiohttp", "pyreqwest"]
+) -> None:
+    stack = SimpleNamespace(bootstrap="127.0.0.1:9092", dynamo_url="http://127.0.0.1:1")
+    text = _poller_config(stack, "bench-", 64, None, 9999, "pages", client)  # type: ignore[arg-type]
+    config = tmp_path / "poller.toml"
+    config.write_text(text)
+    settings = load_settings(config, env={})
+    assert settings.http.client == client
+    assert settings.ledger.successes == "pages"
+    assert settings.limits.max_in_flight == 64
+
+
+def test_scale_out_pause_is_the_longest_silence_after_a_poller_starts() -> None:
+    arrivals = [0.0, 0.1, 0.2, 1.0, 1.05, 2.5, 2.6]
+    # A poller started at 0.5: silence from 0.5 (nothing since 0.2 either) ... the longest
+    # one within [0.5, 3] is 1.05 -> 2.5.
+    assert longest_gap(arrivals, 0.5, 3.0) == pytest.approx((1.45, 2.5))
+    # Counted from the last arrival before the start: 0.2 -> 1.0.
+    assert longest_gap(arrivals, 0.5, 1.2) == pytest.approx((0.8, 1.0))
+    assert longest_gap([], 0.0, 1.0) == (0.0, 0.0)
+
+
+def test_scale_out_rates_count_arrivals_within_the_window() -> None:
+    arrivals = [i / 100 for i in range(1000)]  # 100 per second for 10 s
+    assert window_rate(arrivals, 2.0, 4.0) == pytest.approx(100.5)
+    assert window_rate(arrivals, 4.0, 4.0) is None
+    assert "scale" in ALL_SCENARIOS
+    assert parse_args(["--quick"]).scale_records == 40_000
+    assert parse_args([]).scale_records == 120_000
+
+
+def test_the_peer_runs_the_issues_three_scenarios_with_their_targets() -> None:
+    by_id = {s.id: s for s in peer_scenarios(50_000, 2_000)}
+    assert set(by_id) == {"a", "b", "c"}
+    assert (by_id["a"].restate_service, by_id["a"].sink, by_id["a"].target) == (
+        "BenchService",
+        Sink.SERVICE,
+        8.0,
+    )
+    assert (by_id["b"].restate_service, by_id["b"].sink, by_id["b"].target) == (
+        "BenchObject",
+        Sink.EXCLUSIVE,
+        5.0,
+    )
+    slow = by_id["c"]
+    assert (slow.partitions, slow.records, slow.delay_ms, slow.target) == (1, 2_000, 20, 4.0)
+    assert slow.restate_handler == "slow"
