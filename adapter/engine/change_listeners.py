@@ -10,13 +10,12 @@ regular poll of the feed.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable, Collection
 
 from adapter.config import KafkaCluster
 from adapter.errors import IngressError
-from adapter.kafka.change_signal import SIGNAL_TOPIC, ChangeListener
+from adapter.kafka.change_signal import SIGNAL_TOPIC, STOP_TIMEOUT_S, ChangeListener
 from adapter.kafka.options import resolve_options
 from adapter.kafka.security import consumer_security_kwargs
 from adapter.secrets import SecretResolver
@@ -77,8 +76,8 @@ class ChangeListeners:
         task = self._tasks.pop(name)
         self.listeners.pop(name, None)
         task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        # The listener bounds its own clean-up; this bounds the wait for it once more.
+        await asyncio.wait({task}, timeout=STOP_TIMEOUT_S + 1)
 
     async def aclose(self) -> None:
         for name in list(self._tasks):

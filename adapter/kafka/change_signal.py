@@ -28,7 +28,13 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError as AIOKafkaError
 from aiokafka.errors import TopicAlreadyExistsError
 
-__all__ = ["FETCH_WAIT_MS", "SIGNAL_TOPIC", "ChangeListener", "ChangeSignaller"]
+__all__ = [
+    "FETCH_WAIT_MS",
+    "SIGNAL_TOPIC",
+    "STOP_TIMEOUT_S",
+    "ChangeListener",
+    "ChangeSignaller",
+]
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +42,7 @@ SIGNAL_TOPIC = "__kafka_ingress_changes"
 FETCH_WAIT_MS = 5_000
 SEND_TIMEOUT_S = 2.0
 RETRY_S = 30.0
+STOP_TIMEOUT_S = 5.0
 
 
 def _connection(kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -116,8 +123,9 @@ class ChangeListener:
                     )
             finally:
                 self.ready.clear()
-                with contextlib.suppress(AIOKafkaError):
-                    await consumer.stop()
+                # Bounded: a poller's shutdown must not wait on a signal listener.
+                with contextlib.suppress(AIOKafkaError, TimeoutError):
+                    await asyncio.wait_for(consumer.stop(), STOP_TIMEOUT_S)
             await asyncio.sleep(RETRY_S)
 
 
@@ -163,5 +171,5 @@ class ChangeSignaller:
             task.cancel()
         for producer in self._producers.values():
             with contextlib.suppress(Exception):
-                await producer.stop()
+                await asyncio.wait_for(producer.stop(), STOP_TIMEOUT_S)
         self._producers.clear()
