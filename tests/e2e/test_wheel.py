@@ -158,7 +158,9 @@ async def test_the_installed_wheel_creates_tables_and_serves(
     assert f"created {len(table_definitions())} table(s)" in out, out
     client = make_client(moto_server.endpoint_url, "us-east-1")
     try:
-        tables = set(client.list_tables()["TableNames"])
+        # Paginated: the shared moto server holds every test's tables, more than one page.
+        pages = client.get_paginator("list_tables").paginate()
+        tables = set(pages.build_full_result()["TableNames"])
     finally:
         client.close()
     assert {f"{prefix}{name}" for name in table_definitions()} <= tables

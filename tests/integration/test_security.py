@@ -636,7 +636,9 @@ async def test_token_endpoint_outage_shows_in_status_and_log_and_consumption_res
     idp.outage = False
     await all_acked(handler, 6)
     await eventually(lambda: status(ingress, sub)["oauthbearer"]["state"] == TokenState.VALID)
-    await eventually(lambda: error_of(ingress, sub) == "", timeout=20)
+    # The error clears at the runner's next successful start; on a loaded machine the slot's
+    # restart back-off (up to 30 s) can put that well past the recovery.
+    await eventually(lambda: error_of(ingress, sub) == "", timeout=45)
     assert status(ingress, sub)["state"] == "running"
     assert_no_secret(logs.text, status(ingress, sub))
 
