@@ -158,7 +158,8 @@ class PollerSettings(_Section):
     # Pollers and subscriptions of one group share work; other groups are isolated.
     group: str = Field(default="default", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     # Partitions of the control topic; 0 = no shard map: every poller runs every subscription.
-    shards: int = Field(default=64, ge=0, le=4096)
+    # Off by default until takeovers are gap-free (docs/operations.md#capacity); 64 is typical.
+    shards: int = Field(default=0, ge=0, le=4096)
     # Stable identity across restarts (e.g. a StatefulSet pod name): static membership of
     # the control group, so a restart within the session timeout moves no shard.
     instance_id: str | None = Field(

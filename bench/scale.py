@@ -285,7 +285,9 @@ class ScaleScenario:
         index = len(self._pollers)
         port = _free_port()
         config = self.work_dir / f"poller-g{index}.toml"
-        config.write_text(_poller_config(self.stack, self._prefix, 64, None, port))
+        # The shard map is opt-in: (g) measures it on.
+        text = _poller_config(self.stack, self._prefix, 64, None, port)
+        config.write_text(text + "\n[poller]\nshards = 64\n")
         argv = [sys.executable, "-m", "bench.poller", "--", "--config-file", str(config), "serve"]
         child = Child(f"poller-g{index}", argv, self.work_dir / f"poller-g{index}.log")
         await child.start()

@@ -78,7 +78,8 @@ async def test_pollers_split_subscriptions_and_take_over_when_one_stops(
     ]
     control = f"{ingress.store.names.prefix}pollers.default"
     groups = [s.id for s in subs]
-    pollers = [PollerProcess(ingress.env()) for _ in range(3)]
+    env = {**ingress.env(), "KAFKA_INGRESS_POLLER_SHARDS": "64"}  # the shard map is opt-in
+    pollers = [PollerProcess(env) for _ in range(3)]
     try:
         for poller in pollers:
             await poller.start(tmp_path)

@@ -92,7 +92,7 @@ async def test_killing_the_poller_with_most_shards_loses_nothing_and_keeps_order
             )
         )
     keys = {t: await topic_key_of(bootstrap, t) for t in topics}
-    env = harness.env()
+    env = {**harness.env(), "KAFKA_INGRESS_POLLER_SHARDS": "64"}  # the shard map is opt-in
     pollers = [PollerProcess(env) for _ in range(3)]
     durable: list[tuple[float, set[str]]] = []
     stop_snapshots = asyncio.Event()
