@@ -26,7 +26,7 @@ from adapter.engine.ledger import LedgerWriter
 from adapter.engine.supervisor import Supervisor
 from adapter.errors import UnknownResourceError, ValidationError
 from adapter.kafka.change_signal import SIGNAL_TOPIC, ChangeSignaller
-from adapter.kafka.options import resolve_options
+from adapter.kafka.options import ClientOptions, resolve_options
 from adapter.kafka.security import consumer_security_kwargs
 from adapter.secrets import SecretResolver
 from adapter.store.dynamo import DynamoStore
@@ -113,22 +113,31 @@ class AdminState:
         if self.signals is not None:
             self.signals.signal(cluster, lambda: self._signal_connection(cluster))
 
-    async def _signal_connection(self, cluster_name: str) -> dict[str, Any]:
+    async def client_options(
+        self, cluster_name: str, subscription_id: str, subscription_options: dict[str, str]
+    ) -> ClientOptions:
+        """Kafka client options of a subscription (or of a cluster alone, with no options of
+        its own) for the routes that connect to Kafka themselves."""
         cluster = self.catalog.snapshot().get(cluster_name)
         if cluster is None:
             await self.catalog.refresh()
             cluster = self.catalog.snapshot().get(cluster_name)
         if cluster is None:
-            raise UnknownResourceError(f"unknown Kafka cluster {cluster_name!r}")
+            raise UnknownResourceError(f"the Kafka cluster {cluster_name!r} does not exist")
         cluster_options = cluster.options
         if self.secret_refs is not None:
+            # Connecting needs the values of secretsmanager:/ssm: references, not their names.
             cluster_options = await self.secret_refs.resolve_options(cluster_options)
-        options = resolve_options(
-            subscription_id=SIGNAL_TOPIC,
+            subscription_options = await self.secret_refs.resolve_options(subscription_options)
+        return resolve_options(
+            subscription_id=subscription_id,
             bootstrap_servers=cluster.bootstrap_servers,
             cluster_options=cluster_options,
-            subscription_options={},
+            subscription_options=subscription_options,
         )
+
+    async def _signal_connection(self, cluster_name: str) -> dict[str, Any]:
+        options = await self.client_options(cluster_name, SIGNAL_TOPIC, {})
         return {**options.consumer_kwargs, **consumer_security_kwargs(options.security)}
 
 

@@ -31,7 +31,7 @@ from starlette.responses import Response
 from adapter.api.endpoint import AdminState, Endpoint, json_response
 from adapter.api.subscriptions import find_subscription
 from adapter.errors import KafkaError, UnknownResourceError
-from adapter.kafka.options import ClientOptions, resolve_options
+from adapter.kafka.options import ClientOptions
 from adapter.kafka.security import consumer_security_kwargs
 from adapter.kafka.topics import describe_topics
 
@@ -132,23 +132,7 @@ async def get_lag(request: Request, state: AdminState) -> Response:
     cached = _cache.get(sub.id)
     if cached is not None and time.monotonic() - cached.at < CACHE_S:
         return json_response(cached.value)
-    cluster = state.catalog.snapshot().get(sub.cluster)
-    if cluster is None:
-        await state.catalog.refresh()
-        cluster = state.catalog.snapshot().get(sub.cluster)
-    if cluster is None:
-        raise UnknownResourceError(f"the Kafka cluster {sub.cluster!r} does not exist")
-    cluster_options, sub_options = cluster.options, sub.options
-    if state.secret_refs is not None:
-        # Connecting needs the values of secretsmanager:/ssm: references, not their names.
-        cluster_options = await state.secret_refs.resolve_options(cluster_options)
-        sub_options = await state.secret_refs.resolve_options(sub_options)
-    options = resolve_options(
-        subscription_id=sub.id,
-        bootstrap_servers=cluster.bootstrap_servers,
-        cluster_options=cluster_options,
-        subscription_options=sub_options,
-    )
+    options = await state.client_options(sub.cluster, sub.id, sub.options)
     try:
         lag = await asyncio.wait_for(
             read_group_lag(options, sub.id, sub.topic), timeout=READ_TIMEOUT_S

@@ -30,7 +30,7 @@ from adapter.api.invocations import paged_success
 from adapter.api.refs import check_invocation_id
 from adapter.api.wire import rfc3339
 from adapter.errors import KafkaError, UnknownResourceError
-from adapter.kafka.options import ClientOptions, resolve_options
+from adapter.kafka.options import ClientOptions
 from adapter.kafka.security import consumer_security_kwargs
 from adapter.kafka.topics import describe_topics
 from adapter.masking import MASK, mask_secrets
@@ -165,23 +165,10 @@ async def get_record(request: Request, state: AdminState) -> Response:
     if entry is None:
         raise UnknownResourceError(f"invocation {inv_id} is not in the ledger")
     sub = await state.store.get_subscription(entry.subscription_id)
+    if sub is None:
+        raise UnknownResourceError(f"invocation {inv_id}: its subscription no longer exists")
     await state.catalog.refresh()
-    cluster = state.catalog.snapshot().get(sub.cluster) if sub is not None else None
-    if sub is None or cluster is None:
-        raise UnknownResourceError(
-            f"invocation {inv_id}: its subscription or Kafka cluster no longer exists"
-        )
-    cluster_options, sub_options = cluster.options, sub.options
-    if state.secret_refs is not None:
-        # Connecting needs the values of secretsmanager:/ssm: references, not their names.
-        cluster_options = await state.secret_refs.resolve_options(cluster_options)
-        sub_options = await state.secret_refs.resolve_options(sub_options)
-    options = resolve_options(
-        subscription_id=sub.id,
-        bootstrap_servers=cluster.bootstrap_servers,
-        cluster_options=cluster_options,
-        subscription_options=sub_options,
-    )
+    options = await state.client_options(sub.cluster, sub.id, sub.options)
     # The ledger keys the topic as name@topic-id: the ID tells a re-created topic apart.
     name, topic_id = topic_name(entry.topic), entry.topic.partition("@")[2] or None
     record = await read_record(options, name, topic_id, entry.partition, entry.offset)
