@@ -195,6 +195,20 @@ def _display_url(url: str) -> str:
     return urllib.parse.urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
+def _request_url(url: str) -> str:
+    """The URL without user info: the client authenticates with its Basic header, and aiohttp
+    refuses a request that carries both."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    return urllib.parse.urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
+
+
 def _basic_auth(client_id: str, client_secret: str) -> str:
     # RFC 6749 §2.3.1 form-encodes both before Basic encoding, as Kafka's Java client does.
     pair = f"{urllib.parse.quote_plus(client_id)}:{urllib.parse.quote_plus(client_secret)}"
@@ -478,7 +492,7 @@ class OidcTokenProvider(RefreshingTokenProvider):
             form["scope"] = self._scope
         try:
             async with self._http.post(
-                self._url,
+                _request_url(self._url),
                 data=form,
                 headers={
                     "Authorization": _basic_auth(self.client_id, self._secret),
