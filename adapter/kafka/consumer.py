@@ -58,13 +58,11 @@ log = logging.getLogger(__name__)
 
 TP = tuple[str, int]
 
-# How long the broker may hold an idle fetch (``fetch.wait.max.ms`` when the subscription
-# does not set it). A Kafka fetch returns as soon as a record arrives, so a long wait costs
-# no latency; it makes an idle consumer's fetch round trips (and the wake-ups they cause)
-# rarer. aiokafka's 500 ms made fetching most of an idle poller's CPU (docs/operations.md
-# #capacity). Requests queued behind a held fetch on the same connection (metadata,
-# offsets) wait for it, so metadata timeouts are longer than this.
-IDLE_FETCH_WAIT_MS = 5_000
+# How long the broker may hold a fetch (``fetch.wait.max.ms`` when the subscription does not
+# set it): aiokafka's 500 ms. A 5 s wait made idle consumers cheaper but cost throughput under
+# load — a partition resumed after back-pressure waits for the fetch in flight — measured in
+# bench (a) 3,808 against 5,198 records/s and in (d) 3,818 against 13,133 (docs/benchmarks.md).
+IDLE_FETCH_WAIT_MS = 500
 # OAUTHBEARER sessions end when their token expires (the broker closes the connection;
 # aiokafka does not re-authenticate): a held fetch must not outlive a short-lived token, or
 # every fetch is cut before it returns. aiokafka's default there.
