@@ -56,7 +56,7 @@ async def test_killing_the_poller_with_most_shards_loses_nothing_and_keeps_order
     bootstrap = chaos_broker.bootstrap_servers
 
     async def work(call: Call) -> None:
-        await asyncio.sleep(0.002)
+        await asyncio.sleep(0.002)  # the handler's work
 
     handler = RecordingHandler(work)
     url = await handler_server(handler.app)
@@ -134,16 +134,20 @@ async def test_killing_the_poller_with_most_shards_loses_nothing_and_keeps_order
                     done = set()
                 if done:
                     durable.append((time.monotonic(), done))
-                await asyncio.sleep(2.0)
+                await asyncio.sleep(2.0)  # sampling interval of the durable set
 
         async def kill_the_busiest() -> None:
-            await asyncio.sleep(4)
+            # Kill mid-stream: once records flow and every poller has its shards.
+            def flowing() -> bool:
+                return len(handler.calls) >= 100 and all(shards_owned(p) > 0 for p in pollers)
+
+            await eventually(flowing, timeout=60, message="no traffic or no shard map yet")
             index = max(range(3), key=lambda i: shards_owned(pollers[i]))
             owned = shards_owned(pollers[index])
             await pollers[index].kill()
             events.append(f"SIGKILL poller {index} owning {owned} shards")
             assert owned >= 16  # "many": at least a fair share of 64 among 3
-            await asyncio.sleep(1.5)
+            await asyncio.sleep(1.5)  # downtime: the survivors take its shards meanwhile
             pollers[index] = PollerProcess(env)
             await pollers[index].start(tmp_path)
             events.append(f"restarted poller {index}")
