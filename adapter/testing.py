@@ -72,6 +72,8 @@ class FakeConsumer:
         self.subscribed: str | None = None
         self.assigned: set[TP] = set()
         self.paused: set[TP] = set()
+        self.held: set[TP] = set()
+        """Partitions held back by :meth:`hold` (back-pressure)."""
         self.committed: dict[TP, tuple[int, str | None]] = {}
         self.commits: list[dict[TP, int]] = []
         self.seeks: list[TP] = []
@@ -82,8 +84,8 @@ class FakeConsumer:
         self.started = False
         self.stopped = False
         self._fetches: asyncio.Queue[Fetched] = asyncio.Queue()
-        # Records of paused partitions: like aiokafka, not returned, fetched again on resume.
-        self._held: dict[TP, list[KafkaRecord]] = {}
+        # Records of paused or held partitions: not returned, handed out on resume/release.
+        self._kept: dict[TP, list[KafkaRecord]] = {}
         self.describe_gate: asyncio.Event | None = None
         self.describing = 0
         """Topic look-ups waiting at :attr:`describe_gate` now."""
@@ -106,10 +108,14 @@ class FakeConsumer:
         fetched = Fetched()
         with contextlib.suppress(TimeoutError):
             fetched = await asyncio.wait_for(self._fetches.get(), timeout_ms / 1000)
-        for tp in [tp for tp in fetched.records if tp in self.paused or tp not in self.assigned]:
+        for tp in [
+            tp
+            for tp in fetched.records
+            if tp in self.paused or tp in self.held or tp not in self.assigned
+        ]:
             records = fetched.records.pop(tp)
             if tp in self.assigned:
-                self._held.setdefault(tp, []).extend(records)
+                self._kept.setdefault(tp, []).extend(records)
         return fetched
 
     async def commit(self, offsets: dict[TP, int], topic_id: str | None) -> None:
@@ -124,9 +130,21 @@ class FakeConsumer:
 
     def resume(self, tp: TP) -> None:
         self.paused.discard(tp)
-        held = self._held.pop(tp, None)
-        if held:
-            self._fetches.put_nowait(Fetched(records={tp: held}))
+        self._hand_out(tp)
+
+    def hold(self, tp: TP) -> None:
+        self.held.add(tp)
+
+    def release(self, tp: TP) -> None:
+        self.held.discard(tp)
+        self._hand_out(tp)
+
+    def _hand_out(self, tp: TP) -> None:
+        if tp in self.paused or tp in self.held:
+            return
+        kept = self._kept.pop(tp, None)
+        if kept:
+            self._fetches.put_nowait(Fetched(records={tp: kept}))
 
     async def describe_topic(self, topic: str) -> TopicInfo | None:
         if self.describe_gate is not None:
@@ -170,8 +188,9 @@ class FakeConsumer:
         await self.listener.on_revoked(set(tps))
         self.assigned -= set(tps)
         self.paused -= set(tps)
+        self.held -= set(tps)
         for tp in tps:
-            self._held.pop(tp, None)
+            self._kept.pop(tp, None)
 
     def deliver(self, records: Sequence[KafkaRecord]) -> None:
         by_tp: dict[TP, list[KafkaRecord]] = {}

@@ -35,6 +35,7 @@ import orjson
 from rich.console import Console
 from rich.table import Table
 
+from adapter.config import LimitSettings
 from bench.cli import parse_args
 from bench.procs import Child, Meter
 from bench.suite import Suite
@@ -43,6 +44,7 @@ from bench.workload import make_records
 
 __all__ = ["main"]
 
+SHIPPED_IN_FLIGHT: int = LimitSettings.model_fields["max_in_flight"].default
 _ROOT = Path(__file__).resolve().parents[1]
 _SERVER_BINARY = "npm/node_modules/@restatedev/restate-server-linux-x64/bin/restate-server"
 _SERVICE_SCRIPT = _ROOT / "bench" / "peers" / "restate_service.py"
@@ -285,6 +287,9 @@ async def _our_side(suite: Suite, scenario: PeerScenario) -> PeerRun:
         handler,
         scenario.sink,
         per_key=scenario.sink is Sink.EXCLUSIVE,
+        # The shipped default ([limits] max-in-flight), not the bench's --in-flight: Restate
+        # has no such limit, and the comparison is of the products as installed.
+        in_flight=SHIPPED_IN_FLIGHT,
     )
     handler_used = handler_meter.cpu_s() - handler_cpu
     run = PeerRun("ours", scenario.records, completed=metrics.received, error=metrics.error)
@@ -343,7 +348,7 @@ async def run_peers(args: argparse.Namespace, console: Console) -> dict[str, Any
                         "keys": options.keys,
                         "value_bytes": options.value_bytes,
                         "handler_delay_ms": scenario.delay_ms,
-                        "in_flight": options.in_flight,
+                        "in_flight": SHIPPED_IN_FLIGHT,
                     },
                     "ours": ours.as_dict(),
                     "restate": restate.as_dict(),

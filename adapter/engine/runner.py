@@ -421,7 +421,7 @@ class SubscriptionRunner(RebalanceListener):
         key = state.topic_key
         pause = state.fetched([r.offset for r in records])
         if pause is not None and self._consumer is not None:
-            self._consumer.pause(pause.tp)
+            self._consumer.hold(pause.tp)
         self._consumed += len(records)
         if self._filter is not None:
             records = self._filtered_out(state, records)
@@ -496,7 +496,7 @@ class SubscriptionRunner(RebalanceListener):
         resume = state.finished(offset)
         self._finished.set()
         if resume is not None and self._consumer is not None:
-            self._consumer.resume(resume.tp)
+            self._consumer.release(resume.tp)
 
     def _durable(self, work: Work) -> None:
         state = work.partition

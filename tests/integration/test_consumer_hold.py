@@ -1,0 +1,118 @@
+"""Back-pressure holds a partition without dropping what the Kafka client already fetched.
+
+aiokafka's ``pause`` throws a partition's prefetched records away and fetches them again after
+``resume``; under back-pressure that re-read most of every fetch. The consumer shell's ``hold``
+leaves the partition out of ``getmany`` instead, so its records wait in the client's buffer.
+The proof uses retention: records deleted from the log while held still arrive after the
+release, because they are never fetched again (a re-fetch would find them gone).
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from aiokafka import TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
+
+from adapter.kafka.consumer import TP, AiokafkaConsumer, Fetched
+from adapter.kafka.errors import ConnectionWatch
+from tests._kafka_fixtures import TopicFactory
+from tests.harness import produce
+
+pytestmark = [pytest.mark.kafka, pytest.mark.timeout(90)]
+
+
+class _Assigned:
+    def __init__(self) -> None:
+        self.event = asyncio.Event()
+
+    async def on_revoked(self, tps: set[TP]) -> None:
+        self.event.clear()
+
+    async def on_assigned(self, tps: set[TP]) -> None:
+        if tps:
+            self.event.set()
+
+
+async def _fetch_until(
+    consumer: AiokafkaConsumer, tp: TP, count: int, timeout_s: float = 30.0
+) -> list[int]:
+    offsets: list[int] = []
+    async with asyncio.timeout(timeout_s):
+        while len(offsets) < count:
+            fetched: Fetched = await consumer.getmany(timeout_ms=200, max_records=count)
+            assert not fetched.losses, fetched.losses
+            offsets += [r.offset for r in fetched.records.get(tp, [])]
+    return offsets
+
+
+@pytest.mark.promise("p-backpressure-keeps-prefetch")
+async def test_held_records_are_kept_not_fetched_again(
+    kafka_bootstrap: str, topic_factory: TopicFactory
+) -> None:
+    topic = await topic_factory(1)
+    tp: TP = (topic, 0)
+    await produce(kafka_bootstrap, topic, [(b"k", b"{}")] * 50, partition=0)
+    consumer = AiokafkaConsumer(
+        watch=ConnectionWatch(f"test {topic}"),
+        bootstrap_servers=kafka_bootstrap,
+        group_id=f"hold-{topic}",
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+    )
+    assigned = _Assigned()
+    await consumer.start()
+    try:
+        consumer.subscribe(topic, assigned)
+        first = await _fetch_until(consumer, tp, 10)
+        assert first == list(range(10))  # one fetch brought all 50 into the client's buffer
+
+        consumer.hold(tp)
+        held = await consumer.getmany(timeout_ms=300, max_records=100)
+        assert tp not in held.records
+
+        admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+        await admin.start()
+        try:
+            await admin.delete_records({TopicPartition(topic, 0): RecordsToDelete(50)})
+        finally:
+            await admin.close()
+
+        consumer.release(tp)
+        rest = await _fetch_until(consumer, tp, 40)
+        assert rest == list(range(10, 50))
+    finally:
+        await consumer.stop()
+
+
+async def test_a_release_ends_a_fetch_waiting_on_the_other_partitions(
+    kafka_bootstrap: str, topic_factory: TopicFactory
+) -> None:
+    """A partition released while getmany waits (up to its timeout) on idle partitions is
+    served at once, not after the wait."""
+    topic = await topic_factory(2)
+    tp0: TP = (topic, 0)
+    await produce(kafka_bootstrap, topic, [(b"k", b"{}")] * 20, partition=0)
+    consumer = AiokafkaConsumer(
+        watch=ConnectionWatch(f"test {topic}"),
+        bootstrap_servers=kafka_bootstrap,
+        group_id=f"hold-{topic}",
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+    )
+    await consumer.start()
+    try:
+        consumer.subscribe(topic, _Assigned())
+        assert await _fetch_until(consumer, tp0, 5) == list(range(5))
+        consumer.hold(tp0)
+        # Partition 1 is empty: this fetch would wait the whole 20 s for it.
+        waiting = asyncio.ensure_future(consumer.getmany(timeout_ms=20_000, max_records=100))
+        await asyncio.sleep(0)  # pacing: let the fetch start waiting before the release
+        consumer.release(tp0)
+        async with asyncio.timeout(5):
+            first = await waiting
+        assert tp0 not in first.records  # the wait ended empty; the next call serves tp0
+        assert await _fetch_until(consumer, tp0, 15, timeout_s=5) == list(range(5, 20))
+    finally:
+        await consumer.stop()
