@@ -214,9 +214,11 @@ def build_request(
         HEADER_ATTEMPT: str(attempt),
     }
     if key is not None:
-        headers[HEADER_KAFKA_KEY] = quote(key, safe=_KEY_HEADER_SAFE)
-    # A null header value travels as an empty one over HTTP.
-    traceparent = _add_record_headers(tuple((k, v or b"") for k, v in record.headers), headers)
+        headers[HEADER_KAFKA_KEY] = _key_header(key)
+    traceparent = ""
+    if record.headers:
+        # A null header value travels as an empty one over HTTP.
+        traceparent = _add_record_headers(tuple((k, v or b"") for k, v in record.headers), headers)
     headers[HEADER_TRACEPARENT] = traceparent or fresh_traceparent(inv_id)
     return InvocationRequest(
         invocation_id=inv_id,
@@ -248,6 +250,14 @@ def with_attempt(request: InvocationRequest, attempt: int) -> InvocationRequest:
 
 def _where(record: KafkaRecord) -> str:
     return f"record topic={record.topic} partition={record.partition} offset={record.offset}"
+
+
+def _key_header(key: str) -> str:
+    # Most keys are printable ASCII without '%' or spaces, which quote() returns unchanged;
+    # this runs for every record.
+    if key.isascii() and key.isprintable() and "%" not in key and " " not in key:
+        return key
+    return quote(key, safe=_KEY_HEADER_SAFE)
 
 
 def _decode_key(key: bytes | None) -> str | None:

@@ -76,6 +76,8 @@ OWN_HEADERS = frozenset(
 
 def path_segment(value: str) -> str:
     """One percent-encoded path segment; ``.``/``..`` are escaped so no normaliser drops them."""
+    if value.isalnum() and value.isascii():
+        return value  # quote() would return it unchanged; this runs for every invocation
     encoded = quote(value, safe="")
     if encoded in (".", ".."):
         return "%2E" * len(encoded)

@@ -790,3 +790,20 @@ def test_outcome_from_http_is_total(status: int, retry_after: str | None, body: 
     assert outcome.retry_after is None or outcome.retry_after >= 0
     if outcome.kind is not OutcomeKind.ACK:
         assert outcome.error
+
+
+def test_key_header_fast_path_matches_percent_encoding_for_every_ascii_character() -> None:
+    """The per-record shortcut returns what quote() would, for each ASCII character alone
+    and inside a key (and for a few non-ASCII ones)."""
+    from urllib.parse import quote
+
+    from adapter.engine.mapping import _KEY_HEADER_SAFE, _key_header
+    from adapter.sdk.protocol import path_segment
+
+    for char in [chr(c) for c in range(128)] + ["é", "日", "\u00a0", "\u2028"]:
+        for key in (char, f"k{char}7", f"{char}{char}"):
+            assert _key_header(key) == quote(key, safe=_KEY_HEADER_SAFE), repr(key)
+            expected = quote(key, safe="")
+            if expected in (".", ".."):
+                expected = "%2E" * len(expected)
+            assert path_segment(key) == expected, repr(key)
