@@ -321,27 +321,12 @@ class BatchDispatcher:
                 )
 
     def _entry(self, work: Work, status: InvocationStatus, error: str | None) -> LedgerEntry:
-        now = _now_ms()
-        record = work.record
-        return LedgerEntry(
-            id=work.inv_id,
+        return work.ledger_entry(
+            status,
             subscription_id=self._subscription_id,
-            topic=work.partition.topic_key,
-            partition=record.partition,
-            offset=record.offset,
-            key=work.request.key if work.request is not None else None,
-            target=self._target.sink,
-            status=status.value,
-            attempts=work.attempts,
-            last_error=error if error is not None else work.last_error,
-            created_at_ms=work.created_ms,
-            updated_at_ms=now,
-            completed_at_ms=now,
-            next_retry_at_ms=None,
-            dead_letter_topic=(
-                self._discards.to_dead_letter_topic if status is _S.DEAD_LETTERED else None
-            ),
-            replaces_row=work.replaces_row,
+            sink=self._target.sink,
+            error=error,
+            dead_letter_topic=self._discards.to_dead_letter_topic,
         )
 
     # -- operator actions -------------------------------------------------------------------

@@ -114,6 +114,43 @@ class Work:
     last_error: str | None = None
     replaces_row: bool = False  # the ledger holds a row of it already (see LedgerEntry)
 
+    def ledger_entry(
+        self,
+        status: InvocationStatus,
+        *,
+        subscription_id: str,
+        sink: str,
+        error: str | None = None,
+        delay: float | None = None,
+        dead_letter_topic: str | None = None,
+    ) -> LedgerEntry:
+        """Its ledger row as of now (the per-record and the batch path write the same rows)."""
+        now = _now_ms()
+        record = self.record
+        key: str | None = None
+        if self.request is not None:
+            key = self.request.key
+        elif record.key is not None:  # refused before a request was made: still findable
+            key = record.key.decode("utf-8", "backslashreplace")
+        return LedgerEntry(
+            id=self.inv_id,
+            subscription_id=subscription_id,
+            topic=self.partition.topic_key,
+            partition=record.partition,
+            offset=record.offset,
+            key=key,
+            target=sink,
+            status=status.value,
+            attempts=self.attempts,
+            last_error=error if error is not None else self.last_error,
+            created_at_ms=self.created_ms,
+            updated_at_ms=now,
+            completed_at_ms=now if status in TERMINAL_STATUSES else None,
+            next_retry_at_ms=now + int(delay * 1000) if delay is not None else None,
+            dead_letter_topic=dead_letter_topic if status is _S.DEAD_LETTERED else None,
+            replaces_row=self.replaces_row,
+        )
+
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
@@ -381,30 +418,13 @@ class Dispatcher:
         error: str | None = None,
         delay: float | None = None,
     ) -> LedgerEntry:
-        now = _now_ms()
-        key: str | None = None
-        if work.request is not None:
-            key = work.request.key
-        elif work.record.key is not None:
-            key = work.record.key.decode("utf-8", "backslashreplace")
-        record = work.record
-        return LedgerEntry(
-            id=work.inv_id,
+        return work.ledger_entry(
+            status,
             subscription_id=self._subscription_id,
-            topic=work.partition.topic_key,
-            partition=record.partition,
-            offset=record.offset,
-            key=key,
-            target=self._target.sink,
-            status=status.value,
-            attempts=work.attempts,
-            last_error=error if error is not None else work.last_error,
-            created_at_ms=work.created_ms,
-            updated_at_ms=now,
-            completed_at_ms=now if status in TERMINAL_STATUSES else None,
-            next_retry_at_ms=now + int(delay * 1000) if delay is not None else None,
-            dead_letter_topic=(self._dead_letter_topic if status is _S.DEAD_LETTERED else None),
-            replaces_row=work.replaces_row,
+            sink=self._target.sink,
+            error=error,
+            delay=delay,
+            dead_letter_topic=self._dead_letter_topic,
         )
 
     # -- operator actions --------------------------------------------------------------------
