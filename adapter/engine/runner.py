@@ -67,6 +67,16 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
+def _pause_bound(settings: RunnerSettings) -> int:
+    """Unfinished records per partition before fetching is held back. Partition batches get
+    room for two batches at least (the one in flight and the next, full), or a batch.size above
+    max-buffered-per-partition could never fill and every batch would wait out its window."""
+    bound = settings.max_buffered_per_partition
+    if settings.batches is not None:
+        bound = max(bound, 2 * settings.batches.policy.size)
+    return bound
+
+
 class SubscriptionRunner(RebalanceListener):
     """Consumes one subscription's topic in this poller and drives its invocations."""
 
@@ -130,7 +140,7 @@ class SubscriptionRunner(RebalanceListener):
             dispatcher=self._dispatcher,
             ledger=ledger,
             gate=self._gate,
-            pause_at=settings.max_buffered_per_partition,
+            pause_at=_pause_bound(settings),
             revoke_timeout_s=settings.revoke_timeout_s,
             on_error=self._set_error,
         )

@@ -93,6 +93,7 @@ async def running(
     batches: bool = True,
     writer: FakeWriter | None = None,
     filter_json: str | None = None,
+    max_buffered: int = 1000,
 ) -> AsyncIterator[Harness]:
     clock = ManualClock()
     consumer = FakeConsumer(clock, (TopicInfo(TOPIC, OLD_ID, 2),))
@@ -103,6 +104,7 @@ async def running(
         session_timeout_s=SESSION_S,
         commit_interval_s=0.005,
         topic_poll_s=0.01,
+        max_buffered_per_partition=max_buffered,
         retry=RetryPolicy(initial_interval=0.001, max_interval=0.002, jitter=0.0),
         batches=(
             BatchSettings(policy=policy or BatchPolicy(window_ms=5), destination=destination)
@@ -156,6 +158,20 @@ async def test_a_partition_runs_one_batch_at_a_time_in_offset_order() -> None:
         assert caller.batches == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
         assert caller.max_running == 1
         assert statuses(h, 0, range(10)) == ["SUCCEEDED"] * 10
+
+
+@pytest.mark.promise("p-config-batch-buffer")
+async def test_a_batch_larger_than_the_partition_buffer_still_fills() -> None:
+    """The per-partition bound grows to two batches: with batch.size above
+    max-buffered-per-partition, fetching must not stop before one batch is full."""
+    caller = FakeBatchCaller()
+    async with running(caller, policy=BatchPolicy(size=8, window_ms=5), max_buffered=4) as h:
+        await assigned(h, P0)
+        h.consumer.deliver([record(TOPIC, 0, o) for o in range(4)])  # two fetches
+        h.consumer.deliver([record(TOPIC, 0, o) for o in range(4, 8)])
+        await until(lambda: h.committed(P0) == 8, what="all committed")
+        assert caller.batches == [list(range(8))]
+        assert P0 not in h.consumer.held
 
 
 @pytest.mark.promise("p-config-partial-response")
