@@ -5,7 +5,8 @@ can answer — including one that does not run the subscription (pollers share s
 after restarts, when in-process figures start from nothing. Per partition the answer holds the
 committed offset, the log's start and end, and ``lag = end - max(committed, start)``: the records
 a consumer of the group has still to process (a committed offset below the log start counts
-from the start: retention removed the rest). The dashboard uses it for its lag columns and for
+from the start: retention removed the rest; one committed for an earlier topic of the same name
+counts as none, as the poller treats it). The dashboard uses it for its lag columns and for
 what an offset reset would re-deliver or skip.
 
 Kafka is asked through a consumer with the group's ID that never joins the group and never
@@ -21,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError as AIOKafkaError
@@ -101,14 +103,21 @@ async def read_group_lag(options: ClientOptions, subscription: str, topic: str) 
         tps = [TopicPartition(topic, p) for p in range(info.partitions)]
         consumer.assign(tps)
         starts, ends = await consumer.beginning_offsets(tps), await consumer.end_offsets(tps)
-        committed = await asyncio.gather(*(consumer.committed(tp) for tp in tps))
+        # With their metadata (what consumer.committed() leaves out): the poller commits the
+        # topic ID with each offset, which tells a commit for an earlier topic of this name.
+        found = await consumer._coordinator.fetch_committed_offsets(set(tps))
     except AIOKafkaError as exc:
         raise KafkaError(f"cannot read the lag of group {options.group_id!r}: {exc}") from exc
     finally:
         await consumer.stop()
     parts = [
-        partition_lag(tp.partition, offset, int(starts[tp]), int(ends[tp]))
-        for tp, offset in zip(tps, committed, strict=True)
+        partition_lag(
+            tp.partition,
+            _current_commit(found.get(tp), info.topic_id),
+            int(starts[tp]),
+            int(ends[tp]),
+        )
+        for tp in tps
     ]
     return GroupLag(
         subscription=subscription,
@@ -118,6 +127,19 @@ async def read_group_lag(options: ClientOptions, subscription: str, topic: str) 
         partitions=parts,
         lag=sum(p.lag for p in parts),
     )
+
+
+def _current_commit(committed: Any, topic_id: str | None) -> int | None:
+    """The committed offset, unless it was committed for an earlier topic of the same name
+    (its metadata is another topic ID): the poller ignores such a commit and consumes the new
+    topic from its beginning, so the lag counts from there."""
+    offset = getattr(committed, "offset", -1)
+    if committed is None or offset is None or offset < 0:
+        return None
+    recorded = getattr(committed, "metadata", "") or ""
+    if recorded and topic_id and recorded != topic_id:
+        return None
+    return int(offset)
 
 
 _cache: dict[str, _Cached] = {}

@@ -108,3 +108,77 @@ async def test_lag_is_the_groups_as_kafka_reports_it(
             assert (await api.get("/subscriptions/nope/lag")).status_code == 400
     finally:
         await harness.stop()
+
+
+@pytest.mark.promise("p-api-subscription-lag")
+async def test_a_commit_made_for_an_earlier_topic_of_the_name_does_not_hide_the_lag(
+    kafka_bootstrap: str, topic_factory: TopicFactory
+) -> None:
+    """Kafka drops a deleted topic's offsets, but an owner that had not noticed the deletion
+    may still commit its old position onto the new topic of that name (its commit carries the
+    old topic's ID). The poller then consumes the new topic from its beginning, and the lag
+    counts from there too, not from that stale offset."""
+    from aiokafka import AIOKafkaConsumer
+    from aiokafka.admin import NewTopic
+    from aiokafka.structs import OffsetAndMetadata
+
+    from adapter.api.group_lag import read_group_lag
+    from adapter.kafka.options import resolve_options
+    from adapter.kafka.topics import describe_topics
+
+    topic = await topic_factory(1)
+    group = subscription_id()
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    await admin.start()
+    try:
+        old = (await describe_topics(admin._client, [topic]))[topic]
+        assert old is not None
+        await admin.delete_topics([topic], timeout_ms=30_000)
+
+        async def gone() -> bool:
+            return (await describe_topics(admin._client, [topic]))[topic] is None
+
+        await eventually(gone, timeout=30, interval=0.2)
+        await admin.create_topics(
+            [NewTopic(topic, num_partitions=1, replication_factor=1)], timeout_ms=30_000
+        )
+        new = await _described(admin, topic)
+        assert new.topic_id != old.topic_id
+    finally:
+        await admin.close()
+    await produce(kafka_bootstrap, topic, [(b"b", b"{}")] * 3, partition=0)
+
+    late_owner = AIOKafkaConsumer(bootstrap_servers=kafka_bootstrap, group_id=group)
+    await late_owner.start()
+    try:
+        tp = TopicPartition(topic, 0)
+        late_owner.assign([tp])
+        await late_owner.commit({tp: OffsetAndMetadata(40, old.topic_id)})
+    finally:
+        await late_owner.stop()
+
+    options = resolve_options(
+        subscription_id=group,
+        bootstrap_servers=[kafka_bootstrap],
+        cluster_options={},
+        subscription_options={},
+    )
+    lag = await read_group_lag(options, group, topic)
+    assert [p.model_dump() for p in lag.partitions] == [
+        {"partition": 0, "committed": None, "log_start": 0, "log_end": 3, "lag": 3}
+    ]
+    assert lag.lag == 3
+
+
+async def _described(admin: AIOKafkaAdminClient, topic: str) -> Any:
+    from adapter.kafka.topics import describe_topics
+
+    found: list[Any] = []
+
+    async def exists() -> bool:
+        info = (await describe_topics(admin._client, [topic]))[topic]
+        found[:] = [info]
+        return info is not None and info.partitions == 1
+
+    await eventually(exists, timeout=30, interval=0.2)
+    return found[0]
