@@ -67,6 +67,11 @@ IDLE_FETCH_WAIT_MS = 500
 # aiokafka does not re-authenticate): a held fetch must not outlive a short-lived token, or
 # every fetch is cut before it returns. aiokafka's default there.
 OAUTHBEARER_FETCH_WAIT_MS = 500
+# While a partition is held back, getmany waits at most this long, then asks again with the
+# partitions released meanwhile.
+HELD_SLICE_MS = 100
+# A partition no consumer is assigned: asking aiokafka for it alone polls without fetching.
+_NEVER_ASSIGNED = TopicPartition("", -1)
 
 
 class CommitError(KafkaError):
@@ -197,8 +202,8 @@ class AiokafkaConsumer:
         self._consumer = AIOKafkaConsumer(auto_offset_reset="none", **consumer_kwargs)
         self._heartbeat_observers: list[Callable[[float], None]] = []
         # Partitions held back (see hold): left out of getmany, not paused in aiokafka.
+        # Shared with the rebalance listener, so only ever changed in place.
         self._held: set[TopicPartition] = set()
-        self._released = asyncio.Event()
 
     def _error(self, exc: BaseException) -> KafkaError:
         return translate(exc, context=self._watch.context, watch=self._watch)
@@ -313,41 +318,25 @@ class AiokafkaConsumer:
             raise CommitError(str(exc) or "commit timed out") from exc
 
     async def _fetch(self, timeout_ms: int, max_records: int) -> dict[TopicPartition, list[Any]]:
-        """aiokafka's getmany for the partitions not held; a release ends the wait early (the
-        caller asks again, with the released partition)."""
+        """aiokafka's getmany for the partitions not held.
+
+        While any partition is held the wait is cut into short slices, so a released (or newly
+        assigned) partition is asked for within :data:`HELD_SLICE_MS`. aiokafka's getmany is
+        never cancelled (its poll bookkeeping has no ``finally``: a cancelled call would leave
+        ``max.poll.interval.ms`` unwatched for good) and never skipped (a member that stops
+        calling it for ``max.poll.interval.ms`` leaves its group): with every partition held
+        it is asked for a partition that is never assigned, which returns nothing."""
         if not self._held:
             batches: dict[TopicPartition, list[Any]] = await self._consumer.getmany(
                 timeout_ms=timeout_ms, max_records=max_records
             )
             return batches
         assigned = self._consumer.assignment()
-        self._held &= assigned  # a revoked partition is no longer ours to hold
-        wanted = [tp for tp in assigned if tp not in self._held]
-        self._released.clear()
-        released = asyncio.ensure_future(self._released.wait())
-        # No partitions means all of them to aiokafka: with every one held, only wait.
-        fetch = (
-            asyncio.ensure_future(
-                self._consumer.getmany(*wanted, timeout_ms=timeout_ms, max_records=max_records)
-            )
-            if wanted or not assigned
-            else None
+        self._held &= assigned  # in place: the rebalance listener holds the same set
+        wanted = [tp for tp in assigned if tp not in self._held] or [_NEVER_ASSIGNED]
+        held_back: dict[TopicPartition, list[Any]] = await self._consumer.getmany(
+            *wanted, timeout_ms=min(timeout_ms, HELD_SLICE_MS), max_records=max_records
         )
-        waiting = {released} if fetch is None else {released, fetch}
-        try:
-            await asyncio.wait(
-                waiting, timeout=timeout_ms / 1000, return_when=asyncio.FIRST_COMPLETED
-            )
-        finally:
-            released.cancel()
-            if fetch is not None and not fetch.done():
-                # Nothing is handed out before getmany returns: cancelling it loses no record.
-                fetch.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await fetch
-        if fetch is None or fetch.cancelled():
-            return {}
-        held_back: dict[TopicPartition, list[Any]] = fetch.result()
         return held_back
 
     def hold(self, tp: TP) -> None:
@@ -360,10 +349,7 @@ class AiokafkaConsumer:
         self._held.add(TopicPartition(*tp))
 
     def release(self, tp: TP) -> None:
-        held = TopicPartition(*tp)
-        if held in self._held:
-            self._held.discard(held)
-            self._released.set()
+        self._held.discard(TopicPartition(*tp))
 
     def pause(self, tp: TP) -> None:
         with contextlib.suppress(IllegalStateError):  # no longer assigned: nothing to pause

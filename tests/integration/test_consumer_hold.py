@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from aiokafka import TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
 
 from adapter.kafka.consumer import TP, AiokafkaConsumer, Fetched
@@ -86,11 +86,77 @@ async def test_held_records_are_kept_not_fetched_again(
         await consumer.stop()
 
 
-async def test_a_release_ends_a_fetch_waiting_on_the_other_partitions(
+class _Rebalances:
+    def __init__(self) -> None:
+        self.revoked = 0
+        self.assigned = 0
+
+    async def on_revoked(self, tps: set[TP]) -> None:
+        self.revoked += bool(tps)  # aiokafka also calls it, empty, before the first join
+
+    async def on_assigned(self, tps: set[TP]) -> None:
+        self.assigned += bool(tps)
+
+
+async def test_a_member_holding_everything_past_max_poll_interval_stays_in_its_group(
     kafka_bootstrap: str, topic_factory: TopicFactory
 ) -> None:
-    """A partition released while getmany waits (up to its timeout) on idle partitions is
-    served at once, not after the wait."""
+    """Back-pressure on every partition (a DynamoDB outage) must not look like a stuck
+    consumer: aiokafka's getmany is still called, so the member is not dropped from its group
+    after max.poll.interval.ms (a rebalance would redeliver what is not committed), and the
+    held partition's buffered fetch is neither dropped nor fetched again."""
+    topic = await topic_factory(1)
+    tp: TP = (topic, 0)
+    await produce(kafka_bootstrap, topic, [(b"k", b"{}")] * 50, partition=0)
+    # A committed start, as in a running subscription (without one, aiokafka's poll
+    # bookkeeping is already off after the first fetch raises NoOffsetForPartition).
+    first_owner = AIOKafkaConsumer(bootstrap_servers=kafka_bootstrap, group_id=f"hold-{topic}")
+    await first_owner.start()
+    try:
+        first_owner.assign([TopicPartition(topic, 0)])
+        await first_owner.commit({TopicPartition(topic, 0): 0})
+    finally:
+        await first_owner.stop()
+    consumer = AiokafkaConsumer(
+        watch=ConnectionWatch(f"test {topic}"),
+        bootstrap_servers=kafka_bootstrap,
+        group_id=f"hold-{topic}",
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        max_poll_interval_ms=2_000,
+        session_timeout_ms=10_000,
+        heartbeat_interval_ms=300,
+    )
+    rebalances = _Rebalances()
+    await consumer.start()
+    try:
+        consumer.subscribe(topic, rebalances)
+        assert await _fetch_until(consumer, tp, 10) == list(range(10))
+        coordinator = consumer._consumer._coordinator
+        generation = coordinator.generation
+        buffered = consumer._consumer._fetcher._records[TopicPartition(topic, 0)]
+
+        consumer.hold(tp)
+        loop = asyncio.get_running_loop()
+        held_until = loop.time() + 4.0  # twice max.poll.interval.ms
+        while loop.time() < held_until:  # the runner's fetch loop, every partition held
+            fetched = await consumer.getmany(timeout_ms=500, max_records=100)
+            assert tp not in fetched.records
+        assert (coordinator.generation, rebalances.revoked) == (generation, 0)
+        # The same buffered response: nothing dropped, nothing fetched again.
+        assert consumer._consumer._fetcher._records[TopicPartition(topic, 0)] is buffered
+
+        consumer.release(tp)
+        assert await _fetch_until(consumer, tp, 40, timeout_s=5) == list(range(10, 50))
+    finally:
+        await consumer.stop()
+
+
+async def test_a_released_partition_is_served_without_waiting_for_the_others(
+    kafka_bootstrap: str, topic_factory: TopicFactory
+) -> None:
+    """While a partition is held, getmany waits in short slices: one released while the
+    others are idle is served at once, not after the caller's whole timeout."""
     topic = await topic_factory(2)
     tp0: TP = (topic, 0)
     await produce(kafka_bootstrap, topic, [(b"k", b"{}")] * 20, partition=0)
@@ -106,13 +172,13 @@ async def test_a_release_ends_a_fetch_waiting_on_the_other_partitions(
         consumer.subscribe(topic, _Assigned())
         assert await _fetch_until(consumer, tp0, 5) == list(range(5))
         consumer.hold(tp0)
-        # Partition 1 is empty: this fetch would wait the whole 20 s for it.
+        # Partition 1 is empty: unsliced, this fetch would wait the whole 20 s for it.
         waiting = asyncio.ensure_future(consumer.getmany(timeout_ms=20_000, max_records=100))
-        await asyncio.sleep(0)  # pacing: let the fetch start waiting before the release
+        await asyncio.sleep(0)  # pacing: the fetch starts (and waits) before the release
         consumer.release(tp0)
         async with asyncio.timeout(5):
             first = await waiting
-        assert tp0 not in first.records  # the wait ended empty; the next call serves tp0
+        assert tp0 not in first.records  # the slice ended empty; the next call serves tp0
         assert await _fetch_until(consumer, tp0, 15, timeout_s=5) == list(range(5, 20))
     finally:
         await consumer.stop()
