@@ -1,7 +1,8 @@
-"""The Lambda invoker: one invocation (or a batch) per boto3 ``Invoke`` (RequestResponse).
+"""The Lambda invoker: one invocation (or a batch) per ``Invoke`` call (RequestResponse).
 
-boto3 is synchronous, so calls run on a bounded thread pool and the event loop never blocks.
-The wire mapping is pure functions, in the same spirit as :mod:`adapter.engine.mapping`:
+The call itself is :mod:`adapter.invokers.lambda_client` (on the event loop); the Invoke API's
+own errors are mapped in :mod:`adapter.invokers.lambda_errors`. The wire mapping here is pure
+functions, in the same spirit as :mod:`adapter.engine.mapping`:
 
 * :func:`build_invoke_event` / :func:`build_batch_event` / :func:`build_msk_event` turn
   requests into the event JSON (``docs/protocol.md``, "Lambda");
@@ -30,17 +31,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import re
-import threading
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any, Literal
 
 import orjson
-from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError, ParamValidationError
 
 from adapter.engine.mapping import HEADER_ATTEMPT, HEADER_SUBSCRIPTION_ID, outcome_from_http
 from adapter.errors import (
@@ -58,6 +53,8 @@ from adapter.invokers.batch_response import (
     read_batch_response,
 )
 from adapter.invokers.kafka_event import EventSource, build_kafka_event, partition_key
+from adapter.invokers.lambda_client import MAX_SYNC_PAYLOAD_BYTES, LambdaClient
+from adapter.invokers.lambda_errors import LambdaReply, outcome_from_client_error, short
 from adapter.model import LAMBDA_FUNCTION_ARN, InputKind, function_sink_arn
 from adapter.sdk.protocol import LAMBDA_PROTOCOL, invoke_path
 
@@ -81,53 +78,8 @@ __all__ = [
 EventFormat = Literal["ingress", "msk"]
 Signer = Callable[[InvocationRequest, str], Mapping[str, str]]
 
-# Lambda's limit for a synchronous (RequestResponse) request payload.
-MAX_SYNC_PAYLOAD_BYTES = 6 * 1024 * 1024
-_ERROR_TEXT_LIMIT = 500
 
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,140}(?::[A-Za-z0-9$_-]{1,128})?$")
-
-_TERMINAL_CODES = frozenset(
-    {
-        "ResourceNotFoundException",
-        "RequestTooLargeException",
-        "InvalidRequestContentException",
-        "InvalidParameterValueException",
-        "UnsupportedMediaTypeException",
-    }
-)
-# Errors that clear up without touching the record: throttling, a function being updated,
-# VPC/KMS/EFS hiccups, and credentials or IAM policies that are being fixed.
-_RETRY_CODES = frozenset(
-    {
-        "TooManyRequestsException",
-        "ThrottlingException",
-        "ResourceConflictException",
-        "ResourceNotReadyException",
-        "ServiceException",
-        "AccessDeniedException",
-        "UnrecognizedClientException",
-        "ExpiredTokenException",
-        "InvalidSignatureException",
-        "RequestExpired",
-        "KMSAccessDeniedException",
-        "KMSDisabledException",
-        "KMSInvalidStateException",
-        "KMSNotFoundException",
-        "EC2AccessDeniedException",
-        "EC2ThrottledException",
-        "EC2UnexpectedException",
-        "ENILimitReachedException",
-        "EFSIOException",
-        "EFSMountConnectivityException",
-        "EFSMountFailureException",
-        "EFSMountTimeoutException",
-        "SubnetIPAddressLimitReachedException",
-        "SnapStartNotReadyException",
-        "SnapStartTimeoutException",
-    }
-)
-
 
 # --- function names -------------------------------------------------------------------------
 
@@ -246,20 +198,6 @@ def build_msk_event(
 # --- replies (pure) -------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class LambdaReply:
-    """What ``Invoke`` returned: the payload and, if the function failed, ``FunctionError``."""
-
-    function: str
-    payload: bytes
-    function_error: str | None = None
-
-
-def _short(text: str) -> str:
-    text = text.strip()
-    return text if len(text) <= _ERROR_TEXT_LIMIT else text[:_ERROR_TEXT_LIMIT] + "…"
-
-
 def _parse(payload: bytes) -> Any:
     try:
         return orjson.loads(payload) if payload.strip() else None
@@ -275,7 +213,7 @@ def _function_error(reply: LambdaReply) -> Outcome:
         message = str(data.get("errorMessage") or message)
     text = f"function {reply.function} failed ({reply.function_error}"
     text += f", {error_type}): " if error_type else "): "
-    text += _short(message) or "(no message)"
+    text += short(message) or "(no message)"
     # Restate's name for "do not retry"; the SDK itself answers with a 4xx status instead.
     if error_type == "TerminalError" or error_type.endswith(".TerminalError"):
         return Outcome.terminal(text)
@@ -403,143 +341,6 @@ def outcomes_from_msk_reply(
         Outcome.retry(f"function {reply.function}: {verdict.reason}") if bad else Outcome.ack()
         for bad in verdict.failed
     ]
-
-
-def outcome_from_client_error(
-    function: str, code: str, message: str, *, status: int = 0, retry_after: float | None = None
-) -> Outcome:
-    """The outcome of an error of the Invoke API itself (not of the function's code)."""
-    text = f"Lambda Invoke {function}: {code}: {_short(message)}"
-    if code in _TERMINAL_CODES:
-        return Outcome.terminal(text)
-    if code in _RETRY_CODES or status >= 500 or status in (408, 429) or status == 0:
-        return Outcome.retry(text, retry_after)
-    return Outcome.terminal(text)
-
-
-def _retry_after(exc: ClientError) -> float | None:
-    headers = exc.response.get("ResponseMetadata", {}).get("HTTPHeaders", {})
-    value: Any = headers.get("retry-after") or exc.response.get("retryAfterSeconds")
-    try:
-        return max(0.0, float(value)) if value is not None else None
-    except (TypeError, ValueError):
-        return None
-
-
-# --- the I/O shell --------------------------------------------------------------------------
-
-
-class LambdaClient:
-    """boto3 Lambda clients on a bounded thread pool; one per poller, shared by invokers.
-
-    One boto3 client per read timeout in use (a subscription may override the timeout);
-    botocore's own retries are off, the engine's retry policy decides.
-    """
-
-    def __init__(
-        self,
-        *,
-        endpoint_url: str | None,
-        region: str,
-        timeout_s: float = 30.0,
-        max_connections: int = 64,
-    ) -> None:
-        if timeout_s <= 0:
-            raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
-        self.endpoint_url = endpoint_url
-        self.region = region
-        self.timeout_s = timeout_s
-        self._max_connections = max_connections
-        self._executor = ThreadPoolExecutor(max_connections, thread_name_prefix="lambda-invoke")
-        self._clients: dict[float, Any] = {}
-        self._lock = threading.Lock()
-        self._closed = False
-
-    def __repr__(self) -> str:
-        return (
-            f"LambdaClient(endpoint_url={self.endpoint_url!r}, region={self.region!r}, "
-            f"timeout_s={self.timeout_s})"
-        )
-
-    def _client(self, timeout_s: float) -> Any:
-        with self._lock:
-            client = self._clients.get(timeout_s)
-            if client is None:
-                import boto3
-
-                client = boto3.session.Session().client(
-                    "lambda",
-                    endpoint_url=self.endpoint_url,
-                    region_name=self.region,
-                    config=Config(
-                        retries={"total_max_attempts": 1, "mode": "standard"},
-                        max_pool_connections=self._max_connections,
-                        connect_timeout=min(5.0, timeout_s),
-                        # Margin over our own deadline so the thread ends soon after it.
-                        read_timeout=timeout_s + 5,
-                        tcp_keepalive=True,
-                    ),
-                )
-                self._clients[timeout_s] = client
-            return client
-
-    def _invoke_sync(
-        self, function: str, payload: bytes, timeout_s: float
-    ) -> LambdaReply | Outcome:
-        try:
-            response = self._client(timeout_s).invoke(
-                FunctionName=function, InvocationType="RequestResponse", Payload=payload
-            )
-            body = response["Payload"].read()
-        except ClientError as exc:
-            error = exc.response.get("Error", {})
-            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-            return outcome_from_client_error(
-                function,
-                str(error.get("Code") or "ClientError"),
-                str(error.get("Message") or exc),
-                status=int(status or 0),
-                retry_after=_retry_after(exc),
-            )
-        except ParamValidationError as exc:
-            return Outcome.terminal(f"Lambda Invoke {function}: invalid request: {exc}")
-        except BotoCoreError as exc:
-            # Connection refused/reset, timeouts, missing credentials: transient or fixable.
-            return Outcome.retry(f"Lambda Invoke {function}: {type(exc).__name__}: {exc}")
-        return LambdaReply(function, body, response.get("FunctionError"))
-
-    async def invoke(
-        self, function: str, payload: bytes, *, timeout_s: float | None = None
-    ) -> LambdaReply | Outcome:
-        """Invoke ``function`` with ``payload``; a transport failure comes back as an Outcome."""
-        if self._closed:
-            raise RuntimeError("LambdaClient is closed")
-        if len(payload) > MAX_SYNC_PAYLOAD_BYTES:
-            return Outcome.terminal(
-                f"Lambda event for {function} is {len(payload)} bytes, above Lambda's "
-                f"{MAX_SYNC_PAYLOAD_BYTES}-byte limit for synchronous invocations (raw bodies "
-                "grow by a third in base64); lower max-record-bytes or batch.size"
-            )
-        deadline = timeout_s or self.timeout_s
-        loop = asyncio.get_running_loop()
-        future = loop.run_in_executor(
-            self._executor, self._invoke_sync, function, payload, deadline
-        )
-        try:
-            return await asyncio.wait_for(future, deadline)
-        except TimeoutError:
-            return Outcome.retry(f"Lambda Invoke {function} timed out after {deadline:g}s")
-
-    async def aclose(self) -> None:
-        """Stop the thread pool (waiting for calls in flight) and close the HTTP pools."""
-        if self._closed:
-            return
-        self._closed = True
-        await asyncio.to_thread(self._executor.shutdown, wait=True, cancel_futures=True)
-        for client in self._clients.values():
-            with contextlib.suppress(Exception):
-                client.close()
-        self._clients.clear()
 
 
 class LambdaInvoker:
