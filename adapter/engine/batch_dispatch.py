@@ -43,7 +43,7 @@ from adapter.engine.discards import Discards, FailureDestination
 from adapter.engine.dispatcher import DeadLetters, DispatcherStats, Work
 from adapter.engine.ledger import LedgerWriter
 from adapter.engine.lifecycle import InvocationStatus
-from adapter.engine.mapping import build_request
+from adapter.engine.mapping import build_request, with_attempt
 from adapter.engine.partition import PartitionState
 from adapter.engine.retry import RetryPolicy
 from adapter.errors import IngressError, TerminalInvokeError
@@ -58,8 +58,8 @@ log = logging.getLogger(__name__)
 
 _S = InvocationStatus
 
-# Per record in the event: its fields' names and framing, over key and value (base64).
-_EVENT_OVERHEAD_BYTES = 256
+# Per record in an event, when the caller cannot say: fields, framing, the SDK's entry.
+_EVENT_OVERHEAD_BYTES = 1024
 
 
 @runtime_checkable
@@ -83,20 +83,32 @@ class _Line:
     core: PartitionBatches[Work]
     wake: asyncio.Event
     task: asyncio.Task[None] | None = None
-    call: asyncio.Task[BatchAnswer] | None = None
+    call: asyncio.Task[_Called | None] | None = None
     skip_backoff: bool = False
     last_answer: BatchAnswer | None = None
+    not_called: int = 0
+    """Calls in a row that never reached the function (each backs off longer)."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Called:
+    """A call's answer, about ``sent``: the records of the step still open when it went."""
+
+    answer: BatchAnswer
+    sent: frozenset[int]
 
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def _size(request: InvocationRequest) -> int:
+def _size_bound(request: InvocationRequest) -> int:
+    """A record's share of an event when the caller has no ``event_bytes``: every byte of
+    key, value and headers at its worst JSON encoding (header bytes as integer lists)."""
     record = request.record
     if record is None:
-        return len(request.body) + _EVENT_OVERHEAD_BYTES
-    return record.size * 4 // 3 + _EVENT_OVERHEAD_BYTES  # base64
+        return 2 * len(request.body) + _EVENT_OVERHEAD_BYTES
+    return 4 * record.size + _EVENT_OVERHEAD_BYTES
 
 
 class BatchDispatcher:
@@ -130,6 +142,11 @@ class BatchDispatcher:
         self._on_durable = on_durable
         self._on_error = on_error
         self._clock_ms = clock_ms
+        # The Lambda invoker knows its event format and bounds each record's share exactly
+        # enough; any other caller gets the worst case.
+        self._event_bytes: Callable[[InvocationRequest], int] = (
+            getattr(caller, "event_bytes", None) or _size_bound
+        )
         self._discards = Discards(
             subscription_id=subscription_id,
             target=target,
@@ -173,7 +190,7 @@ class BatchDispatcher:
                     invocation_id=work.inv_id,
                     timeout_s=self._timeout_s,
                 )
-                size = _size(work.request)
+                size = self._event_bytes(work.request)
             except TerminalInvokeError as exc:
                 # Bad input (not JSON where JSON is expected): never invoked, delivered alone.
                 work.last_error = str(exc)
@@ -203,9 +220,8 @@ class BatchDispatcher:
                 self._settle(core.delivered(), step)
                 continue
             assert isinstance(step, InvokeBatch)
-            if not await self._allowed(step.entries[0].item):
+            if not await self._attempt(line, step):
                 return  # abandoned: the partition's next owner decides
-            await self._attempt(line, step)
 
     def _line_ended(self, task: asyncio.Task[None]) -> None:
         if task.cancelled() or task.exception() is None:
@@ -223,15 +239,19 @@ class BatchDispatcher:
         self.stats.held += 1
         return await allowed
 
-    async def _attempt(self, line: _Line, step: InvokeBatch[Work]) -> None:
+    async def _attempt(self, line: _Line, step: InvokeBatch[Work]) -> bool:
+        """One call of the batch; False when the partition was given up (revoked, or this
+        poller is no longer provably its owner) and nothing more may be invoked."""
         works = [e.item for e in step.entries]
+        retrying = max(step.attempt - 1, line.not_called)
         delay = 0.0
-        if step.attempt > 1:
-            self.stats.retries += 1
-            delay = self._retry.backoff(step.attempt - 1)
+        if retrying:
+            if step.attempt > 1:
+                self.stats.retries += 1
+            delay = self._retry.backoff(retrying)
             for work in works:
                 work.status = _S.BACKING_OFF
-        call = line.call = asyncio.create_task(self._call(line, works, step.attempt, delay))
+        call = line.call = asyncio.create_task(self._call(line, step, delay))
         try:
             await asyncio.wait({call})
         except asyncio.CancelledError:
@@ -242,36 +262,68 @@ class BatchDispatcher:
         if call.cancelled():
             # Every record of it was killed (settled already): nothing is left to learn.
             line.core.reported((False,) * len(works))
-            return
-        answer = line.last_answer = call.result()
+            return True
+        called = call.result()
+        if called is None:
+            return False
+        answer = line.last_answer = called.answer
         if answer.error is not None:
             for work in works:
                 work.last_error = answer.error
-        self._settle(line.core.reported(answer.failed, answer.rejected), None)
+        if not answer.called:
+            # Throttled or unreachable: the same attempt again, after a growing backoff; the
+            # function never ran, so no attempt is counted.
+            for entry in step.entries:
+                if id(entry) in called.sent:
+                    entry.item.attempts -= 1
+            line.not_called += 1
+            line.core.not_called()
+            return True
+        line.not_called = 0
+        failed, rejected = _spread(answer, step.entries, called.sent)
+        self._settle(
+            line.core.reported(failed, rejected, function_error=answer.function_error is not None),
+            None,
+        )
+        return True
 
-    async def _call(
-        self, line: _Line, works: list[Work], attempt: int, delay: float
-    ) -> BatchAnswer:
+    async def _call(self, line: _Line, step: InvokeBatch[Work], delay: float) -> _Called | None:
         if delay:
             line.wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._backoff(line), delay)
+        # Fenced right before the call, after any backoff: the session may have lapsed or the
+        # partition been revoked meanwhile, and the next owner must not be overlapped.
+        if line.core.revoked or not await self._allowed(step.entries[0].item):
+            return None
+        # Records killed during the backoff are settled already: a retry leaves them out.
+        live = line.core.open_entries(step.entries)
+        works = [e.item for e in live]
         for work in works:
             work.attempts += 1
             work.status = _S.RUNNING
         self.batches += 1
-        requests = [w.request for w in works if w.request is not None]
+        requests = [
+            w.request if w.attempts == 1 else with_attempt(w.request, w.attempts)
+            for w in works
+            if w.request is not None
+        ]
+        sent = frozenset(id(e) for e in live)
+        if not requests:
+            return _Called(BatchAnswer(()), sent)
         try:
-            return await self._caller.invoke_records(
+            answer = await self._caller.invoke_records(
                 requests,
                 report_batch_item_failures=self._settings.report_batch_item_failures,
             )
         except IngressError as exc:
-            return BatchAnswer.whole(len(works), str(exc), called=False)
+            answer = BatchAnswer.whole(len(requests), str(exc), called=False)
+        return _Called(answer, sent)
 
     async def _backoff(self, line: _Line) -> None:
-        """Wait out a retry's backoff unless an operator ends it (``retry_now``)."""
-        while not line.skip_backoff:
+        """Wait out a retry's backoff unless an operator ends it (``retry_now``) or the
+        partition is revoked."""
+        while not line.skip_backoff and not line.core.revoked:
             line.wake.clear()
             await line.wake.wait()
         line.skip_backoff = False
@@ -398,3 +450,22 @@ class _Durable:
 
     def __call__(self) -> None:
         self._on_durable(self._work)
+
+
+def _spread(
+    answer: BatchAnswer, entries: tuple[Entry[Work], ...], sent: frozenset[int]
+) -> tuple[tuple[bool, ...], tuple[bool, ...]]:
+    """The answer about the records sent, as flags for every entry of the step (a record
+    killed before the call was not sent: neither failed nor rejected)."""
+    failed = iter(answer.failed)
+    rejected = iter(answer.rejected or (False,) * len(answer.failed))
+    out_failed: list[bool] = []
+    out_rejected: list[bool] = []
+    for entry in entries:
+        if id(entry) in sent:
+            out_failed.append(next(failed))
+            out_rejected.append(next(rejected))
+        else:
+            out_failed.append(False)
+            out_rejected.append(False)
+    return tuple(out_failed), tuple(out_rejected)

@@ -42,6 +42,7 @@ from adapter.invokers.bisect import BisectPlanner, Discard, Done, Invoke
 from adapter.invokers.failure_record import FailureCondition
 
 __all__ = [
+    "RETRIES_WITH_DESTINATION",
     "BatchPolicy",
     "Deliver",
     "Entry",
@@ -51,12 +52,25 @@ __all__ = [
     "Settled",
     "Step",
     "Wait",
+    "retries_for",
 ]
 
 T = TypeVar("T")
 
 MAX_PAYLOAD_BYTES = 6 * 1024 * 1024
 """Lambda's limit of a synchronous invocation's request payload."""
+
+
+RETRIES_WITH_DESTINATION = 10
+"""AWS's cap on retries when they are infinite (-1) and an on-failure destination is set."""
+
+
+def retries_for(max_retries: int | None, *, has_destination: bool) -> int | None:
+    """``maximum.retry.attempts`` as AWS applies it: infinite retries (None) become
+    :data:`RETRIES_WITH_DESTINATION` once failed records have somewhere to go."""
+    if max_retries is None and has_destination:
+        return RETRIES_WITH_DESTINATION
+    return max_retries
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -186,6 +200,13 @@ class PartitionBatches(Generic[T]):
             return step.entries
         return ()
 
+    def open_entries(self, entries: Sequence[Entry[T]]) -> tuple[Entry[T], ...]:
+        """Those of ``entries`` not settled yet (killed or expired records are)."""
+        batch = self._batch
+        if batch is None:
+            return ()
+        return tuple(e for e in entries if id(e) in batch.open)
+
     def open_in_flight(self) -> int:
         """Records of the outstanding invocation not settled yet (0: nothing waits for it)."""
         batch = self._batch
@@ -252,10 +273,17 @@ class PartitionBatches(Generic[T]):
             return self._hand_out(InvokeBatch(live, action.attempt))
         return Idle()
 
-    def reported(self, failed: Sequence[bool], rejected: Sequence[bool] = ()) -> list[Settled[T]]:
+    def reported(
+        self,
+        failed: Sequence[bool],
+        rejected: Sequence[bool] = (),
+        *,
+        function_error: bool = True,
+    ) -> list[Settled[T]]:
         """The outcome of the last :class:`InvokeBatch`: ``failed[i]`` for its ``entries[i]``
         (to be retried); ``rejected[i]`` when the function refused it for good (never retried,
-        delivered to the destination)."""
+        delivered to the destination). ``function_error``: the function failed as a whole
+        (only then is a failing unit bisected)."""
         step = self._pending
         if not isinstance(step, InvokeBatch):
             raise RuntimeError(f"no batch invocation is outstanding (have {step!r})")
@@ -280,8 +308,24 @@ class PartitionBatches(Generic[T]):
         unit_failed = [verdict.get(id(e), False) and id(e) in batch.open for e in batch.unit]
         batch.unit = ()
         settled = [self._settle(batch, done, "succeeded")] if done else []
-        self._advance(batch, batch.planner.report(unit_failed))
+        self._advance(batch, batch.planner.report(unit_failed, function_error=function_error))
         return settled
+
+    def not_called(self) -> None:
+        """The last :class:`InvokeBatch` never reached the function (throttled, unreachable,
+        no credentials): it is handed out again as the same attempt. AWS counts retries and
+        bisects on the function's errors only; such records stay bounded by their age."""
+        step = self._pending
+        if not isinstance(step, InvokeBatch):
+            raise RuntimeError(f"no batch invocation is outstanding (have {step!r})")
+        self._pending = None
+        batch = self._batch
+        if self.revoked or batch is None:
+            return
+        for entry in step.entries:
+            entry.attempts -= 1
+        batch.action = Invoke(batch.unit, step.attempt)
+        batch.unit = ()
 
     def delivered(self) -> list[Settled[T]]:
         """The last :class:`Deliver` is written: its records are settled."""
@@ -296,7 +340,9 @@ class PartitionBatches(Generic[T]):
             return [Settled(step.entries, "discarded", step.condition)]
         batch = self._batch
         assert batch is not None
-        settled = [self._settle(batch, step.entries, "discarded", step.condition)]
+        # A record killed while it was being delivered is settled already (as killed).
+        left = tuple(e for e in step.entries if id(e) in batch.open)
+        settled = [self._settle(batch, left, "discarded", step.condition)] if left else []
         if batch.rejected:
             batch.rejected = ()
         elif batch.discarding:

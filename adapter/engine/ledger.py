@@ -162,7 +162,12 @@ class LedgerWriter:
             self.written += len(batch)
             for _, on_durable in batch:
                 if on_durable is not None:
-                    on_durable()
+                    try:
+                        on_durable()
+                    except Exception:
+                        # A bug in one callback must not leave the rest of the batch
+                        # unfinished (their offsets would never commit).
+                        log.exception("ledger: a durable-row callback failed")
         finally:
             self._in_progress -= len(batch)
             self._slots.release()

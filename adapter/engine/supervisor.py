@@ -21,7 +21,7 @@ from typing import Any
 
 from adapter.config import KafkaCluster, Settings
 from adapter.engine.batch_dispatch import BatchSettings
-from adapter.engine.batches import BatchPolicy
+from adapter.engine.batches import BatchPolicy, retries_for
 from adapter.engine.change_listeners import ChangeListeners
 from adapter.engine.commands import CommandPoller
 from adapter.engine.control import ControlFeed, RefreshClusters, Registry
@@ -396,7 +396,9 @@ class Supervisor:
                 size=ingress.batch_size or 100,
                 window_ms=ingress.batching_window_ms,
                 bisect=ingress.bisect_on_error,
-                max_retries=ingress.maximum_retry_attempts,
+                max_retries=retries_for(
+                    ingress.maximum_retry_attempts, has_destination=destination is not None
+                ),
                 max_age_ms=ingress.maximum_record_age_ms,
             ),
             report_batch_item_failures=ingress.report_batch_item_failures,

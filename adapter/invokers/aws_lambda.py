@@ -73,6 +73,7 @@ __all__ = [
     "outcomes_from_batch_reply",
     "outcomes_from_msk_reply",
     "parse_function",
+    "record_event_bytes",
 ]
 
 EventFormat = Literal["ingress", "msk"]
@@ -193,6 +194,54 @@ def build_msk_event(
     return build_kafka_event(
         records, source or EventSource(bootstrap_servers=()), extension=extension
     )
+
+
+# --- sizes (pure) ---------------------------------------------------------------------------
+
+# Digits of each byte value in a JSON list of integers ("255,").
+_INT_CHARS = tuple(len(str(b)) + 1 for b in range(256))
+# Each record's fixed share of an event: field names, punctuation, numbers (up to 20 digits),
+# and for the SDK's kafkaIngress entry the invocation ID, traceparent and attempt.
+_MSK_RECORD_BYTES = 200
+_MSK_EXTENSION_BYTES = 260
+_INGRESS_INVOCATION_BYTES = 300
+_SIGNATURE_BYTES = 1024
+
+
+def _b64_len(size: int) -> int:
+    return 4 * ((size + 2) // 3)
+
+
+def record_event_bytes(
+    request: InvocationRequest, event_format: EventFormat, *, extension: bool, signed: bool
+) -> int:
+    """An upper bound of what ``request`` adds to a batch event's JSON, in bytes, without
+    building it (this runs for every record): partition batches close before an event would
+    pass Lambda's 6 MB limit."""
+    record = request.record
+    if event_format == "msk" and record is not None:
+        size = _MSK_RECORD_BYTES + 2 * len(record.topic)
+        size += _b64_len(len(record.key or b"")) + _b64_len(len(record.value or b""))
+        for name, value in record.headers:
+            size += len(orjson.dumps(name)) + 4
+            if value:
+                size += sum(_INT_CHARS[b] for b in value)
+        if extension:
+            size += _MSK_EXTENSION_BYTES + len(record.topic)
+        return size
+    target = request.target
+    size = _INGRESS_INVOCATION_BYTES + len(orjson.dumps(request.headers))
+    size += 4 * (len(target.service) + len(target.handler) + len(request.key or ""))
+    if target.input_kind is InputKind.JSON:
+        try:
+            size += len(orjson.dumps(request.body.decode("utf-8")))
+        except UnicodeDecodeError:
+            size += _b64_len(len(request.body))
+    else:
+        size += _b64_len(len(request.body))
+    if signed:
+        size += _SIGNATURE_BYTES
+    return size
 
 
 # --- replies (pure) -------------------------------------------------------------------------
@@ -363,6 +412,13 @@ class LambdaInvoker:
 
     def __repr__(self) -> str:
         return f"LambdaInvoker(event_format={self.event_format!r}, client={self.client!r})"
+
+    def event_bytes(self, request: InvocationRequest) -> int:
+        """An upper bound of ``request``'s share of a batch event (see record_event_bytes)."""
+        plain = function_sink_arn(request.target.service) is not None
+        return record_event_bytes(
+            request, self.event_format, extension=not plain, signed=self._sign is not None
+        )
 
     def _function(self, request: InvocationRequest) -> str | Outcome:
         deployment = request.target.deployment

@@ -8,8 +8,9 @@ failed, and gets the next action; it does the I/O (the call, the on-failure dest
       none failed                 the unit is done; go on with the next pending unit
       some failed (a partial
         response)                 the failed ones are retried as one unit (a retry)
-      all failed, bisect on,
-        more than one record      split in two halves, first half first (no retry used)
+      all failed on a function
+        error, bisect on, more
+        than one record           split in two halves, first half first (no retry used)
       all failed otherwise        retried while retries remain, then Discard(unit)
     Done() when nothing is left.
 
@@ -98,10 +99,13 @@ class BisectPlanner(Generic[T]):
         self._current = self._pending.pop()
         return Invoke(self._current.items, self._current.attempt)
 
-    def report(self, failed: Sequence[bool]) -> Action[T]:
+    def report(self, failed: Sequence[bool], *, function_error: bool = True) -> Action[T]:
         """The outcome of the last ``Invoke``: ``failed[i]`` for its ``items[i]``.
 
-        :attr:`adapter.invokers.batch_response.BatchVerdict.failed` has this shape.
+        :attr:`adapter.invokers.batch_response.BatchVerdict.failed` has this shape. A unit
+        failing as a whole is split only on a ``function_error`` (as AWS's
+        BisectBatchOnFunctionError): a partial response naming the unit's first record, or an
+        answer that cannot be read, is retried whole.
         """
         unit = self._current
         if unit is None:
@@ -115,7 +119,7 @@ class BisectPlanner(Generic[T]):
         if len(failed_set) < len(unit.items):
             # A partial response: resume at the failed records (a retry of those).
             return self._retry_or_discard(_Unit(tuple(failed_set), unit.retries_used, unit.attempt))
-        if self.bisect and len(unit.items) > 1:
+        if self.bisect and function_error and len(unit.items) > 1:
             middle = len(unit.items) // 2
             first, second = unit.items[:middle], unit.items[middle:]
             # Splitting uses no retry; each half counts its own invocations from 1.

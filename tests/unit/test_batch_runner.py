@@ -80,8 +80,13 @@ class FakeBatchCaller:
 @dataclass
 class FakeWriter:
     deliveries: list[dict[str, object]] = field(default_factory=list)
+    gate: asyncio.Event | None = None
+    delivering: int = 0
 
     async def deliver(self, delivery: Delivery) -> None:
+        self.delivering += 1
+        if self.gate is not None:
+            await self.gate.wait()
         self.deliveries.append(orjson.loads(delivery.body))
 
 
@@ -94,6 +99,8 @@ async def running(
     writer: FakeWriter | None = None,
     filter_json: str | None = None,
     max_buffered: int = 1000,
+    retry: RetryPolicy | None = None,
+    revoke_timeout_s: float = 10.0,
 ) -> AsyncIterator[Harness]:
     clock = ManualClock()
     consumer = FakeConsumer(clock, (TopicInfo(TOPIC, OLD_ID, 2),))
@@ -105,7 +112,8 @@ async def running(
         commit_interval_s=0.005,
         topic_poll_s=0.01,
         max_buffered_per_partition=max_buffered,
-        retry=RetryPolicy(initial_interval=0.001, max_interval=0.002, jitter=0.0),
+        retry=retry or RetryPolicy(initial_interval=0.001, max_interval=0.002, jitter=0.0),
+        revoke_timeout_s=revoke_timeout_s,
         batches=(
             BatchSettings(policy=policy or BatchPolicy(window_ms=5), destination=destination)
             if batches
@@ -194,8 +202,8 @@ async def test_a_partial_failure_resumes_from_the_first_failed_record() -> None:
 @pytest.mark.promise("p-config-on-failure")
 async def test_bisect_sends_only_the_poison_record_to_the_destination() -> None:
     def respond(offsets: list[int]) -> BatchAnswer:
-        if 3 in offsets:
-            return BatchAnswer.whole(len(offsets), POISON_ONLY, called=True)
+        if 3 in offsets:  # the function fails (FunctionError): only that bisects
+            return BatchAnswer((True,) * len(offsets), POISON_ONLY, "Unhandled")
         return BatchAnswer((False,) * len(offsets))
 
     caller = FakeBatchCaller(respond)
@@ -293,3 +301,103 @@ async def test_filtering_in_the_per_record_path_commits_excluded_records_uninvok
         await until(lambda: h.committed(P0) == 6, what="all committed")
         assert sorted(invoker.offsets()) == [0, 2, 4]
         assert h.runner.stats.filtered == 3
+
+
+FAIL_ONCE_THEN_SUCCEED = "fails once"
+
+
+def _fails_first_call() -> Callable[[list[int]], BatchAnswer]:
+    calls: list[int] = []
+
+    def respond(offsets: list[int]) -> BatchAnswer:
+        calls.append(1)
+        if len(calls) == 1:
+            return BatchAnswer((True,) * len(offsets), FAIL_ONCE_THEN_SUCCEED, "Unhandled")
+        return BatchAnswer((False,) * len(offsets))
+
+    return respond
+
+
+async def test_a_record_killed_during_the_backoff_is_left_out_of_the_retry() -> None:
+    caller = FakeBatchCaller(_fails_first_call())
+    slow = RetryPolicy(initial_interval=0.3, max_interval=0.3, jitter=0.0)
+    async with running(caller, policy=BatchPolicy(size=3, window_ms=5), retry=slow) as h:
+        await assigned(h, P0)
+        h.consumer.deliver([record(TOPIC, 0, o) for o in range(3)])
+        await until(lambda: len(caller.batches) == 1, what="first call")
+        assert await h.runner.kill(h.inv_id(0, 1), InvocationStatus.KILLED)
+        await until(lambda: h.committed(P0) == 3, what="all committed")
+        assert caller.batches == [[0, 1, 2], [0, 2]]
+        assert statuses(h, 0, range(3)) == ["SUCCEEDED", "KILLED", "SUCCEEDED"]
+
+
+async def test_a_record_killed_during_delivery_is_settled_once_and_the_partition_commits() -> None:
+    caller = FakeBatchCaller(lambda offsets: BatchAnswer.whole(len(offsets), "no", called=True))
+    writer = FakeWriter(gate=asyncio.Event())
+    policy = BatchPolicy(size=2, window_ms=5, max_retries=0)
+    async with running(caller, policy=policy, writer=writer) as h:
+        await assigned(h, P0)
+        h.consumer.deliver([record(TOPIC, 0, o) for o in range(2)])
+        await until(lambda: writer.delivering == 1, what="delivery under way")
+        assert await h.runner.kill(h.inv_id(0, 0), InvocationStatus.KILLED)
+        assert writer.gate is not None
+        writer.gate.set()
+        await until(lambda: h.committed(P0) == 2, what="both committed")
+        assert statuses(h, 0, range(2)) == ["KILLED", "DEAD_LETTERED"]
+
+
+async def test_a_revocation_ends_the_backoff_and_nothing_more_is_invoked() -> None:
+    caller = FakeBatchCaller(lambda offsets: BatchAnswer.whole(len(offsets), "no", called=True))
+    slow = RetryPolicy(initial_interval=5.0, max_interval=5.0, jitter=0.0)
+    async with running(caller, policy=BatchPolicy(size=2, window_ms=5), retry=slow) as h:
+        await assigned(h, P0)
+        h.consumer.deliver([record(TOPIC, 0, o) for o in range(2)])
+        await until(lambda: len(caller.batches) == 1, what="first call")
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        await asyncio.wait_for(h.consumer.revoke(P0), 10)
+        assert loop.time() - began < 2.0  # not the 5 s backoff
+        assert caller.batches == [[0, 1]]
+
+
+@pytest.mark.promise("p-config-batch-retries")
+async def test_calls_that_never_reach_the_function_use_no_retry_and_no_bisection() -> None:
+    calls: list[int] = []
+
+    def respond(offsets: list[int]) -> BatchAnswer:
+        calls.append(len(offsets))
+        if len(calls) <= 2:  # throttled twice: the function never ran
+            return BatchAnswer.whole(len(offsets), "TooManyRequestsException", called=False)
+        return BatchAnswer((False,) * len(offsets))
+
+    caller = FakeBatchCaller(respond)
+    writer = FakeWriter()
+    policy = BatchPolicy(size=2, window_ms=5, max_retries=0, bisect=True)
+    async with running(caller, policy=policy, writer=writer) as h:
+        await assigned(h, P0)
+        h.consumer.deliver([record(TOPIC, 0, o) for o in range(2)])
+        await until(lambda: h.committed(P0) == 2, what="committed")
+        assert caller.batches == [[0, 1], [0, 1], [0, 1]]
+        assert statuses(h, 0, range(2)) == ["SUCCEEDED", "SUCCEEDED"]
+        assert writer.deliveries == []
+        assert [h.store.rows[h.inv_id(0, o)].attempts for o in range(2)] == [1, 1]
+
+
+async def test_a_retried_batch_tells_the_function_its_attempt() -> None:
+    seen: list[list[int]] = []
+
+    class Capturing(FakeBatchCaller):
+        async def invoke_records(
+            self, requests: Sequence[InvocationRequest], *, report_batch_item_failures: bool
+        ) -> BatchAnswer:
+            seen.append([r.attempt for r in requests])
+            return await super().invoke_records(
+                requests, report_batch_item_failures=report_batch_item_failures
+            )
+
+    caller = Capturing(_fails_first_call())
+    async with running(caller, policy=BatchPolicy(size=2, window_ms=5)) as h:
+        await assigned(h, P0)
+        h.consumer.deliver([record(TOPIC, 0, o) for o in range(2)])
+        await until(lambda: h.committed(P0) == 2, what="committed")
+        assert seen == [[1, 1], [2, 2]]

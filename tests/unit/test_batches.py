@@ -250,3 +250,29 @@ def test_a_record_refused_at_admission_is_delivered_alone_and_never_invoked() ->
     assert offsets(step) == [1]
     line.delivered()
     assert offsets(line.step(NOW + 1000)) == [2]
+
+
+@pytest.mark.promise("p-config-bisect")
+@pytest.mark.parametrize("function_error", [False, True])
+def test_a_unit_failing_whole_is_split_only_on_a_function_error(function_error: bool) -> None:
+    """A partial response naming the first record (or an answer that cannot be read) fails
+    the unit whole without a FunctionError: it is retried whole, as AWS does."""
+    line: PartitionBatches[int] = PartitionBatches(
+        BatchPolicy(size=4, window_ms=0, bisect=True, max_retries=2)
+    )
+    line.add(entries(range(4)))
+    assert offsets(line.step(0)) == [0, 1, 2, 3]
+    line.reported((True,) * 4, function_error=function_error)
+    retry = line.step(0)
+    assert isinstance(retry, InvokeBatch)
+    assert offsets(retry) == ([0, 1] if function_error else [0, 1, 2, 3])
+
+
+@pytest.mark.promise("p-config-batch-retries")
+def test_infinite_retries_with_a_destination_are_capped_at_ten_as_on_aws() -> None:
+    from adapter.engine.batches import retries_for
+
+    assert retries_for(None, has_destination=True) == 10
+    assert retries_for(None, has_destination=False) is None
+    assert retries_for(3, has_destination=True) == 3
+    assert retries_for(0, has_destination=False) == 0

@@ -465,3 +465,45 @@ async def test_batching_invoker_survives_cancelled_callers_and_broken_batches() 
     assert outcome.kind is OutcomeKind.RETRY
     assert outcome.error is not None
     assert "bug" in outcome.error
+
+
+_SHAPES: list[tuple[str, bytes | None, bytes | None, tuple[tuple[str, bytes], ...]]] = [
+    ("small JSON", b"k", b'{"a": 1}', ()),
+    ("quotes and backslashes", b'"k"', b'{"q": "\\"\\\\\\"\\\\"}', ()),
+    ("unicode", "clé-日本".encode(), '{"é": "日本語テキスト"}'.encode(), ()),
+    ("big value", b"k" * 300, b'"' + b"x" * 200_000 + b'"', ()),
+    ("header-heavy", b"k", b"{}", (("trace", bytes(range(256)) * 100), ("Ä-name", b"\x00\xff"))),
+    ("null value", b"k", None, (("h", b""),)),
+]
+
+
+@pytest.mark.parametrize("event_format", ["msk", "ingress"])
+@pytest.mark.parametrize("shape", _SHAPES, ids=[s[0] for s in _SHAPES])
+def test_a_records_share_of_an_event_is_bounded_from_above(
+    event_format: str,
+    shape: tuple[str, bytes | None, bytes | None, tuple[tuple[str, bytes], ...]],
+) -> None:
+    """Partition batches close before the 6 MB payload limit by adding these bounds: each
+    must be at least the record's real share of the event (and not wildly above it)."""
+    from adapter.invokers.aws_lambda import record_event_bytes
+
+    _, key, value, headers = shape
+    target = _target("blob", InputKind.RAW) if value is None else _target("blob")
+    requests = [
+        _request(offset, value, key=key, target=target, headers=headers) for offset in (7, 8)
+    ]
+    one = requests[:1]
+    if event_format == "msk":
+        alone = len(orjson.dumps(build_msk_event(one)))
+        both = len(orjson.dumps(build_msk_event(requests)))
+    else:
+        alone = len(orjson.dumps(build_batch_event(one)))
+        both = len(orjson.dumps(build_batch_event(requests)))
+    share = both - alone  # what the second record added
+    bound = record_event_bytes(
+        requests[1],
+        event_format,
+        extension=True,
+        signed=False,  # type: ignore[arg-type]
+    )
+    assert share <= bound <= 2 * share + 1024, (share, bound)
