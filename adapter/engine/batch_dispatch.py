@@ -216,7 +216,8 @@ class BatchDispatcher:
                     await asyncio.wait_for(line.wake.wait(), timeout)
                 continue
             if isinstance(step, Deliver):
-                await self._discards.deliver(step, line.last_answer)
+                # A record never invoked (refused, too large) has no answer of its own.
+                await self._discards.deliver(step, line.last_answer if step.attempts else None)
                 self._settle(core.delivered(), step)
                 continue
             assert isinstance(step, InvokeBatch)

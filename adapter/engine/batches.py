@@ -235,8 +235,9 @@ class PartitionBatches(Generic[T]):
             batch = self._batch
             assert batch is not None
             if batch.rejected:
+                attempts = max(e.attempts for e in batch.rejected)
                 return self._hand_out(
-                    Deliver(batch.rejected, FailureCondition.RETRY_ATTEMPTS_EXHAUSTED, 1)
+                    Deliver(batch.rejected, FailureCondition.RETRY_ATTEMPTS_EXHAUSTED, attempts)
                 )
             if batch.done:
                 self._batch = None
@@ -249,13 +250,18 @@ class PartitionBatches(Generic[T]):
                 if left:
                     batch.discarding = True
                     condition = FailureCondition.RETRY_ATTEMPTS_EXHAUSTED
-                    return self._hand_out(Deliver(left, condition, action.attempts))
+                    # Each record's own count: after a bisection the planner's is per half.
+                    attempts = max(e.attempts for e in left)
+                    return self._hand_out(Deliver(left, condition, attempts))
                 self._advance(batch, batch.planner.resume())
                 continue
             max_age = self.policy.max_age_ms
             live = tuple(e for e in action.items if id(e) in batch.open)
             if max_age is not None:
-                expired = tuple(e for e in live if now_ms - e.timestamp_ms > max_age)
+                # A record without a timestamp (-1: an old message format) never expires.
+                expired = tuple(
+                    e for e in live if e.timestamp_ms >= 0 and now_ms - e.timestamp_ms > max_age
+                )
                 if expired:
                     # Delivered first; the planner's invocation then goes on without them.
                     attempts = max(e.attempts for e in expired)

@@ -276,3 +276,32 @@ def test_infinite_retries_with_a_destination_are_capped_at_ten_as_on_aws() -> No
     assert retries_for(None, has_destination=False) is None
     assert retries_for(3, has_destination=True) == 3
     assert retries_for(0, has_destination=False) == 0
+
+
+def test_a_discarded_records_attempts_are_its_own_invocations_after_bisection() -> None:
+    line: PartitionBatches[int] = PartitionBatches(
+        BatchPolicy(size=8, window_ms=0, bisect=True, max_retries=1)
+    )
+    line.add(entries(range(8)))
+    calls = 0
+    while True:
+        step = line.step(NOW)
+        if isinstance(step, Deliver):
+            break
+        assert isinstance(step, InvokeBatch)
+        calls += 1
+        poisoned = 3 in offsets(step)
+        line.reported((poisoned,) * len(step.entries), function_error=poisoned)
+    assert offsets(step) == [3]
+    # 8 records, then 4, 2, 1 (each halving failed), then its one retry.
+    assert step.attempts == 5
+
+
+def test_a_record_without_a_timestamp_does_not_expire() -> None:
+    line: PartitionBatches[int] = PartitionBatches(
+        BatchPolicy(size=2, window_ms=0, max_age_ms=60_000)
+    )
+    line.add(entries(range(2), ts=-1))
+    step = line.step(NOW)
+    assert isinstance(step, InvokeBatch)
+    assert offsets(step) == [0, 1]
