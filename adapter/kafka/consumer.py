@@ -162,6 +162,9 @@ class FetchWait:
     would fall on a partition resumed after back-pressure while its neighbours are caught up.
     Hence: long only after :data:`QUIET_AFTER_S` without records, pause, resume, seek or
     assignment, and with no partition paused; any of these makes it short again at once.
+    What is left: a fetch already held when the consumer's assignment changes is not cut short
+    (aiokafka drops its answer, the broker still holds it), so a partition newly assigned to a
+    quiet consumer may be fetched up to the long wait, less the rebalance's own time, later.
 
     aiokafka has no setting for this: its fetcher reads ``_fetch_max_wait_ms`` each time it
     builds a fetch request (aiokafka 0.14, ``Fetcher._get_actions_per_node``), and this is the
