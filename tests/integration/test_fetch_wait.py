@@ -94,3 +94,59 @@ async def test_quiet_consumer_holds_fetches_long_yet_gets_a_record_at_once(
         await asyncio.gather(loop, return_exceptions=True)
         await producer.stop()
         await consumer.stop()
+
+
+async def test_a_paused_partition_keeps_fetches_short_so_its_resume_is_not_held_up(
+    kafka_bootstrap: str, topic_factory: TopicFactory
+) -> None:
+    """The throughput regression a fixed long wait caused: a partition resumed after
+    back-pressure waited for its caught-up neighbour's held fetch."""
+    topic = await topic_factory(2)
+    consumer = AiokafkaConsumer(
+        watch=ConnectionWatch("test"),
+        quiet_after_s=0.5,
+        bootstrap_servers=kafka_bootstrap,
+        group_id=f"fetch-wait-{uuid.uuid4().hex[:8]}",
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+    )
+    sent: list[int] = []
+    await consumer.start()
+    client: Any = consumer._consumer._client
+    original_send = client.send
+
+    async def recording_send(node_id: int, request: Any, **kwargs: Any) -> Any:
+        if isinstance(request, FetchRequest):
+            sent.append(request._max_wait_ms)
+        return await original_send(node_id, request, **kwargs)
+
+    client.send = recording_send
+    consumer.subscribe(topic, _Quiet())
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
+    await producer.start()
+
+    async def fetch_until(condition: Any, seconds: float) -> list[bytes | None]:
+        values: list[bytes | None] = []
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline and not condition(values):
+            fetched = await consumer.getmany(timeout_ms=100, max_records=100)
+            values += [r.value for rs in fetched.records.values() for r in rs]
+        return values
+
+    try:
+        await producer.send_and_wait(topic, b"first", partition=0)
+        assert await fetch_until(lambda v: b"first" in v, WAIT_S) == [b"first"]
+        consumer.pause((topic, 0))  # back-pressure
+        await producer.send_and_wait(topic, b"held", partition=0)
+        # Quiet for four times the quiet period, one partition paused: still short fetches.
+        sent.clear()
+        assert await fetch_until(lambda v: False, 2.0) == []
+        assert sent
+        assert set(sent) == {IDLE_FETCH_WAIT_MS}, sent
+        resumed = time.monotonic()
+        consumer.resume((topic, 0))
+        assert await fetch_until(lambda v: b"held" in v, WAIT_S) == [b"held"]
+        assert time.monotonic() - resumed < 2.0
+    finally:
+        await producer.stop()
+        await consumer.stop()
