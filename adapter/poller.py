@@ -102,7 +102,9 @@ class Poller:
             ),
             on_change=supervisor.wake,
             table_prefix=self.settings.dynamodb.table_prefix,
+            on_signal=supervisor.wake,
         )
+        supervisor.change_listeners.covered = self.supervisor.shards.listens
 
     def _invoker_for(self, target: Target, options: IngressOptions) -> Invoker:
         """The invoker for a target: HTTP deployments share one pooled client; Lambda ones

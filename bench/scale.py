@@ -49,6 +49,7 @@ from bench.trials import _free_port, _poller_config
 __all__ = ["ScaleScenario"]
 
 JOIN_WINDOW_S = 30.0
+DRAIN_S = 180.0
 NEW_SUBSCRIPTIONS = 6
 CPU_TARGET = 2.0  # CPU-s/min per poller, idle, S = 200 over 3 pollers
 NEW_SUBSCRIPTION_TARGET_S = 1.0
@@ -135,7 +136,7 @@ class ScaleScenario:
         await trickle.stop()
         join_end = int(time.time() * 1000)
         self.figures["join_window"] = await self._window_end(window)
-        await asyncio.sleep(5)  # the last records' deliveries
+        self.figures["join_drained_s"] = await self._drain(http, trickle)
         arrivals = await self._arrivals(http)
         join = delivery_gaps(arrivals, self._topics, join_start, join_end)
         self.figures["join_gaps"] = asdict(join)
@@ -157,7 +158,7 @@ class ScaleScenario:
         await trickle.stop()
         leave_end = int(time.time() * 1000)
         self.figures["leave_window"] = await self._window_end(window)
-        await asyncio.sleep(5)
+        self.figures["leave_drained_s"] = await self._drain(http, trickle)
         leave = delivery_gaps(await self._arrivals(http), self._topics, leave_start, leave_end)
         self.figures["leave_gaps"] = asdict(leave)
         self.say(f"  (g) one poller left: worst gap {leave.worst_gap_s:.1f} s")
@@ -308,6 +309,19 @@ class ScaleScenario:
         async with http.get(f"{self._handler_url}/__arrivals") as response:
             body: dict[str, list[list[int]]] = await response.json()
             return body
+
+    async def _drain(self, http: aiohttp.ClientSession, trickle: Trickle) -> float:
+        """Wait (up to DRAIN_S) until every trickle record is delivered: a record still queued
+        when the window ends would otherwise shorten its topic's gap. Seconds it took."""
+        began = time.monotonic()
+        while time.monotonic() - began < DRAIN_S:
+            missing = trickle.undelivered(await self._arrivals(http))
+            if not missing:
+                break
+            await asyncio.sleep(0.5)
+        else:
+            self.say(f"  (g) {missing} trickle records still undelivered after {DRAIN_S:g} s")
+        return round(time.monotonic() - began, 1)
 
     async def _wait_delivered(
         self, http: aiohttp.ClientSession, topics: Sequence[str], timeout_s: float

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -72,13 +73,25 @@ class Trickle:
     def __init__(self, bootstrap: str, topics: Sequence[str]) -> None:
         self._bootstrap = bootstrap
         self._topics = list(topics)
+        self.sent: Counter[str] = Counter()
+        self.started_ms = 0
         self._task: asyncio.Task[None] | None = None
         self._producer: AIOKafkaProducer | None = None
 
     async def start(self) -> None:
         self._producer = AIOKafkaProducer(bootstrap_servers=self._bootstrap, linger_ms=5)
         await self._producer.start()
+        self.started_ms = int(time.time() * 1000)
         self._task = asyncio.create_task(self._run())
+
+    def undelivered(self, arrivals: Mapping[str, Sequence[Sequence[int]]]) -> int:
+        """Records sent and acknowledged by the broker whose delivery has not arrived yet
+        (redeliveries counted once: by produce time)."""
+        missing = 0
+        for topic, count in self.sent.items():
+            produced = {p for p, _ in arrivals.get(topic, ()) if p >= self.started_ms}
+            missing += max(0, count - len(produced))
+        return missing
 
     async def _run(self) -> None:
         assert self._producer is not None
@@ -86,6 +99,7 @@ class Trickle:
             t0 = time.monotonic()
             sent = [await self._producer.send(t, value=b'{"trickle":true}') for t in self._topics]
             await asyncio.gather(*sent)
+            self.sent.update(self._topics)
             await asyncio.sleep(max(0.0, TRICKLE_S - (time.monotonic() - t0)))
 
     async def stop(self) -> None:

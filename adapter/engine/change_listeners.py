@@ -4,7 +4,8 @@ The supervisor hands over the clusters of every subscription in the change feed 
 this poller runs: a subscription created next on a cluster may land here); listeners start for
 new clusters and stop for clusters no subscription uses any more. A cluster whose options cannot
 be resolved, or that needs an OAUTHBEARER token, gets no listener: its changes arrive by the
-regular poll of the feed.
+regular poll of the feed. A cluster whose signals another client already hears (``covered``:
+the shard map's control group member, which listens too) gets none either.
 """
 
 from __future__ import annotations
@@ -38,8 +39,10 @@ class ChangeListeners:
         self.listeners: dict[str, ChangeListener] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._skipped: set[str] = set()
+        self.covered: Callable[[str], bool] = lambda cluster: False
 
     async def follow(self, names: Collection[str]) -> None:
+        names = {n for n in names if not self.covered(n)}
         for name in [n for n in self._tasks if n not in names]:
             await self._stop(name)
         for name in names:

@@ -73,6 +73,7 @@ class ShardFilter:
         on_change: Callable[[], None],
         table_prefix: str,
         name: str | None = None,
+        on_signal: Callable[[], None] | None = None,
     ) -> None:
         self.group = settings.group
         self._group_id = control_group_id(table_prefix, settings.group)
@@ -81,7 +82,14 @@ class ShardFilter:
         self._client_kwargs = client_kwargs
         self._cluster_options = cluster_options
         self._on_change = on_change
+        # The control group members also listen for change signals (adapter.kafka.control_group).
+        self._on_signal = on_signal
         self._members: dict[str, _Member] = {}
+
+    def listens(self, cluster: str) -> bool:
+        """Does this poller's control group member on ``cluster`` hear its change signals
+        (so no listener of its own is needed)?"""
+        return self._on_signal is not None and cluster in self._members
 
     def owns(self, sub: Subscription) -> bool:
         """Does this poller run ``sub``? (False until the cluster's map is known.)"""
@@ -166,6 +174,7 @@ class ShardFilter:
                     client_kwargs=await self._client_kwargs(member.cluster),
                     on_map=lambda owners: self._set_map(member, owners),
                     instance_id=self._settings.instance_id,
+                    on_signal=self._on_signal,
                 )
                 member.control = control
                 counts = asyncio.create_task(self._keep_counts(member, control))

@@ -223,8 +223,9 @@ class Supervisor:
             log.warning("cannot read subscriptions (keeping current consumers): %s", exc)
             return
         self.last_refresh_error = None
-        await self.change_listeners.follow({s.cluster for s in subs})
         desired = {s.id: s for s in subs if not s.paused and self._runs_here(s)}
+        # After _runs_here: it starts the shard map members, which listen for signals too.
+        await self.change_listeners.follow({s.cluster for s in subs})
         for sub_id in list(self._slots):
             slot = self._slots[sub_id]
             want = desired.get(sub_id)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -34,6 +34,8 @@ __all__ = [
     "STOP_TIMEOUT_S",
     "ChangeListener",
     "ChangeSignaller",
+    "connection_kwargs",
+    "ensure_signal_topic",
 ]
 
 log = logging.getLogger(__name__)
@@ -45,7 +47,7 @@ RETRY_S = 30.0
 STOP_TIMEOUT_S = 5.0
 
 
-def _connection(kwargs: dict[str, Any]) -> dict[str, Any]:
+def connection_kwargs(kwargs: Mapping[str, Any]) -> dict[str, Any]:
     """The broker connection part of a consumer's arguments (servers, security, timeouts)."""
     keep = (
         "bootstrap_servers",
@@ -60,7 +62,7 @@ def _connection(kwargs: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-async def _ensure_topic(connection: dict[str, Any]) -> None:
+async def ensure_signal_topic(connection: dict[str, Any]) -> None:
     admin = AIOKafkaAdminClient(**connection)
     await admin.start()
     try:
@@ -82,7 +84,7 @@ class ChangeListener:
         self, cluster: str, consumer_kwargs: dict[str, Any], on_signal: Callable[[], None]
     ) -> None:
         self.cluster = cluster
-        self._connection = _connection(consumer_kwargs)
+        self._connection = connection_kwargs(consumer_kwargs)
         self._on_signal = on_signal
         self.signals = 0
         self.ready = asyncio.Event()
@@ -98,7 +100,7 @@ class ChangeListener:
                 fetch_max_wait_ms=FETCH_WAIT_MS,
             )
             try:
-                await _ensure_topic(self._connection)
+                await ensure_signal_topic(self._connection)
                 await consumer.start()
                 tp = TopicPartition(SIGNAL_TOPIC, 0)
                 consumer.assign([tp])
@@ -148,7 +150,9 @@ class ChangeSignaller:
         producer = self._producers.get(cluster)
         try:
             if producer is None:
-                producer = AIOKafkaProducer(**_connection(await connect()), acks=1, linger_ms=0)
+                producer = AIOKafkaProducer(
+                    **connection_kwargs(await connect()), acks=1, linger_ms=0
+                )
                 self._producers[cluster] = producer
                 await asyncio.wait_for(producer.start(), SEND_TIMEOUT_S)
             await asyncio.wait_for(producer.send_and_wait(SIGNAL_TOPIC, b""), SEND_TIMEOUT_S)

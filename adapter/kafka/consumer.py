@@ -15,9 +15,9 @@ rebalance callbacks, and three pieces of evidence aiokafka does not hand out on 
 
 :class:`Consumer` is the narrow protocol the engine codes against; ``adapter.testing`` ships
 an in-memory fake of it. :class:`AiokafkaConsumer` is the thin shell around aiokafka; it
-touches two private attributes of aiokafka (``_client`` for the metadata request,
-``_coordinator`` for heartbeats and committed metadata), pinned by the aiokafka version bound
-and covered by the integration tests.
+touches private attributes of aiokafka (``_client`` for the metadata request,
+``_coordinator`` for heartbeats and committed metadata, the fetcher's fetch wait — see
+:class:`FetchWait`), pinned by the aiokafka version bound and covered by the tests.
 """
 
 from __future__ import annotations
@@ -49,6 +49,7 @@ __all__ = [
     "AiokafkaConsumer",
     "CommitError",
     "Consumer",
+    "FetchWait",
     "Fetched",
     "RebalanceListener",
     "to_record",
@@ -59,10 +60,21 @@ log = logging.getLogger(__name__)
 TP = tuple[str, int]
 
 # How long the broker may hold a fetch (``fetch.wait.max.ms`` when the subscription does not
-# set it): aiokafka's 500 ms. A 5 s wait made idle consumers cheaper but cost throughput under
-# load — a partition resumed after back-pressure waits for the fetch in flight — measured in
-# bench (a) 3,808 against 5,198 records/s and in (d) 3,818 against 13,133 (docs/benchmarks.md).
+# set it) while records flow: aiokafka's 500 ms. A fixed 5 s wait made idle consumers cheaper
+# but cost throughput under load — a partition resumed after back-pressure waits for the fetch
+# in flight — measured in bench (a) 3,808 against 5,198 records/s and in (d) 3,818 against
+# 13,133 (docs/benchmarks.md). So the long wait is only for quiet consumers (FetchWait).
 IDLE_FETCH_WAIT_MS = 500
+# A consumer none of whose partitions returned a record for QUIET_AFTER_S, and none paused,
+# lets the broker hold its fetches this long: an idle subscription makes one fetch per 5 s
+# instead of two a second. The broker still answers at once when a record arrives.
+QUIET_FETCH_WAIT_MS = 5_000
+QUIET_AFTER_S = 10.0
+# aiokafka's fetch task wakes at least this often (``consumer_timeout_ms``, 200 ms by default)
+# even with a fetch in flight; every event it acts on (a response, an assignment, a seek, a
+# consumed batch, a resume) wakes it anyway. 2 s: idle CPU at S = 50 on one poller 1.28 → 1.04
+# CPU-s/min (docs/operations.md#capacity).
+FETCHER_TIMEOUT_MS = 2_000
 # OAUTHBEARER sessions end when their token expires (the broker closes the connection;
 # aiokafka does not re-authenticate): a held fetch must not outlive a short-lived token, or
 # every fetch is cut before it returns. aiokafka's default there.
@@ -155,17 +167,91 @@ def to_record(msg: Any) -> KafkaRecord:
     )
 
 
+class FetchWait:
+    """The fetch wait of one consumer: short while records flow, long once it is quiet.
+
+    A held fetch delays only what queues behind it on the consumer's connection: a partition
+    resumed or assigned, or a seek, is fetched when the fetch in flight returns. Records end a
+    held fetch at once, so a partition with records never waits; the cost of the long wait
+    would fall on a partition resumed after back-pressure while its neighbours are caught up.
+    Hence: long only after :data:`QUIET_AFTER_S` without records, pause, resume, seek or
+    assignment, and with no partition paused; any of these makes it short again at once.
+    What is left: a fetch already held when the consumer's assignment changes is not cut short
+    (aiokafka drops its answer, the broker still holds it), so a partition newly assigned to a
+    quiet consumer may be fetched up to the long wait, less the rebalance's own time, later.
+
+    aiokafka has no setting for this: its fetcher reads ``_fetch_max_wait_ms`` each time it
+    builds a fetch request (aiokafka 0.14, ``Fetcher._get_actions_per_node``), and this is the
+    only place that writes it. ``tests/unit/test_fetch_wait.py`` fails if aiokafka changes that.
+    """
+
+    def __init__(
+        self, short_ms: int, long_ms: int | None, quiet_after_s: float = QUIET_AFTER_S
+    ) -> None:
+        self.short_ms = short_ms
+        self.long_ms = long_ms  # None: fixed at short_ms (set explicitly, or a short session)
+        self._quiet_after_s = quiet_after_s
+        self._last_activity = time.monotonic()
+        self._paused: set[TP] = set()
+        self._fetcher: Any = None
+        self.current_ms = short_ms
+
+    def attach(self, consumer: AIOKafkaConsumer) -> None:
+        """Once the consumer has started (its fetcher exists)."""
+        self._fetcher = getattr(consumer, "_fetcher", None)
+        self._set(self.short_ms)
+
+    def activity(self) -> None:
+        self._last_activity = time.monotonic()
+        if self.current_ms != self.short_ms:
+            self._set(self.short_ms)
+
+    def paused(self, tp: TP) -> None:
+        self._paused.add(tp)
+        self.activity()
+
+    def resumed(self, tp: TP) -> None:
+        self._paused.discard(tp)
+        self.activity()
+
+    def reassigned(self, tps: set[TP]) -> None:
+        self._paused -= tps
+        self.activity()
+
+    def fetched(self, records: bool) -> None:
+        """After each getmany: records keep the wait short; quiet long enough makes it long."""
+        if records:
+            self.activity()
+        elif (
+            self.long_ms is not None
+            and self.current_ms != self.long_ms
+            and not self._paused
+            and time.monotonic() - self._last_activity >= self._quiet_after_s
+        ):
+            self._set(self.long_ms)
+
+    def _set(self, wait_ms: int) -> None:
+        self.current_ms = wait_ms
+        if self._fetcher is not None:
+            self._fetcher._fetch_max_wait_ms = wait_ms
+
+
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
-    def __init__(self, listener: RebalanceListener, held: set[TopicPartition]) -> None:
+    def __init__(
+        self, listener: RebalanceListener, held: set[TopicPartition], fetch_wait: FetchWait
+    ) -> None:
         self._listener = listener
         self._held = held
+        self._fetch_wait = fetch_wait
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
         # A partition assigned again starts afresh, not held by its last owner's backlog.
         self._held -= revoked
+        self._fetch_wait.reassigned({(tp.topic, tp.partition) for tp in revoked})
         await self._listener.on_revoked({(tp.topic, tp.partition) for tp in revoked})
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        self._fetch_wait.reassigned({(tp.topic, tp.partition) for tp in assigned})
         await self._listener.on_assigned({(tp.topic, tp.partition) for tp in assigned})
 
 
@@ -179,6 +265,7 @@ class AiokafkaConsumer:
         commit_timeout_s: float = 10.0,
         metadata_timeout_s: float | None = None,
         start_gate: asyncio.Semaphore | None = None,
+        quiet_after_s: float = QUIET_AFTER_S,
         **consumer_kwargs: Any,
     ) -> None:
         reset = str(consumer_kwargs.pop("auto_offset_reset", "latest"))
@@ -188,15 +275,27 @@ class AiokafkaConsumer:
         self._watch = watch
         self._commit_timeout_s = commit_timeout_s
         oauth = consumer_kwargs.get("sasl_mechanism") == "OAUTHBEARER"
+        # A wait set by the subscription is kept as it is; so is OAUTHBEARER's (see above).
+        adaptive = "fetch_max_wait_ms" not in consumer_kwargs and not oauth
         consumer_kwargs.setdefault(
             "fetch_max_wait_ms", OAUTHBEARER_FETCH_WAIT_MS if oauth else IDLE_FETCH_WAIT_MS
         )
         self.fetch_wait_ms = int(consumer_kwargs["fetch_max_wait_ms"])
+        request_timeout_ms = int(consumer_kwargs.get("request_timeout_ms", 40_000))
+        long_ms = min(QUIET_FETCH_WAIT_MS, request_timeout_ms // 2)
+        self.fetch_wait = FetchWait(
+            self.fetch_wait_ms,
+            long_ms if adaptive and long_ms > self.fetch_wait_ms else None,
+            quiet_after_s,
+        )
+        longest_wait_ms = self.fetch_wait.long_ms or self.fetch_wait_ms
+        # A metadata request may queue behind a held fetch on the same connection.
         self._metadata_timeout_s = (
-            metadata_timeout_s if metadata_timeout_s is not None else self.fetch_wait_ms / 1000 + 5
+            metadata_timeout_s if metadata_timeout_s is not None else longest_wait_ms / 1000 + 5
         )
         # Shared by a poller's consumers: how many start (connect, bootstrap) at once.
         self._start_gate = start_gate
+        consumer_kwargs.setdefault("consumer_timeout_ms", FETCHER_TIMEOUT_MS)
         # "none": out-of-range positions and missing commits come to us instead of being
         # reset silently (see the module docstring).
         self._consumer = AIOKafkaConsumer(auto_offset_reset="none", **consumer_kwargs)
@@ -217,6 +316,7 @@ class AiokafkaConsumer:
                 await self._consumer.start()
         except AIOKafkaError as exc:
             raise self._error(exc) from exc
+        self.fetch_wait.attach(self._consumer)
         coordinator = self._consumer._coordinator
         original = coordinator._do_heartbeat
 
@@ -238,7 +338,9 @@ class AiokafkaConsumer:
 
     def subscribe(self, topic: str, listener: RebalanceListener) -> None:
         try:
-            self._consumer.subscribe([topic], listener=_Listener(listener, self._held))
+            self._consumer.subscribe(
+                [topic], listener=_Listener(listener, self._held, self.fetch_wait)
+            )
         except AIOKafkaError as exc:
             raise self._error(exc) from exc
 
@@ -266,9 +368,11 @@ class AiokafkaConsumer:
         for tp, messages in batches.items():
             if messages:
                 fetched.records[(tp.topic, tp.partition)] = [to_record(m) for m in messages]
+        self.fetch_wait.fetched(bool(fetched.records))
         return fetched
 
     async def _start_without_commit(self, tp: TopicPartition) -> None:
+        self.fetch_wait.activity()
         log.info("%s/%d has no committed offset: starting at the %s", *tp, self._reset)
         try:
             if self._reset == "earliest":
@@ -279,6 +383,7 @@ class AiokafkaConsumer:
             raise self._error(exc) from exc
 
     async def _out_of_range(self, tp: TopicPartition, position: int) -> RetentionLoss | None:
+        self.fetch_wait.activity()
         try:
             start = (await self._consumer.beginning_offsets([tp]))[tp]
             end = (await self._consumer.end_offsets([tp]))[tp]
@@ -345,17 +450,23 @@ class AiokafkaConsumer:
         thousands of small records) to fetch them again after the resume: under back-pressure
         that re-read most of every fetch (bench (d): 12,500 against 16,500 records/s). Held,
         the records wait in aiokafka's buffer, which fetches nothing more for a partition until
-        its buffered records are taken: one fetch response per partition at most."""
+        its buffered records are taken: one fetch response per partition at most. While a
+        partition is held the fetch wait stays short (:class:`FetchWait`), so its release is
+        not queued behind a long fetch."""
         self._held.add(TopicPartition(*tp))
+        self.fetch_wait.paused(tp)
 
     def release(self, tp: TP) -> None:
         self._held.discard(TopicPartition(*tp))
+        self.fetch_wait.resumed(tp)
 
     def pause(self, tp: TP) -> None:
+        self.fetch_wait.paused(tp)
         with contextlib.suppress(IllegalStateError):  # no longer assigned: nothing to pause
             self._consumer.pause(TopicPartition(*tp))
 
     def resume(self, tp: TP) -> None:
+        self.fetch_wait.resumed(tp)
         with contextlib.suppress(IllegalStateError):
             self._consumer.resume(TopicPartition(*tp))
 
@@ -385,6 +496,7 @@ class AiokafkaConsumer:
         return out
 
     async def seek_to_beginning(self, tp: TP) -> None:
+        self.fetch_wait.activity()
         try:
             await self._consumer.seek_to_beginning(TopicPartition(*tp))
         except (AIOKafkaError, IllegalStateError) as exc:

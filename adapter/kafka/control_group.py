@@ -15,9 +15,17 @@ across restarts, so a static member (``group.instance.id``) that comes back with
 session timeout rejoins without a rebalance and keeps its shards.
 
 Nothing is ever produced to or consumed from the control topic: its partitions only name
-the shards. The member pauses every partition it is assigned, so it never fetches: it costs
-heartbeats only, and its connection stays free for the metadata requests that size the
-subscriptions (a held fetch would delay them by its whole wait).
+the shards. The member pauses every control partition it is assigned.
+
+The member is also the poller's change signal listener on its cluster
+(``adapter.kafka.change_signal``): it subscribes to the signal topic as well, and the
+assignor hands every signal partition to *every* member (Kafka does not check that a
+partition goes to one member only; the group never commits, so each member reads from the
+end). One client thus does both jobs — two broker connections (fetches and metadata; the
+group coordinator) instead of three with a listener of its own. Its fetch is held up to
+:data:`~adapter.kafka.change_signal.FETCH_WAIT_MS`, so a partition count request may queue
+that long behind it: counts only widen a subscription's pollers beyond the minimum, which
+runs meanwhile (``adapter.engine.shards``).
 """
 
 from __future__ import annotations
@@ -37,10 +45,16 @@ from aiokafka.coordinator.protocol import (
     ConsumerProtocolMemberAssignment,
     ConsumerProtocolMemberMetadata,
 )
+from aiokafka.errors import IllegalStateError, TopicAlreadyExistsError
 from aiokafka.errors import KafkaError as AIOKafkaError
-from aiokafka.errors import TopicAlreadyExistsError
 
 from adapter.errors import KafkaError
+from adapter.kafka.change_signal import (
+    FETCH_WAIT_MS,
+    SIGNAL_TOPIC,
+    connection_kwargs,
+    ensure_signal_topic,
+)
 from adapter.kafka.errors import translate
 from adapter.kafka.topics import describe_topics
 
@@ -50,9 +64,11 @@ log = logging.getLogger(__name__)
 
 CONTROL_TOPIC = "__kafka_ingress_shards"
 ASSIGNOR_NAME = "kafka-ingress-shards"
-# Fetches only between an assignment and its pause: keep any such fetch short.
+# Without signals, fetches happen only between an assignment and its pause: keep them short.
 _FETCH_WAIT_MS = 100
 _POLL_TIMEOUT_MS = 30_000
+# aiokafka's fetch task wakes on every event it acts on; its 200 ms timer only costs CPU.
+_FETCHER_TIMEOUT_MS = 2_000
 
 
 def control_group_id(table_prefix: str, poller_group: str) -> str:
@@ -130,14 +146,17 @@ def _assignor(poller: str, on_map: Callable[[list[str]], None]) -> type[Abstract
                 m: str(_decode(meta.user_data).get("poller") or m) for m, meta in members.items()
             }
             partitions = sorted(cluster.partitions_for_topic(CONTROL_TOPIC) or ())
+            signals = sorted(cluster.partitions_for_topic(SIGNAL_TOPIC) or ())
             owners = balance(len(partitions), names.values(), cls.last_map)
             shared = _encode({"owners": owners})
             out = {}
             for member_id, name in names.items():
                 mine = [p for p, owner in zip(partitions, owners, strict=True) if owner == name]
-                out[member_id] = ConsumerProtocolMemberAssignment(
-                    cls.version, [(CONTROL_TOPIC, mine)], shared
-                )
+                assigned = [(CONTROL_TOPIC, mine)]
+                # Every listening member reads every signal partition (see the module doc).
+                if signals and SIGNAL_TOPIC in (members[member_id].subscription or ()):
+                    assigned.append((SIGNAL_TOPIC, signals))
+                out[member_id] = ConsumerProtocolMemberAssignment(cls.version, assigned, shared)
             return out
 
         @classmethod
@@ -155,6 +174,8 @@ class ControlGroup:
 
     ``on_map`` receives the whole map (owner name per shard) after every rebalance.
     ``client_kwargs`` are aiokafka's connection arguments for the cluster (brokers, security).
+    ``on_signal``, if given, is called for each batch of change signals (the member listens
+    on the signal topic too, see the module doc).
     """
 
     def __init__(
@@ -168,10 +189,16 @@ class ControlGroup:
         on_map: Callable[[list[str]], None],
         instance_id: str | None = None,
         session_timeout_ms: int = 10_000,
+        on_signal: Callable[[], None] | None = None,
     ) -> None:
         self.cluster = cluster
         self.poller = poller
         self._shards = shards
+        # A held fetch must not outlive an OAUTHBEARER token (adapter.kafka.consumer): such a
+        # cluster's changes arrive by the poll of the change feed, as without a listener.
+        oauth = client_kwargs.get("sasl_mechanism") == "OAUTHBEARER"
+        self._on_signal = None if oauth else on_signal
+        self.signals = 0
         self._client_kwargs = dict(client_kwargs)
         self._context = f"shard map of Kafka cluster {cluster!r}"
         self._consumer = AIOKafkaConsumer(
@@ -180,7 +207,8 @@ class ControlGroup:
             client_id=f"kafka-ingress-poller-{poller}",
             enable_auto_commit=False,
             partition_assignment_strategy=(_assignor(poller, on_map),),
-            fetch_max_wait_ms=_FETCH_WAIT_MS,
+            fetch_max_wait_ms=FETCH_WAIT_MS if self._on_signal is not None else _FETCH_WAIT_MS,
+            consumer_timeout_ms=_FETCHER_TIMEOUT_MS,
             session_timeout_ms=session_timeout_ms,
             # Nothing to process: never leave the group for not polling often enough.
             max_poll_interval_ms=_POLL_TIMEOUT_MS * 4,
@@ -193,20 +221,43 @@ class ControlGroup:
 
     async def run(self) -> None:
         """Create the control topic if missing, join, and stay a member until cancelled."""
+        announce: asyncio.Task[None] | None = None
         try:
             await self._ensure_topic()
+            topics = [CONTROL_TOPIC]
+            if self._on_signal is not None:
+                await ensure_signal_topic(connection_kwargs(self._client_kwargs))
+                topics.append(SIGNAL_TOPIC)
             await self._consumer.start()
             self._started = True
             self.ready.set()
-            self._consumer.subscribe([CONTROL_TOPIC], listener=_PauseAssigned(self._consumer))
+            listener = _PauseAssigned(self._consumer)
+            self._consumer.subscribe(topics, listener=listener)
+            if self._on_signal is not None:
+                announce = asyncio.create_task(self._announce(listener.signals_assigned))
             while True:
-                await self._consumer.getmany(timeout_ms=_POLL_TIMEOUT_MS)
+                batches = await self._consumer.getmany(timeout_ms=_POLL_TIMEOUT_MS)
+                if self._on_signal is not None and any(
+                    records and tp.topic == SIGNAL_TOPIC for tp, records in batches.items()
+                ):
+                    self.signals += 1
+                    self._on_signal()
         except AIOKafkaError as exc:
             raise translate(exc, context=self._context) from exc
         finally:
+            if announce is not None:
+                announce.cancel()
             # Also when it never started: an unclosed aiokafka consumer warns when collected.
             with contextlib.suppress(AIOKafkaError, TimeoutError):
                 await asyncio.wait_for(self._consumer.stop(), 10)
+
+    async def _announce(self, assigned: asyncio.Event) -> None:
+        """Say so once signals are heard: the signal partition is assigned and positioned
+        (at its end; a signal sent before that is seen by the poll of the change feed)."""
+        await assigned.wait()
+        with contextlib.suppress(AIOKafkaError, IllegalStateError):
+            await self._consumer.position(TopicPartition(SIGNAL_TOPIC, 0))
+            log.info("listening for change signals on cluster %s (shard map)", self.cluster)
 
     async def partition_counts(self, topics: Sequence[str]) -> dict[str, int]:
         """Partition count of each topic that exists (one metadata request)."""
@@ -241,16 +292,19 @@ class ControlGroup:
 
 
 class _PauseAssigned(ConsumerRebalanceListener):  # type: ignore[misc]
-    """Pause whatever the control group assigns: the shards are never read."""
+    """Pause the control partitions assigned: the shards are never read (signals are)."""
 
     def __init__(self, consumer: AIOKafkaConsumer) -> None:
         self._consumer = consumer
+        self.signals_assigned = asyncio.Event()
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
         return None
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        self._consumer.pause(*assigned)
+        self._consumer.pause(*(tp for tp in assigned if tp.topic == CONTROL_TOPIC))
+        if any(tp.topic == SIGNAL_TOPIC for tp in assigned):
+            self.signals_assigned.set()
 
 
 def _raise_topic_errors(response: Any) -> None:

@@ -723,9 +723,10 @@ _SPECS: tuple[OptionSpec, ...] = (
         "fetch.wait.max.ms",
         "fetch_max_wait_ms",
         _int(0, 300_000),
-        "How long the broker may hold a fetch to reach fetch.min.bytes.",
+        "How long the broker may hold a fetch to reach fetch.min.bytes. Unset, a consumer "
+        "quiet for 10 s with no partition paused uses 5000 until records flow again.",
         applies_to="consumer",
-        default="500",
+        default="500; 5000 once quiet",
     ),
     _client(
         "max.partition.fetch.bytes",

@@ -11,6 +11,7 @@ without it the test fails.
 from __future__ import annotations
 
 import json
+import re
 import statistics
 import time
 from collections.abc import AsyncIterator
@@ -18,6 +19,7 @@ from datetime import datetime
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 
 from adapter.api import ClusterCatalog, create_app
@@ -37,15 +39,23 @@ LIMIT_S = 1.0
 POLL_S = 5.0  # B's subscription-refresh-ms: far slower than the limit
 
 
-@pytest.fixture
+# B hears the signals through a listener of its own, or (shard map on) through its control
+# group member, which then also spares the listener's broker connection.
+@pytest.fixture(params=[0, 64], ids=["listener", "shard-map"])
 async def poller_b(
-    kafka_bootstrap: str, store: DynamoStore, moto_server: MotoServer, tmp_path: Path
+    kafka_bootstrap: str,
+    store: DynamoStore,
+    moto_server: MotoServer,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
 ) -> AsyncIterator[PollerProcess]:
     harness = Ingress(kafka_bootstrap, store, moto_server.endpoint_url)
+    shards = int(request.param)
     poller = PollerProcess(
         harness.env(),
         PollerProcess.DEFAULT_CONFIG
-        + f"[limits]\nsubscription-refresh-ms = {int(POLL_S * 1000)}\n",
+        + f"[limits]\nsubscription-refresh-ms = {int(POLL_S * 1000)}\n"
+        + (f"[poller]\nshards = {shards}\n" if shards else ""),
     )
     await poller.start(tmp_path)
     try:
@@ -77,6 +87,7 @@ async def test_a_change_made_through_one_admin_api_takes_effect_on_another_polle
     topic_factory: TopicFactory,
     poller_b: PollerProcess,
     capsys: pytest.CaptureFixture[str],
+    request: pytest.FixtureRequest,
 ) -> None:
     handler = RecordingHandler()
     url = await handler_server(handler.app)
@@ -160,3 +171,30 @@ async def test_a_change_made_through_one_admin_api_takes_effect_on_another_polle
     assert max(latencies) <= LIMIT_S, latencies
     # ...and stops taking records of a deleted subscription within a second.
     assert stopped_after <= LIMIT_S, stopped_after
+
+    # Broker connections of the idle B: two per subscription it runs (the warm-up one and the
+    # rounds but the deleted one), and one more for the signals — two with the shard map,
+    # whose control group member (fetches and metadata; group coordinator) hears them too.
+    shard_map = bool(request.node.callspec.params["poller_b"])
+    listeners = re.findall(
+        r"listening for change signals on cluster local.*", poller_b.output.decode()
+    )
+    assert listeners == [
+        "listening for change signals on cluster local (shard map)"
+        if shard_map
+        else "listening for change signals on cluster local"
+    ], listeners
+    assert poller_b.proc is not None
+    port = int(kafka_bootstrap.rpartition(":")[2])
+    expected = 2 * ROUNDS + (2 if shard_map else 1)
+
+    def connections() -> int:
+        assert poller_b.proc is not None
+        sockets = psutil.Process(poller_b.proc.pid).net_connections(kind="tcp")
+        return sum(1 for s in sockets if s.raddr and s.raddr.port == port)
+
+    await eventually(
+        lambda: connections() == expected,
+        timeout=30,
+        message=lambda: f"{connections()} broker connections, expected {expected}",
+    )

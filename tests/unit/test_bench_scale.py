@@ -1,8 +1,8 @@
-"""Scenario (g)'s arithmetic: delivery gaps per topic over a window."""
+"""Scenario (g)'s arithmetic: delivery gaps per topic, trickle records not yet delivered."""
 
 from __future__ import annotations
 
-from bench.scale_measures import delivery_gaps
+from bench.scale_measures import Trickle, delivery_gaps
 
 
 def test_a_steady_topic_has_gaps_of_its_trickle_interval() -> None:
@@ -36,3 +36,16 @@ def test_records_produced_outside_the_window_do_not_count() -> None:
     arrivals = {"t": [[-5_000, 20_000], [1_000, 1_010], [2_000, 2_010]]}
     gaps = delivery_gaps(arrivals, ["t"], 0, 3_000)
     assert gaps.worst_latency_s == 0.01
+
+
+def test_trickle_counts_records_not_yet_delivered_once_each() -> None:
+    trickle = Trickle("127.0.0.1:1", ["a", "b"])
+    trickle.started_ms = 1_000
+    trickle.sent.update({"a": 3, "b": 2})
+    arrivals = {
+        "a": [[1_000, 1_100], [2_000, 2_100], [2_000, 2_900]],  # a redelivery counts once
+        "b": [[500, 600], [1_500, 1_600], [2_500, 2_600]],  # before the trickle: not its
+    }
+    assert trickle.undelivered(arrivals) == 1  # a's third record
+    arrivals["a"].append([3_000, 3_050])
+    assert trickle.undelivered(arrivals) == 0
