@@ -74,6 +74,7 @@ class FakeConsumer:
         self.paused: set[TP] = set()
         self.held: set[TP] = set()
         """Partitions held back by :meth:`hold` (back-pressure)."""
+        self.current_generation = 0
         self.committed: dict[TP, tuple[int, str | None]] = {}
         self.commits: list[dict[TP, int]] = []
         self.seeks: list[TP] = []
@@ -170,6 +171,9 @@ class FakeConsumer:
     def observe_heartbeats(self, callback: Callable[[float], None]) -> None:
         self._heartbeat_callbacks.append(callback)
 
+    def generation(self) -> int | None:
+        return self.current_generation
+
     # -- what the test does -------------------------------------------------------------------
 
     def create_topic(self, name: str, topic_id: str, partitions: int = 1) -> None:
@@ -178,8 +182,13 @@ class FakeConsumer:
     def delete_topic(self, name: str) -> None:
         self.topics.pop(name, None)
 
-    async def assign(self, *tps: TP) -> None:
+    async def assign(self, *tps: TP, generation: int | None = None) -> None:
+        """A rebalance assigns ``tps``: the generation goes up by one unless given (a jump
+        stands for rebalances this member missed)."""
         assert self.listener is not None, "the runner has not subscribed yet"
+        self.current_generation = (
+            generation if generation is not None else self.current_generation + 1
+        )
         self.assigned |= set(tps)
         await self.listener.on_assigned(set(tps))
 
@@ -246,6 +255,8 @@ class FakeStore:
     rows: dict[str, LedgerEntry] = field(default_factory=dict)
     claims: dict[str, str] = field(default_factory=dict)
     topics: set[tuple[str, str]] = field(default_factory=set)
+    fence_reads: int = 0
+    """Calls of :meth:`highest_recorded_offset`."""
 
     # -- the runner's reads ---------------------------------------------------------------------
 
@@ -260,6 +271,7 @@ class FakeStore:
     async def highest_recorded_offset(
         self, subscription_id: str, topic: str, partition: int
     ) -> int | None:
+        self.fence_reads += 1
         offsets = [
             e.offset
             for e in self.rows.values()

@@ -13,7 +13,10 @@ does what it must before consuming):
   topic ID it was committed against: a position of a *deleted* topic of the same name is not
   applied — the new topic is consumed from its beginning;
 * the ledger's fence is read in the background (until it is known, every record is checked),
-  and then the topic's reference is recorded (:meth:`DynamoStore.remember_topic`), once.
+  and then the topic's reference is recorded (:meth:`DynamoStore.remember_topic`), once — except
+  for a partition this member held in the generation just before: nobody else owned it in
+  between, so its fence is what it was, raised to the last offset this member fetched (an eager
+  rebalance revokes and re-assigns every partition; most stay where they were).
 
 On revocation: nothing more is admitted, running invocations drain within the revoke timeout,
 the ledger is flushed, finished offsets are committed, and the states are forgotten.
@@ -91,6 +94,11 @@ class Assignments:
         self._commit_lock = asyncio.Lock()
         self._background: set[asyncio.Task[None]] = set()
         self._topics_remembered: set[str] = set()
+        # Fences of partitions revoked in the generation just left: (generation, topic key,
+        # fence). A partition this member gets back in the very next generation had no other
+        # owner meanwhile, so its fence is known without reading the ledger.
+        self._carried: dict[TP, tuple[int, str, int | None]] = {}
+        self.fences_carried = 0
         self.commits = 0
         self.rebalances = 0
         self.recreations = 0
@@ -107,6 +115,7 @@ class Assignments:
         # aiokafka hands out records of the new partitions as soon as they are assigned, while
         # this callback still awaits the topic's identity: paused, its fetched records are
         # dropped unread (the position stays) and fetched again after the resume below.
+        generation = consumer.generation()
         for tp in tps:
             consumer.pause(tp)
         self.rebalances += 1
@@ -136,10 +145,21 @@ class Assignments:
                 await consumer.seek_to_beginning(tp)
             state = PartitionState(tp, self._topic.key, pause_at=self._pause_at)
             self.states[tp] = state
+            carried = self._carried.pop(tp, None)
+            if (
+                carried is not None
+                and generation is not None
+                and carried[0] + 1 == generation
+                and carried[1] == state.topic_key
+            ):
+                self.fences_carried += 1
+                state.fence_read(carried[2])
+                continue
             # aiokafka sends no heartbeats while this callback runs: a slow DynamoDB here
             # would get the member expired and the group would rebalance again and again.
             # So the fence is read in the background; until then every record is checked.
             self._spawn_background(self._read_fence(state))
+        self._carried.clear()  # the rest moved to other members
         for tp in tps:
             consumer.resume(tp)
         log.info("subscription %s assigned %s", self._subscription_id, sorted(tps))
@@ -194,9 +214,15 @@ class Assignments:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._ledger.flushed(), deadline_s)
         await self.commit(only=states)
+        generation = self.consumer.generation() if self.consumer is not None else None
         for state in states:
             if self.states.get(state.tp) is state:
                 del self.states[state.tp]
+            if generation is not None and state.fence_known:
+                # Whatever this owner may have recorded lies at or below what it fetched.
+                fetched = state.tracker.last_tracked
+                fence = max((o for o in (state.fence, fetched) if o is not None), default=None)
+                self._carried[state.tp] = (generation, state.topic_key, fence)
         self._dispatcher.forget(states)
 
     async def close(self) -> None:

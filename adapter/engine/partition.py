@@ -107,6 +107,10 @@ class PartitionState:
     def fence(self) -> int | None:
         return self._fence if self._fence_known else None
 
+    @property
+    def fence_known(self) -> bool:
+        return self._fence_known
+
     def needs_ledger_check(self, offset: int) -> bool:
         """Could this record have been finished by an earlier owner?"""
         if not self._fence_known:

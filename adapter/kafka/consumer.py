@@ -150,6 +150,10 @@ class Consumer(Protocol):
         """Call ``callback(time.monotonic())`` whenever the coordinator accepts a heartbeat."""
         ...
 
+    def generation(self) -> int | None:
+        """The group generation this member is in (None when it is in none)."""
+        ...
+
 
 def to_record(msg: Any) -> KafkaRecord:
     # A null header value stays null (AWS's Kafka events tell it from an empty one).
@@ -346,6 +350,11 @@ class AiokafkaConsumer:
 
     def observe_heartbeats(self, callback: Callable[[float], None]) -> None:
         self._heartbeat_observers.append(callback)
+
+    def generation(self) -> int | None:
+        # aiokafka keeps it on its coordinator (-1 when the member is in no generation).
+        value = getattr(self._consumer._coordinator, "generation", -1)
+        return int(value) if isinstance(value, int) and value >= 0 else None
 
     async def getmany(self, timeout_ms: int, max_records: int) -> Fetched:
         fetched = Fetched()

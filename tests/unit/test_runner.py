@@ -258,6 +258,36 @@ class TestFencing:
             assert h.invoker.offsets() == [0, 1, 2]
 
 
+class TestFenceCarriedOver:
+    """An eager rebalance revokes and re-assigns every partition; one that comes straight back
+    to the same member keeps its fence instead of reading the ledger again."""
+
+    @pytest.mark.promise("p-ops-fence-carried")
+    async def test_a_partition_back_in_the_next_generation_keeps_its_fence(self) -> None:
+        async with running() as h:
+            await subscribed(h, P0)
+            await until(lambda: h.store.fence_reads == 1, what="the first fence read")
+            h.consumer.deliver([record(TOPIC, 0, o) for o in range(3)])
+            await until(lambda: h.committed(P0) == 3)
+            await h.consumer.revoke(P0)
+            await h.consumer.assign(P0)  # the very next generation
+            state = h.runner._assignments.states[P0]
+            assert (state.fence, h.store.fence_reads) == (2, 1)
+            # Redelivered records at or below it are still checked against the ledger.
+            h.consumer.deliver([record(TOPIC, 0, o) for o in range(2, 5)])
+            await until(lambda: h.committed(P0) == 5)
+            assert h.invoker.offsets() == [0, 1, 2, 3, 4]
+
+    async def test_a_partition_back_after_a_missed_generation_reads_the_ledger(self) -> None:
+        async with running() as h:
+            await subscribed(h, P0)
+            await until(lambda: h.store.fence_reads == 1, what="the first fence read")
+            await h.consumer.revoke(P0)
+            # Another member may have owned it in between: the ledger is read again.
+            await h.consumer.assign(P0, generation=h.consumer.current_generation + 2)
+            await until(lambda: h.store.fence_reads == 2, what="a fresh fence read")
+
+
 class TestTopicIdentity:
     @pytest.mark.promise("p-ops-recreated-topic", "p-fault-recreated-topic")
     async def test_a_recreated_topic_is_consumed_from_its_beginning(self) -> None:
