@@ -290,12 +290,8 @@ class PartitionBatches(Generic[T]):
         (to be retried); ``rejected[i]`` when the function refused it for good (never retried,
         delivered to the destination). ``function_error``: the function failed as a whole
         (only then is a failing unit bisected)."""
-        step = self._pending
-        if not isinstance(step, InvokeBatch):
-            raise RuntimeError(f"no batch invocation is outstanding (have {step!r})")
-        self._pending = None
-        batch = self._batch
-        if self.revoked or batch is None:
+        step, batch = self._answer_invoke()
+        if batch is None:
             return []
         if len(failed) != len(step.entries) or len(rejected) not in (0, len(step.entries)):
             raise ValueError(f"{len(failed)} results for {len(step.entries)} records")
@@ -321,12 +317,8 @@ class PartitionBatches(Generic[T]):
         """The last :class:`InvokeBatch` never reached the function (throttled, unreachable,
         no credentials): it is handed out again as the same attempt. AWS counts retries and
         bisects on the function's errors only; such records stay bounded by their age."""
-        step = self._pending
-        if not isinstance(step, InvokeBatch):
-            raise RuntimeError(f"no batch invocation is outstanding (have {step!r})")
-        self._pending = None
-        batch = self._batch
-        if self.revoked or batch is None:
+        step, batch = self._answer_invoke()
+        if batch is None:
             return
         for entry in step.entries:
             entry.attempts -= 1
@@ -418,6 +410,14 @@ class PartitionBatches(Generic[T]):
             batch.action = None
             return
         batch.action = action
+
+    def _answer_invoke(self) -> tuple[InvokeBatch[T], _Batch[T] | None]:
+        """The outstanding invocation, now answered, and its batch (None once revoked)."""
+        step = self._pending
+        if not isinstance(step, InvokeBatch):
+            raise RuntimeError(f"no batch invocation is outstanding (have {step!r})")
+        self._pending = None
+        return step, None if self.revoked else self._batch
 
     def _hand_out(self, step: Step[T]) -> Step[T]:
         self._pending = step

@@ -10,6 +10,7 @@ release, because they are never fetched again (a re-fetch would find them gone).
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -35,6 +36,17 @@ class _Assigned:
             self.event.set()
 
 
+def _consumer(kafka_bootstrap: str, topic: str, **settings: Any) -> AiokafkaConsumer:
+    return AiokafkaConsumer(
+        watch=ConnectionWatch(f"test {topic}"),
+        bootstrap_servers=kafka_bootstrap,
+        group_id=f"hold-{topic}",
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        **settings,
+    )
+
+
 async def _fetch_until(
     consumer: AiokafkaConsumer, tp: TP, count: int, timeout_s: float = 30.0
 ) -> list[int]:
@@ -54,13 +66,7 @@ async def test_held_records_are_kept_not_fetched_again(
     topic = await topic_factory(1)
     tp: TP = (topic, 0)
     await produce(kafka_bootstrap, topic, [(b"k", b"{}")] * 50, partition=0)
-    consumer = AiokafkaConsumer(
-        watch=ConnectionWatch(f"test {topic}"),
-        bootstrap_servers=kafka_bootstrap,
-        group_id=f"hold-{topic}",
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-    )
+    consumer = _consumer(kafka_bootstrap, topic)
     assigned = _Assigned()
     await consumer.start()
     try:
@@ -117,12 +123,9 @@ async def test_a_member_holding_everything_past_max_poll_interval_stays_in_its_g
         await first_owner.commit({TopicPartition(topic, 0): 0})
     finally:
         await first_owner.stop()
-    consumer = AiokafkaConsumer(
-        watch=ConnectionWatch(f"test {topic}"),
-        bootstrap_servers=kafka_bootstrap,
-        group_id=f"hold-{topic}",
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
+    consumer = _consumer(
+        kafka_bootstrap,
+        topic,
         max_poll_interval_ms=2_000,
         session_timeout_ms=10_000,
         heartbeat_interval_ms=300,
@@ -160,13 +163,7 @@ async def test_a_released_partition_is_served_without_waiting_for_the_others(
     topic = await topic_factory(2)
     tp0: TP = (topic, 0)
     await produce(kafka_bootstrap, topic, [(b"k", b"{}")] * 20, partition=0)
-    consumer = AiokafkaConsumer(
-        watch=ConnectionWatch(f"test {topic}"),
-        bootstrap_servers=kafka_bootstrap,
-        group_id=f"hold-{topic}",
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-    )
+    consumer = _consumer(kafka_bootstrap, topic)
     await consumer.start()
     try:
         consumer.subscribe(topic, _Assigned())

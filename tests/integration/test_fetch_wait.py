@@ -34,11 +34,9 @@ class _Quiet:
         return None
 
 
-async def test_quiet_consumer_holds_fetches_long_yet_gets_a_record_at_once(
-    kafka_bootstrap: str, topic_factory: TopicFactory
-) -> None:
-    topic = await topic_factory(1)
-    consumer = AiokafkaConsumer(
+def _quiet_consumer(kafka_bootstrap: str) -> AiokafkaConsumer:
+    """A consumer that counts as quiet after 0.5 s without records."""
+    return AiokafkaConsumer(
         watch=ConnectionWatch("test"),
         quiet_after_s=0.5,
         bootstrap_servers=kafka_bootstrap,
@@ -46,6 +44,13 @@ async def test_quiet_consumer_holds_fetches_long_yet_gets_a_record_at_once(
         enable_auto_commit=False,
         auto_offset_reset="earliest",
     )
+
+
+async def test_quiet_consumer_holds_fetches_long_yet_gets_a_record_at_once(
+    kafka_bootstrap: str, topic_factory: TopicFactory
+) -> None:
+    topic = await topic_factory(1)
+    consumer = _quiet_consumer(kafka_bootstrap)
     # Every fetch request the consumer sends, with when it was sent and the wait it asked for.
     sent: list[tuple[float, int]] = []
     await consumer.start()
@@ -102,14 +107,7 @@ async def test_a_paused_partition_keeps_fetches_short_so_its_resume_is_not_held_
     """The throughput regression a fixed long wait caused: a partition resumed after
     back-pressure waited for its caught-up neighbour's held fetch."""
     topic = await topic_factory(2)
-    consumer = AiokafkaConsumer(
-        watch=ConnectionWatch("test"),
-        quiet_after_s=0.5,
-        bootstrap_servers=kafka_bootstrap,
-        group_id=f"fetch-wait-{uuid.uuid4().hex[:8]}",
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-    )
+    consumer = _quiet_consumer(kafka_bootstrap)
     sent: list[int] = []
     await consumer.start()
     client: Any = consumer._consumer._client
