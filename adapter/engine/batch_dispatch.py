@@ -98,6 +98,10 @@ class _Called:
     sent: frozenset[int]
 
 
+_RECONSIDER = _Called(BatchAnswer(()), frozenset())
+"""Not called: records expired during the backoff, the step is to be asked for again."""
+
+
 def _now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -267,6 +271,9 @@ class BatchDispatcher:
         called = call.result()
         if called is None:
             return False
+        if called is _RECONSIDER:
+            line.core.not_called()  # the same step again: its expired records are delivered
+            return True
         answer = line.last_answer = called.answer
         if answer.error is not None:
             for work in works:
@@ -299,6 +306,12 @@ class BatchDispatcher:
             return None
         # Records killed during the backoff are settled already: a retry leaves them out.
         live = line.core.open_entries(step.entries)
+        expired = line.core.expired(live, self._clock_ms())
+        if expired:
+            # They go to the destination first, not to the function; the others have waited
+            # out this backoff already and go on without another one.
+            line.skip_backoff = len(expired) < len(live)
+            return _RECONSIDER
         works = [e.item for e in live]
         for work in works:
             work.attempts += 1

@@ -200,6 +200,13 @@ class PartitionBatches(Generic[T]):
             return step.entries
         return ()
 
+    def expired(self, entries: Sequence[Entry[T]], now_ms: int) -> tuple[Entry[T], ...]:
+        """Those of ``entries`` older than ``max_age_ms`` now (by their Kafka timestamp)."""
+        max_age = self.policy.max_age_ms
+        if max_age is None:
+            return ()
+        return tuple(e for e in entries if _expired(e, now_ms, max_age))
+
     def open_entries(self, entries: Sequence[Entry[T]]) -> tuple[Entry[T], ...]:
         """Those of ``entries`` not settled yet (killed or expired records are)."""
         batch = self._batch
@@ -258,10 +265,7 @@ class PartitionBatches(Generic[T]):
             max_age = self.policy.max_age_ms
             live = tuple(e for e in action.items if id(e) in batch.open)
             if max_age is not None:
-                # A record without a timestamp (-1: an old message format) never expires.
-                expired = tuple(
-                    e for e in live if e.timestamp_ms >= 0 and now_ms - e.timestamp_ms > max_age
-                )
+                expired = tuple(e for e in live if _expired(e, now_ms, max_age))
                 if expired:
                     # Delivered first; the planner's invocation then goes on without them.
                     attempts = max(e.attempts for e in expired)
@@ -433,3 +437,8 @@ class PartitionBatches(Generic[T]):
         for entry in entries:
             batch.open.pop(id(entry), None)
         return Settled(entries, result, condition)
+
+
+def _expired(entry: Entry[T], now_ms: int, max_age_ms: int) -> bool:
+    # A record without a timestamp (-1: an old message format) never expires.
+    return entry.timestamp_ms >= 0 and now_ms - entry.timestamp_ms > max_age_ms

@@ -401,3 +401,24 @@ async def test_a_retried_batch_tells_the_function_its_attempt() -> None:
         h.consumer.deliver([record(TOPIC, 0, o) for o in range(2)])
         await until(lambda: h.committed(P0) == 2, what="committed")
         assert seen == [[1, 1], [2, 2]]
+
+
+async def test_records_that_expire_during_the_backoff_are_not_invoked_again() -> None:
+    import time
+
+    caller = FakeBatchCaller(_fails_first_call())
+    writer = FakeWriter()
+    slow = RetryPolicy(initial_interval=2.0, max_interval=2.0, jitter=0.0)
+    max_age_ms = 60_000
+    # They turn older than maximum.record.age.ms one second from now: during the backoff.
+    born = int(time.time() * 1000) - max_age_ms + 1_000
+    policy = BatchPolicy(size=2, window_ms=5, max_age_ms=max_age_ms)
+    async with running(caller, policy=policy, writer=writer, retry=slow) as h:
+        await assigned(h, P0)
+        h.consumer.deliver([record(TOPIC, 0, o, timestamp_ms=born) for o in range(2)])
+        await until(lambda: h.committed(P0) == 2, timeout=10, what="settled")
+        assert caller.batches == [[0, 1]]
+        assert [d["requestContext"]["condition"] for d in writer.deliveries] == [  # type: ignore[index]
+            "RecordAgeExceeded"
+        ]
+        assert statuses(h, 0, range(2)) == ["DEAD_LETTERED", "DEAD_LETTERED"]
