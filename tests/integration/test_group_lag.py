@@ -148,7 +148,10 @@ async def test_a_commit_made_for_an_earlier_topic_of_the_name_does_not_hide_the_
         await admin.close()
     await produce(kafka_bootstrap, topic, [(b"b", b"{}")] * 3, partition=0)
 
-    late_owner = AIOKafkaConsumer(bootstrap_servers=kafka_bootstrap, group_id=group)
+    # No auto-commit: on stop it would commit its own position over the commit under test.
+    late_owner = AIOKafkaConsumer(
+        bootstrap_servers=kafka_bootstrap, group_id=group, enable_auto_commit=False
+    )
     await late_owner.start()
     try:
         tp = TopicPartition(topic, 0)
