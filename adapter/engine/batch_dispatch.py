@@ -58,15 +58,17 @@ log = logging.getLogger(__name__)
 
 _S = InvocationStatus
 
-# Per record in an event, when the caller cannot say: fields, framing, the SDK's entry.
-_EVENT_OVERHEAD_BYTES = 1024
-
 
 @runtime_checkable
 class BatchCaller(Protocol):
     async def invoke_records(
         self, requests: Sequence[InvocationRequest], *, report_batch_item_failures: bool
     ) -> BatchAnswer: ...
+
+    def event_bytes(self, request: InvocationRequest) -> int:
+        """An upper bound of ``request``'s share of a batch event: batches close before
+        their event would pass the call's payload limit."""
+        ...
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -106,15 +108,6 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def _size_bound(request: InvocationRequest) -> int:
-    """A record's share of an event when the caller has no ``event_bytes``: every byte of
-    key, value and headers at its worst JSON encoding (header bytes as integer lists)."""
-    record = request.record
-    if record is None:
-        return 2 * len(request.body) + _EVENT_OVERHEAD_BYTES
-    return 4 * record.size + _EVENT_OVERHEAD_BYTES
-
-
 class BatchDispatcher:
     """Runs one subscription's partitions as ESM batches (see the module docstring)."""
 
@@ -146,11 +139,6 @@ class BatchDispatcher:
         self._on_durable = on_durable
         self._on_error = on_error
         self._clock_ms = clock_ms
-        # The Lambda invoker knows its event format and bounds each record's share exactly
-        # enough; any other caller gets the worst case.
-        self._event_bytes: Callable[[InvocationRequest], int] = (
-            getattr(caller, "event_bytes", None) or _size_bound
-        )
         self._discards = Discards(
             subscription_id=subscription_id,
             target=target,
@@ -194,7 +182,7 @@ class BatchDispatcher:
                     invocation_id=work.inv_id,
                     timeout_s=self._timeout_s,
                 )
-                size = self._event_bytes(work.request)
+                size = self._caller.event_bytes(work.request)
             except TerminalInvokeError as exc:
                 # Bad input (not JSON where JSON is expected): never invoked, delivered alone.
                 work.last_error = str(exc)

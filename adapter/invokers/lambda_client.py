@@ -30,15 +30,14 @@ from urllib.parse import quote
 
 import aiohttp
 import orjson
-from botocore.auth import SigV4Auth
-from botocore.awsrequest import AWSRequest
-from botocore.credentials import Credentials, ReadOnlyCredentials, RefreshableCredentials
+from botocore.credentials import Credentials
 from botocore.exceptions import BotoCoreError
 from botocore.httpsession import where
 from yarl import URL
 
 from adapter.invokers.base import Outcome
 from adapter.invokers.lambda_errors import LambdaReply, outcome_from_client_error
+from adapter.sigv4 import frozen_credentials, signed_headers
 
 __all__ = ["LambdaClient", "invoke_error"]
 
@@ -144,11 +143,6 @@ class LambdaClient:
             )
         return self._session
 
-    async def _frozen(self, credentials: Credentials) -> ReadOnlyCredentials:
-        if isinstance(credentials, RefreshableCredentials) and credentials.refresh_needed():
-            return await asyncio.to_thread(credentials.get_frozen_credentials)
-        return credentials.get_frozen_credentials()
-
     def _timeout(self, deadline: float) -> aiohttp.ClientTimeout:
         timeout = self._timeouts.get(deadline)
         if timeout is None:
@@ -174,22 +168,23 @@ class LambdaClient:
             base, credentials = await self._resolved()
             if credentials is None:
                 return Outcome.retry(f"Lambda Invoke {function}: no AWS credentials found")
-            frozen = await self._frozen(credentials)
+            frozen = await frozen_credentials(credentials)
         except BotoCoreError as exc:
             return Outcome.retry(f"Lambda Invoke {function}: {type(exc).__name__}: {exc}")
         url = f"{base}/{_API_VERSION}/functions/{quote(function, safe='')}/invocations"
-        signed = AWSRequest(
-            method="POST",
+        headers = signed_headers(
+            frozen,
+            service="lambda",
+            region=self.region,
             url=url,
-            data=payload,
+            body=payload,
             headers={"X-Amz-Invocation-Type": "RequestResponse"},  # what boto3 signs
         )
-        SigV4Auth(frozen, "lambda", self.region).add_auth(signed)
         try:
             async with self._open().post(
                 URL(url, encoded=True),
                 data=payload,
-                headers=dict(signed.headers.items()),
+                headers=headers,
                 timeout=self._timeout(deadline),
                 allow_redirects=False,
             ) as response:

@@ -26,11 +26,10 @@ from typing import Any
 
 import aiohttp
 import orjson
-from botocore.auth import SigV4Auth
-from botocore.awsrequest import AWSRequest
-from botocore.credentials import Credentials, ReadOnlyCredentials, RefreshableCredentials
+from botocore.credentials import Credentials
 
 from adapter.errors import StoreError
+from adapter.sigv4 import frozen_credentials, signed_headers
 
 __all__ = ["LedgerClient", "Throttled", "batch_write_outcome"]
 
@@ -151,28 +150,19 @@ class LedgerClient:
         if session is not None:
             await session.close()
 
-    async def _frozen_credentials(self) -> ReadOnlyCredentials:
-        credentials = self._credentials
-        if isinstance(credentials, RefreshableCredentials) and credentials.refresh_needed():
-            return await asyncio.to_thread(credentials.get_frozen_credentials)
-        return credentials.get_frozen_credentials()
-
-    def _signed_headers(self, body: bytes, frozen: ReadOnlyCredentials) -> dict[str, str]:
-        request = AWSRequest(
-            method="POST",
-            url=self._url,
-            data=body,
-            headers={"Content-Type": _CONTENT_TYPE, "X-Amz-Target": _TARGET},
-        )
-        SigV4Auth(frozen, "dynamodb", self._region).add_auth(request)
-        return dict(request.headers.items())
-
     async def batch_write(self, table: str, requests: list[Any]) -> list[Any] | Throttled:
         """Send one BatchWriteItem (at most 25 requests) for ``table``; see
         :func:`batch_write_outcome` for the result."""
         session = self._open()
         body = orjson.dumps({"RequestItems": {table: requests}})
-        headers = self._signed_headers(body, await self._frozen_credentials())
+        headers = signed_headers(
+            await frozen_credentials(self._credentials),
+            service="dynamodb",
+            region=self._region,
+            url=self._url,
+            body=body,
+            headers={"Content-Type": _CONTENT_TYPE, "X-Amz-Target": _TARGET},
+        )
         self._on_request()
         try:
             async with session.post(self._url, data=body, headers=headers) as resp:

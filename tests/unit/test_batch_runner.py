@@ -70,6 +70,9 @@ class FakeBatchCaller:
         finally:
             self.running -= 1
 
+    def event_bytes(self, request: InvocationRequest) -> int:
+        return len(request.body) + 256
+
     async def invoke(self, request: InvocationRequest) -> object:
         raise AssertionError("partition batches never invoke one record alone")
 
