@@ -18,10 +18,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from adapter.invokers.base import InvocationRequest, Outcome
+from adapter.kafka.commit_marks import (
+    Committed,
+    Handover,
+    commit_metadata,
+    parse_commit_metadata,
+)
 from adapter.kafka.consumer import CommitError, Fetched, RebalanceListener
 from adapter.kafka.topics import TopicInfo
 from adapter.model import KafkaRecord, LedgerEntry, RetentionLoss
@@ -75,7 +81,9 @@ class FakeConsumer:
         self.held: set[TP] = set()
         """Partitions held back by :meth:`hold` (back-pressure)."""
         self.current_generation = 0
-        self.committed: dict[TP, tuple[int, str | None]] = {}
+        self.group_commits: dict[TP, Committed] = {}
+        """What the group has committed per partition (two fakes may share one, as two
+        members of one group share the coordinator's)."""
         self.commits: list[dict[TP, int]] = []
         self.seeks: list[TP] = []
         self.metadata_refreshes = 0
@@ -119,12 +127,19 @@ class FakeConsumer:
                 self._kept.setdefault(tp, []).extend(records)
         return fetched
 
-    async def commit(self, offsets: dict[TP, int], topic_id: str | None) -> None:
+    async def commit(
+        self,
+        offsets: dict[TP, int],
+        topic_id: str | None,
+        handovers: Mapping[TP, Handover] | None = None,
+    ) -> None:
         if self.reject_commits:
             raise CommitError("the group rebalanced (fake)")
         self.commits.append(dict(offsets))
         for tp, offset in offsets.items():
-            self.committed[tp] = (offset, topic_id)
+            # Through the metadata string, as Kafka keeps it.
+            metadata = commit_metadata(topic_id, (handovers or {}).get(tp))
+            self.group_commits[tp] = Committed(offset, *parse_commit_metadata(metadata))
 
     def pause(self, tp: TP) -> None:
         self.paused.add(tp)
@@ -156,8 +171,8 @@ class FakeConsumer:
                 self.describing -= 1
         return self.topics.get(topic)
 
-    async def committed_topic_ids(self, tps: set[TP]) -> dict[TP, str | None]:
-        return {tp: self.committed[tp][1] if tp in self.committed else None for tp in tps}
+    async def committed(self, tps: set[TP]) -> dict[TP, Committed]:
+        return {tp: self.group_commits[tp] for tp in tps if tp in self.group_commits}
 
     async def seek_to_beginning(self, tp: TP) -> None:
         self.seeks.append(tp)

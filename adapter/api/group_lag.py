@@ -33,6 +33,7 @@ from starlette.responses import Response
 from adapter.api.endpoint import AdminState, Endpoint, json_response
 from adapter.api.subscriptions import find_subscription
 from adapter.errors import KafkaError, UnknownResourceError
+from adapter.kafka.commit_marks import parse_commit_metadata
 from adapter.kafka.options import ClientOptions
 from adapter.kafka.security import consumer_security_kwargs
 from adapter.kafka.topics import describe_topics
@@ -136,7 +137,7 @@ def _current_commit(committed: Any, topic_id: str | None) -> int | None:
     offset = getattr(committed, "offset", -1)
     if committed is None or offset is None or offset < 0:
         return None
-    recorded = getattr(committed, "metadata", "") or ""
+    recorded, _ = parse_commit_metadata(getattr(committed, "metadata", ""))
     if recorded and topic_id and recorded != topic_id:
         return None
     return int(offset)

@@ -12,14 +12,18 @@ does what it must before consuming):
 * the topic is looked up again, and each partition's committed position is checked for the
   topic ID it was committed against: a position of a *deleted* topic of the same name is not
   applied — the new topic is consumed from its beginning;
-* the ledger's fence is read in the background (until it is known, every record is checked),
-  and then the topic's reference is recorded (:meth:`DynamoStore.remember_topic`), once — except
-  for a partition this member held in the generation just before: nobody else owned it in
-  between, so its fence is what it was, raised to the last offset this member fetched (an eager
-  rebalance revokes and re-assigns every partition; most stay where they were).
+* the partition's fence comes from the *handover* its previous owner committed when it let
+  the partition go, if that owner held it in the generation just before this one
+  (:mod:`adapter.kafka.commit_marks`): nobody else owned it in between. Otherwise -- the owner
+  crashed or was removed from the group, or the handover is older -- the ledger's fence is
+  read in the background (until it is known, every record is checked). The topic's reference
+  is recorded (:meth:`DynamoStore.remember_topic`) once per topic.
 
-On revocation: nothing more is admitted, running invocations drain within the revoke timeout,
-the ledger is flushed, finished offsets are committed, and the states are forgotten.
+On revocation (and when the runner stops): nothing more is admitted, running invocations drain
+within the revoke timeout, the ledger is flushed, and the finished offsets are committed with a
+handover for the next owner; then the states are forgotten. An eager rebalance revokes and
+re-assigns every partition, also those that stay: the member that gets one back reads its own
+handover.
 
 Commits are explicit offsets only, each carrying the topic ID as offset metadata.
 """
@@ -37,6 +41,7 @@ from adapter.engine.ownership import OwnershipGate
 from adapter.engine.partition import PartitionState
 from adapter.engine.topic_watch import TopicWatch
 from adapter.errors import KafkaError, StoreError
+from adapter.kafka.commit_marks import Committed, Handover
 from adapter.kafka.consumer import Consumer
 
 __all__ = ["Assignments", "FenceStore", "Releases"]
@@ -94,11 +99,10 @@ class Assignments:
         self._commit_lock = asyncio.Lock()
         self._background: set[asyncio.Task[None]] = set()
         self._topics_remembered: set[str] = set()
-        # Fences of partitions revoked in the generation just left: (generation, topic key,
-        # fence). A partition this member gets back in the very next generation had no other
-        # owner meanwhile, so its fence is known without reading the ledger.
-        self._carried: dict[TP, tuple[int, str, int | None]] = {}
-        self.fences_carried = 0
+        self._settled = asyncio.Event()
+        self._settled.set()
+        self.fences_handed_over = 0
+        """Assignments whose fence came from the previous owner's handover."""
         self.commits = 0
         self.rebalances = 0
         self.recreations = 0
@@ -110,6 +114,20 @@ class Assignments:
     # -- assignment ---------------------------------------------------------------------------
 
     async def assigned(self, tps: set[TP]) -> None:
+        self._settled.clear()
+        try:
+            await self._assign(tps)
+        finally:
+            self._settled.set()
+
+    async def settled(self, timeout_s: float) -> None:
+        """Wait (up to ``timeout_s``) for an assignment in progress: a runner stopping right
+        after a rebalance would otherwise release the partitions before their states exist,
+        and leave them without a handover."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._settled.wait(), timeout_s)
+
+    async def _assign(self, tps: set[TP]) -> None:
         consumer = self.consumer
         assert consumer is not None
         # aiokafka hands out records of the new partitions as soon as they are assigned, while
@@ -123,14 +141,15 @@ class Assignments:
         self._gate.confirmed()
         await self._look_up_topic(consumer)
         topic_id = self._topic.topic_id
-        committed: dict[TP, str | None] = {}
+        committed: dict[TP, Committed] = {}
         if topic_id is not None:
             try:
-                committed = await consumer.committed_topic_ids(tps)
+                committed = await consumer.committed(tps)
             except KafkaError as exc:
                 log.warning("cannot read committed positions' topic IDs: %s", exc)
         for tp in tps:
-            dead = committed.get(tp)
+            commit = committed.get(tp)
+            dead = commit.topic_id if commit is not None else None
             if dead is not None and dead != topic_id:
                 self.recreations += 1
                 log.warning(
@@ -143,23 +162,24 @@ class Assignments:
                     tp[1],
                 )
                 await consumer.seek_to_beginning(tp)
+                commit = None
             state = PartitionState(tp, self._topic.key, pause_at=self._pause_at)
             self.states[tp] = state
-            carried = self._carried.pop(tp, None)
-            if (
-                carried is not None
-                and generation is not None
-                and carried[0] + 1 == generation
-                and carried[1] == state.topic_key
-            ):
-                self.fences_carried += 1
-                state.fence_read(carried[2])
+            if commit is None or commit.topic_id != topic_id:
+                commit = None  # none, or of an earlier version without topic IDs
+            else:
+                state.committed_at_start = commit.offset
+            handover = commit.handover if commit is not None else None
+            if handover is not None and handover.for_generation(generation):
+                self.fences_handed_over += 1
+                state.fence_read(handover.fence)
+                if state.topic_key not in self._topics_remembered:
+                    self._spawn_background(self._remember_topic(state.topic_key))
                 continue
             # aiokafka sends no heartbeats while this callback runs: a slow DynamoDB here
             # would get the member expired and the group would rebalance again and again.
             # So the fence is read in the background; until then every record is checked.
             self._spawn_background(self._read_fence(state))
-        self._carried.clear()  # the rest moved to other members
         for tp in tps:
             consumer.resume(tp)
         log.info("subscription %s assigned %s", self._subscription_id, sorted(tps))
@@ -213,16 +233,10 @@ class Assignments:
         await self._dispatcher.release(states, deadline_s)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._ledger.flushed(), deadline_s)
-        await self.commit(only=states)
-        generation = self.consumer.generation() if self.consumer is not None else None
+        await self.commit(only=states, handover=True)
         for state in states:
             if self.states.get(state.tp) is state:
                 del self.states[state.tp]
-            if generation is not None and state.fence_known:
-                # Whatever this owner may have recorded lies at or below what it fetched.
-                fetched = state.tracker.last_tracked
-                fence = max((o for o in (state.fence, fetched) if o is not None), default=None)
-                self._carried[state.tp] = (generation, state.topic_key, fence)
         self._dispatcher.forget(states)
 
     async def close(self) -> None:
@@ -240,26 +254,47 @@ class Assignments:
             await asyncio.sleep(interval_s)
             await self.commit()
 
-    async def commit(self, only: list[PartitionState] | None = None) -> None:
+    async def commit(
+        self, only: list[PartitionState] | None = None, *, handover: bool = False
+    ) -> None:
+        """Commit what finished. With ``handover``, the last commit of these partitions before
+        they go: each whose fence is known is committed -- again, if nothing finished since
+        -- with the fence for the next owner."""
         consumer = self.consumer
         if consumer is None:
             return
         async with self._commit_lock:
             states = list(self.states.values()) if only is None else only
+            topic_id = self._topic.topic_id
+            generation = consumer.generation() if handover and topic_id is not None else None
+            moved: dict[TP, int] = {}
             positions: dict[TP, int] = {}
+            handovers: dict[TP, Handover] = {}
             for state in states:
-                position = state.tracker.committable()
+                tracker = state.tracker
+                position = tracker.committable()
+                if position is not None:
+                    moved[state.tp] = positions[state.tp] = position
+                if generation is None or not state.fence_known:
+                    continue
+                if position is None:
+                    position = (
+                        tracker.committed
+                        if tracker.committed is not None
+                        else state.committed_at_start
+                    )
                 if position is not None:
                     positions[state.tp] = position
+                    handovers[state.tp] = Handover(generation, state.successor_fence)
             if not positions:
                 return
             try:
-                await consumer.commit(positions, self._topic.topic_id)
+                await consumer.commit(positions, topic_id, handovers)
             except KafkaError as exc:
                 log.warning("commit of %s failed (will retry): %s", self._subscription_id, exc)
                 return
             for state in states:
-                position = positions.get(state.tp)
+                position = moved.get(state.tp)
                 if position is not None:
                     state.tracker.mark_committed(position)
             self.commits += 1

@@ -58,6 +58,7 @@ class PartitionState:
         "_fence_known",
         "_pause_at",
         "_resume_at",
+        "committed_at_start",
         "paused",
         "revoking",
         "topic_key",
@@ -86,6 +87,9 @@ class PartitionState:
         self._resume_at = resume_at
         self._fence: int | None = None
         self._fence_known = False
+        # The group's commit when this assignment began (None: none, or a dead topic's): the
+        # position a handover re-commits when nothing finished since.
+        self.committed_at_start: int | None = None
         self.paused = False
         self.revoking = False
 
@@ -110,6 +114,13 @@ class PartitionState:
     @property
     def fence_known(self) -> bool:
         return self._fence_known
+
+    @property
+    def successor_fence(self) -> int | None:
+        """The fence to hand the next owner (only meaningful once the fence is known):
+        whatever this owner may have recorded lies at or below the last offset it took."""
+        fetched = self.tracker.last_tracked
+        return max((o for o in (self._fence, fetched) if o is not None), default=None)
 
     def needs_ledger_check(self, offset: int) -> bool:
         """Could this record have been finished by an earlier owner?"""

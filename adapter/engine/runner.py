@@ -272,6 +272,7 @@ class SubscriptionRunner(RebalanceListener):
                 with contextlib.suppress(asyncio.CancelledError):
                     await committer
             assignments = self._assignments
+            await assignments.settled(self.settings.drain_timeout_s)
             await assignments.release(
                 list(assignments.states.values()), self.settings.drain_timeout_s
             )

@@ -7,7 +7,8 @@ rebalance callbacks, and three pieces of evidence aiokafka does not hand out on 
   ``adapter.engine.ownership``), observed by wrapping the coordinator's heartbeat call;
 * **topic identity**: the topic ID (Metadata v10+, ``adapter.kafka.topics``), so a topic
   re-created under the same name is recognised; each commit carries the topic ID as its
-  offset metadata, so a committed position of a dead topic is never applied to a new one;
+  offset metadata, so a committed position of a dead topic is never applied to a new one,
+  and a graceful handover's fence for the next owner (``adapter.kafka.commit_marks``);
 * **retention loss**: the consumer runs with ``auto_offset_reset="none"``, so a position
   outside the log is *reported* here (and the records lost counted) instead of being reset
   silently; a partition without a committed offset starts where the subscription's
@@ -26,7 +27,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -41,6 +42,12 @@ from aiokafka.errors import KafkaError as AIOKafkaError
 from aiokafka.structs import OffsetAndMetadata
 
 from adapter.errors import KafkaError
+from adapter.kafka.commit_marks import (
+    Committed,
+    Handover,
+    commit_metadata,
+    parse_commit_metadata,
+)
 from adapter.kafka.errors import ConnectionWatch, translate
 from adapter.kafka.topics import TopicInfo, describe_topics
 from adapter.model import KafkaRecord, RetentionLoss
@@ -115,7 +122,15 @@ class Consumer(Protocol):
 
     async def getmany(self, timeout_ms: int, max_records: int) -> Fetched: ...
 
-    async def commit(self, offsets: dict[TP, int], topic_id: str | None) -> None: ...
+    async def commit(
+        self,
+        offsets: dict[TP, int],
+        topic_id: str | None,
+        handovers: Mapping[TP, Handover] | None = None,
+    ) -> None:
+        """Commit ``offsets``, each with the topic ID and its partition's handover, if any, as
+        metadata (:mod:`adapter.kafka.commit_marks`)."""
+        ...
 
     def pause(self, tp: TP) -> None:
         """Fetch nothing more for ``tp``; records already fetched for it are dropped."""
@@ -132,8 +147,8 @@ class Consumer(Protocol):
 
     async def describe_topic(self, topic: str) -> TopicInfo | None: ...
 
-    async def committed_topic_ids(self, tps: set[TP]) -> dict[TP, str | None]:
-        """The topic ID each partition's committed offset was recorded against, if any."""
+    async def committed(self, tps: set[TP]) -> dict[TP, Committed]:
+        """The committed offset of each partition that has one, with its metadata."""
         ...
 
     async def seek_to_beginning(self, tp: TP) -> None: ...
@@ -417,11 +432,20 @@ class AiokafkaConsumer:
             self._consumer.seek(tp, end)
         return None
 
-    async def commit(self, offsets: dict[TP, int], topic_id: str | None) -> None:
-        metadata = topic_id or ""
+    async def commit(
+        self,
+        offsets: dict[TP, int],
+        topic_id: str | None,
+        handovers: Mapping[TP, Handover] | None = None,
+    ) -> None:
+        plain = commit_metadata(topic_id)
+        handovers = handovers or {}
         positions = {
-            TopicPartition(topic, partition): OffsetAndMetadata(offset, metadata)
-            for (topic, partition), offset in offsets.items()
+            TopicPartition(*tp): OffsetAndMetadata(
+                offset,
+                commit_metadata(topic_id, handovers[tp]) if tp in handovers else plain,
+            )
+            for tp, offset in offsets.items()
         }
         try:
             # Explicit offsets only: a bare commit() would commit everything *fetched*.
@@ -488,7 +512,7 @@ class AiokafkaConsumer:
             raise KafkaError(f"metadata of topic {topic!r} not received in time") from exc
         return found.get(topic)
 
-    async def committed_topic_ids(self, tps: set[TP]) -> dict[TP, str | None]:
+    async def committed(self, tps: set[TP]) -> dict[TP, Committed]:
         partitions = {TopicPartition(*tp) for tp in tps}
         try:
             committed = await asyncio.wait_for(
@@ -497,11 +521,13 @@ class AiokafkaConsumer:
             )
         except (AIOKafkaError, TimeoutError) as exc:
             raise KafkaError(f"cannot read committed offsets: {exc or 'timed out'}") from exc
-        out: dict[TP, str | None] = {}
+        out: dict[TP, Committed] = {}
         for tp, value in committed.items():
-            metadata = getattr(value, "metadata", "") or ""
             offset = getattr(value, "offset", -1)
-            out[(tp.topic, tp.partition)] = metadata if offset >= 0 and metadata else None
+            if offset is None or offset < 0:
+                continue
+            topic_id, handover = parse_commit_metadata(getattr(value, "metadata", ""))
+            out[(tp.topic, tp.partition)] = Committed(int(offset), topic_id, handover)
         return out
 
     async def seek_to_beginning(self, tp: TP) -> None:

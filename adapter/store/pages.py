@@ -21,10 +21,11 @@ and then the final attempt number is above 1. When a previous owner of the parti
 Pages are found through the ``by_subscription`` index, which DynamoDB updates asynchronously
 (typically well within a second), while rows are read with strongly consistent reads. The
 ledger fence that decides which redelivered records are checked at all reads the same index in
-both modes. So a poller that takes over a partition within that lag -- after the previous owner
-recorded successes but before its offset commit succeeded -- may invoke those records once
-more: delivery stays at-least-once; the never-again guarantee for paged successes has that lag
-as its window.
+both modes -- unless the previous owner let the partition go gracefully and left its fence in
+its last offset commit (``adapter.kafka.commit_marks``), which needs no read. So a poller that
+takes over a partition within that lag after a crash -- the previous owner recorded successes
+but its offset commit did not happen -- may invoke those records once more: delivery stays
+at-least-once; the never-again guarantee has that lag as its window after a crash.
 
 Pages live in the invocations table next to the rows, under their own partition of the
 ``by_subscription`` index (``<subscription id>/pages``), so listing a subscription's rows never

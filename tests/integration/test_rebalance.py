@@ -44,7 +44,7 @@ def first_call_order_violations(calls: list[Call]) -> int:
     return violations
 
 
-@pytest.mark.promise("p-fault-rebalance")
+@pytest.mark.promise("p-fault-rebalance", "p-ops-fence-handover")
 async def test_partitions_move_between_pollers_without_loss_or_repeats(
     ingress: Ingress, handler_server: HandlerServer, topic_factory: TopicFactory
 ) -> None:
@@ -76,6 +76,7 @@ async def test_partitions_move_between_pollers_without_loss_or_repeats(
             lambda: _owns_partitions(second), timeout=60, message="second poller got no partition"
         )
         await eventually(lambda: len(handler.acked()) >= 2000, timeout=90)
+        before = _handovers_taken(second)
         await ingress.stop()  # graceful leave: the second poller takes everything
         await eventually(
             lambda: len({c.invocation_id for c in handler.acked()}) >= total,
@@ -88,9 +89,15 @@ async def test_partitions_move_between_pollers_without_loss_or_repeats(
         await eventually(
             lambda: _committed(ingress, sub.id, topic, ends), timeout=30, message="commit lag"
         )
+        # Every partition the second poller holds now came with its last owner's fence.
+        await eventually(
+            lambda: _partitions_held(second) == 4, timeout=30, message="second holds all"
+        )
+        handed_over = _handovers_taken(second) - before
     finally:
         await second.stop()
 
+    assert handed_over >= 4, f"{handed_over} of 4 partitions came with a handover"
     ids = [c.invocation_id for c in handler.calls]
     assert len(set(ids)) == total, "records lost"
     # A graceful revocation drains in-flight work before the partition moves: no repeats.
@@ -103,6 +110,18 @@ def _owns_partitions(harness: Ingress) -> bool:
     if harness.poller is None:
         return False
     return any(r.partition_status() for r in harness.poller.supervisor.runners().values())
+
+
+def _partitions_held(harness: Ingress) -> int:
+    assert harness.poller is not None
+    return sum(len(r._assignments.states) for r in harness.poller.supervisor.runners().values())
+
+
+def _handovers_taken(harness: Ingress) -> int:
+    assert harness.poller is not None
+    return sum(
+        r._assignments.fences_handed_over for r in harness.poller.supervisor.runners().values()
+    )
 
 
 async def _committed(ingress: Ingress, group: str, topic: str, ends: dict[int, int]) -> bool:

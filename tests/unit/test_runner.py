@@ -22,6 +22,7 @@ from adapter.engine.retry import RetryPolicy
 from adapter.engine.runner import SubscriptionRunner
 from adapter.engine.settings import RunnerSettings, RunnerState
 from adapter.invokers.base import InvocationRequest, Outcome
+from adapter.kafka.commit_marks import Committed, Handover
 from adapter.kafka.topics import TopicInfo
 from adapter.model import (
     Deployment,
@@ -79,8 +80,8 @@ class Harness:
         return ids.invocation_id(SUB.id, self.key_of(topic_id), partition, offset)
 
     def committed(self, tp: tuple[str, int]) -> int | None:
-        found = self.consumer.committed.get(tp)
-        return None if found is None else found[0]
+        found = self.consumer.group_commits.get(tp)
+        return None if found is None else found.offset
 
 
 @asynccontextmanager
@@ -92,10 +93,16 @@ async def running(
     store: FakeStore | None = None,
     max_buffered: int = 1000,
     committed: dict[tuple[str, int], tuple[int, str | None]] | None = None,
+    group_of: Harness | None = None,
 ) -> AsyncIterator[Harness]:
+    """A runner on fakes; with ``group_of``, another member of that harness's group (the two
+    share its commits)."""
     clock = ManualClock()
     consumer = FakeConsumer(clock, topics)
-    consumer.committed.update(committed or {})
+    if group_of is not None:
+        consumer.group_commits = group_of.consumer.group_commits
+    for tp, (offset, topic_id) in (committed or {}).items():
+        consumer.group_commits[tp] = Committed(offset, topic_id)
     invoker = FakeInvoker(respond)
     store = store if store is not None else FakeStore()
     ledger = LedgerWriter(store, linger_s=0)
@@ -140,7 +147,7 @@ class TestHappyPath:
             h.consumer.deliver([record(TOPIC, 0, o) for o in range(3)])
             await until(lambda: h.committed(P0) == 3, what="commit of 3")
             assert h.invoker.offsets() == [0, 1, 2]
-            assert h.consumer.committed[P0] == (3, OLD_ID)
+            assert h.consumer.group_commits[P0] == Committed(3, OLD_ID)
             # Invocation IDs and ledger rows are keyed by the topic's identity.
             assert {c.invocation_id for c in h.invoker.calls} == {h.inv_id(0, o) for o in range(3)}
             assert {e.topic for e in h.store.rows.values()} == {h.key_of()}
@@ -258,11 +265,100 @@ class TestFencing:
             assert h.invoker.offsets() == [0, 1, 2]
 
 
-class TestFenceCarriedOver:
-    """An eager rebalance revokes and re-assigns every partition; one that comes straight back
-    to the same member keeps its fence instead of reading the ledger again."""
+class TestHandover:
+    """A graceful owner commits its fence for the next owner; the member that owns the
+    partition in the very next generation takes it instead of reading the ledger. An eager
+    rebalance revokes and re-assigns every partition, so this is also how one that comes
+    straight back to the same member keeps its fence."""
 
-    @pytest.mark.promise("p-ops-fence-carried")
+    @pytest.mark.promise("p-ops-fence-handover")
+    async def test_the_next_owner_takes_the_fence_and_skips_what_finished_above_the_commit(
+        self,
+    ) -> None:
+        store = FakeStore()
+
+        def first_one_fails(request: InvocationRequest) -> Outcome:
+            assert request.record is not None
+            return Outcome.retry("not yet") if request.record.offset == 0 else Outcome.ack()
+
+        async with running(store=store, respond=first_one_fails, committed={P0: (0, OLD_ID)}) as a:
+            await subscribed(a, P0)
+            await until(lambda: store.fence_reads == 1, what="the first owner's fence read")
+            a.consumer.deliver([record(TOPIC, 0, o) for o in range(5)])
+            # 1..4 finish and are recorded; 0 keeps retrying, so the commit stays at 0.
+            await until(
+                lambda: sum(r.status == "SUCCEEDED" for r in store.rows.values()) == 4,
+                what="four successes recorded",
+            )
+            await a.consumer.revoke(P0)
+            assert a.consumer.group_commits[P0] == Committed(
+                0, OLD_ID, Handover(a.consumer.current_generation, 4)
+            )
+            async with running(store=store, group_of=a) as b:
+                await until(lambda: b.consumer.listener is not None, what="subscribe")
+                await b.consumer.assign(P0, generation=a.consumer.current_generation + 1)
+                state = b.runner._assignments.states[P0]
+                assert (state.fence, store.fence_reads) == (4, 1), "the ledger was read"
+                b.consumer.deliver([record(TOPIC, 0, o) for o in range(6)])
+                await until(lambda: b.committed(P0) == 6, what="the new owner's commit")
+                # What finished above the old commit is not run again; 0 and 5 are.
+                assert b.invoker.offsets() == [0, 5]
+
+    async def test_a_handover_of_an_older_generation_is_not_taken(self) -> None:
+        # The owner of the generation in between may have recorded more and crashed.
+        store = FakeStore()
+        async with running(store=store) as a:
+            await subscribed(a, P0)
+            a.consumer.deliver([record(TOPIC, 0, o) for o in range(3)])
+            await until(lambda: a.committed(P0) == 3)
+            await a.consumer.revoke(P0)
+            assert a.consumer.group_commits[P0].handover is not None
+            async with running(store=store, group_of=a) as b:
+                await until(lambda: b.consumer.listener is not None, what="subscribe")
+                reads = store.fence_reads
+                await b.consumer.assign(P0, generation=a.consumer.current_generation + 2)
+                await until(lambda: store.fence_reads == reads + 1, what="a fence read")
+                assert b.runner._assignments.fences_handed_over == 0
+
+    async def test_an_owner_that_leaves_no_handover_makes_the_next_read_the_ledger(
+        self,
+    ) -> None:
+        # A removed member's commits are refused by the group coordinator; a crashed one
+        # makes none. Either way the last commit carries no handover.
+        store = FakeStore()
+        async with running(store=store) as a:
+            await subscribed(a, P0)
+            a.consumer.deliver([record(TOPIC, 0, o) for o in range(3)])
+            await until(lambda: a.committed(P0) == 3)
+            a.consumer.reject_commits = True
+            await a.consumer.revoke(P0)
+            assert a.consumer.group_commits[P0] == Committed(3, OLD_ID)
+            async with running(store=store, group_of=a) as b:
+                await until(lambda: b.consumer.listener is not None, what="subscribe")
+                reads = store.fence_reads
+                await b.consumer.assign(P0, generation=a.consumer.current_generation + 1)
+                await until(lambda: store.fence_reads == reads + 1, what="a fence read")
+                b.consumer.deliver([record(TOPIC, 0, o) for o in range(3)])
+                await until(lambda: b.committed(P0) == 3, what="checked, not run")
+                assert b.invoker.offsets() == []
+
+    async def test_a_runner_stopped_during_an_assignment_still_hands_over(self) -> None:
+        # A rolling deploy: a poller stops right after a rebalance gave it partitions.
+        async with running(committed={P0: (5, OLD_ID)}) as h:
+            await until(lambda: h.consumer.listener is not None, what="subscribe")
+            slow_metadata = asyncio.Event()
+            h.consumer.describe_gate = slow_metadata
+            assign = asyncio.create_task(h.consumer.assign(P0))
+            await until(lambda: h.consumer.describing > 0, what="the callback's topic look-up")
+            h.runner.stop()
+            await asyncio.sleep(0.02)  # the fetch loop ends while the callback waits
+            slow_metadata.set()
+            await assign
+            await until(lambda: h.consumer.group_commits[P0].handover is not None)
+            assert h.consumer.group_commits[P0] == Committed(
+                5, OLD_ID, Handover(h.consumer.current_generation, None)
+            )
+
     async def test_a_partition_back_in_the_next_generation_keeps_its_fence(self) -> None:
         async with running() as h:
             await subscribed(h, P0)
@@ -308,7 +404,7 @@ class TestTopicIdentity:
             h.consumer.deliver([record(TOPIC, 0, o) for o in range(100)])
             await until(lambda: h.committed(P0) == 100, what="all of the new topic")
             assert h.invoker.offsets() == list(range(100))
-            assert h.consumer.committed[P0] == (100, NEW_ID)
+            assert h.consumer.group_commits[P0] == Committed(100, NEW_ID)
             assert h.runner.stats.topic_recreations == 1
 
     async def test_a_position_committed_without_a_topic_id_is_kept(self) -> None:
