@@ -82,6 +82,12 @@ QUIET_AFTER_S = 10.0
 # consumed batch, a resume) wakes it anyway. 2 s: idle CPU at S = 50 on one poller 1.28 → 1.04
 # CPU-s/min (docs/operations.md#capacity).
 FETCHER_TIMEOUT_MS = 2_000
+# A group member without partitions (a subscription's standby on another poller, or one of more
+# members than partitions) needs only its group coordinator connection, which heartbeats keep
+# busy; its fetch connection idles. Closed after this long instead of aiokafka's 9 minutes, so
+# a standby costs the broker one connection, not two; taking a partition over reconnects.
+# (Fetching members keep theirs: a fetch is always in flight.)
+IDLE_CONNECTION_MS = 30_000
 # OAUTHBEARER sessions end when their token expires (the broker closes the connection;
 # aiokafka does not re-authenticate): a held fetch must not outlive a short-lived token, or
 # every fetch is cut before it returns. aiokafka's default there.
@@ -315,6 +321,7 @@ class AiokafkaConsumer:
         # Shared by a poller's consumers: how many start (connect, bootstrap) at once.
         self._start_gate = start_gate
         consumer_kwargs.setdefault("consumer_timeout_ms", FETCHER_TIMEOUT_MS)
+        consumer_kwargs.setdefault("connections_max_idle_ms", IDLE_CONNECTION_MS)
         # "none": out-of-range positions and missing commits come to us instead of being
         # reset silently (see the module docstring).
         self._consumer = AIOKafkaConsumer(auto_offset_reset="none", **consumer_kwargs)

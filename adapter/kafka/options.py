@@ -620,7 +620,7 @@ _SPECS: tuple[OptionSpec, ...] = (
         "connections_max_idle_ms",
         _idle_ms,
         "Close connections idle this long; 0 disables the check.",
-        default="540000 (aiokafka)",
+        default="30000 for subscriptions' consumers, 540000 (aiokafka) otherwise",
     ),
     _client(
         "retry.backoff.ms",

@@ -17,6 +17,7 @@ from adapter.kafka.commit_marks import Committed, Handover
 from adapter.kafka.consumer import TP, AiokafkaConsumer, CommitError
 from adapter.kafka.errors import ConnectionWatch
 from tests._kafka_fixtures import TopicFactory
+from tests.harness import eventually
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(90)]
 
@@ -128,3 +129,71 @@ async def test_a_member_removed_from_its_group_cannot_leave_a_handover(
         await successor.stop()
         await asyncio.wait_for(paused.stop(), 20)
 
+
+def _open_connections(member: AiokafkaConsumer) -> int:
+    conns = member._consumer._client._conns.values()
+    return sum(1 for conn in conns if conn.connected())
+
+
+async def test_a_member_without_partitions_keeps_only_its_coordinator_connection(
+    kafka_bootstrap: str, topic_factory: TopicFactory
+) -> None:
+    # A subscription's standby member: two connections to one broker would be one too many.
+    topic = await topic_factory(1)
+    tp: TP = (topic, 0)
+    group = f"standby-{topic}"
+    # Idle for longer than the 3 s between heartbeats: the coordinator connections stay.
+    members = [_member(kafka_bootstrap, group, connections_max_idle_ms=4_000) for _ in "ab"]
+    assigned = [_Assigned(), _Assigned()]
+    tasks: list[asyncio.Task[None]] = []
+    try:
+        for member, listener in zip(members, assigned, strict=True):
+            await member.start()
+            member.subscribe(topic, listener)
+            tasks.append(asyncio.create_task(_keep_polling(member)))
+        await eventually(
+            lambda: (
+                all(m.generation() is not None for m in members)
+                and sum(tp in a.partitions for a in assigned) == 1
+            ),
+            timeout=WAIT_S,
+            message="both members in the group, one owning the partition",
+        )
+        owner = 0 if tp in assigned[0].partitions else 1
+        standby = 1 - owner
+        await eventually(
+            lambda: _open_connections(members[standby]) == 1,
+            timeout=WAIT_S,
+            interval=0.2,
+            message=lambda: f"the standby holds {_open_connections(members[standby])}",
+        )
+        assert _open_connections(members[owner]) == 2, "the owner's fetch connection was dropped"
+        # The standby still takes over: its fetch connection comes back.
+        tasks[owner].cancel()
+        await members[owner].stop()
+        await assigned[standby].owns(tp)
+        await eventually(
+            lambda: _open_connections(members[standby]) == 2,
+            timeout=WAIT_S,
+            interval=0.2,
+            message="the new owner does not fetch",
+        )
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for member in members:
+            await member.stop()
+
+
+async def test_the_idle_connection_limit_is_ours_unless_configured(kafka_bootstrap: str) -> None:
+    from adapter.kafka.consumer import IDLE_CONNECTION_MS
+
+    default = _member(kafka_bootstrap, "g")
+    disabled = _member(kafka_bootstrap, "g", connections_max_idle_ms=None)
+    try:
+        assert default._consumer._client._connections_max_idle_ms == IDLE_CONNECTION_MS
+        assert disabled._consumer._client._connections_max_idle_ms is None
+    finally:
+        await default.stop()
+        await disabled.stop()
