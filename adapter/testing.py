@@ -96,6 +96,8 @@ class FakeConsumer:
         # Records of paused or held partitions: not returned, handed out on resume/release.
         self._kept: dict[TP, list[KafkaRecord]] = {}
         self.describe_gate: asyncio.Event | None = None
+        self.descriptions = 0
+        """Topic look-ups (metadata requests) so far."""
         self.describing = 0
         """Topic look-ups waiting at :attr:`describe_gate` now."""
         """If set, describing a topic waits for it (a slow metadata request)."""
@@ -163,6 +165,7 @@ class FakeConsumer:
             self._fetches.put_nowait(Fetched(records={tp: kept}))
 
     async def describe_topic(self, topic: str) -> TopicInfo | None:
+        self.descriptions += 1
         if self.describe_gate is not None:
             self.describing += 1
             try:

@@ -33,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Protocol
 
@@ -83,6 +84,7 @@ class Assignments:
         pause_at: int,
         revoke_timeout_s: float,
         on_error: Callable[[str], None],
+        index_lag_s: float,
     ) -> None:
         self._subscription_id = subscription_id
         self._topic = topic
@@ -94,11 +96,14 @@ class Assignments:
         self._pause_at = max(2, pause_at)
         self._revoke_timeout_s = revoke_timeout_s
         self._on_error = on_error
+        self._index_lag_s = index_lag_s
         self.consumer: Consumer | None = None
         self.states: dict[TP, PartitionState] = {}
         self._commit_lock = asyncio.Lock()
         self._background: set[asyncio.Task[None]] = set()
         self._topics_remembered: set[str] = set()
+        # Partitions being released now, and the future that says when that is done.
+        self._releasing: dict[PartitionState, asyncio.Future[None]] = {}
         self._settled = asyncio.Event()
         self._settled.set()
         self.fences_handed_over = 0
@@ -134,6 +139,7 @@ class Assignments:
         # this callback still awaits the topic's identity: paused, its fetched records are
         # dropped unread (the position stays) and fetched again after the resume below.
         generation = consumer.generation()
+        assigned_at = time.monotonic()
         for tp in tps:
             consumer.pause(tp)
         self.rebalances += 1
@@ -164,13 +170,14 @@ class Assignments:
                 await consumer.seek_to_beginning(tp)
                 commit = None
             state = PartitionState(tp, self._topic.key, pause_at=self._pause_at)
+            state.generation = generation
             self.states[tp] = state
             if commit is None or commit.topic_id != topic_id:
                 commit = None  # none, or of an earlier version without topic IDs
             else:
                 state.committed_at_start = commit.offset
             handover = commit.handover if commit is not None else None
-            if handover is not None and handover.for_generation(generation):
+            if handover is not None and handover.applies_to(self._subscription_id, generation):
                 self.fences_handed_over += 1
                 state.fence_read(handover.fence)
                 if state.topic_key not in self._topics_remembered:
@@ -179,7 +186,7 @@ class Assignments:
             # aiokafka sends no heartbeats while this callback runs: a slow DynamoDB here
             # would get the member expired and the group would rebalance again and again.
             # So the fence is read in the background; until then every record is checked.
-            self._spawn_background(self._read_fence(state))
+            self._spawn_background(self._read_fence(state, assigned_at))
         for tp in tps:
             consumer.resume(tp)
         log.info("subscription %s assigned %s", self._subscription_id, sorted(tps))
@@ -189,17 +196,28 @@ class Assignments:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    async def _read_fence(self, state: PartitionState) -> None:
-        try:
-            fence = await self._store.highest_recorded_offset(
-                self._subscription_id, state.topic_key, state.tp[1]
-            )
-        except StoreError as exc:
-            # Unknown fence: keep checking every record of this partition against the ledger.
-            self._on_error(str(exc))
-            return
-        state.fence_read(fence)
-        await self._remember_topic(state.topic_key)
+    async def _read_fence(self, state: PartitionState, assigned_at: float) -> None:
+        """Read the ledger's fence; read it again once the index has had time to show the
+        previous owner's last rows, before it may be handed on."""
+        while True:
+            started = time.monotonic()
+            try:
+                fence = await self._store.highest_recorded_offset(
+                    self._subscription_id, state.topic_key, state.tp[1]
+                )
+            except StoreError as exc:
+                # Unknown fence: keep checking every record of this partition against the
+                # ledger (and hand nothing on).
+                self._on_error(str(exc))
+                return
+            settled = started - assigned_at >= self._index_lag_s
+            state.fence_read(fence, settled=settled)
+            await self._remember_topic(state.topic_key)
+            if settled or not self.current(state):
+                return
+            await asyncio.sleep(assigned_at + self._index_lag_s - time.monotonic())
+            if not self.current(state):
+                return
 
     async def _remember_topic(self, topic_key: str) -> None:
         """Record the topic reference that invocation IDs carry, so that an ID of a success
@@ -224,9 +242,27 @@ class Assignments:
         await self.release(states, self._revoke_timeout_s)
 
     async def release(self, states: list[PartitionState], deadline_s: float) -> None:
-        """Stop work on these partitions: drain within ``deadline_s``, commit, forget them."""
-        if not states:
-            return
+        """Stop work on these partitions: drain within ``deadline_s``, commit, forget them.
+
+        A partition already being released (a revocation during a stop, or the other way
+        round) is not released twice: this waits for that release instead, so its commit
+        lands before the rebalance goes on."""
+        underway = {id(f): f for s in states if (f := self._releasing.get(s)) is not None}
+        mine = [s for s in states if s not in self._releasing]
+        if mine:
+            done = asyncio.get_running_loop().create_future()
+            for state in mine:
+                self._releasing[state] = done
+            try:
+                await self._release(mine, deadline_s)
+            finally:
+                for state in mine:
+                    del self._releasing[state]
+                done.set_result(None)
+        if underway:
+            await asyncio.wait([asyncio.shield(f) for f in underway.values()])
+
+    async def _release(self, states: list[PartitionState], deadline_s: float) -> None:
         for state in states:
             state.revoke()
         self._gate.wake()  # held attempts of these partitions give up now
@@ -266,16 +302,23 @@ class Assignments:
         async with self._commit_lock:
             states = list(self.states.values()) if only is None else only
             topic_id = self._topic.topic_id
-            generation = consumer.generation() if handover and topic_id is not None else None
+            generation = consumer.generation()
             moved: dict[TP, int] = {}
             positions: dict[TP, int] = {}
             handovers: dict[TP, Handover] = {}
             for state in states:
+                if generation != state.generation:
+                    # The group moved on without revoking it from this member (a release
+                    # that outlived a rebalance): whatever it commits now would overwrite
+                    # the commits of the partition's next owner.
+                    continue
                 tracker = state.tracker
                 position = tracker.committable()
                 if position is not None:
                     moved[state.tp] = positions[state.tp] = position
-                if generation is None or not state.fence_known:
+                if not handover or topic_id is None or generation is None:
+                    continue
+                if not state.fence_settled:
                     continue
                 if position is None:
                     position = (
@@ -285,7 +328,9 @@ class Assignments:
                     )
                 if position is not None:
                     positions[state.tp] = position
-                    handovers[state.tp] = Handover(generation, state.successor_fence)
+                    handovers[state.tp] = Handover(
+                        generation, state.successor_fence, self._subscription_id
+                    )
             if not positions:
                 return
             try:

@@ -59,6 +59,8 @@ class PartitionState:
         "_pause_at",
         "_resume_at",
         "committed_at_start",
+        "fence_settled",
+        "generation",
         "paused",
         "revoking",
         "topic_key",
@@ -90,6 +92,10 @@ class PartitionState:
         # The group's commit when this assignment began (None: none, or a dead topic's): the
         # position a handover re-commits when nothing finished since.
         self.committed_at_start: int | None = None
+        self.fence_settled = False
+        # The group generation this assignment belongs to (None: not known, or the member
+        # was in none). Commits are made only while the member is still in it.
+        self.generation: int | None = None
         self.paused = False
         self.revoking = False
 
@@ -102,10 +108,17 @@ class PartitionState:
 
     # -- the fence ----------------------------------------------------------------------------
 
-    def fence_read(self, fence: int | None) -> None:
-        """The ledger's highest recorded offset for this partition (None: nothing recorded)."""
+    def fence_read(self, fence: int | None, *, settled: bool = True) -> None:
+        """The ledger's highest recorded offset for this partition (None: nothing recorded).
+
+        A fence read again only raises it. ``settled=False``: read so soon after the
+        assignment that the ledger's index may not show the previous owner's last rows yet;
+        good enough to start with, not to hand on (:attr:`fence_settled`)."""
+        if self._fence_known and self._fence is not None:
+            fence = self._fence if fence is None else max(fence, self._fence)
         self._fence = fence
         self._fence_known = True
+        self.fence_settled = self.fence_settled or settled
 
     @property
     def fence(self) -> int | None:

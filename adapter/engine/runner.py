@@ -143,6 +143,7 @@ class SubscriptionRunner(RebalanceListener):
             pause_at=_pause_bound(settings),
             revoke_timeout_s=settings.revoke_timeout_s,
             on_error=self._set_error,
+            index_lag_s=settings.index_lag_s,
         )
         self._stopping = asyncio.Event()
         # A record finished since the last commit: only then is there anything to commit.
@@ -369,10 +370,12 @@ class SubscriptionRunner(RebalanceListener):
                 # it (no assignment yet): look often. Otherwise only re-creation is left to
                 # catch: look rarely (one metadata request). A member with no partition of
                 # an existing topic (more pollers than partitions) stays quiet.
-                looking = not self._assignments.states and (
-                    not self._assigned_once or not self._topic.exists
-                )
-                interval = settings.topic_poll_s if looking else settings.topic_check_s
+                if self._assignments.states:
+                    interval = settings.topic_check_s
+                elif not self._assigned_once or not self._topic.exists:
+                    interval = settings.topic_poll_s
+                else:
+                    interval = settings.standby_check_s
                 wait_ms = min(_IDLE_WAIT_MS, int(interval * 1000))
                 fetch = asyncio.create_task(
                     consumer.getmany(timeout_ms=wait_ms, max_records=settings.fetch_max_records)

@@ -62,6 +62,14 @@ class RunnerSettings:
     """How often a subscription without partitions looks for its topic."""
     topic_check_s: float = 30.0
     """How often a consuming subscription checks that its topic was not re-created."""
+    index_lag_s: float = 5.0
+    """How long after an assignment the ledger's index is taken to show every row the previous
+    owner wrote (DynamoDB updates a global secondary index asynchronously, typically well
+    within a second): a fence read sooner is read again then, before it may be handed on."""
+    standby_check_s: float = 120.0
+    """How often a member holding no partition of an existing topic looks at it (should it
+    lead the group, this is how it sees added partitions). Rarely: each look opens the fetch
+    connection that it otherwise lets close (``IDLE_CONNECTION_MS``)."""
     dead_letter_topic: str | None = None
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     filter_criteria: FilterCriteria | None = None

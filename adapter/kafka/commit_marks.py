@@ -13,8 +13,12 @@ handover behind once the group has moved on. A handover of any older generation 
 (a later owner may have recorded more and crashed before its own handover), and the fence is
 read from the ledger as before.
 
-Format: ``<topic id>`` or ``<topic id> handover=<generation>:<fence or ->``. Kafka keeps up to
-``offset.metadata.max.bytes`` (4,096 by default) of it; this needs under 60.
+The handover names its subscription: two subscriptions may share a consumer group (an explicit
+``group.id``, or a subscription replaced by another while both run), and a fence says what one
+subscription's ledger holds.
+
+Format: ``<topic id>`` or ``<topic id> handover=<generation>:<fence or ->:<subscription id>``.
+Kafka keeps up to ``offset.metadata.max.bytes`` (4,096 by default) of it; this needs about 100.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ __all__ = ["Committed", "Handover", "commit_metadata", "parse_commit_metadata"]
 
 _HANDOVER = " handover="
 _NO_FENCE = "-"
-_HANDOVER_VALUE = re.compile(r"([0-9]{1,18}):([0-9]{1,18}|-)")
+_HANDOVER_VALUE = re.compile(r"([0-9]{1,18}):([0-9]{1,18}|-):([!-~]{1,256})")
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,10 +40,16 @@ class Handover:
     generation: int
     fence: int | None
     """The highest offset recorded by any owner so far; None when none ever recorded one."""
+    subscription_id: str
 
-    def for_generation(self, generation: int | None) -> bool:
-        """May a member that owns the partition in ``generation`` take this fence as it is?"""
-        return generation is not None and generation == self.generation + 1
+    def applies_to(self, subscription_id: str, generation: int | None) -> bool:
+        """May this subscription's member that owns the partition in ``generation`` take the
+        fence as it is?"""
+        return (
+            subscription_id == self.subscription_id
+            and generation is not None
+            and generation == self.generation + 1
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +67,7 @@ def commit_metadata(topic_id: str | None, handover: Handover | None = None) -> s
     if handover is None:
         return topic_id
     fence = _NO_FENCE if handover.fence is None else str(handover.fence)
-    return f"{topic_id}{_HANDOVER}{handover.generation}:{fence}"
+    return f"{topic_id}{_HANDOVER}{handover.generation}:{fence}:{handover.subscription_id}"
 
 
 def parse_commit_metadata(metadata: str | None) -> tuple[str | None, Handover | None]:
@@ -71,5 +81,7 @@ def parse_commit_metadata(metadata: str | None) -> tuple[str | None, Handover | 
     value = _HANDOVER_VALUE.fullmatch(rest)
     if value is None:
         return topic_id or None, None
-    generation, fence = value.groups()
-    return topic_id or None, Handover(int(generation), None if fence == _NO_FENCE else int(fence))
+    generation, fence, subscription_id = value.groups()
+    return topic_id or None, Handover(
+        int(generation), None if fence == _NO_FENCE else int(fence), subscription_id
+    )

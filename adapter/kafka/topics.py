@@ -33,7 +33,7 @@ from io import BytesIO
 from typing import Any
 
 from aiokafka import errors as ak
-from aiokafka.client import AIOKafkaClient
+from aiokafka.client import AIOKafkaClient, ConnectionGroup
 from aiokafka.protocol.abstract import AbstractType
 from aiokafka.protocol.api import Request, RequestStruct, Response
 from aiokafka.protocol.types import (
@@ -372,6 +372,11 @@ async def describe_topics(
     return topics_from_response(response, names)
 
 
+def _connected(client: AIOKafkaClient, node_id: int) -> bool:
+    conn = client._conns.get((node_id, ConnectionGroup.DEFAULT))
+    return conn is not None and bool(conn.connected())
+
+
 async def _send_to_any_broker(
     client: AIOKafkaClient, request: MetadataRequest, context: str
 ) -> Any:
@@ -379,6 +384,9 @@ async def _send_to_any_broker(
     if not node_ids:
         raise KafkaError(f"{context}: the client knows no broker (is it started?)")
     random.shuffle(node_ids)
+    # Brokers this client is connected to first: a new connection costs a handshake (and an
+    # authentication), and one opened only for this look-up closes again when idle.
+    node_ids.sort(key=lambda node_id: not _connected(client, node_id))
     last: BaseException | None = None
     for node_id in node_ids:
         try:

@@ -22,6 +22,7 @@ from tests.harness import eventually
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(90)]
 
 TOPIC_ID = "Zm9vYmFyYmF6cXV4cXV1eA"
+SUB_ID = "sub_2Wfv1q0bXcH8rXsOa9yDd3Kw1Pz"
 WAIT_S = 45.0
 
 
@@ -75,8 +76,10 @@ async def test_a_handover_comes_back_as_committed(
         await assigned.owns(tp)
         generation = member.generation()
         assert generation is not None
-        await member.commit({tp: 3}, TOPIC_ID, {tp: Handover(generation, 7)})
-        assert await member.committed({tp}) == {tp: Committed(3, TOPIC_ID, Handover(generation, 7))}
+        await member.commit({tp: 3}, TOPIC_ID, {tp: Handover(generation, 7, SUB_ID)})
+        assert await member.committed({tp}) == {
+            tp: Committed(3, TOPIC_ID, Handover(generation, 7, SUB_ID))
+        }
         await member.commit({tp: 4}, TOPIC_ID)  # a later plain commit replaces it
         assert await member.committed({tp}) == {tp: Committed(4, TOPIC_ID)}
     finally:
@@ -119,7 +122,7 @@ async def test_a_member_removed_from_its_group_cannot_leave_a_handover(
         # The paused member still believes it owns the partition in its generation ...
         assert paused.generation() == old_generation
         with pytest.raises(CommitError):
-            await paused.commit({tp: 3}, TOPIC_ID, {tp: Handover(old_generation, 99)})
+            await paused.commit({tp: 3}, TOPIC_ID, {tp: Handover(old_generation, 99, SUB_ID)})
         # ... but what it left is a plain commit: its successor reads the ledger's fence.
         assert await successor.committed({tp}) == {tp: Committed(3, TOPIC_ID)}
     finally:

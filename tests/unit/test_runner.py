@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
@@ -94,6 +94,10 @@ async def running(
     max_buffered: int = 1000,
     committed: dict[tuple[str, int], tuple[int, str | None]] | None = None,
     group_of: Harness | None = None,
+    topic_check_s: float = 30.0,
+    standby_check_s: float = 120.0,
+    drain_timeout_s: float = 30.0,
+    index_lag_s: float = 0.0,
 ) -> AsyncIterator[Harness]:
     """A runner on fakes; with ``group_of``, another member of that harness's group (the two
     share its commits)."""
@@ -110,6 +114,10 @@ async def running(
         session_timeout_s=SESSION_S,
         commit_interval_s=0.005,
         topic_poll_s=0.01,
+        topic_check_s=topic_check_s,
+        standby_check_s=standby_check_s,
+        drain_timeout_s=drain_timeout_s,
+        index_lag_s=index_lag_s,
         max_buffered_per_partition=max_buffered,
         retry=RetryPolicy(initial_interval=0.01, max_interval=0.05, jitter=0.0),
     )
@@ -265,6 +273,21 @@ class TestFencing:
             assert h.invoker.offsets() == [0, 1, 2]
 
 
+@dataclass(eq=False)
+class _GatedStore(FakeStore):
+    """Its next ledger write waits for :attr:`block`, once."""
+
+    block: asyncio.Event | None = None
+    blocked: bool = False
+
+    async def write_entries(self, entries: Sequence[LedgerEntry]) -> None:
+        gate, self.block = self.block, None
+        if gate is not None:
+            self.blocked = True
+            await gate.wait()
+        await super().write_entries(entries)
+
+
 class TestHandover:
     """A graceful owner commits its fence for the next owner; the member that owns the
     partition in the very next generation takes it instead of reading the ledger. An eager
@@ -292,7 +315,7 @@ class TestHandover:
             )
             await a.consumer.revoke(P0)
             assert a.consumer.group_commits[P0] == Committed(
-                0, OLD_ID, Handover(a.consumer.current_generation, 4)
+                0, OLD_ID, Handover(a.consumer.current_generation, 4, SUB.id)
             )
             async with running(store=store, group_of=a) as b:
                 await until(lambda: b.consumer.listener is not None, what="subscribe")
@@ -342,6 +365,82 @@ class TestHandover:
                 await until(lambda: b.committed(P0) == 3, what="checked, not run")
                 assert b.invoker.offsets() == []
 
+    async def test_a_stop_and_a_revocation_at_once_release_once_in_the_old_generation(
+        self,
+    ) -> None:
+        # SIGTERM during a rebalance: the stop waits for the ledger while the group revokes.
+        # Released twice, the stop's commit landed after the rejoin, in the next generation,
+        # over the next owner's commits, with a handover whose fence was too low.
+        store = _GatedStore()
+        async with running(store=store, drain_timeout_s=0.5) as a:
+            await subscribed(a, P0)
+            a.consumer.deliver([record(TOPIC, 0, o) for o in range(3)])
+            await until(lambda: a.committed(P0) == 3)
+            gate = store.block = asyncio.Event()
+            a.consumer.deliver([record(TOPIC, 0, 3)])
+            await until(lambda: store.blocked, what="A's ledger row for 3 is slow")
+            state = a.runner._assignments.states[P0]
+            a.runner.stop()
+            await until(lambda: state.revoking, what="the stop releasing")
+            await a.consumer.revoke(P0)  # returns once the one release is done
+            old_generation = a.consumer.current_generation
+            assert a.consumer.group_commits[P0].handover == Handover(old_generation, 3, SUB.id)
+            await a.consumer.assign(P1)  # the next generation; P0 went elsewhere
+            async with running(store=store, group_of=a) as b:
+                await until(lambda: b.consumer.listener is not None, what="subscribe")
+                await b.consumer.assign(P0, generation=old_generation + 1)
+                b.consumer.deliver([record(TOPIC, 0, o) for o in range(4, 11)])
+                await until(lambda: b.committed(P0) == 11, what="the next owner's commit")
+                gate.set()  # A's row is written at last
+        assert a.consumer.group_commits[P0].offset == 11, "A committed over its successor"
+
+    async def test_nothing_is_committed_for_an_assignment_of_an_earlier_generation(
+        self,
+    ) -> None:
+        gate = asyncio.Event()
+        async with running() as h:
+            h.invoker.gate = gate
+            await subscribed(h, P0)
+            h.consumer.deliver([record(TOPIC, 0, 0)])
+            await until(lambda: len(h.invoker.calls) == 1)
+            # The member is in a later generation than the one it got P0 in: P0 may have
+            # another owner by now, whose commits must stay.
+            h.consumer.current_generation += 1
+            commits = len(h.consumer.commits)
+            gate.set()
+            await until(lambda: h.runner._assignments.states[P0].tracker.position == 1)
+            await h.runner._assignments.commit()
+            assert len(h.consumer.commits) == commits
+
+    async def test_a_fence_read_right_after_the_assignment_is_read_again_before_handed_on(
+        self,
+    ) -> None:
+        # The ledger's index lags its table: a read right after a takeover may miss the
+        # previous owner's last rows. Handed on, such a fence would outlive that lag.
+        store = FakeStore()
+        async with running(store=store, index_lag_s=0.3, committed={P0: (0, OLD_ID)}) as h:
+            await subscribed(h, P0)
+            await until(lambda: store.fence_reads == 1, what="the first read")
+            state = h.runner._assignments.states[P0]
+            assert (state.fence, state.fence_settled) == (None, False)
+            # The previous owner's row for offset 7 shows up in the index only now.
+            store.rows[h.inv_id(0, 7)] = LedgerEntry(
+                h.inv_id(0, 7), SUB.id, h.key_of(), 0, 7, None, "t", "SUCCEEDED"
+            )
+            await until(lambda: store.fence_reads == 2, timeout=3, what="the second read")
+            assert (state.fence, state.fence_settled) == (7, True)
+            await h.consumer.revoke(P0)
+            assert h.consumer.group_commits[P0].handover == Handover(
+                h.consumer.current_generation, 7, SUB.id
+            )
+
+    async def test_an_unsettled_fence_is_not_handed_on(self) -> None:
+        async with running(index_lag_s=60, committed={P0: (0, OLD_ID)}) as h:
+            await subscribed(h, P0)
+            await until(lambda: h.store.fence_reads == 1, what="the first read")
+            await h.consumer.revoke(P0)
+            assert h.consumer.group_commits[P0] == Committed(0, OLD_ID)
+
     async def test_a_runner_stopped_during_an_assignment_still_hands_over(self) -> None:
         # A rolling deploy: a poller stops right after a rebalance gave it partitions.
         async with running(committed={P0: (5, OLD_ID)}) as h:
@@ -356,7 +455,7 @@ class TestHandover:
             await assign
             await until(lambda: h.consumer.group_commits[P0].handover is not None)
             assert h.consumer.group_commits[P0] == Committed(
-                5, OLD_ID, Handover(h.consumer.current_generation, None)
+                5, OLD_ID, Handover(h.consumer.current_generation, None, SUB.id)
             )
 
     async def test_a_partition_back_in_the_next_generation_keeps_its_fence(self) -> None:
@@ -423,6 +522,18 @@ class TestTopicIdentity:
             await until(lambda: h.runner.state is RunnerState.RUNNING, what="running")
             assert h.runner.last_error is None
             assert h.consumer.subscribed == TOPIC
+
+    async def test_a_member_without_partitions_looks_at_its_topic_rarely(self) -> None:
+        # A standby lets its fetch connection close; every look would open it again.
+        async with running(topic_check_s=0.02, standby_check_s=3600) as h:
+            await subscribed(h)  # an empty assignment: another member holds the partition
+            looks = h.consumer.descriptions
+            await asyncio.sleep(0.3)  # an observation window: 15 checks of a consuming member
+            # (at most one more: the fetch loop's turn that began before the assignment)
+            assert h.consumer.descriptions <= looks + 1
+            await h.consumer.assign(P0)
+            h.consumer.deliver([record(TOPIC, 0, 0)])  # ends the standby's long fetch wait
+            await until(lambda: h.consumer.descriptions >= looks + 5, what="consuming checks")
 
     @pytest.mark.promise("p-fault-deleted-topic")
     async def test_a_deleted_topic_asks_for_metadata_until_it_is_back(self) -> None:

@@ -5,8 +5,11 @@ from __future__ import annotations
 import base64
 import uuid
 from io import BytesIO
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
+from aiokafka.client import ConnectionGroup
 from aiokafka.protocol.api import ResponseHeader_v1
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -23,6 +26,7 @@ from adapter.kafka.topics import (
     MetadataResponse_v13,
     TopicInfo,
     Uuid,
+    _send_to_any_broker,
     render_topic_id,
     topics_from_response,
 )
@@ -240,3 +244,40 @@ class TestMeaning:
         entry[4] = [(5, 0, -1, 0, [1], [], [], {}), (0, 1, 1, 0, [1], [1], [], {})]
         found = topics_from_response(response_v13(tuple(entry)), ["a"])
         assert found["a"] == TopicInfo("a", render_topic_id(ORDERS_ID), 2)
+
+
+class TestWhichBrokerIsAsked:
+    """A look-up goes to a broker the client is already connected to, if any: a connection
+    opened only for it costs a handshake and closes again when idle."""
+
+    class _Conn:
+        def __init__(self, connected: bool) -> None:
+            self._connected = connected
+
+        def connected(self) -> bool:
+            return self._connected
+
+    class _Client:
+        def __init__(self, brokers: list[int], connected: set[int]) -> None:
+            self.cluster = self
+            self._brokers = brokers
+            self._conns = {
+                (node, group): TestWhichBrokerIsAsked._Conn(node in connected)
+                for node in brokers
+                for group in (ConnectionGroup.DEFAULT, ConnectionGroup.COORDINATION)
+            }
+            self.asked: list[int] = []
+
+        def brokers(self) -> list[Any]:
+            return [SimpleNamespace(nodeId=node) for node in self._brokers]
+
+        async def send(self, node_id: int, request: Any) -> Any:
+            self.asked.append(node_id)
+            return "answer"
+
+    @pytest.mark.parametrize("connected", [1, 2, 3])
+    async def test_a_connected_broker_is_asked_first(self, connected: int) -> None:
+        for _ in range(20):  # the order among the others is random
+            client = self._Client([1, 2, 3], {connected})
+            assert await _send_to_any_broker(client, MetadataRequest(["t"]), "c") == "answer"  # type: ignore[arg-type]
+            assert client.asked == [connected]
