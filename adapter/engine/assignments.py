@@ -102,8 +102,6 @@ class Assignments:
         self._commit_lock = asyncio.Lock()
         self._background: set[asyncio.Task[None]] = set()
         self._topics_remembered: set[str] = set()
-        # Partitions being released now, and the future that says when that is done.
-        self._releasing: dict[PartitionState, asyncio.Future[None]] = {}
         self._settled = asyncio.Event()
         self._settled.set()
         self.fences_handed_over = 0
@@ -179,8 +177,10 @@ class Assignments:
             handover = commit.handover if commit is not None else None
             if handover is not None and handover.applies_to(self._subscription_id, generation):
                 self.fences_handed_over += 1
-                state.fence_read(handover.fence)
-                if state.topic_key not in self._topics_remembered:
+                state.fence_read(handover.fence, settled=handover.settled)
+                if not handover.settled:
+                    self._spawn_background(self._read_fence(state, assigned_at, wait=True))
+                elif state.topic_key not in self._topics_remembered:
                     self._spawn_background(self._remember_topic(state.topic_key))
                 continue
             # aiokafka sends no heartbeats while this callback runs: a slow DynamoDB here
@@ -196,9 +196,15 @@ class Assignments:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    async def _read_fence(self, state: PartitionState, assigned_at: float) -> None:
+    async def _read_fence(
+        self, state: PartitionState, assigned_at: float, *, wait: bool = False
+    ) -> None:
         """Read the ledger's fence; read it again once the index has had time to show the
-        previous owner's last rows, before it may be handed on."""
+        previous owner's last rows (``wait``: only then)."""
+        if wait:
+            await asyncio.sleep(assigned_at + self._index_lag_s - time.monotonic())
+            if not self.current(state):
+                return
         while True:
             started = time.monotonic()
             try:
@@ -244,25 +250,11 @@ class Assignments:
     async def release(self, states: list[PartitionState], deadline_s: float) -> None:
         """Stop work on these partitions: drain within ``deadline_s``, commit, forget them.
 
-        A partition already being released (a revocation during a stop, or the other way
-        round) is not released twice: this waits for that release instead, so its commit
-        lands before the rebalance goes on."""
-        underway = {id(f): f for s in states if (f := self._releasing.get(s)) is not None}
-        mine = [s for s in states if s not in self._releasing]
-        if mine:
-            done = asyncio.get_running_loop().create_future()
-            for state in mine:
-                self._releasing[state] = done
-            try:
-                await self._release(mine, deadline_s)
-            finally:
-                for state in mine:
-                    del self._releasing[state]
-                done.set_result(None)
-        if underway:
-            await asyncio.wait([asyncio.shield(f) for f in underway.values()])
-
-    async def _release(self, states: list[PartitionState], deadline_s: float) -> None:
+        A revocation may arrive while a stop is releasing the same partitions: each runs
+        within its own deadline (the revocation's fits the group's rebalance timeout), and
+        whichever commits after the group has moved to a new generation commits nothing."""
+        if not states:
+            return
         for state in states:
             state.revoke()
         self._gate.wake()  # held attempts of these partitions give up now
@@ -318,7 +310,7 @@ class Assignments:
                     moved[state.tp] = positions[state.tp] = position
                 if not handover or topic_id is None or generation is None:
                     continue
-                if not state.fence_settled:
+                if not state.fence_known:
                     continue
                 if position is None:
                     position = (
@@ -329,7 +321,10 @@ class Assignments:
                 if position is not None:
                     positions[state.tp] = position
                     handovers[state.tp] = Handover(
-                        generation, state.successor_fence, self._subscription_id
+                        generation,
+                        state.successor_fence,
+                        self._subscription_id,
+                        settled=state.fence_settled,
                     )
             if not positions:
                 return

@@ -17,8 +17,13 @@ The handover names its subscription: two subscriptions may share a consumer grou
 ``group.id``, or a subscription replaced by another while both run), and a fence says what one
 subscription's ledger holds.
 
-Format: ``<topic id>`` or ``<topic id> handover=<generation>:<fence or ->:<subscription id>``.
-Kafka keeps up to ``offset.metadata.max.bytes`` (4,096 by default) of it; this needs about 100.
+A fence read from the ledger's index right after an assignment may miss the previous owner's
+last rows (the index lags its table); it is handed on *unsettled*, and the next owner reads the
+ledger once more after that lag, keeping the higher of the two.
+
+Format: ``<topic id>`` or ``<topic id> handover=<generation>:<fence or ->:<s|u>:<subscription
+id>`` (``s`` settled, ``u`` unsettled). Kafka keeps up to ``offset.metadata.max.bytes`` (4,096
+by default) of it; this needs about 100.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ __all__ = ["Committed", "Handover", "commit_metadata", "parse_commit_metadata"]
 
 _HANDOVER = " handover="
 _NO_FENCE = "-"
-_HANDOVER_VALUE = re.compile(r"([0-9]{1,18}):([0-9]{1,18}|-):([!-~]{1,256})")
+_HANDOVER_VALUE = re.compile(r"([0-9]{1,18}):([0-9]{1,18}|-):([su]):([!-~]{1,256})")
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +46,8 @@ class Handover:
     fence: int | None
     """The highest offset recorded by any owner so far; None when none ever recorded one."""
     subscription_id: str
+    settled: bool = True
+    """False: the fence may lack rows the ledger's index did not show yet; read it again."""
 
     def applies_to(self, subscription_id: str, generation: int | None) -> bool:
         """May this subscription's member that owns the partition in ``generation`` take the
@@ -67,7 +74,10 @@ def commit_metadata(topic_id: str | None, handover: Handover | None = None) -> s
     if handover is None:
         return topic_id
     fence = _NO_FENCE if handover.fence is None else str(handover.fence)
-    return f"{topic_id}{_HANDOVER}{handover.generation}:{fence}:{handover.subscription_id}"
+    settled = "s" if handover.settled else "u"
+    return (
+        f"{topic_id}{_HANDOVER}{handover.generation}:{fence}:{settled}:{handover.subscription_id}"
+    )
 
 
 def parse_commit_metadata(metadata: str | None) -> tuple[str | None, Handover | None]:
@@ -81,7 +91,10 @@ def parse_commit_metadata(metadata: str | None) -> tuple[str | None, Handover | 
     value = _HANDOVER_VALUE.fullmatch(rest)
     if value is None:
         return topic_id or None, None
-    generation, fence, subscription_id = value.groups()
+    generation, fence, settled, subscription_id = value.groups()
     return topic_id or None, Handover(
-        int(generation), None if fence == _NO_FENCE else int(fence), subscription_id
+        int(generation),
+        None if fence == _NO_FENCE else int(fence),
+        subscription_id,
+        settled=settled == "s",
     )

@@ -58,11 +58,13 @@ async def test_idle_poller_makes_one_request_a_second_and_no_scan_at_50_subscrip
     await eventually(all_assigned, timeout=180, interval=0.5)
     assert counts.snapshot()["Scan"] >= 1  # the one full read at start
 
-    # Steady state: each assignment reads its partition's fence (Query) and then records the
-    # topic's reference once (PutItem), in the background; wait for all of them, then for two
-    # seconds in which the poller read the change feed and nothing else.
+    # Steady state: each assignment reads its partition's fence (two Queries, rows and pages)
+    # and records the topic's reference once (PutItem), in the background, and reads the
+    # fence again once the index has had time to catch up (index_lag_s); wait for all of
+    # them, then for two seconds in which the poller read the change feed and nothing else.
     def fences_read() -> bool:
-        return counts.snapshot()["PutItem"] >= IDLE_SUBSCRIPTIONS
+        made = counts.snapshot()
+        return made["PutItem"] >= IDLE_SUBSCRIPTIONS and made["Query"] >= 4 * IDLE_SUBSCRIPTIONS
 
     await eventually(fences_read, timeout=120, interval=0.5)
     mark = counts.snapshot()

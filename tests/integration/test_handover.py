@@ -200,3 +200,45 @@ async def test_the_idle_connection_limit_is_ours_unless_configured(kafka_bootstr
     finally:
         await default.stop()
         await disabled.stop()
+
+
+async def test_a_nudged_member_notices_a_rebalance_before_its_next_heartbeat(
+    kafka_bootstrap: str, topic_factory: TopicFactory
+) -> None:
+    # A member that notices a rebalance only at its next heartbeat keeps the other members
+    # (which revoked their partitions already) waiting until then.
+    topic = await topic_factory(1)
+    group = f"nudge-{topic}"
+    slow = _member(kafka_bootstrap, group, heartbeat_interval_ms=25_000, session_timeout_ms=90_000)
+    joining = _member(kafka_bootstrap, group, session_timeout_ms=90_000)
+    slow_assigned, joining_assigned = _Assigned(), _Assigned()
+    tasks: list[asyncio.Task[None]] = []
+    try:
+        await slow.start()
+        slow.subscribe(topic, slow_assigned)
+        tasks.append(asyncio.create_task(_keep_polling(slow)))
+        await slow_assigned.owns((topic, 0))
+        first = slow.generation()
+        await joining.start()
+        joining.subscribe(topic, joining_assigned)
+        tasks.append(asyncio.create_task(_keep_polling(joining)))
+
+        async def nudging() -> None:
+            while True:
+                slow.nudge()
+                await asyncio.sleep(0.2)
+
+        tasks.append(asyncio.create_task(nudging()))
+        # Without the nudges the slow member would rejoin only after its 25 s heartbeat.
+        await eventually(
+            lambda: joining.generation() is not None and slow.generation() != first,
+            timeout=12,
+            interval=0.1,
+            message="the rebalance waited for the slow member's heartbeat",
+        )
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await joining.stop()
+        await slow.stop()

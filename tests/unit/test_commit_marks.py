@@ -12,7 +12,14 @@ SUB = "sub_2Wfv1q0bXcH8rXsOa9yDd3Kw1Pz"
 
 @pytest.mark.parametrize(
     "handover",
-    [None, Handover(0, None, SUB), Handover(7, 0, SUB), Handover(123456, 987654321, SUB)],
+    [
+        None,
+        Handover(0, None, SUB),
+        Handover(7, 0, SUB),
+        Handover(123456, 987654321, SUB),
+        Handover(3, 9, SUB, settled=False),
+        Handover(3, 9, "a:b"),
+    ],
 )
 def test_metadata_reads_back_as_written(handover: Handover | None) -> None:
     assert parse_commit_metadata(commit_metadata(TOPIC_ID, handover)) == (TOPIC_ID, handover)
@@ -34,18 +41,19 @@ def test_without_a_topic_id_nothing_is_written() -> None:
     "tail",
     [
         "",
-        "3:9",
-        "3:9:",
-        ":9:s",
-        "x:9:s",
-        "3:x:s",
-        "-1:9:s",
-        "3:-2:s",
-        "3:9:s t",
-        "3:9:s ",
-        "٣:9:s",
-        "3:" + "9" * 40 + ":s",
-        "3:9:" + "s" * 300,
+        "3:9:s",
+        "3:9:s:",
+        "3:9:x:sub",
+        ":9:s:sub",
+        "x:9:s:sub",
+        "3:x:s:sub",
+        "-1:9:s:sub",
+        "3:-2:s:sub",
+        "3:9:s:sub t",
+        "3:9:s:sub ",
+        "٣:9:s:sub",
+        "3:" + "9" * 40 + ":s:sub",
+        "3:9:s:" + "s" * 300,
     ],
 )
 def test_an_unreadable_handover_counts_as_none(tail: str) -> None:

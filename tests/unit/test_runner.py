@@ -97,7 +97,9 @@ async def running(
     topic_check_s: float = 30.0,
     standby_check_s: float = 120.0,
     drain_timeout_s: float = 30.0,
+    revoke_timeout_s: float = 10.0,
     index_lag_s: float = 0.0,
+    nudge_after_join_s: float = 5.0,
 ) -> AsyncIterator[Harness]:
     """A runner on fakes; with ``group_of``, another member of that harness's group (the two
     share its commits)."""
@@ -117,7 +119,10 @@ async def running(
         topic_check_s=topic_check_s,
         standby_check_s=standby_check_s,
         drain_timeout_s=drain_timeout_s,
+        revoke_timeout_s=revoke_timeout_s,
         index_lag_s=index_lag_s,
+        nudge_every_s=0.01,
+        nudge_after_join_s=nudge_after_join_s,
         max_buffered_per_partition=max_buffered,
         retry=RetryPolicy(initial_interval=0.01, max_interval=0.05, jitter=0.0),
     )
@@ -288,6 +293,30 @@ class _GatedStore(FakeStore):
         await super().write_entries(entries)
 
 
+class TestNudges:
+    """Out-of-turn heartbeats while the group is expected to change members, so a member does
+    not keep the others waiting in a rebalance until its next heartbeat."""
+
+    async def test_a_member_heartbeats_out_of_turn_right_after_it_first_joined(self) -> None:
+        async with running(nudge_after_join_s=0.1) as h:
+            await subscribed(h, P0)
+            await until(lambda: h.consumer.nudges >= 5, what="nudges after the join")
+            await until(lambda: h.runner._nudger is not None and h.runner._nudger.done())
+            nudges = h.consumer.nudges
+            await h.consumer.revoke(P0)
+            await h.consumer.assign(P0)  # a later assignment: no new burst
+            await asyncio.sleep(0.05)  # an observation window: five nudge intervals
+            assert h.consumer.nudges == nudges
+
+    async def test_a_burst_is_asked_for_and_ends(self) -> None:
+        async with running(nudge_after_join_s=0) as h:
+            await subscribed(h, P0)
+            nudges = h.consumer.nudges
+            h.runner.nudge_for(0.1)
+            await until(lambda: h.consumer.nudges >= nudges + 5, what="a burst")
+            await until(lambda: h.runner._nudger is not None and h.runner._nudger.done())
+
+
 class TestHandover:
     """A graceful owner commits its fence for the next owner; the member that owns the
     partition in the very next generation takes it instead of reading the ledger. An eager
@@ -365,14 +394,14 @@ class TestHandover:
                 await until(lambda: b.committed(P0) == 3, what="checked, not run")
                 assert b.invoker.offsets() == []
 
-    async def test_a_stop_and_a_revocation_at_once_release_once_in_the_old_generation(
+    async def test_a_stop_outliving_a_rebalance_commits_nothing_over_the_next_owner(
         self,
     ) -> None:
-        # SIGTERM during a rebalance: the stop waits for the ledger while the group revokes.
-        # Released twice, the stop's commit landed after the rejoin, in the next generation,
-        # over the next owner's commits, with a handover whose fence was too low.
+        # SIGTERM during a rebalance: the stop waits for the ledger while the group revokes
+        # and moves on. The stop's commit came after the rejoin, in the next generation, over
+        # the next owner's commits, with a handover whose fence was too low.
         store = _GatedStore()
-        async with running(store=store, drain_timeout_s=0.5) as a:
+        async with running(store=store, drain_timeout_s=10.0, revoke_timeout_s=0.1) as a:
             await subscribed(a, P0)
             a.consumer.deliver([record(TOPIC, 0, o) for o in range(3)])
             await until(lambda: a.committed(P0) == 3)
@@ -382,7 +411,7 @@ class TestHandover:
             state = a.runner._assignments.states[P0]
             a.runner.stop()
             await until(lambda: state.revoking, what="the stop releasing")
-            await a.consumer.revoke(P0)  # returns once the one release is done
+            await a.consumer.revoke(P0)  # within its own deadline
             old_generation = a.consumer.current_generation
             assert a.consumer.group_commits[P0].handover == Handover(old_generation, 3, SUB.id)
             await a.consumer.assign(P1)  # the next generation; P0 went elsewhere
@@ -391,8 +420,9 @@ class TestHandover:
                 await b.consumer.assign(P0, generation=old_generation + 1)
                 b.consumer.deliver([record(TOPIC, 0, o) for o in range(4, 11)])
                 await until(lambda: b.committed(P0) == 11, what="the next owner's commit")
-                gate.set()  # A's row is written at last
-        assert a.consumer.group_commits[P0].offset == 11, "A committed over its successor"
+                gate.set()  # A's row is written at last, and A's stop goes on
+                await until(lambda: a.runner.state is RunnerState.STOPPED, what="A stopped")
+                assert b.consumer.group_commits[P0].offset == 11, "A committed over B"
 
     async def test_nothing_is_committed_for_an_assignment_of_an_earlier_generation(
         self,
@@ -434,12 +464,26 @@ class TestHandover:
                 h.consumer.current_generation, 7, SUB.id
             )
 
-    async def test_an_unsettled_fence_is_not_handed_on(self) -> None:
-        async with running(index_lag_s=60, committed={P0: (0, OLD_ID)}) as h:
-            await subscribed(h, P0)
-            await until(lambda: h.store.fence_reads == 1, what="the first read")
-            await h.consumer.revoke(P0)
-            assert h.consumer.group_commits[P0] == Committed(0, OLD_ID)
+    async def test_an_unsettled_fence_is_handed_on_as_such_and_read_again(self) -> None:
+        store = FakeStore()
+        async with running(store=store, index_lag_s=60, committed={P0: (0, OLD_ID)}) as a:
+            await subscribed(a, P0)
+            await until(lambda: store.fence_reads == 1, what="the first read")
+            await a.consumer.revoke(P0)
+            generation = a.consumer.current_generation
+            handover = Handover(generation, None, SUB.id, settled=False)
+            assert a.consumer.group_commits[P0] == Committed(0, OLD_ID, handover)
+            async with running(store=store, group_of=a, index_lag_s=0.2) as b:
+                await until(lambda: b.consumer.listener is not None, what="subscribe")
+                await b.consumer.assign(P0, generation=generation + 1)
+                state = b.runner._assignments.states[P0]
+                assert (state.fence_known, state.fence_settled, store.fence_reads) == (
+                    True,
+                    False,
+                    1,
+                ), "taken at once, not read"
+                await until(lambda: state.fence_settled, what="the read after the lag")
+                assert store.fence_reads == 2
 
     async def test_a_runner_stopped_during_an_assignment_still_hands_over(self) -> None:
         # A rolling deploy: a poller stops right after a rebalance gave it partitions.
@@ -539,9 +583,13 @@ class TestTopicIdentity:
     async def test_a_deleted_topic_asks_for_metadata_until_it_is_back(self) -> None:
         async with running() as h:
             await subscribed(h, P0)
-            await h.consumer.revoke(P0)
+            # The group takes the deleted topic's partitions away and assigns none: the
+            # assignment looks at the topic (a member without partitions looks only every
+            # standby_check_s otherwise).
             h.consumer.delete_topic(TOPIC)
-            await until(lambda: h.runner.state is RunnerState.WAITING_FOR_TOPIC)
+            await h.consumer.revoke(P0)
+            await h.consumer.assign()
+            assert h.runner.state is RunnerState.WAITING_FOR_TOPIC
             h.consumer.create_topic(TOPIC, NEW_ID)
             await until(lambda: h.consumer.metadata_refreshes > 0, what="metadata refresh")
             assert h.runner.state is RunnerState.RUNNING
