@@ -39,6 +39,7 @@ from bench.report import ScenarioResult, TargetCheck
 from bench.scale_measures import (
     GAP_TARGET_S,
     TRICKLE_S,
+    Gaps,
     Trickle,
     broker_connections,
     delivery_gaps,
@@ -140,7 +141,11 @@ class ScaleScenario:
         arrivals = await self._arrivals(http)
         join = delivery_gaps(arrivals, self._topics, join_start, join_end)
         self.figures["join_gaps"] = asdict(join)
-        self.say(f"  (g) 2nd and 3rd poller joined: worst gap {join.worst_gap_s:.1f} s")
+        self.say(
+            f"  (g) 2nd and 3rd poller joined (at 0 and {JOIN_WINDOW_S:g} s): worst gap "
+            f"{join.worst_gap_s:.1f} s from {join.worst_gap_from_s:.1f} s; "
+            f"{join.topics_over_target} over {GAP_TARGET_S:g} s, from {_spread(join)}"
+        )
 
         self.figures["idle_3"] = await self._idle()
         self.figures["idle_profile_poller_0"] = await self._profile(self._pollers[0])
@@ -161,7 +166,11 @@ class ScaleScenario:
         self.figures["leave_drained_s"] = await self._drain(http, trickle)
         leave = delivery_gaps(await self._arrivals(http), self._topics, leave_start, leave_end)
         self.figures["leave_gaps"] = asdict(leave)
-        self.say(f"  (g) one poller left: worst gap {leave.worst_gap_s:.1f} s")
+        self.say(
+            f"  (g) one poller left: worst gap {leave.worst_gap_s:.1f} s from "
+            f"{leave.worst_gap_from_s:.1f} s; {leave.topics_over_target} over "
+            f"{GAP_TARGET_S:g} s, from {_spread(leave)}"
+        )
 
         idle3 = self.figures["idle_3"]["pollers"]
         new = self.figures["new_subscription"]
@@ -448,3 +457,11 @@ class ScaleScenario:
             "worst_s": max(s["seconds"] for s in samples),
             "worst_elsewhere_s": max(elsewhere) if elsewhere else None,
         }
+
+
+def _spread(gaps: Gaps) -> str:
+    """When the gaps over the target began (seconds into the window): min, median, max."""
+    starts = gaps.gaps_over_target_from_s
+    if not starts:
+        return "-"
+    return f"{starts[0]:.1f} / {starts[len(starts) // 2]:.1f} / {starts[-1]:.1f} s"

@@ -28,6 +28,11 @@ class Gaps:
     worst_latency_s: float
     topics_over_target: int
     topics: int
+    worst_gap_from_s: float = 0.0
+    """When the worst gap began, seconds into the window."""
+    gaps_over_target_from_s: tuple[float, ...] = ()
+    """When each gap over the target began, seconds into the window (sorted): which event
+    in the window they follow."""
 
 
 def delivery_gaps(
@@ -42,7 +47,8 @@ def delivery_gaps(
     A topic's gap counts from the window's start to its first delivery, between deliveries,
     and from its last delivery to the window's end: a topic that stops being delivered shows
     as one long gap. Pure."""
-    worst_gap, worst_topic, worst_latency, over = 0.0, None, 0.0, 0
+    worst_gap, worst_topic, worst_latency, over, worst_from = 0.0, None, 0.0, 0, 0.0
+    starts: list[float] = []
     for topic in topics:
         seen = sorted(
             (arrived, produced)
@@ -50,13 +56,24 @@ def delivery_gaps(
             if start_ms <= produced <= end_ms
         )
         times = [start_ms, *(a for a, _ in seen), end_ms]
-        gap = max((b - a for a, b in itertools.pairwise(times)), default=0) / 1000
+        gap_ms, began = max(((b - a, a) for a, b in itertools.pairwise(times)), default=(0, 0))
+        gap = gap_ms / 1000
         latency = max(((a - p) for a, p in seen), default=0) / 1000
         if gap > worst_gap:
-            worst_gap, worst_topic = gap, topic
+            worst_gap, worst_topic, worst_from = gap, topic, (began - start_ms) / 1000
         worst_latency = max(worst_latency, latency)
-        over += gap > target_s
-    return Gaps(round(worst_gap, 3), worst_topic, round(worst_latency, 3), over, len(topics))
+        if gap > target_s:
+            over += 1
+            starts.append(round((began - start_ms) / 1000, 1))
+    return Gaps(
+        round(worst_gap, 3),
+        worst_topic,
+        round(worst_latency, 3),
+        over,
+        len(topics),
+        round(worst_from, 3),
+        tuple(sorted(starts)),
+    )
 
 
 def broker_connections(pid: int, broker_port: int) -> int:

@@ -71,10 +71,15 @@ class LedgerWriter:
         self._max_backoff_s = max_backoff_s
         self._queue: deque[tuple[LedgerEntry, OnDurable | None]] = deque()
         self._wakeup = asyncio.Event()
-        self._idle = asyncio.Event()
-        self._idle.set()
         self._slots = asyncio.Semaphore(concurrency)
         self._in_progress = 0
+        # Rows are numbered in submission order: rows [0, _taken) went into batches, the
+        # rest wait in the queue; a batch in flight is known by its first number. So every
+        # row below the lowest of those is durable, which is what flushed() waits for.
+        self._submitted = 0
+        self._taken = 0
+        self._in_flight: set[int] = set()
+        self._flush_waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._closing = False
         self.last_error: str | None = None
         self.failures = 0
@@ -93,12 +98,34 @@ class LedgerWriter:
         if self._closing:
             raise RuntimeError("ledger writer is closed")
         self._queue.append((entry, on_durable))
-        self._idle.clear()
+        self._submitted += 1
         self._wakeup.set()
 
     async def flushed(self) -> None:
-        """Wait until every row submitted so far is durable."""
-        await self._idle.wait()
+        """Wait until every row submitted so far is durable (not for rows submitted after
+        the call: with results still flowing, the writer may never be idle)."""
+        target = self._submitted
+        if self._durable_through() >= target:
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._flush_waiters.append((target, waiter))
+        try:
+            await waiter
+        finally:
+            if not waiter.done():
+                waiter.cancel()
+            self._flush_waiters = [w for w in self._flush_waiters if w[1] is not waiter]
+
+    def _durable_through(self) -> int:
+        """Every row numbered below this is durable."""
+        lowest = min(self._in_flight, default=self._submitted)
+        return min(lowest, self._taken) if self._queue else lowest
+
+    def _wake_flush_waiters(self) -> None:
+        through = self._durable_through()
+        for target, waiter in self._flush_waiters:
+            if target <= through and not waiter.done():
+                waiter.set_result(None)
 
     async def run(self) -> None:
         """The writer loop; runs until cancelled. Owned by the engine's task group."""
@@ -106,8 +133,6 @@ class LedgerWriter:
         try:
             while True:
                 if not self._queue:
-                    if self._in_progress == 0:
-                        self._idle.set()
                     self._wakeup.clear()
                     await self._wakeup.wait()
                     if self._linger_s and len(self._queue) < self._max_batch:
@@ -122,7 +147,10 @@ class LedgerWriter:
                     self._slots.release()
                     continue
                 self._in_progress += len(batch)
-                task = asyncio.create_task(self._write(batch))
+                first = self._taken
+                self._taken += len(batch)
+                self._in_flight.add(first)
+                task = asyncio.create_task(self._write(batch, first))
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
         finally:
@@ -141,7 +169,7 @@ class LedgerWriter:
         for entry in progress.values():
             await self._store.write_progress(entry)
 
-    async def _write(self, batch: list[tuple[LedgerEntry, OnDurable | None]]) -> None:
+    async def _write(self, batch: list[tuple[LedgerEntry, OnDurable | None]], first: int) -> None:
         delay = 0.1
         try:
             while True:
@@ -170,8 +198,8 @@ class LedgerWriter:
                         log.exception("ledger: a durable-row callback failed")
         finally:
             self._in_progress -= len(batch)
+            self._in_flight.discard(first)
+            self._wake_flush_waiters()
             self._slots.release()
-            if not self._queue and self._in_progress == 0:
-                self._idle.set()
-            else:
+            if self._queue:
                 self._wakeup.set()
