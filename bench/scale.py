@@ -136,6 +136,12 @@ class ScaleScenario:
             await asyncio.sleep(JOIN_WINDOW_S)
         await trickle.stop()
         join_end = int(time.time() * 1000)
+        self.say(
+            f"  (g) trickle: slowest round of sends {trickle.slowest_round_s:.2f} s, ending "
+            f"{(trickle.slowest_round_at_ms - join_start) / 1000:.1f} s into the window; the "
+            f"bench's own loop stalled at most {trickle.loop_lag_s:.2f} s, ending "
+            f"{(trickle.loop_lag_at_ms - join_start) / 1000:.1f} s into it"
+        )
         self.figures["join_window"] = await self._window_end(window)
         self.figures["join_drained_s"] = await self._drain(http, trickle)
         arrivals = await self._arrivals(http)

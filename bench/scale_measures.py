@@ -94,12 +94,29 @@ class Trickle:
         self.started_ms = 0
         self._task: asyncio.Task[None] | None = None
         self._producer: AIOKafkaProducer | None = None
+        self.slowest_round_s = 0.0
+        """The longest time one round of sends took to be acknowledged (a slow producer or
+        broker shows here, not as a poller's delivery gap)."""
+        self.slowest_round_at_ms = 0
+        self.loop_lag_s = 0.0
+        """The bench's own event loop's longest stall (the producer runs in it)."""
+        self.loop_lag_at_ms = 0
+        self._lag_task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         self._producer = AIOKafkaProducer(bootstrap_servers=self._bootstrap, linger_ms=5)
         await self._producer.start()
         self.started_ms = int(time.time() * 1000)
         self._task = asyncio.create_task(self._run())
+        self._lag_task = asyncio.create_task(self._watch_lag())
+
+    async def _watch_lag(self) -> None:
+        while True:
+            t0 = time.monotonic()
+            await asyncio.sleep(0.05)
+            lag = time.monotonic() - t0 - 0.05
+            if lag > self.loop_lag_s:
+                self.loop_lag_s, self.loop_lag_at_ms = lag, int(time.time() * 1000)
 
     def undelivered(self, arrivals: Mapping[str, Sequence[Sequence[int]]]) -> int:
         """Records sent and acknowledged by the broker whose delivery has not arrived yet
@@ -117,11 +134,16 @@ class Trickle:
             sent = [await self._producer.send(t, value=b'{"trickle":true}') for t in self._topics]
             await asyncio.gather(*sent)
             self.sent.update(self._topics)
+            took = time.monotonic() - t0
+            if took > self.slowest_round_s:
+                self.slowest_round_s = took
+                self.slowest_round_at_ms = int(time.time() * 1000)
             await asyncio.sleep(max(0.0, TRICKLE_S - (time.monotonic() - t0)))
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        for task in (self._task, self._lag_task):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
         if self._producer is not None:
             await self._producer.stop()
