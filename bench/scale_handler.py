@@ -2,7 +2,8 @@
 arrived and when it was produced, so the bench can find every topic's delivery gaps.
 
 ``python -m bench.scale_handler`` prints ``READY <url>``. ``GET /__arrivals`` returns
-``{topic: [[produced_ms, arrived_ms], ...]}`` (redeliveries included), ``POST /__reset``
+``{topic: [[produced_ms, arrived_ms], ...]}`` (redeliveries included; ``?topic=<name>`` for
+one topic), ``POST /__reset``
 forgets everything.
 """
 
@@ -41,7 +42,11 @@ def make_app(arrivals: Arrivals) -> Callable[[Scope, Receive, Send], Awaitable[N
             arrivals[topic].append((produced, int(time.time() * 1000)))
             await _respond(send, 200, b'{"ok":true}')
         elif path == "/__arrivals":
-            await _respond(send, 200, orjson.dumps(arrivals))
+            # ?topic=<name>: that topic's only, small enough to ask for every few ms.
+            query = scope.get("query_string", b"").decode("latin-1")
+            only = query.removeprefix("topic=") if query.startswith("topic=") else None
+            found = arrivals if only is None else {only: arrivals.get(only, [])}
+            await _respond(send, 200, orjson.dumps(found))
         elif path == "/__reset" and scope["method"] == "POST":
             arrivals.clear()
             await _respond(send, 200, b'{"ok":true}')

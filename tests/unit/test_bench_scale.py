@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+from collections import defaultdict
+from typing import Any
+
+import orjson
+
+from bench.scale_handler import make_app
 from bench.scale_measures import Trickle, delivery_gaps
 
 
@@ -49,3 +55,26 @@ def test_trickle_counts_records_not_yet_delivered_once_each() -> None:
     assert trickle.undelivered(arrivals) == 1  # a's third record
     arrivals["a"].append([3_000, 3_050])
     assert trickle.undelivered(arrivals) == 0
+
+
+async def test_the_scale_handler_answers_for_one_topic_when_asked() -> None:
+    arrivals: dict[str, list[tuple[int, int]]] = defaultdict(list)
+    arrivals["a"].append((1, 2))
+    arrivals["b"].append((3, 4))
+    app = make_app(arrivals)
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    for query, expected in ((b"topic=b", {"b": [[3, 4]]}), (b"topic=c", {"c": []})):
+        sent.clear()
+        scope = {"type": "http", "method": "GET", "path": "/__arrivals", "query_string": query}
+        await app(scope, receive, send)
+        assert orjson.loads(sent[1]["body"]) == expected
+    sent.clear()
+    await app({"type": "http", "method": "GET", "path": "/__arrivals"}, receive, send)
+    assert orjson.loads(sent[1]["body"]) == {"a": [[1, 2]], "b": [[3, 4]]}
