@@ -100,7 +100,7 @@ class Poller:
             cluster_options=lambda name: (
                 cluster.options if (cluster := self.catalog.snapshot().get(name)) else {}
             ),
-            on_change=supervisor.shards_changed,
+            on_change=supervisor.wake,
             table_prefix=self.settings.dynamodb.table_prefix,
             on_signal=supervisor.wake,
         )

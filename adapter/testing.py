@@ -97,8 +97,6 @@ class FakeConsumer:
         self._kept: dict[TP, list[KafkaRecord]] = {}
         self.describe_gate: asyncio.Event | None = None
         self.descriptions = 0
-        self.nudges = 0
-        """Out-of-turn heartbeats asked for."""
         """Topic look-ups (metadata requests) so far."""
         self.describing = 0
         """Topic look-ups waiting at :attr:`describe_gate` now."""
@@ -193,9 +191,6 @@ class FakeConsumer:
 
     def generation(self) -> int | None:
         return self.current_generation
-
-    def nudge(self) -> None:
-        self.nudges += 1
 
     # -- what the test does -------------------------------------------------------------------
 

@@ -146,8 +146,6 @@ class SubscriptionRunner(RebalanceListener):
             index_lag_s=settings.index_lag_s,
         )
         self._stopping = asyncio.Event()
-        self._nudge_until = 0.0
-        self._nudger: asyncio.Task[None] | None = None
         # A record finished since the last commit: only then is there anything to commit.
         self._finished = asyncio.Event()
         # The group has assigned this member (perhaps nothing): it knows the topic.
@@ -241,23 +239,6 @@ class SubscriptionRunner(RebalanceListener):
 
     def stop(self) -> None:
         self._stopping.set()
-
-    def nudge_for(self, seconds: float) -> None:
-        """Heartbeat every ``nudge_every_s`` for ``seconds``: the group is about to change
-        members (a poller joins or leaves the shard map, another poller starts this
-        subscription), and a member that notices only at its next heartbeat (3 s) keeps the
-        partition revoked from the others' rejoin until its own."""
-        self._nudge_until = max(self._nudge_until, time.monotonic() + seconds)
-        if self._nudger is None or self._nudger.done():
-            self._nudger = asyncio.create_task(self._nudge_loop())
-
-    async def _nudge_loop(self) -> None:
-        while time.monotonic() < self._nudge_until and not self._stopping.is_set():
-            consumer = self._consumer
-            if consumer is not None:
-                consumer.nudge()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), self.settings.nudge_every_s)
 
     async def run(self) -> None:
         """Consume until :meth:`stop`. Raises :class:`KafkaError` if the consumer fails."""
@@ -557,10 +538,6 @@ class SubscriptionRunner(RebalanceListener):
     # -- rebalancing ------------------------------------------------------------------------
 
     async def on_assigned(self, tps: set[TP]) -> None:
-        if not self._assigned_once:
-            # Pollers start a new subscription at about the same time: the others join
-            # right after this one.
-            self.nudge_for(self.settings.nudge_after_join_s)
         self._assigned_once = True
         await self._assignments.assigned(tps)
 

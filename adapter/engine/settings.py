@@ -66,10 +66,6 @@ class RunnerSettings:
     """How long after an assignment the ledger's index is taken to show every row the previous
     owner wrote (DynamoDB updates a global secondary index asynchronously, typically well
     within a second): a fence read sooner is read again then, before it may be handed on."""
-    nudge_every_s: float = 0.5
-    """How often a member heartbeats out of turn while its group is expected to change."""
-    nudge_after_join_s: float = 5.0
-    """How long a member does so after it first joined its group."""
     standby_check_s: float = 120.0
     """How often a member holding no partition of an existing topic looks at it (should it
     lead the group, this is how it sees added partitions). Rarely: each look opens the fetch

@@ -56,10 +56,6 @@ __all__ = ["Supervisor", "resolve_target"]
 
 log = logging.getLogger(__name__)
 
-# How long after a shard map change the subscriptions that stay here heartbeat out of turn: the
-# pollers that take over start their members within a few seconds (start_concurrency at once).
-SHARD_CHANGE_NUDGE_S = 10.0
-
 # Longer than a revocation may take: drain (revoke timeout) + ledger flush + final commit.
 _REBALANCE_TIMEOUT_MS = 45_000
 
@@ -168,14 +164,6 @@ class Supervisor:
     def wake(self) -> None:
         """Refresh now (the admin API calls this after changing a subscription)."""
         self._wake.set()
-
-    def shards_changed(self) -> None:
-        """The shard map changed: refresh now, and let the subscriptions that stay here notice
-        their groups' rebalances at once (pollers joining or leaving start and stop members
-        of them) instead of at their next heartbeat."""
-        self._wake.set()
-        for runner in self.runners().values():
-            runner.nudge_for(SHARD_CHANGE_NUDGE_S)
 
     def token_provider(
         self, cluster: str, security: SecuritySettings

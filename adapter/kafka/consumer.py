@@ -175,11 +175,6 @@ class Consumer(Protocol):
         """The group generation this member is in (None when it is in none)."""
         ...
 
-    def nudge(self) -> None:
-        """Heartbeat now, out of turn: a rebalance the group has begun is noticed at once
-        instead of at the next heartbeat (``heartbeat.interval.ms``)."""
-        ...
-
 
 def to_record(msg: Any) -> KafkaRecord:
     # A null header value stays null (AWS's Kafka events tell it from an empty one).
@@ -331,7 +326,6 @@ class AiokafkaConsumer:
         # reset silently (see the module docstring).
         self._consumer = AIOKafkaConsumer(auto_offset_reset="none", **consumer_kwargs)
         self._heartbeat_observers: list[Callable[[float], None]] = []
-        self._nudge: asyncio.Task[None] | None = None
         # Partitions held back (see hold): left out of getmany, not paused in aiokafka.
         # Shared with the rebalance listener, so only ever changed in place.
         self._held: set[TopicPartition] = set()
@@ -363,8 +357,6 @@ class AiokafkaConsumer:
         coordinator._do_heartbeat = observed_heartbeat
 
     async def stop(self) -> None:
-        if self._nudge is not None:
-            self._nudge.cancel()
         try:
             await self._consumer.stop()
         except AIOKafkaError as exc:
@@ -380,17 +372,6 @@ class AiokafkaConsumer:
 
     def observe_heartbeats(self, callback: Callable[[float], None]) -> None:
         self._heartbeat_observers.append(callback)
-
-    def nudge(self) -> None:
-        if self.generation() is None or (self._nudge is not None and not self._nudge.done()):
-            return  # not in a group (aiokafka's own heartbeats stop too), or one on its way
-        self._nudge = asyncio.create_task(self._heartbeat_now())
-
-    async def _heartbeat_now(self) -> None:
-        # aiokafka's own heartbeat call (wrapped in start): on REBALANCE_IN_PROGRESS it asks
-        # its coordination task to rejoin; its errors end as a False return.
-        with contextlib.suppress(AIOKafkaError):
-            await self._consumer._coordinator._do_heartbeat()
 
     def generation(self) -> int | None:
         # aiokafka keeps it on its coordinator (-1 when the member is in no generation).

@@ -99,7 +99,6 @@ async def running(
     drain_timeout_s: float = 30.0,
     revoke_timeout_s: float = 10.0,
     index_lag_s: float = 0.0,
-    nudge_after_join_s: float = 5.0,
 ) -> AsyncIterator[Harness]:
     """A runner on fakes; with ``group_of``, another member of that harness's group (the two
     share its commits)."""
@@ -121,8 +120,6 @@ async def running(
         drain_timeout_s=drain_timeout_s,
         revoke_timeout_s=revoke_timeout_s,
         index_lag_s=index_lag_s,
-        nudge_every_s=0.01,
-        nudge_after_join_s=nudge_after_join_s,
         max_buffered_per_partition=max_buffered,
         retry=RetryPolicy(initial_interval=0.01, max_interval=0.05, jitter=0.0),
     )
@@ -291,30 +288,6 @@ class _GatedStore(FakeStore):
             self.blocked = True
             await gate.wait()
         await super().write_entries(entries)
-
-
-class TestNudges:
-    """Out-of-turn heartbeats while the group is expected to change members, so a member does
-    not keep the others waiting in a rebalance until its next heartbeat."""
-
-    async def test_a_member_heartbeats_out_of_turn_right_after_it_first_joined(self) -> None:
-        async with running(nudge_after_join_s=0.1) as h:
-            await subscribed(h, P0)
-            await until(lambda: h.consumer.nudges >= 5, what="nudges after the join")
-            await until(lambda: h.runner._nudger is not None and h.runner._nudger.done())
-            nudges = h.consumer.nudges
-            await h.consumer.revoke(P0)
-            await h.consumer.assign(P0)  # a later assignment: no new burst
-            await asyncio.sleep(0.05)  # an observation window: five nudge intervals
-            assert h.consumer.nudges == nudges
-
-    async def test_a_burst_is_asked_for_and_ends(self) -> None:
-        async with running(nudge_after_join_s=0) as h:
-            await subscribed(h, P0)
-            nudges = h.consumer.nudges
-            h.runner.nudge_for(0.1)
-            await until(lambda: h.consumer.nudges >= nudges + 5, what="a burst")
-            await until(lambda: h.runner._nudger is not None and h.runner._nudger.done())
 
 
 class TestHandover:
