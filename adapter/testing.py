@@ -273,6 +273,8 @@ class FakeStore:
     rows: dict[str, LedgerEntry] = field(default_factory=dict)
     claims: dict[str, str] = field(default_factory=dict)
     topics: set[tuple[str, str]] = field(default_factory=set)
+    rows_before_recording: list[str] = field(default_factory=list)
+    """Ledger rows written before their topic was recorded: the engine promises none."""
     fence_reads: int = 0
     """Calls of :meth:`highest_recorded_offset`."""
 
@@ -299,8 +301,15 @@ class FakeStore:
         ]
         return max(offsets, default=None)
 
-    async def remember_topic(self, subscription_id: str, topic: str) -> None:
+    async def remember_topic(self, subscription_id: str, topic: str) -> bool:
+        first = (subscription_id, topic) not in self.topics
         self.topics.add((subscription_id, topic))
+        return first
+
+    def seed(self, entry: LedgerEntry) -> None:
+        """A row an earlier owner wrote (having recorded its topic first, as pollers do)."""
+        self.topics.add((entry.subscription_id, entry.topic))
+        self.rows[entry.id] = entry
 
     async def claim_workflow(self, service: str, key: str, invocation_id: str) -> bool:
         holder = self.claims.setdefault(f"{service}/{key}", invocation_id)
@@ -310,11 +319,18 @@ class FakeStore:
 
     async def write_entries(self, entries: Sequence[LedgerEntry]) -> None:
         for entry in entries:
+            self._check_recorded(entry)
             self.rows[entry.id] = entry
 
     async def write_progress(self, entry: LedgerEntry) -> bool:
+        self._check_recorded(entry)
         current = self.rows.get(entry.id)
         if current is not None and current.completed_at_ms is not None:
             return False
         self.rows[entry.id] = entry
         return True
+
+    def _check_recorded(self, entry: LedgerEntry) -> None:
+        # The promise a first recording of a topic stands on (DynamoStore.remember_topic).
+        if (entry.subscription_id, entry.topic) not in self.topics:
+            self.rows_before_recording.append(entry.id)

@@ -16,8 +16,14 @@ does what it must before consuming):
   the partition go, if that owner held it in the generation just before this one
   (:mod:`adapter.kafka.commit_marks`): nobody else owned it in between. Otherwise -- the owner
   crashed or was removed from the group, or the handover is older -- the ledger's fence is
-  read in the background (until it is known, every record is checked). The topic's reference
-  is recorded (:meth:`DynamoStore.remember_topic`) once per topic.
+  read in the background (until it is known, every record is checked);
+* the topic is *recorded* (:meth:`DynamoStore.remember_topic`, one conditional put per topic
+  and runner) before any of its records is admitted, so no poller writes a ledger row of a
+  topic that is not recorded. The put that records it first proves that the ledger holds
+  nothing of the topic: the partitions assigned before it was sent, with no handover and no
+  committed position, start with no fence, settled, without reading the ledger's index (a
+  new subscription's first records wait for one write, not for the index ``Query``s and
+  per-record checks of a takeover).
 
 On revocation (and when the runner stops): nothing more is admitted, running invocations drain
 within the revoke timeout, the ledger is flushed, and the finished offsets are committed with a
@@ -57,7 +63,7 @@ class FenceStore(Protocol):
         self, subscription_id: str, topic: str, partition: int
     ) -> int | None: ...
 
-    async def remember_topic(self, subscription_id: str, topic: str) -> None: ...
+    async def remember_topic(self, subscription_id: str, topic: str) -> bool: ...
 
 
 class Releases(Protocol):
@@ -101,7 +107,9 @@ class Assignments:
         self.states: dict[TP, PartitionState] = {}
         self._commit_lock = asyncio.Lock()
         self._background: set[asyncio.Task[None]] = set()
-        self._topics_remembered: set[str] = set()
+        self._recorded_topics: set[str] = set()
+        # The put recording a topic, shared by whoever waits for it, and when it was sent.
+        self._recording: dict[str, tuple[asyncio.Task[bool], float]] = {}
         self._settled = asyncio.Event()
         self._settled.set()
         self.fences_handed_over = 0
@@ -146,6 +154,7 @@ class Assignments:
         await self._look_up_topic(consumer)
         topic_id = self._topic.topic_id
         committed: dict[TP, Committed] = {}
+        unread: list[PartitionState] = []
         if topic_id is not None:
             try:
                 committed = await consumer.committed(tps)
@@ -180,13 +189,15 @@ class Assignments:
                 state.fence_read(handover.fence, settled=handover.settled)
                 if not handover.settled:
                     self._spawn_background(self._read_fence(state, assigned_at, wait=True))
-                elif state.topic_key not in self._topics_remembered:
-                    self._spawn_background(self._remember_topic(state.topic_key))
                 continue
+            unread.append(state)
+        if self.states and self._topic.key not in self._recorded_topics:
+            self._start_recording(self._topic.key)  # sent now: after this assignment began
+        if unread:
             # aiokafka sends no heartbeats while this callback runs: a slow DynamoDB here
             # would get the member expired and the group would rebalance again and again.
             # So the fence is read in the background; until then every record is checked.
-            self._spawn_background(self._read_fence(state, assigned_at))
+            self._spawn_background(self._read_fences(unread, assigned_at))
         for tp in tps:
             consumer.resume(tp)
         log.info("subscription %s assigned %s", self._subscription_id, sorted(tps))
@@ -195,6 +206,28 @@ class Assignments:
         task = asyncio.create_task(coro)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+
+    async def _read_fences(self, states: list[PartitionState], assigned_at: float) -> None:
+        """The fences of partitions no handover covered: none at all if this runner recorded
+        the topic first, with a put sent after they were assigned; else the ledger's."""
+        topic_key = states[0].topic_key
+        if topic_key not in self._recorded_topics:
+            try:
+                first, sent_at = await self.record_topic(topic_key)
+            except StoreError as exc:
+                self._on_error(str(exc))
+                first, sent_at = False, 0.0
+            # A put sent before an assignment says nothing of the rows an owner in between
+            # (which found the topic recorded) may have written.
+            if first and sent_at >= assigned_at:
+                fresh = [s for s in states if s.committed_at_start is None]
+                for state in fresh:
+                    if self.current(state):
+                        state.fence_read(None, settled=True)
+                # A partition with a committed position has had an owner, maybe of a version
+                # that wrote ledger rows before recording the topic: its ledger is read.
+                states = [s for s in states if s.committed_at_start is not None]
+        await asyncio.gather(*(self._read_fence(state, assigned_at) for state in states))
 
     async def _read_fence(
         self, state: PartitionState, assigned_at: float, *, wait: bool = False
@@ -218,25 +251,45 @@ class Assignments:
                 return
             settled = started - assigned_at >= self._index_lag_s
             state.fence_read(fence, settled=settled)
-            await self._remember_topic(state.topic_key)
             if settled or not self.current(state):
                 return
             await asyncio.sleep(assigned_at + self._index_lag_s - time.monotonic())
             if not self.current(state):
                 return
 
-    async def _remember_topic(self, topic_key: str) -> None:
-        """Record the topic reference that invocation IDs carry, so that an ID of a success
-        kept only in a page resolves to its record (once per topic; retried on a later
-        assignment if the write fails)."""
-        if topic_key in self._topics_remembered:
-            return
+    def topic_recorded(self, topic_key: str) -> bool:
+        return topic_key in self._recorded_topics
+
+    async def record_topic(self, topic_key: str) -> tuple[bool, float]:
+        """Record the topic (once per runner) before any of its records is admitted: see the
+        module docstring. Also what invocation IDs' topic reference stands for, so that an ID
+        of a success kept only in a page resolves to its record.
+
+        Returns whether this runner's put recorded it first, and when that put was sent.
+        Raises StoreError (the next call tries again)."""
+        entry = self._recording.get(topic_key)
+        if entry is None:
+            entry = self._start_recording(topic_key)
+        task, sent_at = entry
         try:
-            await self._store.remember_topic(self._subscription_id, topic_key)
-        except StoreError as exc:
-            log.warning("cannot record the topic reference of %s: %s", topic_key, exc)
-            return
-        self._topics_remembered.add(topic_key)
+            first = await asyncio.shield(task)
+        except StoreError:
+            if self._recording.get(topic_key) is entry:
+                del self._recording[topic_key]
+            raise
+        self._recorded_topics.add(topic_key)
+        return first, sent_at
+
+    def _start_recording(self, topic_key: str) -> tuple[asyncio.Task[bool], float]:
+        entry = self._recording.get(topic_key)
+        failed = entry is not None and entry[0].done() and _failed(entry[0])
+        if entry is None or failed:
+            task = asyncio.create_task(self._store.remember_topic(self._subscription_id, topic_key))
+            # Retrieved here so that a failure nobody awaits is not reported as never
+            # retrieved; whoever awaits the task sees it anyway.
+            task.add_done_callback(lambda t: t.cancelled() or t.exception())
+            entry = self._recording[topic_key] = (task, time.monotonic())
+        return entry
 
     # -- revocation ---------------------------------------------------------------------------
 
@@ -269,7 +322,8 @@ class Assignments:
 
     async def close(self) -> None:
         """Cancel background work (fence reads) of a stopping runner."""
-        tasks = [task for task in self._background if not task.done()]
+        tasks: list[asyncio.Task[Any]] = [t for t in self._background if not t.done()]
+        tasks += [task for task, _ in self._recording.values() if not task.done()]
         for task in tasks:
             task.cancel()
         if tasks:
@@ -338,3 +392,7 @@ class Assignments:
                 if position is not None:
                     state.tracker.mark_committed(position)
             self.commits += 1
+
+
+def _failed(task: asyncio.Task[Any]) -> bool:
+    return task.cancelled() or task.exception() is not None

@@ -433,6 +433,8 @@ class SubscriptionRunner(RebalanceListener):
     async def _accept(self, state: PartitionState, records: list[KafkaRecord]) -> None:
         sub_id = self.subscription.id
         key = state.topic_key
+        if not self._assignments.topic_recorded(key) and not await self._record_topic(state):
+            return
         pause = state.fetched([r.offset for r in records])
         if pause is not None and self._consumer is not None:
             self._consumer.hold(pause.tp)
@@ -462,6 +464,32 @@ class SubscriptionRunner(RebalanceListener):
         else:
             for work in admitted:
                 dispatcher.admit(work)
+
+    async def _record_topic(self, state: PartitionState) -> bool:
+        """Record the partition's topic before admitting any of its records (no ledger row of
+        a topic before it is recorded: a later owner that records it first concludes that the
+        ledger holds nothing of it). Retried while DynamoDB refuses; False if the partition
+        was revoked or the runner stops meanwhile."""
+        delay = 0.1
+        failed = False
+        while True:
+            try:
+                await self._assignments.record_topic(state.topic_key)
+            except StoreError as exc:
+                failed = True
+                self.last_error = str(exc)
+                log.warning("cannot record topic %s, retrying: %s", state.topic_key, exc)
+            else:
+                if failed:
+                    self.last_error = None
+                return self._assignments.current(state)
+            if not self._assignments.current(state):
+                return False
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), delay)
+            if self._stopping.is_set():
+                return False
+            delay = min(delay * 2, 5.0)
 
     def _filtered_out(self, state: PartitionState, records: list[KafkaRecord]) -> list[KafkaRecord]:
         """Records ``filter.criteria`` excludes are finished without an invocation (their

@@ -1129,15 +1129,19 @@ class DynamoStore:
 
     # -- invocations by ID and newest first (adapter.store.ledger_index) ---------------------
 
-    async def remember_topic(self, subscription_id: str, topic: str) -> None:
-        """Record what a topic reference stands for, once: a conditional put (another poller's
-        item, written first, holds the same fact)."""
+    async def remember_topic(self, subscription_id: str, topic: str) -> bool:
+        """Record a subscription's topic, once: a conditional put (another poller's item,
+        written first, holds the same fact). Pollers record a topic before they write any
+        ledger row of it, so ``True`` -- this put was the first -- means the ledger held
+        nothing of the topic when it was sent. The item also says what the topic reference
+        in invocation IDs stands for. A reference shared by two topics (a hash collision)
+        only ever answers ``False``."""
         item = {
             "id": {"S": topic_ref_item_id(topic_ref(subscription_id, topic))},
             "ref_subscription": {"S": subscription_id},
             "topic_key": {"S": topic},
         }
-        with contextlib.suppress(ConditionFailedError):
+        try:
             await self._call(
                 lambda: self._client.put_item(
                     TableName=self.names.invocations,
@@ -1146,6 +1150,9 @@ class DynamoStore:
                 ),
                 f"record the topic reference of {subscription_id}",
             )
+        except ConditionFailedError:
+            return False
+        return True
 
     async def resolve_topic_ref(self, ref: int) -> tuple[str, str] | None:
         """(subscription ID, topic key) of a topic reference, or None if none was recorded."""

@@ -144,6 +144,8 @@ async def running(
         await asyncio.wait_for(run_task, 5)
         ledger_task.cancel()
         await asyncio.gather(ledger_task, return_exceptions=True)
+    # Pollers record a topic before any ledger row of it (p-ops-first-recording).
+    assert store.rows_before_recording == []
 
 
 async def assigned(h: Harness, *tps: tuple[str, int]) -> None:

@@ -11,7 +11,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pytest
 
@@ -21,6 +21,7 @@ from adapter.engine.lifecycle import InvocationStatus
 from adapter.engine.retry import RetryPolicy
 from adapter.engine.runner import SubscriptionRunner
 from adapter.engine.settings import RunnerSettings, RunnerState
+from adapter.errors import StoreError
 from adapter.invokers.base import InvocationRequest, Outcome
 from adapter.kafka.commit_marks import Committed, Handover
 from adapter.kafka.topics import TopicInfo
@@ -99,9 +100,11 @@ async def running(
     drain_timeout_s: float = 30.0,
     revoke_timeout_s: float = 10.0,
     index_lag_s: float = 0.0,
+    ran_before: bool = False,
 ) -> AsyncIterator[Harness]:
     """A runner on fakes; with ``group_of``, another member of that harness's group (the two
-    share its commits)."""
+    share its commits). ``ran_before``: an earlier poller recorded the topic, so fences are
+    read from the ledger."""
     clock = ManualClock()
     consumer = FakeConsumer(clock, topics)
     if group_of is not None:
@@ -110,6 +113,8 @@ async def running(
         consumer.group_commits[tp] = Committed(offset, topic_id)
     invoker = FakeInvoker(respond)
     store = store if store is not None else FakeStore()
+    if ran_before:
+        store.topics.add((SUB.id, topic_key(TOPIC, OLD_ID)))
     ledger = LedgerWriter(store, linger_s=0)
     settings = RunnerSettings(
         session_timeout_s=SESSION_S,
@@ -143,6 +148,8 @@ async def running(
         await asyncio.wait_for(run_task, 5)
         ledger_task.cancel()
         await asyncio.gather(ledger_task, return_exceptions=True)
+    # Pollers record a topic before any ledger row of it (p-ops-first-recording).
+    assert store.rows_before_recording == []
 
 
 async def subscribed(h: Harness, *tps: tuple[str, int]) -> None:
@@ -167,8 +174,10 @@ class TestHappyPath:
         store = FakeStore()
         async with running(store=store) as h:
             for offset in (0, 1):
-                store.rows[h.inv_id(0, offset)] = LedgerEntry(
-                    h.inv_id(0, offset), SUB.id, h.key_of(), 0, offset, None, "t", "SUCCEEDED"
+                store.seed(
+                    LedgerEntry(
+                        h.inv_id(0, offset), SUB.id, h.key_of(), 0, offset, None, "t", "SUCCEEDED"
+                    )
                 )
             await subscribed(h, P0)
             h.consumer.deliver([record(TOPIC, 0, o) for o in range(3)])
@@ -306,7 +315,9 @@ class TestHandover:
             assert request.record is not None
             return Outcome.retry("not yet") if request.record.offset == 0 else Outcome.ack()
 
-        async with running(store=store, respond=first_one_fails, committed={P0: (0, OLD_ID)}) as a:
+        async with running(
+            store=store, respond=first_one_fails, committed={P0: (0, OLD_ID)}, ran_before=True
+        ) as a:
             await subscribed(a, P0)
             await until(lambda: store.fence_reads == 1, what="the first owner's fence read")
             a.consumer.deliver([record(TOPIC, 0, o) for o in range(5)])
@@ -421,7 +432,9 @@ class TestHandover:
         # The ledger's index lags its table: a read right after a takeover may miss the
         # previous owner's last rows. Handed on, such a fence would outlive that lag.
         store = FakeStore()
-        async with running(store=store, index_lag_s=0.3, committed={P0: (0, OLD_ID)}) as h:
+        async with running(
+            store=store, index_lag_s=0.3, committed={P0: (0, OLD_ID)}, ran_before=True
+        ) as h:
             await subscribed(h, P0)
             await until(lambda: store.fence_reads == 1, what="the first read")
             state = h.runner._assignments.states[P0]
@@ -439,7 +452,9 @@ class TestHandover:
 
     async def test_an_unsettled_fence_is_handed_on_as_such_and_read_again(self) -> None:
         store = FakeStore()
-        async with running(store=store, index_lag_s=60, committed={P0: (0, OLD_ID)}) as a:
+        async with running(
+            store=store, index_lag_s=60, committed={P0: (0, OLD_ID)}, ran_before=True
+        ) as a:
             await subscribed(a, P0)
             await until(lambda: store.fence_reads == 1, what="the first read")
             await a.consumer.revoke(P0)
@@ -476,7 +491,7 @@ class TestHandover:
             )
 
     async def test_a_partition_back_in_the_next_generation_keeps_its_fence(self) -> None:
-        async with running() as h:
+        async with running(ran_before=True) as h:
             await subscribed(h, P0)
             await until(lambda: h.store.fence_reads == 1, what="the first fence read")
             h.consumer.deliver([record(TOPIC, 0, o) for o in range(3)])
@@ -491,13 +506,136 @@ class TestHandover:
             assert h.invoker.offsets() == [0, 1, 2, 3, 4]
 
     async def test_a_partition_back_after_a_missed_generation_reads_the_ledger(self) -> None:
-        async with running() as h:
+        async with running(ran_before=True) as h:
             await subscribed(h, P0)
             await until(lambda: h.store.fence_reads == 1, what="the first fence read")
             await h.consumer.revoke(P0)
             # Another member may have owned it in between: the ledger is read again.
             await h.consumer.assign(P0, generation=h.consumer.current_generation + 2)
             await until(lambda: h.store.fence_reads == 2, what="a fresh fence read")
+
+
+@dataclass(eq=False)
+class _UnrecordableStore(FakeStore):
+    """Recording a topic fails until :attr:`failures` runs out."""
+
+    failures: int = 0
+
+    async def remember_topic(self, subscription_id: str, topic: str) -> bool:
+        if self.failures > 0:
+            self.failures -= 1
+            raise StoreError("DynamoDB is unreachable")
+        return await super().remember_topic(subscription_id, topic)
+
+
+@dataclass(eq=False)
+class _SlowRecordingStore(FakeStore):
+    """Recording a topic waits for :attr:`release`."""
+
+    release: asyncio.Event = field(default_factory=asyncio.Event)
+    puts: int = 0
+
+    async def remember_topic(self, subscription_id: str, topic: str) -> bool:
+        self.puts += 1
+        await self.release.wait()
+        return await super().remember_topic(subscription_id, topic)
+
+
+class TestFirstRecording:
+    """Pollers record a topic before writing any ledger row of it; the put that records it
+    first proves the ledger empty, so a new subscription's first owner reads no fence."""
+
+    @pytest.mark.promise("p-ops-first-recording")
+    async def test_a_new_subscription_reads_no_fence_and_records_its_topic_first(
+        self,
+    ) -> None:
+        async with running() as h:  # the store refuses rows of an unrecorded topic
+            await subscribed(h, P0)
+            h.consumer.deliver([record(TOPIC, 0, o) for o in range(3)])
+            await until(lambda: h.committed(P0) == 3, what="commit of 3")
+            state = h.runner._assignments.states[P0]
+            assert (state.fence_known, state.fence, state.fence_settled) == (True, None, True)
+            assert h.store.fence_reads == 0
+            assert (SUB.id, h.key_of()) in h.store.topics
+            assert h.invoker.offsets() == [0, 1, 2]
+
+    async def test_a_partition_assigned_after_the_topic_was_recorded_reads_the_ledger(
+        self,
+    ) -> None:
+        # Between the two, another member may have owned it, written rows and crashed.
+        async with running() as h:
+            await subscribed(h, P0)
+            await until(lambda: h.store.topics, what="the topic recorded")
+            await h.consumer.revoke(P0)
+            await h.consumer.assign(P0, generation=h.consumer.current_generation + 2)
+            await until(lambda: h.store.fence_reads == 1, what="a fence read")
+
+    async def test_a_member_that_finds_the_topic_recorded_reads_the_ledger(self) -> None:
+        store = FakeStore()
+        async with running(store=store) as a:
+            await subscribed(a, P0)
+            await until(lambda: store.topics, what="the first member recorded the topic")
+            async with running(store=store, group_of=a) as b:
+                await subscribed(b, P1)
+                await until(lambda: store.fence_reads == 1, what="the second member's read")
+                assert b.runner._assignments.states[P1].fence_known
+                assert a.runner._assignments.states[P0].fence_settled
+                assert store.fence_reads == 1, "the first member read the ledger"
+
+    async def test_a_put_in_flight_across_a_rebalance_proves_nothing_for_the_new_assignment(
+        self,
+    ) -> None:
+        # Sent before the later assignment: another member may have owned the partition in
+        # between and written rows after finding the topic recorded by this very put.
+        store = _SlowRecordingStore()
+        async with running(store=store) as h:
+            await subscribed(h, P0)
+            await until(lambda: store.puts == 1, what="the put sent")
+            await h.consumer.revoke(P0)
+            await h.consumer.assign(P0, generation=h.consumer.current_generation + 2)
+            store.release.set()
+            await until(lambda: store.fence_reads == 1, what="the new assignment reads the ledger")
+            assert store.puts == 1
+
+    async def test_a_partition_with_a_committed_position_reads_the_ledger(self) -> None:
+        # Its earlier owner may be of a version that wrote ledger rows before recording the
+        # topic: finding the topic unrecorded proves nothing for it.
+        store = FakeStore()
+        for offset in range(5):
+            inv_id = ids.invocation_id(SUB.id, topic_key(TOPIC, OLD_ID), 0, offset)
+            store.rows[inv_id] = LedgerEntry(
+                inv_id, SUB.id, topic_key(TOPIC, OLD_ID), 0, offset, None, "t", "SUCCEEDED"
+            )
+        async with running(store=store, committed={P0: (2, OLD_ID)}) as h:
+            await subscribed(h, P0)
+            h.consumer.deliver([record(TOPIC, 0, o) for o in range(2, 7)])
+            await until(lambda: h.committed(P0) == 7, what="commit of 7")
+            assert store.fence_reads == 1
+            assert h.invoker.offsets() == [5, 6], "what finished before ran again"
+
+    async def test_a_runner_waiting_to_record_its_topic_stops_when_asked(self) -> None:
+        store = _UnrecordableStore(failures=10**6)
+        async with running(store=store) as h:
+            await subscribed(h, P0)
+            h.consumer.deliver([record(TOPIC, 0, 0)])
+            await until(lambda: h.runner.last_error is not None, what="the failure surfaced")
+            h.runner.stop()
+            await until(lambda: h.runner.state is RunnerState.STOPPED, timeout=3, what="stop")
+            assert h.invoker.calls == []
+
+    async def test_no_record_is_admitted_before_its_topic_is_recorded(self) -> None:
+        store = _UnrecordableStore(failures=3)
+        async with running(store=store) as h:
+            await subscribed(h, P0)
+            h.consumer.deliver([record(TOPIC, 0, o) for o in range(2)])
+            await until(lambda: h.runner.last_error is not None, what="the failure surfaced")
+            assert h.invoker.calls == []
+            assert "DynamoDB is unreachable" in (h.runner.last_error or "")
+            await until(lambda: h.committed(P0) == 2, timeout=5, what="commit once recorded")
+            assert h.invoker.offsets() == [0, 1]
+            assert h.runner.last_error is None
+            # The recording that failed proved nothing: the fence came from the ledger.
+            assert h.store.fence_reads >= 1
 
 
 class TestTopicIdentity:
