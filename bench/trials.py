@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import os
 import signal
 import socket
 import sys
@@ -94,8 +95,10 @@ def _poller_config(
     http_client: str = "aiohttp",
 ) -> str:
     lambda_section = f'[lambda]\nendpoint-url = "{lambda_url}"\n' if lambda_url else ""
+    # BENCH_POLLER_LOG_LEVEL=DEBUG: to follow one run's pollers step by step (bench/README.md).
+    log_level = os.environ.get("BENCH_POLLER_LOG_LEVEL", "INFO")
     return (
-        'log-level = "INFO"\n\n'
+        f'log-level = "{log_level}"\n\n'
         # The admin API serves /metrics, read during the run for the engine's own view.
         "[admin]\n"
         f'bind-address = "127.0.0.1:{admin_port}"\n'

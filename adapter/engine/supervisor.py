@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -215,6 +216,7 @@ class Supervisor:
             await self.shutdown()
 
     async def refresh(self) -> None:
+        started = time.monotonic()
         try:
             subs = await self._control.poll()
         except StoreError as exc:
@@ -223,6 +225,7 @@ class Supervisor:
             log.warning("cannot read subscriptions (keeping current consumers): %s", exc)
             return
         self.last_refresh_error = None
+        log.debug("change feed read in %.0f ms", (time.monotonic() - started) * 1000)
         desired = {s.id: s for s in subs if not s.paused and self._runs_here(s)}
         # After _runs_here: it starts the shard map members, which listen for signals too.
         await self.change_listeners.follow({s.cluster for s in subs})

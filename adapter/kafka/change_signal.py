@@ -112,6 +112,7 @@ class ChangeListener:
                     batch = await consumer.getmany(tp, timeout_ms=60_000)
                     if batch.get(tp):
                         self.signals += 1
+                        log.debug("change signal heard on cluster %s", self.cluster)
                         self._on_signal()
             except AIOKafkaError as exc:
                 if not warned:

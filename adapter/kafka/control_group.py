@@ -241,6 +241,7 @@ class ControlGroup:
                     records and tp.topic == SIGNAL_TOPIC for tp, records in batches.items()
                 ):
                     self.signals += 1
+                    log.debug("change signal heard on cluster %s", self.cluster)
                     self._on_signal()
         except AIOKafkaError as exc:
             raise translate(exc, context=self._context) from exc
