@@ -449,6 +449,7 @@ class ScaleScenario:
             }
             async with http.post(f"{entry.admin_url}/subscriptions", json=body) as response:
                 created = await response.json()
+            answered_s = time.monotonic() - t0
             # One topic's arrivals: asking for all of them (tens of thousands by now) every
             # few ms cost the handler and the pollers' shared CPU more than it measured.
             arrived: list[list[int]] = []
@@ -462,7 +463,9 @@ class ScaleScenario:
                 for i, p in enumerate(self._pollers)
                 if created.get("id") in p.running_subscriptions()
             ]
-            samples.append({"seconds": round(elapsed, 3), "pollers": runners})
+            samples.append(
+                {"seconds": round(elapsed, 3), "post_s": round(answered_s, 3), "pollers": runners}
+            )
         elsewhere = [s["seconds"] for s in samples if 0 not in s["pollers"]]
         self.say(f"  (g) POST -> first invocation: {samples}")
         return {

@@ -46,6 +46,7 @@ __all__ = [
     "ConditionsFailed",
     "claim_id",
     "claim_item",
+    "new_table_item",
     "parse_change_log",
 ]
 
@@ -94,6 +95,12 @@ class ChangeLog:
                 return None
             out.append(change)
         return out
+
+
+def new_table_item() -> dict[str, Any]:
+    """The change item of a subscriptions table just created: version 0, and claims marked
+    ready -- it holds no subscription stored before claims, so none needs a back-fill."""
+    return {"id": {"S": CHANGES_ID}, "version": {"N": "0"}, "claims": {"N": "1"}}
 
 
 class ConditionsFailed(ConditionFailedError):

@@ -8,6 +8,7 @@ installed wheel finds it wherever site-packages is.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from adapter.errors import StoreError
+from adapter.store.changes import new_table_item
 
 __all__ = ["TABLES_FILE", "TableNames", "create_tables", "table_definitions"]
 
@@ -90,6 +92,14 @@ def create_tables(client: Any, names: TableNames) -> list[str]:
             )
             if ttl:
                 client.update_time_to_live(TableName=table, TimeToLiveSpecification=ttl)
+            if logical == "subscriptions":
+                # Conditional: another process creating the tables may have written first.
+                with contextlib.suppress(ClientError):
+                    client.put_item(
+                        TableName=table,
+                        Item=new_table_item(),
+                        ConditionExpression="attribute_not_exists(id)",
+                    )
             created.append(table)
     except (BotoCoreError, ClientError) as exc:
         raise StoreError(f"cannot create DynamoDB tables: {exc}") from exc
