@@ -66,6 +66,9 @@ CONTROL_TOPIC = "__kafka_ingress_shards"
 ASSIGNOR_NAME = "kafka-ingress-shards"
 # Without signals, fetches happen only between an assignment and its pause: keep them short.
 _FETCH_WAIT_MS = 100
+# A member without its signal partition asks for fresh metadata this often (doubling).
+_SIGNALS_RECHECK_S = 1.0
+_SIGNALS_RECHECK_MAX_S = 30.0
 _POLL_TIMEOUT_MS = 30_000
 # aiokafka's fetch task wakes on every event it acts on; its 200 ms timer only costs CPU.
 _FETCHER_TIMEOUT_MS = 2_000
@@ -217,6 +220,9 @@ class ControlGroup:
         )
         self._started = False
         self.ready = asyncio.Event()
+        self._listener: _PauseAssigned | None = None
+        self.listening = asyncio.Event()
+        """Set once change signals are heard (the signal partition assigned and positioned)."""
         """Set once the member's client is up (:meth:`partition_counts` can answer)."""
 
     async def run(self) -> None:
@@ -231,7 +237,7 @@ class ControlGroup:
             await self._consumer.start()
             self._started = True
             self.ready.set()
-            listener = _PauseAssigned(self._consumer)
+            listener = self._listener = _PauseAssigned(self._consumer)
             self._consumer.subscribe(topics, listener=listener)
             if self._on_signal is not None:
                 announce = asyncio.create_task(self._announce(listener.signals_assigned))
@@ -252,12 +258,30 @@ class ControlGroup:
             with contextlib.suppress(AIOKafkaError, TimeoutError):
                 await asyncio.wait_for(self._consumer.stop(), 10)
 
+    @property
+    def assignments(self) -> int:
+        """Assignments received so far (tests wait for the first)."""
+        return self._listener.assignments if self._listener is not None else 0
+
     async def _announce(self, assigned: asyncio.Event) -> None:
         """Say so once signals are heard: the signal partition is assigned and positioned
-        (at its end; a signal sent before that is seen by the poll of the change feed)."""
-        await assigned.wait()
+        (at its end; a signal sent before that is seen by the poll of the change feed).
+
+        The group's leader assigns what its metadata shows, and a signal topic created a
+        moment before (by this poller, on a busy broker) may not be in it yet; aiokafka would
+        see it only at its next metadata refresh, minutes later. So while no signal partition
+        is assigned, the member asks for fresh metadata: a leader that then finds the topic
+        rebalances the group, and every member gets the signals."""
+        wait_s = _SIGNALS_RECHECK_S
+        while not assigned.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(assigned.wait(), wait_s)
+            if not assigned.is_set():
+                self._consumer._client.force_metadata_update()
+                wait_s = min(wait_s * 2, _SIGNALS_RECHECK_MAX_S)
         with contextlib.suppress(AIOKafkaError, IllegalStateError):
             await self._consumer.position(TopicPartition(SIGNAL_TOPIC, 0))
+            self.listening.set()
             log.info("listening for change signals on cluster %s (shard map)", self.cluster)
 
     async def partition_counts(self, topics: Sequence[str]) -> dict[str, int]:
@@ -298,11 +322,13 @@ class _PauseAssigned(ConsumerRebalanceListener):  # type: ignore[misc]
     def __init__(self, consumer: AIOKafkaConsumer) -> None:
         self._consumer = consumer
         self.signals_assigned = asyncio.Event()
+        self.assignments = 0
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
         return None
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        self.assignments += 1
         self._consumer.pause(*(tp for tp in assigned if tp.topic == CONTROL_TOPIC))
         if any(tp.topic == SIGNAL_TOPIC for tp in assigned):
             self.signals_assigned.set()
