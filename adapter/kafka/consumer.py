@@ -78,12 +78,13 @@ IDLE_FETCH_WAIT_MS = 500
 QUIET_FETCH_WAIT_MS = 5_000
 QUIET_AFTER_S = 10.0
 # aiokafka's fetch task wakes at least this often (``consumer_timeout_ms``, 200 ms by default)
-# even with a fetch in flight; every event it acts on (a response, an assignment, a seek, a
-# consumed batch, a resume, a metadata update it asked for) wakes it anyway, and buffered
-# records set a shorter wait of their own. Idle CPU at S = 50 on one poller: 1.28 CPU-s/min at
-# 200 ms, 1.04 at 2 s; 140 idle aiokafka members in one process: 1.08 at 2 s, 0.88 at 10 s
-# (docs/operations.md#capacity).
-FETCHER_TIMEOUT_MS = 10_000
+# even with a fetch in flight; the events it acts on are meant to wake it anyway, but not all
+# do: with 10 s, a partition revoked and assigned straight back to the same member waited
+# ~10 s for its next fetch (one topic of 200 in two of five (g) runs: 10.4-10.5 s delivery
+# gaps), which 2 s keeps within the rebalance itself. Idle CPU at S = 50 on one poller: 1.28
+# CPU-s/min at 200 ms, 1.04 at 2 s (140 bare aiokafka members: 1.08 at 2 s, 0.88 at 10 s;
+# docs/operations.md#capacity).
+FETCHER_TIMEOUT_MS = 2_000
 # A group member without partitions (a subscription's standby on another poller, or one of more
 # members than partitions) needs only its group coordinator connection, which heartbeats keep
 # busy; its fetch connection idles. Closed after this long instead of aiokafka's 9 minutes, so
