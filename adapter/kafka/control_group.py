@@ -66,9 +66,11 @@ CONTROL_TOPIC = "__kafka_ingress_shards"
 ASSIGNOR_NAME = "kafka-ingress-shards"
 # Without signals, fetches happen only between an assignment and its pause: keep them short.
 _FETCH_WAIT_MS = 100
-# A member without its signal partition asks for fresh metadata this often (doubling).
+# A member without its signal partition asks for fresh metadata this often (doubling), at
+# most as rarely as aiokafka's own refresh: a topic that cannot be created (no ACL) makes
+# aiokafka log an error at each look.
 _SIGNALS_RECHECK_S = 1.0
-_SIGNALS_RECHECK_MAX_S = 30.0
+_SIGNALS_RECHECK_MAX_S = 300.0
 _POLL_TIMEOUT_MS = 30_000
 # aiokafka's fetch task wakes on every event it acts on; its 200 ms timer only costs CPU.
 _FETCHER_TIMEOUT_MS = 2_000
@@ -220,10 +222,10 @@ class ControlGroup:
         )
         self._started = False
         self.ready = asyncio.Event()
+        """Set once the member's client is up (:meth:`partition_counts` can answer)."""
         self._listener: _PauseAssigned | None = None
         self.listening = asyncio.Event()
         """Set once change signals are heard (the signal partition assigned and positioned)."""
-        """Set once the member's client is up (:meth:`partition_counts` can answer)."""
 
     async def run(self) -> None:
         """Create the control topic if missing, join, and stay a member until cancelled."""
@@ -270,8 +272,9 @@ class ControlGroup:
         The group's leader assigns what its metadata shows, and a signal topic created a
         moment before (by this poller, on a busy broker) may not be in it yet; aiokafka would
         see it only at its next metadata refresh, minutes later. So while no signal partition
-        is assigned, the member asks for fresh metadata: a leader that then finds the topic
-        rebalances the group, and every member gets the signals."""
+        is assigned, the member asks for fresh metadata (after 1 s, doubling up to 5 minutes):
+        a leader that then finds the topic rebalances the group, and every member gets the
+        signals (a member that is not the leader only spends a metadata request)."""
         wait_s = _SIGNALS_RECHECK_S
         while not assigned.is_set():
             with contextlib.suppress(TimeoutError):

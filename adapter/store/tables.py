@@ -8,8 +8,8 @@ installed wheel finds it wherever site-packages is.
 
 from __future__ import annotations
 
-import contextlib
 import json
+import logging
 import time
 from dataclasses import dataclass
 from functools import cache
@@ -21,6 +21,8 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from adapter.errors import StoreError
 from adapter.store.changes import new_table_item
+
+log = logging.getLogger(__name__)
 
 __all__ = ["TABLES_FILE", "TableNames", "create_tables", "table_definitions"]
 
@@ -93,17 +95,24 @@ def create_tables(client: Any, names: TableNames) -> list[str]:
             if ttl:
                 client.update_time_to_live(TableName=table, TimeToLiveSpecification=ttl)
             if logical == "subscriptions":
-                # Conditional: another process creating the tables may have written first.
-                with contextlib.suppress(ClientError):
-                    client.put_item(
-                        TableName=table,
-                        Item=new_table_item(),
-                        ConditionExpression="attribute_not_exists(id)",
-                    )
+                _mark_new_subscriptions_table(client, table)
             created.append(table)
     except (BotoCoreError, ClientError) as exc:
         raise StoreError(f"cannot create DynamoDB tables: {exc}") from exc
     return created
+
+
+def _mark_new_subscriptions_table(client: Any, table: str) -> None:
+    """Write the change item of a table just created (nothing to back-fill claims for).
+    Conditional: another process may have written first. Without it, the first POST does
+    the one-time back-fill instead, so a failure is only logged."""
+    try:
+        client.put_item(
+            TableName=table, Item=new_table_item(), ConditionExpression="attribute_not_exists(id)"
+        )
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
+            log.warning("cannot mark new table %s as needing no claim back-fill: %s", table, exc)
 
 
 def _add_missing_indexes(client: Any, table: str, spec: dict[str, Any]) -> list[str]:

@@ -90,9 +90,13 @@ async def test_a_member_whose_first_assignment_missed_the_signal_topic_hears_sig
     heard: list[float] = []
     member = _member(kafka_bootstrap, heard)
 
+    first_had_signals: list[bool] = []
+
     async def create_later() -> None:
         await member.ready.wait()
         await eventually(lambda: member.assignments > 0, timeout=30)
+        assigned = member._consumer.assignment()
+        first_had_signals.append(any(tp.topic == SIGNAL_TOPIC for tp in assigned))
         await ensure_signal_topic({"bootstrap_servers": kafka_bootstrap})
 
     creating = asyncio.create_task(create_later())
@@ -100,3 +104,4 @@ async def test_a_member_whose_first_assignment_missed_the_signal_topic_hears_sig
         await _hears_signals(kafka_bootstrap, member, heard)
     finally:
         await creating
+    assert first_had_signals == [False], "the path under test was not taken"
