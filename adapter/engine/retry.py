@@ -23,6 +23,7 @@ exception is :func:`until_ok`, the engine's single retry-until-it-works loop.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import random
 from collections.abc import Awaitable, Callable, Mapping
@@ -31,7 +32,7 @@ from typing import TypeVar
 
 from adapter.errors import ConfigError, IngressError
 
-__all__ = ["OPTION_KEYS", "RetryPolicy", "until_ok"]
+__all__ = ["OPTION_KEYS", "RetryAbandoned", "RetryPolicy", "until_ok"]
 
 T = TypeVar("T")
 
@@ -256,6 +257,10 @@ def _parse_attempts(key: str, raw: OptionValue) -> int | None:
     return value
 
 
+class RetryAbandoned(Exception):
+    """:func:`until_ok` stopped retrying: the step is no longer wanted (``give_up``, ``stop``)."""
+
+
 async def until_ok(
     call: Callable[[], Awaitable[T]],
     *,
@@ -263,13 +268,17 @@ async def until_ok(
     errors: tuple[type[IngressError], ...],
     first_delay_s: float = 0.1,
     max_delay_s: float = 5.0,
+    give_up: Callable[[], bool] | None = None,
+    stop: asyncio.Event | None = None,
 ) -> T:
     """``await call()`` until it does not raise one of ``errors`` (capped exponential backoff).
 
     For the engine's steps that must not be skipped — the ledger check before admitting a
     record, a workflow claim, storing a dead letter: the record waits (its offset stays
     uncommitted) rather than being decided without them. ``on_error`` sees every failure, so
-    the caller can surface it (``last_error``, a warning).
+    the caller can surface it (``last_error``, a warning). After a failure, RetryAbandoned
+    ends the retries if ``give_up()`` says so (the work went elsewhere) or once ``stop`` is
+    set (which also cuts the wait short).
     """
     delay = first_delay_s
     while True:
@@ -277,5 +286,13 @@ async def until_ok(
             return await call()
         except errors as exc:
             on_error(exc)
+        if give_up is not None and give_up():
+            raise RetryAbandoned
+        if stop is None:
             await asyncio.sleep(delay)
-            delay = min(delay * 2, max_delay_s)
+        else:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay)
+            if stop.is_set():
+                raise RetryAbandoned
+        delay = min(delay * 2, max_delay_s)

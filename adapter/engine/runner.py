@@ -38,7 +38,7 @@ from adapter.engine.ledger import LedgerWriter, with_paged_successes
 from adapter.engine.lifecycle import TERMINAL_STATUSES, InvocationStatus
 from adapter.engine.ownership import OwnershipGate
 from adapter.engine.partition import PartitionState
-from adapter.engine.retry import until_ok
+from adapter.engine.retry import RetryAbandoned, until_ok
 from adapter.engine.settings import RunnerSettings, RunnerState, RunnerStats, RunnerStore
 from adapter.engine.topic_watch import TopicChange, TopicWatch
 from adapter.errors import ConfigError, IngressError, KafkaError, StoreError
@@ -470,26 +470,27 @@ class SubscriptionRunner(RebalanceListener):
         a topic before it is recorded: a later owner that records it first concludes that the
         ledger holds nothing of it). Retried while DynamoDB refuses; False if the partition
         was revoked or the runner stops meanwhile."""
-        delay = 0.1
         failed = False
-        while True:
-            try:
-                await self._assignments.record_topic(state.topic_key)
-            except StoreError as exc:
-                failed = True
-                self.last_error = str(exc)
-                log.warning("cannot record topic %s, retrying: %s", state.topic_key, exc)
-            else:
-                if failed:
-                    self.last_error = None
-                return self._assignments.current(state)
-            if not self._assignments.current(state):
-                return False
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), delay)
-            if self._stopping.is_set():
-                return False
-            delay = min(delay * 2, 5.0)
+
+        def report(exc: IngressError) -> None:
+            nonlocal failed
+            failed = True
+            self.last_error = str(exc)
+            log.warning("cannot record topic %s, retrying: %s", state.topic_key, exc)
+
+        try:
+            await until_ok(
+                lambda: self._assignments.record_topic(state.topic_key),
+                on_error=report,
+                errors=(StoreError,),
+                give_up=lambda: not self._assignments.current(state),
+                stop=self._stopping,
+            )
+        except RetryAbandoned:
+            return False
+        if failed:
+            self.last_error = None
+        return self._assignments.current(state)
 
     def _filtered_out(self, state: PartitionState, records: list[KafkaRecord]) -> list[KafkaRecord]:
         """Records ``filter.criteria`` excludes are finished without an invocation (their

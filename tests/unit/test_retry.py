@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 import random
 from typing import Any
@@ -10,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from adapter.engine.retry import OPTION_KEYS, RetryPolicy
-from adapter.errors import ConfigError
+from adapter.engine.retry import OPTION_KEYS, RetryAbandoned, RetryPolicy, until_ok
+from adapter.errors import ConfigError, StoreError
 
 PROPERTY = settings(max_examples=100, deadline=None, database=None)
 
@@ -300,3 +301,50 @@ def test_retry_after_is_a_floor_up_to_the_cap(
     backoff_only = policy.next_delay(1, None, u)
     assert backoff_only is not None
     assert delay >= backoff_only
+
+
+class TestUntilOk:
+    async def test_retries_until_the_call_succeeds(self) -> None:
+        failures: list[str] = []
+        answers = iter([StoreError("a"), StoreError("b"), "ok"])
+
+        async def call() -> str:
+            answer = next(answers)
+            if isinstance(answer, Exception):
+                raise answer
+            return answer
+
+        result = await until_ok(
+            call, on_error=lambda e: failures.append(str(e)), errors=(StoreError,), first_delay_s=0
+        )
+        assert (result, failures) == ("ok", ["a", "b"])
+
+    async def test_gives_up_after_a_failure_once_the_work_is_not_wanted(self) -> None:
+        calls = 0
+
+        async def call() -> None:
+            nonlocal calls
+            calls += 1
+            raise StoreError("down")
+
+        with pytest.raises(RetryAbandoned):
+            await until_ok(
+                call, on_error=lambda e: None, errors=(StoreError,), give_up=lambda: calls >= 2
+            )
+        assert calls == 2
+
+    async def test_a_stop_cuts_the_wait_short_and_ends_the_retries(self) -> None:
+        stop = asyncio.Event()
+
+        async def call() -> None:
+            raise StoreError("down")
+
+        retrying = asyncio.create_task(
+            until_ok(
+                call, on_error=lambda e: None, errors=(StoreError,), first_delay_s=60, stop=stop
+            )
+        )
+        await asyncio.sleep(0.01)  # pacing: the task reaches its 60 s wait
+        stop.set()
+        with pytest.raises(RetryAbandoned):
+            await asyncio.wait_for(retrying, 1)
