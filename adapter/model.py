@@ -9,6 +9,7 @@ from __future__ import annotations
 import enum
 import re
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Literal
 
 __all__ = [
@@ -47,6 +48,7 @@ LAMBDA_FUNCTION_ARN = re.compile(
 FUNCTION_SINK_HANDLER = "handler"
 
 
+@lru_cache(maxsize=1024)  # a few services per poller; asked for every record
 def function_sink_arn(service: str) -> str | None:
     """The function ARN when ``service`` is a function sink's service, else None."""
     return service if LAMBDA_FUNCTION_ARN.match(service) else None
@@ -157,19 +159,17 @@ class Target:
     handler_type: HandlerType
     input_kind: InputKind
     deployment: Deployment
+    # Derived once here: the engine asks for them for every record.
+    keyed: bool = field(init=False, repr=False, compare=False)
+    ordered: bool = field(init=False, repr=False, compare=False)
+    """One-at-a-time per key, in partition order (exclusive object handlers, workflow run)."""
+    sink: str = field(init=False, repr=False, compare=False)
 
-    @property
-    def keyed(self) -> bool:
-        return self.service_type is not ServiceType.SERVICE
-
-    @property
-    def ordered(self) -> bool:
-        """One-at-a-time per key, in partition order (exclusive object handlers, workflow run)."""
-        return self.handler_type in (HandlerType.EXCLUSIVE, HandlerType.WORKFLOW)
-
-    @property
-    def sink(self) -> str:
-        return sink_uri(self.service, self.handler)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "keyed", self.service_type is not ServiceType.SERVICE)
+        ordered = self.handler_type in (HandlerType.EXCLUSIVE, HandlerType.WORKFLOW)
+        object.__setattr__(self, "ordered", ordered)
+        object.__setattr__(self, "sink", sink_uri(self.service, self.handler))
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,8 +29,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import random
 import re
-import secrets
 import time
 from collections import Counter
 from collections.abc import Mapping
@@ -361,9 +361,9 @@ def derive_trace_id(inv_id: str) -> str:
 
 def fresh_traceparent(inv_id: str) -> str:
     """A new sampled ``traceparent``: the derived trace ID and a random span ID."""
-    span_id = secrets.token_hex(8)
-    if span_id == _ZERO_SPAN_ID:
-        span_id = "0" * 15 + "1"
+    # A span ID is unique, not secret (OpenTelemetry's SDK draws it the same way); the
+    # module's generator is reseeded in a forked child, and this runs for every record.
+    span_id = f"{random.getrandbits(64) or 1:016x}"
     return f"00-{derive_trace_id(inv_id)}-{span_id}-01"
 
 

@@ -113,7 +113,9 @@ def _headers(request: InvocationRequest, sign: Signer | None, path: str) -> dict
     # Like HTTP: mapped headers < deployment headers < signature (case-insensitively).
     merged = {k.lower(): v for k, v in request.headers.items()}
     merged[HEADER_ATTEMPT] = str(request.attempt)
-    merged.update({k.lower(): v for k, v in request.target.deployment.additional_headers.items()})
+    additional = request.target.deployment.additional_headers
+    if additional:
+        merged.update({k.lower(): v for k, v in additional.items()})
     if sign is not None:
         merged.update({k.lower(): v for k, v in sign(request, path).items()})
     return merged
@@ -272,8 +274,10 @@ def _function_error(reply: LambdaReply) -> Outcome:
 def _http_like(reply: LambdaReply, data: Mapping[str, Any]) -> Outcome:
     status = data.get("statusCode")
     assert isinstance(status, int)
-    headers = data.get("headers") if isinstance(data.get("headers"), Mapping) else {}
     body_value = data.get("body")
+    if body_value is None and 200 <= status < 300:
+        return Outcome.ack()  # the common answer about a batch's record: nothing to read
+    headers = data.get("headers") if isinstance(data.get("headers"), Mapping) else {}
     body = b""
     if isinstance(body_value, str):
         try:

@@ -46,6 +46,8 @@ class Outcome:
 
     @classmethod
     def ack(cls, response: bytes = b"") -> Outcome:
+        if not response:
+            return _ACK  # immutable: one instance serves every record acknowledged empty
         return cls(OutcomeKind.ACK, response=response)
 
     @classmethod
@@ -61,3 +63,6 @@ class Invoker(Protocol):
     async def invoke(self, request: InvocationRequest) -> Outcome: ...
 
     async def aclose(self) -> None: ...
+
+
+_ACK = Outcome(OutcomeKind.ACK)

@@ -181,7 +181,9 @@ class Consumer(Protocol):
 
 def to_record(msg: Any) -> KafkaRecord:
     # A null header value stays null (AWS's Kafka events tell it from an empty one).
-    headers = tuple((str(k), bytes(v) if v is not None else None) for k, v in (msg.headers or ()))
+    headers: tuple[tuple[str, bytes | None], ...] = ()
+    if msg.headers:  # most records have none: no generator for them (this runs per record)
+        headers = tuple((str(k), bytes(v) if v is not None else None) for k, v in msg.headers)
     return KafkaRecord(
         topic=msg.topic,
         partition=msg.partition,
