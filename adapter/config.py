@@ -142,8 +142,9 @@ class AdminSettings(_Section):
 
 class LimitSettings(_Section):
     max_in_flight: int = Field(default=256, ge=1, le=100_000, alias="max-in-flight")
-    max_buffered_per_partition: int = Field(
-        default=1000, ge=1, le=1_000_000, alias="max-buffered-per-partition"
+    # None: 1000 records, more for partition batches (adapter.engine.runner.pause_bound).
+    max_buffered_per_partition: int | None = Field(
+        default=None, ge=1, le=1_000_000, alias="max-buffered-per-partition"
     )
     max_record_bytes: int = Field(default=6 * 1024 * 1024, ge=1, alias="max-record-bytes")
     invocation_timeout_ms: int = Field(default=30_000, ge=1, alias="invocation-timeout-ms")

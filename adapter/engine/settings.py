@@ -49,7 +49,9 @@ class RunnerState(enum.StrEnum):
 @dataclass(frozen=True, slots=True)
 class RunnerSettings:
     max_in_flight: int = 256
-    max_buffered_per_partition: int = 1000
+    max_buffered_per_partition: int | None = None
+    """Unfinished records per partition before fetching is held back; None: the default
+    (``runner.pause_bound``)."""
     max_record_bytes: int = 6 * 1024 * 1024
     invocation_timeout_s: float = 30.0
     fetch_max_records: int = 500

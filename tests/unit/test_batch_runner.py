@@ -101,7 +101,7 @@ async def running(
     batches: bool = True,
     writer: FakeWriter | None = None,
     filter_json: str | None = None,
-    max_buffered: int = 1000,
+    max_buffered: int | None = 1000,
     retry: RetryPolicy | None = None,
     revoke_timeout_s: float = 10.0,
 ) -> AsyncIterator[Harness]:
@@ -184,6 +184,27 @@ async def test_a_batch_larger_than_the_partition_buffer_still_fills() -> None:
         h.consumer.deliver([record(TOPIC, 0, o) for o in range(4, 8)])
         await until(lambda: h.committed(P0) == 8, what="all committed")
         assert caller.batches == [list(range(8))]
+        assert P0 not in h.consumer.held
+
+
+async def test_partition_batches_buffer_forty_batches_by_default() -> None:
+    """Unset, max-buffered-per-partition is 40 batches for partition batches: with 1,000
+    records (10 batches of 100) a partition's line ran dry while its finished batches waited
+    for the ledger. Here 1,500 records of 50-record batches are taken on without a hold, and
+    the 2,000th holds the partition."""
+    caller = FakeBatchCaller(gate=asyncio.Event())
+    policy = BatchPolicy(size=50, window_ms=5)
+    async with running(caller, policy=policy, max_buffered=None) as h:
+        await assigned(h, P0)
+        h.consumer.deliver([record(TOPIC, 0, o) for o in range(1500)])
+        await until(lambda: caller.batches == [list(range(50))], what="first batch called")
+        await until(lambda: h.runner.stats.consumed == 1500, what="1,500 records taken on")
+        assert P0 not in h.consumer.held
+        h.consumer.deliver([record(TOPIC, 0, o) for o in range(1500, 2000)])
+        await until(lambda: P0 in h.consumer.held, what="held at 40 batches")
+        assert caller.gate is not None
+        caller.gate.set()
+        await until(lambda: h.committed(P0) == 2000, what="all committed")
         assert P0 not in h.consumer.held
 
 

@@ -188,7 +188,7 @@ def test_documented_defaults_are_the_defaults() -> None:
         100,
     )
     assert (admin.header_timeout_s, admin.max_connections) == (10.0, 256)
-    assert (limits.max_in_flight, limits.max_buffered_per_partition) == (256, 1000)
+    assert (limits.max_in_flight, limits.max_buffered_per_partition) == (256, None)
     assert limits.max_record_bytes == 6291456
     assert (limits.invocation_timeout_ms, limits.drain_timeout_ms) == (30000, 30000)
     assert (limits.ledger_retention_days, limits.subscription_refresh_ms) == (7, 1000)

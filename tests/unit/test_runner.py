@@ -16,10 +16,12 @@ from dataclasses import dataclass, field
 import pytest
 
 from adapter import ids
+from adapter.engine.batch_dispatch import BatchSettings
+from adapter.engine.batches import BatchPolicy
 from adapter.engine.ledger import LedgerWriter
 from adapter.engine.lifecycle import InvocationStatus
 from adapter.engine.retry import RetryPolicy
-from adapter.engine.runner import SubscriptionRunner
+from adapter.engine.runner import SubscriptionRunner, pause_bound
 from adapter.engine.settings import RunnerSettings, RunnerState
 from adapter.errors import StoreError
 from adapter.invokers.base import InvocationRequest, Outcome
@@ -804,3 +806,29 @@ async def test_many_records_over_two_partitions_all_commit(ordered: bool) -> Non
         )
         await until(lambda: h.committed(P0) == 200 and h.committed(P1) == 200, timeout=5)
         assert sorted(h.invoker.offsets()) == sorted(list(range(200)) * 2)
+
+
+class TestPauseBound:
+    """Unfinished records per partition before fetching is held back (``pause_bound``)."""
+
+    def test_one_record_at_a_time_buffers_a_thousand_by_default(self) -> None:
+        assert pause_bound(RunnerSettings()) == 1000
+        assert pause_bound(RunnerSettings(max_buffered_per_partition=50)) == 50
+
+    @pytest.mark.parametrize(
+        ("size", "bound"),
+        [(10, 1000), (100, 4000), (250, 10_000), (1000, 10_000), (10_000, 20_000)],
+    )
+    def test_partition_batches_buffer_forty_batches_by_default(self, size: int, bound: int) -> None:
+        settings = RunnerSettings(batches=BatchSettings(policy=BatchPolicy(size=size)))
+        assert pause_bound(settings) == bound
+
+    def test_a_set_bound_is_kept_but_holds_two_batches(self) -> None:
+        def bound(configured: int, size: int) -> int:
+            batches = BatchSettings(policy=BatchPolicy(size=size))
+            return pause_bound(
+                RunnerSettings(max_buffered_per_partition=configured, batches=batches)
+            )
+
+        assert bound(500, 100) == 500
+        assert bound(150, 100) == 200
