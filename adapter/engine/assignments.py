@@ -45,7 +45,7 @@ from typing import Any, Protocol
 
 from adapter.engine.ledger import LedgerWriter
 from adapter.engine.ownership import OwnershipGate
-from adapter.engine.partition import PartitionState
+from adapter.engine.partition import Growth, PartitionState
 from adapter.engine.topic_watch import TopicWatch
 from adapter.errors import KafkaError, StoreError
 from adapter.kafka.commit_marks import Committed, Handover
@@ -88,6 +88,7 @@ class Assignments:
         ledger: LedgerWriter,
         gate: OwnershipGate,
         pause_at: int,
+        growth: Growth | None = None,
         revoke_timeout_s: float,
         on_error: Callable[[str], None],
         index_lag_s: float,
@@ -100,6 +101,7 @@ class Assignments:
         self._ledger = ledger
         self._gate = gate
         self._pause_at = max(2, pause_at)
+        self._growth = growth
         self._revoke_timeout_s = revoke_timeout_s
         self._on_error = on_error
         self._index_lag_s = index_lag_s
@@ -176,7 +178,9 @@ class Assignments:
                 )
                 await consumer.seek_to_beginning(tp)
                 commit = None
-            state = PartitionState(tp, self._topic.key, pause_at=self._pause_at)
+            state = PartitionState(
+                tp, self._topic.key, pause_at=self._pause_at, growth=self._growth
+            )
             state.generation = generation
             self.states[tp] = state
             if commit is None or commit.topic_id != topic_id:

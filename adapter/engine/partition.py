@@ -21,7 +21,9 @@ What one assignment knows::
   ledger read.
 * the offset tracker and the backlog bound — fetching pauses when ``pause_at`` records are
   pending (fetched, not yet durably finished) and resumes at ``resume_at`` (hysteresis, so
-  a partition at its bound does not flap on every record).
+  a partition at its bound does not flap on every record). With :class:`Growth` the bound
+  grows from ``pause_at`` toward ``Growth.records`` as far as the records fetched so far, at
+  their average size, fit in ``Growth.bytes``: room for small records, not for large ones.
 
 Pure: methods take what happened and return what the caller must do (:class:`Pause`,
 :class:`Resume`); the runner does the I/O.
@@ -33,7 +35,16 @@ from dataclasses import dataclass
 
 from adapter.engine.offsets import OffsetTracker, TopicPartition
 
-__all__ = ["PartitionState", "Pause", "Resume"]
+__all__ = ["Growth", "PartitionState", "Pause", "Resume"]
+
+
+@dataclass(frozen=True, slots=True)
+class Growth:
+    """How far a partition's backlog bound may grow: to ``records`` records, while that many
+    at the average size of those fetched stay within ``bytes``."""
+
+    records: int
+    bytes: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +67,10 @@ class PartitionState:
     __slots__ = (
         "_fence",
         "_fence_known",
+        "_fetched_bytes",
+        "_fetched_records",
+        "_growth",
+        "_least_pause_at",
         "_pause_at",
         "_resume_at",
         "committed_at_start",
@@ -75,9 +90,12 @@ class PartitionState:
         *,
         pause_at: int,
         resume_at: int | None = None,
+        growth: Growth | None = None,
     ) -> None:
         if pause_at < 1:
             raise ValueError(f"pause_at must be >= 1, got {pause_at}")
+        if growth is not None and resume_at is not None:
+            raise ValueError("a growing bound resumes at half of itself: give no resume_at")
         if resume_at is None:
             resume_at = pause_at // 2
         if not 0 <= resume_at < pause_at:
@@ -87,6 +105,10 @@ class PartitionState:
         self.tracker = OffsetTracker()
         self._pause_at = pause_at
         self._resume_at = resume_at
+        self._least_pause_at = pause_at
+        self._growth = growth
+        self._fetched_records = 0
+        self._fetched_bytes = 0
         self._fence: int | None = None
         self._fence_known = False
         # The group's commit when this assignment began (None: none, or a dead topic's): the
@@ -148,11 +170,29 @@ class PartitionState:
         """Fetched records are taken on; a revoking partition's belong to its next owner."""
         return not self.revoking
 
-    def fetched(self, offsets: list[int]) -> Pause | None:
-        """Records were taken on; pause fetching if the backlog reached its bound."""
+    @property
+    def grows(self) -> bool:
+        """Does :meth:`fetched` want the records' size?"""
+        return self._growth is not None
+
+    @property
+    def pause_at(self) -> int:
+        return self._pause_at
+
+    def fetched(self, offsets: list[int], size: int = 0) -> Pause | None:
+        """Records were taken on (``size``: their bytes, for a growing bound); pause fetching
+        if the backlog reached its bound."""
         track = self.tracker.track
         for offset in offsets:
             track(offset)
+        growth = self._growth
+        if growth is not None and offsets:
+            self._fetched_records += len(offsets)
+            self._fetched_bytes += size
+            average = max(1, self._fetched_bytes // self._fetched_records)
+            fits = min(growth.records, growth.bytes // average)
+            self._pause_at = max(self._least_pause_at, fits)
+            self._resume_at = self._pause_at // 2
         if not self.paused and self.tracker.pending >= self._pause_at:
             self.paused = True
             return Pause(self.tp)

@@ -37,7 +37,7 @@ from adapter.engine.dispatcher import DeadLetters, Dispatcher, Work
 from adapter.engine.ledger import LedgerWriter, with_paged_successes
 from adapter.engine.lifecycle import TERMINAL_STATUSES, InvocationStatus
 from adapter.engine.ownership import OwnershipGate
-from adapter.engine.partition import PartitionState
+from adapter.engine.partition import Growth, PartitionState
 from adapter.engine.retry import RetryAbandoned, until_ok
 from adapter.engine.settings import RunnerSettings, RunnerState, RunnerStats, RunnerStore
 from adapter.engine.topic_watch import TopicChange, TopicWatch
@@ -48,7 +48,7 @@ from adapter.kafka.consumer import Consumer, RebalanceListener
 from adapter.kafka.errors import ConnectionWatch, watch_connections
 from adapter.model import KafkaRecord, RetentionLoss, Subscription, Target
 
-__all__ = ["BATCHES_BUFFERED", "SubscriptionRunner", "pause_bound"]
+__all__ = ["BATCHES_BUFFERED", "SubscriptionRunner", "pause_bound", "pause_growth"]
 
 log = logging.getLogger(__name__)
 
@@ -69,29 +69,41 @@ def _now_ms() -> int:
 
 DEFAULT_BUFFERED_PER_PARTITION = 1000
 BATCHES_BUFFERED = 40
-"""Partition batches buffer this many batches by default, up to
-:data:`MAX_DEFAULT_BATCH_BUFFER` records: 1,000 records are 10 batches of 100, which a
-partition moving a batch per call gets through faster than its records are recorded in the
-ledger (they stay unfinished until then) and fetched again, so its line ran dry (bench (d):
-15,900 records/s with 1,000, 20,500-21,500 with 4,000, the same CPU per record)."""
+"""Partition batches may buffer this many batches by default (up to
+:data:`MAX_DEFAULT_BATCH_BUFFER` records, and only as many as fit in
+:data:`DEFAULT_BATCH_BUFFER_BYTES`): 1,000 records are 10 batches of 100, which a partition
+moving a batch per call got through faster than its records were recorded in the ledger (they
+stay unfinished until then) and fetched again, so its line ran dry (bench (d): 15,900
+records/s with 1,000, 20,500-21,500 with 4,000, at the same CPU per record)."""
 MAX_DEFAULT_BATCH_BUFFER = 10_000
+DEFAULT_BATCH_BUFFER_BYTES = 4 * 1024 * 1024
+"""Record bytes (key, value, headers) the default partition-batch buffer grows within: large
+records keep the 1,000-record bound, so the default never buffers more bytes than before plus
+this much."""
 
 
 def pause_bound(settings: RunnerSettings) -> int:
     """Unfinished records per partition before fetching is held back: ``[limits]
-    max-buffered-per-partition``, by default 1,000 records, or for partition batches
-    :data:`BATCHES_BUFFERED` batches up to :data:`MAX_DEFAULT_BATCH_BUFFER` records. Partition
-    batches always get room for two batches (the one in flight and the next, full), or a
-    batch.size above the bound could never fill and every batch would wait out its window."""
+    max-buffered-per-partition``, by default 1,000 records. Partition batches always get room
+    for two batches (the one in flight and the next, full), or a batch.size above the bound
+    could never fill and every batch would wait out its window."""
     bound = settings.max_buffered_per_partition
-    if settings.batches is None:
-        return bound or DEFAULT_BUFFERED_PER_PARTITION
-    size = settings.batches.policy.size
     if bound is None:
-        bound = max(
-            DEFAULT_BUFFERED_PER_PARTITION, min(BATCHES_BUFFERED * size, MAX_DEFAULT_BATCH_BUFFER)
-        )
-    return max(bound, 2 * size)
+        bound = DEFAULT_BUFFERED_PER_PARTITION
+    if settings.batches is not None:
+        bound = max(bound, 2 * settings.batches.policy.size)
+    return bound
+
+
+def pause_growth(settings: RunnerSettings) -> Growth | None:
+    """How far the default bound of partition batches grows (see :data:`BATCHES_BUFFERED`);
+    None when ``max-buffered-per-partition`` is set, or records go one at a time."""
+    if settings.batches is None or settings.max_buffered_per_partition is not None:
+        return None
+    records = min(BATCHES_BUFFERED * settings.batches.policy.size, MAX_DEFAULT_BATCH_BUFFER)
+    if records <= pause_bound(settings):
+        return None
+    return Growth(records, DEFAULT_BATCH_BUFFER_BYTES)
 
 
 class SubscriptionRunner(RebalanceListener):
@@ -158,6 +170,7 @@ class SubscriptionRunner(RebalanceListener):
             ledger=ledger,
             gate=self._gate,
             pause_at=pause_bound(settings),
+            growth=pause_growth(settings),
             revoke_timeout_s=settings.revoke_timeout_s,
             on_error=self._set_error,
             index_lag_s=settings.index_lag_s,
@@ -452,7 +465,8 @@ class SubscriptionRunner(RebalanceListener):
         key = state.topic_key
         if not self._assignments.topic_recorded(key) and not await self._record_topic(state):
             return
-        pause = state.fetched([r.offset for r in records])
+        size = sum(r.size for r in records) if state.grows else 0
+        pause = state.fetched([r.offset for r in records], size)
         if pause is not None and self._consumer is not None:
             self._consumer.hold(pause.tp)
         self._consumed += len(records)

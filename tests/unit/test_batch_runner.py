@@ -187,6 +187,7 @@ async def test_a_batch_larger_than_the_partition_buffer_still_fills() -> None:
         assert P0 not in h.consumer.held
 
 
+@pytest.mark.promise("p-config-batch-buffer-default")
 async def test_partition_batches_buffer_forty_batches_by_default() -> None:
     """Unset, max-buffered-per-partition is 40 batches for partition batches: with 1,000
     records (10 batches of 100) a partition's line ran dry while its finished batches waited
@@ -206,6 +207,24 @@ async def test_partition_batches_buffer_forty_batches_by_default() -> None:
         caller.gate.set()
         await until(lambda: h.committed(P0) == 2000, what="all committed")
         assert P0 not in h.consumer.held
+
+
+@pytest.mark.promise("p-config-batch-buffer-default")
+async def test_large_records_keep_the_thousand_record_default() -> None:
+    """The default grows only within 4 MiB of records: 8 KiB records are held at 1,000."""
+    caller = FakeBatchCaller(gate=asyncio.Event())
+    policy = BatchPolicy(size=50, window_ms=5)
+    value = b'"' + b"x" * 8190 + b'"'
+    async with running(caller, policy=policy, max_buffered=None) as h:
+        await assigned(h, P0)
+        h.consumer.deliver([record(TOPIC, 0, o, value=value) for o in range(999)])
+        await until(lambda: h.runner.stats.consumed == 999, what="999 records taken on")
+        assert P0 not in h.consumer.held
+        h.consumer.deliver([record(TOPIC, 0, 999, value=value)])
+        await until(lambda: P0 in h.consumer.held, what="held at 1,000")
+        assert caller.gate is not None
+        caller.gate.set()
+        await until(lambda: h.committed(P0) == 1000, what="all committed")
 
 
 @pytest.mark.promise("p-config-partial-response")

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from adapter.config import CLUSTERS_ENV, load_settings
+from adapter.engine.batch_dispatch import BatchSettings
+from adapter.engine.batches import BatchPolicy
+from adapter.engine.partition import Growth
+from adapter.engine.runner import pause_bound, pause_growth
+from adapter.engine.settings import RunnerSettings
 from adapter.errors import ConfigError
 
 RESTATE_TOML = """
@@ -189,6 +195,11 @@ def test_documented_defaults_are_the_defaults() -> None:
     )
     assert (admin.header_timeout_s, admin.max_connections) == (10.0, 256)
     assert (limits.max_in_flight, limits.max_buffered_per_partition) == (256, None)
+    # Unset, as the runner applies it: 1,000 records; partition batches of 100 grow to 4,000.
+    runner = RunnerSettings(max_buffered_per_partition=limits.max_buffered_per_partition)
+    batches = BatchSettings(policy=BatchPolicy(size=100))
+    assert pause_bound(runner) == 1000
+    assert pause_growth(replace(runner, batches=batches)) == Growth(4000, 4 * 1024 * 1024)
     assert limits.max_record_bytes == 6291456
     assert (limits.invocation_timeout_ms, limits.drain_timeout_ms) == (30000, 30000)
     assert (limits.ledger_retention_days, limits.subscription_refresh_ms) == (7, 1000)

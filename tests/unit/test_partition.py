@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from adapter.engine.ownership import Ownership
-from adapter.engine.partition import PartitionState, Pause, Resume
+from adapter.engine.partition import Growth, PartitionState, Pause, Resume
 from adapter.engine.topic_watch import TopicChange, TopicWatch
 from adapter.kafka.topics import TopicInfo
 
@@ -59,6 +59,26 @@ class TestBacklog:
     def test_invalid_bounds(self, pause_at: int, resume_at: int | None) -> None:
         with pytest.raises(ValueError, match=r"pause_at|resume_at"):
             PartitionState(TP, "t", pause_at=pause_at, resume_at=resume_at)
+
+    def test_a_growing_bound_takes_small_records_up_to_its_records(self) -> None:
+        s = PartitionState(TP, "t", pause_at=4, growth=Growth(records=10, bytes=1000))
+        assert s.fetched(list(range(8)), size=8 * 10) is None  # 10 bytes each: 100 fit
+        assert s.pause_at == 10
+        assert s.fetched([8, 9], size=20) == Pause(TP)
+        for offset in range(4):
+            assert s.finished(offset) is None
+        assert s.finished(4) == Resume(TP)  # 5 pending: half of the grown bound
+
+    def test_a_growing_bound_keeps_its_least_for_large_records(self) -> None:
+        s = PartitionState(TP, "t", pause_at=4, growth=Growth(records=10, bytes=1000))
+        assert s.fetched([0, 1], size=2 * 200) is None  # 200 bytes each: 5 fit
+        assert s.pause_at == 5
+        assert s.fetched([2, 3], size=2 * 2000) == Pause(TP)  # 1,100 on average: 0 fit
+        assert s.pause_at == 4
+
+    def test_a_growing_bound_resumes_at_half_of_itself(self) -> None:
+        with pytest.raises(ValueError, match="resume_at"):
+            PartitionState(TP, "t", pause_at=4, resume_at=1, growth=Growth(10, 1000))
 
     def test_each_assignment_is_its_own_object(self) -> None:
         assert state() is not state()

@@ -21,7 +21,7 @@ from adapter.engine.batches import BatchPolicy
 from adapter.engine.ledger import LedgerWriter
 from adapter.engine.lifecycle import InvocationStatus
 from adapter.engine.retry import RetryPolicy
-from adapter.engine.runner import SubscriptionRunner, pause_bound
+from adapter.engine.runner import SubscriptionRunner, pause_bound, pause_growth
 from adapter.engine.settings import RunnerSettings, RunnerState
 from adapter.errors import StoreError
 from adapter.invokers.base import InvocationRequest, Outcome
@@ -809,26 +809,32 @@ async def test_many_records_over_two_partitions_all_commit(ordered: bool) -> Non
 
 
 class TestPauseBound:
-    """Unfinished records per partition before fetching is held back (``pause_bound``)."""
+    """Unfinished records per partition before fetching is held back (``pause_bound``,
+    ``pause_growth``)."""
 
     def test_one_record_at_a_time_buffers_a_thousand_by_default(self) -> None:
         assert pause_bound(RunnerSettings()) == 1000
+        assert pause_growth(RunnerSettings()) is None
         assert pause_bound(RunnerSettings(max_buffered_per_partition=50)) == 50
 
     @pytest.mark.parametrize(
-        ("size", "bound"),
-        [(10, 1000), (100, 4000), (250, 10_000), (1000, 10_000), (10_000, 20_000)],
+        ("size", "least", "most"),
+        [(10, 1000, None), (100, 1000, 4000), (250, 1000, 10_000), (6000, 12_000, None)],
     )
-    def test_partition_batches_buffer_forty_batches_by_default(self, size: int, bound: int) -> None:
+    def test_partition_batches_grow_to_forty_batches_by_default(
+        self, size: int, least: int, most: int | None
+    ) -> None:
         settings = RunnerSettings(batches=BatchSettings(policy=BatchPolicy(size=size)))
-        assert pause_bound(settings) == bound
+        assert pause_bound(settings) == least
+        growth = pause_growth(settings)
+        assert (growth and growth.records) == most
+        assert growth is None or growth.bytes == 4 * 1024 * 1024
 
     def test_a_set_bound_is_kept_but_holds_two_batches(self) -> None:
-        def bound(configured: int, size: int) -> int:
+        def settings(configured: int, size: int) -> RunnerSettings:
             batches = BatchSettings(policy=BatchPolicy(size=size))
-            return pause_bound(
-                RunnerSettings(max_buffered_per_partition=configured, batches=batches)
-            )
+            return RunnerSettings(max_buffered_per_partition=configured, batches=batches)
 
-        assert bound(500, 100) == 500
-        assert bound(150, 100) == 200
+        assert pause_bound(settings(500, 100)) == 500
+        assert pause_growth(settings(500, 100)) is None
+        assert pause_bound(settings(150, 100)) == 200

@@ -203,6 +203,37 @@ def test_function_names() -> None:
             parse_function(bad)
 
 
+@pytest.mark.parametrize(
+    "result",
+    [
+        {"statusCode": 200},
+        {"statusCode": 204, "headers": {"retry-after": "9"}},
+        {"statusCode": 202, "isBase64Encoded": True},
+        {"statusCode": 200, "body": None},
+    ],
+)
+def test_a_2xx_result_without_a_body_acks_with_an_empty_response(result: dict[str, object]) -> None:
+    requests = [_request(1, b"{}")]
+    reply = _reply({"results": [{"invocationId": requests[0].invocation_id, **result}]})
+    (outcome,) = outcomes_from_batch_reply(requests, reply)
+    assert (outcome.kind, outcome.response, outcome.error) == (OutcomeKind.ACK, b"", None)
+
+
+def test_a_2xx_result_with_a_body_keeps_it_and_an_error_status_is_read() -> None:
+    requests = [_request(1, b"{}"), _request(2, b"{}")]
+    results = [
+        {"invocationId": requests[0].invocation_id, "statusCode": 200, "body": "ok"},
+        {
+            "invocationId": requests[1].invocation_id,
+            "statusCode": 503,
+            "headers": {"Retry-After": "7"},
+        },
+    ]
+    ok, busy = outcomes_from_batch_reply(requests, _reply({"results": results}))
+    assert (ok.kind, ok.response) == (OutcomeKind.ACK, b"ok")
+    assert (busy.kind, busy.retry_after) == (OutcomeKind.RETRY, 7)
+
+
 def test_batch_event_per_invocation_results() -> None:
     calls.clear()
     requests = [
