@@ -35,6 +35,7 @@ from adapter import __version__
 from adapter.config import Settings, load_settings
 from adapter.engine import tracing
 from adapter.errors import ConfigError, IngressError, ValidationError
+from adapter.gc_tuning import tune_for_throughput
 from adapter.logs import configure_logging
 
 __all__ = ["main"]
@@ -195,6 +196,7 @@ async def _serve(settings: Settings) -> None:
     poller = Poller(settings, store)
     # Traces only when OTEL_EXPORTER_OTLP_ENDPOINT is set (adapter.engine.tracing).
     tracing.install(tracing.configure())
+    tune_for_throughput()  # start-up's objects allocated by now (adapter.gc_tuning)
     try:
         await poller.run(handle_signals=True)
     finally:

@@ -11,7 +11,16 @@ __all__ = ["ALL_SCENARIOS", "DEFAULT_SCENARIOS", "EXPERIMENT_NAMES", "Options", 
 
 ALL_SCENARIOS = ("a", "b", "c", "d", "e", "f", "g", "scale", "http", "ledger")
 # Kept here, not imported from bench.experiments, so that parsing options imports nothing heavy.
-EXPERIMENT_NAMES = ("fast-ledger", "boto-lean", "no-ledger-io", "tracing", "no-histograms")
+EXPERIMENT_NAMES = (
+    "fast-ledger",
+    "boto-lean",
+    "no-ledger-io",
+    "tracing",
+    "no-histograms",
+    "gc-freeze",
+    "gc-freeze-only",
+    "gc-threshold-only",
+)
 DEFAULT_SCENARIOS = ALL_SCENARIOS
 # (g) takes minutes whatever the size: run it on its own (--scenarios g).
 QUICK_SCENARIOS = ("a", "b", "c", "d", "e", "scale", "http", "ledger")
