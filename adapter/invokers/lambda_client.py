@@ -30,6 +30,7 @@ from urllib.parse import quote
 
 import aiohttp
 import orjson
+from aiohttp.helpers import get_env_proxy_for_url
 from botocore.credentials import Credentials
 from botocore.exceptions import BotoCoreError
 from botocore.httpsession import where
@@ -98,6 +99,8 @@ class LambdaClient:
         self._max_connections = max_connections
         self._base: str | None = None
         self._credentials: Credentials | None = None
+        self._proxy: URL | None = None
+        self._proxy_auth: aiohttp.BasicAuth | None = None
         self._session: aiohttp.ClientSession | None = None
         self._resolving: asyncio.Lock | None = None
         self._timeouts: dict[float, aiohttp.ClientTimeout] = {}
@@ -115,9 +118,16 @@ class LambdaClient:
         session = boto3.session.Session()
         client = session.client("lambda", endpoint_url=self.endpoint_url, region_name=self.region)
         try:
-            return str(client.meta.endpoint_url).rstrip("/"), session.get_credentials()
+            base = str(client.meta.endpoint_url).rstrip("/")
         finally:
             client.close()
+        # The environment's proxy for the endpoint, read once: aiohttp's trust_env reads it
+        # (and ~/.netrc) again on a worker thread for every call.
+        try:
+            self._proxy, self._proxy_auth = get_env_proxy_for_url(URL(base))
+        except LookupError:
+            self._proxy, self._proxy_auth = None, None
+        return base, session.get_credentials()
 
     async def _resolved(self) -> tuple[str, Credentials | None]:
         if self._base is None:
@@ -138,7 +148,9 @@ class LambdaClient:
                     limit=self._max_connections,
                     ssl=ssl.create_default_context(cafile=bundle),
                 ),
-                trust_env=True,  # HTTPS_PROXY / NO_PROXY, as boto3
+                # HTTPS_PROXY / NO_PROXY as boto3 reads them: resolved once (_resolve_sync)
+                # and given with each call; no ~/.netrc credentials next to the signature.
+                trust_env=False,
                 cookie_jar=aiohttp.DummyCookieJar(),
             )
         return self._session
@@ -187,6 +199,8 @@ class LambdaClient:
                 headers=headers,
                 timeout=self._timeout(deadline),
                 allow_redirects=False,
+                proxy=self._proxy,
+                proxy_auth=self._proxy_auth,
             ) as response:
                 body = await response.read()
                 if response.status < 300:
