@@ -20,6 +20,7 @@ EXPERIMENT_NAMES = (
     "gc-freeze",
     "gc-freeze-only",
     "gc-threshold-only",
+    "gc-off",
 )
 DEFAULT_SCENARIOS = ALL_SCENARIOS
 # (g) takes minutes whatever the size: run it on its own (--scenarios g).

@@ -194,7 +194,16 @@ def _gc_threshold_only() -> None:
     gc.set_threshold(50_000, 20, 10)
 
 
+def _gc_off() -> None:
+    """No cyclic collection at all: what the collector still costs (an upper bound, never a
+    configuration: reference cycles would never be freed)."""
+    import gc
+
+    gc.disable()
+
+
 EXPERIMENTS: dict[str, Callable[[], None]] = {
+    "gc-off": _gc_off,
     "gc-freeze": _gc_freeze,
     "gc-freeze-only": _gc_freeze_only,
     "gc-threshold-only": _gc_threshold_only,
