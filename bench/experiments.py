@@ -203,15 +203,15 @@ def _gc_off() -> None:
 
 
 EXPERIMENTS: dict[str, Callable[[], None]] = {
-    "gc-off": _gc_off,
-    "gc-freeze": _gc_freeze,
-    "gc-freeze-only": _gc_freeze_only,
-    "gc-threshold-only": _gc_threshold_only,
     "fast-ledger": _fast_ledger,
     "boto-lean": _boto_lean,
     "no-ledger-io": _no_ledger_io,
     "tracing": _tracing,
     "no-histograms": _no_histograms,
+    "gc-freeze": _gc_freeze,
+    "gc-freeze-only": _gc_freeze_only,
+    "gc-threshold-only": _gc_threshold_only,
+    "gc-off": _gc_off,
 }
 
 
