@@ -31,11 +31,10 @@ from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 from urllib.parse import quote
 
-from adapter import __version__
+from adapter import __version__, gc_tuning
 from adapter.config import Settings, load_settings
 from adapter.engine import tracing
 from adapter.errors import ConfigError, IngressError, ValidationError
-from adapter.gc_tuning import tune_for_throughput
 from adapter.logs import configure_logging
 
 __all__ = ["main"]
@@ -196,7 +195,7 @@ async def _serve(settings: Settings) -> None:
     poller = Poller(settings, store)
     # Traces only when OTEL_EXPORTER_OTLP_ENDPOINT is set (adapter.engine.tracing).
     tracing.install(tracing.configure())
-    tune_for_throughput()  # start-up's objects allocated by now (adapter.gc_tuning)
+    gc_tuning.tune_for_throughput()
     try:
         await poller.run(handle_signals=True)
     finally:

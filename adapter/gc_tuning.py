@@ -1,31 +1,36 @@
-"""The garbage collector's settings for the long-running ``serve`` process.
+"""The garbage collector's setting for the long-running ``serve`` process.
 
 CPython frees almost every object by reference counting; its cyclic collector only looks for
-reference cycles, and by default it runs a young-generation pass every 700 net allocations of
-container objects, older generations every 10 of those. The poller allocates on the order of a
-hundred such objects per record (the record, its request and headers, the HTTP client's own),
-so at thousands of records per second the collector ran hundreds of times a second and kept
-re-examining every long-lived object it had not frozen: 20-25 % of the poller's CPU in bench
-scenario (a) (`docs/benchmarks.md`, "Garbage collection").
+reference cycles. By default it collects its young generation every 700 net allocations of
+container objects, and the older generations in proportion to that. The poller allocates on
+the order of a hundred such objects per record (the record, its request and headers, the HTTP
+client's own), so at thousands of records per second the collector ran many times a second:
+20-25 % of the poller's CPU in bench scenario (a) (`docs/benchmarks.md`).
 
-So ``serve``, once started, moves everything alive then (modules, clients, configuration) out of
-the collector's reach (:func:`gc.freeze`) and runs the young pass every
-:data:`YOUNG_GENERATION_THRESHOLD` allocations. Cyclic garbage now waits longer to be freed:
-at most that many allocations, a few megabytes.
+So ``serve`` collects the young generation every :data:`YOUNG_GENERATION_THRESHOLD`
+allocations instead; the older generations keep CPython's ratios to it. What this costs: an
+object in a reference cycle is freed at the next young pass (about 500 records later at that
+rate), or, if it was still alive at one, at a later pass of an older generation.
 """
 
 from __future__ import annotations
 
 import gc
+import logging
 
 __all__ = ["YOUNG_GENERATION_THRESHOLD", "tune_for_throughput"]
 
 YOUNG_GENERATION_THRESHOLD = 50_000
 
+log = logging.getLogger(__name__)
+
 
 def tune_for_throughput() -> None:
-    """Freeze what start-up allocated and collect the young generation less often."""
-    gc.collect()
-    gc.freeze()
-    _, older, oldest = gc.get_threshold()
+    """Collect the young generation every :data:`YOUNG_GENERATION_THRESHOLD` allocations."""
+    young, older, oldest = gc.get_threshold()
     gc.set_threshold(YOUNG_GENERATION_THRESHOLD, older, oldest)
+    log.info(
+        "garbage collector: young generation every %d allocations (was %d)",
+        YOUNG_GENERATION_THRESHOLD,
+        young,
+    )

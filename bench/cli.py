@@ -17,9 +17,8 @@ EXPERIMENT_NAMES = (
     "no-ledger-io",
     "tracing",
     "no-histograms",
+    "gc-default",
     "gc-freeze",
-    "gc-freeze-only",
-    "gc-threshold-only",
     "gc-off",
 )
 DEFAULT_SCENARIOS = ALL_SCENARIOS

@@ -171,27 +171,29 @@ def _no_histograms() -> None:
     AttemptTimings.acked = acked  # type: ignore[method-assign]
 
 
+def _without_serve_tuning() -> None:
+    """``serve`` applies adapter.gc_tuning after any experiment: leave the collector as the
+    experiment set it."""
+    from adapter import gc_tuning
+
+    gc_tuning.tune_for_throughput = lambda: None
+
+
+def _gc_default() -> None:
+    """CPython's default collector settings (what ``serve`` ran with before adapter.gc_tuning)."""
+    _without_serve_tuning()
+
+
 def _gc_freeze() -> None:
-    """Objects alive after start-up leave the collector's generations (``gc.freeze``), and a
-    young-generation collection runs every 50,000 net allocations instead of 700."""
+    """serve's setting plus ``gc.freeze()`` of what start-up allocated (measured: no gain)."""
     import gc
 
+    from adapter.gc_tuning import tune_for_throughput
+
+    tune_for_throughput()
+    _without_serve_tuning()
     gc.collect()
     gc.freeze()
-    gc.set_threshold(50_000, 20, 10)
-
-
-def _gc_freeze_only() -> None:
-    import gc
-
-    gc.collect()
-    gc.freeze()
-
-
-def _gc_threshold_only() -> None:
-    import gc
-
-    gc.set_threshold(50_000, 20, 10)
 
 
 def _gc_off() -> None:
@@ -199,6 +201,7 @@ def _gc_off() -> None:
     configuration: reference cycles would never be freed)."""
     import gc
 
+    _without_serve_tuning()
     gc.disable()
 
 
@@ -208,9 +211,8 @@ EXPERIMENTS: dict[str, Callable[[], None]] = {
     "no-ledger-io": _no_ledger_io,
     "tracing": _tracing,
     "no-histograms": _no_histograms,
+    "gc-default": _gc_default,
     "gc-freeze": _gc_freeze,
-    "gc-freeze-only": _gc_freeze_only,
-    "gc-threshold-only": _gc_threshold_only,
     "gc-off": _gc_off,
 }
 

@@ -207,6 +207,8 @@ async def test_the_installed_wheel_creates_tables_and_serves(
     assert proc.returncode == 0, output.decode(errors="replace")[-4000:]
     # The default install invokes handlers through aiohttp, and says so at start-up.
     assert b"HTTP invoker client: aiohttp (asked for auto)" in output, output[-4000:]
+    # serve collects the young generation less often (adapter.gc_tuning), and says so.
+    assert b"garbage collector: young generation every 50000 allocations" in output
     # The health check is refused once the poller is gone: it really asked the poller.
     gone = await asyncio.to_thread(
         subprocess.run, health, env=env, cwd=tmp_path, capture_output=True, timeout=30
