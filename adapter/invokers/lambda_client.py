@@ -42,6 +42,8 @@ from adapter.sigv4 import frozen_credentials, signed_headers
 
 __all__ = ["LambdaClient", "invoke_error"]
 
+_Proxy = tuple[URL | None, aiohttp.BasicAuth | None]
+
 MAX_SYNC_PAYLOAD_BYTES = 6 * 1024 * 1024
 """Lambda's limit for a synchronous (RequestResponse) request payload."""
 _API_VERSION = "2015-03-31"
@@ -112,7 +114,7 @@ class LambdaClient:
             f"timeout_s={self.timeout_s})"
         )
 
-    def _resolve_sync(self) -> tuple[str, Credentials | None]:
+    def _resolve_sync(self) -> tuple[str, Credentials | None, _Proxy]:
         import boto3
 
         session = boto3.session.Session()
@@ -124,10 +126,10 @@ class LambdaClient:
         # The environment's proxy for the endpoint, read once: aiohttp's trust_env reads it
         # (and ~/.netrc) again on a worker thread for every call.
         try:
-            self._proxy, self._proxy_auth = get_env_proxy_for_url(URL(base))
+            proxy: _Proxy = get_env_proxy_for_url(URL(base))
         except LookupError:
-            self._proxy, self._proxy_auth = None, None
-        return base, session.get_credentials()
+            proxy = (None, None)
+        return base, session.get_credentials(), proxy
 
     async def _resolved(self) -> tuple[str, Credentials | None]:
         if self._base is None:
@@ -135,8 +137,9 @@ class LambdaClient:
                 self._resolving = asyncio.Lock()
             async with self._resolving:
                 if self._base is None:
-                    base, credentials = await asyncio.to_thread(self._resolve_sync)
+                    base, credentials, proxy = await asyncio.to_thread(self._resolve_sync)
                     self._credentials = credentials
+                    self._proxy, self._proxy_auth = proxy
                     self._base = base
         return self._base, self._credentials
 
