@@ -445,7 +445,7 @@ class ScaleScenario:
         entry = self._pollers[0]
         samples: list[dict[str, Any]] = []
         for topic in topics:
-            elsewhere_so_far = sum(0 not in s["pollers"] for s in samples)
+            elsewhere_so_far = sum(bool(s["pollers"]) and 0 not in s["pollers"] for s in samples)
             if (
                 len(samples) >= NEW_SUBSCRIPTIONS
                 and elsewhere_so_far >= NEW_SUBSCRIPTIONS_ELSEWHERE
@@ -460,6 +460,8 @@ class ScaleScenario:
             }
             async with http.post(f"{entry.admin_url}/subscriptions", json=body) as response:
                 created = await response.json()
+                if response.status not in (200, 201):
+                    raise RuntimeError(f"POST /subscriptions answered {response.status}: {created}")
             answered_s = time.monotonic() - t0
             # One topic's arrivals: asking for all of them (tens of thousands by now) every
             # few ms cost the handler and the pollers' shared CPU more than it measured.
@@ -477,7 +479,7 @@ class ScaleScenario:
             samples.append(
                 {"seconds": round(elapsed, 3), "post_s": round(answered_s, 3), "pollers": runners}
             )
-        elsewhere = [s["seconds"] for s in samples if 0 not in s["pollers"]]
+        elsewhere = [s["seconds"] for s in samples if s["pollers"] and 0 not in s["pollers"]]
         self.say(f"  (g) POST -> first invocation: {samples}")
         return {
             "samples": samples,
