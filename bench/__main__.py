@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 import sys
 
 import orjson
@@ -10,6 +11,7 @@ from rich.console import Console
 
 from bench.cli import parse_args
 from bench.report import (
+    ScenarioResult,
     http_clients_table,
     ledger_table,
     results_document,
@@ -17,6 +19,15 @@ from bench.report import (
     targets_table,
 )
 from bench.suite import Suite
+
+
+async def _until_terminated(suite: Suite) -> list[ScenarioResult]:
+    """The suite's run; SIGTERM (a kill by PID) stops it as Ctrl-C does, stack included:
+    otherwise the broker, moto, the handlers and the consumers outlive it."""
+    task = asyncio.current_task()
+    assert task is not None
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+    return await suite.run()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,8 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     console = Console(width=None if sys.stdout.isatty() else 150)
     suite = Suite(options, console)
     try:
-        scenarios = asyncio.run(suite.run())
-    except KeyboardInterrupt:
+        scenarios = asyncio.run(_until_terminated(suite))
+    except (KeyboardInterrupt, asyncio.CancelledError):
         console.print("interrupted; the stack was stopped")
         return 130
     extras = {
