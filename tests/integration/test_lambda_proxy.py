@@ -63,6 +63,15 @@ def env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> pytest.MonkeyPatch:
     return monkeypatch
 
 
+async def _invoke_once(endpoint_url: str) -> None:
+    client = LambdaClient(endpoint_url=endpoint_url, region="us-east-1")
+    try:
+        reply = await client.invoke("orders", b"{}")
+    finally:
+        await client.aclose()
+    assert isinstance(reply, LambdaReply), reply
+
+
 async def test_calls_go_through_the_proxy_the_environment_names_read_once(
     servers: tuple[Server, Server], env: pytest.MonkeyPatch
 ) -> None:
@@ -86,12 +95,7 @@ async def test_no_proxy_sends_the_call_directly(
     proxy, direct = servers
     env.setenv("HTTP_PROXY", proxy.url)
     env.setenv("NO_PROXY", "127.0.0.1")
-    client = LambdaClient(endpoint_url=direct.url, region="us-east-1")
-    try:
-        reply = await client.invoke("orders", b"{}")
-    finally:
-        await client.aclose()
-    assert isinstance(reply, LambdaReply), reply
+    await _invoke_once(direct.url)
     assert direct.asked == [f"{direct.url}/2015-03-31/functions/orders/invocations"]
     assert proxy.asked == []
 
@@ -106,10 +110,5 @@ async def test_netrc_credentials_never_ride_beside_the_signature(
     netrc.write_text("machine 127.0.0.1 login someone password hunter2\n")
     netrc.chmod(0o600)
     env.setenv("NETRC", str(netrc))
-    client = LambdaClient(endpoint_url=direct.url, region="us-east-1")
-    try:
-        reply = await client.invoke("orders", b"{}")
-    finally:
-        await client.aclose()
-    assert isinstance(reply, LambdaReply), reply
+    await _invoke_once(direct.url)
     assert direct.authorizations[0].startswith("AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/")
