@@ -139,14 +139,16 @@ def _figures(
     cpu_s: float,
     duplicates: int,
 ) -> dict[str, Any]:
-    end = arrivals[-1]
+    tail = arrivals[int(len(arrivals) * 0.95) - 1]
     pauses = []
     for n in (1, 2):
-        until = started[n + 1] if n + 1 < len(started) else end
+        # The join's pause, not the tail's: where a few partitions finish last, the gaps
+        # between arrivals grow, and one of them taken for the pause left the 3-poller
+        # window empty (0 records/s).
+        until = started[n + 1] if n + 1 < len(started) else tail
         gap, gap_end = longest_gap(arrivals, started[n], until)
         pauses.append((gap, gap_end))
     one = window_rate(arrivals, arrivals[0] + 0.5, started[1])
-    tail = arrivals[int(len(arrivals) * 0.95) - 1]
     three = window_rate(arrivals, pauses[1][1] + _SETTLE_S, tail)
     return {
         "records": workload.records,

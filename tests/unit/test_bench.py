@@ -32,7 +32,7 @@ from bench.report import (
     targets_table,
 )
 from bench.restate_peer import _scenarios as peer_scenarios
-from bench.scaleout import longest_gap, window_rate
+from bench.scaleout import _figures, longest_gap, window_rate
 from bench.stats import gauge_sums, mean_max, per_thousand, percentile, rate, ratio, summarise
 from bench.trials import Sink, _poller_config
 from bench.workload import Workload, make_records
@@ -464,6 +464,20 @@ def test_scale_out_rates_count_arrivals_within_the_window() -> None:
     assert "scale" in ALL_SCENARIOS
     assert parse_args(["--quick"]).scale_records == 40_000
     assert parse_args([]).scale_records == 120_000
+
+
+def test_scale_out_three_poller_window_is_not_emptied_by_the_tail() -> None:
+    """100/s alone until 10 s, a 0.3 s pause at each join (10 s, 20 s), 300/s after it; the
+    last partition then trickles out with a 2 s silence. That silence is the tail's, not the
+    third poller's pause: the window still holds the 300/s."""
+    arrivals = [i / 100 for i in range(1000)]
+    arrivals += [10.3 + i / 200 for i in range(1940)]
+    arrivals += [20.3 + i / 300 for i in range(3000)]
+    arrivals += [30.3 + i / 300 for i in range(10)] + [32.4 + i / 10 for i in range(300)]
+    figures = _figures(arrivals, [0.0, 10.0, 20.0], Workload(len(arrivals), 12, 1000), 1.0, 0)
+    assert figures["pause_s_3rd_joins"] == pytest.approx(0.3, abs=0.01)
+    assert figures["records_per_s_3_pollers"] == pytest.approx(300, rel=0.02)
+    assert figures["ratio"] == pytest.approx(3.0, rel=0.03)
 
 
 def test_the_peer_runs_the_issues_three_scenarios_with_their_targets() -> None:
