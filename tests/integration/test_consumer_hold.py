@@ -10,6 +10,7 @@ release, because they are never fetched again (a re-fetch would find them gone).
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 import pytest
@@ -22,6 +23,8 @@ from tests._kafka_fixtures import TopicFactory
 from tests.harness import produce
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(90)]
+
+log = logging.getLogger(__name__)
 
 
 class _Assigned:
@@ -104,6 +107,42 @@ class _Rebalances:
         self.assigned += bool(tps)
 
 
+async def _joined_and_fetched(
+    kafka_bootstrap: str, topic: str, tp: TP
+) -> tuple[AiokafkaConsumer, _Rebalances, list[int]]:
+    """A member of the group that has fetched the first 10 records, at aiokafka's own
+    max.poll.interval.ms. In about one full suite of three, a member joined its group
+    (generation 1, partition assigned) and then fetched nothing for 30 s: an open finding
+    (docs/operations.md), not what this test is about. Such a member is replaced once, with
+    a warning in the test's log."""
+    for attempt in (1, 2):
+        consumer = _consumer(
+            kafka_bootstrap, topic, session_timeout_ms=10_000, heartbeat_interval_ms=300
+        )
+        rebalances = _Rebalances()
+        await consumer.start()
+        try:
+            consumer.subscribe(topic, rebalances)
+            return consumer, rebalances, await _fetch_until(consumer, tp, 10, timeout_s=20)
+        except TimeoutError as exc:
+            coordinator = consumer._consumer._coordinator
+            state = (coordinator.generation, coordinator.member_id, rebalances.assigned)
+            await consumer.stop()
+            if attempt == 2:
+                raise AssertionError(
+                    f"no first fetch; generation, member, assigned: {state}"
+                ) from exc
+            log.warning(
+                "first fetch stalled 20 s after joining (generation, member, assigned: %s); "
+                "joining again",
+                state,
+            )
+        except BaseException:
+            await consumer.stop()
+            raise
+    raise AssertionError("unreachable")
+
+
 async def test_a_member_holding_everything_past_max_poll_interval_stays_in_its_group(
     kafka_bootstrap: str, topic_factory: TopicFactory
 ) -> None:
@@ -123,25 +162,9 @@ async def test_a_member_holding_everything_past_max_poll_interval_stays_in_its_g
         await first_owner.commit({TopicPartition(topic, 0): 0})
     finally:
         await first_owner.stop()
-    consumer = _consumer(
-        kafka_bootstrap,
-        topic,
-        session_timeout_ms=10_000,
-        heartbeat_interval_ms=300,
-    )
-    rebalances = _Rebalances()
-    await consumer.start()
+    consumer, rebalances, first = await _joined_and_fetched(kafka_bootstrap, topic, tp)
     try:
-        consumer.subscribe(topic, rebalances)
         coordinator = consumer._consumer._coordinator
-        # Joining and the first fetch at aiokafka's own max.poll.interval.ms: with 2 s from
-        # the start, that first fetch sometimes timed out on a loaded machine (three times in
-        # full suites, never alone). The held phase below is what runs at 2 s.
-        try:
-            first = await _fetch_until(consumer, tp, 10)
-        except TimeoutError as exc:
-            state = (coordinator.generation, coordinator.member_id, rebalances.assigned)
-            raise AssertionError(f"no first fetch; generation, member, assigned: {state}") from exc
         assert first == list(range(10))
         coordinator._max_poll_interval = 2.0  # max.poll.interval.ms = 2 s from here on
         generation = coordinator.generation
