@@ -339,12 +339,17 @@ class TestUntilOk:
         async def call() -> None:
             raise StoreError("down")
 
+        failed = asyncio.Event()
         retrying = asyncio.create_task(
             until_ok(
-                call, on_error=lambda e: None, errors=(StoreError,), first_delay_s=60, stop=stop
+                call,
+                on_error=lambda e: failed.set(),
+                errors=(StoreError,),
+                first_delay_s=60,
+                stop=stop,
             )
         )
-        await asyncio.sleep(0.01)  # pacing: the task reaches its 60 s wait
+        await asyncio.wait_for(failed.wait(), 1)  # the first failure: the 60 s wait is next
         stop.set()
         with pytest.raises(RetryAbandoned):
             await asyncio.wait_for(retrying, 1)
