@@ -109,8 +109,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--loop",
         choices=("asyncio", "uvloop"),
-        default="asyncio",
-        help="event loop of our poller and of the reference loop",
+        default="uvloop",
+        help="event loop of our poller and of the reference loop (uvloop: as the poller ships)",
     )
     p.add_argument(
         "--ledger",

@@ -1,14 +1,15 @@
 """``python -m bench.poller [--loop L] [--experiment E ...] -- <kafka-ingress arguments>``.
 
-With neither option this is exactly ``python -m adapter``, the poller as shipped. ``--loop
-uvloop`` runs the same code on uvloop's event loop and ``--experiment`` applies one of
+With neither option this is exactly ``python -m adapter``, the poller as shipped (on uvloop when
+it is installed, as it is with the package). ``--loop asyncio`` runs the same code on asyncio's
+own event loop (uvloop made unimportable), ``--loop uvloop`` insists on uvloop, and
+``--experiment`` applies one of
 :mod:`bench.experiments`' prototypes, to measure what a proposed change would give without
 changing the engine.
 """
 
 from __future__ import annotations
 
-import asyncio
 import sys
 
 __all__ = ["main"]
@@ -16,7 +17,7 @@ __all__ = ["main"]
 
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
-    loop = "asyncio"
+    loop = "shipped"
     experiments: list[str] = []
     while args[:1] in (["--loop"], ["--experiment"]):
         if args[0] == "--loop":
@@ -27,10 +28,11 @@ def main(argv: list[str] | None = None) -> int:
     if args[:1] == ["--"]:
         args = args[1:]
     if loop == "uvloop":
-        import uvloop
-
-        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-    elif loop != "asyncio":
+        import uvloop  # noqa: F401  (fails here, not silently on asyncio, when missing)
+    elif loop == "asyncio":
+        # adapter.cli runs on uvloop whenever it imports; this makes it fall back to asyncio.
+        sys.modules["uvloop"] = None  # type: ignore[assignment]
+    elif loop != "shipped":
         raise SystemExit(f"unknown --loop {loop!r} (asyncio or uvloop)")
     if experiments:
         from bench.experiments import apply

@@ -8,7 +8,11 @@ need, one record in flight per key in partition order; ``--in-flight 1`` on one 
 the one-record-at-a-time baseline of scenario (c).
 
 Run in its own process (``python -m bench.reference``) until SIGTERM, so its CPU and memory are
-measured exactly like the poller's. Records carry the same ``kafka.*`` headers our poller sends,
+measured exactly like the poller's. It runs with the poller's runtime settings, so that the
+comparison is of the work done per record and not of the process around it: the same event
+loop (``--loop``, uvloop by default as the poller runs) and the young-generation threshold
+``serve`` sets for the garbage collector (:mod:`adapter.gc_tuning`; ``--collector default``
+keeps CPython's). Records carry the same ``kafka.*`` headers our poller sends,
 because the benchmark handler reads the produce time and position from them.
 """
 
@@ -17,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import signal
 from collections import deque
 from typing import Any
@@ -170,8 +175,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--per-key", action="store_true", help="one in flight per key")
     parser.add_argument("--max-buffered", type=int, default=1000, help="per partition")
     parser.add_argument("--commit-interval", type=float, default=0.2)
-    parser.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio")
+    parser.add_argument("--loop", choices=("asyncio", "uvloop"), default="uvloop")
+    parser.add_argument("--collector", choices=("serve", "default"), default="serve")
     args = parser.parse_args(argv)
+    if args.collector == "serve":
+        from adapter.gc_tuning import YOUNG_GENERATION_THRESHOLD
+
+        gc.set_threshold(YOUNG_GENERATION_THRESHOLD, *gc.get_threshold()[1:])
     if args.loop == "uvloop":
         import uvloop
 

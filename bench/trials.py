@@ -59,7 +59,7 @@ class Sink(enum.Enum):
 @dataclass(frozen=True, slots=True)
 class TrialSettings:
     work_dir: Path
-    loop: str = "asyncio"
+    loop: str = "uvloop"
     experiments: tuple[str, ...] = ()
     profile: bool = False
     timeout_s: float = 600.0
