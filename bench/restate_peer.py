@@ -8,6 +8,9 @@ Restate server whose Kafka cluster is that broker, and the SDK service of
 fresh topic for each side and runs:
 
 * **ours**: our poller over its topic, as ``make bench`` runs it (aiohttp, success pages);
+* **reference**: the bench's bare reference loop (``bench/reference.py``, per key for the
+  exclusive scenarios) at the same in-flight limit: what the same HTTP client, event loop and
+  broker allow with no engine at all, so its ratio is the ceiling of any poller built on them;
 * **restate**: a Kafka subscription of the Restate server to its topic, sinking into the SDK
   service; completions counted exactly from Restate's ``sys_invocation`` table over the admin
   API's ``/query`` endpoint (status ``completed``), records/s from the first to the last
@@ -275,14 +278,16 @@ async def _restate_side(
     return run
 
 
-async def _our_side(suite: Suite, scenario: PeerScenario) -> PeerRun:
+async def _our_side(suite: Suite, scenario: PeerScenario, runner: str = "ours") -> PeerRun:
+    """Our poller (``ours``) or the bare reference loop (``reference``: what the same client
+    and broker allow with nothing but the Kafka-to-HTTP work, per key for exclusive handlers)."""
     workload = suite._workload(records=scenario.records, partitions=scenario.partitions)
     handler = await suite.stack.handler(scenario.delay_ms)
     handler_meter = Meter(handler.child.pid)
     handler_cpu = handler_meter.cpu_s()
     metrics, _ = await suite._throughput(
         f"peer-{scenario.id}",
-        "ours",
+        runner,
         workload,
         handler,
         scenario.sink,
@@ -292,13 +297,19 @@ async def _our_side(suite: Suite, scenario: PeerScenario) -> PeerRun:
         in_flight=SHIPPED_IN_FLIGHT,
     )
     handler_used = handler_meter.cpu_s() - handler_cpu
-    run = PeerRun("ours", scenario.records, completed=metrics.received, error=metrics.error)
+    run = PeerRun(runner, scenario.records, completed=metrics.received, error=metrics.error)
     run.records_per_s = metrics.rate_rps
     run.ingress_cpu_ms_per_record = metrics.cpu_s_per_1k
     if metrics.received:
         run.handler_cpu_ms_per_record = handler_used * 1000 / metrics.received
     run.extra = {"duplicates": metrics.duplicates, "order_violations": metrics.order_violations}
     return run
+
+
+def _ratio(side: PeerRun, restate: PeerRun) -> float | None:
+    if side.records_per_s and restate.records_per_s:
+        return side.records_per_s / restate.records_per_s
+    return None
 
 
 async def run_peers(args: argparse.Namespace, console: Console) -> dict[str, Any]:
@@ -331,13 +342,12 @@ async def run_peers(args: argparse.Namespace, console: Console) -> dict[str, Any
         for scenario in scenarios:
             ours = await _our_side(suite, scenario)
             suite.say(f"  ({scenario.id}) ours: {ours.records_per_s or 0:,.0f} rec/s")
+            reference = await _our_side(suite, scenario, "reference")
+            suite.say(f"  ({scenario.id}) reference: {reference.records_per_s or 0:,.0f} rec/s")
             restate = await _restate_side(suite, server, sdk, scenario, args.timeout)
             suite.say(f"  ({scenario.id}) restate: {restate.records_per_s or 0:,.0f} rec/s")
-            ratio = (
-                ours.records_per_s / restate.records_per_s
-                if ours.records_per_s and restate.records_per_s
-                else None
-            )
+            ratio = _ratio(ours, restate)
+            reference_ratio = _ratio(reference, restate)
             results.append(
                 {
                     "id": scenario.id,
@@ -351,8 +361,12 @@ async def run_peers(args: argparse.Namespace, console: Console) -> dict[str, Any
                         "in_flight": SHIPPED_IN_FLIGHT,
                     },
                     "ours": ours.as_dict(),
+                    "reference": reference.as_dict(),
                     "restate": restate.as_dict(),
                     "ratio": _round(ratio, 2),
+                    # The bare loop's own ratio: what any poller with the same client could
+                    # reach against this Restate on this machine.
+                    "reference_ratio": _round(reference_ratio, 2),
                     "target": scenario.target,
                     "met": None if ratio is None else ratio >= scenario.target,
                 }
@@ -378,8 +392,10 @@ def _table(document: dict[str, Any]) -> Table:
         table.add_column(name)
     table.add_column("ours / Restate")
     for s in document["scenarios"]:
-        for side in ("ours", "restate"):
-            run = s[side]
+        for side in ("ours", "reference", "restate"):
+            run = s.get(side)
+            if run is None:
+                continue
             rate = run["records_per_s"]
             table.add_row(
                 f"({s['id']}) {s['name']}" if side == "ours" else "",
@@ -387,11 +403,19 @@ def _table(document: dict[str, Any]) -> Table:
                 f"{rate:,.0f}" if rate else "-",
                 f"{run['ingress_cpu_ms_per_record'] or 0:.3f}",
                 f"{run['handler_cpu_ms_per_record'] or 0:.3f}",
-                (f"{s['ratio']:.2f} (target {s['target']:g})" if s["ratio"] else "-")
-                if side == "ours"
-                else "",
+                _ratio_cell(s, side),
             )
     return table
+
+
+def _ratio_cell(scenario: dict[str, Any], side: str) -> str:
+    if side == "ours":
+        ratio = scenario["ratio"]
+        return f"{ratio:.2f} (target {scenario['target']:g})" if ratio else "-"
+    if side == "reference":
+        ratio = scenario.get("reference_ratio")
+        return f"{ratio:.2f} (bare loop)" if ratio else "-"
+    return ""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -408,7 +432,11 @@ def main(argv: list[str] | None = None) -> int:
     args.out.write_bytes(orjson.dumps(document, option=orjson.OPT_INDENT_2) + b"\n")
     console.print(_table(document))
     console.print(f"Figures: {args.out}")
-    failed = [s["id"] for s in document["scenarios"] if s["ours"]["error"] or s["restate"]["error"]]
+    failed = [
+        s["id"]
+        for s in document["scenarios"]
+        if any(s[side]["error"] for side in ("ours", "reference", "restate"))
+    ]
     return 1 if failed else 0
 
 

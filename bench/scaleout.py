@@ -10,6 +10,11 @@ the records a second poller process starts with the same subscription (same grou
 * **records/s with 3 pollers**: from a second after the third poller's pause ended until 95 %
   of the records had arrived (the tail, where a few partitions finish last, is left out);
 * **rebalance pause**: after each start, the longest time with no invocation started.
+
+``runner="reference"`` runs the same sequence with the bench's bare reference loop
+(``bench/reference.py``, same group, same in-flight limit per process) instead of our poller:
+on a machine whose cores the pollers share with the broker, moto and the handler, its ratio is
+what the machine allows any consumer, the ceiling to read ours against.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from typing import Any
 
 from bench.procs import Child, Meter
 from bench.stack import HandlerClient, Stack
-from bench.trials import Sink, TrialSettings, _free_port, start_ours
+from bench.trials import Consumer, Sink, TrialSettings, _free_port, start_ours, start_reference
 from bench.workload import Workload, make_records
 
 __all__ = ["JOIN_AT", "longest_gap", "scale_out", "window_rate"]
@@ -76,20 +81,33 @@ async def scale_out(
     workload: Workload,
     in_flight: int,
     say: Callable[[str], None],
+    runner: str = "ours",
 ) -> dict[str, Any]:
-    """Run the three-poller join once; the figures as a dict (see the module docstring)."""
-    topic = await stack.new_topic(workload.partitions, "scale")
+    """Run the three-consumer join once; the figures as a dict (see the module docstring)."""
+    topic = await stack.new_topic(workload.partitions, f"scale-{runner}")
     await stack.produce_backlog(topic, workload.partitions, make_records(workload))
     await handler.reset()
-    first = await start_ours(
-        stack,
-        settings,
-        label="scale-1",
-        topic=topic,
-        handler=handler,
-        sink=Sink.SERVICE,
-        in_flight=in_flight,
-    )
+    first: Consumer
+    if runner == "reference":
+        first = start_reference(
+            stack,
+            settings,
+            label="scale-1",
+            topic=topic,
+            handler=handler,
+            in_flight=in_flight,
+            per_key=False,
+        )
+    else:
+        first = await start_ours(
+            stack,
+            settings,
+            label="scale-1",
+            topic=topic,
+            handler=handler,
+            sink=Sink.SERVICE,
+            in_flight=in_flight,
+        )
     config = settings.work_dir / "poller-scale-1.toml"
     children = [first.child]
     meters: list[Meter] = []
@@ -102,22 +120,25 @@ async def scale_out(
             await _wait_count(
                 handler, int(workload.records * fraction), settings.timeout_s, first.child
             )
-            own = settings.work_dir / f"poller-scale-{n}.toml"
-            # The same subscription and tables; only the admin port differs.
-            own.write_text(
-                re.sub(
-                    r'bind-address = "127\.0\.0\.1:\d+"',
-                    f'bind-address = "127.0.0.1:{_free_port()}"',
-                    config.read_text(),
+            argv = first.child.argv  # the reference: the same group, nothing else to change
+            if runner != "reference":
+                own = settings.work_dir / f"poller-scale-{n}.toml"
+                # The same subscription and tables; only the admin port differs.
+                own.write_text(
+                    re.sub(
+                        r'bind-address = "127\.0\.0\.1:\d+"',
+                        f'bind-address = "127.0.0.1:{_free_port()}"',
+                        config.read_text(),
+                    )
                 )
-            )
-            argv = [str(own) if a == str(config) else a for a in first.child.argv]
-            child = Child(f"poller-scale-{n}", argv, settings.work_dir / f"poller-scale-{n}.log")
+                argv = [str(own) if a == str(config) else a for a in argv]
+            name = f"{runner}-scale-{n}"
+            child = Child(name, argv, settings.work_dir / f"{name}.log")
             children.append(child)
             started.append(time.time())
             await child.start()
             meters.append(Meter(child.pid))
-            say(f"  scale: poller {n} started")
+            say(f"  scale: {runner} {n} started")
         await _wait_count(handler, workload.records, settings.timeout_s, first.child)
         cpu_s = sum(m.cpu_s() for m in meters)
         stats = await handler.stats()

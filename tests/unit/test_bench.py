@@ -31,7 +31,9 @@ from bench.report import (
     scenario_table,
     targets_table,
 )
+from bench.restate_peer import PeerRun
 from bench.restate_peer import _scenarios as peer_scenarios
+from bench.restate_peer import _table as peer_table
 from bench.scaleout import _figures, longest_gap, window_rate
 from bench.stats import gauge_sums, mean_max, per_thousand, percentile, rate, ratio, summarise
 from bench.trials import Sink, _poller_config
@@ -496,3 +498,29 @@ def test_the_peer_runs_the_issues_three_scenarios_with_their_targets() -> None:
     slow = by_id["c"]
     assert (slow.partitions, slow.records, slow.delay_ms, slow.target) == (1, 2_000, 20, 4.0)
     assert slow.restate_handler == "slow"
+
+
+def test_the_peer_table_shows_the_bare_loops_ratio_beside_ours() -> None:
+    def side(name: str, rate: float) -> dict[str, Any]:
+        run = PeerRun(name, 100, completed=100, error=None)
+        run.records_per_s = rate
+        return run.as_dict()
+
+    document = {
+        "scenarios": [
+            {
+                "id": "a",
+                "name": "Service",
+                "ours": side("ours", 4_000),
+                "reference": side("reference", 6_000),
+                "restate": side("restate", 1_000),
+                "ratio": 4.0,
+                "reference_ratio": 6.0,
+                "target": 8.0,
+            }
+        ]
+    }
+    text = _render(peer_table(document))
+    assert "4.00 (target 8)" in text
+    assert "6.00 (bare loop)" in text
+    assert "6,000" in text
