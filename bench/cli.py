@@ -20,6 +20,7 @@ EXPERIMENT_NAMES = (
     "gc-default",
     "gc-freeze",
     "gc-off",
+    "ledger-linger-200",
 )
 DEFAULT_SCENARIOS = ALL_SCENARIOS
 # (g) takes minutes whatever the size: run it on its own (--scenarios g).
