@@ -45,7 +45,8 @@ LogFormat = Literal["text", "json"]
 CONTEXT_FIELDS = ("subscription", "topic", "partition", "offset", "invocation_id", "trace_id")
 """Attributes a log record may carry (via ``extra=`` or :func:`bind_invocation`)."""
 
-_CONTEXT: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
+# The values of CONTEXT_FIELDS, in that order (a tuple: this is set for every record).
+_CONTEXT: contextvars.ContextVar[tuple[Any, ...] | None] = contextvars.ContextVar(
     "kafka_ingress_log_context", default=None
 )
 
@@ -63,16 +64,7 @@ def bind_invocation(
 
     Call it at the start of a task of its own: the value stays in that task's context.
     """
-    context: dict[str, Any] = {
-        "subscription": subscription,
-        "topic": topic,
-        "partition": partition,
-        "offset": offset,
-        "invocation_id": invocation_id,
-    }
-    if trace_id:
-        context["trace_id"] = trace_id
-    _CONTEXT.set(context)
+    _CONTEXT.set((subscription, topic, partition, offset, invocation_id, trace_id or None))
 
 
 class SecretMaskingFilter(logging.Filter):
@@ -122,10 +114,10 @@ class JsonFormatter(logging.Formatter):
             "message": record.getMessage(),
         }
         context = _CONTEXT.get()
-        for name in CONTEXT_FIELDS:
+        for index, name in enumerate(CONTEXT_FIELDS):
             value = getattr(record, name, None)
             if value is None and context is not None:
-                value = context.get(name)
+                value = context[index]
             if value is not None:
                 out[name] = value
         if record.exc_info and not record.exc_text:

@@ -77,13 +77,15 @@ class Dropped(Generic[ItemT]):
 class Lanes(Generic[ItemT, PartT]):
     """Ordering and concurrency bookkeeping for one subscription.
 
-    All operations are O(log n) in the number of buffered records, except
+    All operations are O(log n) in the number of buffered records (O(1) for a record that is
+    ready when offered and starts in offer order, the common case), except
     :meth:`drop_partition` (linear in that partition's backlog) and :meth:`done` on a record
     that never started (linear in its key's queue) — both rare.
     """
 
     __slots__ = (
         "_by_partition",
+        "_fresh",
         "_heap",
         "_items",
         "_keys",
@@ -105,8 +107,12 @@ class Lanes(Generic[ItemT, PartT]):
         self._keys: dict[str, deque[ItemT]] = {}
         # dicts as insertion-ordered sets: drop_partition abandons in offer order.
         self._by_partition: dict[PartT, dict[ItemT, None]] = {}
-        # (seq, item) of READY records; entries of records that left READY without being
-        # popped (done/dropped while waiting) are skipped lazily.
+        # (seq, item) of READY records, in two sorted sources merged by _fill: records ready
+        # when offered, whose seqs only grow (a deque: no heap work for the common case), and
+        # records that became ready later (a key's next record, an unparked one: a heap, as
+        # they keep their older seq). Entries of records that left READY without being
+        # popped (done/dropped while waiting) are skipped lazily in both.
+        self._fresh: deque[tuple[int, ItemT]] = deque()
         self._heap: list[tuple[int, ItemT]] = []
         self._seq = 0
         self._stale = 0
@@ -140,7 +146,8 @@ class Lanes(Generic[ItemT, PartT]):
                 entry.state = LaneState.WAITING_KEY
                 self._waiting += 1
                 return []
-        self._make_ready(item, entry)
+        self._ready += 1
+        self._fresh.append((entry.seq, item))
         return self._fill()
 
     def done(self, item: ItemT) -> list[ItemT]:
@@ -289,13 +296,13 @@ class Lanes(Generic[ItemT, PartT]):
         # are not popped; rebuild once they outnumber the live ones so memory stays bounded.
         if self._stale > 64 and self._stale > self._ready:
             items = self._items
-            self._heap = [
-                (seq, item)
-                for seq, item in self._heap
-                if (e := items.get(item)) is not None
-                and e.seq == seq
-                and e.state is LaneState.READY
-            ]
+
+            def live(seq: int, item: ItemT) -> bool:
+                e = items.get(item)
+                return e is not None and e.seq == seq and e.state is LaneState.READY
+
+            self._fresh = deque((seq, item) for seq, item in self._fresh if live(seq, item))
+            self._heap = [(seq, item) for seq, item in self._heap if live(seq, item)]
             heapq.heapify(self._heap)
             self._stale = 0
 
@@ -312,10 +319,15 @@ class Lanes(Generic[ItemT, PartT]):
     def _fill(self) -> list[ItemT]:
         self._compact()
         start: list[ItemT] = []
+        fresh = self._fresh
         heap = self._heap
         items = self._items
-        while heap and self._running < self._max_in_flight:
-            seq, item = heapq.heappop(heap)
+        while (fresh or heap) and self._running < self._max_in_flight:
+            # The oldest READY record of the two sources (each is sorted by seq).
+            if fresh and (not heap or fresh[0][0] < heap[0][0]):
+                seq, item = fresh.popleft()
+            else:
+                seq, item = heapq.heappop(heap)
             entry = items.get(item)
             # Stale: the record left READY without being popped, or the id was re-offered.
             if entry is None or entry.seq != seq or entry.state is not LaneState.READY:

@@ -27,6 +27,7 @@ Header decisions, in short (the protocol document has the long form):
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import json
 import random
@@ -370,6 +371,7 @@ def fresh_traceparent(inv_id: str) -> str:
 # --- URLs -----------------------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=4096)  # service and handler names, recent keys: every request
 def _segment(value: str) -> str:
     encoded = quote(value, safe="")
     # quote() leaves '.' alone, but a '.' or '..' segment would be removed by URL

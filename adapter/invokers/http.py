@@ -156,14 +156,11 @@ class HttpInvoker:
             raise TerminalInvokeError(cached.message)
         return cached
 
-    async def _refused(self, uri: str) -> str | None:
-        """Why requests to ``uri`` are refused (:mod:`adapter.invokers.targets`), re-checked
-        at most every RECHECK_S seconds; None when allowed or not resolvable right now (the
-        request then fails, and is retried, as any unreachable handler is)."""
-        now = time.monotonic()
-        checked = self._targets.get(uri)
-        if checked is not None and now - checked[0] < RECHECK_S:
-            return checked[1]
+    async def _check(self, uri: str, now: float) -> str | None:
+        """Why requests to ``uri`` are refused (:mod:`adapter.invokers.targets`), cached with
+        the time ``now`` and re-checked at most every RECHECK_S seconds (``invoke`` reads the
+        cache); None when allowed or not resolvable right now (the request then fails, and is
+        retried, as any unreachable handler is)."""
         reason: str | None = None
         try:
             await check_target(uri, deny_private=self._deny_private)
@@ -187,7 +184,13 @@ class HttpInvoker:
             url = invoke_url(base, request.target, request.key)
         except TerminalInvokeError as exc:
             return Outcome.terminal(str(exc))
-        refused = await self._refused(base)
+        # The check's answer is cached: read it here, no coroutine per request (hot path).
+        checked = self._targets.get(base)
+        now = time.monotonic()
+        if checked is not None and now - checked[0] < RECHECK_S:
+            refused = checked[1]
+        else:
+            refused = await self._check(base, now)
         if refused is not None:
             return Outcome.terminal(f"deployment {deployment.id}: {refused}")
 

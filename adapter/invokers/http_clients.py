@@ -17,6 +17,7 @@ ever escapes as an exception:
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import io
 import re
@@ -53,6 +54,11 @@ _USERINFO = re.compile(r"//[^/@]*@")  # credentials in a URL or an error message
 # aiohttp writes a bytes body in one go and warns above 1 MiB; a BytesIO (which shares the
 # buffer, no copy) is written in chunks that yield to the event loop in between.
 _CHUNKED_WRITE_ABOVE = 1 << 20
+
+
+@functools.lru_cache(maxsize=4096)  # a handler's URL, or one per recent key: every request
+def _verbatim_url(url: str) -> URL:
+    return URL(url, encoded=True)
 
 
 def display(url: str | URL) -> str:
@@ -137,7 +143,7 @@ class AiohttpTransport:
         data: bytes | io.BytesIO = io.BytesIO(body) if len(body) > _CHUNKED_WRITE_ABOVE else body
         try:
             async with self._session.post(
-                URL(url, encoded=True),
+                _verbatim_url(url),
                 data=data,
                 headers=headers,
                 allow_redirects=False,

@@ -251,9 +251,38 @@ class TestDropPartition:
             for i in range(100):
                 ln.offer(f"{round_}-{i}", 0, None)
             ln.drop_partition(0)
-        # Reaching into the heap is the only way to observe the leak this guards against.
-        assert len(ln._heap) <= 200
+        # Reaching into the queues is the only way to observe the leak this guards against.
+        assert len(ln._fresh) + len(ln._heap) <= 200
         assert ln.done("busy") == []
+
+    def test_stale_entries_of_records_ready_later_stay_bounded_too(self) -> None:
+        ln = lanes(max_in_flight=1)
+        ln.offer("busy", 1, None)
+        for round_ in range(50):
+            for i in range(100):
+                ln.offer(f"{round_}-{i}-head", 0, f"k{i}")
+                ln.offer(f"{round_}-{i}-next", 0, f"k{i}")
+            for i in range(100):
+                ln.done(f"{round_}-{i}-head")  # the next of each key becomes ready (later)
+            ln.drop_partition(0)
+        assert len(ln._fresh) + len(ln._heap) <= 200
+        assert ln.done("busy") == []
+
+    def test_the_oldest_ready_starts_first_whichever_way_it_became_ready(self) -> None:
+        # Records ready when offered, and records ready later (a key's next record, an
+        # unparked one, each with its older place), are kept apart but start in one order.
+        ln = lanes(max_in_flight=1)
+        assert ln.offer("a1", 0, "a") == ["a1"]
+        ln.offer("a2", 0, "a")  # waits for its key
+        ln.offer("free1", 0, None)
+        assert ln.done("a1") == ["a2"]  # ready later, but older than free1
+        ln.offer("free2", 0, None)
+        assert ln.done("a2") == ["free1"]
+        ln.offer("free3", 0, None)
+        assert ln.park("free1") == ["free2"]
+        assert ln.unpark("free1") == []  # no slot; older than free3
+        assert ln.done("free2") == ["free1"]
+        assert ln.done("free1") == ["free3"]
 
 
 class TestMisc:
