@@ -292,8 +292,9 @@ class Lanes(Generic[ItemT, PartT]):
         return entry
 
     def _compact(self) -> None:
-        # Stale heap entries are normally skipped when popped, but with every slot busy they
-        # are not popped; rebuild once they outnumber the live ones so memory stays bounded.
+        # Stale entries (in either queue) are normally skipped when popped, but with every
+        # slot busy they are not popped; rebuild once they outnumber the live ones so memory
+        # stays bounded.
         if self._stale > 64 and self._stale > self._ready:
             items = self._items
 

@@ -371,8 +371,23 @@ def fresh_traceparent(inv_id: str) -> str:
 # --- URLs -----------------------------------------------------------------------------------
 
 
-@functools.lru_cache(maxsize=4096)  # service and handler names, recent keys: every request
 def _segment(value: str) -> str:
+    # Service and handler names, and short keys, come back on every request: cached. A long
+    # key is quoted each time, so the cache's memory stays bounded whatever the keys.
+    if len(value) <= _CACHED_SEGMENT_MAX:
+        return _cached_segment(value)
+    return _quote_segment(value)
+
+
+_CACHED_SEGMENT_MAX = 256
+
+
+@functools.lru_cache(maxsize=4096)
+def _cached_segment(value: str) -> str:
+    return _quote_segment(value)
+
+
+def _quote_segment(value: str) -> str:
     encoded = quote(value, safe="")
     # quote() leaves '.' alone, but a '.' or '..' segment would be removed by URL
     # normalisation in clients and proxies, silently routing to a different handler.

@@ -56,8 +56,19 @@ _USERINFO = re.compile(r"//[^/@]*@")  # credentials in a URL or an error message
 _CHUNKED_WRITE_ABOVE = 1 << 20
 
 
-@functools.lru_cache(maxsize=4096)  # a handler's URL, or one per recent key: every request
 def _verbatim_url(url: str) -> URL:
+    # A handler's URL, or one per recent short key, comes back on every request: cached. A
+    # long one (a long key) is parsed each time, so the cache's memory stays bounded.
+    if len(url) <= _CACHED_URL_MAX:
+        return _cached_url(url)
+    return URL(url, encoded=True)
+
+
+_CACHED_URL_MAX = 512
+
+
+@functools.lru_cache(maxsize=4096)
+def _cached_url(url: str) -> URL:
     return URL(url, encoded=True)
 
 

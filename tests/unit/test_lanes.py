@@ -284,6 +284,14 @@ class TestDropPartition:
         assert ln.done("free2") == ["free1"]
         assert ln.done("free1") == ["free3"]
 
+    def test_a_record_offered_earlier_starts_before_a_keys_next_one(self) -> None:
+        ln = lanes(max_in_flight=1)
+        assert ln.offer("a1", 0, "a") == ["a1"]
+        ln.offer("f", 0, None)  # ready when offered
+        ln.offer("a2", 0, "a")  # ready once a1 is done: younger than f
+        assert ln.done("a1") == ["f"]
+        assert ln.done("f") == ["a2"]
+
 
 class TestMisc:
     def test_duplicate_offer_raises(self) -> None:
@@ -335,6 +343,11 @@ class Harness:
     starts_by_key: dict[str, list[int]] = field(default_factory=dict)
 
     def apply_starts(self, starts: list[int]) -> None:
+        # The oldest first: whatever still waits for a slot is younger than what started
+        # (ids are in offer order; an unparked or promoted item keeps its offer's place).
+        still_ready = [i for i in self.alive if self.lanes.state(i) is LaneState.READY]
+        if starts and still_ready:
+            assert max(starts) < min(still_ready), f"{starts} started before {still_ready}"
         for item in starts:
             assert item in self.alive
             assert item not in self.running
