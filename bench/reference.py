@@ -2,10 +2,11 @@
 
 aiokafka consumer → ``POST`` per record (aiohttp, one pooled keep-alive session) with a global
 in-flight limit, commit of explicit offsets (the highest contiguous acknowledged one per
-partition) every ``commit_interval`` and at the end, and nothing else: no ledger, no retries,
-no dead letters, no invocation IDs. ``--per-key`` adds the one guarantee the exclusive sinks
-need, one record in flight per key in partition order; ``--in-flight 1`` on one partition is
-the one-record-at-a-time baseline of scenario (c).
+partition) every ``commit_interval`` and at the end, a lost partition handed over (its unsent
+records dropped, those being sent finished, its position committed), and nothing else: no
+ledger, no retries, no dead letters, no invocation IDs. ``--per-key`` adds the one guarantee
+the exclusive sinks need, one record in flight per key in partition order; ``--in-flight 1``
+on one partition is the one-record-at-a-time baseline of scenario (c).
 
 Run in its own process (``python -m bench.reference``) until SIGTERM, so its CPU and memory are
 measured exactly like the poller's. It runs with the poller's runtime settings, so that the
@@ -59,7 +60,7 @@ class ContiguousOffsets:
 
 async def _run(args: argparse.Namespace) -> None:
     import aiohttp
-    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -67,7 +68,6 @@ async def _run(args: argparse.Namespace) -> None:
         loop.add_signal_handler(sig, stop.set)
 
     consumer = AIOKafkaConsumer(
-        args.topic,
         bootstrap_servers=args.bootstrap,
         group_id=args.group,
         enable_auto_commit=False,
@@ -81,9 +81,13 @@ async def _run(args: argparse.Namespace) -> None:
     paused: set[Any] = set()
     tails: dict[bytes, asyncio.Task[None]] = {}
     tasks: set[asyncio.Task[None]] = set()
+    by_partition: dict[Any, set[asyncio.Task[None]]] = {}
+    posting: set[asyncio.Task[None]] = set()  # holding an in-flight slot
     base = args.url.rstrip("/")
 
-    async def post(msg: Any, previous: asyncio.Task[None] | None) -> None:
+    async def post(
+        msg: Any, tracker: ContiguousOffsets, previous: asyncio.Task[None] | None
+    ) -> None:
         if previous is not None:
             await asyncio.wait([previous])
         key = msg.key.decode() if msg.key is not None else None
@@ -98,6 +102,9 @@ async def _run(args: argparse.Namespace) -> None:
         if key is not None:
             headers["kafka.key"] = key
         async with slots:
+            current = asyncio.current_task()
+            assert current is not None
+            posting.add(current)
             while True:
                 try:
                     async with session.post(url, data=msg.value or b"", headers=headers) as resp:
@@ -107,23 +114,55 @@ async def _run(args: argparse.Namespace) -> None:
                 except aiohttp.ClientError:
                     pass
                 await asyncio.sleep(0.1)  # the reference only ever meets a healthy handler
+            posting.discard(current)
         tp = TopicPartition(msg.topic, msg.partition)
-        offsets[tp].ack(msg.offset)
-        if tp in paused and offsets[tp].pending <= args.max_buffered // 2:
+        tracker.ack(msg.offset)  # a partition lost meanwhile: its old tracker, forgotten
+        if tp in paused and tracker.pending <= args.max_buffered // 2:
             paused.discard(tp)
             with contextlib.suppress(Exception):
                 consumer.resume(tp)
 
-    async def commit() -> None:
-        positions = {tp: o.position for tp, o in offsets.items() if o.position is not None}
+    async def commit(partitions: Any = None) -> None:
+        owned = consumer.assignment() if partitions is None else partitions
+        positions = {
+            tp: o.position for tp, o in offsets.items() if tp in owned and o.position is not None
+        }
         if positions:
             await consumer.commit(positions)
 
     async def committer() -> None:
         while True:
             await asyncio.sleep(args.commit_interval)
-            await commit()
+            with contextlib.suppress(Exception):  # a rebalance under way: the next one commits
+                await commit()
 
+    class Revocations(ConsumerRebalanceListener):  # type: ignore[misc]
+        """A lost partition: its records not yet sent are dropped, those being sent finish
+        (up to 10 s), and its position is committed before the next owner starts, as any
+        correct consumer (and our poller) does; otherwise the next owner repeats them."""
+
+        async def on_partitions_revoked(self, revoked: Any) -> None:
+            running: list[asyncio.Task[None]] = []
+            for tp in revoked:
+                for task in by_partition.pop(tp, set()):
+                    if task in posting:
+                        running.append(task)
+                    else:
+                        task.cancel()
+            if running:
+                await asyncio.wait(running, timeout=10)
+            with contextlib.suppress(Exception):
+                await commit(set(revoked))
+            for tp in revoked:
+                offsets.pop(tp, None)
+                paused.discard(tp)
+            for key in [k for k, t in tails.items() if t.done()]:
+                del tails[key]
+
+        async def on_partitions_assigned(self, assigned: Any) -> None:
+            return None
+
+    consumer.subscribe([args.topic], listener=Revocations())
     await consumer.start()
     commit_task = asyncio.create_task(committer())
     stop_wait = asyncio.create_task(stop.wait())
@@ -143,9 +182,12 @@ async def _run(args: argparse.Namespace) -> None:
                         previous = tails.get(msg.key)
                         if previous is not None and previous.done():
                             previous = None
-                    task = asyncio.create_task(post(msg, previous))
+                    task = asyncio.create_task(post(msg, tracker, previous))
                     tasks.add(task)
                     task.add_done_callback(tasks.discard)
+                    mine = by_partition.setdefault(tp, set())
+                    mine.add(task)
+                    task.add_done_callback(mine.discard)
                     if args.per_key and msg.key is not None:
                         tails[msg.key] = task
                 if tracker.pending >= args.max_buffered:

@@ -278,7 +278,7 @@ async def _restate_side(
     return run
 
 
-async def _our_side(suite: Suite, scenario: PeerScenario, runner: str = "ours") -> PeerRun:
+async def _side(suite: Suite, scenario: PeerScenario, runner: str = "ours") -> PeerRun:
     """Our poller (``ours``) or the bare reference loop (``reference``: what the same client
     and broker allow with nothing but the Kafka-to-HTTP work, per key for exclusive handlers)."""
     workload = suite._workload(records=scenario.records, partitions=scenario.partitions)
@@ -340,9 +340,9 @@ async def run_peers(args: argparse.Namespace, console: Console) -> dict[str, Any
         await server.register(sdk_url)
         await suite._warm_up()
         for scenario in scenarios:
-            ours = await _our_side(suite, scenario)
+            ours = await _side(suite, scenario)
             suite.say(f"  ({scenario.id}) ours: {ours.records_per_s or 0:,.0f} rec/s")
-            reference = await _our_side(suite, scenario, "reference")
+            reference = await _side(suite, scenario, "reference")
             suite.say(f"  ({scenario.id}) reference: {reference.records_per_s or 0:,.0f} rec/s")
             restate = await _restate_side(suite, server, sdk, scenario, args.timeout)
             suite.say(f"  ({scenario.id}) restate: {restate.records_per_s or 0:,.0f} rec/s")
@@ -390,7 +390,7 @@ def _table(document: dict[str, Any]) -> Table:
     table = Table(title="Kafka Ingress and Restate, same broker, same records")
     for name in ("scenario", "side", "records/s", "ingress CPU ms/rec", "handler CPU ms/rec"):
         table.add_column(name)
-    table.add_column("ours / Restate")
+    table.add_column("/ Restate")
     for s in document["scenarios"]:
         for side in ("ours", "reference", "restate"):
             run = s.get(side)

@@ -132,7 +132,7 @@ async def scale_out(
                     )
                 )
                 argv = [str(own) if a == str(config) else a for a in argv]
-            name = f"{runner}-scale-{n}"
+            name = f"{'reference' if runner == 'reference' else 'poller'}-scale-{n}"
             child = Child(name, argv, settings.work_dir / f"{name}.log")
             children.append(child)
             started.append(time.time())
