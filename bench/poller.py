@@ -12,7 +12,19 @@ from __future__ import annotations
 
 import sys
 
-__all__ = ["main"]
+__all__ = ["choose_loop", "main"]
+
+
+def choose_loop(loop: str) -> None:
+    """Make ``adapter.cli`` run on ``loop``: "shipped" (uvloop when installed), "uvloop"
+    (which must be installed) or "asyncio"."""
+    if loop == "uvloop":
+        import uvloop  # noqa: F401  (fails here, not silently on asyncio, when missing)
+    elif loop == "asyncio":
+        # adapter.cli runs on uvloop whenever it imports; this makes it fall back to asyncio.
+        sys.modules["uvloop"] = None  # type: ignore[assignment]
+    elif loop != "shipped":
+        raise SystemExit(f"unknown --loop {loop!r} (asyncio or uvloop)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,13 +39,7 @@ def main(argv: list[str] | None = None) -> int:
         args = args[2:]
     if args[:1] == ["--"]:
         args = args[1:]
-    if loop == "uvloop":
-        import uvloop  # noqa: F401  (fails here, not silently on asyncio, when missing)
-    elif loop == "asyncio":
-        # adapter.cli runs on uvloop whenever it imports; this makes it fall back to asyncio.
-        sys.modules["uvloop"] = None  # type: ignore[assignment]
-    elif loop != "shipped":
-        raise SystemExit(f"unknown --loop {loop!r} (asyncio or uvloop)")
+    choose_loop(loop)
     if experiments:
         from bench.experiments import apply
 

@@ -27,7 +27,7 @@ import signal
 from collections import deque
 from typing import Any
 
-__all__ = ["ContiguousOffsets", "main"]
+__all__ = ["ContiguousOffsets", "main", "use_collector"]
 
 
 class ContiguousOffsets:
@@ -207,6 +207,15 @@ async def _run(args: argparse.Namespace) -> None:
         await consumer.stop()
 
 
+def use_collector(choice: str) -> None:
+    """``serve``: the young-generation threshold ``serve`` sets (the poller's runtime);
+    ``default``: CPython's."""
+    if choice == "serve":
+        from adapter.gc_tuning import YOUNG_GENERATION_THRESHOLD
+
+        gc.set_threshold(YOUNG_GENERATION_THRESHOLD, *gc.get_threshold()[1:])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.reference")
     parser.add_argument("--bootstrap", required=True)
@@ -220,10 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--loop", choices=("asyncio", "uvloop"), default="uvloop")
     parser.add_argument("--collector", choices=("serve", "default"), default="serve")
     args = parser.parse_args(argv)
-    if args.collector == "serve":
-        from adapter.gc_tuning import YOUNG_GENERATION_THRESHOLD
-
-        gc.set_threshold(YOUNG_GENERATION_THRESHOLD, *gc.get_threshold()[1:])
+    use_collector(args.collector)
     if args.loop == "uvloop":
         import uvloop
 

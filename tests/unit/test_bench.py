@@ -6,6 +6,8 @@ Functional checks only; no performance is asserted here (that is what ``make ben
 from __future__ import annotations
 
 import io
+import subprocess
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Literal
@@ -15,6 +17,7 @@ import pytest
 from rich.console import Console
 
 from adapter.config import load_settings
+from adapter.gc_tuning import YOUNG_GENERATION_THRESHOLD
 from bench.cli import ALL_SCENARIOS, EXPERIMENT_NAMES, parse_args
 from bench.dynamo import COUNTS_PATH, CountingMiddleware
 from bench.experiments import EXPERIMENTS
@@ -524,3 +527,41 @@ def test_the_peer_table_shows_the_bare_loops_ratio_beside_ours() -> None:
     assert "4.00 (target 8)" in text
     assert "6.00 (bare loop)" in text
     assert "6,000" in text
+
+
+def _in_a_fresh_interpreter(code: str) -> str:
+    """Run ``code`` in a new Python process (both settings below are process-wide)."""
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    return done.stdout.strip()
+
+
+def test_loop_asyncio_runs_the_poller_on_asyncio_and_the_default_on_uvloop() -> None:
+    probe = (
+        "import asyncio, sys\n"
+        "from bench.poller import choose_loop\n"
+        "choose_loop({loop!r})\n"
+        "from adapter.cli import _run_loop\n"
+        "async def kind():\n"
+        "    print(type(asyncio.get_running_loop()).__module__)\n"
+        "_run_loop(kind())\n"
+    )
+    assert _in_a_fresh_interpreter(probe.format(loop="asyncio")).startswith("asyncio")
+    assert _in_a_fresh_interpreter(probe.format(loop="shipped")) == "uvloop"
+
+
+def test_the_reference_takes_serves_collector_setting_unless_told_not_to() -> None:
+    probe = (
+        "import gc\n"
+        "from bench.reference import use_collector\n"
+        "use_collector({choice!r})\n"
+        "print(gc.get_threshold()[0])\n"
+    )
+    assert _in_a_fresh_interpreter(probe.format(choice="serve")) == str(YOUNG_GENERATION_THRESHOLD)
+    assert _in_a_fresh_interpreter(probe.format(choice="default")) == "700"
