@@ -80,8 +80,7 @@ async def _run(args: argparse.Namespace) -> None:
     offsets: dict[Any, ContiguousOffsets] = {}
     paused: set[Any] = set()
     tails: dict[bytes, asyncio.Task[None]] = {}
-    tasks: set[asyncio.Task[None]] = set()
-    by_partition: dict[Any, set[asyncio.Task[None]]] = {}
+    by_partition: dict[Any, set[asyncio.Task[None]]] = {}  # each record's task, until done
     posting: set[asyncio.Task[None]] = set()  # holding an in-flight slot
     base = args.url.rstrip("/")
 
@@ -175,6 +174,7 @@ async def _run(args: argparse.Namespace) -> None:
                 break
             for tp, messages in fetch.result().items():
                 tracker = offsets.setdefault(tp, ContiguousOffsets())
+                mine = by_partition.setdefault(tp, set())
                 for msg in messages:
                     tracker.track(msg.offset)
                     previous = None
@@ -183,9 +183,6 @@ async def _run(args: argparse.Namespace) -> None:
                         if previous is not None and previous.done():
                             previous = None
                     task = asyncio.create_task(post(msg, tracker, previous))
-                    tasks.add(task)
-                    task.add_done_callback(tasks.discard)
-                    mine = by_partition.setdefault(tp, set())
                     mine.add(task)
                     task.add_done_callback(mine.discard)
                     if args.per_key and msg.key is not None:
@@ -199,8 +196,9 @@ async def _run(args: argparse.Namespace) -> None:
     finally:
         commit_task.cancel()
         stop_wait.cancel()
-        if tasks:
-            await asyncio.wait(tasks, timeout=10)
+        unfinished = set().union(*by_partition.values())
+        if unfinished:
+            await asyncio.wait(unfinished, timeout=10)
         with contextlib.suppress(Exception):
             await commit()
         await session.close()

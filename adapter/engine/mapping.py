@@ -27,7 +27,6 @@ Header decisions, in short (the protocol document has the long form):
 from __future__ import annotations
 
 import base64
-import functools
 import hashlib
 import json
 import random
@@ -61,6 +60,7 @@ from adapter.sdk.protocol import (
     HEADER_KAFKA_TOPIC,
     HEADER_SUBSCRIPTION_ID,
     HEADER_TRACEPARENT,
+    invoke_path,
 )
 
 __all__ = [
@@ -371,31 +371,6 @@ def fresh_traceparent(inv_id: str) -> str:
 # --- URLs -----------------------------------------------------------------------------------
 
 
-def _segment(value: str) -> str:
-    # Service and handler names, and short keys, come back on every request: cached. A long
-    # key is quoted each time, so the cache's memory stays bounded whatever the keys.
-    if len(value) <= _CACHED_SEGMENT_MAX:
-        return _cached_segment(value)
-    return _quote_segment(value)
-
-
-_CACHED_SEGMENT_MAX = 256
-
-
-@functools.lru_cache(maxsize=4096)
-def _cached_segment(value: str) -> str:
-    return _quote_segment(value)
-
-
-def _quote_segment(value: str) -> str:
-    encoded = quote(value, safe="")
-    # quote() leaves '.' alone, but a '.' or '..' segment would be removed by URL
-    # normalisation in clients and proxies, silently routing to a different handler.
-    if encoded in (".", ".."):
-        return "%2E" * len(encoded)
-    return encoded
-
-
 def invoke_url(base_url: str, target: Target, key: str | None) -> str:
     """``POST`` URL of ``target`` under ``base_url`` (which may have a path and trailing slash).
 
@@ -403,15 +378,13 @@ def invoke_url(base_url: str, target: Target, key: str | None) -> str:
     ``{base}/invoke/{service}/{key}/{handler}`` with every segment percent-encoded.
     """
     base = base_url.rstrip("/")
-    service = _segment(target.service)
-    handler = _segment(target.handler)
     if not target.keyed:
-        return f"{base}/invoke/{service}/{handler}"
+        return base + invoke_path(target.service, target.handler, None)
     if not key:
         raise TerminalInvokeError(
             f"{target.service}/{target.handler} is keyed but the invocation has no key"
         )
-    return f"{base}/invoke/{service}/{_segment(key)}/{handler}"
+    return base + invoke_path(target.service, target.handler, key)
 
 
 def discover_url(base_url: str) -> str:

@@ -17,7 +17,6 @@ ever escapes as an exception:
 
 from __future__ import annotations
 
-import functools
 import importlib.util
 import io
 import re
@@ -54,22 +53,6 @@ _USERINFO = re.compile(r"//[^/@]*@")  # credentials in a URL or an error message
 # aiohttp writes a bytes body in one go and warns above 1 MiB; a BytesIO (which shares the
 # buffer, no copy) is written in chunks that yield to the event loop in between.
 _CHUNKED_WRITE_ABOVE = 1 << 20
-
-
-def _verbatim_url(url: str) -> URL:
-    # A handler's URL, or one per recent short key, comes back on every request: cached. A
-    # long one (a long key) is parsed each time, so the cache's memory stays bounded.
-    if len(url) <= _CACHED_URL_MAX:
-        return _cached_url(url)
-    return URL(url, encoded=True)
-
-
-_CACHED_URL_MAX = 512
-
-
-@functools.lru_cache(maxsize=4096)
-def _cached_url(url: str) -> URL:
-    return URL(url, encoded=True)
 
 
 def display(url: str | URL) -> str:
@@ -154,7 +137,7 @@ class AiohttpTransport:
         data: bytes | io.BytesIO = io.BytesIO(body) if len(body) > _CHUNKED_WRITE_ABOVE else body
         try:
             async with self._session.post(
-                _verbatim_url(url),
+                URL(url, encoded=True),
                 data=data,
                 headers=headers,
                 allow_redirects=False,

@@ -76,8 +76,12 @@ OWN_HEADERS = frozenset(
 
 def path_segment(value: str) -> str:
     """One percent-encoded path segment; ``.``/``..`` are escaped so no normaliser drops them."""
-    if value.isalnum() and value.isascii():
-        return value  # quote() would return it unchanged; this runs for every invocation
+    # quote() returns letters, digits and "-._~" unchanged. Most names and keys are made of
+    # them with at least one letter or digit (so never a dots-only segment, escaped below),
+    # and this runs for every invocation.
+    bare = value.replace("-", "").replace(".", "").replace("_", "").replace("~", "")
+    if bare.isalnum() and value.isascii():
+        return value
     encoded = quote(value, safe="")
     if encoded in (".", ".."):
         return "%2E" * len(encoded)
