@@ -39,7 +39,7 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from adapter.engine.timings import INVOCATION_DURATION, RECORD_AGE_AT_ACK
+from adapter.engine.timings import TIMINGS
 
 __all__ = ["OldestAge", "Snapshot", "StatusCollector", "families", "metrics_registry"]
 
@@ -257,8 +257,7 @@ def metrics_registry(read: Callable[[], Snapshot], oldest: OldestAge) -> Collect
     registry = CollectorRegistry(auto_describe=False)
     registry.register(StatusCollector(read, oldest))
     for collector in (
-        INVOCATION_DURATION,
-        RECORD_AGE_AT_ACK,
+        TIMINGS,
         PROCESS_COLLECTOR,
         PLATFORM_COLLECTOR,
         GC_COLLECTOR,

@@ -10,24 +10,28 @@ starts and ends:
   to the handler's acknowledgement — end-to-end latency as the producer sees it.
 
 Labels are bounded: one series set per subscription, never keys or offsets. The histograms
-are process-wide (one poller process, one set), registered on no registry here; the admin
-API's ``/metrics`` registry collects them. :class:`AttemptTimings` binds a subscription's
-children once, so an observation on the hot path is a dictionary lookup and ``observe``.
+are process-wide (one poller process, one set): :data:`TIMINGS` is a collector the admin
+API's ``/metrics`` registry collects. Observations happen for every record, on the event loop:
+a series is a list of bucket counts and a sum, and an observation is one ``bisect`` and two
+additions. prometheus_client's own ``Histogram.observe`` takes a lock twice and walks the
+buckets in Python: 0.59 us against 0.13 us, twice per record.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from bisect import bisect_left
+from collections.abc import Callable, Iterable
 
-from prometheus_client import Histogram
+from prometheus_client.core import HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from adapter.invokers.base import OutcomeKind
 
-__all__ = ["INVOCATION_DURATION", "RECORD_AGE_AT_ACK", "AttemptTimings"]
+__all__ = ["AGE_BUCKETS", "DURATION_BUCKETS", "TIMINGS", "AttemptTimings", "Timings"]
 
 # Handlers run from milliseconds (HTTP) to minutes (Lambda's 15-minute ceiling).
-_DURATION_BUCKETS = (
+DURATION_BUCKETS = (
     0.005,
     0.01,
     0.025,
@@ -45,7 +49,7 @@ _DURATION_BUCKETS = (
     900.0,
 )
 # A record may wait behind its key, a retry or a backlog: up to days when a consumer was off.
-_AGE_BUCKETS = (
+AGE_BUCKETS = (
     0.01,
     0.05,
     0.1,
@@ -64,40 +68,100 @@ _AGE_BUCKETS = (
     86400.0,
 )
 
-INVOCATION_DURATION = Histogram(
-    "kafka_ingress_invocation_duration_seconds",
-    "Handler time per invocation attempt, by outcome of the attempt (ack, retry, terminal).",
-    ("subscription", "outcome"),
-    buckets=_DURATION_BUCKETS,
-    registry=None,
-)
-RECORD_AGE_AT_ACK = Histogram(
-    "kafka_ingress_record_age_at_ack_seconds",
-    "From the record's Kafka timestamp to the handler's acknowledgement.",
-    ("subscription",),
-    buckets=_AGE_BUCKETS,
-    registry=None,
-)
+
+class _Series:
+    """One labelled histogram: per-bucket (not cumulative) counts, +Inf last, the sum, and
+    when it was created (the ``_created`` sample prometheus_client's histograms expose)."""
+
+    __slots__ = ("counts", "created", "sum")
+
+    def __init__(self, buckets: int) -> None:
+        self.counts = [0] * (buckets + 1)
+        self.sum = 0.0
+        self.created = time.time()
+
+
+class Timings(Collector):
+    """The two histograms of every subscription in this process."""
+
+    def __init__(self) -> None:
+        self.durations: dict[tuple[str, str], _Series] = {}
+        self.ages: dict[str, _Series] = {}
+
+    def duration_series(self, subscription_id: str, outcome: str) -> _Series:
+        return self.durations.setdefault((subscription_id, outcome), _Series(len(DURATION_BUCKETS)))
+
+    def age_series(self, subscription_id: str) -> _Series:
+        return self.ages.setdefault(subscription_id, _Series(len(AGE_BUCKETS)))
+
+    def collect(self) -> Iterable[Metric]:
+        duration = HistogramMetricFamily(
+            "kafka_ingress_invocation_duration_seconds",
+            "Handler time per invocation attempt, by outcome of the attempt "
+            "(ack, retry, terminal).",
+            labels=("subscription", "outcome"),
+        )
+        # list(): a scrape from another thread must not see the dict change size.
+        for (subscription_id, outcome), series in list(self.durations.items()):
+            labels = {"subscription": subscription_id, "outcome": outcome}
+            _add(duration, labels, DURATION_BUCKETS, series)
+        age = HistogramMetricFamily(
+            "kafka_ingress_record_age_at_ack_seconds",
+            "From the record's Kafka timestamp to the handler's acknowledgement.",
+            labels=("subscription",),
+        )
+        for subscription_id, series in list(self.ages.items()):
+            _add(age, {"subscription": subscription_id}, AGE_BUCKETS, series)
+        return [duration, age]
+
+
+def _add(
+    family: HistogramMetricFamily,
+    labels: dict[str, str],
+    bounds: tuple[float, ...],
+    series: _Series,
+) -> None:
+    total = 0
+    buckets: list[tuple[str, float]] = []
+    # The "le" labels prometheus_client writes: "0.005", "1.0", ..., "+Inf".
+    for bound, count in zip([*map(repr, bounds), "+Inf"], list(series.counts), strict=True):
+        total += count
+        buckets.append((bound, total))
+    family.add_metric(list(labels.values()), buckets, series.sum)
+    family.add_sample(f"{family.name}_created", labels, series.created)
+
+
+TIMINGS = Timings()
 
 
 class AttemptTimings:
-    """One subscription's children of the two histograms."""
+    """One subscription's series of the two histograms."""
 
     __slots__ = ("_age", "_by_kind", "_subscription_id", "_wall_clock")
 
-    def __init__(self, subscription_id: str, wall_clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        subscription_id: str,
+        wall_clock: Callable[[], float] = time.time,
+        timings: Timings = TIMINGS,
+    ) -> None:
         self._subscription_id = subscription_id
         self._wall_clock = wall_clock
         self._by_kind = {
-            kind: INVOCATION_DURATION.labels(subscription_id, kind.value) for kind in OutcomeKind
+            kind: timings.duration_series(subscription_id, kind.value) for kind in OutcomeKind
         }
-        self._age = RECORD_AGE_AT_ACK.labels(subscription_id)
+        self._age = timings.age_series(subscription_id)
 
     def attempt(self, kind: OutcomeKind, seconds: float) -> None:
-        self._by_kind[kind].observe(seconds)
+        series = self._by_kind[kind]
+        series.counts[bisect_left(DURATION_BUCKETS, seconds)] += 1
+        series.sum += seconds
 
     def acked(self, timestamp_ms: int) -> None:
         """A record of ``timestamp_ms`` acknowledged now. Records without a timestamp (-1)
         are not counted; a producer clock ahead of ours counts as zero, not negative."""
         if timestamp_ms > 0:
-            self._age.observe(max(0.0, self._wall_clock() - timestamp_ms / 1000))
+            age = max(0.0, self._wall_clock() - timestamp_ms / 1000)
+            series = self._age
+            series.counts[bisect_left(AGE_BUCKETS, age)] += 1
+            series.sum += age

@@ -10,7 +10,7 @@ import httpx
 import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
-from prometheus_client import generate_latest
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.types import Receive, Scope, Send
@@ -37,7 +37,7 @@ from adapter.api.refs import (
 from adapter.api.server import open_admin_warning
 from adapter.api.wire import humantime, parse_timestamp, rfc3339
 from adapter.engine.settings import RunnerStats
-from adapter.engine.timings import AttemptTimings
+from adapter.engine.timings import DURATION_BUCKETS, AttemptTimings, Timings
 from adapter.errors import ConflictError, ValidationError
 from adapter.invokers.base import OutcomeKind
 from adapter.model import (
@@ -661,3 +661,29 @@ async def test_an_unexpected_error_is_a_generic_500_and_its_details_go_to_the_lo
     assert b"exploded" not in response.body
     assert b"log has the details" in response.body
     assert "exploded at row 42" in caplog.text
+
+
+def test_attempt_timings_bucket_values_as_prometheus_client_histograms_do() -> None:
+    """The timings keep their own bucket counts (observing is on the hot path): each value,
+    bounds included, lands in the bucket prometheus_client's Histogram puts it in."""
+    values = [0.0, 0.004, 0.005, 0.0051, 0.01, 0.3, 1.0, 2.5, 899.0, 900.0, 900.5, 1e9]
+    timings = Timings()
+    ours = AttemptTimings("s", timings=timings)
+    registry = CollectorRegistry()
+    registry.register(timings)
+    reference_registry = CollectorRegistry()
+    reference = Histogram("reference", "", buckets=DURATION_BUCKETS, registry=reference_registry)
+    for value in values:
+        ours.attempt(OutcomeKind.ACK, value)
+        reference.observe(value)
+    for bound in [*map(str, DURATION_BUCKETS), "+Inf"]:
+        expected = reference_registry.get_sample_value("reference_bucket", {"le": bound})
+        got = registry.get_sample_value(
+            "kafka_ingress_invocation_duration_seconds_bucket",
+            {"subscription": "s", "outcome": "ack", "le": bound},
+        )
+        assert got == expected, bound
+    total = registry.get_sample_value(
+        "kafka_ingress_invocation_duration_seconds_sum", {"subscription": "s", "outcome": "ack"}
+    )
+    assert total == pytest.approx(sum(values))
