@@ -1,7 +1,8 @@
 """Core shapes shared by the engine, the store and the API.
 
-Plain frozen dataclasses and enums: no I/O, no framework. The admin API's pydantic request and
-response bodies live in ``adapter.api`` and convert to and from these.
+Plain dataclasses (frozen, or held frozen by the type checker: :func:`value_type`) and enums:
+no I/O, no framework. The admin API's pydantic request and response bodies live in
+``adapter.api`` and convert to and from these.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import enum
 import re
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Literal
+from typing import Literal, TypeVar, dataclass_transform
 
 __all__ = [
     "FUNCTION_SINK_HANDLER",
@@ -31,7 +32,24 @@ __all__ = [
     "sink_uri",
     "topic_key",
     "topic_name",
+    "value_type",
 ]
+
+_T = TypeVar("_T")
+
+
+@dataclass_transform(frozen_default=True, field_specifiers=(field,))
+def value_type(cls: type[_T]) -> type[_T]:
+    """A dataclass that the type checker holds frozen but that is not frozen at run time.
+
+    For the shapes made once per record (:class:`KafkaRecord`, the invocation request): a
+    frozen dataclass sets each field through ``object.__setattr__``, which made building one
+    about three times slower (0.9 us more for a record's eight fields). mypy rejects any
+    assignment to a field of these classes, and nothing assigns one at run time either;
+    changes go through :func:`dataclasses.replace`, as for a frozen dataclass.
+    """
+    return dataclass(slots=True, unsafe_hash=True)(cls)
+
 
 # Kafka's two timestamp kinds, spelled as AWS's Lambda Kafka event spells them.
 TimestampType = Literal["CREATE_TIME", "LOG_APPEND_TIME"]
@@ -80,7 +98,7 @@ class InputKind(enum.StrEnum):
     RAW = "RAW"
 
 
-@dataclass(frozen=True, slots=True)
+@value_type
 class KafkaRecord:
     """One consumed Kafka record, decoupled from the client library's type."""
 

@@ -10,12 +10,12 @@ import enum
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from adapter.model import KafkaRecord, Target
+from adapter.model import KafkaRecord, Target, value_type
 
 __all__ = ["InvocationRequest", "Invoker", "Outcome", "OutcomeKind"]
 
 
-@dataclass(frozen=True, slots=True)
+@value_type
 class InvocationRequest:
     """Everything needed to call a handler once, independent of the transport."""
 
