@@ -68,7 +68,7 @@ _INV = "inv"
 _INV_LENGTH = len(_INV) + 2 + U64_WIDTH + U128_WIDTH
 _COORDS = struct.Struct(">IQ")  # partition, offset
 _CHECK_PERSON = b"kafka-ingress/iv"
-# Copying a keyed hash is cheaper than making one with its parameters (per record).
+# Copying a personalised hash is cheaper than making one with its parameters (per record).
 _CHECK_HASH = hashlib.blake2b(digest_size=4, person=_CHECK_PERSON)
 
 

@@ -134,7 +134,7 @@ _TRACEPARENT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f
 _ZERO_TRACE_ID = "0" * 32
 _ZERO_SPAN_ID = "0" * 16
 _TRACE_PERSON = b"kafka-ingress-tp"  # blake2b personalisation: keeps trace IDs domain-separated
-# Copying a keyed hash is cheaper than making one with its parameters (per record).
+# Copying a personalised hash is cheaper than making one with its parameters (per record).
 _TRACE_HASH = hashlib.blake2b(digest_size=16, person=_TRACE_PERSON)
 
 # Everything printable except '%' (the escape itself) and space (unsafe at the ends).

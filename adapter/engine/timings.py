@@ -19,12 +19,14 @@ buckets in Python: 0.59 us against 0.13 us, twice per record.
 
 from __future__ import annotations
 
+import os
 import time
 from bisect import bisect_left
 from collections.abc import Callable, Iterable
 
 from prometheus_client.core import HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from adapter.invokers.base import OutcomeKind
 
@@ -89,10 +91,16 @@ class Timings(Collector):
         self.ages: dict[str, _Series] = {}
 
     def duration_series(self, subscription_id: str, outcome: str) -> _Series:
-        return self.durations.setdefault((subscription_id, outcome), _Series(len(DURATION_BUCKETS)))
+        series = self.durations.get((subscription_id, outcome))
+        if series is None:
+            series = self.durations[subscription_id, outcome] = _Series(len(DURATION_BUCKETS))
+        return series
 
     def age_series(self, subscription_id: str) -> _Series:
-        return self.ages.setdefault(subscription_id, _Series(len(AGE_BUCKETS)))
+        series = self.ages.get(subscription_id)
+        if series is None:
+            series = self.ages[subscription_id] = _Series(len(AGE_BUCKETS))
+        return series
 
     def collect(self) -> Iterable[Metric]:
         duration = HistogramMetricFamily(
@@ -101,7 +109,8 @@ class Timings(Collector):
             "(ack, retry, terminal).",
             labels=("subscription", "outcome"),
         )
-        # list(): a scrape from another thread must not see the dict change size.
+        # Scrapes run on the poller's event loop (the admin API is served there), so nothing
+        # observes meanwhile; list() keeps a scrape from elsewhere from seeing a dict resize.
         for (subscription_id, outcome), series in list(self.durations.items()):
             labels = {"subscription": subscription_id, "outcome": outcome}
             _add(duration, labels, DURATION_BUCKETS, series)
@@ -123,13 +132,25 @@ def _add(
 ) -> None:
     total = 0
     buckets: list[tuple[str, float]] = []
-    # The "le" labels prometheus_client writes: "0.005", "1.0", ..., "+Inf".
-    for bound, count in zip([*map(repr, bounds), "+Inf"], list(series.counts), strict=True):
+    for bound, count in zip(_LE[bounds], list(series.counts), strict=True):
         total += count
         buckets.append((bound, total))
     family.add_metric(list(labels.values()), buckets, series.sum)
-    family.add_sample(f"{family.name}_created", labels, series.created)
+    if _USE_CREATED:
+        family.add_sample(f"{family.name}_created", labels, series.created)
 
+
+# The "le" label of each bucket as prometheus_client writes it ("0.005", "1.0", "+Inf").
+_LE: dict[tuple[float, ...], list[str]] = {
+    bounds: [*(floatToGoString(b) for b in bounds), "+Inf"]  # type: ignore[no-untyped-call]
+    for bounds in (DURATION_BUCKETS, AGE_BUCKETS)
+}
+# prometheus_client's switch for the _created samples (its histograms read it the same way).
+_USE_CREATED = os.environ.get("PROMETHEUS_DISABLE_CREATED_SERIES", "False").lower() not in (
+    "true",
+    "1",
+    "t",
+)
 
 TIMINGS = Timings()
 
@@ -153,6 +174,7 @@ class AttemptTimings:
         self._age = timings.age_series(subscription_id)
 
     def attempt(self, kind: OutcomeKind, seconds: float) -> None:
+        # Never NaN (a perf_counter difference), which bisect would count in the first bucket.
         series = self._by_kind[kind]
         series.counts[bisect_left(DURATION_BUCKETS, seconds)] += 1
         series.sum += seconds

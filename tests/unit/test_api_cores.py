@@ -4,6 +4,10 @@ shapes, metrics exposition, the version/auth middleware and the start-up warning
 from __future__ import annotations
 
 import base64
+import os
+import re
+import subprocess
+import sys
 from typing import Any
 
 import httpx
@@ -37,7 +41,7 @@ from adapter.api.refs import (
 from adapter.api.server import open_admin_warning
 from adapter.api.wire import humantime, parse_timestamp, rfc3339
 from adapter.engine.settings import RunnerStats
-from adapter.engine.timings import DURATION_BUCKETS, AttemptTimings, Timings
+from adapter.engine.timings import AGE_BUCKETS, DURATION_BUCKETS, AttemptTimings, Timings
 from adapter.errors import ConflictError, ValidationError
 from adapter.invokers.base import OutcomeKind
 from adapter.model import (
@@ -663,27 +667,65 @@ async def test_an_unexpected_error_is_a_generic_500_and_its_details_go_to_the_lo
     assert "exploded at row 42" in caplog.text
 
 
-def test_attempt_timings_bucket_values_as_prometheus_client_histograms_do() -> None:
-    """The timings keep their own bucket counts (observing is on the hot path): each value,
-    bounds included, lands in the bucket prometheus_client's Histogram puts it in."""
-    values = [0.0, 0.004, 0.005, 0.0051, 0.01, 0.3, 1.0, 2.5, 899.0, 900.0, 900.5, 1e9]
+def test_attempt_timings_expose_what_prometheus_client_histograms_would() -> None:
+    """The timings keep their own bucket counts (observing is on the hot path): for the
+    same observations, bounds included, both families read exactly as prometheus_client's
+    Histogram writes them (buckets, _count, _sum, _created; only the creation times differ)."""
+    durations = [0.0, 0.004, 0.005, 0.0051, 0.01, 0.3, 1.0, 2.5, 899.0, 900.0, 900.5, 1e9]
+    timestamps_ms = [
+        1_000_000_000,
+        999_990_000,
+        999_999_990,
+        997_500_000,
+        1_000_001_000,
+        913_600_000,
+    ]
     timings = Timings()
-    ours = AttemptTimings("s", timings=timings)
+    ours = AttemptTimings("s", wall_clock=lambda: 1_000_000.0, timings=timings)
     registry = CollectorRegistry()
     registry.register(timings)
-    reference_registry = CollectorRegistry()
-    reference = Histogram("reference", "", buckets=DURATION_BUCKETS, registry=reference_registry)
-    for value in values:
-        ours.attempt(OutcomeKind.ACK, value)
-        reference.observe(value)
-    for bound in [*map(str, DURATION_BUCKETS), "+Inf"]:
-        expected = reference_registry.get_sample_value("reference_bucket", {"le": bound})
-        got = registry.get_sample_value(
-            "kafka_ingress_invocation_duration_seconds_bucket",
-            {"subscription": "s", "outcome": "ack", "le": bound},
-        )
-        assert got == expected, bound
-    total = registry.get_sample_value(
-        "kafka_ingress_invocation_duration_seconds_sum", {"subscription": "s", "outcome": "ack"}
+    reference = CollectorRegistry()
+    duration = Histogram(
+        "kafka_ingress_invocation_duration_seconds",
+        "Handler time per invocation attempt, by outcome of the attempt (ack, retry, terminal).",
+        ("subscription", "outcome"),
+        buckets=DURATION_BUCKETS,
+        registry=reference,
     )
-    assert total == pytest.approx(sum(values))
+    age = Histogram(
+        "kafka_ingress_record_age_at_ack_seconds",
+        "From the record's Kafka timestamp to the handler's acknowledgement.",
+        ("subscription",),
+        buckets=AGE_BUCKETS,
+        registry=reference,
+    )
+    for outcome in ("ack", "retry", "terminal"):
+        duration.labels("s", outcome)
+    for value in durations:
+        ours.attempt(OutcomeKind.ACK, value)
+        duration.labels("s", "ack").observe(value)
+    ours.attempt(OutcomeKind.RETRY, 0.2)
+    duration.labels("s", "retry").observe(0.2)
+    for timestamp_ms in timestamps_ms:
+        ours.acked(timestamp_ms)
+        age.labels("s").observe(max(0.0, 1_000_000.0 - timestamp_ms / 1000))
+
+    def text(of: CollectorRegistry) -> str:
+        return re.sub(r"(_created\{[^}]*\}) \S+", r"\1 T", generate_latest(of).decode())
+
+    assert text(registry) == text(reference)
+    assert "_created{" in text(registry)
+
+
+def test_attempt_timings_leave_out_created_samples_as_prometheus_client_is_told_to() -> None:
+    script = (
+        "from adapter.engine.timings import AttemptTimings, TIMINGS\n"
+        "AttemptTimings('s')\n"
+        "print(sorted({s.name for m in TIMINGS.collect() for s in m.samples}))\n"
+    )
+    env = {**os.environ, "PROMETHEUS_DISABLE_CREATED_SERIES": "true"}
+    names = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True
+    ).stdout
+    assert "_bucket" in names
+    assert "_created" not in names

@@ -339,6 +339,12 @@ def test_trace_id_differs_per_invocation() -> None:
     assert fresh_traceparent("inv_a").split("-")[1] == derive_trace_id("inv_a")
 
 
+def test_trace_id_derivation_is_pinned() -> None:
+    """A record's trace ID must stay the same across versions (a retry after an upgrade
+    joins the same trace): the derivation's hash, person and size are fixed."""
+    assert derive_trace_id("inv_a") == "e8fe7b2403b4a15b39e28de6f4399d02"
+
+
 @pytest.mark.promise("p-proto-trace-headers", "p-proto-x-kafka-headers")
 def test_valid_record_traceparent_is_propagated_verbatim() -> None:
     req = build(record(headers=(("traceparent", TP.encode()), ("tracestate", b"vendor=abc"))))
