@@ -112,6 +112,7 @@ class RecordTracer:
     @contextlib.contextmanager
     def record(self, request: InvocationRequest, subscription_id: str) -> Iterator[Span]:
         """The consumer span of the request's record, for as long as the record is worked on."""
+        from opentelemetry.context import Context
         from opentelemetry.trace import SpanKind
 
         record = request.record
@@ -136,7 +137,9 @@ class RecordTracer:
             attributes["messaging.kafka.offset"] = record.offset
         with self._tracer.start_as_current_span(
             f"process {topic}",
-            context=self._propagator.extract(carrier) if carrier else None,
+            # Without a trace of its own, a new trace: not the current context, which is the
+            # span of the record whose task started this one (the previous of its key).
+            context=self._propagator.extract(carrier) if carrier else Context(),
             kind=SpanKind.CONSUMER,
             attributes=attributes,
         ) as span:

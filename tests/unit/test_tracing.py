@@ -116,3 +116,19 @@ def test_the_dev_banner_says_how_to_reach_a_collector() -> None:
     on = traces_hint({**ENDPOINT, "OTEL_SERVICE_NAME": "dev-ingress"})
     assert on.endswith("OTLP/HTTP to http://127.0.0.1:4318 as service dev-ingress")
     assert "kafka-ingress" in traces_hint(ENDPOINT)
+
+
+async def test_a_record_without_a_trace_of_its_own_starts_a_trace_not_a_child_span(
+    exporter: InMemorySpanExporter,
+) -> None:
+    """Records of one key start from the task of the record before them, whose span is then
+    current: a record without a valid traceparent must still be a root span, not a child of
+    the previous record's span (one trace per key instead of one per record)."""
+    async with running(ordered=True) as h:
+        await subscribed(h, P0)
+        h.consumer.deliver([record(TOPIC, 0, o, key=b"k") for o in range(3)])
+        await until(lambda: h.committed(P0) == 3)
+    consumers = [s for s in exporter.get_finished_spans() if s.kind is SpanKind.CONSUMER]
+    assert len(consumers) == 3
+    assert [s.parent for s in consumers] == [None, None, None]
+    assert len({s.context.trace_id for s in consumers}) == 3
