@@ -36,6 +36,8 @@ __all__ = ["Suite", "batch_support", "machine_info"]
 
 _ROOT = Path(__file__).resolve().parents[1]
 DYNAMO_TARGET_PER_1K = 60.0
+# The poller's CPU per record in (a) and (b) as shipped (CPU s per 1,000 records = ms per record).
+CPU_MS_PER_RECORD_TARGET = 0.10
 RSS_TARGET_MB = 150.0
 BATCH_MODULES = ("adapter.invokers.batching", "adapter.local.lambda_server")
 
@@ -397,6 +399,12 @@ class Suite:
             TargetCheck(target, result.ratio, 0.8),
             *self._rows_targets(result, rows, target),
             *fast,
+            TargetCheck(
+                "poller CPU ms per record",
+                result.ours.cpu_s_per_1k,
+                CPU_MS_PER_RECORD_TARGET,
+                higher_is_better=False,
+            ),
             TargetCheck(
                 "DynamoDB requests per 1,000 records",
                 result.ours.dynamo_per_1k,
