@@ -54,6 +54,7 @@ class Options:
     ledger: tuple[str, ...]
     experiments: tuple[str, ...]
     profile: bool
+    profile_rate: int
     out: Path
     work_dir: Path
     timeout_s: float
@@ -132,6 +133,12 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="sample our poller with py-spy (costs CPU: use for analysis, not for the table)",
     )
+    p.add_argument(
+        "--profile-rate",
+        type=int,
+        default=100,
+        help="py-spy samples per second with --profile (1000 for a per-function breakdown)",
+    )
     p.add_argument("--out", type=Path, default=_ROOT / "bench" / "results.json")
     p.add_argument("--work-dir", type=Path, default=_ROOT / ".cache" / "bench")
     p.add_argument("--timeout", type=float, default=600.0, help="per run, seconds")
@@ -172,6 +179,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         ledger=("pages", "rows") if a.ledger == "both" else ("pages",),
         experiments=tuple(dict.fromkeys(a.experiment)),
         profile=bool(a.profile),
+        profile_rate=a.profile_rate,
         out=a.out,
         work_dir=a.work_dir,
         timeout_s=a.timeout,

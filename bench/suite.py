@@ -116,6 +116,7 @@ class Suite:
             loop=self.options.loop,
             experiments=self.options.experiments,
             profile=self.options.profile,
+            profile_rate=self.options.profile_rate,
             timeout_s=self.options.timeout_s,
         )
 

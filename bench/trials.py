@@ -62,6 +62,7 @@ class TrialSettings:
     loop: str = "uvloop"
     experiments: tuple[str, ...] = ()
     profile: bool = False
+    profile_rate: int = 100
     timeout_s: float = 600.0
     commit_timeout_s: float = 60.0
 
@@ -285,7 +286,7 @@ class Run:
                     "--pid",
                     str(self.consumer.child.pid),
                     "--rate",
-                    "100",
+                    str(self.settings.profile_rate),
                     "--nonblocking",
                     # Only the thread holding the GIL: threads waiting for it (boto3 workers
                     # behind the event loop) would otherwise show up as busy.

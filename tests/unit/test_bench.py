@@ -376,6 +376,21 @@ def test_incomplete_runs_and_missing_figures_are_not_met() -> None:
     assert TargetCheck("x", 0.5, 0.8).met is False
 
 
+def test_a_target_below_one_is_shown_to_three_decimals() -> None:
+    """0.104 ms of CPU against <= 0.10 must not read "0.10 NO"."""
+    result = ScenarioResult("a", "service", "")
+    result.targets = [TargetCheck("poller CPU ms per record", 0.104, 0.10, higher_is_better=False)]
+    text = _render(targets_table([result]))
+    assert "poller CPU ms per record (<= 0.1)" in text
+    assert "0.104" in text
+    assert "NO" in text
+
+
+def test_the_profile_rate_reaches_the_command_line() -> None:
+    assert parse_args(["--profile", "--profile-rate", "1000"]).profile_rate == 1000
+    assert parse_args([]).profile_rate == 100
+
+
 def _render(table: Any) -> str:
     console = Console(file=io.StringIO(), width=200, record=True)
     console.print(table)
