@@ -101,7 +101,7 @@ class FakeConsumer:
         self.describing = 0
         """Topic look-ups waiting at :attr:`describe_gate` now."""
         """If set, describing a topic waits for it (a slow metadata request)."""
-        self._heartbeat_callbacks: list[Callable[[float], None]] = []
+        self._membership_callbacks: list[Callable[[float], None]] = []
 
     # -- the Consumer protocol --------------------------------------------------------------
 
@@ -186,8 +186,8 @@ class FakeConsumer:
     def log_end(self, tp: TP) -> int | None:
         return self.log_ends.get(tp)
 
-    def observe_heartbeats(self, callback: Callable[[float], None]) -> None:
-        self._heartbeat_callbacks.append(callback)
+    def observe_membership(self, callback: Callable[[float], None]) -> None:
+        self._membership_callbacks.append(callback)
 
     def generation(self) -> int | None:
         return self.current_generation
@@ -208,6 +208,8 @@ class FakeConsumer:
             generation if generation is not None else self.current_generation + 1
         )
         self.assigned |= set(tps)
+        # The SyncGroup that brought the assignment renewed the member's session.
+        self.heartbeat()
         await self.listener.on_assigned(set(tps))
 
     async def revoke(self, *tps: TP) -> None:
@@ -231,7 +233,7 @@ class FakeConsumer:
     def heartbeat(self) -> None:
         """The coordinator answers a heartbeat now."""
         now = self._clock()
-        for callback in self._heartbeat_callbacks:
+        for callback in self._membership_callbacks:
             callback(now)
 
 

@@ -151,8 +151,6 @@ class Assignments:
         for tp in tps:
             consumer.pause(tp)
         self.rebalances += 1
-        # Joining the group is proof of membership, as good as a heartbeat.
-        self._gate.confirmed()
         await self._look_up_topic(consumer)
         topic_id = self._topic.topic_id
         committed: dict[TP, Committed] = {}

@@ -9,26 +9,29 @@ member is gone. Starting any of those would run finished work again, or run a ke
 pollers at once.
 
 So no attempt starts (first attempt, retry after a backoff, next record of a lane) unless the
-group coordinator answered a heartbeat recently enough that the broker cannot have expired
-the member yet::
+group coordinator accepted a heartbeat (or the SyncGroup of an assignment) that this member
+sent recently enough that the broker cannot have expired the member yet::
 
-    heartbeat OK at t_ok          broker expires the member at the earliest at
-        │                         t_ok - (request time) + session timeout
+    heartbeat sent at t_ok,       broker expires the member at the earliest at
+    answered OK                   t_ok + (time to reach the broker) + session timeout
+        │
         ▼
     ────┼──────────── may start ───────────┼──── held ──── (heartbeat OK again → may start;
         t_ok                  t_ok + limit                  member expired → partitions revoked,
                                                             held work abandoned, redelivered)
 
-``limit`` is a fraction of the session timeout, leaving room for the request's own round
-trip and for clock-rate differences between poller and broker. A heartbeat is sent every
-``heartbeat.interval.ms`` (validated to be below the session timeout), so a healthy poller
-never comes near the limit. Joining the group (an assignment) is evidence too.
+``t_ok`` is read *before* the request goes out, never when its answer is read: a poller paused
+while the answer waited in its socket reads it only when it wakes, perhaps after the broker
+expired it, and that answer proves nothing about the wake. ``limit`` is a fraction of the
+session timeout, leaving room for clock-rate differences between poller and broker. A
+heartbeat is sent every ``heartbeat.interval.ms`` (validated to be below the session
+timeout), so a healthy poller never comes near the limit.
 
 What is left: an attempt that was already sent when the pause began is in flight and may be
 duplicated by the next owner; nothing else is.
 
-:class:`Ownership` is pure: the caller reports heartbeats with the clock reading at which they
-were answered and asks :meth:`Ownership.may_start` with the current reading.
+:class:`Ownership` is pure: the caller reports accepted heartbeats with the clock reading taken
+when they were sent and asks :meth:`Ownership.may_start` with the current reading.
 :class:`OwnershipGate` is its thin asyncio shell: it holds attempts that may not start yet.
 """
 
@@ -45,8 +48,8 @@ __all__ = ["Ownership", "OwnershipGate"]
 log = logging.getLogger(__name__)
 
 _SAFETY = 0.8
-"""Fraction of the session timeout after the last answered heartbeat during which the member
-is certainly still in the group."""
+"""Fraction of the session timeout after the sending of the last accepted heartbeat during
+which the member is certainly still in the group."""
 
 
 class Ownership:
@@ -68,7 +71,7 @@ class Ownership:
         return self._limit_s
 
     def confirmed(self, at: float) -> None:
-        """The coordinator accepted this member (heartbeat answered, group joined) at ``at``."""
+        """The coordinator accepted a heartbeat or SyncGroup of this member sent at ``at``."""
         if self._confirmed_at is None or at > self._confirmed_at:
             self._confirmed_at = at
 
@@ -106,9 +109,9 @@ class OwnershipGate:
         self._describe = describe
         self._changed = asyncio.Event()
 
-    def confirmed(self, at: float | None = None) -> None:
-        """A heartbeat was answered (or the group assigned partitions) at ``at``."""
-        self._ownership.confirmed(self._clock() if at is None else at)
+    def confirmed(self, at: float) -> None:
+        """The coordinator accepted a heartbeat or SyncGroup this member sent at ``at``."""
+        self._ownership.confirmed(at)
         self._changed.set()
 
     def wake(self) -> None:

@@ -283,7 +283,7 @@ class SubscriptionRunner(RebalanceListener):
         try:
             try:
                 await consumer.start()
-                consumer.observe_heartbeats(self._gate.confirmed)
+                consumer.observe_membership(self._gate.confirmed)
                 if not await self._await_topic(consumer):
                     return
                 consumer.subscribe(self.subscription.topic, self)

@@ -3,8 +3,9 @@
 The engine needs little from Kafka: records in partition order, explicit commits, pausing,
 rebalance callbacks, and three pieces of evidence aiokafka does not hand out on its own —
 
-* **liveness**: when the group coordinator last answered a heartbeat (see
-  ``adapter.engine.ownership``), observed by wrapping the coordinator's heartbeat call;
+* **liveness**: when this member last sent a heartbeat or SyncGroup request that the group
+  coordinator accepted (see ``adapter.engine.ownership``), observed by wrapping the
+  coordinator's request call and dated from the *request*, not the answer;
 * **topic identity**: the topic ID (Metadata v10+, ``adapter.kafka.topics``), so a topic
   re-created under the same name is recognised; each commit carries the topic ID as its
   offset metadata, so a committed position of a dead topic is never applied to a new one,
@@ -100,6 +101,14 @@ OAUTHBEARER_FETCH_WAIT_MS = 500
 HELD_SLICE_MS = 100
 # A partition no consumer is assigned: asking aiokafka for it alone polls without fetching.
 _NEVER_ASSIGNED = TopicPartition("", -1)
+# Answers of the group coordinator that prove it renewed this member's session, by request
+# API key. A heartbeat answered REBALANCE_IN_PROGRESS (27) renews it too (the member stays in
+# the group until the join phase ends; aiokafka counts it as a good heartbeat); a SyncGroup
+# counts only when it succeeded (the broker then schedules the member's next expiry).
+_MEMBERSHIP_ACCEPTED: dict[int, frozenset[int]] = {
+    12: frozenset({0, 27}),  # Heartbeat
+    14: frozenset({0}),  # SyncGroup
+}
 
 
 class CommitError(KafkaError):
@@ -170,8 +179,10 @@ class Consumer(Protocol):
         """Ask for fresh cluster metadata now (a topic appeared or changed)."""
         ...
 
-    def observe_heartbeats(self, callback: Callable[[float], None]) -> None:
-        """Call ``callback(time.monotonic())`` whenever the coordinator accepts a heartbeat."""
+    def observe_membership(self, callback: Callable[[float], None]) -> None:
+        """Call ``callback(sent_at)`` whenever the group coordinator accepts a heartbeat or a
+        SyncGroup of this member, ``sent_at`` being the ``time.monotonic()`` reading taken
+        before the request went out (the broker renewed the member's session after it)."""
         ...
 
     def generation(self) -> int | None:
@@ -330,7 +341,7 @@ class AiokafkaConsumer:
         # "none": out-of-range positions and missing commits come to us instead of being
         # reset silently (see the module docstring).
         self._consumer = AIOKafkaConsumer(auto_offset_reset="none", **consumer_kwargs)
-        self._heartbeat_observers: list[Callable[[float], None]] = []
+        self._membership_observers: list[Callable[[float], None]] = []
         # Partitions held back (see hold): left out of getmany, not paused in aiokafka.
         # Shared with the rebalance listener, so only ever changed in place.
         self._held: set[TopicPartition] = set()
@@ -349,17 +360,22 @@ class AiokafkaConsumer:
             raise self._error(exc) from exc
         self.fetch_wait.attach(self._consumer)
         coordinator = self._consumer._coordinator
-        original = coordinator._do_heartbeat
+        send = coordinator._send_req
+        observers = self._membership_observers
 
-        async def observed_heartbeat() -> bool:
-            ok = bool(await original())
-            if ok:
-                now = time.monotonic()
-                for callback in self._heartbeat_observers:
-                    callback(now)
-            return ok
+        async def dated_send(request: Any) -> Any:
+            # Dated before the request goes out: an answer read late (the poller paused while
+            # it sat in the socket) proves nothing about the time it is read at, only that
+            # the broker renewed the session at some moment after this reading.
+            sent_at = time.monotonic()
+            response = await send(request)
+            accepted = _MEMBERSHIP_ACCEPTED.get(request.API_KEY)
+            if accepted is not None and response.error_code in accepted:
+                for callback in observers:
+                    callback(sent_at)
+            return response
 
-        coordinator._do_heartbeat = observed_heartbeat
+        coordinator._send_req = dated_send
 
     async def stop(self) -> None:
         try:
@@ -375,8 +391,8 @@ class AiokafkaConsumer:
         except AIOKafkaError as exc:
             raise self._error(exc) from exc
 
-    def observe_heartbeats(self, callback: Callable[[float], None]) -> None:
-        self._heartbeat_observers.append(callback)
+    def observe_membership(self, callback: Callable[[float], None]) -> None:
+        self._membership_observers.append(callback)
 
     def generation(self) -> int | None:
         # aiokafka keeps it on its coordinator (-1 when the member is in no generation).
