@@ -268,9 +268,15 @@ class Dispatcher:
         if allowed is not True and (allowed is False or not await self._held(allowed)):
             return  # abandoned: the partition's next owner decides
         is_run = self._target.handler_type is HandlerType.WORKFLOW
-        if is_run and work.request.key is not None and not await self._claim_workflow(work):
-            self._complete(work, _S.DUPLICATE, "workflow already ran")
-            return
+        if is_run and work.request.key is not None:
+            if not await self._claim_workflow(work):
+                self._complete(work, _S.DUPLICATE, "workflow already ran")
+                return
+            # The claim waits for DynamoDB (retried while it fails): the evidence of
+            # ownership may have gone stale meanwhile.
+            allowed = self._may_start(work)
+            if allowed is not True and (allowed is False or not await self._held(allowed)):
+                return
         while True:
             work.attempts += 1
             work.status = transition(work.status, _E.START)

@@ -5,7 +5,9 @@
   backoff). One poller is SIGSTOPped for longer than the session timeout: the group moves its
   partitions to the other, which finishes and commits their records. Then it is SIGCONTed.
   Checked: no invocation of a record the group had committed by the time it started, no two
-  invocations of one key at once, nothing lost.
+  invocations of one key at once, nothing lost. Requests are signed, so each says when the
+  poller handed it to its HTTP client: one handed over before the pause but written by the
+  client only after the wake is an attempt in flight at the pause (allowed), not a start.
 * **Re-created topic.** A subscription consumes 400 records of a topic, the topic is deleted
   and created again under the same name with 500 records, and every record of the new topic
   reaches the handler (the group's committed offset 400 is inside the new log: only the topic
@@ -17,6 +19,7 @@ Seeded by ``CHAOS_SEED`` (default 1): the pause's moment and the handler's refus
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
 import random
@@ -29,9 +32,11 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from starlette.responses import JSONResponse, Response
 
+from adapter.invokers.signing import generate_private_key_pem
 from adapter.local.kafka import KafkaBroker
 from adapter.local.moto import MotoServer
 from adapter.model import HandlerType, InputKind, ServiceType
+from adapter.sdk.protocol import HEADER_JWT
 from adapter.store.dynamo import DynamoStore
 from tests._http_fixtures import HandlerServer
 from tests._kafka_fixtures import wait_for_leaders
@@ -80,6 +85,13 @@ async def produce_json(
         await asyncio.gather(*futures)
     finally:
         await producer.stop()
+
+
+def signed_at(call: Call) -> int:
+    """When the poller signed the request: its token's ``iat`` (whole seconds, wall clock)."""
+    payload = call.headers[HEADER_JWT].split(".")[1]
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    return int(claims["iat"])
 
 
 def assignments(poller: PollerProcess) -> int:
@@ -138,6 +150,10 @@ async def test_a_paused_poller_reinvokes_nothing_the_group_committed(
     url = await handler_server(handler.app)
     bootstrap = chaos_broker.bootstrap_servers
     harness = Ingress(bootstrap, chaos_store, chaos_moto.endpoint_url)
+    # Signed requests say when the poller handed each one to its HTTP client (the token's iat).
+    key_file = tmp_path / "signing.pem"
+    key_file.write_bytes(generate_private_key_pem())
+    harness.signing_key_file = str(key_file)
     await harness.register(
         url,
         "Account",
@@ -183,6 +199,7 @@ async def test_a_paused_poller_reinvokes_nothing_the_group_committed(
         assert zombie.proc is not None
         zombie.proc.send_signal(signal.SIGSTOP)
         paused_at = time.monotonic()
+        paused_wall = time.time()
         for _ in range(4):
             batch = [(f"k-{rng.randrange(KEYS)}".encode(), {"n": total + i}) for i in range(100)]
             await produce_json(bootstrap, topic, batch)
@@ -220,11 +237,16 @@ async def test_a_paused_poller_reinvokes_nothing_the_group_committed(
                 poller.proc.send_signal(signal.SIGCONT)
                 await poller.terminate(timeout=60)
 
-    stale = [
+    repeated = [
         c
         for c in handler.calls
         if c.started > paused_at and watch.committed_before(c.partition, c.offset, c.started)
     ]
+    # A request the poller had already handed to its HTTP client when the pause began may be
+    # written only after the wake (the client's own task steps, pyreqwest's I/O thread): an
+    # attempt in flight at the pause, which the promise allows. Its token was issued before
+    # the pause; one issued after the wake (a whole second later at least) would be a start.
+    stale = [c for c in repeated if signed_at(c) > paused_wall]
     report = {
         "seed": SEED,
         "records": total,
@@ -232,6 +254,7 @@ async def test_a_paused_poller_reinvokes_nothing_the_group_committed(
         "refused_first_attempts": len(refused),
         "calls_after_wake": sum(1 for c in handler.calls if c.started > woke_at),
         "reinvoked_after_commit": len(stale),
+        "in_flight_at_pause_arrived_after_commit": len(repeated) - len(stale),
         "key_overlaps": handler.key_overlaps,
         "lost": total - len({c.invocation_id for c in handler.acked()}),
     }

@@ -49,12 +49,18 @@ P1 = (TOPIC, 1)
 SESSION_S = 1.0  # ownership limit: 0.8 s of the manual clock after the last heartbeat
 
 
-def target(*, ordered: bool) -> Target:
+def target(*, ordered: bool, workflow: bool = False) -> Target:
+    if workflow:
+        service_type, handler_type = ServiceType.WORKFLOW, HandlerType.WORKFLOW
+    elif ordered:
+        service_type, handler_type = ServiceType.VIRTUAL_OBJECT, HandlerType.EXCLUSIVE
+    else:
+        service_type, handler_type = ServiceType.SERVICE, HandlerType.SERVICE
     return Target(
         service="S",
         handler="h",
-        service_type=ServiceType.VIRTUAL_OBJECT if ordered else ServiceType.SERVICE,
-        handler_type=HandlerType.EXCLUSIVE if ordered else HandlerType.SERVICE,
+        service_type=service_type,
+        handler_type=handler_type,
         input_kind=InputKind.JSON,
         deployment=Deployment(id="dp_test", uri="http://127.0.0.1:9"),
     )
@@ -91,6 +97,7 @@ class Harness:
 async def running(
     *,
     ordered: bool = False,
+    workflow: bool = False,
     respond: Callable[[InvocationRequest], Outcome] | None = None,
     topics: tuple[TopicInfo, ...] = (TopicInfo(TOPIC, OLD_ID, 2),),
     store: FakeStore | None = None,
@@ -132,7 +139,7 @@ async def running(
     )
     runner = SubscriptionRunner(
         SUB,
-        target(ordered=ordered),
+        target(ordered=ordered, workflow=workflow),
         consumer_factory=lambda watch: consumer,
         store=store,
         ledger=ledger,
@@ -253,6 +260,31 @@ class TestFencing:
             assert h.invoker.calls == []
             h.consumer.heartbeat()
             await until(lambda: len(h.invoker.calls) == 1, what="start after heartbeat")
+
+    @pytest.mark.promise("p-ops-paused-starts-nothing")
+    async def test_a_workflow_run_waits_for_ownership_after_a_slow_claim(self) -> None:
+        class SlowClaims(FakeStore):
+            def __init__(self) -> None:
+                super().__init__()
+                self.claiming = False
+                self.answer = asyncio.Event()
+
+            async def claim_workflow(self, service: str, key: str, invocation_id: str) -> bool:
+                self.claiming = True
+                await self.answer.wait()
+                return await super().claim_workflow(service, key, invocation_id)
+
+        store = SlowClaims()
+        async with running(workflow=True, store=store) as h:
+            await subscribed(h, P0)
+            h.consumer.deliver([record(TOPIC, 0, 0, key=b"order-1")])
+            await until(lambda: store.claiming, what="the run's claim")
+            h.clock.advance(SESSION_S * 2)  # paused while DynamoDB answered the claim
+            store.answer.set()
+            await asyncio.sleep(0.05)
+            assert h.invoker.calls == [], "the run started without proof of ownership"
+            h.consumer.heartbeat()
+            await until(lambda: len(h.invoker.calls) == 1, what="the run after a heartbeat")
 
     async def test_records_fetched_while_the_assignment_is_set_up_are_not_lost(self) -> None:
         async with running() as h:
