@@ -21,7 +21,7 @@ import contextlib
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from adapter.invokers.base import InvocationRequest, Outcome
+from adapter.invokers.base import InvocationRequest, Outcome, check_fence
 from adapter.kafka.commit_marks import (
     Committed,
     Handover,
@@ -245,10 +245,21 @@ class FakeInvoker:
     calls: list[InvocationRequest] = field(default_factory=list)
     gate: asyncio.Event | None = None
     """If set, every call waits for it before answering."""
+    before_send: asyncio.Event | None = None
+    """If set, every call waits for it before it is sent (an invoker's own wait: an address
+    check, a batch's linger), then checks the send fence as real invokers do."""
+    waiting_to_send: int = 0
     running: int = 0
     max_running: int = 0
 
     async def invoke(self, request: InvocationRequest) -> Outcome:
+        if self.before_send is not None:
+            self.waiting_to_send += 1
+            try:
+                await self.before_send.wait()
+            finally:
+                self.waiting_to_send -= 1
+            check_fence()
         self.calls.append(request)
         self.running += 1
         self.max_running = max(self.max_running, self.running)

@@ -47,7 +47,7 @@ from adapter.engine.mapping import build_request, with_attempt
 from adapter.engine.partition import PartitionState
 from adapter.engine.retry import RetryPolicy
 from adapter.errors import IngressError, TerminalInvokeError
-from adapter.invokers.base import InvocationRequest
+from adapter.invokers.base import InvocationRequest, NotSent, SendFence, fence_sends
 from adapter.invokers.batch_response import BatchAnswer
 from adapter.invokers.kafka_event import EventSource
 from adapter.model import LedgerEntry, Target
@@ -124,6 +124,7 @@ class BatchDispatcher:
         retry: RetryPolicy,
         invocation_timeout_s: float,
         may_start: Callable[[Work], bool | Coroutine[Any, Any, bool]],
+        may_send: SendFence,
         on_durable: Callable[[Work], None],
         on_error: Callable[[str], None],
         clock_ms: Callable[[], int] = _now_ms,
@@ -136,6 +137,7 @@ class BatchDispatcher:
         self._retry = retry
         self._timeout_s = invocation_timeout_s
         self._may_start = may_start
+        self._may_send = may_send
         self._on_durable = on_durable
         self._on_error = on_error
         self._clock_ms = clock_ms
@@ -313,11 +315,20 @@ class BatchDispatcher:
         sent = frozenset(id(e) for e in live)
         if not requests:
             return _Called(BatchAnswer(()), sent)
+        fence_sends(self._may_send)  # this call's task only: the invoker's waits
         try:
             answer = await self._caller.invoke_records(
                 requests,
                 report_batch_item_failures=self._settings.report_batch_item_failures,
             )
+        except NotSent:
+            # The invoker waited (a credentials refresh) and the proof of ownership lapsed
+            # meanwhile: nothing went out; the same step again, fenced before the call.
+            for work in works:
+                work.attempts -= 1
+            self.stats.unsent += 1
+            line.skip_backoff = True  # it waited out any backoff already
+            return _RECONSIDER
         except IngressError as exc:
             answer = BatchAnswer.whole(len(requests), str(exc), called=False)
         return _Called(answer, sent)

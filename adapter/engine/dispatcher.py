@@ -44,7 +44,15 @@ from adapter.engine.retry import RetryPolicy, until_ok
 from adapter.engine.timings import AttemptTimings
 from adapter.engine.tracing import RecordTracer
 from adapter.errors import IngressError, KafkaError, StoreError, TerminalInvokeError
-from adapter.invokers.base import InvocationRequest, Invoker, Outcome, OutcomeKind
+from adapter.invokers.base import (
+    InvocationRequest,
+    Invoker,
+    NotSent,
+    Outcome,
+    OutcomeKind,
+    SendFence,
+    fence_sends,
+)
 from adapter.kafka.dead_letter import dead_letter_headers
 from adapter.logs import bind_invocation
 from adapter.model import HandlerType, KafkaRecord, LedgerEntry, Target
@@ -92,6 +100,8 @@ class DispatcherStats:
     abandoned: int = 0
     held: int = 0
     """Attempts that had to wait for proof of ownership (after a pause or a lost heartbeat)."""
+    unsent: int = 0
+    """Attempts an invoker did not send because that proof lapsed while it waited."""
 
 
 @dataclass(slots=True, eq=False)
@@ -174,6 +184,7 @@ class Dispatcher:
         max_record_bytes: int,
         invocation_timeout_s: float,
         may_start: Callable[[Work], bool | Coroutine[Any, Any, bool]],
+        may_send: SendFence,
         on_durable: Callable[[Work], None],
         on_error: Callable[[str], None],
         rng: random.Random | None = None,
@@ -189,6 +200,7 @@ class Dispatcher:
         self._max_record_bytes = max_record_bytes
         self._timeout_s = invocation_timeout_s
         self._may_start = may_start
+        self._may_send = may_send
         self._on_durable = on_durable
         self._on_error = on_error
         self._rng = rng or random.Random()
@@ -245,6 +257,7 @@ class Dispatcher:
 
     async def _invoke(self, work: Work) -> None:
         assert work.request is not None
+        fence_sends(self._may_send)  # this task's context only: the invoker's waits
         tracer = self._tracer
         if tracer is None:
             self._bind_log_context(work, work.request.headers.get(HEADER_TRACEPARENT, "")[3:35])
@@ -284,10 +297,22 @@ class Dispatcher:
                 work.request if work.attempts == 1 else with_attempt(work.request, work.attempts)
             )
             began = time.perf_counter()
-            if self._tracer is None:
-                outcome = await self._invoker.invoke(request)
-            else:
-                outcome = await self._traced_invoke(self._tracer, request)
+            try:
+                if self._tracer is None:
+                    outcome = await self._invoker.invoke(request)
+                else:
+                    outcome = await self._traced_invoke(self._tracer, request)
+            except NotSent:
+                # The invoker waited (an address check, a batch's linger, a credentials
+                # refresh) and the proof of ownership lapsed meanwhile: nothing went out, so
+                # the attempt is not counted and waits for the proof like any other.
+                work.attempts -= 1
+                work.status = transition(work.status, _E.ABANDON)
+                self.stats.unsent += 1
+                allowed = self._may_start(work)
+                if allowed is not True and (allowed is False or not await self._held(allowed)):
+                    return
+                continue
             self._timings.attempt(outcome.kind, time.perf_counter() - began)
             if outcome.kind is OutcomeKind.ACK:
                 self._timings.acked(work.record.timestamp_ms)

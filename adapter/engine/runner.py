@@ -156,6 +156,7 @@ class SubscriptionRunner(RebalanceListener):
                 retry=settings.retry,
                 invocation_timeout_s=settings.invocation_timeout_s,
                 may_start=self._may_start,
+                may_send=self._gate.fresh,
                 on_durable=self._durable,
                 on_error=self._set_error,
             )
@@ -210,6 +211,7 @@ class SubscriptionRunner(RebalanceListener):
             max_record_bytes=settings.max_record_bytes,
             invocation_timeout_s=settings.invocation_timeout_s,
             may_start=self._may_start,
+            may_send=self._gate.fresh,
             on_durable=self._durable,
             on_error=self._set_error,
             rng=rng,
@@ -237,6 +239,7 @@ class SubscriptionRunner(RebalanceListener):
             rebalances=self._assignments.rebalances,
             abandoned=d.abandoned,
             held=d.held,
+            unsent=d.unsent,
             records_lost_to_retention=sum(loss.count for loss in self.retention_losses),
             topic_recreations=self._assignments.recreations,
         )

@@ -95,5 +95,7 @@ class RunnerStats:
     rebalances: int = 0
     abandoned: int = 0
     held: int = 0
+    unsent: int = 0
+    """Attempts an invoker did not send: the proof of ownership lapsed while it waited."""
     records_lost_to_retention: int = 0
     topic_recreations: int = 0

@@ -6,6 +6,9 @@ runner and a :class:`BatchInvoker` (the Lambda invoker): it holds each request f
 ``linger_s`` and sends the requests of the same (deployment, handler, topic, partition)
 together, up to ``batch_size`` per call, like Lambda's own Kafka trigger. Every request still
 gets its own outcome (per-record results), so one bad record fails alone; no engine change.
+Each request keeps the send fence of the task that asked (``adapter.invokers.base``): a
+request whose fence no longer holds when its batch goes out (the process was paused while it
+lingered) is left out and raises :class:`NotSent` to its caller.
 
 :class:`BatchBuffer` is the pure bookkeeping (which requests go together, when a batch is
 full); the invoker adds the timers and the calls.
@@ -20,7 +23,14 @@ from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar
 
-from adapter.invokers.base import InvocationRequest, Outcome
+from adapter.invokers.base import (
+    InvocationRequest,
+    NotSent,
+    Outcome,
+    SendFence,
+    current_fence,
+    fence_sends,
+)
 
 __all__ = ["BatchBuffer", "BatchInvoker", "BatchingInvoker", "batch_key"]
 
@@ -89,7 +99,7 @@ class BatchBuffer(Generic[T]):
         return list(self._groups)
 
 
-_Item = tuple[InvocationRequest, "asyncio.Future[Outcome]"]
+_Item = tuple[InvocationRequest, "asyncio.Future[Outcome]", SendFence | None]
 
 
 class BatchingInvoker:
@@ -125,7 +135,7 @@ class BatchingInvoker:
             return (await self.inner.invoke_batch([request]))[0]
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Outcome] = loop.create_future()
-        opened, full = self._buffer.add(key, (request, future))
+        opened, full = self._buffer.add(key, (request, future, current_fence()))
         if full is not None:
             self._cancel_timer(key)
             self._send(full)
@@ -146,7 +156,15 @@ class BatchingInvoker:
             self._send(items)
 
     def _send(self, items: list[_Item]) -> None:
-        live = [(r, f) for r, f in items if not f.done()]
+        live: list[_Item] = []
+        for item in items:
+            _, future, fence = item
+            if future.done():
+                continue
+            if fence is not None and not fence():
+                future.set_exception(NotSent("not sent: ownership lapsed while the batch lingered"))
+                continue
+            live.append(item)
         if not live:
             return
         self.calls += 1
@@ -155,17 +173,25 @@ class BatchingInvoker:
         task.add_done_callback(self._calls.discard)
 
     async def _call(self, items: list[_Item]) -> None:
-        requests = sorted((r for r, _ in items), key=_offset)
+        requests = sorted((r for r, _, _ in items), key=_offset)
+        fences = {id(fence): fence for _, _, fence in items if fence is not None}
+        # The inner invoker may wait too (credentials): the call is fenced by all its callers.
+        fence_sends((lambda: all(f() for f in fences.values())) if fences else None)
         try:
             outcomes = await self.inner.invoke_batch(requests)
             if len(outcomes) != len(requests):
                 raise RuntimeError(f"{len(outcomes)} outcomes for {len(requests)} requests")
+        except NotSent as exc:
+            for _, future, _ in items:
+                if not future.done():
+                    future.set_exception(NotSent(str(exc)))
+            return
         except Exception as exc:
             # Never leave an invocation hanging: a broken batch call retries its records.
             log.exception("batch invocation failed")
             outcomes = [Outcome.retry(f"batch invocation failed: {exc!r}")] * len(requests)
         by_id = {r.invocation_id: o for r, o in zip(requests, outcomes, strict=True)}
-        for request, future in items:
+        for request, future, _ in items:
             if not future.done():
                 future.set_result(by_id[request.invocation_id])
 

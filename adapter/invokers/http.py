@@ -29,7 +29,7 @@ from yarl import URL
 
 from adapter.engine.mapping import HEADER_ATTEMPT, invoke_url, with_attempt
 from adapter.errors import IngressError, TerminalInvokeError
-from adapter.invokers.base import InvocationRequest, Outcome
+from adapter.invokers.base import InvocationRequest, Outcome, check_fence
 from adapter.invokers.http_clients import (
     AiohttpTransport,
     ClientName,
@@ -191,6 +191,7 @@ class HttpInvoker:
             refused = checked[1]
         else:
             refused = await self._check(base, now)
+            check_fence()  # the check waited for name resolution
         if refused is not None:
             return Outcome.terminal(f"deployment {deployment.id}: {refused}")
 

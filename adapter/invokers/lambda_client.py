@@ -36,7 +36,7 @@ from botocore.exceptions import BotoCoreError
 from botocore.httpsession import where
 from yarl import URL
 
-from adapter.invokers.base import Outcome
+from adapter.invokers.base import Outcome, check_fence
 from adapter.invokers.lambda_errors import LambdaReply, outcome_from_client_error
 from adapter.sigv4 import frozen_credentials, signed_headers
 
@@ -186,6 +186,7 @@ class LambdaClient:
             frozen = await frozen_credentials(credentials)
         except BotoCoreError as exc:
             return Outcome.retry(f"Lambda Invoke {function}: {type(exc).__name__}: {exc}")
+        check_fence()  # resolving the endpoint or refreshing credentials may have waited
         url = f"{base}/{_API_VERSION}/functions/{quote(function, safe='')}/invocations"
         headers = signed_headers(
             frozen,

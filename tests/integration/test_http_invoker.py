@@ -20,7 +20,7 @@ from adapter.engine.mapping import (
     is_valid_traceparent,
 )
 from adapter.ids import invocation_id
-from adapter.invokers.base import InvocationRequest, OutcomeKind
+from adapter.invokers.base import InvocationRequest, NotSent, OutcomeKind, fence_sends
 from adapter.invokers.http import HttpInvoker, HttpInvokerState
 from adapter.invokers.http_clients import ClientName
 from adapter.model import Deployment, HandlerType, InputKind, KafkaRecord, ServiceType, Target
@@ -161,6 +161,27 @@ async def test_200_is_ack_with_the_response_body(
     assert outcome.response == b'{"done":true}'
     assert handler.seen[0].method == "POST"
     assert handler.seen[0].raw_path == b"/invoke/Orders/ok"
+
+
+@pytest.mark.promise("p-ops-paused-starts-nothing", "p-ops-send-fence")
+async def test_no_request_goes_out_when_the_fence_lapsed_during_the_address_check(
+    invoker: HttpInvoker, served: tuple[Handler, str]
+) -> None:
+    """The first request to a deployment waits for its address check; a poller paused then
+    may have lost its partition: the fence is asked after the wait, before anything is sent."""
+    handler, base = served
+    owner = False
+    fence_sends(lambda: owner)
+    try:
+        with pytest.raises(NotSent):
+            await invoker.invoke(make_request(make_target(base, "ok")))
+        assert handler.seen == []
+        owner = True
+        outcome = await invoker.invoke(make_request(make_target(base, "ok")))
+        assert outcome.kind is OutcomeKind.ACK
+        assert len(handler.seen) == 1
+    finally:
+        fence_sends(None)
 
 
 @pytest.mark.promise("p-proto-4xx-terminal")

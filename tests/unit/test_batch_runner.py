@@ -25,7 +25,7 @@ from adapter.engine.runner import SubscriptionRunner
 from adapter.engine.settings import RunnerSettings
 from adapter.failure_destination import DestinationKind
 from adapter.filters import parse_filter_criteria
-from adapter.invokers.base import InvocationRequest
+from adapter.invokers.base import InvocationRequest, check_fence
 from adapter.invokers.batch_response import BatchAnswer
 from adapter.invokers.destinations import Delivery
 from adapter.kafka.topics import TopicInfo
@@ -446,6 +446,42 @@ async def test_a_retried_batch_tells_the_function_its_attempt() -> None:
         h.consumer.deliver([record(TOPIC, 0, o) for o in range(2)])
         await until(lambda: h.committed(P0) == 2, what="committed")
         assert seen == [[1, 1], [2, 2]]
+
+
+@pytest.mark.promise("p-ops-paused-starts-nothing", "p-ops-send-fence")
+async def test_a_batch_whose_invoker_waited_past_the_session_is_not_sent() -> None:
+    """The Lambda client waits (a credentials refresh) and the poller is paused meanwhile:
+    the batch does not go out until the group confirms the member, and counts no attempt."""
+    release = asyncio.Event()
+    waiting: list[int] = []
+    seen: list[list[int]] = []
+
+    class WaitsFirst(FakeBatchCaller):
+        async def invoke_records(
+            self, requests: Sequence[InvocationRequest], *, report_batch_item_failures: bool
+        ) -> BatchAnswer:
+            waiting.append(len(requests))
+            await release.wait()
+            check_fence()
+            seen.append([r.attempt for r in requests])
+            return await super().invoke_records(
+                requests, report_batch_item_failures=report_batch_item_failures
+            )
+
+    caller = WaitsFirst()
+    async with running(caller, policy=BatchPolicy(size=2, window_ms=5)) as h:
+        await assigned(h, P0)
+        h.consumer.deliver([record(TOPIC, 0, o) for o in range(2)])
+        await until(lambda: waiting == [2], what="the call's wait")
+        h.clock.advance(SESSION_S * 2)  # paused while the client waited
+        release.set()
+        await until(lambda: h.runner.stats.unsent == 1, what="the call given back")
+        await asyncio.sleep(0.05)
+        assert caller.batches == [], "sent without proof of ownership"
+        h.consumer.heartbeat()
+        await until(lambda: h.committed(P0) == 2, what="committed after a heartbeat")
+        assert seen == [[1, 1]]
+        assert caller.batches == [[0, 1]]
 
 
 async def test_records_that_expire_during_the_backoff_are_not_invoked_again() -> None:

@@ -261,6 +261,24 @@ class TestFencing:
             h.consumer.heartbeat()
             await until(lambda: len(h.invoker.calls) == 1, what="start after heartbeat")
 
+    @pytest.mark.promise("p-ops-paused-starts-nothing", "p-ops-send-fence")
+    async def test_an_attempt_whose_invoker_waited_past_the_session_is_not_sent(self) -> None:
+        before_send = asyncio.Event()
+        async with running() as h:
+            h.invoker.before_send = before_send
+            await subscribed(h, P0)
+            h.consumer.deliver([record(TOPIC, 0, 0)])
+            await until(lambda: h.invoker.waiting_to_send == 1, what="the invoker's wait")
+            h.clock.advance(SESSION_S * 2)  # paused while the invoker waited
+            before_send.set()
+            await until(lambda: h.runner.stats.unsent == 1, what="the attempt given back")
+            await asyncio.sleep(0.05)
+            assert h.invoker.calls == [], "sent without proof of ownership"
+            h.consumer.heartbeat()
+            await until(lambda: h.committed(P0) == 1, what="the attempt after a heartbeat")
+            # The attempt that was not sent was not counted.
+            assert [c.attempt for c in h.invoker.calls] == [1]
+
     @pytest.mark.promise("p-ops-paused-starts-nothing")
     async def test_a_workflow_run_waits_for_ownership_after_a_slow_claim(self) -> None:
         class SlowClaims(FakeStore):

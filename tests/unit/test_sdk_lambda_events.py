@@ -28,7 +28,14 @@ from adapter.invokers.aws_lambda import (
     outcomes_from_msk_reply,
     parse_function,
 )
-from adapter.invokers.base import InvocationRequest, Outcome, OutcomeKind
+from adapter.invokers.base import (
+    InvocationRequest,
+    NotSent,
+    Outcome,
+    OutcomeKind,
+    check_fence,
+    fence_sends,
+)
 from adapter.invokers.batching import BatchBuffer, BatchingInvoker
 from adapter.invokers.kafka_event import EventSource
 from adapter.model import (
@@ -496,6 +503,42 @@ async def test_batching_invoker_survives_cancelled_callers_and_broken_batches() 
     assert outcome.kind is OutcomeKind.RETRY
     assert outcome.error is not None
     assert "bug" in outcome.error
+
+
+@pytest.mark.promise("p-ops-paused-starts-nothing", "p-ops-send-fence")
+async def test_batching_invoker_leaves_out_requests_whose_fence_lapsed_while_lingering() -> None:
+    """The process pauses while a batch lingers: on the wake, a request whose caller can no
+    longer prove it owns the partition is not sent; the others of the batch are."""
+    inner = FakeBatchInvoker()
+    invoker = BatchingInvoker(inner, batch_size=10, linger_s=0.05)
+    owner = {"a": True, "b": True}
+
+    async def call(offset: int, who: str) -> Outcome:
+        fence_sends(lambda: owner[who])
+        return await invoker.invoke(_request(offset, b"{}", key=f"k{offset}".encode()))
+
+    lapsed = asyncio.create_task(call(0, "a"))
+    kept = asyncio.create_task(call(2, "b"))
+    await asyncio.sleep(0)  # both are lingering in one batch now
+    owner["a"] = False  # the proof of "a" lapsed (a pause past its session)
+    assert (await kept).kind is OutcomeKind.ACK
+    with pytest.raises(NotSent):
+        await lapsed
+    assert inner.batches == [[2]]
+
+    # A wait inside the inner invoker (credentials) is fenced by every caller of the batch.
+    class Waits(FakeBatchInvoker):
+        async def invoke_batch(self, requests: Sequence[InvocationRequest]) -> list[Outcome]:
+            owner["b"] = False  # lapsed during the wait
+            check_fence()
+            return await super().invoke_batch(requests)
+
+    owner["a"] = owner["b"] = True
+    waits = Waits()
+    invoker = BatchingInvoker(waits, batch_size=2, linger_s=0.05)
+    results = await asyncio.gather(call(0, "a"), call(2, "b"), return_exceptions=True)
+    assert all(isinstance(r, NotSent) for r in results), results
+    assert waits.batches == []
 
 
 _SHAPES: list[tuple[str, bytes | None, bytes | None, tuple[tuple[str, bytes], ...]]] = [
