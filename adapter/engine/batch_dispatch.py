@@ -327,7 +327,8 @@ class BatchDispatcher:
             for work in works:
                 work.attempts -= 1
             self.stats.unsent += 1
-            line.skip_backoff = True  # it waited out any backoff already
+            # It waited out its backoff already; the same step again must not wait twice.
+            line.skip_backoff = delay > 0
             return _RECONSIDER
         except IngressError as exc:
             answer = BatchAnswer.whole(len(requests), str(exc), called=False)

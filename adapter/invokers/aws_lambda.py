@@ -44,7 +44,7 @@ from adapter.errors import (
     TerminalInvokeError,
     ValidationError,
 )
-from adapter.invokers.base import InvocationRequest, Outcome, OutcomeKind
+from adapter.invokers.base import InvocationRequest, NotSent, Outcome, OutcomeKind
 from adapter.invokers.batch_response import (
     BatchAnswer,
     VerdictKind,
@@ -465,10 +465,23 @@ class LambdaInvoker:
             # Too big together: split in halves until every call fits (or one record alone
             # is too big, which the client reports as terminal).
             middle = len(requests) // 2
-            first, second = await asyncio.gather(
-                self._call(function, requests[:middle]), self._call(function, requests[middle:])
+            halves = (requests[:middle], requests[middle:])
+            results = await asyncio.gather(
+                *(self._call(function, half) for half in halves), return_exceptions=True
             )
-            return first + second
+            if all(isinstance(r, NotSent) for r in results):
+                raise NotSent(str(results[0]))
+            outcomes: list[Outcome] = []
+            for half, result in zip(halves, results, strict=True):
+                if isinstance(result, NotSent):
+                    # The other half went out: this one is retried (fenced again first)
+                    # rather than the whole batch being reported unsent.
+                    outcomes += [Outcome.retry(str(result))] * len(half)
+                elif isinstance(result, BaseException):
+                    raise result
+                else:
+                    outcomes += result
+            return outcomes
         timeout = max((r.timeout_s or 0.0) for r in requests) or None
         reply = await self.client.invoke(function, payload, timeout_s=timeout)
         if isinstance(reply, Outcome):

@@ -484,6 +484,38 @@ async def test_a_batch_whose_invoker_waited_past_the_session_is_not_sent() -> No
         assert caller.batches == [[0, 1]]
 
 
+async def test_a_call_not_sent_leaves_the_next_retry_its_backoff() -> None:
+    """A first attempt given back (no backoff waited) must not make the batch's next real
+    retry skip its backoff."""
+    release = asyncio.Event()
+    waiting: list[int] = []
+
+    class WaitsFirst(FakeBatchCaller):
+        async def invoke_records(
+            self, requests: Sequence[InvocationRequest], *, report_batch_item_failures: bool
+        ) -> BatchAnswer:
+            waiting.append(len(requests))
+            await release.wait()
+            check_fence()
+            return await super().invoke_records(
+                requests, report_batch_item_failures=report_batch_item_failures
+            )
+
+    caller = WaitsFirst(_fails_first_call())
+    slow = RetryPolicy(initial_interval=30.0, max_interval=30.0, jitter=0.0)
+    async with running(caller, policy=BatchPolicy(size=2, window_ms=5), retry=slow) as h:
+        await assigned(h, P0)
+        h.consumer.deliver([record(TOPIC, 0, o) for o in range(2)])
+        await until(lambda: waiting == [2], what="the call's wait")
+        h.clock.advance(SESSION_S * 2)
+        release.set()
+        await until(lambda: h.runner.stats.unsent == 1, what="the call given back")
+        h.consumer.heartbeat()
+        await until(lambda: caller.batches == [[0, 1]], what="the first attempt, sent")
+        await asyncio.sleep(0.2)
+        assert caller.batches == [[0, 1]], "the retry skipped its 30 s backoff"
+
+
 async def test_records_that_expire_during_the_backoff_are_not_invoked_again() -> None:
     import time
 

@@ -431,6 +431,47 @@ async def test_oversized_events_are_terminal_before_sending_and_batches_split() 
     assert max(client.payloads) <= MAX_SYNC_PAYLOAD_BYTES
 
 
+@pytest.mark.promise("p-ops-send-fence")
+async def test_a_split_batch_reports_only_its_unsent_half_as_not_sent() -> None:
+    """An oversized batch goes out in halves; when the fence lapses after the first half was
+    sent, the first half keeps its answers and only the second is retried (fenced again)."""
+    owner = {"fresh": True}
+
+    class Client:
+        def __init__(self) -> None:
+            self.sent: list[int] = []
+
+        async def invoke(self, function: str, payload: bytes, *, timeout_s: float | None) -> Any:
+            await asyncio.sleep(0)  # a credentials check: the halves take turns
+            check_fence()
+            self.sent.append(len(payload))
+            owner["fresh"] = False  # the process pauses right after the first half went out
+            answer = await handle_event(endpoint.registry, None, orjson.loads(payload))
+            return LambdaReply(function, orjson.dumps(answer))
+
+        async def aclose(self) -> None:
+            return
+
+    client = Client()
+    invoker = LambdaInvoker(client, event_format="ingress")  # type: ignore[arg-type]
+    big = b'"' + b"x" * (2 * 1024 * 1024) + b'"'
+    requests = [_request(o, b'{"n": ' + big + b"}", key=f"k{o}".encode()) for o in range(4)]
+    fence_sends(lambda: owner["fresh"])
+    try:
+        outcomes = await invoker.invoke_batch(requests)
+        assert len(client.sent) == 1
+        kinds = [o.kind for o in outcomes]
+        assert kinds.count(OutcomeKind.ACK) == 2
+        assert kinds.count(OutcomeKind.RETRY) == 2
+        assert all("not sent" in (o.error or "") for o in outcomes if o.kind is OutcomeKind.RETRY)
+        # Nothing sent at all (the fence still lapsed): the whole call is reported unsent.
+        with pytest.raises(NotSent):
+            await invoker.invoke_batch(requests)
+        assert len(client.sent) == 1
+    finally:
+        fence_sends(None)
+
+
 class FakeBatchInvoker:
     def __init__(self) -> None:
         self.batches: list[list[int]] = []
