@@ -102,6 +102,7 @@ class FakeConsumer:
         """Topic look-ups waiting at :attr:`describe_gate` now."""
         """If set, describing a topic waits for it (a slow metadata request)."""
         self._membership_callbacks: list[Callable[[float], None]] = []
+        self._loss_callbacks: list[Callable[[float], None]] = []
 
     # -- the Consumer protocol --------------------------------------------------------------
 
@@ -186,8 +187,11 @@ class FakeConsumer:
     def log_end(self, tp: TP) -> int | None:
         return self.log_ends.get(tp)
 
-    def observe_membership(self, callback: Callable[[float], None]) -> None:
-        self._membership_callbacks.append(callback)
+    def observe_membership(
+        self, confirmed: Callable[[float], None], lost: Callable[[float], None]
+    ) -> None:
+        self._membership_callbacks.append(confirmed)
+        self._loss_callbacks.append(lost)
 
     def generation(self) -> int | None:
         return self.current_generation
@@ -234,6 +238,12 @@ class FakeConsumer:
         """The coordinator answers a heartbeat now."""
         now = self._clock()
         for callback in self._membership_callbacks:
+            callback(now)
+
+    def lose_membership(self) -> None:
+        """The coordinator refuses a heartbeat sent now: it no longer knows this member."""
+        now = self._clock()
+        for callback in self._loss_callbacks:
             callback(now)
 
 

@@ -75,9 +75,12 @@ class Ownership:
         if self._confirmed_at is None or at > self._confirmed_at:
             self._confirmed_at = at
 
-    def lost(self) -> None:
-        """The coordinator no longer knows this member (or its generation)."""
-        self._confirmed_at = None
+    def lost(self, at: float) -> None:
+        """The coordinator refused a heartbeat or SyncGroup of this member sent at ``at``: it
+        no longer knows the member (or its generation). Evidence from a later request stands
+        (a refusal of a request sent before the member rejoined says nothing about after)."""
+        if self._confirmed_at is not None and at >= self._confirmed_at:
+            self._confirmed_at = None
 
     def may_start(self, now: float) -> bool:
         """Can the broker not have expired this member by ``now``?"""
@@ -113,6 +116,10 @@ class OwnershipGate:
         """The coordinator accepted a heartbeat or SyncGroup this member sent at ``at``."""
         self._ownership.confirmed(at)
         self._changed.set()
+
+    def lost(self, at: float) -> None:
+        """The coordinator refused a heartbeat or SyncGroup this member sent at ``at``."""
+        self._ownership.lost(at)
 
     def wake(self) -> None:
         """Something waiters depend on changed (a revocation): let them look again."""

@@ -286,7 +286,7 @@ class SubscriptionRunner(RebalanceListener):
         try:
             try:
                 await consumer.start()
-                consumer.observe_membership(self._gate.confirmed)
+                consumer.observe_membership(self._gate.confirmed, self._gate.lost)
                 if not await self._await_topic(consumer):
                     return
                 consumer.subscribe(self.subscription.topic, self)

@@ -109,6 +109,9 @@ _MEMBERSHIP_ACCEPTED: dict[int, frozenset[int]] = {
     12: frozenset({0, 27}),  # Heartbeat
     14: frozenset({0}),  # SyncGroup
 }
+# Answers that say the coordinator no longer knows this member or its generation:
+# ILLEGAL_GENERATION (22), UNKNOWN_MEMBER_ID (25), FENCED_INSTANCE_ID (82).
+_MEMBERSHIP_REFUSED = frozenset({22, 25, 82})
 
 
 class CommitError(KafkaError):
@@ -179,10 +182,14 @@ class Consumer(Protocol):
         """Ask for fresh cluster metadata now (a topic appeared or changed)."""
         ...
 
-    def observe_membership(self, callback: Callable[[float], None]) -> None:
-        """Call ``callback(sent_at)`` whenever the group coordinator accepts a heartbeat or a
-        SyncGroup of this member, ``sent_at`` being the ``time.monotonic()`` reading taken
-        before the request went out (the broker renewed the member's session after it)."""
+    def observe_membership(
+        self, confirmed: Callable[[float], None], lost: Callable[[float], None]
+    ) -> None:
+        """Call ``confirmed(sent_at)`` whenever the group coordinator accepts a heartbeat or a
+        SyncGroup of this member, and ``lost(sent_at)`` when it refuses one because it no
+        longer knows the member or its generation; ``sent_at`` is the ``time.monotonic()``
+        reading taken before the request went out (the broker renewed the member's session,
+        or found it gone, after it)."""
         ...
 
     def generation(self) -> int | None:
@@ -342,6 +349,7 @@ class AiokafkaConsumer:
         # reset silently (see the module docstring).
         self._consumer = AIOKafkaConsumer(auto_offset_reset="none", **consumer_kwargs)
         self._membership_observers: list[Callable[[float], None]] = []
+        self._membership_losses: list[Callable[[float], None]] = []
         # Partitions held back (see hold): left out of getmany, not paused in aiokafka.
         # Shared with the rebalance listener, so only ever changed in place.
         self._held: set[TopicPartition] = set()
@@ -362,6 +370,7 @@ class AiokafkaConsumer:
         coordinator = self._consumer._coordinator
         send = coordinator._send_req
         observers = self._membership_observers
+        losses = self._membership_losses
 
         async def dated_send(request: Any) -> Any:
             # Dated before the request goes out: an answer read late (the poller paused while
@@ -370,9 +379,13 @@ class AiokafkaConsumer:
             sent_at = time.monotonic()
             response = await send(request)
             accepted = _MEMBERSHIP_ACCEPTED.get(request.API_KEY)
-            if accepted is not None and response.error_code in accepted:
-                for callback in observers:
-                    callback(sent_at)
+            if accepted is not None:
+                if response.error_code in accepted:
+                    for callback in observers:
+                        callback(sent_at)
+                elif response.error_code in _MEMBERSHIP_REFUSED:
+                    for callback in losses:
+                        callback(sent_at)
             return response
 
         coordinator._send_req = dated_send
@@ -391,8 +404,11 @@ class AiokafkaConsumer:
         except AIOKafkaError as exc:
             raise self._error(exc) from exc
 
-    def observe_membership(self, callback: Callable[[float], None]) -> None:
-        self._membership_observers.append(callback)
+    def observe_membership(
+        self, confirmed: Callable[[float], None], lost: Callable[[float], None]
+    ) -> None:
+        self._membership_observers.append(confirmed)
+        self._membership_losses.append(lost)
 
     def generation(self) -> int | None:
         # aiokafka keeps it on its coordinator (-1 when the member is in no generation).

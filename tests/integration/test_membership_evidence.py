@@ -15,6 +15,7 @@ import asyncio
 import time
 
 import pytest
+from aiokafka.protocol.group import HeartbeatRequest
 
 from adapter.kafka.consumer import TP, AiokafkaConsumer
 from adapter.kafka.errors import ConnectionWatch
@@ -42,7 +43,9 @@ class _Listener:
             self.assigned.set()
 
 
-async def _member(kafka_bootstrap: str, topic: str) -> tuple[AiokafkaConsumer, list[float]]:
+async def _member(
+    kafka_bootstrap: str, topic: str, losses: list[float]
+) -> tuple[AiokafkaConsumer, list[float]]:
     """A member that has joined the group; its own heartbeats are far apart (20 s), so only
     the test's heartbeat is sent while it runs."""
     consumer = AiokafkaConsumer(
@@ -57,7 +60,7 @@ async def _member(kafka_bootstrap: str, topic: str) -> tuple[AiokafkaConsumer, l
     evidence: list[float] = []
     listener = _Listener(evidence)
     await consumer.start()
-    consumer.observe_membership(evidence.append)
+    consumer.observe_membership(evidence.append, losses.append)
     consumer.subscribe(topic, listener)
     async with asyncio.timeout(30):
         while not listener.assigned.is_set():
@@ -73,7 +76,7 @@ async def test_a_heartbeat_answer_read_after_a_pause_is_dated_before_it(
     kafka_bootstrap: str, topic_factory: TopicFactory
 ) -> None:
     topic = await topic_factory(1)
-    consumer, evidence = await _member(kafka_bootstrap, topic)
+    consumer, evidence = await _member(kafka_bootstrap, topic, [])
     try:
         coordinator = consumer._consumer._coordinator
         reported = len(evidence)
@@ -90,5 +93,29 @@ async def test_a_heartbeat_answer_read_after_a_pause_is_dated_before_it(
         assert sent_after <= evidence[-1] < woke_at - PAUSE_S + 0.5, (
             f"evidence dated {evidence[-1] - woke_at:+.3f} s from the wake"
         )
+    finally:
+        await consumer.stop()
+
+
+@pytest.mark.promise("p-ops-paused-starts-nothing")
+async def test_a_heartbeat_the_coordinator_refuses_is_reported_as_lost_membership(
+    kafka_bootstrap: str, topic_factory: TopicFactory
+) -> None:
+    topic = await topic_factory(1)
+    losses: list[float] = []
+    consumer, evidence = await _member(kafka_bootstrap, topic, losses)
+    try:
+        coordinator = consumer._consumer._coordinator
+        sent_after = time.monotonic()
+        # A heartbeat of a generation the group is not in: the broker answers
+        # ILLEGAL_GENERATION, as it does to a member it has moved on from.
+        stale = HeartbeatRequest(
+            coordinator.group_id, coordinator.generation + 7, coordinator.member_id
+        )
+        response = await coordinator._send_req(stale)
+        assert response.error_code == 22
+        assert len(losses) == 1
+        assert sent_after <= losses[0] <= time.monotonic()
+        assert all(at < losses[0] for at in evidence)
     finally:
         await consumer.stop()

@@ -105,10 +105,18 @@ class TestOwnership:
     def test_lost_membership_stops_starts_until_confirmed_again(self) -> None:
         o = Ownership(10)
         o.confirmed(100.0)
-        o.lost()
+        o.lost(100.0)
         assert not o.may_start(100.1)
         o.confirmed(101.0)
         assert o.may_start(101.1)
+
+    def test_a_refusal_of_an_older_request_leaves_newer_evidence(self) -> None:
+        """A heartbeat of the old generation refused after the member rejoined (its
+        SyncGroup, sent later, accepted) says nothing about the new membership."""
+        o = Ownership(10)
+        o.confirmed(105.0)
+        o.lost(104.0)
+        assert o.may_start(105.1)
 
     def test_session_must_be_positive(self) -> None:
         with pytest.raises(ValueError, match="session_timeout_s"):

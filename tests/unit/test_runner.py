@@ -251,6 +251,17 @@ class TestFencing:
             assert h.invoker.offsets() == [0]
 
     @pytest.mark.promise("p-ops-paused-starts-nothing")
+    async def test_nothing_starts_after_the_coordinator_refused_the_member(self) -> None:
+        async with running() as h:
+            await subscribed(h, P0)
+            h.consumer.lose_membership()  # UNKNOWN_MEMBER_ID: evidence not yet aged out
+            h.consumer.deliver([record(TOPIC, 0, 0)])
+            await asyncio.sleep(0.05)
+            assert h.invoker.calls == [], "started although the group no longer knew it"
+            h.consumer.heartbeat()  # rejoined
+            await until(lambda: len(h.invoker.calls) == 1, what="start after the rejoin")
+
+    @pytest.mark.promise("p-ops-paused-starts-nothing")
     async def test_a_first_attempt_waits_for_ownership(self) -> None:
         async with running() as h:
             await subscribed(h, P0)
