@@ -112,6 +112,7 @@ _MEMBERSHIP_ACCEPTED: dict[int, frozenset[int]] = {
 # Answers that say the coordinator no longer knows this member or its generation:
 # ILLEGAL_GENERATION (22), UNKNOWN_MEMBER_ID (25), FENCED_INSTANCE_ID (82).
 _MEMBERSHIP_REFUSED = frozenset({22, 25, 82})
+_LEAVE_GROUP = 13  # API key
 
 
 class CommitError(KafkaError):
@@ -377,6 +378,11 @@ class AiokafkaConsumer:
             # it sat in the socket) proves nothing about the time it is read at, only that
             # the broker renewed the session at some moment after this reading.
             sent_at = time.monotonic()
+            if request.API_KEY == _LEAVE_GROUP:
+                # Leaving (a stop, or aiokafka's own leave after max.poll.interval.ms): the
+                # member is gone from the moment the broker reads this, answered or not.
+                for callback in losses:
+                    callback(sent_at)
             response = await send(request)
             accepted = _MEMBERSHIP_ACCEPTED.get(request.API_KEY)
             if accepted is not None:

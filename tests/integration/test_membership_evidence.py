@@ -119,3 +119,5 @@ async def test_a_heartbeat_the_coordinator_refuses_is_reported_as_lost_membershi
         assert all(at < losses[0] for at in evidence)
     finally:
         await consumer.stop()
+    # Stopping leaves the group: from then on the member is gone.
+    assert len(losses) == 2
