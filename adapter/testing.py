@@ -37,6 +37,7 @@ __all__ = [
     "FakeInvoker",
     "FakeStore",
     "ManualClock",
+    "SendWait",
     "record",
 ]
 
@@ -248,6 +249,24 @@ class FakeConsumer:
 
 
 @dataclass
+class SendWait:
+    """An invoker's own wait before it sends (an address check, a batch's linger, a
+    credentials refresh), released by the test; afterwards the send fence is checked, as real
+    invokers do (``adapter.invokers.base``)."""
+
+    release: asyncio.Event = field(default_factory=asyncio.Event)
+    waiting: int = 0
+
+    async def __call__(self) -> None:
+        self.waiting += 1
+        try:
+            await self.release.wait()
+        finally:
+            self.waiting -= 1
+        check_fence()
+
+
+@dataclass
 class FakeInvoker:
     """Answers requests with ``respond(request)`` (default: acknowledge) and records them."""
 
@@ -255,21 +274,14 @@ class FakeInvoker:
     calls: list[InvocationRequest] = field(default_factory=list)
     gate: asyncio.Event | None = None
     """If set, every call waits for it before answering."""
-    before_send: asyncio.Event | None = None
-    """If set, every call waits for it before it is sent (an invoker's own wait: an address
-    check, a batch's linger), then checks the send fence as real invokers do."""
-    waiting_to_send: int = 0
+    before_send: SendWait | None = None
+    """If set, every call waits here before it is sent (see :class:`SendWait`)."""
     running: int = 0
     max_running: int = 0
 
     async def invoke(self, request: InvocationRequest) -> Outcome:
         if self.before_send is not None:
-            self.waiting_to_send += 1
-            try:
-                await self.before_send.wait()
-            finally:
-                self.waiting_to_send -= 1
-            check_fence()
+            await self.before_send()
         self.calls.append(request)
         self.running += 1
         self.max_running = max(self.max_running, self.running)

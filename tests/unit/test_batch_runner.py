@@ -25,12 +25,19 @@ from adapter.engine.runner import SubscriptionRunner
 from adapter.engine.settings import RunnerSettings
 from adapter.failure_destination import DestinationKind
 from adapter.filters import parse_filter_criteria
-from adapter.invokers.base import InvocationRequest, check_fence
+from adapter.invokers.base import InvocationRequest
 from adapter.invokers.batch_response import BatchAnswer
 from adapter.invokers.destinations import Delivery
 from adapter.kafka.topics import TopicInfo
 from adapter.model import Deployment, HandlerType, InputKind, ServiceType, Target
-from adapter.testing import FakeConsumer, FakeInvoker, FakeStore, ManualClock, record
+from adapter.testing import (
+    FakeConsumer,
+    FakeInvoker,
+    FakeStore,
+    ManualClock,
+    SendWait,
+    record,
+)
 from tests.unit.test_runner import OLD_ID, P0, P1, SESSION_S, SUB, TOPIC, Harness, until
 
 TARGET = Target(
@@ -51,12 +58,18 @@ class FakeBatchCaller:
     respond: Callable[[list[int]], BatchAnswer] | None = None
     batches: list[list[int]] = field(default_factory=list)
     gate: asyncio.Event | None = None
+    before_send: SendWait | None = None
+    """If set, every call waits here before it is sent (the Lambda client's credentials)."""
+    attempts_sent: list[list[int]] = field(default_factory=list)
     running: int = 0
     max_running: int = 0
 
     async def invoke_records(
         self, requests: Sequence[InvocationRequest], *, report_batch_item_failures: bool
     ) -> BatchAnswer:
+        if self.before_send is not None:
+            await self.before_send()
+        self.attempts_sent.append([r.attempt for r in requests])
         offsets = [r.record.offset for r in requests if r.record is not None]
         self.batches.append(offsets)
         self.running += 1
@@ -452,63 +465,35 @@ async def test_a_retried_batch_tells_the_function_its_attempt() -> None:
 async def test_a_batch_whose_invoker_waited_past_the_session_is_not_sent() -> None:
     """The Lambda client waits (a credentials refresh) and the poller is paused meanwhile:
     the batch does not go out until the group confirms the member, and counts no attempt."""
-    release = asyncio.Event()
-    waiting: list[int] = []
-    seen: list[list[int]] = []
-
-    class WaitsFirst(FakeBatchCaller):
-        async def invoke_records(
-            self, requests: Sequence[InvocationRequest], *, report_batch_item_failures: bool
-        ) -> BatchAnswer:
-            waiting.append(len(requests))
-            await release.wait()
-            check_fence()
-            seen.append([r.attempt for r in requests])
-            return await super().invoke_records(
-                requests, report_batch_item_failures=report_batch_item_failures
-            )
-
-    caller = WaitsFirst()
+    wait = SendWait()
+    caller = FakeBatchCaller(before_send=wait)
     async with running(caller, policy=BatchPolicy(size=2, window_ms=5)) as h:
         await assigned(h, P0)
         h.consumer.deliver([record(TOPIC, 0, o) for o in range(2)])
-        await until(lambda: waiting == [2], what="the call's wait")
+        await until(lambda: wait.waiting == 1, what="the call's wait")
         h.clock.advance(SESSION_S * 2)  # paused while the client waited
-        release.set()
+        wait.release.set()
         await until(lambda: h.runner.stats.unsent == 1, what="the call given back")
-        await asyncio.sleep(0.05)
+        await until(lambda: h.runner.stats.held == 1, what="held for proof of ownership")
         assert caller.batches == [], "sent without proof of ownership"
         h.consumer.heartbeat()
         await until(lambda: h.committed(P0) == 2, what="committed after a heartbeat")
-        assert seen == [[1, 1]]
+        assert caller.attempts_sent == [[1, 1]]
         assert caller.batches == [[0, 1]]
 
 
 async def test_a_call_not_sent_leaves_the_next_retry_its_backoff() -> None:
     """A first attempt given back (no backoff waited) must not make the batch's next real
     retry skip its backoff."""
-    release = asyncio.Event()
-    waiting: list[int] = []
-
-    class WaitsFirst(FakeBatchCaller):
-        async def invoke_records(
-            self, requests: Sequence[InvocationRequest], *, report_batch_item_failures: bool
-        ) -> BatchAnswer:
-            waiting.append(len(requests))
-            await release.wait()
-            check_fence()
-            return await super().invoke_records(
-                requests, report_batch_item_failures=report_batch_item_failures
-            )
-
-    caller = WaitsFirst(_fails_first_call())
+    wait = SendWait()
+    caller = FakeBatchCaller(_fails_first_call(), before_send=wait)
     slow = RetryPolicy(initial_interval=30.0, max_interval=30.0, jitter=0.0)
     async with running(caller, policy=BatchPolicy(size=2, window_ms=5), retry=slow) as h:
         await assigned(h, P0)
         h.consumer.deliver([record(TOPIC, 0, o) for o in range(2)])
-        await until(lambda: waiting == [2], what="the call's wait")
+        await until(lambda: wait.waiting == 1, what="the call's wait")
         h.clock.advance(SESSION_S * 2)
-        release.set()
+        wait.release.set()
         await until(lambda: h.runner.stats.unsent == 1, what="the call given back")
         h.consumer.heartbeat()
         await until(lambda: caller.batches == [[0, 1]], what="the first attempt, sent")

@@ -38,7 +38,14 @@ from adapter.model import (
     Target,
     topic_key,
 )
-from adapter.testing import FakeConsumer, FakeInvoker, FakeStore, ManualClock, record
+from adapter.testing import (
+    FakeConsumer,
+    FakeInvoker,
+    FakeStore,
+    ManualClock,
+    SendWait,
+    record,
+)
 
 TOPIC = "orders"
 OLD_ID = "AAAAAAAAAAAAAAAAAAAAAA"
@@ -256,7 +263,7 @@ class TestFencing:
             await subscribed(h, P0)
             h.consumer.lose_membership()  # UNKNOWN_MEMBER_ID: evidence not yet aged out
             h.consumer.deliver([record(TOPIC, 0, 0)])
-            await asyncio.sleep(0.05)
+            await until(lambda: h.runner.stats.held == 1, what="held for proof of ownership")
             assert h.invoker.calls == [], "started although the group no longer knew it"
             h.consumer.heartbeat()  # rejoined
             await until(lambda: len(h.invoker.calls) == 1, what="start after the rejoin")
@@ -274,16 +281,16 @@ class TestFencing:
 
     @pytest.mark.promise("p-ops-paused-starts-nothing", "p-ops-send-fence")
     async def test_an_attempt_whose_invoker_waited_past_the_session_is_not_sent(self) -> None:
-        before_send = asyncio.Event()
+        wait = SendWait()
         async with running() as h:
-            h.invoker.before_send = before_send
+            h.invoker.before_send = wait
             await subscribed(h, P0)
             h.consumer.deliver([record(TOPIC, 0, 0)])
-            await until(lambda: h.invoker.waiting_to_send == 1, what="the invoker's wait")
+            await until(lambda: wait.waiting == 1, what="the invoker's wait")
             h.clock.advance(SESSION_S * 2)  # paused while the invoker waited
-            before_send.set()
+            wait.release.set()
             await until(lambda: h.runner.stats.unsent == 1, what="the attempt given back")
-            await asyncio.sleep(0.05)
+            await until(lambda: h.runner.stats.held == 1, what="held for proof of ownership")
             assert h.invoker.calls == [], "sent without proof of ownership"
             h.consumer.heartbeat()
             await until(lambda: h.committed(P0) == 1, what="the attempt after a heartbeat")
@@ -310,7 +317,7 @@ class TestFencing:
             await until(lambda: store.claiming, what="the run's claim")
             h.clock.advance(SESSION_S * 2)  # paused while DynamoDB answered the claim
             store.answer.set()
-            await asyncio.sleep(0.05)
+            await until(lambda: h.runner.stats.held == 1, what="held for proof of ownership")
             assert h.invoker.calls == [], "the run started without proof of ownership"
             h.consumer.heartbeat()
             await until(lambda: len(h.invoker.calls) == 1, what="the run after a heartbeat")

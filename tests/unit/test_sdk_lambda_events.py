@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -405,27 +405,39 @@ def test_aws_kafka_trigger_events_use_the_kafka_target() -> None:
         lambda_handler({"protocol": "kafka-ingress/v1", "type": "nope"}, None)
 
 
-async def test_oversized_events_are_terminal_before_sending_and_batches_split() -> None:
-    class Client:
-        def __init__(self) -> None:
-            self.payloads: list[int] = []
+class EndpointClient:
+    """A Lambda client stand-in that answers through the SDK endpoint. Like the real client it
+    may wait before sending (a credentials refresh: here one turn of the loop, so concurrent
+    calls interleave) and then checks the send fence."""
 
-        async def invoke(self, function: str, payload: bytes, *, timeout_s: float | None) -> Any:
-            if len(payload) > MAX_SYNC_PAYLOAD_BYTES:
-                return Outcome.terminal("too large")
-            self.payloads.append(len(payload))
-            event = orjson.loads(payload)
-            answer = await handle_event(endpoint.registry, None, event)
-            return LambdaReply(function, orjson.dumps(answer))
+    def __init__(self, after_send: Callable[[], None] = lambda: None) -> None:
+        self.payloads: list[int] = []
+        self._after_send = after_send
 
-        async def aclose(self) -> None:
-            return
+    async def invoke(self, function: str, payload: bytes, *, timeout_s: float | None) -> Any:
+        if len(payload) > MAX_SYNC_PAYLOAD_BYTES:
+            return Outcome.terminal("too large")
+        await asyncio.sleep(0)
+        check_fence()
+        self.payloads.append(len(payload))
+        self._after_send()
+        answer = await handle_event(endpoint.registry, None, orjson.loads(payload))
+        return LambdaReply(function, orjson.dumps(answer))
 
-    client = Client()
-    invoker = LambdaInvoker(client, event_format="ingress")  # type: ignore[arg-type]
+    async def aclose(self) -> None:
+        return
+
+
+def oversized_batch() -> list[InvocationRequest]:
+    """Four records of 2 MiB: too big for one synchronous Lambda call together."""
     big = b'"' + b"x" * (2 * 1024 * 1024) + b'"'
-    requests = [_request(o, b'{"n": ' + big + b"}", key=f"k{o}".encode()) for o in range(4)]
-    outcomes = await invoker.invoke_batch(requests)
+    return [_request(o, b'{"n": ' + big + b"}", key=f"k{o}".encode()) for o in range(4)]
+
+
+async def test_oversized_events_are_terminal_before_sending_and_batches_split() -> None:
+    client = EndpointClient()
+    invoker = LambdaInvoker(client, event_format="ingress")  # type: ignore[arg-type]
+    outcomes = await invoker.invoke_batch(oversized_batch())
     assert [o.kind for o in outcomes] == [OutcomeKind.ACK] * 4
     assert len(client.payloads) >= 2
     assert max(client.payloads) <= MAX_SYNC_PAYLOAD_BYTES
@@ -437,29 +449,16 @@ async def test_a_split_batch_reports_only_its_unsent_half_as_not_sent() -> None:
     sent, the first half keeps its answers and only the second is retried (fenced again)."""
     owner = {"fresh": True}
 
-    class Client:
-        def __init__(self) -> None:
-            self.sent: list[int] = []
+    def pause() -> None:
+        owner["fresh"] = False  # the process pauses right after the first half went out
 
-        async def invoke(self, function: str, payload: bytes, *, timeout_s: float | None) -> Any:
-            await asyncio.sleep(0)  # a credentials check: the halves take turns
-            check_fence()
-            self.sent.append(len(payload))
-            owner["fresh"] = False  # the process pauses right after the first half went out
-            answer = await handle_event(endpoint.registry, None, orjson.loads(payload))
-            return LambdaReply(function, orjson.dumps(answer))
-
-        async def aclose(self) -> None:
-            return
-
-    client = Client()
+    client = EndpointClient(after_send=pause)
     invoker = LambdaInvoker(client, event_format="ingress")  # type: ignore[arg-type]
-    big = b'"' + b"x" * (2 * 1024 * 1024) + b'"'
-    requests = [_request(o, b'{"n": ' + big + b"}", key=f"k{o}".encode()) for o in range(4)]
+    requests = oversized_batch()
     fence_sends(lambda: owner["fresh"])
     try:
         outcomes = await invoker.invoke_batch(requests)
-        assert len(client.sent) == 1
+        assert len(client.payloads) == 1
         kinds = [o.kind for o in outcomes]
         assert kinds.count(OutcomeKind.ACK) == 2
         assert kinds.count(OutcomeKind.RETRY) == 2
@@ -467,7 +466,7 @@ async def test_a_split_batch_reports_only_its_unsent_half_as_not_sent() -> None:
         # Nothing sent at all (the fence still lapsed): the whole call is reported unsent.
         with pytest.raises(NotSent):
             await invoker.invoke_batch(requests)
-        assert len(client.sent) == 1
+        assert len(client.payloads) == 1
     finally:
         fence_sends(None)
 
