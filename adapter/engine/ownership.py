@@ -40,8 +40,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import Callable
+
+from adapter.clocks import suspend_aware
 
 __all__ = ["Ownership", "OwnershipGate"]
 
@@ -104,7 +105,7 @@ class OwnershipGate:
         self,
         session_timeout_s: float,
         *,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] = suspend_aware,
         describe: Callable[[], str] = lambda: "this poller",
     ) -> None:
         self._ownership = Ownership(session_timeout_s)

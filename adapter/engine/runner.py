@@ -31,6 +31,7 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from adapter.clocks import suspend_aware
 from adapter.engine.assignments import Assignments
 from adapter.engine.batch_dispatch import BatchCaller, BatchDispatcher
 from adapter.engine.dispatcher import DeadLetters, Dispatcher, Work
@@ -121,7 +122,7 @@ class SubscriptionRunner(RebalanceListener):
         dead_letters: DeadLetters | None,
         settings: RunnerSettings,
         rng: random.Random | None = None,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] = suspend_aware,
         retention_losses: list[RetentionLoss] | None = None,
     ) -> None:
         self.subscription = subscription

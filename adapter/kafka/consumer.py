@@ -42,6 +42,7 @@ from aiokafka.errors import (
 from aiokafka.errors import KafkaError as AIOKafkaError
 from aiokafka.structs import OffsetAndMetadata
 
+from adapter.clocks import suspend_aware
 from adapter.errors import KafkaError
 from adapter.kafka.commit_marks import (
     Committed,
@@ -188,9 +189,9 @@ class Consumer(Protocol):
     ) -> None:
         """Call ``confirmed(sent_at)`` whenever the group coordinator accepts a heartbeat or a
         SyncGroup of this member, and ``lost(sent_at)`` when it refuses one because it no
-        longer knows the member or its generation; ``sent_at`` is the ``time.monotonic()``
-        reading taken before the request went out (the broker renewed the member's session,
-        or found it gone, after it)."""
+        longer knows the member or its generation; ``sent_at`` is the
+        :data:`~adapter.clocks.suspend_aware` reading taken before the request went out (the
+        broker renewed the member's session, or found it gone, after it)."""
         ...
 
     def generation(self) -> int | None:
@@ -377,7 +378,7 @@ class AiokafkaConsumer:
             # Dated before the request goes out: an answer read late (the poller paused while
             # it sat in the socket) proves nothing about the time it is read at, only that
             # the broker renewed the session at some moment after this reading.
-            sent_at = time.monotonic()
+            sent_at = suspend_aware()
             if request.API_KEY == _LEAVE_GROUP:
                 # Leaving (a stop, or aiokafka's own leave after max.poll.interval.ms): the
                 # member is gone from the moment the broker reads this, answered or not.

@@ -17,6 +17,7 @@ import time
 import pytest
 from aiokafka.protocol.group import HeartbeatRequest
 
+from adapter.clocks import suspend_aware
 from adapter.kafka.consumer import TP, AiokafkaConsumer
 from adapter.kafka.errors import ConnectionWatch
 from tests._kafka_fixtures import TopicFactory
@@ -38,7 +39,7 @@ class _Listener:
 
     async def on_assigned(self, tps: set[TP]) -> None:
         if tps:
-            self.assigned_at = time.monotonic()
+            self.assigned_at = suspend_aware()
             self.evidence_at_assignment = list(self._evidence)
             self.assigned.set()
 
@@ -80,13 +81,13 @@ async def test_a_heartbeat_answer_read_after_a_pause_is_dated_before_it(
     try:
         coordinator = consumer._consumer._coordinator
         reported = len(evidence)
-        sent_after = time.monotonic()
+        sent_after = suspend_aware()
         beat = asyncio.create_task(coordinator._do_heartbeat())
         await asyncio.sleep(0)  # one step of the task: the heartbeat request is written
         # The poller pauses (a GC, SIGSTOP) with the heartbeat in flight; the broker answers
         # meanwhile and the answer waits in the socket.
         time.sleep(PAUSE_S)  # noqa: ASYNC251 - blocking is the point: the loop stands still
-        woke_at = time.monotonic()
+        woke_at = suspend_aware()
         assert await beat, "the broker refused the heartbeat"
         assert len(evidence) == reported + 1
         # Dated from the request: the pause shows in the evidence's age.
@@ -106,7 +107,7 @@ async def test_a_heartbeat_the_coordinator_refuses_is_reported_as_lost_membershi
     consumer, evidence = await _member(kafka_bootstrap, topic, losses)
     try:
         coordinator = consumer._consumer._coordinator
-        sent_after = time.monotonic()
+        sent_after = suspend_aware()
         # A heartbeat of a generation the group is not in: the broker answers
         # ILLEGAL_GENERATION, as it does to a member it has moved on from.
         stale = HeartbeatRequest(
@@ -115,7 +116,7 @@ async def test_a_heartbeat_the_coordinator_refuses_is_reported_as_lost_membershi
         response = await coordinator._send_req(stale)
         assert response.error_code == 22
         assert len(losses) == 1
-        assert sent_after <= losses[0] <= time.monotonic()
+        assert sent_after <= losses[0] <= suspend_aware()
         assert all(at < losses[0] for at in evidence)
     finally:
         await consumer.stop()
