@@ -32,7 +32,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from adapter.engine.mapping import HEADER_TRACEPARENT, derive_trace_id
-from adapter.invokers.base import InvocationRequest, Outcome, OutcomeKind
+from adapter.invokers.base import InvocationRequest, NotSent, Outcome, OutcomeKind
 from adapter.masking import mask_secrets
 
 if TYPE_CHECKING:
@@ -148,8 +148,12 @@ class RecordTracer:
     @contextlib.contextmanager
     def attempt(self, request: InvocationRequest) -> Iterator[tuple[InvocationRequest, Span]]:
         """A client span for one attempt (a child of the current consumer span), and the
-        request carrying that span's context as its ``traceparent``."""
-        from opentelemetry.trace import SpanKind, set_span_in_context
+        request carrying that span's context as its ``traceparent``.
+
+        An attempt the invoker did not send (:class:`NotSent`: the proof of ownership lapsed
+        while it waited) is no error: its span says ``kafka_ingress.outcome = not_sent`` and
+        the attempt is made again, in a span of its own, once it may start."""
+        from opentelemetry.trace import SpanKind, Status, StatusCode, set_span_in_context
 
         target = request.target
         with self._tracer.start_as_current_span(
@@ -157,14 +161,25 @@ class RecordTracer:
             kind=SpanKind.CLIENT,
             # The invocation, record and target are on the parent span and in the name.
             attributes={"kafka_ingress.attempt": request.attempt},
-            record_exception=True,
+            # Recorded below, where NotSent can be told apart from a failure.
+            record_exception=False,
+            set_status_on_exception=False,
         ) as span:
             carrier: dict[str, str] = {}
             self._propagator.inject(carrier, context=set_span_in_context(span))
             headers = dict(request.headers)
             headers.pop(_HEADER_TRACESTATE, None)
             headers.update(carrier)
-            yield replace(request, headers=headers), span
+            try:
+                yield replace(request, headers=headers), span
+            except NotSent:
+                span.set_attribute("kafka_ingress.outcome", "not_sent")
+                raise
+            except Exception as exc:
+                message = mask_secrets(str(exc))[:500]
+                span.record_exception(exc, attributes={"exception.message": message})
+                span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {message}"))
+                raise
 
     @staticmethod
     def outcome(span: Span, outcome: Outcome) -> None:

@@ -14,8 +14,8 @@ from opentelemetry.trace import SpanKind, StatusCode
 from adapter.engine import tracing
 from adapter.invokers.base import InvocationRequest, Outcome
 from adapter.local.stack import traces_hint
-from adapter.testing import record
-from tests.unit.test_runner import P0, SUB, TOPIC, running, subscribed, until
+from adapter.testing import SendWait, record
+from tests.unit.test_runner import P0, SESSION_S, SUB, TOPIC, running, subscribed, until
 
 ENDPOINT = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318"}
 
@@ -106,6 +106,29 @@ async def test_each_attempt_is_a_child_span_whose_context_the_handler_receives(
         assert traceparent == f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-01"
     assert clients[0].status.status_code is StatusCode.ERROR
     assert clients[1].status.status_code is StatusCode.UNSET
+
+
+async def test_an_attempt_that_was_not_sent_is_no_error_in_its_trace(
+    exporter: InMemorySpanExporter,
+) -> None:
+    wait = SendWait()
+    async with running() as h:
+        h.invoker.before_send = wait
+        await subscribed(h, P0)
+        h.consumer.deliver([record(TOPIC, 0, 0)])
+        await until(lambda: wait.waiting == 1, what="the invoker's wait")
+        h.clock.advance(SESSION_S * 2)  # paused while the invoker waited: not sent
+        wait.release.set()
+        await until(lambda: h.runner.stats.held == 1, what="held for proof of ownership")
+        h.consumer.heartbeat()
+        await until(lambda: h.committed(P0) == 1, what="the attempt after a heartbeat")
+    clients = [s for s in exporter.get_finished_spans() if s.kind is SpanKind.CLIENT]
+    outcomes = [(s.attributes or {}).get("kafka_ingress.outcome") for s in clients]
+    assert outcomes == ["not_sent", "ack"]
+    assert [s.status.status_code for s in clients] == [StatusCode.UNSET, StatusCode.UNSET]
+    assert [len(s.events) for s in clients] == [0, 0], "an exception recorded for no error"
+    (consumer,) = [s for s in exporter.get_finished_spans() if s.kind is SpanKind.CONSUMER]
+    assert consumer.status.status_code is StatusCode.UNSET
 
 
 def test_the_dev_banner_says_how_to_reach_a_collector() -> None:
