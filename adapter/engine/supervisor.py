@@ -32,6 +32,7 @@ from adapter.engine.retry import RetryPolicy
 from adapter.engine.runner import SubscriptionRunner
 from adapter.engine.settings import RunnerSettings, RunnerState
 from adapter.engine.shard_filter import ShardFilter
+from adapter.engine.timings import TIMINGS
 from adapter.errors import ConfigError, IngressError, KafkaAuthError, StoreError
 from adapter.failure_destination import DestinationKind
 from adapter.invokers.base import Invoker
@@ -283,6 +284,14 @@ class Supervisor:
         except Exception:
             log.exception("subscription %s stopped with an error", sub_id)
         await self._release_token_provider(sub_id)
+        # Deleted, paused, changed (a new slot follows) or no longer this poller's: its
+        # histogram series go with its status counters, and a new slot starts them from
+        # zero, as a restarted consumer's counters do. Only once the task is done: no runner
+        # of this slot builds a dispatcher after that, and a late observation lands in a
+        # series no longer collected (adapter.engine.timings). A new slot of the same ID
+        # started meanwhile owns the series.
+        if sub_id not in self._slots:
+            TIMINGS.forget(sub_id)
         log.info("stopped subscription %s", sub_id)
 
     async def _supervise(self, slot: _Slot) -> None:

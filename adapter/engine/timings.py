@@ -11,7 +11,10 @@ starts and ends:
 
 Labels are bounded: one series set per subscription, never keys or offsets. The histograms
 are process-wide (one poller process, one set): :data:`TIMINGS` is a collector the admin
-API's ``/metrics`` registry collects. Observations happen for every record, on the event loop:
+API's ``/metrics`` registry collects. :meth:`Timings.forget` drops a subscription's series
+when it stops running here; an :class:`AttemptTimings` holds its series, not the dicts, so a
+stopped runner's late observations land in series no longer collected instead of bringing
+them back. Observations happen for every record, on the event loop:
 a series is a list of bucket counts and a sum, and an observation is one ``bisect`` and two
 additions. prometheus_client's own ``Histogram.observe`` takes a lock twice and walks the
 buckets in Python: 0.59 us against 0.13 us, twice per record.
@@ -101,6 +104,14 @@ class Timings(Collector):
         if series is None:
             series = self.ages[subscription_id] = _Series(len(AGE_BUCKETS))
         return series
+
+    def forget(self, subscription_id: str) -> None:
+        """Drop the subscription's series: it stopped running in this process."""
+        # On the event loop, as observations are; collect() copies the dicts before reading
+        # them, so a scrape from another thread never sees one change size mid-read.
+        for key in [k for k in list(self.durations) if k[0] == subscription_id]:
+            self.durations.pop(key, None)
+        self.ages.pop(subscription_id, None)
 
     def collect(self) -> Iterable[Metric]:
         duration = HistogramMetricFamily(

@@ -455,6 +455,29 @@ def test_oldest_unfinished_age_grows_until_the_offset_moves() -> None:
     assert ages.age("s", "t", 0, 8) == 0
 
 
+def test_oldest_unfinished_ages_of_partitions_gone_from_the_status_are_dropped() -> None:
+    """A partition (or a whole subscription) missing from a scrape's status is forgotten: it
+    holds no memory, and if it comes back its age is measured afresh."""
+    now = [100.0]
+    ages = OldestAge(clock=lambda: now[0])
+
+    def scrape(partitions: dict[str, dict[tuple[str, int], dict[str, int | None]]]) -> str:
+        status = {sub: {"state": "running"} for sub in partitions}
+        snapshot = Snapshot(status=status, partitions=partitions)
+        return generate_latest(metrics_registry(lambda: snapshot, ages)).decode()
+
+    both = {"oldest_unfinished": 5, "pending": 1}
+    scrape({"sub_a": {("t", 0): both, ("t", 1): both}, "sub_b": {("t", 0): both}})
+    now[0] = 110.0
+    scrape({"sub_a": {("t", 0): both}})
+    now[0] = 120.0
+    text = scrape({"sub_a": {("t", 0): both, ("t", 1): both}, "sub_b": {("t", 0): both}})
+    age = "kafka_ingress_oldest_unfinished_age_seconds"
+    assert f'{age}{{partition="0",subscription="sub_a",topic="t"}} 20.0' in text
+    assert f'{age}{{partition="1",subscription="sub_a",topic="t"}} 0.0' in text
+    assert f'{age}{{partition="0",subscription="sub_b",topic="t"}} 0.0' in text
+
+
 def test_collect_reports_lag_per_partition() -> None:
     stats = RunnerStats(consumed=4, succeeded=3, duplicates=1, commits=2, rebalances=1)
     status = {"sub_a": {"state": "running", "in_flight": 1, "stats": stats}}
@@ -515,6 +538,30 @@ def test_attempt_timings_count_each_attempt_and_the_age_at_ack() -> None:
     assert value(f"{age}_count") == 2
     assert value(f"{age}_sum") == pytest.approx(2.5)
     assert value(f"{age}_bucket", le="0.01") == 1
+
+
+def test_forgotten_subscription_timings_leave_the_exposition_for_good() -> None:
+    timings = Timings()
+    registry = CollectorRegistry()
+    registry.register(timings)
+    gone = AttemptTimings("sub_gone", wall_clock=lambda: 1000.0, timings=timings)
+    kept = AttemptTimings("sub_kept", wall_clock=lambda: 1000.0, timings=timings)
+    for series in (gone, kept):
+        series.attempt(OutcomeKind.ACK, 0.1)
+        series.acked(999_000)
+    timings.forget("sub_gone")
+    # A stopped runner's late observations land in series no longer collected.
+    gone.attempt(OutcomeKind.ACK, 0.1)
+    gone.acked(999_000)
+    text = generate_latest(registry).decode()
+    assert 'subscription="sub_gone"' not in text
+    duration = "kafka_ingress_invocation_duration_seconds_count"
+    assert f'{duration}{{outcome="ack",subscription="sub_kept"}} 1.0' in text
+    assert 'kafka_ingress_record_age_at_ack_seconds_count{subscription="sub_kept"} 1.0' in text
+    # A subscription that starts again here starts from zero.
+    AttemptTimings("sub_gone", timings=timings)
+    text = generate_latest(registry).decode()
+    assert f'{duration}{{outcome="ack",subscription="sub_gone"}} 0.0' in text
 
 
 # -- middleware and start-up warning ----------------------------------------------------------
