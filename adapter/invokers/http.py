@@ -101,6 +101,9 @@ class HttpInvoker:
         # Per deployment URI: when its address was last checked, and why it is refused.
         self._deny_private = deny_private_targets
         self._targets: dict[str, tuple[float, str | None]] = {}
+        # The check under way per deployment URI: requests that find the cache stale at once
+        # (up to the in-flight limit, every RECHECK_S) share one name resolution.
+        self._checking: dict[str, asyncio.Future[str | None]] = {}
 
     def __repr__(self) -> str:
         return (
@@ -156,6 +159,17 @@ class HttpInvoker:
             raise TerminalInvokeError(cached.message)
         return cached
 
+    async def _check_shared(self, uri: str, now: float) -> str | None:
+        """:meth:`_check`, one at a time per URI: callers arriving while it runs await the
+        same answer. Shielded, so a caller cancelled meanwhile (a kill, a stop) does not
+        cancel the others' check."""
+        pending = self._checking.get(uri)
+        if pending is None:
+            pending = asyncio.ensure_future(self._check(uri, now))
+            self._checking[uri] = pending
+            pending.add_done_callback(lambda _: self._checking.pop(uri, None))
+        return await asyncio.shield(pending)
+
     async def _check(self, uri: str, now: float) -> str | None:
         """Why requests to ``uri`` are refused (:mod:`adapter.invokers.targets`), cached with
         the time ``now`` and re-checked at most every RECHECK_S seconds (``invoke`` reads the
@@ -190,7 +204,7 @@ class HttpInvoker:
         if checked is not None and now - checked[0] < RECHECK_S:
             refused = checked[1]
         else:
-            refused = await self._check(base, now)
+            refused = await self._check_shared(base, now)
             check_fence()  # the check waited for name resolution
         if refused is not None:
             return Outcome.terminal(f"deployment {deployment.id}: {refused}")

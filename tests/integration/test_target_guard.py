@@ -8,6 +8,7 @@ and a failed discovery is described by status, content type and length, never by
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
@@ -17,6 +18,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from adapter.errors import ValidationError
+from adapter.invokers import http
 from adapter.invokers.base import OutcomeKind
 from adapter.invokers.discovery import Discovery
 from adapter.invokers.http import HttpInvoker
@@ -115,3 +117,37 @@ async def test_invocations_of_private_addresses_are_refused_when_switched_off(
         refused = await invoker.invoke(make_request(make_target(url, "ok")))
     assert refused.kind is OutcomeKind.TERMINAL
     assert "deny-private-targets" in (refused.error or "")
+
+
+async def test_requests_finding_the_address_check_stale_share_one_resolution(
+    handler_server: HandlerServer, http_client: ClientName, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def ok(request: Request) -> Response:
+        return JSONResponse({"ok": True})
+
+    url = await handler_server(Starlette(routes=[Route("/{path:path}", ok, methods=["POST"])]))
+    named = url.replace("127.0.0.1", "localhost")  # a name: the check resolves it
+    real_check = http.check_target
+    checks: list[str] = []
+    resolving = asyncio.Event()
+
+    async def counted_check(uri: str, *, deny_private: bool) -> None:
+        checks.append(uri)
+        await resolving.wait()  # name resolution taking its time: the others arrive
+        await real_check(uri, deny_private=deny_private)
+
+    monkeypatch.setattr(http, "check_target", counted_check)
+    target = make_target(named, "ok")
+    async with HttpInvoker(timeout_s=5.0, client=http_client) as invoker:
+        first = asyncio.create_task(invoker.invoke(make_request(target, offset=0)))
+        others = [
+            asyncio.create_task(invoker.invoke(make_request(target, offset=n)))
+            for n in range(1, 20)
+        ]
+        for _ in range(5):
+            await asyncio.sleep(0)  # every invocation reaches the check
+        first.cancel()  # the caller that started it goes away; the check goes on for the rest
+        resolving.set()
+        outcomes = await asyncio.wait_for(asyncio.gather(*others), 10)
+    assert [o.kind for o in outcomes] == [OutcomeKind.ACK] * 19
+    assert len(checks) == 1, f"{len(checks)} resolutions of one deployment at once"
