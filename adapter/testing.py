@@ -129,6 +129,10 @@ class FakeConsumer:
             records = fetched.records.pop(tp)
             if tp in self.assigned:
                 self._kept.setdefault(tp, []).extend(records)
+        # Records kept while the partition was paused or held come first, before anything
+        # fetched after them: a partition's records go out in offset order, as Kafka's do.
+        for tp in [tp for tp in self._kept if tp not in self.paused and tp not in self.held]:
+            fetched.records[tp] = self._kept.pop(tp) + fetched.records.get(tp, [])
         return fetched
 
     async def commit(
@@ -162,9 +166,9 @@ class FakeConsumer:
     def _hand_out(self, tp: TP) -> None:
         if tp in self.paused or tp in self.held:
             return
-        kept = self._kept.pop(tp, None)
-        if kept:
-            self._fetches.put_nowait(Fetched(records={tp: kept}))
+        if self._kept.get(tp):
+            # Wakes a waiting getmany, which hands the kept records out ahead of the rest.
+            self._fetches.put_nowait(Fetched())
 
     async def describe_topic(self, topic: str) -> TopicInfo | None:
         self.descriptions += 1
