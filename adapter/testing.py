@@ -90,6 +90,9 @@ class FakeConsumer:
         self.metadata_refreshes = 0
         self.log_ends: dict[TP, int] = {}
         """What :meth:`log_end` answers per partition (the test sets it)."""
+        self.positions: dict[TP, int] = {}
+        """What :meth:`position` answers per assigned partition (the test sets it; a
+        partition missing here has no position yet, and none is reported)."""
         self.reject_commits = False
         self.started = False
         self.stopped = False
@@ -188,6 +191,9 @@ class FakeConsumer:
 
     def refresh_metadata(self) -> None:
         self.metadata_refreshes += 1
+
+    async def position(self, tp: TP) -> int | None:
+        return self.positions.get(tp) if tp in self.assigned else None
 
     def log_end(self, tp: TP) -> int | None:
         return self.log_ends.get(tp)

@@ -200,9 +200,49 @@ class Assignments:
             # would get the member expired and the group would rebalance again and again.
             # So the fence is read in the background; until then every record is checked.
             self._spawn_background(self._read_fences(unread, assigned_at))
+        unstarted = [
+            s for s in self.states.values() if s.tp in tps and s.committed_at_start is None
+        ]
+        if unstarted:
+            self._spawn_background(self._commit_start(unstarted))
         for tp in tps:
-            consumer.resume(tp)
+            if self.states[tp].committed_at_start is not None:
+                consumer.resume(tp)
         log.info("subscription %s assigned %s", self._subscription_id, sorted(tps))
+
+    async def _commit_start(self, states: list[PartitionState]) -> None:
+        """Partitions with no committed position of this topic (a new subscription, a
+        re-created topic) stay paused until the position the reset policy chose is known and
+        committed. Otherwise nothing would be committed before a record finished, and a
+        rebalance before then (records retrying, a deploy) would let the next owner apply
+        ``auto.offset.reset`` afresh: with ``latest``, every record that arrived in between
+        would be skipped, unseen and unreported. Paused, the position cannot move on (fetched
+        records would otherwise be ahead of it); aiokafka resolves it all the same."""
+        consumer = self.consumer
+        assert consumer is not None
+
+        async def start(state: PartitionState) -> None:
+            try:
+                position = await consumer.position(state.tp)
+            except KafkaError as exc:
+                log.warning(
+                    "subscription %s: start position of %s[%d] unknown (%s); it is committed "
+                    "once a record finishes",
+                    self._subscription_id,
+                    *state.tp,
+                    exc,
+                )
+                return
+            if position is not None and self.current(state):
+                state.tracker.start_at(position)
+
+        try:
+            await asyncio.gather(*(start(state) for state in states))
+            await self.commit([state for state in states if self.current(state)])
+        finally:
+            for state in states:
+                if self.current(state):
+                    consumer.resume(state.tp)
 
     def _spawn_background(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coro)

@@ -89,6 +89,13 @@ class OffsetTracker:
             finished.remove(last)
         self._position = last + 1
 
+    def start_at(self, position: int) -> None:
+        """The consumer's position when the partition was assigned with nothing committed:
+        committable before any record finishes, so the group learns where this assignment
+        began. Ignored once a record has finished (the position is known from it then)."""
+        if self._position is None and (self._queue[0] if self._queue else position) >= position:
+            self._position = position
+
     def committable(self) -> int | None:
         """The position to commit now, or ``None`` if it has not moved since the last commit."""
         position = self._position

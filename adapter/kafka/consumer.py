@@ -176,6 +176,11 @@ class Consumer(Protocol):
 
     async def seek_to_beginning(self, tp: TP) -> None: ...
 
+    async def position(self, tp: TP) -> int | None:
+        """The offset of the next record of ``tp`` to fetch, once the reset policy (or a
+        seek) has set it; None when ``tp`` is no longer assigned."""
+        ...
+
     def log_end(self, tp: TP) -> int | None:
         """The partition's log end offset as of the last fetch (no request; None if unknown)."""
         ...
@@ -586,6 +591,21 @@ class AiokafkaConsumer:
         try:
             await self._consumer.seek_to_beginning(TopicPartition(*tp))
         except (AIOKafkaError, IllegalStateError) as exc:
+            raise self._error(exc) from exc
+
+    async def position(self, tp: TP) -> int | None:
+        try:
+            # aiokafka waits for the fetcher to resolve the position, with no end of its own.
+            return int(
+                await asyncio.wait_for(
+                    self._consumer.position(TopicPartition(*tp)), self._metadata_timeout_s
+                )
+            )
+        except IllegalStateError:
+            return None
+        except TimeoutError as exc:
+            raise KafkaError(f"the position of {tp[0]}[{tp[1]}] was not resolved in time") from exc
+        except AIOKafkaError as exc:
             raise self._error(exc) from exc
 
     def refresh_metadata(self) -> None:

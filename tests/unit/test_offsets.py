@@ -278,3 +278,33 @@ def test_interleaved_tracking_and_finishing_matches_the_definition(
             tracker.finish(offset)
     if tracked_offsets:
         assert tracker.committable() == tracked_offsets[-1] + 1
+
+
+def test_the_start_position_is_committable_before_anything_finishes() -> None:
+    tracker = OffsetTracker()
+    tracker.start_at(100)
+    assert tracker.committable() == 100
+    tracker.mark_committed(100)
+    tracker.track(100)
+    tracker.track(101)
+    assert tracker.committable() is None
+    tracker.finish(100)
+    assert tracker.committable() == 101
+
+
+def test_a_start_position_past_an_unfinished_record_is_ignored() -> None:
+    # The consumer fetched on: its position is past records still running.
+    tracker = OffsetTracker()
+    tracker.track(100)
+    tracker.start_at(103)
+    assert tracker.committable() is None
+    tracker.finish(100)
+    assert tracker.committable() == 101
+
+
+def test_a_start_position_after_a_record_finished_is_ignored() -> None:
+    tracker = OffsetTracker()
+    tracker.track(5)
+    tracker.finish(5)
+    tracker.start_at(9)
+    assert tracker.committable() == 6

@@ -776,6 +776,55 @@ class TestTopicIdentity:
             assert h.runner.state is RunnerState.RUNNING
 
 
+class TestStartPosition:
+    @pytest.mark.promise("p-ops-every-record")
+    async def test_a_new_subscription_commits_where_it_starts_before_any_record_finishes(
+        self,
+    ) -> None:
+        # auto.offset.reset = latest put the partition at 100; every record keeps retrying.
+        async with running(respond=lambda request: Outcome.retry("handler down")) as h:
+            h.consumer.positions[P0] = 100
+            await subscribed(h, P0)
+            await until(lambda: h.committed(P0) == 100, what="the start position committed")
+            assert h.consumer.group_commits[P0] == Committed(100, OLD_ID)
+            h.consumer.deliver([record(TOPIC, 0, o) for o in range(100, 103)])
+            await until(lambda: len(h.invoker.calls) >= 3, what="the records tried")
+            # A deploy moves the partition on while they retry: the next owner starts at 100,
+            # not at a 'latest' of its own past them.
+            await h.consumer.revoke(P0)
+        assert h.committed(P0) == 100
+
+    async def test_records_of_a_new_partition_wait_for_its_start_position(self) -> None:
+        async with running() as h:
+            gate = asyncio.Event()
+            position = h.consumer.position
+
+            async def slow_position(tp: tuple[str, int]) -> int | None:
+                await gate.wait()  # the reset policy's ListOffsets is on its way
+                return await position(tp)
+
+            h.consumer.position = slow_position  # type: ignore[method-assign]
+            h.consumer.positions[P0] = 0
+            await subscribed(h, P0)
+            h.consumer.deliver([record(TOPIC, 0, o) for o in range(3)])
+            await asyncio.sleep(0.05)  # an observation window: nothing may start
+            assert h.invoker.calls == []
+            gate.set()
+            await until(lambda: h.committed(P0) == 3, what="the records after the start")
+            assert h.invoker.offsets() == [0, 1, 2]
+            assert h.consumer.commits[0] == {P0: 0}
+
+    async def test_a_partition_with_a_committed_position_commits_nothing_new_at_start(
+        self,
+    ) -> None:
+        async with running(committed={P0: (7, OLD_ID)}) as h:
+            h.consumer.positions[P0] = 7
+            await subscribed(h, P0)
+            h.consumer.deliver([record(TOPIC, 0, 7)])
+            await until(lambda: h.committed(P0) == 8, what="the record")
+            assert h.consumer.commits == [{P0: 8}]
+
+
 class TestRetention:
     @pytest.mark.promise("p-fault-retention")
     async def test_records_lost_to_retention_are_reported(self) -> None:
