@@ -912,7 +912,9 @@ def test_secret_values_never_appear_in_errors(
     secret: str, name: str, extra: dict[str, str]
 ) -> None:
     baseline = all_messages({name: "PLACEHOLDER-VALUE", **extra})
-    assume(all(secret not in message for message in baseline))
+    cluster_baseline = all_messages(extra, {name: "PLACEHOLDER-VALUE"})
+    # A "secret" that is a piece of the messages' own words ("cluste") proves nothing.
+    assume(all(secret not in message for message in baseline + cluster_baseline))
     messages = all_messages({name: secret, **extra})
     assert messages, "every scenario is an error"
     # Not only absent: the messages do not depend on the secret at all.
