@@ -3,7 +3,9 @@
 A thin shell around :mod:`adapter.engine.mapping`: the URL comes from :func:`invoke_url`, the
 outcome from :func:`outcome_from_http`. This module only adds transport concerns -- one shared
 keep-alive connection pool, a per-request deadline, the address check of
-:mod:`adapter.invokers.targets`, and request signing:
+:mod:`adapter.invokers.targets`, request signing, and the send fence
+(:mod:`adapter.invokers.base`) after every wait, the wait for a free connection included
+(:mod:`adapter.invokers.slots`):
 
     deployment without a usable http(s) URL, invalid URL                   → Outcome.terminal
     deployment address refused (link-local, metadata; see invokers.targets) → Outcome.terminal
@@ -38,6 +40,7 @@ from adapter.invokers.http_clients import (
     display,
     resolve_client,
 )
+from adapter.invokers.slots import Slots
 from adapter.invokers.targets import RECHECK_S, TargetRefused, check_target
 
 __all__ = ["HttpInvoker", "HttpInvokerState", "Signer"]
@@ -59,7 +62,9 @@ class HttpInvoker:
 
     The client is created lazily on first use, inside the running event loop, and is bound to
     that loop. ``aclose()`` releases the pool; using the invoker afterwards raises
-    :class:`RuntimeError`. ``limit`` bounds the requests in flight at once (0: no bound).
+    :class:`RuntimeError`. ``limit`` bounds the requests in flight at once (0: no bound): it
+    is the size of the pool, and as many slots (:mod:`adapter.invokers.slots`) keep requests
+    from waiting inside the client for a connection, where no send fence covers them.
     ``client`` chooses the library (:func:`~adapter.invokers.http_clients.resolve_client`);
     an unknown or uninstalled one is a :class:`ValueError` here, not at the first request.
     """
@@ -90,6 +95,7 @@ class HttpInvoker:
         self._timeout_s = timeout_s
         self._connect_timeout_s = connect_timeout_s
         self._limit = limit
+        self._slots = Slots(limit) if limit else None
         self._keepalive_timeout_s = keepalive_timeout_s
         self._sign = sign
         self._state = HttpInvokerState.UNOPENED
@@ -209,18 +215,34 @@ class HttpInvoker:
         if refused is not None:
             return Outcome.terminal(f"deployment {deployment.id}: {refused}")
 
-        headers: Mapping[str, str] = request.headers
-        if deployment.additional_headers or self._sign is not None:
-            # Case-insensitive override; a plain dict merge would send both "Authorization"
-            # and "authorization".
-            merged: CIMultiDict[str] = CIMultiDict(request.headers)
-            merged.update(deployment.additional_headers)
-            if self._sign is not None:
-                merged.update(self._sign(request, url))
-            headers = merged
+        # A slot per pooled connection, held until the client has released its connection:
+        # with one, the client never waits for a connection after the last fence check. A
+        # plain method call when one is free (hot path); taken before signing, so a request
+        # that waited is signed when it goes out.
+        slots = self._slots
+        if slots is not None and not slots.take_nowait():
+            await slots.take()
+            try:
+                check_fence()  # every connection was busy: the wait may have outlasted the proof
+            except BaseException:
+                slots.release()
+                raise
+        try:
+            headers: Mapping[str, str] = request.headers
+            if deployment.additional_headers or self._sign is not None:
+                # Case-insensitive override; a plain dict merge would send both
+                # "Authorization" and "authorization".
+                merged: CIMultiDict[str] = CIMultiDict(request.headers)
+                merged.update(deployment.additional_headers)
+                if self._sign is not None:
+                    merged.update(self._sign(request, url))
+                headers = merged
 
-        timeout_s = request.timeout_s or self._timeout_s
-        return await transport.post(url, request.body, headers, timeout_s, request.attempt)
+            timeout_s = request.timeout_s or self._timeout_s
+            return await transport.post(url, request.body, headers, timeout_s, request.attempt)
+        finally:
+            if slots is not None:
+                slots.release()
 
 
 @dataclass(frozen=True, slots=True)

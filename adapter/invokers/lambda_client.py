@@ -22,6 +22,7 @@ What becomes what:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import ssl
@@ -83,6 +84,10 @@ class LambdaClient:
     Created outside any event loop; the connection pool opens on first use in the running
     loop and is bound to it. Endpoint and credentials are resolved once, on first use, by
     botocore (on a worker thread: it may read files or call a metadata service).
+
+    ``max_connections`` is the size of the pool (0: no bound). As many calls at most are in
+    the pool at once: the others wait for a slot before the send fence is checked, never for
+    a connection after it (:mod:`adapter.invokers.slots`).
     """
 
     def __init__(
@@ -95,10 +100,17 @@ class LambdaClient:
     ) -> None:
         if timeout_s <= 0:
             raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
+        if max_connections < 0:
+            raise ValueError(f"max_connections must be >= 0 (0 = no bound), got {max_connections}")
         self.endpoint_url = endpoint_url
         self.region = region
         self.timeout_s = timeout_s
         self._max_connections = max_connections
+        # One slot per pooled connection, held until the response is read; per batch, so a
+        # plain semaphore (no bound: a context that does nothing).
+        self._slots: contextlib.AbstractAsyncContextManager[object] = (
+            asyncio.Semaphore(max_connections) if max_connections else contextlib.nullcontext()
+        )
         self._base: str | None = None
         self._credentials: Credentials | None = None
         self._proxy: URL | None = None
@@ -186,43 +198,50 @@ class LambdaClient:
             frozen = await frozen_credentials(credentials)
         except BotoCoreError as exc:
             return Outcome.retry(f"Lambda Invoke {function}: {type(exc).__name__}: {exc}")
-        check_fence()  # resolving the endpoint or refreshing credentials may have waited
-        url = f"{base}/{_API_VERSION}/functions/{quote(function, safe='')}/invocations"
-        headers = signed_headers(
-            frozen,
-            service="lambda",
-            region=self.region,
-            url=url,
-            body=payload,
-            headers={"X-Amz-Invocation-Type": "RequestResponse"},  # what boto3 signs
-        )
-        try:
-            async with self._open().post(
-                URL(url, encoded=True),
-                data=payload,
-                headers=headers,
-                timeout=self._timeout(deadline),
-                allow_redirects=False,
-                proxy=self._proxy,
-                proxy_auth=self._proxy_auth,
-            ) as response:
-                body = await response.read()
-                if response.status < 300:
-                    return LambdaReply(function, body, response.headers.get("X-Amz-Function-Error"))
-                code, message, wait = invoke_error(
-                    function, response.status, response.headers, body
+        async with self._slots:
+            # After the slot (it may have waited for one) and after resolving the endpoint or
+            # refreshing credentials (either may have waited); no wait for a connection follows.
+            check_fence()
+            url = f"{base}/{_API_VERSION}/functions/{quote(function, safe='')}/invocations"
+            headers = signed_headers(
+                frozen,
+                service="lambda",
+                region=self.region,
+                url=url,
+                body=payload,
+                headers={"X-Amz-Invocation-Type": "RequestResponse"},  # what boto3 signs
+            )
+            try:
+                async with self._open().post(
+                    URL(url, encoded=True),
+                    data=payload,
+                    headers=headers,
+                    timeout=self._timeout(deadline),
+                    allow_redirects=False,
+                    proxy=self._proxy,
+                    proxy_auth=self._proxy_auth,
+                ) as response:
+                    body = await response.read()
+                    if response.status < 300:
+                        return LambdaReply(
+                            function, body, response.headers.get("X-Amz-Function-Error")
+                        )
+                    code, message, wait = invoke_error(
+                        function, response.status, response.headers, body
+                    )
+                    return outcome_from_client_error(
+                        function, code, message, status=response.status, retry_after=wait
+                    )
+            except TimeoutError:
+                return Outcome.retry(f"Lambda Invoke {function} timed out after {deadline:g}s")
+            except aiohttp.ClientConnectorError as exc:
+                reason = _USERINFO.sub("//", str(exc.os_error or exc))
+                return Outcome.retry(
+                    f"Lambda Invoke {function}: cannot connect to {base}: {reason}"
                 )
-                return outcome_from_client_error(
-                    function, code, message, status=response.status, retry_after=wait
-                )
-        except TimeoutError:
-            return Outcome.retry(f"Lambda Invoke {function} timed out after {deadline:g}s")
-        except aiohttp.ClientConnectorError as exc:
-            reason = _USERINFO.sub("//", str(exc.os_error or exc))
-            return Outcome.retry(f"Lambda Invoke {function}: cannot connect to {base}: {reason}")
-        except aiohttp.ClientError as exc:
-            reason = _USERINFO.sub("//", str(exc)) or type(exc).__name__
-            return Outcome.retry(f"Lambda Invoke {function}: {type(exc).__name__}: {reason}")
+            except aiohttp.ClientError as exc:
+                reason = _USERINFO.sub("//", str(exc)) or type(exc).__name__
+                return Outcome.retry(f"Lambda Invoke {function}: {type(exc).__name__}: {reason}")
 
     async def aclose(self) -> None:
         """Close the connection pool (calls in flight fail as retries). Idempotent."""

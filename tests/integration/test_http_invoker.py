@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field, replace
 from urllib.parse import unquote
 
+import aiohttp
 import pytest
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -493,6 +494,62 @@ async def test_pool_limit_bounds_concurrent_connections(
         )
     assert all(o.kind is OutcomeKind.ACK for o in outcomes)
     assert len({s.client_port for s in handler.seen}) <= 2
+
+
+@pytest.mark.promise("p-ops-send-fence")
+async def test_no_request_goes_out_when_the_fence_lapsed_while_waiting_for_a_connection(
+    served: tuple[Handler, str], http_client: ClientName
+) -> None:
+    """All connections busy: a request waits for one, past the fence checks made before it.
+    If the poller's ownership lapses meanwhile, the request must not go out when a connection
+    comes free (it would reach the handler after the partition may have moved)."""
+    handler, base = served
+    owner = True
+
+    async def fenced(invoker: HttpInvoker) -> OutcomeKind:
+        fence_sends(lambda: owner)
+        return (await invoker.invoke(make_request(make_target(base, "ok")))).kind
+
+    async with HttpInvoker(limit=1, timeout_s=5.0, client=http_client) as invoker:
+        holding = asyncio.create_task(invoker.invoke(make_request(make_target(base, "hang"))))
+        await handler.entered.wait()  # the only connection is busy until `release`
+        waiting = asyncio.create_task(fenced(invoker))
+        await asyncio.sleep(0)  # let it run up to its wait for the connection
+        assert not waiting.done()
+        owner = False
+        assert len(handler.seen) == 1
+        handler.release.set()
+        assert (await holding).kind is OutcomeKind.ACK
+        with pytest.raises(NotSent):
+            await waiting
+        assert [s.raw_path for s in handler.seen] == [b"/invoke/Orders/hang"]
+        owner = True  # a request whose fence holds still goes out on the freed connection
+        assert await fenced(invoker) is OutcomeKind.ACK
+        assert len(handler.seen) == 2
+
+
+async def test_requests_beyond_the_pool_wait_before_the_client_never_in_it(
+    served: tuple[Handler, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """aiohttp queues a request for a connection only when ``limit`` are in use; the
+    invoker's slots keep it from getting there (the wait is theirs, then fenced)."""
+    handler, base = served
+    queued: list[object] = []
+    wait = aiohttp.TCPConnector._wait_for_available_connection
+
+    async def recorded(self: aiohttp.TCPConnector, *args: object, **kwargs: object) -> None:
+        queued.append(args)
+        await wait(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(aiohttp.TCPConnector, "_wait_for_available_connection", recorded)
+    tgt = make_target(base, "ok")
+    async with HttpInvoker(limit=2, client="aiohttp") as invoker:
+        outcomes = await asyncio.gather(
+            *(invoker.invoke(make_request(tgt, offset=i)) for i in range(20))
+        )
+    assert all(o.kind is OutcomeKind.ACK for o in outcomes)
+    assert len(handler.seen) == 20
+    assert queued == []
 
 
 # --- lifecycle ------------------------------------------------------------------------------

@@ -1,0 +1,117 @@
+"""The Invoke client's connection pool and the send fence, against a loopback server standing
+in for the Lambda endpoint."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from adapter.invokers.base import NotSent, fence_sends
+from adapter.invokers.lambda_client import LambdaClient
+from adapter.invokers.lambda_errors import LambdaReply
+
+_PROXY_NAMES = ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy")
+
+
+@dataclass
+class Endpoint:
+    """Answers every Invoke; one for a function named ``hang`` only once ``release`` is set."""
+
+    url: str = ""
+    functions: list[str] = field(default_factory=list)
+    entered: asyncio.Event = field(default_factory=asyncio.Event)
+    release: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def handle(self, request: web.Request) -> web.Response:
+        function = request.match_info["function"]
+        self.functions.append(function)
+        if function == "hang":
+            self.entered.set()
+            await self.release.wait()
+        return web.json_response({"function": function})
+
+
+@pytest.fixture
+async def endpoint(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> AsyncIterator[Endpoint]:
+    for name in _PROXY_NAMES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "secret")
+    monkeypatch.setenv("NETRC", str(tmp_path / "absent-netrc"))
+    served = Endpoint()
+    app = web.Application()
+    app.router.add_post("/2015-03-31/functions/{function}/invocations", served.handle)
+    runner = web.AppRunner(app, shutdown_timeout=1)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    host, port = runner.addresses[0][:2]
+    served.url = f"http://{host}:{port}"
+    try:
+        yield served
+    finally:
+        served.release.set()
+        await runner.cleanup()
+
+
+@pytest.mark.promise("p-ops-send-fence")
+async def test_no_call_goes_out_when_the_fence_lapsed_while_waiting_for_a_connection(
+    endpoint: Endpoint,
+) -> None:
+    """All connections busy: a call waits for one, past the fence check made before it. If
+    the poller's ownership lapses meanwhile, the call must not go out when one comes free."""
+    owner = True
+
+    async def fenced(client: LambdaClient) -> LambdaReply:
+        fence_sends(lambda: owner)
+        reply = await client.invoke("orders", b"{}")
+        assert isinstance(reply, LambdaReply), reply
+        return reply
+
+    client = LambdaClient(endpoint_url=endpoint.url, region="us-east-1", max_connections=1)
+    try:
+        holding = asyncio.create_task(client.invoke("hang", b"{}"))
+        await endpoint.entered.wait()  # the only connection is busy until `release`
+        waiting = asyncio.create_task(fenced(client))
+        await asyncio.sleep(0)  # let it run up to its wait for the connection
+        assert not waiting.done()
+        owner = False
+        assert endpoint.functions == ["hang"]
+        endpoint.release.set()
+        assert isinstance(await holding, LambdaReply)
+        with pytest.raises(NotSent):
+            await waiting
+        assert endpoint.functions == ["hang"]
+        owner = True  # a call whose fence holds still goes out on the freed connection
+        await fenced(client)
+        assert endpoint.functions == ["hang", "orders"]
+    finally:
+        await client.aclose()
+
+
+async def test_calls_beyond_the_pool_wait_before_the_client_never_in_it(
+    endpoint: Endpoint, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """aiohttp queues a call for a connection only when ``max_connections`` are in use; the
+    client's slots keep it from getting there (the wait is theirs, then fenced)."""
+    queued: list[object] = []
+    wait = aiohttp.TCPConnector._wait_for_available_connection
+
+    async def recorded(self: aiohttp.TCPConnector, *args: object, **kwargs: object) -> None:
+        queued.append(args)
+        await wait(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(aiohttp.TCPConnector, "_wait_for_available_connection", recorded)
+    client = LambdaClient(endpoint_url=endpoint.url, region="us-east-1", max_connections=2)
+    try:
+        replies = await asyncio.gather(*(client.invoke("orders", b"{}") for _ in range(20)))
+    finally:
+        await client.aclose()
+    assert all(isinstance(reply, LambdaReply) for reply in replies)
+    assert len(endpoint.functions) == 20
+    assert queued == []
