@@ -6,6 +6,24 @@ engine finishes a record's offset from that callback, so the committed offset ca
 result that is not in the ledger. While DynamoDB is unreachable or throttling, rows wait here and
 are re-sent with capped exponential backoff; the engine sees the growing ``pending`` count and
 stops fetching (backpressure) instead of buffering without limit.
+
+Only a :class:`~adapter.errors.StoreError` means "try again". Any other exception from the store
+-- an :class:`~adapter.errors.ItemTooLargeError` (DynamoDB refused a row for good), or a bug --
+is a refusal of the rows that were sent, and re-sending them cannot help. The writer then finds
+the refused rows by halving the batch (rows are idempotent, so writing one again is harmless),
+writes the rest, and writes each refused row once more in a *reduced* form: the record's key cut
+to a short prefix and its error text shortened, with a note saying so. The record's result stays
+in the ledger and its offset finishes. A row refused even then (nothing of the record is left in
+it that could be too large: the store is broken) is dropped with an error log and counted in
+``refused``; its callback is never called, so its offset stays unfinished and the committed
+offset never passes it -- only its own partition stops committing there, and the next owner of
+the partition runs the record again. Every other row's callback is called once it is durable.
+::
+
+    batch ──write──▶ ok ─────────────────────────────────▶ callbacks
+      │ StoreError: back off, send again
+      │ refused: halve ─▶ … ─▶ one row refused ─▶ reduced ─▶ ok: its callback
+      │                                              └──▶ refused: dropped, ``refused += 1``
 """
 
 from __future__ import annotations
@@ -14,14 +32,15 @@ import asyncio
 import logging
 import random
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
 from typing import Protocol
 
 from adapter.engine.lifecycle import TERMINAL_STATUSES
-from adapter.errors import StoreError
+from adapter.errors import IngressError, StoreError
 from adapter.model import LedgerEntry
 
-__all__ = ["LedgerStore", "LedgerWriter", "with_paged_successes"]
+__all__ = ["LedgerStore", "LedgerWriter", "reduced_entry", "with_paged_successes"]
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +67,24 @@ def with_paged_successes(
 
 def _is_final(entry: LedgerEntry) -> bool:
     return entry.status in _FINAL
+
+
+_REDUCED_KEY_CHARS = 100
+_REDUCED_ERROR_CHARS = 500
+
+
+def reduced_entry(entry: LedgerEntry, reason: str) -> LedgerEntry:
+    """``entry`` with what its record and handler put into it cut short: the key to a marked
+    prefix, the error text to its start, followed by a note that the store refused the row
+    (``reason``). Everything else -- status, attempts, position, times -- is kept."""
+    key = entry.key
+    if key is not None and len(key) > _REDUCED_KEY_CHARS:
+        key = f"{key[:_REDUCED_KEY_CHARS]}…[cut: {len(key)} characters]"
+    note = f"[ledger row reduced, the store refused it: {reason[:200]}]"
+    error = (
+        note if entry.last_error is None else f"{entry.last_error[:_REDUCED_ERROR_CHARS]} {note}"
+    )
+    return replace(entry, key=key, last_error=error)
 
 
 OnDurable = Callable[[], None]
@@ -84,6 +121,10 @@ class LedgerWriter:
         self.last_error: str | None = None
         self.failures = 0
         self.written = 0
+        self.reduced = 0
+        """Rows the store refused, written in reduced form (:func:`reduced_entry`)."""
+        self.refused = 0
+        """Rows the store refused even reduced: dropped, their offsets left unfinished."""
 
     @property
     def pending(self) -> int:
@@ -157,45 +198,19 @@ class LedgerWriter:
             for task in tasks:
                 task.cancel()
 
-    async def _write_once(self, entries: list[LedgerEntry]) -> None:
-        # Final rows go in batches (BatchWriteItem has no conditions); progress rows, which
-        # are rare (one per retry), are written one by one under a condition so that a late
-        # one can never overwrite a final status written by this or another poller.
-        final = [e for e in entries if _is_final(e)]
-        final_ids = {e.id for e in final}
-        progress = {e.id: e for e in entries if e.id not in final_ids}
-        if final:
-            await self._store.write_entries(final)
-        for entry in progress.values():
-            await self._store.write_progress(entry)
-
     async def _write(self, batch: list[tuple[LedgerEntry, OnDurable | None]], first: int) -> None:
-        delay = 0.1
         try:
-            while True:
-                try:
-                    await self._write_once([entry for entry, _ in batch])
-                except StoreError as exc:
-                    self.failures += 1
-                    if self.last_error is None:
-                        log.warning("ledger write failed, will retry: %s", exc)
-                    self.last_error = str(exc)
-                    await asyncio.sleep(delay * (0.5 + random.random()))
-                    delay = min(delay * 2, self._max_backoff_s)
+            dropped = await self._write_rows([entry for entry, _ in batch])
+            self.written += sum(1 for entry, _ in batch if entry.id not in dropped)
+            for entry, on_durable in batch:
+                if on_durable is None or entry.id in dropped:
                     continue
-                if self.last_error is not None:
-                    log.info("ledger writes recovered after %d failures", self.failures)
-                self.last_error = None
-                break
-            self.written += len(batch)
-            for _, on_durable in batch:
-                if on_durable is not None:
-                    try:
-                        on_durable()
-                    except Exception:
-                        # A bug in one callback must not leave the rest of the batch
-                        # unfinished (their offsets would never commit).
-                        log.exception("ledger: a durable-row callback failed")
+                try:
+                    on_durable()
+                except Exception:
+                    # A bug in one callback must not leave the rest of the batch
+                    # unfinished (their offsets would never commit).
+                    log.exception("ledger: a durable-row callback failed")
         finally:
             self._in_progress -= len(batch)
             self._in_flight.discard(first)
@@ -203,3 +218,95 @@ class LedgerWriter:
             self._slots.release()
             if self._queue:
                 self._wakeup.set()
+
+    async def _write_rows(self, entries: list[LedgerEntry]) -> set[str]:
+        """Write a batch's rows; the IDs of those dropped (see the module docstring).
+
+        Final rows go in batches (BatchWriteItem has no conditions); progress rows, which are
+        rare (one per retry), are written one by one under a condition so that a late one can
+        never overwrite a final status written by this or another poller. A progress row of an
+        invocation whose final row is in the same batch is not written at all."""
+        # The last row of an ID wins, as in the store: halving must not reorder two of them.
+        final = list({e.id: e for e in entries if _is_final(e)}.values())
+        final_ids = {e.id for e in final}
+        progress = {e.id: e for e in entries if e.id not in final_ids}
+        dropped: set[str] = set()
+        if final:
+            dropped |= await self._write_final(final)
+        for entry in progress.values():
+            dropped |= await self._write_one(entry, self._store.write_progress)
+        return dropped
+
+    async def _write_final(self, rows: list[LedgerEntry]) -> set[str]:
+        try:
+            await self._retrying(lambda: self._store.write_entries(rows))
+        except Exception as exc:
+            # One row refused fails its whole request: halve until it stands alone.
+            if len(rows) == 1:
+                return await self._write_reduced(rows[0], exc, self._write_single)
+            half = len(rows) // 2
+            return await self._write_final(rows[:half]) | await self._write_final(rows[half:])
+        return set()
+
+    async def _write_single(self, entry: LedgerEntry) -> None:
+        await self._store.write_entries([entry])
+
+    async def _write_one(
+        self, entry: LedgerEntry, write: Callable[[LedgerEntry], Awaitable[object]]
+    ) -> set[str]:
+        try:
+            await self._retrying(lambda: write(entry))
+        except Exception as exc:
+            return await self._write_reduced(entry, exc, write)
+        return set()
+
+    async def _write_reduced(
+        self,
+        entry: LedgerEntry,
+        refusal: Exception,
+        write: Callable[[LedgerEntry], Awaitable[object]],
+    ) -> set[str]:
+        """Write ``entry`` reduced after the store refused it; ``{entry.id}`` if refused again."""
+        reason = str(refusal) or type(refusal).__name__
+        log.error(
+            "ledger: the store refused the row of %s (%s); writing it with its key and error "
+            "text cut short",
+            entry.id,
+            reason,
+            exc_info=not isinstance(refusal, IngressError),
+        )
+        try:
+            await self._retrying(lambda: write(reduced_entry(entry, reason)))
+        except Exception:
+            self.refused += 1
+            log.exception(
+                "ledger: the store refused the reduced row of %s too; it is not recorded%s",
+                entry.id,
+                # A progress row has no callback: the final row that follows is what counts.
+                " and its offset stays unfinished (its partition commits no further)"
+                if _is_final(entry)
+                else "",
+            )
+            return {entry.id}
+        self.reduced += 1
+        return set()
+
+    async def _retrying(self, write: Callable[[], Awaitable[object]]) -> None:
+        """Run ``write`` until it succeeds, backing off after each StoreError; any other
+        exception is a refusal and goes to the caller."""
+        delay = 0.1
+        while True:
+            try:
+                await write()
+            except StoreError as exc:
+                self.failures += 1
+                if self.last_error is None:
+                    log.warning("ledger write failed, will retry: %s", exc)
+                self.last_error = str(exc)
+                await asyncio.sleep(delay * (0.5 + random.random()))
+                delay = min(delay * 2, self._max_backoff_s)
+                continue
+            if self.last_error is not None:
+                log.info("ledger writes recovered after %d failures", self.failures)
+            self.last_error = None
+            return

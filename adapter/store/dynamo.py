@@ -86,6 +86,7 @@ from adapter.store.pages import (
     parse_page_position,
     range_bounds,
 )
+from adapter.store.row_limits import stored_error, stored_key
 from adapter.store.sealing import (
     CLUSTER_SECRETS,
     DEPLOYMENT_SECRETS,
@@ -174,9 +175,13 @@ def _ledger_item(entry: LedgerEntry, expires_at: int) -> dict[str, Any]:
         if entry.updated_at_ms != entry.completed_at_ms:
             item["updated_at"] = {"N": str(entry.updated_at_ms)}
     if entry.key is not None:
-        item["key"] = {"S": entry.key}
+        # Bounded, so no record makes a row DynamoDB refuses (adapter.store.row_limits).
+        key = stored_key(entry.key)
+        item["key"] = {"S": key.text}
+        if key.sha256 is not None:
+            item["key_sha256"] = {"S": key.sha256}
     if entry.last_error is not None:
-        item["last_error"] = {"S": entry.last_error[:2000]}
+        item["last_error"] = {"S": stored_error(entry.last_error)}
     if entry.next_retry_at_ms is not None:
         item["next_retry_at"] = {"N": str(entry.next_retry_at_ms)}
     if entry.dead_letter_topic is not None:
@@ -705,6 +710,9 @@ class DynamoStore:
 
         Raises StoreError if the rows are not all written within ``deadline_s``, or at once on
         any other failure (unreachable, rejected); the caller must then not commit past them.
+        Raises ItemTooLargeError (a ValidationError: re-sending cannot help) if DynamoDB refuses
+        a row as larger than its item limit, which the bounds of :mod:`adapter.store.row_limits`
+        leave to rows built elsewhere.
         """
         if not entries:
             return
@@ -1088,9 +1096,16 @@ class DynamoStore:
                 marks.append(f":st{index}")
             filters.append(f"#st IN ({', '.join(marks)})")
         if key is not None:
-            names["#k"] = "key"
-            values[":k"] = {"S": key}
-            filters.append("#k = :k")
+            # A cut key is found by the hash of the whole key (adapter.store.row_limits).
+            names["#kh"] = "key_sha256"
+            stored = stored_key(key)
+            if stored.sha256 is not None:
+                values[":kh"] = {"S": stored.sha256}
+                filters.append("#kh = :kh")
+            else:
+                names["#k"] = "key"
+                values[":k"] = {"S": key}
+                filters.append("#k = :k AND attribute_not_exists(#kh)")
         if target is not None:
             names["#t"] = "target"
             values[":t"] = {"S": target}

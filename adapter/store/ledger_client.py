@@ -10,6 +10,8 @@ Errors are mapped at this boundary; nothing from aiohttp escapes:
 
     HTTP 200                                  -> the items DynamoDB left unprocessed (re-send)
     HTTP 400 throttling ``__type``, HTTP 5xx  -> the whole chunk is still to send (re-send)
+    HTTP 400 ValidationException, item size   -> ItemTooLargeError (never re-send: it cannot
+                                                 succeed; the writer isolates the row)
     any other status                          -> StoreError(``__type``: message)
     aiohttp error, timeout                    -> StoreError ... from exc
 
@@ -28,7 +30,7 @@ import aiohttp
 import orjson
 from botocore.credentials import Credentials
 
-from adapter.errors import StoreError
+from adapter.errors import ItemTooLargeError, StoreError
 from adapter.sigv4 import frozen_credentials, signed_headers
 
 __all__ = ["LedgerClient", "Throttled", "batch_write_outcome"]
@@ -69,8 +71,9 @@ def batch_write_outcome(status: int, payload: bytes, table: str) -> list[Any] | 
 
     A list: the put/delete requests DynamoDB did not process (empty when all were written).
     :class:`Throttled`: nothing was written, send the whole chunk again after a backoff.
-    Raises StoreError for every other failure; its message carries DynamoDB's error type and
-    message, never the request or its headers.
+    Raises ItemTooLargeError for a row over DynamoDB's item limit and StoreError for every
+    other failure; the message carries DynamoDB's error type and message, never the request or
+    its headers.
     """
     try:
         body = orjson.loads(payload) if payload else {}
@@ -86,6 +89,10 @@ def batch_write_outcome(status: int, payload: bytes, table: str) -> list[Any] | 
     detail = f"{kind}: {message}" if kind and message else kind or message or "no error body"
     if (status == 400 and kind.endswith(_THROTTLING)) or status >= 500:
         return Throttled(f"HTTP {status} {detail}")
+    if status == 400 and kind == "ValidationException" and "item size" in message.lower():
+        # As the boto3 path maps it (DynamoStore._call_sync): not a StoreError, which means
+        # "try again", but a refusal of what was sent.
+        raise ItemTooLargeError(f"{_WHAT}: HTTP {status} {detail}")
     raise StoreError(f"{_WHAT}: HTTP {status} {detail}")
 
 

@@ -20,7 +20,7 @@ import pytest
 from aiohttp import web
 from botocore.credentials import RefreshableCredentials
 
-from adapter.errors import StoreError
+from adapter.errors import ItemTooLargeError, StoreError
 from adapter.local.moto import MotoServer
 from adapter.model import LedgerEntry
 from adapter.store.dynamo import DynamoStore, _ledger_item, make_client
@@ -280,15 +280,74 @@ async def test_other_errors_fail_at_once_naming_dynamodb_error_and_nothing_else(
     front: DynamoFront, front_store: DynamoStore
 ) -> None:
     front.replies = iter(
-        [(400, {"__type": _ERROR + "ValidationException", "message": "Item size too big"})]
+        [(400, {"__type": _ERROR + "AccessDeniedException", "message": "not authorized"})]
     )
 
     with pytest.raises(StoreError) as caught:
         await front_store.write_entries([_entry(1)], deadline_s=10)
 
     message = str(caught.value)
-    assert message == ("write invocation ledger: HTTP 400 ValidationException: Item size too big")
+    assert message == "write invocation ledger: HTTP 400 AccessDeniedException: not authorized"
     assert len(front.seen) == 1
+
+
+@pytest.mark.promise("p-fault-ledger-row-refused")
+async def test_a_row_over_the_item_limit_is_an_item_too_large_error_not_a_store_error(
+    front: DynamoFront, front_store: DynamoStore
+) -> None:
+    # A StoreError is re-sent until DynamoDB answers: this refusal never changes.
+    message = "Item size has exceeded the maximum allowed size"
+    front.replies = iter([(400, {"__type": _ERROR + "ValidationException", "message": message})])
+
+    with pytest.raises(ItemTooLargeError) as caught:
+        await front_store.write_entries([_entry(1)], deadline_s=10)
+
+    assert not isinstance(caught.value, StoreError)
+    assert str(caught.value) == f"write invocation ledger: HTTP 400 ValidationException: {message}"
+    assert len(front.seen) == 1
+
+
+def _item_bytes(item: dict[str, Any]) -> int:
+    """An item's size as DynamoDB counts it, close enough: names plus values, in UTF-8."""
+    size = 0
+    for name, value in item.items():
+        ((_, data),) = value.items()
+        size += len(name.encode()) + len(str(data).encode())
+    return size
+
+
+@pytest.mark.promise("p-fault-ledger-row-refused")
+@pytest.mark.parametrize("status", ["FAILED", "BACKING_OFF"])
+async def test_a_450_kb_key_gets_a_row_within_the_item_limit_still_found_by_its_key(
+    store: DynamoStore, dynamo_client: Any, status: str
+) -> None:
+    # The record passes the 6 MiB max-record-bytes check; its row must not exceed 400 KB.
+    key = "ключ-" + "k" * 450_000
+    entry = _entry(
+        7, key=key, status=status, attempts=2, last_error="x" * 50_000, completed_at_ms=None
+    )
+    if status == "FAILED":
+        entry = replace(entry, completed_at_ms=entry.updated_at_ms)
+        await store.write_entries([entry])
+    else:
+        assert await store.write_progress(entry)
+
+    raw = _raw_row(dynamo_client, store.names.invocations, entry.id)
+    assert _item_bytes(raw) < 12 * 1024
+    stored = await store.get_entry(entry.id)
+    assert stored is not None
+    assert stored.key is not None
+    assert stored.key.startswith("ключ-kkk")
+    assert stored.key.endswith(f"[cut: {len(key.encode())} bytes]")
+    assert stored == replace(entry, key=stored.key, last_error=(entry.last_error or "")[:2000])
+    # Looking it up by its key (GET /invocations?key=...) still finds it, and only it.
+    await store.write_entries([_entry(8, key=stored.key), _entry(9, key=key[:-1])])
+    found, _ = await store.find_entries(key=key)
+    assert [e.id for e in found] == [entry.id]
+    found, _ = await store.find_entries(subscription_id="sub_1", key=key)
+    assert [e.id for e in found] == [entry.id]
+    found, _ = await store.find_entries(key=stored.key)
+    assert [e.id for e in found] == [_entry(8).id]
 
 
 async def test_missing_table_is_a_store_error_from_moto(

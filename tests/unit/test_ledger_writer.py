@@ -1,14 +1,19 @@
-"""The ledger writer's flush: every row submitted before the call, durable."""
+"""The ledger writer: its flush (every row submitted before the call, durable) and rows the
+store refuses (never retried forever, never holding up the rest of their batch)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import replace
+from functools import partial
+from typing import Any
 
 import pytest
 
 from adapter.engine.ledger import LedgerWriter
+from adapter.errors import ItemTooLargeError, StoreError
 from adapter.model import LedgerEntry
 from adapter.testing import FakeStore
 
@@ -97,3 +102,144 @@ async def test_batches_finishing_out_of_order_flush_only_when_all_earlier_are_du
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+# -- rows the store refuses ---------------------------------------------------------------------
+
+_ITEM_LIMIT = 400 * 1024
+
+
+def _too_large(entry: LedgerEntry) -> bool:
+    return entry.key is not None and len(entry.key.encode()) > _ITEM_LIMIT
+
+
+def _refusal() -> ItemTooLargeError:
+    return ItemTooLargeError(
+        "write invocation ledger: HTTP 400 ValidationException: "
+        "Item size has exceeded the maximum allowed size"
+    )
+
+
+class _ItemLimitStore(FakeStore):
+    """Refuses rows as DynamoDB does: one row over the item limit fails its whole
+    BatchWriteItem, a progress row's PutItem on its own."""
+
+    async def write_entries(self, entries: Sequence[LedgerEntry]) -> None:
+        if any(_too_large(e) for e in entries):
+            raise _refusal()
+        await super().write_entries(entries)
+
+    async def write_progress(self, entry: LedgerEntry) -> bool:
+        if _too_large(entry):
+            raise _refusal()
+        return await super().write_progress(entry)
+
+
+def _final(n: int, **changes: Any) -> LedgerEntry:
+    return replace(_row(n), attempts=1, completed_at_ms=1, **changes)
+
+
+_HUGE_KEY = "k" * 450_000
+
+
+@pytest.mark.promise("p-fault-ledger-row-refused")
+async def test_a_progress_row_refused_as_too_large_does_not_stop_the_writer() -> None:
+    # The reviewer's probe: the refusal killed the batch's task, so row 0's offset never
+    # finished and flushed() returned as if it were durable.
+    store = _ItemLimitStore()
+    store.topics.add(("sub", "t@x"))
+    durable: list[int] = []
+    async with _writer(store) as writer:
+        writer.submit(_final(0), lambda: durable.append(0))
+        writer.submit(replace(_row(1), status="BACKING_OFF", attempts=1, key=_HUGE_KEY))
+        writer.submit(_final(2), lambda: durable.append(2))
+        await asyncio.wait_for(writer.flushed(), 2)
+        assert durable == [0, 2]
+        writer.submit(_final(3), lambda: durable.append(3))  # the writer still writes
+        await asyncio.wait_for(writer.flushed(), 2)
+        assert durable == [0, 2, 3]
+        assert writer.pending == 0
+    progress = store.rows["inv-1"]
+    assert progress.status == "BACKING_OFF"
+    assert progress.key is not None
+    assert len(progress.key) < 1_000  # reduced, marked
+    assert progress.key.startswith("kkk")
+    assert "cut" in progress.key
+    assert (writer.reduced, writer.refused) == (1, 0)
+
+
+@pytest.mark.promise("p-fault-ledger-row-refused")
+async def test_a_final_row_refused_as_too_large_is_written_reduced_and_its_batch_durable() -> None:
+    # DynamoDB refuses the whole BatchWriteItem; re-sending it forever wedged all its rows.
+    store = _ItemLimitStore()
+    store.topics.add(("sub", "t@x"))
+    durable: list[int] = []
+    async with _writer(store) as writer:
+        for n in range(5):
+            key = _HUGE_KEY if n == 3 else f"key-{n}"
+            writer.submit(
+                _final(n, key=key, status="FAILED", last_error="handler said no"),
+                partial(durable.append, n),
+            )
+        await asyncio.wait_for(writer.flushed(), 2)
+        assert sorted(durable) == [0, 1, 2, 3, 4]
+    assert {n: store.rows[f"inv-{n}"].key for n in (0, 1, 2, 4)} == {
+        n: f"key-{n}" for n in (0, 1, 2, 4)
+    }
+    reduced = store.rows["inv-3"]
+    assert reduced.status == "FAILED"
+    assert reduced.key is not None
+    assert len(reduced.key) < 1_000
+    assert reduced.last_error is not None
+    assert reduced.last_error.startswith("handler said no")
+    assert "ledger row reduced" in reduced.last_error
+    assert (writer.reduced, writer.refused) == (1, 0)
+
+
+@pytest.mark.promise("p-fault-ledger-row-refused")
+@pytest.mark.parametrize("error", [_refusal(), RuntimeError("a bug in the store")])
+async def test_a_row_refused_in_every_form_keeps_only_its_own_offset_unfinished(
+    error: Exception,
+) -> None:
+    class RefusesRow2(FakeStore):
+        async def write_entries(self, entries: Sequence[LedgerEntry]) -> None:
+            if any(e.id == "inv-2" for e in entries):
+                raise error
+            await super().write_entries(entries)
+
+    store = RefusesRow2()
+    store.topics.add(("sub", "t@x"))
+    durable: list[int] = []
+    async with _writer(store) as writer:
+        for n in range(5):
+            writer.submit(_final(n), partial(durable.append, n))
+        await asyncio.wait_for(writer.flushed(), 2)
+        # Its result is not in the ledger, so its offset must never be committed past.
+        assert sorted(durable) == [0, 1, 3, 4]
+        writer.submit(_final(5), partial(durable.append, 5))
+        await asyncio.wait_for(writer.flushed(), 2)
+        assert sorted(durable) == [0, 1, 3, 4, 5]
+    assert "inv-2" not in store.rows
+    assert writer.refused == 1
+    assert writer.pending == 0
+
+
+async def test_store_errors_are_still_retried_until_the_rows_are_written() -> None:
+    class Unreachable(FakeStore):
+        left = 2
+
+        async def write_entries(self, entries: Sequence[LedgerEntry]) -> None:
+            if Unreachable.left:
+                Unreachable.left -= 1
+                raise StoreError("write invocation ledger: connection refused")
+            await super().write_entries(entries)
+
+    store = Unreachable()
+    durable: list[int] = []
+    async with _writer(store) as writer:
+        writer.submit(_final(0), partial(durable.append, 0))
+        await asyncio.wait_for(writer.flushed(), 5)
+    assert durable == [0]
+    assert writer.failures == 2
+    assert writer.healthy
+    assert writer.reduced == writer.refused == 0
