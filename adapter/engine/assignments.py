@@ -39,6 +39,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Protocol
@@ -155,35 +156,35 @@ class Assignments:
         topic_id = self._topic.topic_id
         committed: dict[TP, Committed] = {}
         unread: list[PartitionState] = []
+        unknown: list[PartitionState] = []
+        commits_read = topic_id is None
         if topic_id is not None:
             try:
                 committed = await consumer.committed(tps)
+                commits_read = True
             except KafkaError as exc:
-                log.warning("cannot read committed positions' topic IDs: %s", exc)
-        for tp in tps:
-            commit = committed.get(tp)
-            dead = commit.topic_id if commit is not None else None
-            if dead is not None and dead != topic_id:
-                self.recreations += 1
                 log.warning(
-                    "subscription %s: topic %s was deleted and re-created (topic ID %s -> %s); "
-                    "partition %d of the new topic is consumed from its beginning",
+                    "subscription %s: cannot read the committed positions of %s (%s); they "
+                    "wait until they are read",
                     self._subscription_id,
-                    tp[0],
-                    dead,
-                    topic_id,
-                    tp[1],
+                    sorted(tps),
+                    exc,
                 )
-                await consumer.seek_to_beginning(tp)
-                commit = None
+        for tp in tps:
+            commit = await self._take_commit(tp, committed.get(tp))
             state = PartitionState(
                 tp, self._topic.key, pause_at=self._pause_at, growth=self._growth
             )
             state.generation = generation
             self.states[tp] = state
-            if commit is None or commit.topic_id != topic_id:
-                commit = None  # none, or of an earlier version without topic IDs
-            else:
+            if not commits_read:
+                # Whose positions the group holds is unknown: one of a deleted topic of the
+                # same name would skip the new topic's records, so nothing starts before it
+                # is known; no handover is taken and the fence comes from the ledger.
+                unknown.append(state)
+                self._spawn_background(self._read_fence(state, assigned_at))
+                continue
+            if commit is not None:
                 state.committed_at_start = commit.offset
             handover = commit.handover if commit is not None else None
             if handover is not None and handover.applies_to(self._subscription_id, generation):
@@ -200,8 +201,12 @@ class Assignments:
             # would get the member expired and the group would rebalance again and again.
             # So the fence is read in the background; until then every record is checked.
             self._spawn_background(self._read_fences(unread, assigned_at))
+        if unknown:
+            self._spawn_background(self._read_commits(unknown))
         unstarted = [
-            s for s in self.states.values() if s.tp in tps and s.committed_at_start is None
+            s
+            for s in self.states.values()
+            if s.tp in tps and s.committed_at_start is None and s not in unknown
         ]
         if unstarted:
             self._spawn_background(self._commit_start(unstarted))
@@ -209,6 +214,60 @@ class Assignments:
             if self.states[tp].committed_at_start is not None:
                 consumer.resume(tp)
         log.info("subscription %s assigned %s", self._subscription_id, sorted(tps))
+
+    async def _take_commit(self, tp: TP, commit: Committed | None) -> Committed | None:
+        """The group's committed position of ``tp`` if it is one of this topic. One of a
+        deleted topic of the same name is dropped, and the new topic read from its beginning;
+        one without a topic ID (an earlier version) is not a position of this topic's either."""
+        topic_id = self._topic.topic_id
+        dead = commit.topic_id if commit is not None else None
+        if dead is not None and dead != topic_id:
+            self.recreations += 1
+            log.warning(
+                "subscription %s: topic %s was deleted and re-created (topic ID %s -> %s); "
+                "partition %d of the new topic is consumed from its beginning",
+                self._subscription_id,
+                tp[0],
+                dead,
+                topic_id,
+                tp[1],
+            )
+            consumer = self.consumer
+            assert consumer is not None
+            await consumer.seek_to_beginning(tp)
+            return None
+        if commit is None or commit.topic_id != topic_id:
+            return None
+        return commit
+
+    async def _read_commits(self, states: list[PartitionState]) -> None:
+        """Partitions whose committed positions could not be read at their assignment: read
+        them again (backing off) until they are, then start them as an assignment does."""
+        consumer = self.consumer
+        assert consumer is not None
+        delay = 0.5
+        while True:
+            live = [state for state in states if self.current(state)]
+            if not live:
+                return
+            try:
+                committed = await consumer.committed({state.tp for state in live})
+                break
+            except KafkaError as exc:
+                where = sorted(state.tp for state in live)
+                self._on_error(f"cannot read the committed positions of {where}: {exc}")
+                await asyncio.sleep(delay * (0.5 + random.random()))
+                delay = min(delay * 2, 10.0)
+        unstarted: list[PartitionState] = []
+        for state in live:
+            commit = await self._take_commit(state.tp, committed.get(state.tp))
+            if commit is None:
+                unstarted.append(state)
+            elif self.current(state):
+                state.committed_at_start = commit.offset
+                consumer.resume(state.tp)
+        if unstarted:
+            await self._commit_start(unstarted)
 
     async def _commit_start(self, states: list[PartitionState]) -> None:
         """Partitions with no committed position of this topic (a new subscription, a

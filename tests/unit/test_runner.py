@@ -12,6 +12,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 
@@ -23,7 +24,7 @@ from adapter.engine.lifecycle import InvocationStatus
 from adapter.engine.retry import RetryPolicy
 from adapter.engine.runner import SubscriptionRunner, pause_bound, pause_growth
 from adapter.engine.settings import RunnerSettings, RunnerState
-from adapter.errors import StoreError
+from adapter.errors import KafkaError, StoreError
 from adapter.invokers.base import InvocationRequest, Outcome
 from adapter.kafka.commit_marks import Committed, Handover
 from adapter.kafka.topics import TopicInfo
@@ -730,6 +731,33 @@ class TestTopicIdentity:
             assert h.invoker.offsets() == list(range(100))
             assert h.consumer.group_commits[P0] == Committed(100, NEW_ID)
             assert h.runner.stats.topic_recreations == 1
+
+    @pytest.mark.promise("p-ops-recreated-topic")
+    async def test_a_recreated_topic_waits_for_committed_positions_that_could_not_be_read(
+        self,
+    ) -> None:
+        async with running(
+            topics=(TopicInfo(TOPIC, NEW_ID, 1),), committed={P0: (400, OLD_ID)}
+        ) as h:
+            read = h.consumer.committed
+            readable = asyncio.Event()
+
+            async def unreadable_until_set(tps: set[tuple[str, int]]) -> dict[Any, Any]:
+                if not readable.is_set():
+                    raise KafkaError("cannot read committed offsets: timed out")
+                return await read(tps)
+
+            h.consumer.committed = unreadable_until_set  # type: ignore[method-assign]
+            await subscribed(h, P0)
+            h.consumer.deliver([record(TOPIC, 0, o) for o in range(100)])
+            await until(lambda: h.runner.last_error is not None, what="the error shown")
+            assert "committed positions" in (h.runner.last_error or "")
+            assert h.invoker.calls == [], "started while the group's positions were unknown"
+            readable.set()
+            await until(lambda: h.committed(P0) == 100, what="all of the new topic")
+            assert h.consumer.seeks == [P0], "the dead topic's position was applied"
+            assert h.invoker.offsets() == list(range(100))
+            assert h.consumer.group_commits[P0] == Committed(100, NEW_ID)
 
     async def test_a_position_committed_without_a_topic_id_is_kept(self) -> None:
         async with running(committed={P0: (7, None)}) as h:
