@@ -210,6 +210,11 @@ class BatchDispatcher:
                     await asyncio.wait_for(line.wake.wait(), timeout)
                 continue
             if isinstance(step, Deliver):
+                # Failing records writes their failure (destination, ledger) as an attempt
+                # would: only while this poller provably owns the partition (a poller woken
+                # from a pause must leave expired or refused records to their new owner).
+                if core.revoked or not await self._allowed(step.entries[0].item):
+                    return  # abandoned: the partition's next owner decides
                 # A record never invoked (refused, too large) has no answer of its own.
                 await self._discards.deliver(step, line.last_answer if step.attempts else None)
                 self._settle(core.delivered(), step)

@@ -520,3 +520,22 @@ async def test_records_that_expire_during_the_backoff_are_not_invoked_again() ->
             "RecordAgeExceeded"
         ]
         assert statuses(h, 0, range(2)) == ["DEAD_LETTERED", "DEAD_LETTERED"]
+
+
+@pytest.mark.promise("p-ops-paused-starts-nothing")
+async def test_a_record_failed_without_an_attempt_waits_for_ownership_too() -> None:
+    """A record that fails without being invoked (here: not JSON) is dead-lettered or recorded
+    as failed by the partition's owner only: a poller woken from a pause past the session must
+    not write a failure of a record the group has given to another member."""
+    caller = FakeBatchCaller()
+    async with running(caller, policy=BatchPolicy(size=2, window_ms=5)) as h:
+        await assigned(h, P0)
+        h.clock.advance(SESSION_S * 2)  # paused: the evidence has lapsed
+        h.consumer.deliver([record(TOPIC, 0, 0, value=b"not json")])
+        await until(lambda: h.runner.stats.held == 1, what="held for proof of ownership")
+        assert h.inv_id(0, 0) not in h.store.rows, "failed without proof of ownership"
+        assert h.runner.stats.failed == 0
+        h.consumer.heartbeat()
+        await until(lambda: h.committed(P0) == 1, what="recorded and committed after a heartbeat")
+        assert h.store.rows[h.inv_id(0, 0)].status == "FAILED"
+        assert caller.batches == []
