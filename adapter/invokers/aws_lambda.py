@@ -434,9 +434,14 @@ class LambdaInvoker:
             return Outcome.terminal(f"deployment {deployment.id}: {exc}")
 
     async def invoke(self, request: InvocationRequest) -> Outcome:
-        return (await self.invoke_batch([request]))[0]
+        result = (await self.invoke_batch([request]))[0]
+        if isinstance(result, NotSent):
+            raise NotSent(str(result))
+        return result
 
-    async def invoke_batch(self, requests: Sequence[InvocationRequest]) -> list[Outcome]:
+    async def invoke_batch(
+        self, requests: Sequence[InvocationRequest]
+    ) -> Sequence[Outcome | NotSent]:
         """Invoke one function with all ``requests`` (same target) in as few calls as fit."""
         if not requests:
             return []
@@ -459,7 +464,9 @@ class LambdaInvoker:
             event = build_batch_event(requests, self._sign)
         return orjson.dumps(event)
 
-    async def _call(self, function: str, requests: list[InvocationRequest]) -> list[Outcome]:
+    async def _call(
+        self, function: str, requests: list[InvocationRequest]
+    ) -> Sequence[Outcome | NotSent]:
         payload = self._payload(requests)
         if len(payload) > MAX_SYNC_PAYLOAD_BYTES and len(requests) > 1:
             # Too big together: split in halves until every call fits (or one record alone
@@ -471,12 +478,12 @@ class LambdaInvoker:
             )
             if all(isinstance(r, NotSent) for r in results):
                 raise NotSent(str(results[0]))
-            outcomes: list[Outcome] = []
+            outcomes: list[Outcome | NotSent] = []
             for half, result in zip(halves, results, strict=True):
                 if isinstance(result, NotSent):
-                    # The other half went out: this one is retried (fenced again first)
-                    # rather than the whole batch being reported unsent.
-                    outcomes += [Outcome.retry(str(result))] * len(half)
+                    # The other half went out: only this one's requests are reported unsent
+                    # (no attempt counted, held until the poller may start them again).
+                    outcomes += [result] * len(half)
                 elif isinstance(result, BaseException):
                     raise result
                 else:

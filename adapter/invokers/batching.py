@@ -40,7 +40,13 @@ T = TypeVar("T")
 
 
 class BatchInvoker(Protocol):
-    async def invoke_batch(self, requests: Sequence[InvocationRequest]) -> list[Outcome]: ...
+    async def invoke_batch(
+        self, requests: Sequence[InvocationRequest]
+    ) -> Sequence[Outcome | NotSent]:
+        """One result per request, in order: its outcome, or :class:`NotSent` for a request
+        that did not go out (part of a call that was split, the rest of which did). Raises
+        NotSent when nothing was sent."""
+        ...
 
     async def aclose(self) -> None: ...
 
@@ -132,7 +138,7 @@ class BatchingInvoker:
         key = batch_key(request)
         if key is None or self._buffer.batch_size == 1:
             self.calls += 1
-            return (await self.inner.invoke_batch([request]))[0]
+            return _outcome((await self.inner.invoke_batch([request]))[0])
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Outcome] = loop.create_future()
         opened, full = self._buffer.add(key, (request, future, current_fence()))
@@ -192,8 +198,13 @@ class BatchingInvoker:
             outcomes = [Outcome.retry(f"batch invocation failed: {exc!r}")] * len(requests)
         by_id = {r.invocation_id: o for r, o in zip(requests, outcomes, strict=True)}
         for request, future, _ in items:
-            if not future.done():
-                future.set_result(by_id[request.invocation_id])
+            if future.done():
+                continue
+            result = by_id[request.invocation_id]
+            if isinstance(result, NotSent):
+                future.set_exception(NotSent(str(result)))
+            else:
+                future.set_result(result)
 
     async def aclose(self) -> None:
         """Send what is waiting, wait for calls in flight, close the inner invoker."""
@@ -206,6 +217,12 @@ class BatchingInvoker:
                 with contextlib.suppress(Exception):
                     await asyncio.gather(*self._calls, return_exceptions=True)
         await self.inner.aclose()
+
+
+def _outcome(result: Outcome | NotSent) -> Outcome:
+    if isinstance(result, NotSent):
+        raise NotSent(str(result))
+    return result
 
 
 def _offset(request: InvocationRequest) -> int:
