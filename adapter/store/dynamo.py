@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import random
 import threading
 import time
@@ -1473,20 +1474,34 @@ class DynamoStore:
         The claiming invocation may claim again (redelivery of the same record).
         """
         expires = int(self._clock() + self._retention_s)
+        claim = workflow_claim_id(service, key)
         try:
             await self._call(
                 lambda: self._client.put_item(
                     TableName=self.names.workflows,
                     Item={
-                        "id": {"S": f"{service}/{key}"},
+                        "id": {"S": claim},
                         "invocation_id": {"S": invocation_id},
                         "expires_at": {"N": str(expires)},
                     },
                     ConditionExpression="attribute_not_exists(id) OR invocation_id = :me",
                     ExpressionAttributeValues={":me": {"S": invocation_id}},
                 ),
-                f"claim workflow {service}/{key}",
+                f"claim workflow {claim if len(claim) <= 200 else claim[:200] + '…'}",
             )
         except ConditionFailedError:
             return False
         return True
+
+
+_CLAIM_ID_MAX_BYTES = 1024
+"""A DynamoDB partition key holds at most 2,048 bytes; a record key may be far longer."""
+
+
+def workflow_claim_id(service: str, key: str) -> str:
+    """The ID of a workflow's claim item: ``service/key``, or, for a key that would not fit a
+    partition key, ``service/sha256:<hex of the key>`` (one claim per key all the same)."""
+    claim = f"{service}/{key}"
+    if len(claim.encode()) <= _CLAIM_ID_MAX_BYTES:
+        return claim
+    return f"{service}/sha256:{hashlib.sha256(key.encode()).hexdigest()}"
