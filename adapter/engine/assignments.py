@@ -190,6 +190,8 @@ class Assignments:
             if handover is not None and handover.applies_to(self._subscription_id, generation):
                 self.fences_handed_over += 1
                 state.fence_read(handover.fence, settled=handover.settled)
+                # Its last pages went in just before this handover: the index may lag.
+                state.pages_visible_at = assigned_at + self._index_lag_s
                 if not handover.settled:
                     self._spawn_background(self._read_fence(state, assigned_at, wait=True))
                 continue

@@ -76,6 +76,7 @@ class PartitionState:
         "committed_at_start",
         "fence_settled",
         "generation",
+        "pages_visible_at",
         "paused",
         "revoking",
         "topic_key",
@@ -120,6 +121,10 @@ class PartitionState:
         self.generation: int | None = None
         self.paused = False
         self.revoking = False
+        # Monotonic time before which success pages the previous owner wrote as it let the
+        # partition go may not be found yet (pages are read through an eventually consistent
+        # index): ledger checks of this partition's records wait for it.
+        self.pages_visible_at = 0.0
 
     def __repr__(self) -> str:
         fence = self._fence if self._fence_known else "unknown"

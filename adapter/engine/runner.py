@@ -551,6 +551,13 @@ class SubscriptionRunner(RebalanceListener):
         }
         if not to_check:
             return {}
+        wait_s = state.pages_visible_at - time.monotonic()
+        if wait_s > 0:
+            # The previous owner handed the partition over a moment ago, after writing its
+            # last success pages; found through an eventually consistent index, a page not
+            # in it yet would let a finished record run again (only records between its
+            # commit and its fence -- ones finished out of order -- are checked at all).
+            await asyncio.sleep(wait_s)
 
         async def read() -> dict[str, str]:
             statuses = await self._store.get_statuses(to_check)

@@ -39,6 +39,7 @@ from adapter.model import (
     Target,
     topic_key,
 )
+from adapter.store.pages import is_pageable
 from adapter.testing import (
     FakeConsumer,
     FakeInvoker,
@@ -370,6 +371,35 @@ class _GatedStore(FakeStore):
         await super().write_entries(entries)
 
 
+@dataclass(eq=False)
+class _LaggingPages(FakeStore):
+    """Plain successes go to pages, which ``paged_offsets`` finds only ``lag_s`` after they
+    were written (the ledger's eventually consistent index)."""
+
+    lag_s: float = 0.2
+    pages: list[tuple[float, LedgerEntry]] = field(default_factory=list)
+
+    async def write_entries(self, entries: Sequence[LedgerEntry]) -> None:
+        rows = [e for e in entries if not is_pageable(e)]
+        await super().write_entries(rows)
+        for entry in entries:
+            if is_pageable(entry):
+                self._check_recorded(entry)
+                self.pages.append((time.monotonic(), entry))
+
+    async def paged_offsets(
+        self, subscription_id: str, topic: str, partition: int, lo: int, hi: int
+    ) -> set[int]:
+        visible = time.monotonic() - self.lag_s
+        return {
+            e.offset
+            for at, e in self.pages
+            if at <= visible
+            and (e.topic, e.partition) == (topic, partition)
+            and lo <= e.offset <= hi
+        }
+
+
 class TestHandover:
     """A graceful owner commits its fence for the next owner; the member that owns the
     partition in the very next generation takes it instead of reading the ledger. An eager
@@ -584,6 +614,27 @@ class TestHandover:
             # Another member may have owned it in between: the ledger is read again.
             await h.consumer.assign(P0, generation=h.consumer.current_generation + 2)
             await until(lambda: h.store.fence_reads == 2, what="a fresh fence read")
+
+    @pytest.mark.promise("p-ops-fence-handover")
+    async def test_successes_paged_just_before_a_handover_are_not_run_again(self) -> None:
+        """Pages are found through an index that lags: the next owner's ledger check of the
+        records between the commit and the fence waits for it."""
+        store = _LaggingPages(lag_s=0.2)
+
+        def first_retries(request: InvocationRequest) -> Outcome:
+            return Outcome.retry("not yet") if request.record.offset == 0 else Outcome.ack()
+
+        async with running(store=store, respond=first_retries, index_lag_s=0.4) as h:
+            h.consumer.positions[P0] = 0
+            await subscribed(h, P0)
+            h.consumer.deliver([record(TOPIC, 0, o) for o in range(4)])
+            await until(lambda: len(store.pages) == 3, what="1..3 paged")
+            await h.consumer.revoke(P0)  # commit 0, fence 3: handed over
+            await h.consumer.assign(P0)  # an eager rebalance gives it straight back
+            h.consumer.deliver([record(TOPIC, 0, o) for o in range(4)])
+            await until(lambda: h.runner.stats.skipped_completed >= 3, what="1..3 skipped")
+            assert sorted({o for o in h.invoker.offsets() if o != 0}) == [1, 2, 3]
+            assert h.invoker.offsets().count(1) == 1, "a paged success ran again"
 
 
 @dataclass(eq=False)
