@@ -21,6 +21,7 @@ from starlette.responses import JSONResponse, Response
 from adapter import __version__
 from adapter.api.catalog import ClusterCatalog
 from adapter.api.metrics import OldestAge, Snapshot, metrics_registry
+from adapter.api.probe_cache import SharedCheck
 from adapter.config import Settings
 from adapter.engine.ledger import LedgerWriter
 from adapter.engine.supervisor import Supervisor
@@ -77,6 +78,8 @@ class AdminState:
     signals: ChangeSignaller | None = None
     version: str = __version__
     oldest: OldestAge = field(default_factory=OldestAge)
+    # One readiness check at a time, its result shared for a second (adapter.api.probe_cache).
+    readiness: SharedCheck = field(default_factory=SharedCheck)
     # What /metrics serves; read at each scrape from this state (see adapter.api.metrics).
     registry: CollectorRegistry = field(init=False)
 

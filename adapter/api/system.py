@@ -4,7 +4,9 @@
 when DynamoDB and the brokers of every known Kafka cluster answer (OAUTHBEARER clusters: with a
 token the broker accepts), 503 otherwise. Both are served without the bearer token (probes
 carry none); without it the readiness answer is the status alone, since the checks name
-clusters, brokers and configuration problems; with it, one line per check. ``/version`` has
+clusters, brokers and configuration problems; with it, one line per check. Probes share one
+check at a time and its result for a second (:mod:`adapter.api.probe_cache`), so a burst of
+them reaches DynamoDB and the brokers once. ``/version`` has
 Restate's shape, so Restate's CLI accepts the server.
 """
 
@@ -33,6 +35,20 @@ async def health(request: Request, state: AdminState) -> Response:
 
 
 async def ready(request: Request, state: AdminState) -> Response:
+    checks = await state.readiness.get(lambda: _checks(state))
+    failing = sorted(name for name, result in checks.items() if result != "ok")
+    if not request.scope.get("state", {}).get(ADMIN_AUTHENTICATED, False):
+        status: Literal["ready", "not ready"] = "not ready" if failing else "ready"
+        return json_response({"status": status}, 503 if failing else 200)
+    if failing:
+        body = ReadinessResponse(
+            status="not ready", message=f"not ready: {', '.join(failing)}", checks=checks
+        )
+        return json_response(body, 503)
+    return json_response(ReadinessResponse(status="ready", checks=checks))
+
+
+async def _checks(state: AdminState) -> dict[str, str]:
     checks: dict[str, str] = {}
     try:
         await state.store.ping()
@@ -46,16 +62,7 @@ async def ready(request: Request, state: AdminState) -> Response:
     if state.check_kafka is not None:
         for name, result in (await state.check_kafka(state.catalog)).items():
             checks[f"kafka:{name}"] = result
-    failing = sorted(name for name, result in checks.items() if result != "ok")
-    if not request.scope.get("state", {}).get(ADMIN_AUTHENTICATED, False):
-        status: Literal["ready", "not ready"] = "not ready" if failing else "ready"
-        return json_response({"status": status}, 503 if failing else 200)
-    if failing:
-        body = ReadinessResponse(
-            status="not ready", message=f"not ready: {', '.join(failing)}", checks=checks
-        )
-        return json_response(body, 503)
-    return json_response(ReadinessResponse(status="ready", checks=checks))
+    return checks
 
 
 async def version(request: Request, state: AdminState) -> Response:

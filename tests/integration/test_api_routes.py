@@ -8,6 +8,7 @@ objects the routes read (supervisor, runners) are small fakes.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -241,6 +242,21 @@ async def test_readiness_is_503_when_a_dependency_is_down(api: Api) -> None:
     response = await api.call("GET", "/health/ready", status=503)
     assert response.json()["status"] == "not ready"
     assert "kafka:local" in response.json()["message"]
+
+
+async def test_a_burst_of_readiness_probes_makes_one_check(api: Api) -> None:
+    checks = 0
+
+    async def counted(catalog: ClusterCatalog) -> dict[str, str]:
+        nonlocal checks
+        checks += 1
+        await asyncio.sleep(0.05)  # the brokers take a moment to answer
+        return dict.fromkeys(catalog.names(), "ok")
+
+    api.state.check_kafka = counted
+    requests = await asyncio.gather(*(api.client.get("/health/ready") for _ in range(50)))
+    assert [r.status_code for r in requests] == [200] * 50
+    assert checks == 1, f"{checks} checks of every dependency for one burst of probes"
 
 
 @pytest.mark.promise("p-api-gzip")
