@@ -207,7 +207,8 @@ async def test_a_missing_dead_letter_topic_is_named_and_holds_the_record(
     error = str(poller.supervisor.status()[sub.id]["last_error"])
     assert f"'{topic}'" not in error, f"the source topic is blamed: {error}"
     # Nothing is committed past the record while its dead letter cannot be stored.
-    assert (await committed_offsets(strict.bootstrap, sub.id, topic, 1))[0] is None
+    # (the partition's start, 0, is committed before any record of it is invoked)
+    assert (await committed_offsets(strict.bootstrap, sub.id, topic, 1))[0] in (None, 0)
 
     await create_topic(strict.bootstrap, dlq)
 
