@@ -14,7 +14,9 @@ callers never have to know which library sits underneath.
     │   ├── ConditionFailedError a conditional write lost its race
     │   └── SecretError          KMS, Secrets Manager or SSM failed or is unreachable
     ├── KafkaError               the Kafka client failed
-    │   └── KafkaAuthError       authentication/authorisation against the broker failed
+    │   ├── KafkaAuthError       authentication/authorisation against the broker failed
+    │   └── KafkaRecordTooLargeError  a record to produce is larger than the client or the
+    │                                 topic allows: sending it again cannot help
     ├── InvokeError              calling a handler failed (carries retry meaning)
     │   ├── RetryableInvokeError   try again, optionally after ``retry_after`` seconds
     │   └── TerminalInvokeError    never retry this record
@@ -35,6 +37,7 @@ __all__ = [
     "ItemTooLargeError",
     "KafkaAuthError",
     "KafkaError",
+    "KafkaRecordTooLargeError",
     "LocalStackError",
     "RetryableInvokeError",
     "SecretError",
@@ -90,6 +93,14 @@ class KafkaError(IngressError):
 
 class KafkaAuthError(KafkaError):
     """The broker rejected our credentials or certificate."""
+
+
+class KafkaRecordTooLargeError(KafkaError):
+    """A record to produce is too large: for the client's ``max_request_size`` (refused
+    before sending) or for the topic's ``max.message.bytes`` (refused by the broker).
+
+    The same record fails the same way again; a caller that retries Kafka errors must send
+    something smaller instead (``adapter.engine.dead_letters``)."""
 
 
 class InvokeError(IngressError):

@@ -21,7 +21,8 @@ from typing import Any
 import orjson
 
 from adapter.engine.batches import Deliver
-from adapter.engine.dispatcher import DeadLetters, Work
+from adapter.engine.dead_letters import DeadLetters, write_dead_letter
+from adapter.engine.dispatcher import Work
 from adapter.engine.retry import until_ok
 from adapter.errors import DestinationError, IngressError, KafkaError
 from adapter.failure_destination import DestinationKind
@@ -110,8 +111,9 @@ class Discards:
                 subscription_id=self._subscription_id,
                 failed_at_ms=_now_ms(),
             )
-            await self._until_stored(
-                functools.partial(dead_letters.send, topic, work.record, headers)
+            # Too large for the topic, it goes in a smaller form (adapter.engine.dead_letters).
+            await write_dead_letter(
+                dead_letters, topic, work.record, headers, on_error=self._reporter()
             )
 
     def _failure_records(
@@ -150,6 +152,9 @@ class Discards:
         return [Delivery(orjson.dumps(document), s3_key=key)]
 
     async def _until_stored(self, send: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        await until_ok(send, on_error=self._reporter(), errors=(DestinationError, KafkaError))
+
+    def _reporter(self) -> Callable[[IngressError], None]:
         warned: list[str] = []
 
         def report(exc: IngressError) -> None:
@@ -159,4 +164,4 @@ class Discards:
                 warned.append(str(exc))
                 log.warning("on-failure destination not written yet (will retry): %s", exc)
 
-        await until_ok(send, on_error=report, errors=(DestinationError, KafkaError))
+        return report

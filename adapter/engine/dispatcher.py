@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from adapter.engine import tracing
+from adapter.engine.dead_letters import DeadLetters, write_dead_letter
 from adapter.engine.lanes import Lanes
 from adapter.engine.ledger import LedgerWriter
 from adapter.engine.lifecycle import (
@@ -43,7 +44,7 @@ from adapter.engine.partition import PartitionState
 from adapter.engine.retry import RetryPolicy, until_ok
 from adapter.engine.timings import AttemptTimings
 from adapter.engine.tracing import RecordTracer
-from adapter.errors import IngressError, KafkaError, StoreError, TerminalInvokeError
+from adapter.errors import IngressError, StoreError, TerminalInvokeError
 from adapter.invokers.base import (
     InvocationRequest,
     Invoker,
@@ -78,12 +79,6 @@ _COUNTERS = {  # DispatcherStats fields of the results other than success
     _S.DEAD_LETTERED: "dead_lettered",
     _S.DUPLICATE: "duplicates",
 }
-
-
-class DeadLetters(Protocol):
-    async def send(
-        self, topic: str, record: KafkaRecord, headers: list[tuple[str, bytes]]
-    ) -> None: ...
 
 
 class WorkflowClaims(Protocol):
@@ -394,11 +389,8 @@ class Dispatcher:
                 warned.append(str(exc))
                 log.warning("dead letter of %s not stored yet (will retry): %s", work.inv_id, exc)
 
-        await until_ok(
-            lambda: dead_letters.send(topic, work.record, headers),
-            on_error=report,
-            errors=(KafkaError,),
-        )
+        # Too large for the topic, it goes in a smaller form (adapter.engine.dead_letters).
+        await write_dead_letter(dead_letters, topic, work.record, headers, on_error=report)
         if warned:
             log.info("dead letter of %s stored in %s", work.inv_id, topic)
         self._complete(work, _S.DEAD_LETTERED, reason)

@@ -10,6 +10,7 @@ from typing import Any
 
 import orjson
 import pytest
+from aiokafka import AIOKafkaProducer
 from starlette.responses import JSONResponse, Response
 
 from adapter.engine.lifecycle import InvocationStatus
@@ -242,6 +243,68 @@ async def test_poison_records_are_dead_lettered_and_the_partition_moves_on(
         timeout=30,
         message="partition did not move past the poison records",
     )
+
+
+@pytest.mark.promise("p-fault-poison", "p-fault-dlq-too-large")
+async def test_dead_letters_too_large_for_their_topic_go_without_the_value(
+    ingress: Ingress, handler_server: HandlerServer, topic_factory: TopicFactory
+) -> None:
+    async def reject(call: Call) -> Response:
+        return JSONResponse({"message": "rejected"}, status_code=400)  # terminal
+
+    handler = RecordingHandler(reject)
+    url = await handler_server(handler.app)
+    await ingress.register(url, "Svc", ServiceType.SERVICE, {"h": (HandlerType.SERVICE, JSON)})
+    topic = await topic_factory(config={"max.message.bytes": str(2 * 1024 * 1024)})
+    dlq = await topic_factory(config={"max.message.bytes": str(64 * 1024)})
+    await ingress.start()
+    sub = await ingress.subscribe(topic, "Svc", "h", {"dead.letter.topic": dlq})
+
+    def json_of(size: int) -> bytes:
+        return b'"' + b"x" * (size - 2) + b'"'
+
+    records = [
+        # Above the topic's 64 KiB, below the producer's max_request_size: the broker refuses.
+        (b"k0", json_of(100_000), [("origin", b"test")]),
+        # Above the producer's max_request_size (1 MiB): refused before it is sent.
+        (b"k1", json_of(1_500_000), []),
+        (b"k2", b'{"small": true}', []),
+    ]
+    producer = AIOKafkaProducer(
+        bootstrap_servers=ingress.bootstrap, acks="all", max_request_size=2 * 1024 * 1024
+    )
+    await producer.start()
+    try:
+        for key, value, headers in records:
+            await producer.send_and_wait(topic, value=value, key=key, headers=headers)
+    finally:
+        await producer.stop()
+
+    letters = await consume_all(ingress.bootstrap, dlq, 3)
+    by_source = {int(dict(m.headers)["x-kafka-ingress-source-offset"]): m for m in letters}
+    assert sorted(by_source) == [0, 1, 2], "a dead letter is missing"
+    for offset in (0, 1):
+        letter = by_source[offset]
+        headers = dict(letter.headers)
+        assert letter.key == records[offset][0]
+        assert letter.value is None
+        size = len(records[offset][1])
+        assert headers["x-kafka-ingress-omitted"] == f"value={size}".encode()
+        assert headers["x-kafka-ingress-source-topic"] == topic.encode()
+        assert headers["x-kafka-ingress-source-partition"] == b"0"
+        assert b"rejected" in headers["x-kafka-ingress-error"]
+    assert dict(by_source[0].headers)["origin"] == b"test"
+    assert by_source[2].value == b'{"small": true}'
+    assert "x-kafka-ingress-omitted" not in dict(by_source[2].headers)
+
+    await eventually(
+        lambda: _committed_equals(ingress, sub.id, topic, {0: 3}),
+        timeout=30,
+        message="partition did not move past the oversized records",
+    )
+    entry = await ingress.store.get_entry(await record_id(ingress.bootstrap, sub.id, topic, 0, 1))
+    assert entry is not None
+    assert entry.status == InvocationStatus.DEAD_LETTERED
 
 
 @pytest.mark.promise("p-fault-poison")

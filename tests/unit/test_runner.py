@@ -19,6 +19,7 @@ import pytest
 from adapter import ids
 from adapter.engine.batch_dispatch import BatchSettings
 from adapter.engine.batches import BatchPolicy
+from adapter.engine.dead_letters import DeadLetters
 from adapter.engine.ledger import LedgerWriter
 from adapter.engine.lifecycle import InvocationStatus
 from adapter.engine.retry import RetryPolicy
@@ -26,7 +27,9 @@ from adapter.engine.runner import SubscriptionRunner, pause_bound, pause_growth
 from adapter.engine.settings import RunnerSettings, RunnerState
 from adapter.errors import KafkaError, StoreError
 from adapter.invokers.base import InvocationRequest, Outcome
+from adapter.kafka import dead_letter
 from adapter.kafka.commit_marks import Committed, Handover
+from adapter.kafka.dead_letter import DeadLetterProducer
 from adapter.kafka.topics import TopicInfo
 from adapter.model import (
     Deployment,
@@ -48,6 +51,7 @@ from adapter.testing import (
     SendWait,
     record,
 )
+from tests._fake_producer import FakeTopics
 
 TOPIC = "orders"
 OLD_ID = "AAAAAAAAAAAAAAAAAAAAAA"
@@ -119,6 +123,9 @@ async def running(
     revoke_timeout_s: float = 10.0,
     index_lag_s: float = 0.0,
     ran_before: bool = False,
+    dead_letters: DeadLetters | None = None,
+    dead_letter_topic: str | None = None,
+    max_record_bytes: int = 6 * 1024 * 1024,
 ) -> AsyncIterator[Harness]:
     """A runner on fakes; with ``group_of``, another member of that harness's group (the two
     share its commits). ``ran_before``: an earlier poller recorded the topic, so fences are
@@ -144,6 +151,8 @@ async def running(
         revoke_timeout_s=revoke_timeout_s,
         index_lag_s=index_lag_s,
         max_buffered_per_partition=max_buffered,
+        max_record_bytes=max_record_bytes,
+        dead_letter_topic=dead_letter_topic,
         retry=RetryPolicy(initial_interval=0.01, max_interval=0.05, jitter=0.0),
     )
     runner = SubscriptionRunner(
@@ -153,7 +162,7 @@ async def running(
         store=store,
         ledger=ledger,
         invoker=invoker,
-        dead_letters=None,
+        dead_letters=dead_letters,
         settings=settings,
         clock=clock,
     )
@@ -202,6 +211,58 @@ class TestHappyPath:
             await until(lambda: h.committed(P0) == 3, what="commit of 3")
             assert h.invoker.offsets() == [2]
             assert h.runner.stats.skipped_completed == 2
+
+
+class TestDeadLetters:
+    @pytest.mark.promise("p-fault-poison", "p-fault-dlq-too-large")
+    @pytest.mark.parametrize(
+        ("refused_by", "producer_options", "topic_limit"),
+        [
+            # Below the client's max_request_size, above the topic's max.message.bytes.
+            ("broker", {}, 2_000),
+            # Above the client's max_request_size: refused before it is sent.
+            ("client", {"max_request_size": 2_000}, 1_000_000),
+        ],
+    )
+    async def test_an_oversized_record_is_dead_lettered_without_its_value_and_passed(
+        self,
+        monkeypatch: pytest.MonkeyPatch,
+        refused_by: str,
+        producer_options: dict[str, int],
+        topic_limit: int,
+    ) -> None:
+        topics = FakeTopics(max_message_bytes=topic_limit)
+        monkeypatch.setattr(dead_letter, "AIOKafkaProducer", topics.producer)
+        producer = DeadLetterProducer(**producer_options)
+        big = b'"' + b"x" * 4_998 + b'"'  # valid JSON of 5,000 bytes, above max_record_bytes
+        try:
+            async with running(
+                dead_letters=producer, dead_letter_topic="dlq", max_record_bytes=1_000
+            ) as h:
+                await subscribed(h, P0)
+                h.consumer.deliver(
+                    [
+                        record(TOPIC, 0, 0),
+                        record(TOPIC, 0, 1, key=b"k", value=big),
+                        record(TOPIC, 0, 2),
+                    ]
+                )
+                await until(lambda: h.committed(P0) == 3, what="commit past the oversized record")
+                assert h.invoker.offsets() == [0, 2]
+                assert h.store.rows[h.inv_id(0, 1)].status == InvocationStatus.DEAD_LETTERED
+        finally:
+            await producer.stop()
+        [(where, size)] = topics.refused
+        assert where == refused_by
+        assert size > 5_000
+        [letter] = topics.letters
+        assert (letter.topic, letter.key, letter.value) == ("dlq", b"k", None)
+        headers = dict(letter.headers)
+        assert headers["x-kafka-ingress-omitted"] == b"value=5000"
+        assert headers["x-kafka-ingress-source-topic"] == TOPIC.encode()
+        assert headers["x-kafka-ingress-source-partition"] == b"0"
+        assert headers["x-kafka-ingress-source-offset"] == b"1"
+        assert b"above the limit of 1000 bytes" in headers["x-kafka-ingress-error"]
 
 
 class TestFencing:
