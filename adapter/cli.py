@@ -26,6 +26,7 @@ import asyncio
 import json
 import logging
 import os
+import re
 import sys
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
@@ -215,12 +216,41 @@ def _run_loop(main: Coroutine[Any, Any, None]) -> None:
 # -- admin commands ---------------------------------------------------------------------------
 
 
-def _pairs(items: list[str], sep: str, what: str) -> dict[str, str]:
+_NAME_START = re.compile(r"[A-Za-z0-9._-]+")
+_HEADER_NAMES = frozenset({"authorization", "proxy-authorization", "cookie"})
+
+
+def _known_name(item: str, sep: str) -> str | None:
+    """The option or header name a malformed ``NAME{sep}VALUE`` argument starts with, when it
+    is a known one followed by something else (``Authorization Bearer …``); None otherwise,
+    since anything else may be (part of) the secret value."""
+    text = item.strip()
+    match = _NAME_START.match(text)
+    if match is None or match.end() == len(text):
+        return None
+    word = match.group()
+    if sep == "=":
+        from adapter.kafka.options import OPTION_TABLE
+
+        return word if word.lower() in OPTION_TABLE else None
+    lowered = word.lower()
+    return word if lowered in _HEADER_NAMES or lowered.startswith("x-") else None
+
+
+def _pairs(items: list[str], sep: str, flag: str) -> dict[str, str]:
+    """``NAME{sep}VALUE`` arguments as a mapping. A malformed one is named by its position,
+    length and, if known, its option or header name: never by its text, which may hold a
+    secret (a header missing its ':' is ``Authorization Bearer <token>``)."""
     out: dict[str, str] = {}
-    for item in items:
+    for number, item in enumerate(items, start=1):
         name, found, value = item.partition(sep)
         if not found or not name.strip():
-            raise ConfigError(f"{what} {item!r}: expected NAME{sep}VALUE")
+            known = _known_name(item, sep)
+            starts = f", starting {known!r}" if known else ""
+            raise ConfigError(
+                f"{flag} #{number} ({len(item)} characters{starts}): expected NAME{sep}VALUE "
+                "(the argument is not shown: it may hold a secret)"
+            )
         out[name.strip()] = value.strip() if sep == ":" else value
     return out
 
@@ -294,7 +324,7 @@ def _dispatch(client: Any, args: argparse.Namespace) -> Any:
         if action == "create":
             body = {"source": args.source, "sink": args.sink}
             if args.option:
-                body["options"] = _pairs(args.option, "=", "option")
+                body["options"] = _pairs(args.option, "=", "--option")
             return call("POST", "/subscriptions", body=body)
         if action == "list":
             return call("GET", "/subscriptions", params={"sink": args.sink, "source": args.source})
@@ -307,18 +337,18 @@ def _dispatch(client: Any, args: argparse.Namespace) -> Any:
         if action in ("pause", "resume"):
             return call("PATCH", path, body={"paused": action == "pause"})
         if action == "update":
-            options: dict[str, str | None] = dict(_pairs(args.option, "=", "option"))
+            options: dict[str, str | None] = dict(_pairs(args.option, "=", "--option"))
             options.update(dict.fromkeys(args.unset))
             return call("PATCH", path, body={"options": options})
         if action == "reset":
-            to: str | int = int(args.to) if args.to.isdigit() else args.to
+            to: str | int = int(args.to) if args.to.isascii() and args.to.isdigit() else args.to
             return call("POST", f"{path}/reset", body={"to": to, "timeout_s": args.wait})
     if command == "deployments":
         if action == "register":
             key = "arn" if args.address.startswith("arn:") else "uri"
             body = {key: args.address, "dry_run": args.dry_run, "force": args.force}
             if args.header:
-                body["additional_headers"] = _pairs(args.header, ":", "header")
+                body["additional_headers"] = _pairs(args.header, ":", "--header")
             if args.use_http_11:
                 body["use_http_11"] = True
             return call("POST", "/deployments", body=body)

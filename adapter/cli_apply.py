@@ -64,7 +64,29 @@ def _read(path: str) -> Any:
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML or JSON ({exc})") from exc
+        raise ConfigError(f"{path}: not valid YAML or JSON: {_yaml_problem(exc)}") from None
+
+
+def _at(mark: Any) -> str:
+    return f"line {mark.line + 1}, column {mark.column + 1}"
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """Where and what, without the quoted line PyYAML adds to its message (``str(exc)``): that
+    line may hold a secret (``sasl.password: …``). The problem texts name characters, tokens
+    and tags, not values."""
+    if isinstance(exc, yaml.MarkedYAMLError):
+        parts = []
+        if exc.context:
+            where = f" (from {_at(exc.context_mark)})" if exc.context_mark else ""
+            parts.append(f"{exc.context}{where}")
+        if exc.problem:
+            where = f"{_at(exc.problem_mark)}: " if exc.problem_mark else ""
+            parts.append(f"{where}{exc.problem}")
+        return "; ".join(parts) or type(exc).__name__
+    if isinstance(exc, yaml.reader.ReaderError):
+        return f"position {exc.position}: {exc.reason}"
+    return type(exc).__name__
 
 
 def _account_id() -> str:

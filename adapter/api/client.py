@@ -15,6 +15,7 @@ from typing import Any
 import aiohttp
 
 from adapter.errors import IngressError
+from adapter.masking import mask_secrets
 
 __all__ = ["DEFAULT_URL", "AdminApiError", "AdminClient"]
 
@@ -68,9 +69,14 @@ class AdminClient:
                 self._send(method, path, body, clean)
             )
         except TimeoutError as exc:
-            raise AdminApiError(0, f"the admin API at {self.url} did not answer in time") from exc
+            raise AdminApiError(
+                0, mask_secrets(f"the admin API at {self.url} did not answer in time")
+            ) from exc
         except (aiohttp.ClientError, ValueError) as exc:
-            raise AdminApiError(0, f"cannot reach the admin API at {self.url}: {exc}") from exc
+            # --admin-url may carry user:password@, and aiohttp's messages quote the URL.
+            raise AdminApiError(
+                0, mask_secrets(f"cannot reach the admin API at {self.url}: {exc}")
+            ) from exc
         text = content.decode("utf-8", errors="replace")
         if status >= 400:
             decoded: Any = None

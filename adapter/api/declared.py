@@ -14,7 +14,7 @@ import pydantic
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, model_validator
 
 from adapter.api.bodies import OptionValue
-from adapter.api.refs import parse_sink, parse_source, sink_options
+from adapter.api.refs import parse_sink, parse_source, shown, sink_options
 from adapter.errors import ValidationError
 
 __all__ = [
@@ -108,7 +108,7 @@ class Document(_Spec):
         ):
             twice = sorted({k for k in keys if keys.count(k) > 1})
             if twice:
-                raise ValueError(f"{what} {twice[0]!r} appears twice")
+                raise ValueError(f"{what} {shown(twice[0])} appears twice")
         return self
 
 

@@ -78,15 +78,35 @@ def rfc3339(ms: int | float | str | None) -> str | None:
     return f"{text}.{millis:03d}Z" if millis else f"{text}Z"
 
 
+_INT64_MAX = 2**63 - 1
+"""Kafka's timestamps are int64: a larger one cannot even be encoded in a request."""
+
+
+def _too_large(digits: str) -> ValidationError:
+    shown = digits if len(digits) <= 24 else f"{digits[:20]}… ({len(digits)} digits)"
+    return ValidationError(
+        f"timestamp {shown} is too large: epoch milliseconds are at most {_INT64_MAX} "
+        "(a 64-bit integer)"
+    )
+
+
+def _epoch_ms(value: int) -> int:
+    if value < 0:
+        raise ValidationError(f"timestamp {value} is negative")
+    if value > _INT64_MAX:
+        raise _too_large(str(value))
+    return value
+
+
 def parse_timestamp(value: str | int) -> int:
-    """Epoch milliseconds from an RFC 3339 string or an integer of milliseconds."""
+    """Epoch milliseconds (0 to 2**63 - 1) from an RFC 3339 string or an integer of them."""
     if isinstance(value, int):
-        if value < 0:
-            raise ValidationError(f"timestamp {value} is negative")
-        return value
+        return _epoch_ms(value)
     text = value.strip()
-    if text.isdigit():
-        return int(text)
+    if text.isascii() and text.isdigit():  # "²".isdigit() too, and int() refuses it
+        if len(text.lstrip("0")) > len(str(_INT64_MAX)):
+            raise _too_large(text)  # before int(), which refuses over 4300 digits
+        return _epoch_ms(int(text))
     try:
         stamp = datetime.fromisoformat(text)
     except ValueError:

@@ -1203,3 +1203,38 @@ async def test_register_a_lambda_function_by_arn(api: Api, handler_server: Handl
         assert "nope" in missing.json()["message"]
     finally:
         local.close()
+
+
+async def test_credentials_in_a_reference_never_come_back_in_its_400(
+    api: Api, handler_server: HandlerServer
+) -> None:
+    await register(api, handler_server, GREETER)
+    sink, password = "service://Greeter/greet", "SRCPASSWORD1"
+    for body, message in (
+        ({"source": f"kafka://user:{password}@local/t", "sink": sink}, "credentials"),
+        ({"source": f"kafka://user:{password}/t", "sink": sink}, "names a cluster"),
+        (
+            {"source": "kafka://plain/t", "sink": f"service://user:{password}@Greeter/greet"},
+            "credentials",
+        ),
+        (
+            {"source": "kafka://plain/t", "sink": f"lambda://user:{password}@arn:aws:lambda"},
+            "not a Lambda function ARN",
+        ),
+    ):
+        refused = await api.call("POST", "/subscriptions", body, 400)
+        assert message in refused.json()["message"], refused.text
+        assert password not in refused.text
+    assert await api.store.list_subscriptions() == []
+
+
+async def test_a_reset_beyond_int64_is_refused_before_kafka_is_asked(
+    api: Api, handler_server: HandlerServer
+) -> None:
+    await register(api, handler_server, GREETER)
+    sub = await subscribe(api)
+    path = f"/subscriptions/{sub['id']}/reset"
+    for to in (10**30, 2**63, str(10**30)):
+        refused = await api.call("POST", path, {"to": to}, 400)
+        assert "too large" in refused.json()["message"], refused.text
+    assert api.resets == []
