@@ -32,6 +32,7 @@ __all__ = [
     "MIN_SECRET_LENGTH",
     "forget_secrets",
     "mask_secrets",
+    "mask_userinfo",
     "remember_secret",
     "remember_uri_credentials",
     "secret_forms",
@@ -76,26 +77,49 @@ _ESCAPE = re.compile(r"%[0-9A-F]{2}")
 
 
 class _Registry:
-    """The secret values seen so far and the needles derived from them (longest first)."""
+    """The secret values seen so far and the needles derived from them (longest first).
+
+    Each value's forms are derived once, when it is first remembered, and counted (two values
+    can share a form): adding or evicting one costs its own forms plus a sort of the needles,
+    not every value's forms again. The least recently remembered value is evicted first, and
+    remembering a value again makes it the most recent, so a value still in use (parsed again
+    whenever its configuration is) is not pushed out by a stream of one-off values.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._values: dict[str, None] = {}
+        self._values: dict[str, frozenset[str]] = {}  # in order of last remembering
+        self._counts: dict[str, int] = {}  # needle -> how many remembered values have it
         self.needles: tuple[str, ...] = ()
 
     def add(self, value: str) -> None:
-        if len(value) < MIN_SECRET_LENGTH or value == MASK or value in self._values:
+        if len(value) < MIN_SECRET_LENGTH or value == MASK:
             return
         with self._lock:
-            self._values[value] = None
+            forms = self._values.pop(value, None)
+            if forms is not None:
+                self._values[value] = forms  # most recent again; needles unchanged
+                return
+        forms = frozenset(secret_forms(value))  # outside the lock: the costly part
+        with self._lock:
+            if value in self._values:
+                return
+            self._values[value] = forms
+            for form in forms:
+                self._counts[form] = self._counts.get(form, 0) + 1
             while len(self._values) > _MAX_REMEMBERED:
-                del self._values[next(iter(self._values))]
-            needles = {form for v in self._values for form in secret_forms(v)}
-            self.needles = tuple(sorted(needles, key=len, reverse=True))
+                for form in self._values.pop(next(iter(self._values))):
+                    left = self._counts[form] - 1
+                    if left:
+                        self._counts[form] = left
+                    else:
+                        del self._counts[form]
+            self.needles = tuple(sorted(self._counts, key=len, reverse=True))
 
     def clear(self) -> None:
         with self._lock:
             self._values.clear()
+            self._counts.clear()
             self.needles = ()
 
 
@@ -251,8 +275,9 @@ def _scan(text: str) -> str:
     return "".join(out)
 
 
-def _mask_userinfo(text: str) -> str:
-    """Pass 2 alone, for texts without any secret-named word."""
+def mask_userinfo(text: str) -> str:
+    """Pass 2 alone: ``scheme://user:password@host`` becomes ``scheme://***@host``, the rest
+    of ``text`` is left as it is (texts without any secret-named word, labels, names)."""
     start = text.find("://")
     if start < 0:
         return text
@@ -279,5 +304,5 @@ def mask_secrets(text: str) -> str:
     lowered = text.lower()
     # Most texts name no secret: one C-speed search per word spares the walk over separators.
     if not any(word in lowered for word in _SECRET_KEY_WORDS):
-        return _mask_userinfo(text)
+        return mask_userinfo(text)
     return _scan(text)

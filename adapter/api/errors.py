@@ -54,11 +54,13 @@ def status_for(exc: IngressError) -> int:
 
 
 def error_response(
-    status: int, message: str, *, headers: dict[str, str] | None = None
+    status: int, message: str, *, headers: dict[str, str] | None = None, mask: bool = True
 ) -> JSONResponse:
-    # Messages are built from user input and dependency errors; mask anything secret-shaped.
+    """Restate's error shape. Messages are built from user input and dependency errors, so
+    anything secret-shaped is masked; ``mask=False`` only for a constant written in this
+    package, which holds no secret but may look like one (``Authorization: Bearer <token>``)."""
     return JSONResponse(
-        {"message": mask_secrets(message), "restate_code": None},
+        {"message": mask_secrets(message) if mask else message, "restate_code": None},
         status_code=status,
         headers=headers,
     )

@@ -16,10 +16,13 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from adapter.api.errors import error_response
 
-__all__ = ["ADMIN_AUTHENTICATED", "VERSION_PREFIXES", "AdminMiddleware"]
+__all__ = ["ADMIN_AUTHENTICATED", "UNAUTHORIZED_MESSAGE", "VERSION_PREFIXES", "AdminMiddleware"]
 
 ADMIN_AUTHENTICATED = "admin_authenticated"
 """Request state key: True when the request carries the admin token (or none is needed)."""
+
+UNAUTHORIZED_MESSAGE = "missing or wrong bearer token: send Authorization: Bearer <admin token>"
+"""The 401 answer's message (no secret in it: it names the header, not a value)."""
 
 VERSION_PREFIXES = (2, 3, 4)
 # ASCII digits without leading zeros: /v02, /v0004 and /v٢ are not version prefixes.
@@ -52,10 +55,9 @@ class AdminMiddleware:
         # Public routes (health checks) answer everyone, but say more to an administrator.
         scope = {**scope, "state": {**scope.get("state", {}), ADMIN_AUTHENTICATED: authenticated}}
         if scope["path"] not in self._public and not authenticated:
+            # A constant: the masker would take it for a credential and garble it.
             response = error_response(
-                401,
-                "missing or wrong bearer token: send Authorization: Bearer <admin token>",
-                headers={"WWW-Authenticate": "Bearer"},
+                401, UNAUTHORIZED_MESSAGE, headers={"WWW-Authenticate": "Bearer"}, mask=False
             )
             await response(scope, receive, send)
             return

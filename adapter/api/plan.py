@@ -30,7 +30,15 @@ keeps what Kafka remembers (the group's committed offsets) tied to what the file
   deployments, then dynamic clusters); without it, it is kept and listed.
 
 Clusters from the settings file cannot be managed here (they are named by subscriptions only).
-Secret values (``is_secret``) are compared but never shown: a changed secret reads "changed".
+What a plan shows (``describe``, the API's answer and the CLI's output) holds no secret, though
+it is built from decrypted rows:
+
+- secret-named options (``is_secret``) are compared but never shown: a changed one reads
+  "changed (secret)";
+- a deployment header's value is never shown (any header may carry a credential): "set",
+  "changed", "removed";
+- credentials in a URL are masked wherever one appears (``https://***@idp/token``), and other
+  values go through the masker, as the API's ``GET`` shows them.
 """
 
 from __future__ import annotations
@@ -52,6 +60,7 @@ from adapter.api.declared import (
 )
 from adapter.api.refs import parse_source
 from adapter.kafka.options import is_secret
+from adapter.masking import mask_secrets, mask_userinfo
 from adapter.model import Deployment, Subscription
 
 __all__ = [
@@ -107,13 +116,13 @@ class Action:
     refused: str | None = None  # why this loses a consumer group's position (unless forced)
 
     def describe(self) -> dict[str, Any]:
-        """The action as shown (CLI, API): no call bodies, so no secret."""
+        """The action as shown (CLI, API): no call bodies, no credentials in URLs."""
         return {
             "verb": self.verb,
             "kind": self.kind,
-            "name": self.name,
-            "changes": list(self.changes),
-            "refused": self.refused,
+            "name": mask_userinfo(self.name),
+            "changes": [mask_userinfo(c) for c in self.changes],
+            "refused": mask_userinfo(self.refused) if self.refused else None,
         }
 
 
@@ -142,10 +151,15 @@ class Plan:
         return {
             "fingerprint": self.fingerprint,
             "actions": [a.describe() for a in self.actions],
-            "unchanged": list(self.unchanged),
-            "kept": list(self.kept),
-            "errors": list(self.errors),
+            "unchanged": [mask_userinfo(u) for u in self.unchanged],
+            "kept": [mask_userinfo(k) for k in self.kept],
+            "errors": [mask_userinfo(e) for e in self.errors],
         }
+
+
+def _shown(value: str) -> str:
+    """A value that is not secret by its name, as shown: credentials in it masked."""
+    return repr(mask_secrets(value))
 
 
 def _option_changes(
@@ -159,15 +173,28 @@ def _option_changes(
             continue
         patch[name] = after
         if before is None:
-            shown = "(secret)" if is_secret(name) else repr(after)
+            shown = "(secret)" if is_secret(name) else _shown(after or "")
             lines.append(f"{label}{name}: set to {shown}")
         elif after is None:
             lines.append(f"{label}{name}: removed")
-        elif is_secret(name):
+        elif is_secret(name) or _shown(before) == _shown(after):
+            # Equal once masked: what changed is the credentials in it.
             lines.append(f"{label}{name}: changed (secret)")
         else:
-            lines.append(f"{label}{name}: {before!r} -> {after!r}")
+            lines.append(f"{label}{name}: {_shown(before)} -> {_shown(after)}")
     return lines, patch
+
+
+def _header_changes(old: Mapping[str, str], new: Mapping[str, str]) -> list[str]:
+    """Which headers change, never their values: any header may carry a credential."""
+    lines: list[str] = []
+    for name in sorted(set(old) | set(new)):
+        before, after = old.get(name), new.get(name)
+        if before == after:
+            continue
+        verb = "set" if before is None else "removed" if after is None else "changed"
+        lines.append(f"headers.{name}: {verb} (value not shown)")
+    return lines
 
 
 def _group(sub: Subscription) -> str:
@@ -208,7 +235,7 @@ def _plan_clusters(
         have = actual.get(spec.name)
         if have is None:
             lines = [
-                f"{k} = {'(secret)' if is_secret(k) else repr(v)}" for k, v in properties.items()
+                f"{k} = {'(secret)' if is_secret(k) else _shown(v)}" for k, v in properties.items()
             ]
             body = {"name": spec.name, "properties": properties}
             first.append(
@@ -272,9 +299,7 @@ def _plan_deployments(
                 Action("create", "deployment", spec.address, ("discover and register",), (call,))
             )
             continue
-        lines, _ = _option_changes(
-            lower_keys(have.additional_headers), lower_keys(spec.headers), label="headers."
-        )
+        lines = _header_changes(lower_keys(have.additional_headers), lower_keys(spec.headers))
         if not lines:
             unchanged.append(f"deployment {spec.address}")
             continue

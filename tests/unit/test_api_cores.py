@@ -596,6 +596,20 @@ async def test_version_prefixes_are_stripped_and_the_token_checked() -> None:
         assert (await client.get("/subscriptions")).status_code == 200
 
 
+async def test_the_401_message_says_what_to_send_unmasked() -> None:
+    app = AdminMiddleware(_echo, token="t" * 16, public_paths=frozenset())
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://x") as client:
+        for headers in ({}, {"authorization": "Bearer wrong-token-value"}):
+            refused = await client.get("/subscriptions", headers=headers)
+            assert refused.status_code == 401
+            assert refused.json() == {
+                "message": "missing or wrong bearer token: send Authorization: "
+                "Bearer <admin token>",
+                "restate_code": None,
+            }
+
+
 def test_an_open_admin_api_is_announced_loudly_unless_dev_on_loopback() -> None:
     assert open_admin_warning("127.0.0.1", token="x" * 16, allow_open=False) is None
     assert open_admin_warning("127.0.0.1", token=None, allow_open=True) is None

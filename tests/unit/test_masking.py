@@ -14,6 +14,7 @@ from urllib.parse import quote, quote_plus
 
 import pytest
 
+from adapter import masking
 from adapter.logs import SecretMaskingFilter
 from adapter.masking import forget_secrets, mask_secrets, remember_secret, secret_forms
 
@@ -99,6 +100,37 @@ def test_known_secret_values_are_masked_in_every_encoding() -> None:
             assert form not in masked, (text, form)
         decoded_tail = masked.rsplit(" ", 1)[-1]
         assert "Zq8w1" not in decoded_tail
+
+
+def test_remembering_a_value_derives_its_forms_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Each value's encodings are derived when it is first remembered, never again for the
+    # next ones (260 values of 3.8 KB took seconds when every addition redid them all).
+    calls: list[str] = []
+
+    def counted(value: str) -> set[str]:
+        calls.append(value)
+        return secret_forms(value)
+
+    monkeypatch.setattr(masking, "secret_forms", counted)
+    values = [f"secret-{i:04d}-" + "x" * 3800 for i in range(300)]
+    for value in values:
+        remember_secret(value)
+    remember_secret(values[-1])
+    assert len(calls) == 300
+    assert mask_secrets(f"a {values[-1]} b") == "a *** b"
+    assert mask_secrets(f"a {values[0]} b") == f"a {values[0]} b"  # evicted (256 kept)
+
+
+def test_a_value_remembered_again_is_not_evicted_by_newer_ones() -> None:
+    remember_secret("stored-cluster-pw-1")
+    for i in range(200):
+        remember_secret(f"rejected-request-{i:04d}")
+    remember_secret("stored-cluster-pw-1")  # parsed again: in use
+    for i in range(200, 400):
+        remember_secret(f"rejected-request-{i:04d}")
+    assert mask_secrets("pw stored-cluster-pw-1 end") == "pw *** end"
+    assert mask_secrets("rejected-request-0000") == "rejected-request-0000"
+    assert mask_secrets("rejected-request-0399") == "***"
 
 
 def test_short_values_are_not_remembered() -> None:

@@ -205,19 +205,70 @@ def test_references_and_read_only_clusters_are_errors() -> None:
     assert render(p.describe())[0].startswith("error: cluster 'local'")
 
 
+@pytest.mark.promise("p-sec-plan-hides")
 def test_deployment_headers_are_compared_and_reregistered_with_force() -> None:
-    have = Deployment(id="dp_1", uri="http://handlers:9080", additional_headers={"x-team": "a"})
+    stored = {"x-team": "team-a-value", "authorization": "Bearer STORED-HANDLER-TOKEN-123"}
+    have = Deployment(id="dp_1", uri="http://handlers:9080", additional_headers=stored)
+    wanted = {"X-Team": "team-b-value", "X-Api-Key": "NEW-API-KEY-012"}
     p = planned(
-        {"deployments": [{"uri": "http://handlers:9080", "headers": {"X-Team": "b"}}]},
+        {"deployments": [{"uri": "http://handlers:9080", "headers": wanted}]},
         deployments=[have],
     )
     (action,) = p.actions
-    assert action.changes == ("headers.x-team: 'a' -> 'b'",)
+    # Any header may carry a credential: which ones change is shown, never their values.
+    assert action.changes == (
+        "headers.authorization: removed (value not shown)",
+        "headers.x-api-key: set (value not shown)",
+        "headers.x-team: changed (value not shown)",
+    )
+    shown = str(p.describe()) + "\n".join(render(p.describe()))
+    for value in ("team-a-value", "team-b-value", "STORED-HANDLER-TOKEN-123", "NEW-API-KEY-012"):
+        assert value not in shown
     assert action.calls[0].body == {
         "uri": "http://handlers:9080",
-        "additional_headers": {"X-Team": "b"},
+        "additional_headers": wanted,
         "force": True,
     }
+
+
+@pytest.mark.promise("p-sec-plan-hides")
+def test_a_plan_shows_no_credentials_in_urls() -> None:
+    def oidc(password: str) -> dict[str, str]:
+        url = f"https://svc:{password}@idp.example/token"
+        return {"bootstrap.servers": "b-1:9098", "sasl.oauthbearer.token.endpoint.url": url}
+
+    have = ActualCluster("msk", oidc("URLPASSWORD-000"), static=False)
+    document = {
+        "clusters": [
+            {"name": "msk", "properties": {**oidc("URLPASSWORD-111"), "client.id": "new-id"}},
+            {"name": "idp", "properties": oidc("URLPASSWORD-222")},
+        ],
+        "deployments": [{"uri": "http://user:URIPASSWORD-333@handlers:9080"}],
+        "subscriptions": [
+            spec(
+                "orders",
+                options={"sasl.oauthbearer.token.endpoint.url": "https://o:URLPASSWORD-444@idp/t"},
+            )
+        ],
+    }
+    p = planned(document, clusters=[LOCAL, have], deployments=[])
+    shown = str(p.describe()) + "\n".join(render(p.describe()))
+    for n in ("000", "111", "222", "444"):
+        assert f"URLPASSWORD-{n}" not in shown
+    assert "URIPASSWORD-333" not in shown
+    changes = {a.describe()["name"]: a.describe()["changes"] for a in p.actions}
+    assert changes["msk"] == [
+        "client.id: set to 'new-id'",
+        "sasl.oauthbearer.token.endpoint.url: changed (secret)",
+    ]
+    assert (
+        "sasl.oauthbearer.token.endpoint.url = 'https://***@idp.example/token'" in (changes["idp"])
+    )
+    assert (
+        "options.sasl.oauthbearer.token.endpoint.url: set to 'https://***@idp/t'"
+        in (changes["orders"])
+    )
+    assert "http://***@handlers:9080" in changes
 
 
 @pytest.mark.parametrize(
