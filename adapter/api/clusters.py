@@ -57,8 +57,10 @@ def _text(properties: dict[str, OptionValue]) -> dict[str, str]:
 
 
 def _restore(given: dict[str, str], stored: dict[str, str]) -> dict[str, str]:
+    # The properties are replaced as a whole; a "***" kept for a new broker or token endpoint
+    # address is refused (adapter.kafka.options.restore_masked).
     try:
-        return restore_masked(given, stored)
+        return restore_masked(given, stored, replaces=True)
     except ConfigError as exc:
         raise ValidationError(str(exc)) from None
 

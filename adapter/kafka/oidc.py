@@ -44,7 +44,8 @@ from aiokafka.conn import create_conn
 from aiokafka.errors import KafkaError as AIOKafkaError
 from aiokafka.protocol.admin import SaslAuthenticateRequest, SaslHandShakeRequest
 
-from adapter.errors import KafkaAuthError, KafkaError
+from adapter.errors import KafkaAuthError, KafkaError, ValidationError
+from adapter.invokers.targets import TargetRefused, check_target
 from adapter.kafka.errors import TokenUnavailableError, translate
 from adapter.kafka.options import SecuritySettings
 
@@ -480,6 +481,19 @@ class OidcTokenProvider(RefreshingTokenProvider):
             self._http = None
 
     async def _request(self) -> Token:
+        # The client secret goes there: the name must not resolve to a link-local or metadata
+        # address (a literal one is refused when the option is parsed), as for deployments.
+        try:
+            await check_target(self._url, deny_private=False)
+        except TargetRefused as exc:
+            reason = str(exc).replace("deployment address", "its address")
+            raise TokenEndpointError(
+                f"token endpoint {self.endpoint}: {reason}", retryable=False
+            ) from None
+        except ValidationError as exc:
+            raise TokenEndpointError(
+                f"cannot reach the token endpoint: {exc}", retryable=True
+            ) from None
         if self._http is None:
             # The system's CA store, as librdkafka's token requests use by default.
             self._http = aiohttp.ClientSession(

@@ -27,12 +27,14 @@ from __future__ import annotations
 
 import difflib
 import enum
+import heapq
 import math
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from types import MappingProxyType
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from aiokafka import codec as _codec
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
@@ -41,9 +43,11 @@ from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssigno
 from adapter.errors import ConfigError
 from adapter.failure_destination import Destination, parse_destination
 from adapter.filters import FilterCriteria, FilterCriteriaError, parse_filter_criteria
+from adapter.invokers.targets import literal_address, refusal
 from adapter.masking import mask_secrets, remember_secret, remember_uri_credentials
 
 __all__ = [
+    "CREDENTIAL_ADDRESSES",
     "MAX_ID_LENGTH",
     "MAX_NAME_LENGTH",
     "MAX_VALUE_LENGTH",
@@ -124,15 +128,26 @@ def mask_options(options: Mapping[str, str]) -> dict[str, str]:
     }
 
 
-def restore_masked(given: Mapping[str, Any], stored: Mapping[str, str]) -> dict[str, Any]:
+def restore_masked(
+    given: Mapping[str, Any], stored: Mapping[str, str], *, replaces: bool = False
+) -> dict[str, Any]:
     """``given`` with every value that is exactly what :func:`mask_options` shows for the
     stored one replaced by the stored value (the Kubernetes convention: writing back what a
-    GET returned keeps the secrets). A mask with nothing stored to keep is refused."""
+    GET returned keeps the secrets). A mask with nothing stored to keep is refused.
+
+    A stored secret is kept only for the same address: when ``given`` changes an option that
+    names where credentials are sent (:data:`CREDENTIAL_ADDRESSES`), keeping one is refused,
+    as deployments keep a masked header only for the same URL. ``replaces``: ``given``
+    replaces ``stored`` (a cluster's properties); otherwise it is merged into it (a
+    subscription's ``PATCH``), so the stored secrets it leaves out are kept too.
+    """
     shown = mask_options(stored)
     out: dict[str, Any] = {}
+    kept: list[str] = []
     for name, value in given.items():
         if name in stored and value == shown[name] and value != stored[name]:
             out[name] = stored[name]
+            kept.append(name)
         elif value == SECRET_MASK and is_secret(name):
             raise ConfigError(
                 f"option {name!r}: {SECRET_MASK!r} stands for a stored secret, but there is no "
@@ -140,7 +155,75 @@ def restore_masked(given: Mapping[str, Any], stored: Mapping[str, str]) -> dict[
             )
         else:
             out[name] = value
+    if not replaces:
+        kept += [n for n, v in stored.items() if n not in given and _holds_secret(n, v)]
+    for written, canonical in _moved_addresses(out, stored):
+        carried = CREDENTIAL_ADDRESSES[canonical]
+        lost = sorted(n for n in kept if carried is None or n in carried)
+        if lost:
+            raise ConfigError(
+                f"option {written!r} changes where credentials are sent, so the stored "
+                f"{', '.join(lost)} cannot be kept: give {'it' if len(lost) == 1 else 'them'} "
+                f"again with the new address (not {SECRET_MASK!r})"
+            )
     return out
+
+
+# Options that name where credentials are sent, and which secrets go there (None: every one;
+# the brokers also receive the tokens that an OIDC client secret buys).
+CREDENTIAL_ADDRESSES: Mapping[str, frozenset[str] | None] = MappingProxyType(
+    {
+        "bootstrap.servers": None,
+        "sasl.oauthbearer.token.endpoint.url": frozenset({"sasl.oauthbearer.client.secret"}),
+    }
+)
+"""Options naming an address that secrets are sent to; a secret stays with its address."""
+
+_ADDRESS_ALIASES = {"metadata.broker.list": "bootstrap.servers"}
+_USERINFO_RE = re.compile(r"://[^/?#\s@]*@")
+
+
+def _holds_secret(name: str, value: str) -> bool:
+    """A secret option, or a value with credentials in a URL (``https://id:pw@idp``)."""
+    return is_secret(name) or _USERINFO_RE.search(value) is not None
+
+
+def _address(canonical: str, raw: object) -> frozenset[str] | str:
+    """An address option's value, comparable across spellings (brokers: as a set)."""
+    text = str(raw).strip()
+    if canonical != "bootstrap.servers":
+        return text
+    try:
+        return frozenset(broker.lower() for broker in _brokers(text))
+    except _Invalid:
+        return text
+
+
+def _same_place(canonical: str, new: frozenset[str] | str, old: frozenset[str] | str) -> bool:
+    if isinstance(new, frozenset) and isinstance(old, frozenset):
+        return new <= old  # some of the same brokers are still the same cluster
+    return new == old
+
+
+def _moved_addresses(given: Mapping[str, Any], stored: Mapping[str, str]) -> list[tuple[str, str]]:
+    """The options ``given`` sets to another address than ``stored``'s: (as written, canonical)."""
+
+    def of(options: Mapping[str, Any], canonical: str) -> tuple[str, object] | None:
+        for name, value in options.items():
+            if _ADDRESS_ALIASES.get(name, name) == canonical and value is not None:
+                return name, value
+        return None
+
+    moved = []
+    for canonical in CREDENTIAL_ADDRESSES:
+        new, old = of(given, canonical), of(stored, canonical)
+        if new is None:
+            continue
+        if old is None or not _same_place(
+            canonical, _address(canonical, new[1]), _address(canonical, old[1])
+        ):
+            moved.append((new[0], canonical))
+    return moved
 
 
 # --------------------------------------------------------------------------------------------
@@ -326,6 +409,23 @@ def _url(raw: str) -> str:
     text = raw.strip()
     if not re.match(r"^https?://[^\s/]+", text):
         raise _Invalid("an http:// or https:// URL")
+    return text
+
+
+def _token_url(raw: str) -> str:
+    """The token endpoint receives the client secret: never a link-local or metadata address."""
+    text = _url(raw)
+    try:
+        host = urlsplit(text).hostname or ""
+    except ValueError:
+        raise _Invalid("an http:// or https:// URL") from None
+    address = literal_address(host)
+    reason = refusal(address, deny_private=False) if address is not None else None
+    if reason:
+        raise _Unsupported(
+            f"the token endpoint's address is not allowed: {reason}; link-local and cloud "
+            "metadata addresses are always refused (docs/security.md#threat-model)"
+        )
     return text
 
 
@@ -866,8 +966,8 @@ _SPECS: tuple[OptionSpec, ...] = (
     _security(
         "sasl.oauthbearer.token.endpoint.url",
         "oauthbearer_token_endpoint_url",
-        _url,
-        "OIDC token endpoint (http:// or https://).",
+        _token_url,
+        "OIDC token endpoint (http:// or https://); not a link-local or metadata address.",
     ),
     _security(
         "sasl.oauthbearer.scope", "oauthbearer_scope", _text(), "Scope requested with the token."
@@ -1284,12 +1384,11 @@ def _parse_mapping(options: Mapping[str, str], label: str) -> tuple[dict[str, _S
     settings: dict[str, _Setting] = {}
     problems: list[str] = []
     unknown: list[str] = []
+    too_long: list[int] = []
     for name in options:
         raw_value: object = options[name]
         if len(name) > MAX_NAME_LENGTH:
-            problems.append(
-                f"{label} names are at most {MAX_NAME_LENGTH} characters; one has {len(name)}"
-            )
+            too_long.append(len(name))
             continue
         if isinstance(raw_value, str) and len(raw_value) > MAX_VALUE_LENGTH:
             problems.append(
@@ -1297,11 +1396,6 @@ def _parse_mapping(options: Mapping[str, str], label: str) -> tuple[dict[str, _S
                 f"has {len(raw_value)}"
             )
             continue
-        if isinstance(raw_value, str):
-            # Masked by value from now on, in whatever text it may turn up (logs, errors).
-            if is_secret(name):
-                remember_secret(raw_value)
-            remember_uri_credentials(raw_value)
         spec = OPTION_TABLE.get(name)
         if spec is None:
             unknown.append(name)
@@ -1331,21 +1425,50 @@ def _parse_mapping(options: Mapping[str, str], label: str) -> tuple[dict[str, _S
             )
             continue
         settings[canonical] = _Setting(written=name, raw=raw, value=value)
+    if too_long:
+        some = "one has" if len(too_long) == 1 else f"{len(too_long):,} have up to"
+        problems.insert(
+            0, f"{label} names are at most {MAX_NAME_LENGTH} characters; {some} {max(too_long)}"
+        )
     if unknown:
         problems.append(_unknown_message(unknown, label))
     return settings, problems
 
 
+_UNKNOWN_NAMED = 10
+"""Unknown option names quoted in one error; the rest are counted (bounded work and text)."""
+_UNKNOWN_SUGGESTED = 5
+"""Of those, how many get a "did you mean" (difflib is the costly part)."""
+_SORTED_SUPPORTED = sorted(SUPPORTED_OPTIONS)
+
+
 def _unknown_message(unknown: Sequence[str], label: str) -> str:
+    first = heapq.nsmallest(_UNKNOWN_NAMED, unknown)
     described = []
-    for name in sorted(unknown):
-        close = difflib.get_close_matches(name.lower(), sorted(SUPPORTED_OPTIONS), n=1, cutoff=0.8)
+    for index, name in enumerate(first):
+        close = (
+            difflib.get_close_matches(name.lower(), _SORTED_SUPPORTED, n=1, cutoff=0.8)
+            if index < _UNKNOWN_SUGGESTED
+            else []
+        )
         described.append(f"{name!r} (did you mean {close[0]!r}?)" if close else repr(name))
+    more = len(unknown) - len(first)
+    if more:
+        described.append(f"{more:,} more")
     plural = "s" if len(unknown) > 1 else ""
-    return (
-        f"unknown {label}{plural} {', '.join(described)}; supported options: "
-        f"{', '.join(sorted(SUPPORTED_OPTIONS))}"
-    )
+    listed = ", ".join(described[:-1]) + " and " + described[-1] if more else ", ".join(described)
+    return f"unknown {label}{plural} {listed}; supported options: {', '.join(_SORTED_SUPPORTED)}"
+
+
+def _remember_secrets(options: Mapping[str, object]) -> None:
+    """Mask the secret values of accepted options by value from now on, in whatever text they
+    may turn up (logs, errors). Only accepted ones: the masker keeps a bounded number of
+    values, and a refused request must not push out the ones in use."""
+    for name, value in options.items():
+        if isinstance(value, str):
+            if is_secret(name):
+                remember_secret(value)
+            remember_uri_credentials(value)
 
 
 def validate_options(options: Mapping[str, str]) -> None:
@@ -1357,7 +1480,17 @@ def validate_options(options: Mapping[str, str]) -> None:
     """
     _, problems = _parse_mapping(options, "option")
     if problems:
-        raise ConfigError("; ".join(problems))
+        raise ConfigError(_joined(problems))
+
+
+_MAX_PROBLEMS = 20
+
+
+def _joined(problems: Sequence[str]) -> str:
+    """The problems as one message; past :data:`_MAX_PROBLEMS` only counted."""
+    shown = "; ".join(problems[:_MAX_PROBLEMS])
+    more = len(problems) - _MAX_PROBLEMS
+    return f"{shown}; and {more:,} more problems" if more > 0 else shown
 
 
 # --------------------------------------------------------------------------------------------
@@ -1380,7 +1513,8 @@ def resolve_options(
     subscription, more = _parse_mapping(subscription_options, "subscription option")
     problems += more
     if problems:
-        raise ConfigError("; ".join(problems))
+        raise ConfigError(_joined(problems))
+    problems = _check_credential_addresses(cluster, subscription, bootstrap_servers)
     merged = {**cluster, **subscription}
     values = {name: setting.value for name, setting in merged.items()}
 
@@ -1427,10 +1561,12 @@ def resolve_options(
             ingress[spec.target] = value
 
     settings = SecuritySettings(**security)
-    problems = _check_security(settings, written)
+    problems += _check_security(settings, written)
     problems += _check_timeouts(values, written, consumer, producer)
     if problems:
-        raise ConfigError("; ".join(problems))
+        raise ConfigError(_joined(problems))
+    _remember_secrets(cluster_options)
+    _remember_secrets(subscription_options)
     return ClientOptions(
         bootstrap_servers=list(servers),
         consumer_kwargs=consumer,
@@ -1439,6 +1575,45 @@ def resolve_options(
         ingress=IngressOptions(**ingress, bootstrap_servers=tuple(servers)),
         group_id=group_id,
     )
+
+
+def _check_credential_addresses(
+    cluster: Mapping[str, _Setting],
+    subscription: Mapping[str, _Setting],
+    cluster_brokers: Sequence[str],
+) -> list[str]:
+    """A subscription that sends credentials elsewhere than the cluster does (other brokers,
+    another token endpoint) inherits none of the cluster's secrets that would go there: it
+    must give them itself. Otherwise anyone who may create subscriptions could have the
+    cluster's password sent to a broker of their choosing."""
+    problems: list[str] = []
+    for canonical, carried in CREDENTIAL_ADDRESSES.items():
+        mine = subscription.get(canonical)
+        if mine is None:
+            continue
+        theirs: object = cluster[canonical].raw if canonical in cluster else None
+        if theirs is None and canonical == "bootstrap.servers":
+            theirs = ",".join(cluster_brokers)
+        if theirs is not None and _same_place(
+            canonical, _address(canonical, mine.raw), _address(canonical, theirs)
+        ):
+            continue
+        inherited = sorted(
+            name
+            for name, setting in cluster.items()
+            if name not in subscription
+            and (carried is None or name in carried)
+            and _holds_secret(name, setting.raw)
+        )
+        if inherited:
+            where = "other brokers" if canonical == "bootstrap.servers" else "another endpoint"
+            problems.append(
+                f"subscription option {mine.written!r} sends credentials to {where} than the "
+                f"cluster's, so it does not inherit the cluster's {', '.join(inherited)}: set "
+                f"{'it' if len(inherited) == 1 else 'them'} in the subscription too, or create a "
+                "Kafka cluster for that address"
+            )
+    return problems
 
 
 def _check_security(security: SecuritySettings, written: Callable[[str], str]) -> list[str]:

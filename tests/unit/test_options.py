@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import re
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ from adapter.kafka.options import (
     restore_masked,
     validate_options,
 )
+from adapter.masking import forget_secrets, mask_secrets
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
 
@@ -946,3 +948,163 @@ def test_empty_secret_rejected_without_echo(name: str) -> None:
 def test_secrets_kept_verbatim() -> None:
     security = resolve({**SASL_SCRAM, "sasl.password": "  padded  "}).security
     assert security.sasl_password == "  padded  "
+
+
+# --------------------------------------------------------------------------------------------
+# Where the cluster's credentials go
+
+
+EVIL_BROKERS = {
+    "bootstrap.servers": "evil.example:9092",
+    "security.protocol": "SASL_PLAINTEXT",
+    "sasl.mechanism": "PLAIN",
+}
+
+
+@pytest.mark.parametrize("name", ["bootstrap.servers", "metadata.broker.list"])
+@pytest.mark.promise("p-sec-credentials-stay")
+def test_subscription_naming_other_brokers_does_not_inherit_the_clusters_secrets(
+    name: str,
+) -> None:
+    sub = {**EVIL_BROKERS, name: EVIL_BROKERS["bootstrap.servers"]}
+    if name != "bootstrap.servers":
+        del sub["bootstrap.servers"]
+    message = error_of(sub, SASL_SCRAM)
+    assert f"subscription option {name!r}" in message
+    assert "sasl.password" in message
+    assert "sasl.username" in message
+    assert "hunter2" not in message
+    # With credentials of its own, it sends only those.
+    own = resolve({**sub, "sasl.username": "mallory", "sasl.password": "own-pw-123"}, SASL_SCRAM)
+    assert own.security.sasl_password == "own-pw-123"
+    assert own.bootstrap_servers == ["evil.example:9092"]
+
+
+def test_subscription_naming_the_clusters_own_brokers_inherits_its_secrets() -> None:
+    options = resolve(
+        {"bootstrap.servers": "BROKER-2:9092, broker-1"},
+        SASL_SCRAM,
+        brokers=("broker-1:9092", "broker-2:9092"),
+    )
+    assert options.security.sasl_password == "hunter2-hunter2"
+    cluster = {**SASL_SCRAM, "bootstrap.servers": "c:1"}
+    assert resolve({"metadata.broker.list": "c:1"}, cluster).security.sasl_password
+
+
+def test_subscription_naming_other_brokers_does_not_inherit_an_oidc_secret() -> None:
+    # The token the cluster's client secret buys would go to the subscription's brokers.
+    message = error_of({"bootstrap.servers": "evil.example:9092"}, OIDC)
+    assert "sasl.oauthbearer.client.secret" in message
+
+
+@pytest.mark.promise("p-sec-credentials-stay")
+def test_subscription_naming_another_token_endpoint_does_not_inherit_the_client_secret() -> None:
+    sub = {"sasl.oauthbearer.token.endpoint.url": "https://evil.example/token"}
+    message = error_of(sub, OIDC)
+    assert "subscription option 'sasl.oauthbearer.token.endpoint.url'" in message
+    assert "sasl.oauthbearer.client.secret" in message
+    assert "s3cr3t" not in message
+    own = resolve({**sub, "sasl.oauthbearer.client.secret": "mine-mine"}, OIDC)
+    assert own.security.oauthbearer_client_secret == "mine-mine"
+    # The cluster's own endpoint, repeated, is no change.
+    same = {"sasl.oauthbearer.token.endpoint.url": OIDC["sasl.oauthbearer.token.endpoint.url"]}
+    assert resolve(same, OIDC).security.oauthbearer_client_secret == "s3cr3t-s3cr3t"
+
+
+def test_a_cluster_without_secrets_lets_subscriptions_name_any_brokers() -> None:
+    assert resolve({"bootstrap.servers": "other:9092"}, {"client.id": "c"}).bootstrap_servers
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://169.254.169.254/latest/meta-data/iam",
+        "http://user:pw@169.254.169.254/token",
+        "http://[::ffff:169.254.169.254]/token",
+        "http://2852039166/token",
+        "http://0xa9fea9fe:80/token",
+        "http://[fd00:ec2::254]/token",
+        "http://100.100.100.200/token",
+        "https://169.254.1.1/token",
+    ],
+)
+def test_token_endpoint_on_a_link_local_or_metadata_address_is_refused(url: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        validate_options({"sasl.oauthbearer.token.endpoint.url": url})
+    message = str(info.value)
+    assert "'sasl.oauthbearer.token.endpoint.url'" in message
+    assert "metadata" in message or "link-local" in message
+    assert "pw@" not in message
+
+
+@pytest.mark.parametrize(
+    "url", ["http://127.0.0.1:8080/token", "https://10.0.0.5/token", "https://idp.example/t"]
+)
+def test_token_endpoint_on_a_private_or_named_host_is_accepted(url: str) -> None:
+    validate_options({"sasl.oauthbearer.token.endpoint.url": url})
+
+
+@pytest.mark.promise("p-sec-credentials-stay")
+def test_masked_secret_not_kept_when_the_brokers_change() -> None:
+    stored = {"bootstrap.servers": "broker-1:9092", **SASL_SCRAM}
+    shown = mask_options(stored)
+    moved = {**shown, "bootstrap.servers": "evil.example:9092"}
+    with pytest.raises(ConfigError) as info:
+        restore_masked(moved, stored, replaces=True)
+    message = str(info.value)
+    assert "'bootstrap.servers'" in message
+    assert "sasl.password" in message
+    assert "hunter2" not in message
+    # The same brokers (another spelling, a subset), or secrets given again, are fine.
+    same = {**shown, "metadata.broker.list": "BROKER-1"}
+    assert restore_masked(same, stored, replaces=True)["sasl.password"] == "hunter2-hunter2"
+    fresh = {**moved, "sasl.username": "u2", "sasl.password": "pw-2-pw-2"}
+    assert restore_masked(fresh, stored, replaces=True)["sasl.password"] == "pw-2-pw-2"
+
+
+def test_masked_secret_not_kept_when_the_token_endpoint_changes() -> None:
+    stored = dict(OIDC)
+    moved = {**mask_options(stored), "sasl.oauthbearer.token.endpoint.url": "https://evil/t"}
+    with pytest.raises(ConfigError, match=r"'sasl\.oauthbearer\.token\.endpoint\.url'.*client"):
+        restore_masked(moved, stored, replaces=True)
+
+
+@pytest.mark.promise("p-sec-credentials-stay")
+def test_patched_address_does_not_keep_the_secrets_left_out() -> None:
+    # A PATCH keeps what it does not name: a new address must come with the secrets again.
+    stored = dict(SASL_SCRAM)
+    with pytest.raises(ConfigError, match=r"'bootstrap\.servers'.*sasl\.password"):
+        restore_masked({"bootstrap.servers": "evil.example:9092"}, stored)
+    restore_masked({"bootstrap.servers": "b:1", "sasl.username": "u", "sasl.password": "p"}, stored)
+    assert restore_masked({"client.id": "x"}, stored) == {"client.id": "x"}
+
+
+def test_thirty_thousand_unknown_options_are_refused_quickly_and_briefly() -> None:
+    options = {f"sesion.timeout.m{i}": "1" for i in range(30_000)}
+    started = time.process_time()
+    with pytest.raises(ConfigError) as info:
+        validate_options(options)
+    assert time.process_time() - started < 0.5
+    message = str(info.value)
+    assert len(message) < 6_000
+    assert "29,990 more" in message
+    assert "did you mean 'session.timeout.ms'?" in message
+
+
+def test_rejected_options_do_not_reach_the_masker() -> None:
+    forget_secrets()
+    rejected = "rejected-pw-7Qz"
+    with pytest.raises(ConfigError):
+        validate_options({"sasl.password": rejected, "no.such.option": "1"})
+    with pytest.raises(ConfigError):
+        resolve({"sasl.password": rejected}, {"no.such.option": "1"})
+    url = "https://id:rejected-url-pw-4Kd@idp/token"
+    with pytest.raises(ConfigError):
+        validate_options({"sasl.oauthbearer.token.endpoint.url": url, "fetch.min.bytes": "x"})
+    assert mask_secrets(f"x {rejected} rejected-url-pw-4Kd") == (
+        f"x {rejected} rejected-url-pw-4Kd"
+    )
+    accepted = "accepted-pw-9Vb"
+    resolve({"sasl.password": accepted})
+    assert mask_secrets(f"x {accepted}") == "x ***"
+    forget_secrets()

@@ -424,3 +424,34 @@ async def test_aiokafka_accepts_the_resolved_kwargs(pki: Pki) -> None:
     producer = AIOKafkaProducer(**options.producer_kwargs, **security)
     await consumer.stop()
     await producer.stop()
+
+
+# --------------------------------------------------------------------------------------------
+# The OIDC token endpoint's address
+
+
+async def test_token_endpoint_name_resolving_to_the_metadata_address_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import asyncio
+    import socket
+
+    from adapter.kafka.oidc import OidcTokenProvider, TokenEndpointError
+
+    async def resolve(host: str, port: int, **_: object) -> list[tuple[object, ...]]:
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("169.254.169.254", port))]
+
+    monkeypatch.setattr(asyncio.get_running_loop(), "getaddrinfo", resolve)
+    provider = OidcTokenProvider(
+        token_endpoint_url="http://idp.example/token",
+        client_id="ingress",
+        client_secret="client-secret-Pz41",
+    )
+    try:
+        with pytest.raises(TokenEndpointError) as info:
+            await provider._request()
+    finally:
+        await provider._release()
+    assert "169.254.169.254 is a cloud instance metadata service" in str(info.value)
+    assert not info.value.retryable
+    assert "client-secret-Pz41" not in str(info.value)
