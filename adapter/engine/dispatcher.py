@@ -227,7 +227,7 @@ class Dispatcher:
         except TerminalInvokeError as exc:
             # Bad input fails this one record; nothing about it may block its key or partition.
             self._work[work.inv_id] = work
-            work.task = asyncio.ensure_future(self._fail(work, str(exc)))
+            work.task = asyncio.ensure_future(self._fail_refused(work, str(exc)))
             return
         self._work[work.inv_id] = work
         work.in_lanes = True
@@ -245,6 +245,15 @@ class Dispatcher:
                 work.slot.set()
 
     # -- attempts --------------------------------------------------------------------------
+
+    async def _fail_refused(self, work: Work, error: str) -> None:
+        """A record refused before any attempt (bad input) fails as a tried one does: only
+        while this poller provably owns its partition, so a poller woken from a pause leaves
+        its dead letter and ledger row to the partition's new owner."""
+        allowed = self._may_start(work)
+        if allowed is not True and (allowed is False or not await self._held(allowed)):
+            return  # abandoned: the partition's next owner decides
+        await self._fail(work, error)
 
     async def _held(self, pending: Awaitable[bool]) -> bool:
         self.stats.held += 1

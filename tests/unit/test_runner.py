@@ -342,6 +342,19 @@ class TestFencing:
             h.consumer.heartbeat()
             await until(lambda: len(h.invoker.calls) == 1, what="start after heartbeat")
 
+    @pytest.mark.promise("p-ops-paused-starts-nothing")
+    async def test_a_record_refused_before_any_attempt_fails_only_with_ownership(self) -> None:
+        async with running() as h:
+            await subscribed(h, P0)
+            h.clock.advance(SESSION_S * 2)  # paused: the evidence has lapsed
+            h.consumer.deliver([record(TOPIC, 0, 0, value=b"not json")])
+            await until(lambda: h.runner.stats.held == 1, what="held for proof of ownership")
+            assert h.inv_id(0, 0) not in h.store.rows, "failed without proof of ownership"
+            h.consumer.heartbeat()
+            await until(lambda: h.committed(P0) == 1, what="failed and committed")
+            assert h.store.rows[h.inv_id(0, 0)].status == "FAILED"
+            assert h.invoker.calls == []
+
     @pytest.mark.promise("p-ops-paused-starts-nothing", "p-ops-send-fence")
     async def test_an_attempt_whose_invoker_waited_past_the_session_is_not_sent(self) -> None:
         wait = SendWait()
