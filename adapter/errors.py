@@ -21,7 +21,8 @@ callers never have to know which library sits underneath.
     │   ├── RetryableInvokeError   try again, optionally after ``retry_after`` seconds
     │   └── TerminalInvokeError    never retry this record
     ├── DestinationError         writing to an on-failure destination (SQS, SNS, S3, Kafka)
-    │                            failed; ``retryable`` says whether trying again may help
+    │   │                        failed; ``retryable`` says whether trying again may help
+    │   └── DestinationRecordTooLargeError  the failure record is too large for its topic
     └── LocalStackError          a local dev service (broker, moto, lambda) failed to start
 """
 
@@ -32,6 +33,7 @@ __all__ = [
     "ConfigError",
     "ConflictError",
     "DestinationError",
+    "DestinationRecordTooLargeError",
     "IngressError",
     "InvokeError",
     "ItemTooLargeError",
@@ -125,6 +127,14 @@ class DestinationError(IngressError):
     def __init__(self, message: str, *, retryable: bool) -> None:
         super().__init__(message)
         self.retryable = retryable
+
+
+class DestinationRecordTooLargeError(DestinationError):
+    """A failure record is larger than its Kafka destination topic (or the producer) accepts:
+    the same record fails the same way again, a smaller one must be sent instead."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, retryable=False)
 
 
 class LocalStackError(IngressError):

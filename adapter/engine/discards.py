@@ -137,10 +137,17 @@ class Discards:
             function_error=answer.function_error if answer is not None else None,
         )
         if kind is DestinationKind.KAFKA:
-            return [
-                Delivery(orjson.dumps(build_kafka_failure_record(r, source, ctx)), r.key)
-                for r in records
-            ]
+            deliveries = []
+            for r in records:
+                document = build_kafka_failure_record(r, source, ctx)
+                body = orjson.dumps(document)
+                del document["payload"]
+                document["payloadOmitted"] = (
+                    f"the record's event ({len(body)} bytes with it) is larger than this topic "
+                    "accepts: read the record at KafkaBatchInfo's topic, partition and offset"
+                )
+                deliveries.append(Delivery(body, r.key, without_payload=orjson.dumps(document)))
+            return deliveries
         document = build_batch_failure_record(
             records, source, ctx, with_payload=kind is DestinationKind.S3
         )

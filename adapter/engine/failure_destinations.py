@@ -15,7 +15,12 @@ import boto3
 from botocore.config import Config
 
 from adapter.engine.discards import FailureDestination
-from adapter.errors import DestinationError, KafkaError
+from adapter.errors import (
+    DestinationError,
+    DestinationRecordTooLargeError,
+    KafkaError,
+    KafkaRecordTooLargeError,
+)
 from adapter.failure_destination import Destination, DestinationKind
 from adapter.invokers.destinations import KafkaTopicWriter, S3Writer, SnsWriter, SqsWriter
 from adapter.kafka.dead_letter import DeadLetterProducer
@@ -37,6 +42,8 @@ class _ProducerSend:
         message = KafkaRecord(topic, 0, 0, key, value, 0)
         try:
             await self._producer.send(topic, message, [])
+        except KafkaRecordTooLargeError as exc:
+            raise DestinationRecordTooLargeError(f"Kafka topic {topic}: {exc}") from exc
         except KafkaError as exc:
             raise DestinationError(f"Kafka topic {topic}: {exc}", retryable=True) from exc
 

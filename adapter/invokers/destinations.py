@@ -27,7 +27,7 @@ from typing import Any, Protocol
 from aiokafka.errors import KafkaError as AioKafkaError
 from botocore.exceptions import BotoCoreError, ClientError
 
-from adapter.errors import DestinationError
+from adapter.errors import DestinationError, DestinationRecordTooLargeError
 from adapter.failure_destination import Destination, DestinationKind, parse_destination
 
 __all__ = [
@@ -54,11 +54,14 @@ def s3_object_key(mapping_id: str, partition: str, failed_at_ms: int, unique: st
 
 @dataclass(frozen=True, slots=True)
 class Delivery:
-    """One failure record: ``body`` (JSON), the Kafka key, the S3 object key."""
+    """One failure record: ``body`` (JSON), the Kafka key, the S3 object key, and for a Kafka
+    topic the record without its payload (``without_payload``), written when the whole one is
+    too large for the topic."""
 
     body: bytes
     kafka_key: bytes | None = None
     s3_key: str = ""
+    without_payload: bytes | None = None
 
 
 class FailureWriter(Protocol):
@@ -198,9 +201,17 @@ class KafkaTopicWriter:
 
     async def deliver(self, delivery: Delivery) -> None:
         try:
-            await self._producer.send_and_wait(
-                self._topic, value=delivery.body, key=delivery.kafka_key
-            )
+            await self._send(delivery.body, delivery.kafka_key)
+        except DestinationRecordTooLargeError:
+            # The source record's event does not fit the topic: the failure record goes
+            # without it (its topic, partition and offset say where the record is).
+            if delivery.without_payload is None:
+                raise
+            await self._send(delivery.without_payload, delivery.kafka_key)
+
+    async def _send(self, body: bytes, key: bytes | None) -> None:
+        try:
+            await self._producer.send_and_wait(self._topic, value=body, key=key)
         except AioKafkaError as exc:
             raise DestinationError(
                 f"Kafka topic {self._topic}: {type(exc).__name__}: {exc}"[:400],

@@ -14,6 +14,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from botocore.config import Config
 
+from adapter.engine.failure_destinations import FailureDestinations
 from adapter.errors import DestinationError
 from adapter.invokers.destinations import (
     Delivery,
@@ -31,6 +32,7 @@ from adapter.invokers.failure_record import (
     build_kafka_failure_record,
 )
 from adapter.invokers.kafka_event import EventSource
+from adapter.kafka.dead_letter import DeadLetterProducer
 from adapter.local.moto import MotoServer
 from adapter.model import KafkaRecord
 from tests._kafka_fixtures import TopicFactory
@@ -174,3 +176,35 @@ async def test_kafka_topic_destination_keeps_the_key(
     assert message.value is not None
     assert json.loads(message.value) == document
     assert json.loads(message.value)["payload"]["records"]["orders-0"][0]["key"] == "YWNjdC0x"
+
+
+async def test_a_failure_record_too_large_for_its_topic_goes_without_the_payload(
+    kafka_bootstrap: str, topic_factory: TopicFactory
+) -> None:
+    topic = await topic_factory(config={"max.message.bytes": str(64 * 1024)})
+    big = KafkaRecord("orders", 0, 9, b"acct-1", b'{"v": "' + b"x" * 100_000 + b'"}', 1_700_000)
+    document = build_kafka_failure_record(big, SOURCE, CTX)
+    body = orjson.dumps(document)
+    del document["payload"]
+    document["payloadOmitted"] = "too large"
+    producer = DeadLetterProducer(bootstrap_servers=kafka_bootstrap)
+    destination = FailureDestinations(endpoint_url=None, region="us-east-1").build(
+        parse_destination(f"kafka://{topic}"), producer
+    )
+    try:
+        # As shipped: the cluster's shared producer, which reports the broker's refusal.
+        delivery = Delivery(body, kafka_key=big.key, without_payload=orjson.dumps(document))
+        await asyncio.wait_for(destination.writer.deliver(delivery), WAIT)
+    finally:
+        await producer.stop()
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=kafka_bootstrap, auto_offset_reset="earliest"
+    )
+    await asyncio.wait_for(consumer.start(), WAIT)
+    try:
+        message = await asyncio.wait_for(consumer.getone(), WAIT)
+    finally:
+        await consumer.stop()
+    assert message.key == b"acct-1"
+    assert message.value is not None
+    assert json.loads(message.value) == document
