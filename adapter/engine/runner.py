@@ -428,9 +428,16 @@ class SubscriptionRunner(RebalanceListener):
                 self._report_connection(watch)
                 for loss in fetched.losses:
                     self._report_loss(loss)
-                for tp, records in fetched.records.items():
-                    state = self._assignments.states.get(tp)
-                    if state is not None and state.admits:
+                # Each partition's records go to the assignment they were fetched under, taken
+                # now: accepting one partition's records may wait (the ledger, a handover's
+                # pages), and a rebalance meanwhile may replace another's assignment, whose
+                # new owner starts from the committed offset, not after these records.
+                fetched_under = [
+                    (self._assignments.states.get(tp), records)
+                    for tp, records in fetched.records.items()
+                ]
+                for state, records in fetched_under:
+                    if state is not None and state.admits and self._assignments.current(state):
                         await self._accept(state, records)
                 if time.monotonic() - last_check >= interval:
                     last_check = time.monotonic()

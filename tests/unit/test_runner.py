@@ -978,6 +978,43 @@ class TestStartPosition:
             assert h.consumer.commits == [{P0: 8}]
 
 
+class TestRebalanceDuringAccept:
+    async def test_records_fetched_before_a_rebalance_stay_with_their_assignment(self) -> None:
+        """One fetch brings records of two partitions; accepting the first waits (here: its
+        topic's first recording) while a rebalance gives the second a new assignment. The
+        second's records belong to the assignment they were fetched under: the new one starts
+        from the committed offset and must not have them tracked already."""
+
+        @dataclass(eq=False)
+        class SlowRecording(FakeStore):
+            release: asyncio.Event = field(default_factory=asyncio.Event)
+            waiting: bool = False
+
+            async def remember_topic(self, subscription_id: str, topic: str) -> bool:
+                self.waiting = True
+                await self.release.wait()
+                return await super().remember_topic(subscription_id, topic)
+
+        store = SlowRecording()
+        async with running(store=store) as h:
+            await subscribed(h, P0, P1)
+            h.consumer.deliver(
+                [record(TOPIC, 0, o) for o in range(2)] + [record(TOPIC, 1, o) for o in range(3)]
+            )
+            await until(lambda: store.waiting, what="the first partition's accept waiting")
+            # An eager rebalance: both come back in new assignments, from their commits.
+            await h.consumer.revoke(P0, P1)
+            await h.consumer.assign(P0, P1)
+            h.consumer.deliver(
+                [record(TOPIC, 0, o) for o in range(2)] + [record(TOPIC, 1, o) for o in range(3)]
+            )
+            store.release.set()
+            await until(lambda: h.committed(P1) == 3, what="P1 from its new assignment")
+            await until(lambda: h.committed(P0) == 2, what="P0 from its new assignment")
+            calls = sorted((c.record.partition, c.record.offset) for c in h.invoker.calls)
+            assert calls == [(0, 0), (0, 1), (1, 0), (1, 1), (1, 2)]
+
+
 class TestRetention:
     @pytest.mark.promise("p-fault-retention")
     async def test_records_lost_to_retention_are_reported(self) -> None:
