@@ -222,11 +222,6 @@ class HttpInvoker:
         slots = self._slots
         if slots is not None and not slots.take_nowait():
             await slots.take()
-            try:
-                check_fence()  # every connection was busy: the wait may have outlasted the proof
-            except BaseException:
-                slots.release()
-                raise
         try:
             headers: Mapping[str, str] = request.headers
             if deployment.additional_headers or self._sign is not None:
@@ -239,6 +234,11 @@ class HttpInvoker:
                 headers = merged
 
             timeout_s = request.timeout_s or self._timeout_s
+            # The last check, once the request is signed and right before the client takes
+            # it: a pause since the engine's check, or any wait above (a free connection), is
+            # caught here; a request that passes was signed before any pause that follows, so
+            # whatever the client writes after a wake was in flight at the pause.
+            check_fence()
             return await transport.post(url, request.body, headers, timeout_s, request.attempt)
         finally:
             if slots is not None:

@@ -185,6 +185,31 @@ async def test_no_request_goes_out_when_the_fence_lapsed_during_the_address_chec
         fence_sends(None)
 
 
+@pytest.mark.promise("p-ops-paused-starts-nothing", "p-ops-send-fence")
+async def test_a_request_is_checked_once_signed_right_before_the_client_takes_it(
+    served: tuple[Handler, str], http_client: ClientName
+) -> None:
+    """A pause may fall between the engine's check and the signing: the last check comes
+    after the signing, so a request signed after a wake never goes out unchecked (and one
+    that goes out was signed before any pause that followed)."""
+    handler, base = served
+    owner = True
+
+    def sign(request: InvocationRequest, url: str) -> dict[str, str]:
+        nonlocal owner
+        owner = False  # the poller pauses here, past its session
+        return {"x-signature": "signed"}
+
+    fence_sends(lambda: owner)
+    try:
+        async with HttpInvoker(timeout_s=5.0, sign=sign, client=http_client) as invoker:
+            with pytest.raises(NotSent):
+                await invoker.invoke(make_request(make_target(base, "ok")))
+        assert handler.seen == []
+    finally:
+        fence_sends(None)
+
+
 @pytest.mark.promise("p-proto-4xx-terminal")
 async def test_400_is_terminal_with_the_handler_message(
     invoker: HttpInvoker, served: tuple[Handler, str]
