@@ -262,6 +262,8 @@ class Assignments:
                 delay = min(delay * 2, 10.0)
         unstarted: list[PartitionState] = []
         for state in live:
+            if not self.current(state):
+                continue  # given up or assigned anew while the read was on its way
             commit = await self._take_commit(state.tp, committed.get(state.tp))
             if commit is None:
                 unstarted.append(state)
@@ -283,23 +285,47 @@ class Assignments:
         assert consumer is not None
 
         async def start(state: PartitionState) -> None:
-            try:
-                position = await consumer.position(state.tp)
-            except KafkaError as exc:
-                log.warning(
-                    "subscription %s: start position of %s[%d] unknown (%s); it is committed "
-                    "once a record finishes",
-                    self._subscription_id,
-                    *state.tp,
-                    exc,
-                )
+            # Until the position is known: aiokafka resolves it only while the fetch loop
+            # asks for records, which a slow ledger can hold up for a while.
+            delay = 0.5
+            while self.current(state):
+                try:
+                    position = await consumer.position(state.tp)
+                except KafkaError as exc:
+                    log.warning(
+                        "subscription %s: start position of %s[%d] not known yet (%s)",
+                        self._subscription_id,
+                        *state.tp,
+                        exc,
+                    )
+                    await asyncio.sleep(delay * (0.5 + random.random()))
+                    delay = min(delay * 2, 10.0)
+                    continue
+                if position is not None and self.current(state):
+                    state.tracker.start_at(position)
                 return
-            if position is not None and self.current(state):
-                state.tracker.start_at(position)
+
+        def uncommitted() -> list[PartitionState]:
+            generation = consumer.generation()
+            return [
+                state
+                for state in states
+                if self.current(state)
+                and state.generation == generation
+                and state.tracker.committable() is not None
+            ]
 
         try:
             await asyncio.gather(*(start(state) for state in states))
-            await self.commit([state for state in states if self.current(state)])
+            # Committed before the partition is resumed, retried while the commit fails
+            # (commit() reports and swallows a failed one).
+            delay = 0.5
+            while pending := uncommitted():
+                await self.commit(pending)
+                if not uncommitted():
+                    break
+                await asyncio.sleep(delay * (0.5 + random.random()))
+                delay = min(delay * 2, 10.0)
         finally:
             for state in states:
                 if self.current(state):

@@ -967,6 +967,32 @@ class TestStartPosition:
             assert h.invoker.offsets() == [0, 1, 2]
             assert h.consumer.commits[0] == {P0: 0}
 
+    async def test_the_start_position_is_asked_again_and_committed_before_any_record(
+        self,
+    ) -> None:
+        async with running() as h:
+            asked = 0
+            position = h.consumer.position
+
+            async def slow_to_resolve(tp: tuple[str, int]) -> int | None:
+                nonlocal asked
+                asked += 1
+                if asked < 3:  # the fetch loop has not let aiokafka resolve it yet
+                    raise KafkaError("the position of orders[0] was not resolved in time")
+                return await position(tp)
+
+            h.consumer.position = slow_to_resolve  # type: ignore[method-assign]
+            h.consumer.positions[P0] = 0
+            h.consumer.reject_commits = True  # and the first start commits fail
+            await subscribed(h, P0)
+            h.consumer.deliver([record(TOPIC, 0, o) for o in range(2)])
+            await until(lambda: asked >= 3, timeout=5, what="the position asked again")
+            await asyncio.sleep(0.1)  # an observation window: nothing may start
+            assert h.invoker.calls == [], "started before its start position was committed"
+            h.consumer.reject_commits = False
+            await until(lambda: h.committed(P0) == 2, timeout=10, what="the records")
+            assert h.consumer.commits[0] == {P0: 0}
+
     async def test_a_partition_with_a_committed_position_commits_nothing_new_at_start(
         self,
     ) -> None:
