@@ -1613,7 +1613,50 @@ def _check_credential_addresses(
                 f"{'it' if len(inherited) == 1 else 'them'} in the subscription too, or create a "
                 "Kafka cluster for that address"
             )
+    weakening = _weakened_protection(cluster, subscription)
+    if weakening is not None:
+        inherited = sorted(
+            name
+            for name, setting in cluster.items()
+            if name not in subscription and _holds_secret(name, setting.raw)
+        )
+        if inherited:
+            problems.append(
+                f"subscription option {weakening!r} weakens the protection the cluster's "
+                f"credentials travel under, so it does not inherit the cluster's "
+                f"{', '.join(inherited)}: set {'it' if len(inherited) == 1 else 'them'} in the "
+                "subscription too, or leave the cluster's TLS settings as they are"
+            )
     return problems
+
+
+_OFF = frozenset({"false", "0", "no", "off"})
+
+
+def _weakened_protection(
+    cluster: Mapping[str, _Setting], subscription: Mapping[str, _Setting]
+) -> str | None:
+    """The subscription option (as written) that takes TLS away from the cluster's brokers or
+    stops checking who they are, if any: the same address, but a man in the middle could then
+    read the credentials the cluster's options would send."""
+
+    def value(options: Mapping[str, _Setting], name: str) -> str | None:
+        setting = options.get(name)
+        return None if setting is None else str(setting.raw).strip().lower()
+
+    protocol = value(subscription, "security.protocol")
+    cluster_protocol = value(cluster, "security.protocol") or ""
+    if protocol is not None and "ssl" not in protocol and "ssl" in cluster_protocol:
+        return subscription["security.protocol"].written
+    verification = value(subscription, "enable.ssl.certificate.verification")
+    if verification in _OFF and value(cluster, "enable.ssl.certificate.verification") not in _OFF:
+        return subscription["enable.ssl.certificate.verification"].written
+    identification = value(subscription, "ssl.endpoint.identification.algorithm")
+    if identification in ("none", "") and value(
+        cluster, "ssl.endpoint.identification.algorithm"
+    ) not in ("none", ""):
+        return subscription["ssl.endpoint.identification.algorithm"].written
+    return None
 
 
 def _check_security(security: SecuritySettings, written: Callable[[str], str]) -> list[str]:

@@ -980,6 +980,28 @@ def test_subscription_naming_other_brokers_does_not_inherit_the_clusters_secrets
     assert own.bootstrap_servers == ["evil.example:9092"]
 
 
+@pytest.mark.parametrize(
+    "weakening",
+    [
+        {"security.protocol": "SASL_PLAINTEXT", "sasl.mechanism": "PLAIN"},
+        {"enable.ssl.certificate.verification": "false"},
+        {"ssl.endpoint.identification.algorithm": "none"},
+    ],
+)
+@pytest.mark.promise("p-sec-credentials-stay")
+def test_subscription_weakening_tls_does_not_inherit_the_clusters_secrets(
+    weakening: dict[str, str],
+) -> None:
+    # The same brokers, but the password would travel in clear or to whoever answers.
+    cluster = {**SASL_SCRAM, "security.protocol": "SASL_SSL"}
+    message = error_of(weakening, cluster)
+    assert f"subscription option {next(iter(weakening))!r} weakens" in message
+    assert "sasl.password" in message
+    assert "hunter2" not in message
+    own = resolve({**weakening, "sasl.username": "u", "sasl.password": "own-pw-123"}, cluster)
+    assert own.security.sasl_password == "own-pw-123"
+
+
 def test_subscription_naming_the_clusters_own_brokers_inherits_its_secrets() -> None:
     options = resolve(
         {"bootstrap.servers": "BROKER-2:9092, broker-1"},
