@@ -202,12 +202,19 @@ class KafkaTopicWriter:
     async def deliver(self, delivery: Delivery) -> None:
         try:
             await self._send(delivery.body, delivery.kafka_key)
+            return
         except DestinationRecordTooLargeError:
             # The source record's event does not fit the topic: the failure record goes
-            # without it (its topic, partition and offset say where the record is).
+            # without it (its topic, partition and offset say where the record is), and
+            # without the record's key too if that alone is too large.
             if delivery.without_payload is None:
                 raise
+        try:
             await self._send(delivery.without_payload, delivery.kafka_key)
+        except DestinationRecordTooLargeError:
+            if delivery.kafka_key is None:
+                raise
+            await self._send(delivery.without_payload, None)
 
     async def _send(self, body: bytes, key: bytes | None) -> None:
         try:

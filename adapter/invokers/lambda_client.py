@@ -199,9 +199,6 @@ class LambdaClient:
         except BotoCoreError as exc:
             return Outcome.retry(f"Lambda Invoke {function}: {type(exc).__name__}: {exc}")
         async with self._slots:
-            # After the slot (it may have waited for one) and after resolving the endpoint or
-            # refreshing credentials (either may have waited); no wait for a connection follows.
-            check_fence()
             url = f"{base}/{_API_VERSION}/functions/{quote(function, safe='')}/invocations"
             headers = signed_headers(
                 frozen,
@@ -211,6 +208,10 @@ class LambdaClient:
                 body=payload,
                 headers={"X-Amz-Invocation-Type": "RequestResponse"},  # what boto3 signs
             )
+            # Last, once signed: after the slot (it may have waited for one), after resolving
+            # the endpoint or refreshing credentials (either may have waited), and after any
+            # pause since the engine's check; no wait for a connection follows.
+            check_fence()
             try:
                 async with self._open().post(
                     URL(url, encoded=True),

@@ -115,3 +115,31 @@ async def test_calls_beyond_the_pool_wait_before_the_client_never_in_it(
     assert all(isinstance(reply, LambdaReply) for reply in replies)
     assert len(endpoint.functions) == 20
     assert queued == []
+
+
+@pytest.mark.promise("p-ops-send-fence")
+async def test_a_call_is_checked_once_signed_right_before_it_goes_out(
+    endpoint: Endpoint, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pause may fall between the last wait and the SigV4 signing: the last check comes
+    after the signing, so a call signed after a wake never goes out unchecked."""
+    from adapter.invokers import lambda_client
+
+    owner = True
+    sign = lambda_client.signed_headers
+
+    def pausing_sign(*args: object, **kwargs: object) -> dict[str, str]:
+        nonlocal owner
+        owner = False  # the poller pauses here, past its session
+        return sign(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(lambda_client, "signed_headers", pausing_sign)
+    client = LambdaClient(endpoint_url=endpoint.url, region="us-east-1")
+    fence_sends(lambda: owner)
+    try:
+        with pytest.raises(NotSent):
+            await client.invoke("orders", b"{}")
+        assert endpoint.functions == []
+    finally:
+        fence_sends(None)
+        await client.aclose()
