@@ -21,12 +21,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from adapter.api.catalog import ClusterCatalog
 from adapter.api.client import AdminClient
-from adapter.api.server import AdminServer, admin_state
+from adapter.api.server import AdminServer
 from adapter.cli_apply import run_apply
-from adapter.config import load_settings
 from adapter.store.dynamo import DynamoStore
+from tests._admin_api import admin_server
 from tests._http_fixtures import HandlerServer
 
 TOKEN = "apply-secrets-token-0123456789"
@@ -68,19 +67,8 @@ def _oidc(url_password: str, password: str) -> dict[str, str]:
 
 @pytest.fixture
 async def server(store: DynamoStore) -> AsyncIterator[AdminServer]:
-    env = {
-        "KAFKA_INGRESS_KAFKA_CLUSTERS": '[{name="local", brokers=["127.0.0.1:19092"]}]',
-        "KAFKA_INGRESS_ADMIN_TOKEN": TOKEN,
-    }
-    settings = load_settings(None, env=env)
-    admin = AdminServer(
-        admin_state(settings, store, ClusterCatalog(settings, store)), "127.0.0.1:0"
-    )
-    await admin.start()
-    try:
+    async with admin_server(store, TOKEN) as admin:
         yield admin
-    finally:
-        await admin.stop()
 
 
 async def _stored(server: AdminServer, handler_server: HandlerServer) -> dict[str, Any]:

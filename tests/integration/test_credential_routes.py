@@ -15,11 +15,9 @@ from typing import Any
 import httpx
 import pytest
 
-from adapter.api.catalog import ClusterCatalog
-from adapter.api.server import AdminServer, admin_state
-from adapter.config import load_settings
 from adapter.model import HandlerInfo, HandlerType, InputKind, ServiceInfo, ServiceType
 from adapter.store.dynamo import DynamoStore
+from tests._admin_api import authorised_client, call
 
 TOKEN = "credential-routes-token-0123456789"
 PASSWORD = "stored-pw-Rk83x"
@@ -45,28 +43,8 @@ OIDC = {
 
 @pytest.fixture
 async def api(store: DynamoStore) -> AsyncIterator[httpx.AsyncClient]:
-    env = {
-        "KAFKA_INGRESS_KAFKA_CLUSTERS": '[{name="local", brokers=["127.0.0.1:19092"]}]',
-        "KAFKA_INGRESS_ADMIN_TOKEN": TOKEN,
-    }
-    settings = load_settings(None, env=env)
-    server = AdminServer(
-        admin_state(settings, store, ClusterCatalog(settings, store)), "127.0.0.1:0"
-    )
-    await server.start()
-    try:
-        async with httpx.AsyncClient(
-            base_url=server.url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30
-        ) as client:
-            yield client
-    finally:
-        await server.stop()
-
-
-async def call(api: httpx.AsyncClient, method: str, path: str, body: Any, status: int) -> Any:
-    response = await api.request(method, path, json=body)
-    assert response.status_code == status, response.text[:300]
-    return response.json()
+    async with authorised_client(store, TOKEN) as client:
+        yield client
 
 
 async def _greeter(store: DynamoStore) -> None:

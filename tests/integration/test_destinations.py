@@ -164,14 +164,7 @@ async def test_kafka_topic_destination_keeps_the_key(
         )
     finally:
         await producer.stop()
-    consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=kafka_bootstrap, auto_offset_reset="earliest"
-    )
-    await asyncio.wait_for(consumer.start(), WAIT)
-    try:
-        message = await asyncio.wait_for(consumer.getone(), WAIT)
-    finally:
-        await consumer.stop()
+    message = await _first_message(kafka_bootstrap, topic)
     assert message.key == b"acct-1"
     assert message.value is not None
     assert json.loads(message.value) == document
@@ -197,14 +190,16 @@ async def test_a_failure_record_too_large_for_its_topic_goes_without_the_payload
         await asyncio.wait_for(destination.writer.deliver(delivery), WAIT)
     finally:
         await producer.stop()
-    consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=kafka_bootstrap, auto_offset_reset="earliest"
-    )
-    await asyncio.wait_for(consumer.start(), WAIT)
-    try:
-        message = await asyncio.wait_for(consumer.getone(), WAIT)
-    finally:
-        await consumer.stop()
+    message = await _first_message(kafka_bootstrap, topic)
     assert message.key == b"acct-1"
     assert message.value is not None
     assert json.loads(message.value) == document
+
+
+async def _first_message(bootstrap: str, topic: str) -> Any:
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest")
+    await asyncio.wait_for(consumer.start(), WAIT)
+    try:
+        return await asyncio.wait_for(consumer.getone(), WAIT)
+    finally:
+        await consumer.stop()
