@@ -13,15 +13,17 @@ hope it stays free" race), so there is no polling or sleeping on our side.
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Literal
 
 import pytest
+from aiohttp.abc import AbstractResolver, ResolveResult
 from starlette.types import ASGIApp
 
 from adapter.local.asgi_server import AsgiServer, bind_tcp
 
-__all__ = ["HandlerServer", "handler_server", "refused_port"]
+__all__ = ["AnsweringResolver", "HandlerServer", "handler_server", "refused_port"]
 
 HandlerServer = Callable[..., Awaitable[str]]
 """``await handler_server(app, *, lifespan="auto") -> base URL``."""
@@ -71,3 +73,32 @@ def http_client(request: pytest.FixtureRequest) -> Literal["aiohttp", "pyreqwest
     """The HTTP invoker's client library: tests taking it run against both."""
     name: Literal["aiohttp", "pyreqwest"] = request.param
     return name
+
+
+class AnsweringResolver(AbstractResolver):
+    """A name server for aiohttp answering every name with the given addresses; it records
+    the names asked. Nothing is connected to by resolving."""
+
+    def __init__(self, *addresses: str) -> None:
+        self.addresses = addresses
+        self.asked: list[str] = []
+        self.closed = False
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        self.asked.append(host)
+        return [
+            ResolveResult(
+                hostname=host,
+                host=address,
+                port=port,
+                family=socket.AF_INET6 if ":" in address else socket.AF_INET,
+                proto=0,
+                flags=socket.AI_NUMERICHOST,
+            )
+            for address in self.addresses
+        ]
+
+    async def close(self) -> None:
+        self.closed = True

@@ -11,8 +11,9 @@ messages never include credentials, and an answer is described by its status, co
 length, never by its body (it may hold anything the address serves).
 
 Bounded: the address must pass :mod:`adapter.invokers.targets` (no link-local or metadata
-addresses, no private ones with ``deny_private``) before anything is sent, and again once
-connected; the answer is read as a stream and refused past ``max_bytes`` (1 MiB).
+addresses, no private ones with ``deny_private``) before anything is sent, and the address the
+name resolves to when connecting is checked again (:class:`GuardedResolver`); the answer is
+read as a stream and refused past ``max_bytes`` (1 MiB).
 """
 
 from __future__ import annotations
@@ -27,7 +28,12 @@ import aiohttp
 
 from adapter import __version__
 from adapter.errors import IngressError, ValidationError
-from adapter.invokers.targets import check_peer, check_target
+from adapter.invokers.targets import (
+    GuardedResolver,
+    RefusedAddressError,
+    TargetRefused,
+    check_target,
+)
 
 __all__ = ["MAX_MANIFEST_BYTES", "Discovery"]
 
@@ -51,16 +57,6 @@ def _describe(response: aiohttp.ClientResponse) -> str:
     length = response.headers.get("content-length")
     size = f"{length[:20]} bytes" if length else "no content-length"
     return f"HTTP {response.status}, content-type {content_type!r}, {size}"
-
-
-def _peer(response: aiohttp.ClientResponse) -> str | None:
-    """The address the answer came from (checked again: DNS may have changed since)."""
-    connection = response.connection
-    transport = connection.transport if connection is not None else None
-    if transport is None:
-        return None
-    address = transport.get_extra_info("peername")
-    return str(address[0]) if isinstance(address, tuple) and address else None
 
 
 class Discovery:
@@ -108,17 +104,18 @@ class Discovery:
             **(self._sign("/discover") if self._sign is not None else {}),
         }
         await check_target(url, deny_private=self._deny_private)
+        # The name may answer differently when aiohttp resolves it again to connect (DNS
+        # rebinding): the resolver checks that answer before anything is sent.
+        resolver = GuardedResolver(deny_private=self._deny_private)
         try:
             async with (
                 aiohttp.ClientSession(
                     timeout=aiohttp.ClientTimeout(total=self._timeout_s),
                     cookie_jar=aiohttp.DummyCookieJar(),
+                    connector=aiohttp.TCPConnector(resolver=resolver),
                 ) as session,
                 session.get(url, headers=request_headers, allow_redirects=False) as response,
             ):
-                peer = _peer(response)
-                if peer is not None:
-                    check_peer(urlsplit(url).hostname or "", peer, deny_private=self._deny_private)
                 described = _describe(response)
                 if response.status != 200:
                     raise ValidationError(
@@ -130,10 +127,17 @@ class Discovery:
             raise ValidationError(
                 f"discovery of {shown} timed out after {self._timeout_s:g}s"
             ) from exc
+        except aiohttp.ClientConnectorError as exc:
+            if isinstance(exc.os_error, RefusedAddressError):
+                raise TargetRefused(f"discovery of {shown} not sent: {exc.os_error}") from None
+            reason = _USERINFO.sub("//", str(exc) or type(exc).__name__)
+            raise ValidationError(f"cannot reach {shown} for discovery: {reason}") from exc
         except (aiohttp.ClientError, ValueError) as exc:
             # aiohttp quotes the URL in some errors: never with its credentials.
             reason = _USERINFO.sub("//", str(exc) or type(exc).__name__)
             raise ValidationError(f"cannot reach {shown} for discovery: {reason}") from exc
+        finally:
+            await resolver.close()
         try:
             document = json.loads(content)
         except ValueError as exc:

@@ -142,6 +142,7 @@ class HttpInvoker:
             limit=self._limit,
             keepalive_timeout_s=self._keepalive_timeout_s,
             connect_timeout_s=self._connect_timeout_s,
+            deny_private=self._deny_private,
         )
         self._loop = loop
         self._state = HttpInvokerState.OPENED

@@ -31,6 +31,7 @@ from adapter import __version__
 from adapter.engine.mapping import outcome_from_http
 from adapter.errors import ConfigError
 from adapter.invokers.base import Outcome
+from adapter.invokers.targets import GuardedResolver, RefusedAddressError
 
 if TYPE_CHECKING:
     from pyreqwest.client import Client
@@ -99,18 +100,30 @@ class Transport(Protocol):
 
 class AiohttpTransport:
     """aiohttp: the URL is sent exactly as given (``encoded=True``), no cookie jar, no
-    proxy from the environment (aiohttp's default ``trust_env=False``)."""
+    proxy from the environment (aiohttp's default ``trust_env=False``), and names resolved
+    through a :class:`~adapter.invokers.targets.GuardedResolver`: a name that resolves to a
+    refused address when a connection is made fails the request terminally, with nothing
+    sent. Make it inside the running event loop."""
 
     name = "aiohttp"
 
     def __init__(
-        self, *, limit: int, keepalive_timeout_s: float, connect_timeout_s: float | None
+        self,
+        *,
+        limit: int,
+        keepalive_timeout_s: float,
+        connect_timeout_s: float | None,
+        deny_private: bool,
     ) -> None:
         self._connect_timeout_s = connect_timeout_s
         self._timeouts: dict[float, aiohttp.ClientTimeout] = {}
+        self._resolver = GuardedResolver(deny_private=deny_private)
         self._session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(
-                limit=limit, limit_per_host=0, keepalive_timeout=keepalive_timeout_s
+                limit=limit,
+                limit_per_host=0,
+                keepalive_timeout=keepalive_timeout_s,
+                resolver=self._resolver,
             ),
             headers={"user-agent": USER_AGENT},
             # Handlers are independent of each other and of past records: a cookie one
@@ -153,6 +166,9 @@ class AiohttpTransport:
         except aiohttp.InvalidURL as exc:
             return Outcome.terminal(f"invalid handler URL {display(url)}: {exc}")
         except aiohttp.ClientConnectorError as exc:
+            if isinstance(exc.os_error, RefusedAddressError):
+                # What the periodic address check would answer next: the same, terminally.
+                return Outcome.terminal(f"not sent to {display(url)}: {exc.os_error}")
             reason = _USERINFO.sub("//", str(exc.os_error or exc))
             return Outcome.retry(f"cannot connect to {display(url)}: {reason}")
         except aiohttp.ServerDisconnectedError:
@@ -167,6 +183,7 @@ class AiohttpTransport:
 
     async def aclose(self) -> None:
         await self._session.close()
+        await self._resolver.close()  # a connector leaves a resolver it was given open
 
 
 class ReqwestTransport:
@@ -179,7 +196,12 @@ class ReqwestTransport:
     _DOT_SEGMENT = re.compile(r"/%2E(%2E)?(/|$)", re.IGNORECASE)
 
     def __init__(
-        self, *, limit: int, keepalive_timeout_s: float, connect_timeout_s: float | None
+        self,
+        *,
+        limit: int,
+        keepalive_timeout_s: float,
+        connect_timeout_s: float | None,
+        deny_private: bool,
     ) -> None:
         from pyreqwest.client import ClientBuilder
         from pyreqwest.exceptions import ClientClosedError, PyreqwestError
@@ -187,7 +209,9 @@ class ReqwestTransport:
         # Bound once: the hot path catches them on every request.
         self._closed_error = ClientClosedError
         self._error = PyreqwestError
-        self._settings = (limit, keepalive_timeout_s, connect_timeout_s)
+        # reqwest resolves names itself, with no hook to check the answer: only the
+        # invoker's periodic address check guards it (adapter.invokers.targets).
+        self._settings = (limit, keepalive_timeout_s, connect_timeout_s, deny_private)
         self._timeouts: dict[float, timedelta] = {}
         builder = (
             ClientBuilder()
@@ -226,9 +250,12 @@ class ReqwestTransport:
     ) -> Outcome:
         if self._DOT_SEGMENT.search(url):
             if self._verbatim is None:
-                limit, keepalive_s, connect_s = self._settings
+                limit, keepalive_s, connect_s, deny_private = self._settings
                 self._verbatim = AiohttpTransport(
-                    limit=limit, keepalive_timeout_s=keepalive_s, connect_timeout_s=connect_s
+                    limit=limit,
+                    keepalive_timeout_s=keepalive_s,
+                    connect_timeout_s=connect_s,
+                    deny_private=deny_private,
                 )
             return await self._verbatim.post(url, body, headers, timeout_s, attempt)
         timeout = self._timeouts.get(timeout_s)

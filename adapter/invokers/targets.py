@@ -15,13 +15,15 @@ turn discovery into a reader of the cloud's instance metadata (credentials inclu
   live in a VPC or, in development, on the same machine.
 
 The host name is resolved and *every* address it resolves to must be allowed. The check runs
-when a deployment is registered (before discovery connects; the address discovery actually
-connected to is checked again) and when the poller invokes a deployment, again at most every
-:data:`RECHECK_S` seconds. A DNS name that starts resolving to a refused address between two
-checks (DNS rebinding) can be reached in that window; register IP addresses or names under
-your own control to close it.
+when a deployment is registered (before discovery connects) and when the poller invokes a
+deployment, again at most every :data:`RECHECK_S` seconds. Between two checks a DNS name may
+start resolving to a refused address (DNS rebinding), so every aiohttp session that sends
+requests to addresses chosen through the admin API (invocations, discovery, OIDC token
+requests) resolves names through :class:`GuardedResolver`, which checks each answer before
+aiohttp connects: a connection is never made to a refused address. The optional pyreqwest
+client offers no such hook; with it the periodic check is all there is (docs/security.md).
 
-:func:`refusal` is pure; :func:`check_target` adds the resolver.
+:func:`refusal` is pure; :func:`check_target` and :class:`GuardedResolver` add name resolution.
 """
 
 from __future__ import annotations
@@ -31,12 +33,16 @@ import ipaddress
 import socket
 from urllib.parse import urlsplit
 
+from aiohttp.abc import AbstractResolver, ResolveResult
+from aiohttp.resolver import DefaultResolver
+
 from adapter.errors import ValidationError
 
 __all__ = [
     "RECHECK_S",
+    "GuardedResolver",
+    "RefusedAddressError",
     "TargetRefused",
-    "check_peer",
     "check_target",
     "literal_address",
     "refusal",
@@ -66,6 +72,13 @@ _NUMERIC_CHARS = frozenset("0123456789abcdefxABCDEFX.")
 
 class TargetRefused(ValidationError):
     """The deployment's address is one the poller must not send requests to."""
+
+
+class RefusedAddressError(OSError):
+    """A name resolved, when about to connect, to an address the poller must not connect to.
+
+    An ``OSError`` because that is what aiohttp expects of a resolver: it comes back as the
+    ``os_error`` of aiohttp's ``ClientConnectorDNSError``, and nothing was sent."""
 
 
 def literal_address(host: str) -> Address | None:
@@ -150,12 +163,35 @@ async def check_target(uri: str, *, deny_private: bool) -> None:
             raise _refuse(uri, host, f"it resolves to {reason}")
 
 
-def check_peer(host: str, peer: str, *, deny_private: bool) -> None:
-    """The address a connection actually reached (after DNS), checked once more."""
-    try:
-        address = ipaddress.ip_address(peer.partition("%")[0])
-    except ValueError:
-        return
-    reason = refusal(address, deny_private=deny_private)
-    if reason:
-        raise _refuse("", host, f"the connection reached {reason}")
+class GuardedResolver(AbstractResolver):
+    """aiohttp's resolver, with every answer checked by :func:`refusal` before aiohttp
+    connects to it: whatever a name resolved to at the last :func:`check_target`, no
+    connection is made to a refused address (DNS rebinding). Host literals never reach a
+    resolver; :func:`check_target` refuses those. aiohttp caches the answers it connected
+    with (``ttl_dns_cache``), only ever ones that passed.
+
+    A session's connector does not close a resolver it was given: its owner does
+    (:meth:`close`). Make it inside the running event loop (the default resolver binds to it).
+    """
+
+    def __init__(self, *, deny_private: bool, inner: AbstractResolver | None = None) -> None:
+        self._deny_private = deny_private
+        self._inner = inner if inner is not None else DefaultResolver()
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        answers = await self._inner.resolve(host, port, family)
+        for answer in answers:
+            address = ipaddress.ip_address(answer["host"].partition("%")[0])
+            reason = refusal(address, deny_private=self._deny_private)
+            if reason:
+                # All or nothing, as check_target: a name with one refused address is refused.
+                raise RefusedAddressError(
+                    f"{host!r} resolves to {reason}; requests to link-local and cloud metadata "
+                    "addresses are always refused (see docs/security.md#threat-model)"
+                )
+        return answers
+
+    async def close(self) -> None:
+        await self._inner.close()

@@ -45,7 +45,12 @@ from aiokafka.errors import KafkaError as AIOKafkaError
 from aiokafka.protocol.admin import SaslAuthenticateRequest, SaslHandShakeRequest
 
 from adapter.errors import KafkaAuthError, KafkaError, ValidationError
-from adapter.invokers.targets import TargetRefused, check_target
+from adapter.invokers.targets import (
+    GuardedResolver,
+    RefusedAddressError,
+    TargetRefused,
+    check_target,
+)
 from adapter.kafka.errors import TokenUnavailableError, translate
 from adapter.kafka.options import SecuritySettings
 
@@ -474,11 +479,15 @@ class OidcTokenProvider(RefreshingTokenProvider):
         self._scope = scope
         self._request_timeout_s = request_timeout_s
         self._http: aiohttp.ClientSession | None = None
+        self._resolver: GuardedResolver | None = None
 
     async def _release(self) -> None:
         if self._http is not None:
             await self._http.close()
             self._http = None
+        if self._resolver is not None:
+            await self._resolver.close()
+            self._resolver = None
 
     async def _request(self) -> Token:
         # The client secret goes there: the name must not resolve to a link-local or metadata
@@ -495,10 +504,15 @@ class OidcTokenProvider(RefreshingTokenProvider):
                 f"cannot reach the token endpoint: {exc}", retryable=True
             ) from None
         if self._http is None:
+            # The name was checked above; the resolver checks the address connected to as
+            # well (a name that changes its answer in between: DNS rebinding).
+            self._resolver = GuardedResolver(deny_private=False)
             # The system's CA store, as librdkafka's token requests use by default.
             self._http = aiohttp.ClientSession(
                 timeout=aiohttp.ClientTimeout(total=self._request_timeout_s),
-                connector=aiohttp.TCPConnector(ssl=ssl.create_default_context()),
+                connector=aiohttp.TCPConnector(
+                    ssl=ssl.create_default_context(), resolver=self._resolver
+                ),
                 cookie_jar=aiohttp.DummyCookieJar(),
             )
         form = {"grant_type": "client_credentials"}
@@ -515,6 +529,15 @@ class OidcTokenProvider(RefreshingTokenProvider):
                 allow_redirects=False,
             ) as response:
                 status, body = response.status, await response.read()
+        except aiohttp.ClientConnectorError as exc:
+            if isinstance(exc.os_error, RefusedAddressError):
+                raise TokenEndpointError(
+                    f"token endpoint {self.endpoint}: not sent, {exc.os_error}", retryable=False
+                ) from None
+            reason = self._scrub(_transport_reason(exc))
+            raise TokenEndpointError(
+                f"cannot reach the token endpoint: {reason}", retryable=True
+            ) from None
         except (aiohttp.ClientError, TimeoutError) as exc:
             reason = self._scrub(_transport_reason(exc))
             raise TokenEndpointError(

@@ -18,12 +18,15 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from adapter.errors import ValidationError
-from adapter.invokers import http
+from adapter.invokers import discovery, http, targets
 from adapter.invokers.base import OutcomeKind
 from adapter.invokers.discovery import Discovery
 from adapter.invokers.http import HttpInvoker
 from adapter.invokers.http_clients import ClientName
-from tests._http_fixtures import HandlerServer
+from adapter.invokers.targets import TargetRefused
+from adapter.kafka import oidc
+from adapter.kafka.errors import TokenUnavailableError
+from tests._http_fixtures import AnsweringResolver, HandlerServer
 from tests.integration.test_http_invoker import make_request, make_target
 
 METADATA_URIS = [
@@ -151,3 +154,77 @@ async def test_requests_finding_the_address_check_stale_share_one_resolution(
         outcomes = await asyncio.wait_for(asyncio.gather(*others), 10)
     assert [o.kind for o in outcomes] == [OutcomeKind.ACK] * 19
     assert len(checks) == 1, f"{len(checks)} resolutions of one deployment at once"
+
+
+# A name that answered an allowed address when it was checked may answer another one when the
+# client resolves it again to connect (DNS rebinding): the check is made to pass here, and the
+# address connected to must still be refused, with nothing sent.
+
+
+async def _passed_check(uri: str, *, deny_private: bool) -> None:
+    """The address check as it went when the name still answered an allowed address."""
+
+
+@pytest.fixture
+async def counted(handler_server: HandlerServer) -> tuple[str, list[str]]:
+    """A deployment on loopback, by name (``localhost``), and the paths it received."""
+    received: list[str] = []
+
+    async def answer(request: Request) -> Response:
+        received.append(request.url.path)
+        return JSONResponse(SERVICES if request.url.path == "/discover" else {"ok": True})
+
+    routes = [Route("/{path:path}", answer, methods=["GET", "POST"])]
+    url = await handler_server(Starlette(routes=routes))
+    return url.replace("127.0.0.1", "localhost"), received
+
+
+@pytest.mark.promise("p-sec-rebinding")
+async def test_an_invocation_never_connects_to_a_refused_address_a_name_answers_later(
+    counted: tuple[str, list[str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    named, received = counted
+    monkeypatch.setattr(http, "check_target", _passed_check)
+    # aiohttp only: pyreqwest resolves names itself, with no hook (docs/security.md).
+    async with HttpInvoker(timeout_s=5.0, deny_private_targets=True, client="aiohttp") as invoker:
+        outcome = await invoker.invoke(make_request(make_target(named, "ok")))
+    assert received == [], "the request reached the refused address"
+    assert outcome.kind is OutcomeKind.TERMINAL
+    assert "'localhost' resolves to" in (outcome.error or "")
+    assert "deny-private-targets" in (outcome.error or "")
+
+
+@pytest.mark.promise("p-sec-rebinding")
+async def test_discovery_never_connects_to_a_refused_address_a_name_answers_later(
+    counted: tuple[str, list[str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    named, received = counted
+    monkeypatch.setattr(discovery, "check_target", _passed_check)
+    with pytest.raises(TargetRefused, match="'localhost' resolves to"):
+        await Discovery(timeout_s=5, deny_private=True)(uri=named, headers={"X-Sig": "s"})
+    assert received == [], "discovery (and its headers) reached the refused address"
+
+
+@pytest.mark.promise("p-sec-rebinding")
+async def test_a_token_request_never_connects_to_a_metadata_address_a_name_answers_later(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    answers = AnsweringResolver("169.254.169.254")
+    # The resolver the guard asks; nothing is connected to, so no address outside loopback
+    # is ever reached by this test.
+    monkeypatch.setattr(targets, "DefaultResolver", lambda: answers)
+    monkeypatch.setattr(oidc, "check_target", _passed_check)
+    provider = oidc.OidcTokenProvider(
+        token_endpoint_url="http://idp.rebound.example/token",
+        client_id="ingress-poller",
+        client_secret="oidc-secret-Zq81",
+    )
+    try:
+        with pytest.raises(TokenUnavailableError) as caught:
+            await provider.token()
+    finally:
+        await provider.aclose()
+    assert answers.asked == ["idp.rebound.example"]
+    message = str(caught.value)
+    assert "cloud instance metadata" in message
+    assert "oidc-secret-Zq81" not in message

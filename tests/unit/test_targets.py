@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from adapter.invokers.targets import TargetRefused, check_target, literal_address, refusal
+from adapter.invokers.targets import (
+    GuardedResolver,
+    RefusedAddressError,
+    TargetRefused,
+    check_target,
+    literal_address,
+    refusal,
+)
+from tests._http_fixtures import AnsweringResolver
 
 METADATA_SPELLINGS = [
     "169.254.169.254",
@@ -64,3 +72,25 @@ async def test_names_are_resolved_and_every_address_checked() -> None:
         await check_target("http://localhost:9/", deny_private=True)
     with pytest.raises(TargetRefused, match="metadata"):
         await check_target("http://2852039166/latest/meta-data/", deny_private=False)
+
+
+@pytest.mark.parametrize(
+    "answer", [("169.254.169.254",), ("10.0.0.7", "169.254.169.254"), ("fe80::1%eth0",)]
+)
+async def test_the_resolver_refuses_any_answer_holding_a_refused_address(
+    answer: tuple[str, ...],
+) -> None:
+    resolver = GuardedResolver(deny_private=False, inner=AnsweringResolver(*answer))
+    with pytest.raises(RefusedAddressError, match=r"'rebound\.example' resolves to"):
+        await resolver.resolve("rebound.example", 443)
+
+
+async def test_the_resolver_passes_allowed_answers_through_and_closes_its_inner_one() -> None:
+    inner = AnsweringResolver("10.0.0.7", "::1")
+    resolver = GuardedResolver(deny_private=False, inner=inner)
+    answers = await resolver.resolve("handler.example", 8080)
+    assert [a["host"] for a in answers] == ["10.0.0.7", "::1"]
+    with pytest.raises(RefusedAddressError, match="deny-private-targets"):
+        await GuardedResolver(deny_private=True, inner=inner).resolve("handler.example", 8080)
+    await resolver.close()
+    assert inner.closed
