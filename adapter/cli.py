@@ -164,8 +164,10 @@ def _parser() -> argparse.ArgumentParser:
     inv_list.add_argument("--status", help="comma-separated, e.g. BACKING_OFF,FAILED")
     inv_list.add_argument("--key")
     inv_list.add_argument("--handler", help="Service/handler")
-    inv_list.add_argument("--limit", type=int, default=100)
-    inv_list.add_argument("--page-token")
+    inv_list.add_argument(
+        "--limit", type=int, default=100, help="list up to this many, following page tokens"
+    )
+    inv_list.add_argument("--page-token", help="continue a listing ('more:' of the last one)")
     for action, text in (
         ("describe", "show one invocation"),
         ("cancel", "cancel an unfinished invocation"),
@@ -366,20 +368,34 @@ def _dispatch(client: Any, args: argparse.Namespace) -> Any:
         return call("GET", f"/services/{_seg(args.name)}")
     if command == "invocations":
         if action == "list":
-            params = {
-                "subscription": args.subscription,
-                "status": args.status,
-                "key": args.key,
-                "handler": args.handler,
-                "limit": args.limit,
-                "page_token": args.page_token,
-            }
-            return call("GET", "/invocations", params=params)
+            return _list_invocations(call, args)
         path = f"/invocations/{_seg(args.id)}"
         if action == "describe":
             return call("GET", path)
         return call("PATCH", f"{path}/{action}")
     raise ConfigError(f"unknown command {command} {action}")
+
+
+def _list_invocations(call: Callable[..., Any], args: argparse.Namespace) -> dict[str, Any]:
+    """Up to ``--limit`` invocations, following ``next_page_token``: a filtered listing reads a
+    bounded part of the ledger per request, so a page may hold fewer than asked, even none,
+    while more follow. Stops when ``--limit`` are listed or the token is gone."""
+    listed: list[Any] = []
+    token = args.page_token
+    while True:
+        params = {
+            "subscription": args.subscription,
+            "status": args.status,
+            "key": args.key,
+            "handler": args.handler,
+            "limit": args.limit - len(listed),
+            "page_token": token,
+        }
+        page = call("GET", "/invocations", params=params)
+        listed += page["invocations"]
+        token = page.get("next_page_token")
+        if token is None or len(listed) >= args.limit:
+            return {"invocations": listed, "next_page_token": token}
 
 
 def _render(args: argparse.Namespace, result: Any) -> None:

@@ -5,6 +5,8 @@ its first attempt is only known to the poller running it, and one that succeeds 
 attempt is recorded in a success page, without a row, unless ``[ledger] successes = "rows"``;
 a subscription's listing merges those in (:mod:`adapter.api.ledger_listing`), the listing
 without a subscription too (:mod:`adapter.api.recent_listing`), and so does the lookup by ID.
+A filtered read of rows is bounded per request (``FIND_READ_PAGES`` DynamoDB pages): a listing
+page may then hold fewer than ``limit`` entries, even none, with a ``next_page_token``.
 Actions on invocations are in :mod:`adapter.api.invocation_actions`.
 """
 
@@ -30,7 +32,7 @@ from adapter.engine.lifecycle import InvocationStatus
 from adapter.errors import UnknownResourceError, ValidationError
 from adapter.ids import invocation_id, parse_invocation_id
 from adapter.model import LedgerEntry
-from adapter.store.dynamo import entry_start_key
+from adapter.store.dynamo import entry_start_key, start_key_position
 
 __all__ = [
     "ENDPOINTS",
@@ -223,8 +225,10 @@ async def _list_with_pages(
         paged, more = await state.store.paged_successes(
             subscription, target=sub.sink if sub else "", after=cursor.page, limit=limit
         )
+    # Rows short of ``limit`` with more to come: the read stopped at its budget, there.
+    reached = start_key_position(rows_next) if rows_next and len(rows) < limit else None
     entries, next_cursor = merge_listing(
-        rows, rows_next, paged, more, limit, cursor, entry_start_key
+        rows, rows_next, paged, more, limit, cursor, entry_start_key, reached
     )
     return json_response(
         ListInvocationsResponse(
@@ -288,7 +292,12 @@ ENDPOINTS = [
             ),
             QueryParam("key", {"type": "string"}, "Only records with this key."),
             QueryParam("handler", {"type": "string"}, "Only this handler, as Service/handler."),
-            QueryParam("limit", {"type": "integer", "minimum": 1, "maximum": 1000}, "Page size."),
+            QueryParam(
+                "limit",
+                {"type": "integer", "minimum": 1, "maximum": 1000},
+                "Page size: at most this many. A page may hold fewer, even none, while "
+                "next_page_token is present (a filtered read is bounded per request).",
+            ),
             QueryParam("page_token", {"type": "string"}, "next_page_token of the last page."),
         ),
     ),

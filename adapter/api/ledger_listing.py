@@ -6,6 +6,10 @@ what both returned by (topic, partition, offset) and remembers where each source
 paging through the listing returns every entry once; a row and a page for the same record are
 listed as one. The order is by partition and offset, except that successes of two pages whose
 offset ranges overlap (concurrent batches of one partition) come page by page.
+
+A filtered read of the rows may stop before it found a page's worth (its read budget,
+``FIND_READ_PAGES``): successes that sort after where it stopped then wait for a later listing
+page, behind the rows still to be read, and a listing page may hold fewer entries, even none.
 """
 
 from __future__ import annotations
@@ -46,16 +50,21 @@ def merge_listing(
     limit: int,
     cursor: ListingCursor,
     row_key: Callable[[LedgerEntry], dict[str, Any]],
+    rows_reached: tuple[str, int, int] | None = None,
 ) -> tuple[list[LedgerEntry], ListingCursor | None]:
     """Up to ``limit`` entries from what both sources returned after ``cursor``, and the cursor
     of the next listing page (None when both sources are exhausted).
 
-    Each source must have returned ``limit`` entries unless it has no more: then neither runs
-    dry before the listing page is full while it still has entries that sort earlier.
+    Each source must have returned ``limit`` entries unless it has no more, or, for the rows,
+    unless they were read only up to ``rows_reached`` (topic, partition, offset): then no
+    entry is listed before one that sorts earlier and is still to come. The listing page may
+    then hold fewer than ``limit`` entries, even none, with a cursor that moved on.
     """
     out: list[LedgerEntry] = []
     i = j = 0
     while len(out) < limit and (i < len(rows) or j < len(paged)):
+        if i == len(rows) and rows_reached is not None and _order(paged[j][0]) > rows_reached:
+            break  # rows after ``rows_reached`` are unread: some may sort before this one
         if i < len(rows) and j < len(paged) and _order(rows[i]) == _order(paged[j][0]):
             # A row beside a page for one record: a revoked poller's late progress row next to
             # its new owner's success. The final state is listed, once (as the engine reads it).

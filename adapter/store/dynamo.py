@@ -101,6 +101,13 @@ __all__ = ["DynamoStore", "make_client"]
 T = TypeVar("T")
 _BATCH_WRITE_MAX = 25
 _BATCH_GET_MAX = 100
+# DynamoDB pages (Query or Scan calls, each at most 1 MB and at most 1,000 items) that one
+# ``find_entries`` call reads. DynamoDB filters after reading, so a filter that matches
+# little would otherwise read the whole ledger for one API request; this bounds a request to
+# about 5 MB read (640 read units) and five round trips (well under a second), and still
+# reads 500 rows or more of the ledger for a page. A call that spends it returns what
+# matched so far, possibly nothing, with the key to continue from (LastEvaluatedKey).
+FIND_READ_PAGES = 5
 _ser = TypeSerializer()
 _de = TypeDeserializer()
 
@@ -250,8 +257,14 @@ def entry_start_key(entry: LedgerEntry) -> dict[str, Any]:
     }
 
 
+def start_key_position(key: dict[str, Any]) -> tuple[str, int, int]:
+    """(topic, partition, offset) of a subscription listing's start key: where it continues."""
+    return _split_position(key["position"]["S"])
+
+
 def _ledger_page_key(item: dict[str, Any], by_subscription: bool) -> dict[str, Any]:
-    """The ExclusiveStartKey that continues a ledger page right after ``item``."""
+    """The ExclusiveStartKey that continues a ledger page right after ``item`` (a row, or
+    the LastEvaluatedKey of a read)."""
     key = {"id": item["id"]}
     if by_subscription:
         key["subscription_id"] = item["subscription_id"]
@@ -1083,7 +1096,10 @@ class DynamoStore:
 
         With a subscription the rows come from its index in (topic, partition, offset) order;
         without one the table is scanned (unordered). DynamoDB filters after reading, so this
-        reads further pages until ``limit`` rows matched or the ledger ends.
+        reads further pages until ``limit`` rows matched, the ledger ends or it has read
+        :data:`FIND_READ_PAGES` pages: fewer than ``limit`` rows, even none, with a key to
+        continue from are not the end. The key continues right after the last row returned,
+        or after the last item read when the budget ran out first.
         """
         kwargs: dict[str, Any] = {"TableName": self.names.invocations}
         names: dict[str, str] = {}
@@ -1122,8 +1138,10 @@ class DynamoStore:
         if values:
             kwargs["ExpressionAttributeValues"] = values
         call = self._client.query if subscription_id is not None else self._client.scan
+        by_subscription = subscription_id is not None
         found: list[LedgerEntry] = []
         start = start_key
+        reads = 0
         while True:
             page_kwargs = {**kwargs, "Limit": max(limit - len(found), 100)}
             if start:
@@ -1138,10 +1156,15 @@ class DynamoStore:
                 if len(found) == limit:
                     if index == len(items) - 1 and "LastEvaluatedKey" not in page:
                         return found, None
-                    return found, _ledger_page_key(item, subscription_id is not None)
+                    return found, _ledger_page_key(item, by_subscription)
             start = page.get("LastEvaluatedKey")
             if start is None:
                 return found, None
+            reads += 1
+            if reads == FIND_READ_PAGES:
+                # The read budget is spent: continue after the last item read, in the key
+                # shape of a row's (so the page token made of it is one the API accepts).
+                return found, _ledger_page_key(start, by_subscription)
 
     # -- invocations by ID and newest first (adapter.store.ledger_index) ---------------------
 

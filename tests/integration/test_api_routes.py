@@ -24,14 +24,16 @@ from starlette.routing import Route
 
 from adapter import ids
 from adapter.api import AdminState, ClusterCatalog, create_app
+from adapter.cli import main
 from adapter.config import Settings, load_settings
 from adapter.engine.lifecycle import InvocationStatus
 from adapter.engine.settings import RunnerStats
 from adapter.invokers.discovery import Discovery
 from adapter.local.lambda_server import LocalLambda, load_serverless_functions
 from adapter.model import LedgerEntry, Subscription
-from adapter.store.dynamo import DynamoStore
+from adapter.store.dynamo import FIND_READ_PAGES, DynamoStore
 from adapter.store.tables import TableNames
+from tests._admin_api import admin_server
 from tests._http_fixtures import HandlerServer
 
 pytestmark = pytest.mark.timeout(90)
@@ -964,6 +966,119 @@ async def test_the_unfiltered_listing_is_every_subscriptions_newest_first_with_s
     assert rows[0].id in {i["id"] for i in succeeded}  # a SUCCEEDED row as well as pages
     only_b = await listing(5, handler="Orders/place")
     assert [i["id"] for i in only_b] == [rows[2].id, rows[1].id, rows[0].id]
+
+
+@dataclass
+class Needles:
+    """A ledger where a filter matches little: see :func:`seed_needles`."""
+
+    sub: Subscription
+    expected: list[tuple[int, int]]  # (partition, offset) of the DEAD_LETTERED rows keyed "needle"
+    successes: list[tuple[int, int]]  # paged successes, all after the rows
+
+
+async def seed_needles(api: Api, dynamo_client: Any, table_names: TableNames) -> Needles:
+    """Three rows matching ``key=needle`` (and ``status=DEAD_LETTERED``), each after more
+    DynamoDB pages of rows that match neither than one request may read (a filtered read
+    reads at least 100 rows a page), then ten first-attempt successes recorded in pages."""
+    sub = Subscription(ids.subscription_id(), "plain", "orders", "Greeter", "greet", {})
+    await api.store.put_subscription(sub)
+    gap = (FIND_READ_PAGES + 1) * 100
+    needles = [3, 3 + gap, 3 + 2 * gap]
+    rows = [
+        _entry(sub.id, 0, o, "DEAD_LETTERED", key="needle")
+        if o in needles
+        else _entry(sub.id, 0, o, "BACKING_OFF", key=f"hay{o}")
+        for o in range(needles[-1] + 1)
+    ]
+    successes = [(0, o) for o in range(needles[-1] + 1, needles[-1] + 6)]
+    successes += [(1, o) for o in range(5)]
+    paging = DynamoStore(dynamo_client, table_names, success_pages=True)
+    try:
+        await paging.write_entries(rows)
+        await paging.write_entries(
+            [replace(_entry(sub.id, p, o, "SUCCEEDED"), attempts=1) for p, o in successes]
+        )
+    finally:
+        await paging.aclose()
+    return Needles(sub, [(0, o) for o in needles], successes)
+
+
+@pytest.mark.promise("p-api-invocations-bounded")
+async def test_a_filtered_listing_reads_a_bounded_part_of_the_ledger_per_request(
+    api: Api, dynamo_client: Any, table_names: TableNames
+) -> None:
+    seeded = await seed_needles(api, dynamo_client, table_names)
+    sub, expected = seeded.sub, seeded.expected
+    reads: list[str] = []  # the filtered ledger reads (Query or Scan) of the current request
+
+    def count(params: dict[str, Any], model: Any, **_: Any) -> None:
+        if "FilterExpression" in params:
+            reads.append(model.name)
+
+    async def follow(**params: Any) -> tuple[list[tuple[int, int]], list[int], int]:
+        """Every page of a listing: what it listed, the reads of each request, and how many
+        pages came back with fewer rows than asked while more followed."""
+        listed: list[tuple[int, int]] = []
+        per_request: list[int] = []
+        short = 0
+        token = None
+        for _ in range(100):
+            reads.clear()
+            query = {**params, "limit": 2, **({"page_token": token} if token else {})}
+            page = (await api.call("GET", "/invocations", params=query, status=200)).json()
+            per_request.append(len(reads))
+            listed += [(i["partition"], i["offset"]) for i in page["invocations"]]
+            token = page["next_page_token"]
+            if token is None:
+                return listed, per_request, short
+            short += len(page["invocations"]) < 2
+        raise AssertionError(f"no end after 100 pages of {params}")
+
+    events = [f"before-parameter-build.dynamodb.{op}" for op in ("Query", "Scan")]
+    for event in events:
+        dynamo_client.meta.events.register(event, count)
+    try:
+        for params in (
+            {"subscription": sub.id, "key": "needle"},
+            {"subscription": sub.id, "status": "DEAD_LETTERED"},
+            {"key": "needle"},  # no subscription: a Scan, in no particular order
+        ):
+            listed, per_request, short = await follow(**params)
+            assert max(per_request) <= FIND_READ_PAGES, (params, per_request)
+            assert short > 0, params  # the budget ran out before the page was full
+            assert sorted(listed) == expected, params  # each once
+            if "subscription" in params:
+                assert listed == expected, params  # in (topic, partition, offset) order
+        # With paged successes merged in: rows that a request has not reached yet hold back
+        # the successes that sort after them, so the order stays (partition, offset).
+        listed, per_request, short = await follow(
+            subscription=sub.id, status="SUCCEEDED,DEAD_LETTERED"
+        )
+        assert listed == expected + seeded.successes
+        assert max(per_request) <= FIND_READ_PAGES, per_request
+        assert short > 0
+    finally:
+        for event in events:
+            dynamo_client.meta.events.unregister(event, count)
+
+
+@pytest.mark.promise("p-api-invocations-bounded")
+async def test_the_cli_follows_page_tokens_past_pages_that_list_nothing(
+    api: Api, dynamo_client: Any, table_names: TableNames, capsys: pytest.CaptureFixture[str]
+) -> None:
+    seeded = await seed_needles(api, dynamo_client, table_names)
+    async with admin_server(api.store, TOKEN) as server:
+        base = ["invocations", "list", "--admin-url", server.url, "--token", TOKEN, "--json"]
+        capsys.readouterr()
+        for more, limit, count in (([], 100, 3), (["--subscription", seeded.sub.id], 2, 2)):
+            argv = [*base, "--key", "needle", "--limit", str(limit), *more]
+            assert await asyncio.to_thread(main, argv) == 0
+            doc = json.loads(capsys.readouterr().out)
+            listed = [(i["partition"], i["offset"]) for i in doc["invocations"]]
+            assert sorted(listed) == seeded.expected[:count]
+            # Stopped at --limit, with the token to go on with; or at the end, without one.
+            assert (doc["next_page_token"] is None) == (count == 3)
 
 
 async def test_invocation_actions_follow_restates_rules(api: Api) -> None:

@@ -681,6 +681,63 @@ def test_a_merged_listing_returns_every_entry_once_in_order(
     assert listed == sorted(row_offsets | page_offsets)
 
 
+@given(
+    st.sets(st.integers(0, 80), max_size=40),
+    st.sets(st.integers(0, 80), max_size=40),
+    st.integers(1, 9),
+    st.integers(1, 30),
+)
+@example(set(), {5, 6, 7}, 3, 1)
+@example({70}, set(range(10)), 2, 4)
+def test_a_merged_listing_whose_rows_read_stops_early_still_lists_each_once_in_order(
+    row_offsets: set[int], page_offsets: set[int], limit: int, budget: int
+) -> None:
+    """The rows come from a filtered read that examines at most ``budget`` ledger rows (every
+    offset 0..80 has one; those in ``row_offsets`` match) and then stops where it is, as
+    ``DynamoStore.find_entries`` does when its read budget runs out."""
+    paged_all = [(o, f"t|000000|{o // 10 * 10 + 9:020d}") for o in sorted(page_offsets)]
+
+    def rows_source(start: dict[str, Any] | None) -> tuple[list[LedgerEntry], Any]:
+        after = int(start["o"]["S"]) if start else -1
+        taken: list[int] = []
+        for read, offset in enumerate(range(after + 1, 81), 1):
+            if offset in row_offsets:
+                taken.append(offset)
+            if len(taken) == limit or read == budget:
+                return [_listed(o) for o in taken], {
+                    "o": {"S": str(offset)}
+                } if offset < 80 else None
+        return [_listed(o) for o in taken], None
+
+    def pages_source(after: tuple[str, int] | None) -> tuple[list[tuple[LedgerEntry, str]], bool]:
+        rest = [(o, p) for o, p in paged_all if after is None or (p, o) > (after[0], after[1])]
+        return [(_listed(o), p) for o, p in rest[:limit]], len(rest) > limit
+
+    cursor: ListingCursor | None = ListingCursor()
+    listed: list[int] = []
+    for _ in range(500):
+        assert cursor is not None
+        rows, rows_next = ([], None) if cursor.rows_done else rows_source(cursor.rows)
+        paged, more = ([], False) if cursor.pages_done else pages_source(cursor.page)
+        reached = ("t", 0, int(rows_next["o"]["S"])) if rows_next and len(rows) < limit else None
+        page, cursor = merge_listing(
+            rows,
+            rows_next,
+            paged,
+            more,
+            limit,
+            cursor,
+            lambda e: {"o": {"S": str(e.offset)}},
+            reached,
+        )
+        assert len(page) <= limit
+        listed += [e.offset for e in page]
+        if cursor is None:
+            break
+    assert cursor is None
+    assert listed == sorted(row_offsets | page_offsets)
+
+
 def test_a_row_beside_a_page_lists_the_final_state_once() -> None:
     progress = _listed(1, "BACKING_OFF")
     failed = _listed(2, "FAILED")

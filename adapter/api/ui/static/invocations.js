@@ -7,6 +7,7 @@ const STATUSES = ['PENDING', 'RUNNING', 'BACKING_OFF', 'SUCCEEDED', 'FAILED', 'D
 const COMPLETED = new Set(['SUCCEEDED', 'FAILED', 'DEAD_LETTERED', 'DUPLICATE', 'CANCELLED', 'KILLED']);
 const FILTERS = ['subscription', 'status', 'key', 'handler'];
 const ERROR_PREVIEW = 160;
+const PAGE = 50; // invocation rows a load (and each "More") adds
 
 export const INVOCATION_HEADERS = ['Invocation', 'Status', 'Target', 'Key', 'Record', 'Attempts', 'Modified', 'Last error'];
 
@@ -54,16 +55,24 @@ export async function invocationsPage(view, ctx) {
     h('div', { class: 'scroll' }, h('table', { id: 'invocations', class: 'cards' },
       h('thead', {}, h('tr', {}, INVOCATION_HEADERS.map((t) => h('th', { scope: 'col' }, t)))), body)),
     more);
-  const params = new URLSearchParams({ limit: '50' });
+  const params = new URLSearchParams();
   for (const name of FILTERS) if (q.get(name)) params.set(name, q.get(name));
   let token = null;
+  // Up to PAGE rows a load, following next_page_token: a filtered listing reads a bounded
+  // part of the ledger per request, so a page may hold fewer rows than asked, even none,
+  // while the token says more follow.
   const load = async () => {
-    if (token) params.set('page_token', token);
-    const page = await get(`invocations?${params}`);
-    if (!ctx.alive()) return;
-    body.append(...invocationRows(page.invocations));
+    let shown = 0;
+    do {
+      params.set('limit', String(PAGE - shown));
+      if (token) params.set('page_token', token);
+      const page = await get(`invocations?${params}`);
+      if (!ctx.alive()) return;
+      body.append(...invocationRows(page.invocations));
+      shown += page.invocations.length;
+      token = page.next_page_token;
+    } while (token && shown < PAGE);
     if (!body.children.length) replace(message, notice('info', 'No invocation matches.'));
-    token = page.next_page_token;
     more.hidden = !token;
   };
   more.addEventListener('click', () => load().catch(ctx.fail));
