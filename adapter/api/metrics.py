@@ -123,7 +123,11 @@ def families(snapshot: Snapshot, oldest: OldestAge) -> list[Metric]:
         "Finished invocations, by outcome.",
         ["subscription", "outcome"],
     )
-    retries = _counter("kafka_ingress_retries_total", "Retryable failures retried.")
+    retries = _counter(
+        "kafka_ingress_retries_total",
+        "Retries made: attempts after the first (partition batches: retry calls that "
+        "reached the function).",
+    )
     dead = _counter("kafka_ingress_dead_letters_total", "Records written to the dead-letter topic.")
     commits = _counter("kafka_ingress_commits_total", "Offset commits.")
     lost = _counter(

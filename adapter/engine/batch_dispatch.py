@@ -153,6 +153,11 @@ class BatchDispatcher:
         self._lines: dict[PartitionState, _Line] = {}
         self.stats = DispatcherStats()
         self.batches = 0
+        """Calls that reached the function: one per attempt of a batch (or of a bisected half),
+        counted as the records' attempts are. A call that did not is handed out again as the
+        same attempt and counted then: one the invoker gave back unsent (``NotSent``), and one
+        answered without reaching the function (``BatchAnswer.called`` False: throttled,
+        unreachable, but also not invocable at all, which the answer does not tell apart)."""
 
     @property
     def in_flight(self) -> int:
@@ -236,7 +241,7 @@ class BatchDispatcher:
         allowed = self._may_start(work)
         if allowed is True or allowed is False:
             return allowed
-        self.stats.held += 1
+        self.stats.count_held(work)  # the step's first record stands for it
         return await allowed
 
     async def _attempt(self, line: _Line, step: InvokeBatch[Work]) -> bool:
@@ -246,8 +251,8 @@ class BatchDispatcher:
         retrying = max(step.attempt - 1, line.not_called)
         delay = 0.0
         if retrying:
-            if step.attempt > 1:
-                self.stats.retries += 1
+            # A retry is counted once made (in _call): a step handed out again because it was
+            # not sent, or did not reach the function, is the same attempt once more.
             delay = self._retry.backoff(retrying)
             for work in works:
                 work.status = _S.BACKING_OFF
@@ -311,7 +316,6 @@ class BatchDispatcher:
         for work in works:
             work.attempts += 1
             work.status = _S.RUNNING
-        self.batches += 1
         requests = [
             w.request if w.attempts == 1 else with_attempt(w.request, w.attempts)
             for w in works
@@ -337,6 +341,10 @@ class BatchDispatcher:
             return _RECONSIDER
         except IngressError as exc:
             answer = BatchAnswer.whole(len(requests), str(exc), called=False)
+        if answer.called:
+            self.batches += 1
+            if step.attempt > 1:
+                self.stats.retries += 1  # made: it reached the function
         return _Called(answer, sent)
 
     async def _backoff(self, line: _Line) -> None:

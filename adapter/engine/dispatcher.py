@@ -92,11 +92,26 @@ class DispatcherStats:
     dead_lettered: int = 0
     duplicates: int = 0
     retries: int = 0
+    """Retries made: attempts after a record's first, counted when the attempt's answer is back
+    (a retry abandoned in its backoff, or given back unsent, was not made). Partition batches
+    count calls, not records: a call of a batch's retry that reached the function."""
     abandoned: int = 0
     held: int = 0
-    """Attempts that had to wait for proof of ownership (after a pause or a lost heartbeat)."""
+    """Attempts that had to wait for proof of ownership (after a pause or a lost heartbeat),
+    each counted once however often it waited: an attempt is the next call of a record (of a
+    batch, in partition-batch mode), by its number, and it may have to wait before a workflow
+    claim and again after it, or again after an invoker gave it back unsent. A record failed
+    without an attempt (refused input, expired) counts its failing as one."""
     unsent: int = 0
     """Attempts an invoker did not send because that proof lapsed while it waited."""
+
+    def count_held(self, work: Work) -> None:
+        """``work``'s next attempt has to wait for proof of ownership: count it in
+        :attr:`held` unless it was counted already."""
+        attempt = work.attempts + 1
+        if work.held_attempt != attempt:
+            work.held_attempt = attempt
+            self.held += 1
 
 
 @dataclass(slots=True, eq=False)
@@ -118,6 +133,8 @@ class Work:
     in_lanes: bool = False
     last_error: str | None = None
     replaces_row: bool = False  # the ledger holds a row of it already (see LedgerEntry)
+    held_attempt: int = 0
+    """The attempt (by number) last counted in :attr:`DispatcherStats.held`."""
 
     def ledger_entry(
         self,
@@ -251,12 +268,12 @@ class Dispatcher:
         while this poller provably owns its partition, so a poller woken from a pause leaves
         its dead letter and ledger row to the partition's new owner."""
         allowed = self._may_start(work)
-        if allowed is not True and (allowed is False or not await self._held(allowed)):
+        if allowed is not True and (allowed is False or not await self._held(work, allowed)):
             return  # abandoned: the partition's next owner decides
         await self._fail(work, error)
 
-    async def _held(self, pending: Awaitable[bool]) -> bool:
-        self.stats.held += 1
+    async def _held(self, work: Work, pending: Awaitable[bool]) -> bool:
+        self.stats.count_held(work)
         return await pending
 
     async def _invoke(self, work: Work) -> None:
@@ -282,7 +299,7 @@ class Dispatcher:
         assert work.request is not None
         # Decided without a coroutine in the common case (this runs for every record).
         allowed = self._may_start(work)
-        if allowed is not True and (allowed is False or not await self._held(allowed)):
+        if allowed is not True and (allowed is False or not await self._held(work, allowed)):
             return  # abandoned: the partition's next owner decides
         is_run = self._target.handler_type is HandlerType.WORKFLOW
         if is_run and work.request.key is not None:
@@ -292,7 +309,7 @@ class Dispatcher:
             # The claim waits for DynamoDB (retried while it fails): the evidence of
             # ownership may have gone stale meanwhile.
             allowed = self._may_start(work)
-            if allowed is not True and (allowed is False or not await self._held(allowed)):
+            if allowed is not True and (allowed is False or not await self._held(work, allowed)):
                 return
         while True:
             work.attempts += 1
@@ -314,10 +331,14 @@ class Dispatcher:
                 work.status = transition(work.status, _E.ABANDON)
                 self.stats.unsent += 1
                 allowed = self._may_start(work)
-                if allowed is not True and (allowed is False or not await self._held(allowed)):
+                if allowed is not True and (
+                    allowed is False or not await self._held(work, allowed)
+                ):
                     return
                 continue
             self._timings.attempt(outcome.kind, time.perf_counter() - began)
+            if work.attempts > 1:
+                self.stats.retries += 1  # made: its answer is back
             if outcome.kind is OutcomeKind.ACK:
                 self._timings.acked(work.record.timestamp_ms)
                 self._complete(work, _S.SUCCEEDED, None)
@@ -330,7 +351,6 @@ class Dispatcher:
             if delay is None:
                 await self._fail(work, f"gave up after {work.attempts} attempts: {outcome.error}")
                 return
-            self.stats.retries += 1
             work.status = transition(work.status, _E.BACK_OFF)
             self._ledger.submit(self._entry(work, _S.BACKING_OFF, delay=delay))
             self._start(self._lanes.park(work.inv_id))
@@ -346,7 +366,7 @@ class Dispatcher:
             if work.inv_id not in started:
                 await slot.wait()
             allowed = self._may_start(work)
-            if allowed is not True and (allowed is False or not await self._held(allowed)):
+            if allowed is not True and (allowed is False or not await self._held(work, allowed)):
                 return
 
     def _bind_log_context(self, work: Work, trace_id: str) -> None:

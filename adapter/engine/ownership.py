@@ -32,7 +32,10 @@ duplicated by the next owner; nothing else is.
 
 :class:`Ownership` is pure: the caller reports accepted heartbeats with the clock reading taken
 when they were sent and asks :meth:`Ownership.may_start` with the current reading.
-:class:`OwnershipGate` is its thin asyncio shell: it holds attempts that may not start yet.
+:class:`OwnershipGate` is its thin asyncio shell: it holds attempts that may not start yet,
+and logs a *pause* — from the first attempt held to the heartbeat that proves the member
+again — once: a warning when it begins, a line when it ends (not a warning per held attempt,
+which was a burst of up to ``max_in_flight`` lines).
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from adapter.clocks import suspend_aware
 
@@ -99,6 +103,12 @@ class OwnershipGate:
 
     The caller asks :meth:`fresh` first (no allocation, no task switch) and only when that
     fails awaits :meth:`wait`.
+
+    A pause is logged per gate, that is per subscription (one runner, one consumer-group
+    member, whose evidence covers all its partitions at once): one warning when its first
+    attempt is held, naming that attempt and the evidence's age, and one line when a heartbeat
+    proves the member again, with how many attempts were held, for how long, and how many
+    were given up because their partition was revoked meanwhile.
     """
 
     def __init__(
@@ -112,11 +122,27 @@ class OwnershipGate:
         self._clock = clock
         self._describe = describe
         self._changed = asyncio.Event()
+        self._pause: _Pause | None = None
 
     def confirmed(self, at: float) -> None:
         """The coordinator accepted a heartbeat or SyncGroup this member sent at ``at``."""
+        before = self._ownership.age(at)
         self._ownership.confirmed(at)
         self._changed.set()
+        pause = self._pause
+        if pause is not None and self._ownership.may_start(self._clock()):
+            self._pause = None
+            log.info(
+                "%s: the group confirmed this poller again, %s; %d attempts held for %.1fs "
+                "may start (%d given up: their partition was revoked)",
+                self._describe(),
+                "with no earlier heartbeat standing"
+                if before is None
+                else f"after {before:.1f}s without an answered heartbeat",
+                pause.held,
+                self._clock() - pause.began,
+                pause.given_up,
+            )
 
     def lost(self, at: float) -> None:
         """The coordinator refused a heartbeat or SyncGroup this member sent at ``at``."""
@@ -133,18 +159,33 @@ class OwnershipGate:
     async def wait(self, still_current: Callable[[], bool], what: str) -> bool:
         """Hold an attempt until the evidence is fresh again (True) or ``still_current()``
         turns false (False: its partition is gone)."""
-        age = self._ownership.age(self._clock())
-        log.warning(
-            "%s: no heartbeat answered for %s; holding %s until the group confirms this poller "
-            "still owns its partition",
-            self._describe(),
-            "ever" if age is None else f"{age:.1f}s",
-            what,
-        )
+        pause = self._pause
+        if pause is None:
+            now = self._clock()
+            pause = self._pause = _Pause(began=now)
+            age = self._ownership.age(now)
+            log.warning(
+                "%s: no heartbeat answered for %s; holding %s and every attempt after it "
+                "until the group confirms this poller still owns its partitions",
+                self._describe(),
+                "ever" if age is None else f"{age:.1f}s",
+                what,
+            )
+        pause.held += 1
         while still_current():
             if self._ownership.may_start(self._clock()):
                 return True
             self._changed.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), 1.0)
+        pause.given_up += 1
         return False
+
+
+@dataclass(slots=True)
+class _Pause:
+    """Attempts held since ``began`` (clock reading) for want of evidence."""
+
+    began: float
+    held: int = 0
+    given_up: int = 0

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import orjson
 import pytest
 
-from adapter.engine.batch_dispatch import BatchSettings
+from adapter.engine.batch_dispatch import BatchDispatcher, BatchSettings
 from adapter.engine.batches import BatchPolicy
 from adapter.engine.discards import FailureDestination
 from adapter.engine.ledger import LedgerWriter
@@ -38,7 +38,17 @@ from adapter.testing import (
     SendWait,
     record,
 )
-from tests.unit.test_runner import OLD_ID, P0, P1, SESSION_S, SUB, TOPIC, Harness, until
+from tests.unit.test_runner import (
+    OLD_ID,
+    P0,
+    P1,
+    SESSION_S,
+    SUB,
+    TOPIC,
+    Harness,
+    pause_warnings,
+    until,
+)
 
 TARGET = Target(
     service="S",
@@ -499,6 +509,105 @@ async def test_a_call_not_sent_leaves_the_next_retry_its_backoff() -> None:
         await until(lambda: caller.batches == [[0, 1]], what="the first attempt, sent")
         await asyncio.sleep(0.2)
         assert caller.batches == [[0, 1]], "the retry skipped its 30 s backoff"
+
+
+def batch_calls(h: Harness) -> int:
+    """The batch dispatcher's count of calls that reached the function."""
+    dispatcher = h.runner._dispatcher
+    assert isinstance(dispatcher, BatchDispatcher)
+    return dispatcher.batches
+
+
+async def test_a_retry_given_back_unsent_is_one_retry_and_one_batch() -> None:
+    """A retry the invoker gives back unsent (the proof lapsed while it waited) is handed out
+    again as the same step: still one retry, and the call that never went out no batch."""
+    wait = SendWait()
+    caller = FakeBatchCaller(_fails_first_call(), gate=asyncio.Event())
+    async with running(caller, policy=BatchPolicy(size=2, window_ms=5)) as h:
+        await assigned(h, P0)
+        h.consumer.deliver([record(TOPIC, 0, o) for o in range(2)])
+        await until(lambda: caller.running == 1, what="the first call in flight")
+        caller.before_send = wait  # only the retry waits before it is sent
+        assert caller.gate is not None
+        caller.gate.set()
+        await until(lambda: wait.waiting == 1, what="the retry's wait")
+        h.clock.advance(SESSION_S * 2)  # paused while the client waited
+        wait.release.set()
+        await until(lambda: h.runner.stats.unsent == 1, what="the retry given back")
+        h.consumer.heartbeat()
+        await until(lambda: h.committed(P0) == 2, what="committed after the retry")
+        assert caller.attempts_sent == [[1, 1], [2, 2]]
+        assert batch_calls(h) == len(caller.batches) == 2
+        assert h.runner.stats.retries == 1
+
+
+async def test_a_retry_not_sent_because_records_expired_is_one_retry() -> None:
+    """Records that expire during a retry's backoff go to the destination first and the
+    retry goes on without them: the same step again, one retry."""
+    import time
+
+    caller = FakeBatchCaller(_fails_first_call())
+    writer = FakeWriter()
+    slow = RetryPolicy(initial_interval=2.0, max_interval=2.0, jitter=0.0)
+    max_age_ms = 60_000
+    now_ms = int(time.time() * 1000)
+    # Offset 0 turns older than maximum.record.age.ms during the backoff, offset 1 does not.
+    born = [now_ms - max_age_ms + 1_000, now_ms]
+    policy = BatchPolicy(size=2, window_ms=5, max_age_ms=max_age_ms)
+    async with running(caller, policy=policy, writer=writer, retry=slow) as h:
+        await assigned(h, P0)
+        h.consumer.deliver([record(TOPIC, 0, o, timestamp_ms=born[o]) for o in range(2)])
+        await until(lambda: h.committed(P0) == 2, timeout=10, what="settled")
+        assert caller.batches == [[0, 1], [1]]
+        assert statuses(h, 0, range(2)) == ["DEAD_LETTERED", "SUCCEEDED"]
+        assert h.runner.stats.retries == 1
+        assert batch_calls(h) == 2
+
+
+async def test_a_retry_that_did_not_reach_the_function_is_counted_once_it_does() -> None:
+    """A throttled retry is handed out again as the same attempt (no attempt counted, as
+    AWS counts them): one retry, and the throttled call is no batch."""
+    answers = iter(
+        [
+            BatchAnswer((True, True), FAIL_ONCE_THEN_SUCCEED, "Unhandled"),
+            BatchAnswer.whole(2, "TooManyRequestsException", called=False),
+            BatchAnswer.whole(2, "TooManyRequestsException", called=False),
+            BatchAnswer((False, False)),
+        ]
+    )
+    caller = FakeBatchCaller(lambda offsets: next(answers))
+    async with running(caller, policy=BatchPolicy(size=2, window_ms=5)) as h:
+        await assigned(h, P0)
+        h.consumer.deliver([record(TOPIC, 0, o) for o in range(2)])
+        await until(lambda: h.committed(P0) == 2, what="committed")
+        assert caller.attempts_sent == [[1, 1], [2, 2], [2, 2], [2, 2]]
+        assert [h.store.rows[h.inv_id(0, o)].attempts for o in range(2)] == [2, 2]
+        assert batch_calls(h) == 2
+        assert h.runner.stats.retries == 1
+
+
+async def test_a_batch_held_before_its_call_and_again_after_it_came_back_unsent_is_held_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """held counts attempts that had to wait, each once: a call held, then given back unsent
+    by the invoker and held again, is one attempt."""
+    wait = SendWait()
+    caller = FakeBatchCaller(before_send=wait)
+    async with running(caller, policy=BatchPolicy(size=2, window_ms=5)) as h:
+        await assigned(h, P0)
+        h.clock.advance(SESSION_S * 2)  # paused before the records arrived
+        h.consumer.deliver([record(TOPIC, 0, o) for o in range(2)])
+        await until(lambda: h.runner.stats.held == 1, what="held before the call")
+        h.consumer.heartbeat()
+        await until(lambda: wait.waiting == 1, what="the call's wait")
+        h.clock.advance(SESSION_S * 2)  # paused again while the client waited
+        wait.release.set()
+        await until(lambda: len(pause_warnings(caplog)) == 2, what="held again")
+        assert caller.batches == [], "sent without proof of ownership"
+        h.consumer.heartbeat()
+        await until(lambda: h.committed(P0) == 2, what="committed after a heartbeat")
+        assert caller.attempts_sent == [[1, 1]]
+        assert h.runner.stats.held == 1
 
 
 async def test_records_that_expire_during_the_backoff_are_not_invoked_again() -> None:

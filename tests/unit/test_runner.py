@@ -8,6 +8,7 @@ a real broker in the integration and chaos suites.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -85,6 +86,32 @@ async def until(predicate: Callable[[], bool], *, timeout: float = 2.0, what: st
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what or predicate}")
         await asyncio.sleep(0.002)
+
+
+OWNERSHIP_LOG = "adapter.engine.ownership"
+
+
+def pause_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """The warnings logged about attempts held for proof of ownership."""
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == OWNERSHIP_LOG and r.levelno == logging.WARNING
+    ]
+
+
+class SlowClaims(FakeStore):
+    """Workflow claims that wait for the test (DynamoDB answering slowly)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.claiming = False
+        self.answer = asyncio.Event()
+
+    async def claim_workflow(self, service: str, key: str, invocation_id: str) -> bool:
+        self.claiming = True
+        await self.answer.wait()
+        return await super().claim_workflow(service, key, invocation_id)
 
 
 @dataclass
@@ -375,17 +402,6 @@ class TestFencing:
 
     @pytest.mark.promise("p-ops-paused-starts-nothing")
     async def test_a_workflow_run_waits_for_ownership_after_a_slow_claim(self) -> None:
-        class SlowClaims(FakeStore):
-            def __init__(self) -> None:
-                super().__init__()
-                self.claiming = False
-                self.answer = asyncio.Event()
-
-            async def claim_workflow(self, service: str, key: str, invocation_id: str) -> bool:
-                self.claiming = True
-                await self.answer.wait()
-                return await super().claim_workflow(service, key, invocation_id)
-
         store = SlowClaims()
         async with running(workflow=True, store=store) as h:
             await subscribed(h, P0)
@@ -397,6 +413,90 @@ class TestFencing:
             assert h.invoker.calls == [], "the run started without proof of ownership"
             h.consumer.heartbeat()
             await until(lambda: len(h.invoker.calls) == 1, what="the run after a heartbeat")
+
+    async def test_a_run_held_before_and_after_its_claim_is_one_held_attempt(
+        self, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """held counts attempts that had to wait, each once: a workflow run asks for the
+        proof before its claim and again after it, and waiting both times is one attempt."""
+        store = SlowClaims()
+        async with running(workflow=True, store=store) as h:
+            await subscribed(h, P0)
+            h.clock.advance(SESSION_S * 2)  # paused before the record arrived
+            h.consumer.deliver([record(TOPIC, 0, 0, key=b"order-1")])
+            await until(lambda: h.runner.stats.held == 1, what="held before the claim")
+            h.consumer.heartbeat()
+            await until(lambda: store.claiming, what="the run's claim")
+            h.clock.advance(SESSION_S * 2)  # paused again while DynamoDB answered the claim
+            store.answer.set()
+            await until(lambda: len(pause_warnings(caplog)) == 2, what="held after the claim")
+            assert h.invoker.calls == [], "the run started without proof of ownership"
+            h.consumer.heartbeat()
+            await until(lambda: h.committed(P0) == 1, what="the run after a heartbeat")
+            assert [c.attempt for c in h.invoker.calls] == [1]
+            assert h.runner.stats.held == 1
+
+    async def test_a_retry_abandoned_before_it_was_made_is_not_counted(self) -> None:
+        """retries counts retry attempts made: one held after its backoff and then
+        abandoned with its partition never went out."""
+        outcomes = iter([Outcome.retry("busy")])
+        gate = asyncio.Event()
+        async with running(respond=lambda r: next(outcomes)) as h:
+            h.invoker.gate = gate
+            await subscribed(h, P0)
+            h.consumer.deliver([record(TOPIC, 0, 0)])
+            await until(lambda: len(h.invoker.calls) == 1, what="first attempt")
+            h.clock.advance(SESSION_S * 2)  # paused while the first attempt was in flight
+            gate.set()  # answered: retry, after a backoff
+            await until(lambda: h.runner.stats.held == 1, what="the retry held")
+            await h.consumer.revoke(P0)
+            assert len(h.invoker.calls) == 1
+            assert h.runner.stats.retries == 0
+
+    async def test_a_retry_made_is_counted_once(self) -> None:
+        outcomes = iter([Outcome.retry("busy"), Outcome.retry("busy"), Outcome.ack()])
+        async with running(respond=lambda r: next(outcomes)) as h:
+            await subscribed(h, P0)
+            h.consumer.deliver([record(TOPIC, 0, 0)])
+            await until(lambda: h.committed(P0) == 1, what="the third attempt and commit")
+            assert [c.attempt for c in h.invoker.calls] == [1, 2, 3]
+            assert h.runner.stats.retries == 2
+
+    @pytest.mark.promise("p-ops-fencing-held")
+    async def test_a_pause_logs_one_warning_and_one_line_when_proof_is_back(
+        self, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """Every held attempt used to log its own warning: 256 lines per pause at the default
+        in-flight limit. One per pause (per subscription), and one when it ends."""
+        caplog.set_level(logging.INFO, logger=OWNERSHIP_LOG)
+        async with running() as h:
+            await subscribed(h, P0, P1)
+            h.clock.advance(SESSION_S * 2)  # paused: the evidence has lapsed
+            h.consumer.deliver([record(TOPIC, p, o) for p in (0, 1) for o in range(10)])
+            await until(lambda: h.runner.stats.held == 20, what="all twenty held")
+            [warning] = pause_warnings(caplog)
+            assert f"subscription {SUB.id}" in warning
+            assert "no heartbeat answered for 2.0s" in warning
+            assert f"invocation {h.inv_id(0, 0)} ({TOPIC}/0)" in warning
+            await h.consumer.revoke(P1)  # its held attempts are given up
+            h.clock.advance(0.5)
+            h.consumer.heartbeat()
+            await until(lambda: h.committed(P0) == 10, what="commit")
+            [restored] = [
+                r.getMessage()
+                for r in caplog.records
+                if r.name == OWNERSHIP_LOG and r.levelno == logging.INFO
+            ]
+            assert f"subscription {SUB.id}" in restored
+            assert "after 2.5s without an answered heartbeat" in restored
+            assert "20 attempts held for 0.5s" in restored
+            assert "10 given up" in restored
+            assert h.invoker.offsets() == list(range(10))
+            assert len(pause_warnings(caplog)) == 1
+            # The next pause is a pause of its own: warned again.
+            h.clock.advance(SESSION_S * 2)
+            h.consumer.deliver([record(TOPIC, 0, 10)])
+            await until(lambda: len(pause_warnings(caplog)) == 2, what="the next pause warned")
 
     async def test_records_fetched_while_the_assignment_is_set_up_are_not_lost(self) -> None:
         async with running() as h:
