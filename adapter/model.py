@@ -256,6 +256,9 @@ class LedgerEntry:
     completed_at_ms: int | None = None
     next_retry_at_ms: int | None = None
     dead_letter_topic: str | None = None
+    key_sha256: str | None = field(default=None, compare=False)
+    """Set when ``key`` was cut shorter than the store cuts keys (a row written reduced,
+    adapter.engine.ledger): the whole key's hash, by which a lookup by key still finds it."""
     # Not stored: a row of this invocation exists already (an earlier owner's progress), so
     # this state must replace it rather than go into a success page.
     replaces_row: bool = field(default=False, compare=False)

@@ -39,6 +39,7 @@ from typing import Protocol
 from adapter.engine.lifecycle import TERMINAL_STATUSES
 from adapter.errors import IngressError, StoreError
 from adapter.model import LedgerEntry
+from adapter.store.row_limits import key_sha256
 
 __all__ = ["LedgerStore", "LedgerWriter", "reduced_entry", "with_paged_successes"]
 
@@ -77,14 +78,15 @@ def reduced_entry(entry: LedgerEntry, reason: str) -> LedgerEntry:
     """``entry`` with what its record and handler put into it cut short: the key to a marked
     prefix, the error text to its start, followed by a note that the store refused the row
     (``reason``). Everything else -- status, attempts, position, times -- is kept."""
-    key = entry.key
+    key, digest = entry.key, entry.key_sha256
     if key is not None and len(key) > _REDUCED_KEY_CHARS:
-        key = f"{key[:_REDUCED_KEY_CHARS]}…[cut: {len(key)} characters]"
+        # The whole key's hash stays: a lookup by key still finds the row (row_limits).
+        key, digest = f"{key[:_REDUCED_KEY_CHARS]}…[cut: {len(key)} characters]", key_sha256(key)
     note = f"[ledger row reduced, the store refused it: {reason[:200]}]"
     error = (
         note if entry.last_error is None else f"{entry.last_error[:_REDUCED_ERROR_CHARS]} {note}"
     )
-    return replace(entry, key=key, last_error=error)
+    return replace(entry, key=key, key_sha256=digest, last_error=error)
 
 
 OnDurable = Callable[[], None]

@@ -87,7 +87,7 @@ from adapter.store.pages import (
     parse_page_position,
     range_bounds,
 )
-from adapter.store.row_limits import stored_error, stored_key
+from adapter.store.row_limits import key_sha256, stored_error, stored_key
 from adapter.store.sealing import (
     CLUSTER_SECRETS,
     DEPLOYMENT_SECRETS,
@@ -186,8 +186,9 @@ def _ledger_item(entry: LedgerEntry, expires_at: int) -> dict[str, Any]:
         # Bounded, so no record makes a row DynamoDB refuses (adapter.store.row_limits).
         key = stored_key(entry.key)
         item["key"] = {"S": key.text}
-        if key.sha256 is not None:
-            item["key_sha256"] = {"S": key.sha256}
+        digest = entry.key_sha256 or key.sha256  # the first: cut shorter still (reduced)
+        if digest is not None:
+            item["key_sha256"] = {"S": digest}
     if entry.last_error is not None:
         item["last_error"] = {"S": stored_error(entry.last_error)}
     if entry.next_retry_at_ms is not None:
@@ -1115,14 +1116,14 @@ class DynamoStore:
         if key is not None:
             # A cut key is found by the hash of the whole key (adapter.store.row_limits).
             names["#kh"] = "key_sha256"
-            stored = stored_key(key)
-            if stored.sha256 is not None:
-                values[":kh"] = {"S": stored.sha256}
+            values[":kh"] = {"S": key_sha256(key)}
+            if stored_key(key).sha256 is not None:
                 filters.append("#kh = :kh")
             else:
                 names["#k"] = "key"
                 values[":k"] = {"S": key}
-                filters.append("#k = :k AND attribute_not_exists(#kh)")
+                # A row written reduced has its key cut shorter than the store cuts keys.
+                filters.append("((#k = :k AND attribute_not_exists(#kh)) OR #kh = :kh)")
         if target is not None:
             names["#t"] = "target"
             values[":t"] = {"S": target}

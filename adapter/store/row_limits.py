@@ -16,7 +16,9 @@ never go into success pages (:mod:`adapter.store.pages`), so they do not bound a
 
 A cut key still finds its row: a lookup by key (``GET /invocations?key=…``) of a key longer than
 the bound compares ``key_sha256``; of a shorter one, ``key`` on rows without ``key_sha256`` -- so a
-real key that happens to read like a cut one never matches a cut row.
+real key that happens to read like a cut one never matches a cut row -- or ``key_sha256`` (a row
+written reduced after the store refused it has its key cut shorter still, and its hash kept:
+``LedgerEntry.key_sha256``).
 """
 
 from __future__ import annotations
@@ -24,7 +26,14 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-__all__ = ["ERROR_MAX_CHARS", "KEY_MAX_BYTES", "StoredKey", "stored_error", "stored_key"]
+__all__ = [
+    "ERROR_MAX_CHARS",
+    "KEY_MAX_BYTES",
+    "StoredKey",
+    "key_sha256",
+    "stored_error",
+    "stored_key",
+]
 
 KEY_MAX_BYTES = 1024
 ERROR_MAX_CHARS = 2000
@@ -41,7 +50,7 @@ class StoredKey:
 
 
 def stored_key(key: str) -> StoredKey:
-    data = key.encode("utf-8", "surrogatepass")
+    data = _utf8(key)
     if len(data) <= KEY_MAX_BYTES:
         return StoredKey(key, None)
     mark = f"…[cut: {len(data)} bytes]"
@@ -49,6 +58,15 @@ def stored_key(key: str) -> StoredKey:
     # "ignore" drops the character the cut split.
     prefix = data[:room].decode("utf-8", "ignore")
     return StoredKey(prefix + mark, hashlib.sha256(data).hexdigest())
+
+
+def key_sha256(key: str) -> str:
+    """Hex SHA-256 of the whole key's UTF-8 bytes: what ``key_sha256`` holds for a cut key."""
+    return hashlib.sha256(_utf8(key)).hexdigest()
+
+
+def _utf8(key: str) -> bytes:
+    return key.encode("utf-8", "surrogatepass")
 
 
 def stored_error(error: str) -> str:

@@ -20,6 +20,7 @@ import pytest
 from aiohttp import web
 from botocore.credentials import RefreshableCredentials
 
+from adapter.engine.ledger import reduced_entry
 from adapter.errors import ItemTooLargeError, StoreError
 from adapter.local.moto import MotoServer
 from adapter.model import LedgerEntry
@@ -348,6 +349,27 @@ async def test_a_450_kb_key_gets_a_row_within_the_item_limit_still_found_by_its_
     assert [e.id for e in found] == [entry.id]
     found, _ = await store.find_entries(key=stored.key)
     assert [e.id for e in found] == [_entry(8).id]
+
+
+@pytest.mark.promise("p-fault-ledger-row-refused")
+async def test_a_row_written_reduced_is_still_found_by_its_whole_key(store: DynamoStore) -> None:
+    # A row the store refused is written again with its key cut short (the engine's
+    # reduced_entry), far below the store's own 1 KiB bound: the lookup by key must find it.
+    key = "order-" + "x" * 300
+    entry = reduced_entry(
+        _entry(11, key=key, status="FAILED", last_error="handler said no"), "ValidationException"
+    )
+    assert entry.key is not None
+    assert entry.key != key
+    await store.write_entries([entry])
+    # A real key spelled like the cut one is another record's.
+    await store.write_entries([_entry(12, key=entry.key), _entry(13, key=key[:-1])])
+    found, _ = await store.find_entries(key=key)
+    assert [e.id for e in found] == [entry.id]
+    found, _ = await store.find_entries(subscription_id="sub_1", key=key)
+    assert [e.id for e in found] == [entry.id]
+    found, _ = await store.find_entries(key=entry.key)
+    assert [e.id for e in found] == [_entry(12).id]
 
 
 async def test_missing_table_is_a_store_error_from_moto(
