@@ -125,8 +125,8 @@ def families(snapshot: Snapshot, oldest: OldestAge) -> list[Metric]:
     )
     retries = _counter(
         "kafka_ingress_retries_total",
-        "Retries made: attempts after the first (partition batches: retry calls that "
-        "reached the function).",
+        "Retryable failures, each counted once as its retry is scheduled (partition "
+        "batches: per batch call).",
     )
     dead = _counter("kafka_ingress_dead_letters_total", "Records written to the dead-letter topic.")
     commits = _counter("kafka_ingress_commits_total", "Offset commits.")

@@ -90,6 +90,9 @@ class _Line:
     last_answer: BatchAnswer | None = None
     not_called: int = 0
     """Calls in a row that never reached the function (each backs off longer)."""
+    again: bool = False
+    """The next step is the last one handed out again (not sent, records expired, the
+    function not reached): the same attempt, not another retry."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,9 +253,12 @@ class BatchDispatcher:
         works = [e.item for e in step.entries]
         retrying = max(step.attempt - 1, line.not_called)
         delay = 0.0
+        if step.attempt > 1 and not line.again:
+            # Counted as it is scheduled, as the per-record path does (a failure shows at
+            # once); a step handed out again is the same retry.
+            self.stats.retries += 1
+        line.again = False
         if retrying:
-            # A retry is counted once made (in _call): a step handed out again because it was
-            # not sent, or did not reach the function, is the same attempt once more.
             delay = self._retry.backoff(retrying)
             for work in works:
                 work.status = _S.BACKING_OFF
@@ -273,6 +279,7 @@ class BatchDispatcher:
             return False
         if called is _RECONSIDER:
             line.core.not_called()  # the same step again: its expired records are delivered
+            line.again = True
             return True
         answer = line.last_answer = called.answer
         if answer.error is not None:
@@ -286,6 +293,7 @@ class BatchDispatcher:
                     entry.item.attempts -= 1
             line.not_called += 1
             line.core.not_called()
+            line.again = True
             return True
         line.not_called = 0
         failed, rejected = _spread(answer, step.entries, called.sent)
@@ -343,8 +351,6 @@ class BatchDispatcher:
             answer = BatchAnswer.whole(len(requests), str(exc), called=False)
         if answer.called:
             self.batches += 1
-            if step.attempt > 1:
-                self.stats.retries += 1  # made: it reached the function
         return _Called(answer, sent)
 
     async def _backoff(self, line: _Line) -> None:

@@ -92,9 +92,9 @@ class DispatcherStats:
     dead_lettered: int = 0
     duplicates: int = 0
     retries: int = 0
-    """Retries made: attempts after a record's first, counted when the attempt's answer is back
-    (a retry abandoned in its backoff, or given back unsent, was not made). Partition batches
-    count calls, not records: a call of a batch's retry that reached the function."""
+    """Retryable failures, each counted once as its retry is scheduled (so a failure shows at
+    once, not a backoff later); an attempt given back unsent is not a failure. Partition
+    batches count batch calls, not records."""
     abandoned: int = 0
     held: int = 0
     """Attempts that had to wait for proof of ownership (after a pause or a lost heartbeat),
@@ -337,8 +337,6 @@ class Dispatcher:
                     return
                 continue
             self._timings.attempt(outcome.kind, time.perf_counter() - began)
-            if work.attempts > 1:
-                self.stats.retries += 1  # made: its answer is back
             if outcome.kind is OutcomeKind.ACK:
                 self._timings.acked(work.record.timestamp_ms)
                 self._complete(work, _S.SUCCEEDED, None)
@@ -351,6 +349,7 @@ class Dispatcher:
             if delay is None:
                 await self._fail(work, f"gave up after {work.attempts} attempts: {outcome.error}")
                 return
+            self.stats.retries += 1
             work.status = transition(work.status, _E.BACK_OFF)
             self._ledger.submit(self._entry(work, _S.BACKING_OFF, delay=delay))
             self._start(self._lanes.park(work.inv_id))

@@ -436,22 +436,29 @@ class TestFencing:
             assert [c.attempt for c in h.invoker.calls] == [1]
             assert h.runner.stats.held == 1
 
-    async def test_a_retry_abandoned_before_it_was_made_is_not_counted(self) -> None:
-        """retries counts retry attempts made: one held after its backoff and then
-        abandoned with its partition never went out."""
-        outcomes = iter([Outcome.retry("busy")])
+    async def test_a_retryable_failure_counts_at_once_not_when_its_retry_answers(self) -> None:
+        """The overview's errors include retries: a failure must show while its retry runs."""
+        outcomes = iter([Outcome.retry("busy"), Outcome.ack()])
         gate = asyncio.Event()
-        async with running(respond=lambda r: next(outcomes)) as h:
-            h.invoker.gate = gate
+
+        def respond(request: InvocationRequest) -> Any:  # an Outcome, or one to await
+            if request.attempt == 1:
+                return next(outcomes)
+
+            async def later() -> Outcome:
+                await gate.wait()
+                return next(outcomes)
+
+            return later()
+
+        async with running(respond=respond) as h:
             await subscribed(h, P0)
             h.consumer.deliver([record(TOPIC, 0, 0)])
-            await until(lambda: len(h.invoker.calls) == 1, what="first attempt")
-            h.clock.advance(SESSION_S * 2)  # paused while the first attempt was in flight
-            gate.set()  # answered: retry, after a backoff
-            await until(lambda: h.runner.stats.held == 1, what="the retry held")
-            await h.consumer.revoke(P0)
-            assert len(h.invoker.calls) == 1
-            assert h.runner.stats.retries == 0
+            await until(lambda: len(h.invoker.calls) == 2, what="the retry in flight")
+            assert h.runner.stats.retries == 1
+            gate.set()
+            await until(lambda: h.committed(P0) == 1, what="the retry answered")
+            assert h.runner.stats.retries == 1
 
     async def test_a_retry_made_is_counted_once(self) -> None:
         outcomes = iter([Outcome.retry("busy"), Outcome.retry("busy"), Outcome.ack()])
