@@ -485,8 +485,8 @@ class SubscriptionRunner(RebalanceListener):
             records = self._filtered_out(state, records)
         ids = [invocation_id(sub_id, key, r.partition, r.offset) for r in records]
         known = await self._ledger_statuses(state, records, ids)
-        if not self._assignments.current(state):
-            return  # revoked while we looked at the ledger
+        if known is None or not self._assignments.current(state):
+            return  # stopped or revoked while we looked at the ledger: the next owner's
         now = _now_ms()
         admitted: list[Work] = []
         for record, inv_id in zip(records, ids, strict=True):
@@ -550,7 +550,10 @@ class SubscriptionRunner(RebalanceListener):
 
     async def _ledger_statuses(
         self, state: PartitionState, records: list[KafkaRecord], ids: list[str]
-    ) -> dict[str, str]:
+    ) -> dict[str, str] | None:
+        """Ledger statuses of the records that may have been finished by an earlier owner;
+        None if the runner stopped or the partition was revoked before they were known (the
+        fetch loop waits for this: nothing here may outlast a stop or a revocation)."""
         to_check = {
             i: r.offset
             for r, i in zip(records, ids, strict=True)
@@ -564,7 +567,10 @@ class SubscriptionRunner(RebalanceListener):
             # last success pages; found through an eventually consistent index, a page not
             # in it yet would let a finished record run again (only records between its
             # commit and its fence -- ones finished out of order -- are checked at all).
-            await asyncio.sleep(wait_s)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), wait_s)
+            if self._stopping.is_set():
+                return None
 
         async def read() -> dict[str, str]:
             statuses = await self._store.get_statuses(to_check)
@@ -582,7 +588,16 @@ class SubscriptionRunner(RebalanceListener):
             self.last_error = str(exc)
             log.warning("ledger check failed for %s, retrying: %s", state.tp, exc)
 
-        return await until_ok(read, on_error=report, errors=(StoreError,))
+        try:
+            return await until_ok(
+                read,
+                on_error=report,
+                errors=(StoreError,),
+                give_up=lambda: not self._assignments.current(state),
+                stop=self._stopping,
+            )
+        except RetryAbandoned:
+            return None
 
     def _finish(self, state: PartitionState, offset: int) -> None:
         resume = state.finished(offset)

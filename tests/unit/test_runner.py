@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -581,6 +581,21 @@ class _LaggingPages(FakeStore):
         }
 
 
+def _first_retries(request: InvocationRequest) -> Outcome:
+    return Outcome.retry("not yet") if request.record.offset == 0 else Outcome.ack()
+
+
+async def _paged_and_handed_back(h: Harness, store: _LaggingPages) -> None:
+    """Records 0..3 of P0, 1..3 succeeded into pages while 0 retries; then a graceful
+    handover (commit 0, fence 3) and an eager rebalance that gives P0 straight back."""
+    h.consumer.positions[P0] = 0
+    await subscribed(h, P0)
+    h.consumer.deliver([record(TOPIC, 0, o) for o in range(4)])
+    await until(lambda: len(store.pages) == 3, what="1..3 paged")
+    await h.consumer.revoke(P0)
+    await h.consumer.assign(P0)
+
+
 class TestHandover:
     """A graceful owner commits its fence for the next owner; the member that owns the
     partition in the very next generation takes it instead of reading the ledger. An eager
@@ -801,17 +816,8 @@ class TestHandover:
         """Pages are found through an index that lags: the next owner's ledger check of the
         records between the commit and the fence waits for it."""
         store = _LaggingPages(lag_s=0.2)
-
-        def first_retries(request: InvocationRequest) -> Outcome:
-            return Outcome.retry("not yet") if request.record.offset == 0 else Outcome.ack()
-
-        async with running(store=store, respond=first_retries, index_lag_s=0.4) as h:
-            h.consumer.positions[P0] = 0
-            await subscribed(h, P0)
-            h.consumer.deliver([record(TOPIC, 0, o) for o in range(4)])
-            await until(lambda: len(store.pages) == 3, what="1..3 paged")
-            await h.consumer.revoke(P0)  # commit 0, fence 3: handed over
-            await h.consumer.assign(P0)  # an eager rebalance gives it straight back
+        async with running(store=store, respond=_first_retries, index_lag_s=0.4) as h:
+            await _paged_and_handed_back(h, store)
             h.consumer.deliver([record(TOPIC, 0, o) for o in range(4)])
             await until(lambda: h.runner.stats.skipped_completed >= 3, what="1..3 skipped")
             assert sorted({o for o in h.invoker.offsets() if o != 0}) == [1, 2, 3]
@@ -1146,6 +1152,49 @@ class TestRebalanceDuringAccept:
             await until(lambda: h.committed(P0) == 2, what="P0 from its new assignment")
             calls = sorted((c.record.partition, c.record.offset) for c in h.invoker.calls)
             assert calls == [(0, 0), (0, 1), (1, 0), (1, 1), (1, 2)]
+
+
+class TestLedgerCheckWaits:
+    """Accepting a fetch may wait for the ledger check (a handover's pages, a store that
+    fails): the fetch loop waits with it, so those waits give way to a stop and to the
+    partition's revocation."""
+
+    async def test_a_stop_does_not_wait_out_a_handovers_pages(self) -> None:
+        store = _LaggingPages(lag_s=0.0)
+        async with running(store=store, respond=_first_retries, index_lag_s=60) as h:
+            await _paged_and_handed_back(h, store)  # its pages are waited for (60 s)
+            consumed = h.runner.stats.consumed
+            h.consumer.deliver([record(TOPIC, 0, o) for o in range(4)])
+            await until(lambda: h.runner.stats.consumed > consumed, what="the wait begun")
+            stopping = time.monotonic()
+        # Leaving the block stops the runner (5 s at most, else TimeoutError).
+        assert time.monotonic() - stopping < 2
+        assert h.invoker.offsets().count(1) == 1, "a record admitted on the way out"
+
+    async def test_a_revoked_partitions_failing_ledger_check_holds_up_no_other(self) -> None:
+        @dataclass(eq=False)
+        class StatusesDown(FakeStore):
+            asked: int = 0
+
+            async def get_statuses(self, ids: Iterable[str]) -> dict[str, str]:
+                self.asked += 1
+                raise StoreError("DynamoDB unreachable")
+
+        store = StatusesDown()
+        # A row at offset 9: P0's fence, so its records 0..2 are checked against the ledger.
+        store.seed(
+            LedgerEntry("inv-9", SUB.id, topic_key(TOPIC, OLD_ID), 0, 9, None, "t", "FAILED")
+        )
+        async with running(store=store, committed={P0: (0, OLD_ID)}, ran_before=True) as h:
+            await subscribed(h, P0)
+            h.consumer.deliver([record(TOPIC, 0, o) for o in range(3)])  # below its fence
+            await until(lambda: store.asked >= 2, what="the check failing and retried")
+            await h.consumer.revoke(P0)
+            h.consumer.positions[P1] = 0
+            await h.consumer.assign(P1)
+            h.consumer.deliver([record(TOPIC, 1, o) for o in range(2)])
+            await until(lambda: h.committed(P1) == 2, what="P1's records, past P0's check")
+            assert [c.record.offset for c in h.invoker.calls] == [0, 1]
 
 
 class TestRetention:
