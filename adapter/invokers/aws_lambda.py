@@ -515,7 +515,9 @@ class LambdaInvoker:
         timeout = max((r.timeout_s or 0.0) for r in requests) or None
         reply = await self.client.invoke(function, self._payload(list(requests)), timeout_s=timeout)
         if isinstance(reply, Outcome):
-            return BatchAnswer.whole(size, reply.error or "invoke failed", called=False)
+            # Sent with no answer back: the function may have run, and a batch that outlasts
+            # the timeout every time must use up its retries (and be split) as on AWS.
+            return BatchAnswer.whole(size, reply.error or "invoke failed", called=reply.maybe_ran)
         if self.event_format == "msk" and not _has_ingress_results(reply):
             verdict = read_batch_response(
                 records,

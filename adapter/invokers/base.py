@@ -91,6 +91,10 @@ class Outcome:
     error: str | None = None
     retry_after: float | None = None
     response: bytes = b""
+    maybe_ran: bool = False
+    """A retry whose request went out with no answer back (timed out, connection lost): the
+    handler may have run it. Partition batches count it as an attempt, as AWS counts a
+    function's timeout; a call that never went out is made again as the same attempt."""
 
     @classmethod
     def ack(cls, response: bytes = b"") -> Outcome:
@@ -101,6 +105,11 @@ class Outcome:
     @classmethod
     def retry(cls, error: str, retry_after: float | None = None) -> Outcome:
         return cls(OutcomeKind.RETRY, error=error, retry_after=retry_after)
+
+    @classmethod
+    def unanswered(cls, error: str) -> Outcome:
+        """A retry of a request that went out and got no answer (see :attr:`maybe_ran`)."""
+        return cls(OutcomeKind.RETRY, error=error, maybe_ran=True)
 
     @classmethod
     def terminal(cls, error: str) -> Outcome:

@@ -73,7 +73,8 @@ class BatchAnswer:
     """What one batch invocation came to: ``failed[i]`` for the batch's ``i``-th record.
 
     ``function_error`` is Lambda's ``FunctionError`` (None when the function answered);
-    ``called`` is False when the function was never reached (throttled, unreachable).
+    ``called`` is False when the function was never reached (throttled, unreachable); a call
+    sent with no answer back (timed out, connection lost) may have run it, and is called.
     """
 
     failed: tuple[bool, ...]

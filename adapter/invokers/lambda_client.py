@@ -233,8 +233,14 @@ class LambdaClient:
                     return outcome_from_client_error(
                         function, code, message, status=response.status, retry_after=wait
                     )
+            except aiohttp.ConnectionTimeoutError:
+                return Outcome.retry(f"Lambda Invoke {function}: connecting to {base} timed out")
             except TimeoutError:
-                return Outcome.retry(f"Lambda Invoke {function} timed out after {deadline:g}s")
+                # Connected and sent: the function may be running (past our deadline).
+                return Outcome.unanswered(f"Lambda Invoke {function} timed out after {deadline:g}s")
+            except (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError) as exc:
+                reason = _USERINFO.sub("//", str(exc)) or type(exc).__name__
+                return Outcome.unanswered(f"Lambda Invoke {function}: no answer: {reason}")
             except aiohttp.ClientConnectorError as exc:
                 reason = _USERINFO.sub("//", str(exc.os_error or exc))
                 return Outcome.retry(

@@ -12,7 +12,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from adapter.invokers.base import NotSent, fence_sends
+from adapter.invokers.base import NotSent, Outcome, OutcomeKind, fence_sends
 from adapter.invokers.lambda_client import LambdaClient
 from adapter.invokers.lambda_errors import LambdaReply
 
@@ -143,3 +143,30 @@ async def test_a_call_is_checked_once_signed_right_before_it_goes_out(
     finally:
         fence_sends(None)
         await client.aclose()
+
+
+async def test_a_call_that_times_out_after_going_out_may_have_run(endpoint: Endpoint) -> None:
+    client = LambdaClient(endpoint_url=endpoint.url, region="us-east-1")
+    try:
+        timed_out = await client.invoke("hang", b"{}", timeout_s=0.3)
+    finally:
+        await client.aclose()
+    assert endpoint.functions == ["hang"]  # it got there
+    assert isinstance(timed_out, Outcome)
+    assert timed_out.kind is OutcomeKind.RETRY
+    assert timed_out.maybe_ran
+
+
+async def test_a_call_that_never_connected_did_not_run(
+    endpoint: Endpoint, refused_port: int
+) -> None:
+    # The endpoint fixture provides credentials; the call goes to a port nobody listens on.
+    client = LambdaClient(endpoint_url=f"http://127.0.0.1:{refused_port}", region="us-east-1")
+    try:
+        refused = await client.invoke("orders", b"{}", timeout_s=2)
+    finally:
+        await client.aclose()
+    assert isinstance(refused, Outcome)
+    assert refused.kind is OutcomeKind.RETRY
+    assert "cannot connect" in (refused.error or "")
+    assert not refused.maybe_ran

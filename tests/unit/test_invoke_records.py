@@ -84,6 +84,16 @@ async def test_a_transport_failure_fails_the_batch_without_a_response() -> None:
     assert not answer.called
 
 
+async def test_a_call_sent_without_an_answer_counts_as_reaching_the_function() -> None:
+    """Timed out (or cut off) after it went out: the function may have run, as a function's
+    own timeout does on AWS, so the retry is counted and the batch can be split."""
+    answer = await invoker(Outcome.unanswered("timed out after 3s")).invoke_records(
+        requests(2), report_batch_item_failures=False
+    )
+    assert answer.failed == (True, True)
+    assert answer.called
+
+
 async def test_the_whole_batch_goes_in_one_call() -> None:
     inv = invoker(LambdaReply(FUNCTION, b"{}"))
     await inv.invoke_records(requests(5), report_batch_item_failures=False)
