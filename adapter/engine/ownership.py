@@ -133,14 +133,14 @@ class OwnershipGate:
         if pause is not None and self._ownership.may_start(self._clock()):
             self._pause = None
             log.info(
-                "%s: the group confirmed this poller again, %s; %d attempts held for %.1fs "
-                "may start (%d given up: their partition was revoked)",
+                "%s: the group confirmed this poller again, %s, %.1fs after the first attempt "
+                "was held; %d held now may start, %d were given up (partition revoked)",
                 self._describe(),
                 "with no earlier heartbeat standing"
                 if before is None
                 else f"after {before:.1f}s without an answered heartbeat",
-                pause.held,
                 self._clock() - pause.began,
+                pause.waiting,
                 pause.given_up,
             )
 
@@ -171,21 +171,25 @@ class OwnershipGate:
                 "ever" if age is None else f"{age:.1f}s",
                 what,
             )
-        pause.held += 1
-        while still_current():
-            if self._ownership.may_start(self._clock()):
-                return True
-            self._changed.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), 1.0)
-        pause.given_up += 1
-        return False
+        pause.waiting += 1
+        try:
+            while still_current():
+                if self._ownership.may_start(self._clock()):
+                    return True
+                self._changed.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._changed.wait(), 1.0)
+            pause.given_up += 1
+            return False
+        finally:
+            pause.waiting -= 1
 
 
 @dataclass(slots=True)
 class _Pause:
-    """Attempts held since ``began`` (clock reading) for want of evidence."""
+    """A want of evidence since ``began`` (clock reading): the attempts waiting in it now, and
+    those given up because their partition was revoked meanwhile."""
 
     began: float
-    held: int = 0
+    waiting: int = 0
     given_up: int = 0
