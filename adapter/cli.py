@@ -376,6 +376,9 @@ def _dispatch(client: Any, args: argparse.Namespace) -> Any:
     raise ConfigError(f"unknown command {command} {action}")
 
 
+_LIST_PAGE_MAX = 1000  # the API's largest page (GET /invocations?limit=)
+
+
 def _list_invocations(call: Callable[..., Any], args: argparse.Namespace) -> dict[str, Any]:
     """Up to ``--limit`` invocations, following ``next_page_token``: a filtered listing reads a
     bounded part of the ledger per request, so a page may hold fewer than asked, even none,
@@ -388,7 +391,7 @@ def _list_invocations(call: Callable[..., Any], args: argparse.Namespace) -> dic
             "status": args.status,
             "key": args.key,
             "handler": args.handler,
-            "limit": args.limit - len(listed),
+            "limit": min(args.limit - len(listed), _LIST_PAGE_MAX),
             "page_token": token,
         }
         page = call("GET", "/invocations", params=params)

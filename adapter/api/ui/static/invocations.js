@@ -8,6 +8,7 @@ const COMPLETED = new Set(['SUCCEEDED', 'FAILED', 'DEAD_LETTERED', 'DUPLICATE', 
 const FILTERS = ['subscription', 'status', 'key', 'handler'];
 const ERROR_PREVIEW = 160;
 const PAGE = 50; // invocation rows a load (and each "More") adds
+const READS = 10; // listing requests a load makes at most (each reads a bounded part of the ledger)
 
 export const INVOCATION_HEADERS = ['Invocation', 'Status', 'Target', 'Key', 'Record', 'Attempts', 'Modified', 'Last error'];
 
@@ -60,9 +61,12 @@ export async function invocationsPage(view, ctx) {
   let token = null;
   // Up to PAGE rows a load, following next_page_token: a filtered listing reads a bounded
   // part of the ledger per request, so a page may hold fewer rows than asked, even none,
-  // while the token says more follow.
+  // while the token says more follow. At most READS requests a load, so a filter matching
+  // little on a large ledger does not scan all of it unasked: "More" searches on.
   const load = async () => {
     let shown = 0;
+    let reads = 0;
+    more.disabled = true;
     do {
       params.set('limit', String(PAGE - shown));
       if (token) params.set('page_token', token);
@@ -71,9 +75,15 @@ export async function invocationsPage(view, ctx) {
       body.append(...invocationRows(page.invocations));
       shown += page.invocations.length;
       token = page.next_page_token;
-    } while (token && shown < PAGE);
-    if (!body.children.length) replace(message, notice('info', 'No invocation matches.'));
+      reads += 1;
+    } while (token && shown < PAGE && reads < READS);
+    if (!body.children.length) {
+      replace(message, notice('info', token ? 'No invocation matches so far: More searches further.' : 'No invocation matches.'));
+    } else {
+      replace(message);
+    }
     more.hidden = !token;
+    more.disabled = false;
   };
   more.addEventListener('click', () => load().catch(ctx.fail));
   await load();
