@@ -12,9 +12,10 @@ import httpx
 from adapter.api.catalog import ClusterCatalog
 from adapter.api.server import AdminServer, admin_state
 from adapter.config import load_settings
+from adapter.model import HandlerInfo, HandlerType, InputKind, ServiceInfo, ServiceType
 from adapter.store.dynamo import DynamoStore
 
-__all__ = ["admin_server", "authorised_client", "call"]
+__all__ = ["admin_server", "authorised_client", "call", "put_greeter"]
 
 
 @asynccontextmanager
@@ -52,3 +53,16 @@ async def call(api: httpx.AsyncClient, method: str, path: str, body: Any, status
     response = await api.request(method, path, json=body)
     assert response.status_code == status, response.text[:300]
     return response.json()
+
+
+async def put_greeter(store: DynamoStore) -> None:
+    """A deployment ``dp_1`` serving the service ``Greeter`` with its handler ``greet``."""
+    await store.put_deployment({"id": "dp_1", "uri": "http://127.0.0.1:9", "created_at": 0})
+    await store.put_service(
+        ServiceInfo(
+            "Greeter",
+            ServiceType.SERVICE,
+            "dp_1",
+            (HandlerInfo("greet", HandlerType.SERVICE, InputKind.JSON),),
+        )
+    )

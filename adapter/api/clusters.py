@@ -4,12 +4,19 @@ Conflicts (409), as in Restate: creating a name that exists, deleting a cluster 
 subscriptions use without ``force=true``. Clusters from the settings file are listed but are
 read-only here (changing or deleting one is a 409: edit the settings file instead).
 Changing a cluster's properties restarts its subscriptions (their revisions are bumped).
+
+A subscription's own secret options (``sasl.password`` …) go to the brokers and token endpoint
+it inherits, under the TLS settings it inherits: a change of those that would send them
+elsewhere or less protected is refused (400) naming the subscriptions, as is creating a
+cluster under the name of one deleted with ``force`` while its subscriptions hold secrets of
+their own (docs/security.md#p-sec-credentials-stay).
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
 from starlette.requests import Request
@@ -42,7 +49,8 @@ from adapter.errors import (
     ValidationError,
 )
 from adapter.ids import restate_form
-from adapter.kafka.options import mask_options, restore_masked
+from adapter.kafka.options import mask_options, restore_masked, secrets_following_cluster
+from adapter.model import Subscription
 
 __all__ = ["ENDPOINTS"]
 
@@ -63,6 +71,76 @@ def _restore(given: dict[str, str], stored: dict[str, str]) -> dict[str, str]:
         return restore_masked(given, stored, replaces=True)
     except ConfigError as exc:
         raise ValidationError(str(exc)) from None
+
+
+_NAMED = 10
+"""Subscriptions named in one refusal; the rest are counted."""
+
+
+def _listed(ids: Sequence[str]) -> str:
+    shown = ", ".join(ids[:_NAMED])
+    more = len(ids) - _NAMED
+    return f"{shown} and {more:,} more" if more > 0 else shown
+
+
+def _followers_refusal(
+    name: str,
+    stored: Mapping[str, str],
+    properties: Mapping[str, str],
+    subscriptions: Sequence[Subscription],
+) -> str | None:
+    """Why ``name``'s properties going from ``stored`` to ``properties`` (``stored`` empty: a
+    cluster created under that name) would take secrets its subscriptions give themselves
+    elsewhere or less protected, naming at most :data:`_NAMED` of them; None if it would not."""
+    found: dict[tuple[str, bool, str], tuple[list[str], set[str]]] = {}
+    for sub in sorted(subscriptions, key=lambda s: s.id):
+        for following in secrets_following_cluster(stored, properties, sub.options):
+            key = (following.option, following.moves, following.canonical)
+            ids, secrets = found.setdefault(key, ([], set()))
+            ids.append(restate_form(sub.id))
+            secrets.update(following.secrets)
+    problems = []
+    for (option, moves, canonical), (ids, secrets) in found.items():
+        one = len(ids) == 1
+        subs, hold = (
+            (f"subscription {ids[0]}", "holds")
+            if one
+            else (f"subscriptions {_listed(ids)}", "hold")
+        )
+        their, them = ("its", "it") if one else ("their", "them")
+        held = f"secret options of {their} own ({', '.join(sorted(secrets))})"
+        change = repr(option) if option in properties else f"leaving {option!r} out"
+        if not stored:
+            problems.append(
+                f"{subs} of a Kafka cluster of this name deleted with force=true {hold} {held}; "
+                f"this cluster's {option!r} is not known to be the same address, so they would "
+                f"be sent there: delete {them} first, or give this cluster another name"
+            )
+        elif moves:
+            problems.append(
+                f"{option!r} changes where credentials are sent, and {subs} {hold} {held} that "
+                f"would be sent there: give {them} {their} own {canonical} first, or remove "
+                "those secret options"
+            )
+        else:
+            problems.append(
+                f"{change} weakens the protection credentials travel under, and {subs} {hold} "
+                f"{held} that would travel under it: give {them} {their} own {canonical} (as "
+                "the cluster has it now) first, or remove those secret options"
+            )
+    if not problems:
+        return None
+    return f"Kafka cluster {name!r}: {'; '.join(problems)}"
+
+
+async def _check_followers(
+    state: AdminState, name: str, stored: Mapping[str, str], properties: Mapping[str, str]
+) -> None:
+    """400 if the change would take its subscriptions' own secrets along (see above)."""
+    subscriptions = [s for s in await state.store.list_subscriptions() if s.cluster == name]
+    refusal = _followers_refusal(name, stored, properties, subscriptions)
+    if refusal is not None:
+        raise ValidationError(refusal)
 
 
 def _simple(entry: ClusterEntry) -> SimpleKafkaClusterResponse:
@@ -118,6 +196,8 @@ async def create_cluster(request: Request, state: AdminState) -> Response:
     if state.catalog.get(name) is not None:
         raise ConflictError(f"Kafka cluster {name!r} already exists")
     cluster_from_properties(name, properties)
+    # Subscriptions left by a cluster of this name deleted with force=true.
+    await _check_followers(state, name, {}, properties)
     created = int(time.time() * 1000)
     try:
         await state.store.create_cluster(
@@ -138,6 +218,7 @@ async def update_cluster(request: Request, state: AdminState) -> Response:
     # Properties written back exactly as GET showed them keep the stored secrets.
     properties = _restore(_text(body.properties), entry.properties)
     cluster_from_properties(entry.name, properties)
+    await _check_followers(state, entry.name, entry.properties, properties)
     try:
         await state.store.replace_cluster(
             {"name": entry.name, "properties": properties, "created_at": entry.created_at_ms}

@@ -56,6 +56,7 @@ __all__ = [
     "SECRET_MASK",
     "SUPPORTED_OPTIONS",
     "ClientOptions",
+    "FollowingSecrets",
     "IngressOptions",
     "Kind",
     "MskIamSettings",
@@ -65,6 +66,7 @@ __all__ = [
     "mask_options",
     "resolve_options",
     "restore_masked",
+    "secrets_following_cluster",
     "validate_options",
 ]
 
@@ -1638,7 +1640,8 @@ def _weakened_protection(
 ) -> str | None:
     """The subscription option (as written) that takes TLS away from the cluster's brokers or
     stops checking who they are, if any: the same address, but a man in the middle could then
-    read the credentials the cluster's options would send."""
+    read the credentials the cluster's options would send. Also asked of a cluster's options
+    after a change against before it (:func:`secrets_following_cluster`)."""
 
     def value(options: Mapping[str, _Setting], name: str) -> str | None:
         setting = options.get(name)
@@ -1657,6 +1660,82 @@ def _weakened_protection(
     ) not in ("none", ""):
         return subscription["ssl.endpoint.identification.algorithm"].written
     return None
+
+
+# --------------------------------------------------------------------------------------------
+# A cluster change and the secrets its subscriptions give themselves
+
+
+@dataclass(frozen=True, slots=True)
+class FollowingSecrets:
+    """Secret options a subscription gives itself that a change of its cluster would take
+    along (:func:`secrets_following_cluster`)."""
+
+    option: str
+    """The cluster option that changes, as written in the new properties."""
+    moves: bool
+    """True: it changes where credentials are sent; False: it weakens their protection."""
+    secrets: tuple[str, ...]
+    """The subscription's options holding secrets that would go along, sorted."""
+
+    @property
+    def canonical(self) -> str:
+        """The option's canonical name: what a subscription sets to have its own."""
+        return _ADDRESS_ALIASES.get(self.option, self.option)
+
+
+_PROTECTION = frozenset(
+    {
+        "security.protocol",
+        "enable.ssl.certificate.verification",
+        "ssl.endpoint.identification.algorithm",
+    }
+)
+"""The TLS options :func:`_weakened_protection` compares."""
+# An option the new properties leave out takes librdkafka's default; only the protocol's
+# (PLAINTEXT) is weaker than what can be set, so only it is filled in.
+_LEFT_OUT = {"security.protocol": _Setting("security.protocol", "PLAINTEXT", "PLAINTEXT")}
+
+
+def _protection(options: Mapping[str, str], label: str) -> dict[str, _Setting]:
+    """The TLS options of ``options`` that parse (what :func:`_weakened_protection` reads)."""
+    settings, _ = _parse_mapping({n: v for n, v in options.items() if n in _PROTECTION}, label)
+    return settings
+
+
+def secrets_following_cluster(
+    stored: Mapping[str, str], given: Mapping[str, str], subscription: Mapping[str, str]
+) -> list[FollowingSecrets]:
+    """What a cluster's properties going from ``stored`` to ``given`` (``stored`` empty: a
+    cluster new under that name) do to the secrets ``subscription`` gives itself: for each
+    change that sends credentials elsewhere (other brokers, another token endpoint, as
+    :data:`CREDENTIAL_ADDRESSES` says which secrets go where) or weakens the TLS they travel
+    under, the subscription's own secret options that would go along. Empty: none.
+
+    The counterpart of :func:`resolve_options`'s rule that a subscription does not take its
+    cluster's secrets elsewhere: here the cluster would take the subscription's. What the
+    subscription sets itself is its own: an address it names does not move with the cluster,
+    a TLS option it sets is not weakened by it. Protection is compared as for a subscription
+    (:func:`_weakened_protection`); an option the new properties leave out is librdkafka's
+    default (``security.protocol`` PLAINTEXT).
+    """
+    own = sorted(name for name, value in subscription.items() if _holds_secret(name, value))
+    if not own:
+        return []
+    named = {_ADDRESS_ALIASES.get(name, name) for name in subscription}
+    out: list[FollowingSecrets] = []
+    for written, canonical in _moved_addresses(given, stored):
+        carried = CREDENTIAL_ADDRESSES[canonical]
+        following = tuple(name for name in own if carried is None or name in carried)
+        if canonical not in named and following:
+            out.append(FollowingSecrets(written, moves=True, secrets=following))
+    mine = _protection(subscription, "subscription option")
+    before = {**_protection(stored, "cluster option"), **mine}
+    after = {**_LEFT_OUT, **_protection(given, "cluster option"), **mine}
+    weakening = _weakened_protection(before, after)
+    if weakening is not None:
+        out.append(FollowingSecrets(weakening, moves=False, secrets=tuple(own)))
+    return out
 
 
 def _check_security(security: SecuritySettings, written: Callable[[str], str]) -> list[str]:

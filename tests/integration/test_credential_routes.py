@@ -15,9 +15,8 @@ from typing import Any
 import httpx
 import pytest
 
-from adapter.model import HandlerInfo, HandlerType, InputKind, ServiceInfo, ServiceType
 from adapter.store.dynamo import DynamoStore
-from tests._admin_api import authorised_client, call
+from tests._admin_api import authorised_client, call, put_greeter
 
 TOKEN = "credential-routes-token-0123456789"
 PASSWORD = "stored-pw-Rk83x"
@@ -48,15 +47,7 @@ async def api(store: DynamoStore) -> AsyncIterator[httpx.AsyncClient]:
 
 
 async def _greeter(store: DynamoStore) -> None:
-    await store.put_deployment({"id": "dp_1", "uri": "http://127.0.0.1:9", "created_at": 0})
-    await store.put_service(
-        ServiceInfo(
-            "Greeter",
-            ServiceType.SERVICE,
-            "dp_1",
-            (HandlerInfo("greet", HandlerType.SERVICE, InputKind.JSON),),
-        )
-    )
+    await put_greeter(store)
 
 
 def _subscription(cluster: str, options: dict[str, str]) -> dict[str, Any]:

@@ -16,9 +16,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from adapter.model import HandlerInfo, HandlerType, InputKind, ServiceInfo, ServiceType
 from adapter.store.dynamo import DynamoStore
-from tests._admin_api import authorised_client, call
+from tests._admin_api import authorised_client, call, put_greeter
 from tests._http_fixtures import HandlerServer
 
 TOKEN = "write-back-token-0123456789"
@@ -59,15 +58,7 @@ async def test_cluster_properties_written_back_as_shown_keep_their_secrets(
 async def test_subscription_options_written_back_as_shown_keep_their_secrets(
     api: httpx.AsyncClient, store: DynamoStore
 ) -> None:
-    await store.put_deployment({"id": "dp_1", "uri": "http://127.0.0.1:9", "created_at": 0})
-    await store.put_service(
-        ServiceInfo(
-            "Greeter",
-            ServiceType.SERVICE,
-            "dp_1",
-            (HandlerInfo("greet", HandlerType.SERVICE, InputKind.JSON),),
-        )
-    )
+    await put_greeter(store)
     token_url = f"https://client:{URL_PASSWORD}@idp.example/token"
     options = {
         "security.protocol": "SASL_PLAINTEXT",

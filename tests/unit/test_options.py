@@ -31,6 +31,7 @@ from adapter.kafka.options import (
     mask_options,
     resolve_options,
     restore_masked,
+    secrets_following_cluster,
     validate_options,
 )
 from adapter.masking import forget_secrets, mask_secrets
@@ -1035,6 +1036,116 @@ def test_subscription_naming_another_token_endpoint_does_not_inherit_the_client_
 
 def test_a_cluster_without_secrets_lets_subscriptions_name_any_brokers() -> None:
     assert resolve({"bootstrap.servers": "other:9092"}, {"client.id": "c"}).bootstrap_servers
+
+
+# Where a subscription's own credentials go when its cluster changes
+
+CLUSTER = {"bootstrap.servers": "broker-1:9092,broker-2:9092", **SASL_SCRAM}
+OWN_SECRETS = {"sasl.username": "bob", "sasl.password": "own-pw-own-pw"}
+
+
+def _changed(change: Mapping[str, str | None], base: Mapping[str, str] = CLUSTER) -> dict[str, str]:
+    """``base`` with ``change``: None leaves an option out, the alias replaces its option."""
+    out: dict[str, str | None] = dict(base)
+    if "metadata.broker.list" in change:
+        del out["bootstrap.servers"]
+    out.update(change)
+    return {k: v for k, v in out.items() if v is not None}
+
+
+@pytest.mark.parametrize(
+    ("change", "moves"),
+    [
+        ({"bootstrap.servers": "evil.example:9092"}, True),
+        ({"bootstrap.servers": "broker-1:9092,evil.example:9092"}, True),  # one broker more
+        ({"metadata.broker.list": "evil.example:9092"}, True),
+        ({"security.protocol": "SASL_PLAINTEXT"}, False),
+        ({"security.protocol": None}, False),  # left out: PLAINTEXT
+        ({"enable.ssl.certificate.verification": "false"}, False),
+        ({"ssl.endpoint.identification.algorithm": "none"}, False),
+    ],
+)
+@pytest.mark.promise("p-sec-credentials-stay")
+def test_cluster_change_takes_a_subscriptions_own_secrets_along(
+    change: dict[str, str | None], moves: bool
+) -> None:
+    new = _changed(change)
+    (following,) = secrets_following_cluster(CLUSTER, new, {**OWN_SECRETS, "client.id": "x"})
+    assert following.option == next(iter(change))
+    assert following.moves is moves
+    assert following.secrets == ("sasl.password", "sasl.username")
+    # Nothing of its own: nothing to take along.
+    assert secrets_following_cluster(CLUSTER, new, {"client.id": "x"}) == []
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"bootstrap.servers": "BROKER-2:9092, broker-1"},  # the same brokers, spelled otherwise
+        {"metadata.broker.list": "broker-1:9092"},  # some of the same brokers
+        {"client.id": "other"},
+        {"sasl.password": "new-password-1"},
+        {"security.protocol": "sasl_ssl"},
+        {"enable.ssl.certificate.verification": "true"},
+        {"ssl.endpoint.identification.algorithm": "https"},
+    ],
+)
+def test_cluster_change_that_moves_and_weakens_nothing_takes_nothing_along(
+    change: dict[str, str],
+) -> None:
+    assert secrets_following_cluster(CLUSTER, _changed(change), OWN_SECRETS) == []
+
+
+@pytest.mark.parametrize(
+    ("own", "change"),
+    [
+        ({"bootstrap.servers": "mine:9092"}, {"bootstrap.servers": "evil.example:9092"}),
+        ({"metadata.broker.list": "mine:9092"}, {"bootstrap.servers": "evil.example:9092"}),
+        ({"security.protocol": "SASL_SSL"}, {"security.protocol": "SASL_PLAINTEXT"}),
+        ({"security.protocol": "SASL_SSL"}, {"security.protocol": None}),
+        (
+            {"enable.ssl.certificate.verification": "true"},
+            {"enable.ssl.certificate.verification": "false"},
+        ),
+    ],
+)
+@pytest.mark.promise("p-sec-credentials-stay")
+def test_an_address_or_protection_the_subscription_sets_itself_stays_its_own(
+    own: dict[str, str], change: dict[str, str | None]
+) -> None:
+    subscription = {**own, **OWN_SECRETS}
+    assert secrets_following_cluster(CLUSTER, _changed(change), subscription) == []
+
+
+def test_a_subscription_with_its_own_brokers_still_inherits_the_clusters_tls() -> None:
+    subscription = {"bootstrap.servers": "mine:9092", **OWN_SECRETS}
+    (following,) = secrets_following_cluster(
+        CLUSTER, _changed({"security.protocol": "SASL_PLAINTEXT"}), subscription
+    )
+    assert following.option == "security.protocol"
+    assert not following.moves
+
+
+def test_another_token_endpoint_takes_only_the_client_secret_along() -> None:
+    cluster = {"bootstrap.servers": "broker-1:9092", **OIDC}
+    moved = {**cluster, "sasl.oauthbearer.token.endpoint.url": "https://evil.example/token"}
+    subscription = {
+        "bootstrap.servers": "mine:9092",  # its own brokers: they are not moved
+        "sasl.oauthbearer.client.secret": "own-client-secret",
+        "ssl.key.password": "own-key-password",
+    }
+    (following,) = secrets_following_cluster(cluster, moved, subscription)
+    assert following.option == "sasl.oauthbearer.token.endpoint.url"
+    assert following.secrets == ("sasl.oauthbearer.client.secret",)
+    # Its own endpoint too: nothing follows.
+    endpoint = {"sasl.oauthbearer.token.endpoint.url": "https://mine.example/token"}
+    assert secrets_following_cluster(cluster, moved, {**subscription, **endpoint}) == []
+
+
+def test_a_new_cluster_under_a_used_name_is_a_new_address() -> None:
+    (following,) = secrets_following_cluster({}, CLUSTER, OWN_SECRETS)
+    assert (following.option, following.moves) == ("bootstrap.servers", True)
+    assert secrets_following_cluster({}, CLUSTER, {"client.id": "x"}) == []
 
 
 @pytest.mark.parametrize(
