@@ -137,9 +137,10 @@ def restore_masked(
     stored one replaced by the stored value (the Kubernetes convention: writing back what a
     GET returned keeps the secrets). A mask with nothing stored to keep is refused.
 
-    A stored secret is kept only for the same address: when ``given`` changes an option that
-    names where credentials are sent (:data:`CREDENTIAL_ADDRESSES`), keeping one is refused,
-    as deployments keep a masked header only for the same URL. ``replaces``: ``given``
+    A stored secret is kept only for the same address and protection: when ``given`` changes
+    an option that names where credentials are sent (:data:`CREDENTIAL_ADDRESSES`), or weakens
+    the TLS they travel under (:func:`_weakened_protection`), keeping one is refused, as
+    deployments keep a masked header only for the same URL. ``replaces``: ``given``
     replaces ``stored`` (a cluster's properties); otherwise it is merged into it (a
     subscription's ``PATCH``), so the stored secrets it leaves out are kept too.
     """
@@ -167,6 +168,17 @@ def restore_masked(
                 f"option {written!r} changes where credentials are sent, so the stored "
                 f"{', '.join(lost)} cannot be kept: give {'it' if len(lost) == 1 else 'them'} "
                 f"again with the new address (not {SECRET_MASK!r})"
+            )
+    if kept:
+        # The same address under weaker TLS is as good as another one to a man in the middle.
+        before = _protection(stored, "option")
+        after = _protection(out if replaces else {**stored, **out}, "option")
+        weakening = _weakened_protection(before, {**_LEFT_OUT, **after} if replaces else after)
+        if weakening is not None:
+            raise ConfigError(
+                f"option {weakening!r} weakens the protection credentials travel under, so "
+                f"the stored {', '.join(sorted(kept))} cannot be kept: give "
+                f"{'it' if len(kept) == 1 else 'them'} again (not {SECRET_MASK!r})"
             )
     return out
 

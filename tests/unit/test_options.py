@@ -1212,6 +1212,35 @@ def test_patched_address_does_not_keep_the_secrets_left_out() -> None:
     assert restore_masked({"client.id": "x"}, stored) == {"client.id": "x"}
 
 
+@pytest.mark.promise("p-sec-credentials-stay")
+@pytest.mark.parametrize(
+    "weaken",
+    [
+        {"security.protocol": "SASL_PLAINTEXT"},
+        {"enable.ssl.certificate.verification": "false"},
+        {"ssl.endpoint.identification.algorithm": "none"},
+    ],
+)
+def test_masked_secret_not_kept_when_its_protection_is_weakened(weaken: dict[str, str]) -> None:
+    """The same brokers, but readable by anyone in the middle: as a new address."""
+    stored = {"bootstrap.servers": "broker-1:9092", **SASL_SCRAM}
+    (option,) = weaken
+    with pytest.raises(ConfigError) as info:
+        restore_masked({**mask_options(stored), **weaken}, stored, replaces=True)
+    message = str(info.value)
+    assert f"'{option}'" in message
+    assert "sasl.password" in message
+    assert "hunter2" not in message
+    with pytest.raises(ConfigError, match=rf"'{re.escape(option)}'.*sasl\.password"):
+        restore_masked(weaken, stored)  # a PATCH keeps the secrets it leaves out
+    given_again = {**weaken, "sasl.username": "u2", "sasl.password": "pw-2-pw-2"}
+    assert restore_masked(given_again, stored)["sasl.password"] == "pw-2-pw-2"
+    # A cluster that leaves the protocol out falls back to PLAINTEXT.
+    unprotected = {k: v for k, v in mask_options(stored).items() if k != "security.protocol"}
+    with pytest.raises(ConfigError, match=r"security\.protocol"):
+        restore_masked(unprotected, stored, replaces=True)
+
+
 def test_thirty_thousand_unknown_options_are_refused_quickly_and_briefly() -> None:
     options = {f"sesion.timeout.m{i}": "1" for i in range(30_000)}
     started = time.process_time()
