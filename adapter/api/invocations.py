@@ -44,9 +44,11 @@ __all__ = [
 ]
 
 _STATUSES = {s.value: s for s in InvocationStatus}
-# Index positions as the store writes them (Kafka topic names never hold "|").
-_ROW_POSITION = re.compile(r"[^|]{1,249}\|[0-9]{6}\|[0-9]{20}")
-_PAGE_POSITION = re.compile(r"[^|]{1,249}\|[0-9]{6}\|[0-9]{20}\|[0-9]{20}")
+# Index positions as the store writes them: the topic key (a Kafka topic name, at most 249
+# characters and never holding "|", "@" and its 22-character topic ID), partition, offset(s).
+_TOPIC_KEY = r"[^|]{1,272}"
+_ROW_POSITION = re.compile(_TOPIC_KEY + r"\|[0-9]{6}\|[0-9]{20}")
+_PAGE_POSITION = re.compile(_TOPIC_KEY + r"\|[0-9]{6}\|[0-9]{20}\|[0-9]{20}")
 
 
 def encode_page_token(key: dict[str, Any], subscription: str | None) -> str:

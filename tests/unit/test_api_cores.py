@@ -52,6 +52,7 @@ from adapter.model import (
     ServiceType,
     Subscription,
     sink_uri,
+    topic_key,
 )
 
 # -- references -------------------------------------------------------------------------------
@@ -393,6 +394,20 @@ def test_rfc3339_round_trips(ms: int) -> None:
 
 def _b64(raw: bytes) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def test_page_tokens_of_the_longest_topic_names_round_trip() -> None:
+    """Kafka topic names go up to 249 characters; the ledger keys them with their topic ID."""
+    topic = topic_key("t" * 249, "A" * 22)
+    key = {
+        "id": {"S": "inv_x"},
+        "subscription_id": {"S": "sub_a"},
+        "position": {"S": f"{topic}|000001|00000000000000000007"},
+    }
+    assert decode_page_token(encode_page_token(key, "sub_a"), "sub_a") == key
+    page = (f"{topic}|000001|00000000000000000007|00000000000000000009", 8)
+    cursor = ListingCursor(key, False, page, False)
+    assert decode_listing_token(encode_listing_token(cursor, "sub_a"), "sub_a") == cursor
 
 
 def test_page_tokens_round_trip_and_reject_tampering() -> None:
