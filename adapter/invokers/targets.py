@@ -7,9 +7,9 @@ turn discovery into a reader of the cloud's instance metadata (credentials inclu
 * **always refused**: link-local addresses (``169.254.0.0/16``, ``fe80::/10``) and the cloud
   metadata services (``169.254.169.254``, AWS's ``fd00:ec2::254``, Alibaba's
   ``100.100.100.200``), in every spelling: IPv4-mapped and other IPv6 embeddings
-  (``::ffff:169.254.169.254``, NAT64, 6to4), and the numeric forms the C library and browsers
-  accept (``2852039166``, ``0xa9fea9fe``, ``0251.0376.0251.0376``); multicast, broadcast and
-  reserved addresses too;
+  (``::ffff:169.254.169.254``, NAT64, IPv4-translated, 6to4, Teredo), and the numeric forms
+  the C library and browsers accept (``2852039166``, ``0xa9fea9fe``, ``0251.0376.0251.0376``);
+  multicast, broadcast and reserved addresses too;
 * **allowed unless** ``[security] deny-private-targets = true``: loopback, private networks
   (RFC 1918, ``fc00::/7``, ``100.64.0.0/10``) and the unspecified address — handlers usually
   live in a VPC or, in development, on the same machine.
@@ -66,7 +66,12 @@ _ALWAYS_REFUSED = (
     ipaddress.ip_network("240.0.0.0/4"),  # reserved, and 255.255.255.255
     ipaddress.ip_network("ff00::/8"),
 )
-_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+# IPv6 prefixes whose last 32 bits are an IPv4 address a translator connects to.
+_TRANSLATED = (
+    ipaddress.ip_network("64:ff9b::/96"),  # NAT64's well-known prefix (RFC 6052)
+    ipaddress.ip_network("64:ff9b:1::/48"),  # NAT64's local-use prefix (RFC 8215)
+    ipaddress.ip_network("::ffff:0:0:0/96"),  # IPv4-translated addresses (RFC 2765)
+)
 _NUMERIC_CHARS = frozenset("0123456789abcdefxABCDEFX.")
 
 
@@ -99,16 +104,20 @@ def literal_address(host: str) -> Address | None:
         return None
 
 
-def _embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+def _embedded_ipv4(address: ipaddress.IPv6Address) -> tuple[ipaddress.IPv4Address, ...]:
+    """The IPv4 addresses a packet to ``address`` may end up at (mapped, 6to4, Teredo's
+    server and client, translated)."""
     if address.ipv4_mapped is not None:
-        return address.ipv4_mapped
+        return (address.ipv4_mapped,)
     if address.sixtofour is not None:
-        return address.sixtofour
-    if address in _NAT64:
-        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+        return (address.sixtofour,)
+    if address.teredo is not None:
+        return address.teredo
+    if any(address in prefix for prefix in _TRANSLATED):
+        return (ipaddress.IPv4Address(int(address) & 0xFFFFFFFF),)
     if int(address) >> 32 == 0 and int(address) > 1:  # IPv4-compatible ::a.b.c.d
-        return ipaddress.IPv4Address(int(address))
-    return None
+        return (ipaddress.IPv4Address(int(address)),)
+    return ()
 
 
 def refusal(address: Address, *, deny_private: bool) -> str | None:
@@ -117,9 +126,12 @@ def refusal(address: Address, *, deny_private: bool) -> str | None:
         if address.scope_id:
             address = ipaddress.IPv6Address(str(address).partition("%")[0])
         embedded = _embedded_ipv4(address)
-        if embedded is not None:
-            reason = refusal(embedded, deny_private=deny_private)
-            return f"{reason} (embedded in {address})" if reason else None
+        if embedded:
+            for inner in embedded:
+                reason = refusal(inner, deny_private=deny_private)
+                if reason:
+                    return f"{reason} (embedded in {address})"
+            return None
     if address in _METADATA:
         return f"{address} is a cloud instance metadata service"
     if any(address in network for network in _ALWAYS_REFUSED):

@@ -27,6 +27,9 @@ METADATA_SPELLINGS = [
     "[::ffff:a9fe:a9fe]",
     "[::169.254.169.254]",
     "[64:ff9b::a9fe:a9fe]",
+    "[64:ff9b:1::a9fe:a9fe]",
+    "[::ffff:0:a9fe:a9fe]",
+    "[2001:0:4136:e378:8000:63bf:5601:5601]",  # Teredo, client 169.254.169.254 (inverted)
     "[2002:a9fe:a9fe::]",
     "[fd00:ec2::254]",
     "[fe80::1]",
