@@ -32,7 +32,7 @@ from adapter.engine.lifecycle import InvocationStatus
 from adapter.errors import UnknownResourceError, ValidationError
 from adapter.ids import invocation_id, parse_invocation_id
 from adapter.model import LedgerEntry
-from adapter.store.dynamo import entry_start_key, start_key_position
+from adapter.store.dynamo import entry_start_key
 
 __all__ = [
     "ENDPOINTS",
@@ -228,7 +228,7 @@ async def _list_with_pages(
             subscription, target=sub.sink if sub else "", after=cursor.page, limit=limit
         )
     # Rows short of ``limit`` with more to come: the read stopped at its budget, there.
-    reached = start_key_position(rows_next) if rows_next and len(rows) < limit else None
+    reached = rows_next["position"]["S"] if rows_next and len(rows) < limit else None
     entries, next_cursor = merge_listing(
         rows, rows_next, paged, more, limit, cursor, entry_start_key, reached
     )

@@ -20,6 +20,7 @@ from typing import Any
 
 from adapter.engine.lifecycle import TERMINAL_STATUSES
 from adapter.model import LedgerEntry
+from adapter.store.dynamo import position
 
 __all__ = ["ListingCursor", "merge_listing"]
 
@@ -38,8 +39,10 @@ class ListingCursor:
     pages_done: bool = False
 
 
-def _order(entry: LedgerEntry) -> tuple[str, int, int]:
-    return entry.topic, entry.partition, entry.offset
+def _order(entry: LedgerEntry) -> str:
+    # The index's own order: positions compare as strings, so a topic keyed by name sorts
+    # after the same topic keyed by name@ID ('@' before '|'), unlike a tuple of the parts.
+    return position(entry.topic, entry.partition, entry.offset)
 
 
 def merge_listing(
@@ -50,13 +53,13 @@ def merge_listing(
     limit: int,
     cursor: ListingCursor,
     row_key: Callable[[LedgerEntry], dict[str, Any]],
-    rows_reached: tuple[str, int, int] | None = None,
+    rows_reached: str | None = None,
 ) -> tuple[list[LedgerEntry], ListingCursor | None]:
     """Up to ``limit`` entries from what both sources returned after ``cursor``, and the cursor
     of the next listing page (None when both sources are exhausted).
 
     Each source must have returned ``limit`` entries unless it has no more, or, for the rows,
-    unless they were read only up to ``rows_reached`` (topic, partition, offset): then no
+    unless they were read only up to ``rows_reached`` (an index position): then no
     entry is listed before one that sorts earlier and is still to come. The listing page may
     then hold fewer than ``limit`` entries, even none, with a cursor that moved on.
     """

@@ -258,11 +258,6 @@ def entry_start_key(entry: LedgerEntry) -> dict[str, Any]:
     }
 
 
-def start_key_position(key: dict[str, Any]) -> tuple[str, int, int]:
-    """(topic, partition, offset) of a subscription listing's start key: where it continues."""
-    return _split_position(key["position"]["S"])
-
-
 def _ledger_page_key(item: dict[str, Any], by_subscription: bool) -> dict[str, Any]:
     """The ExclusiveStartKey that continues a ledger page right after ``item`` (a row, or
     the LastEvaluatedKey of a read)."""

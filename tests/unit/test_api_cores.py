@@ -8,6 +8,7 @@ import os
 import re
 import subprocess
 import sys
+from dataclasses import replace
 from typing import Any
 
 import httpx
@@ -696,6 +697,21 @@ def test_a_merged_listing_returns_every_entry_once_in_order(
     assert listed == sorted(row_offsets | page_offsets)
 
 
+def test_a_merged_listing_orders_as_the_ledgers_index_does_across_topic_keys() -> None:
+    """Rows of a topic keyed by name and by name@ID (its cluster began to report topic IDs):
+    the index orders positions as strings, where '@' sorts before '|'; the merge must too,
+    or it lists a success ahead of rows still to come."""
+    row = replace(_listed(5), id="inv_r", topic="t@AAAAAAAAAAAAAAAAAAAAAA")
+    paged = [(_listed(1), "t|000000|00000000000000000001|00000000000000000001")]
+    cursor = ListingCursor()
+    page, _ = merge_listing([row], None, paged, False, 10, cursor, lambda e: {})
+    assert [e.id for e in page] == ["inv_r", "inv_1"]
+    # Its rows read stopped at the name@ID row: the bare name's success is not listed yet.
+    stopped = "t@AAAAAAAAAAAAAAAAAAAAAA|000000|00000000000000000005"
+    page, _ = merge_listing([row], {"k": 1}, paged, False, 10, cursor, lambda e: {}, stopped)
+    assert [e.id for e in page] == ["inv_r"]
+
+
 @given(
     st.sets(st.integers(0, 80), max_size=40),
     st.sets(st.integers(0, 80), max_size=40),
@@ -734,7 +750,9 @@ def test_a_merged_listing_whose_rows_read_stops_early_still_lists_each_once_in_o
         assert cursor is not None
         rows, rows_next = ([], None) if cursor.rows_done else rows_source(cursor.rows)
         paged, more = ([], False) if cursor.pages_done else pages_source(cursor.page)
-        reached = ("t", 0, int(rows_next["o"]["S"])) if rows_next and len(rows) < limit else None
+        reached = (
+            f"t|000000|{int(rows_next['o']['S']):020d}" if rows_next and len(rows) < limit else None
+        )
         page, cursor = merge_listing(
             rows,
             rows_next,
