@@ -370,6 +370,12 @@ async def test_a_row_written_reduced_is_still_found_by_its_whole_key(store: Dyna
     assert [e.id for e in found] == [entry.id]
     found, _ = await store.find_entries(key=entry.key)
     assert [e.id for e in found] == [_entry(12).id]
+    # Read back and written again (an operator's action on it), it is still found.
+    read = await store.get_entry(entry.id)
+    assert read is not None
+    await store.write_entries([replace(read, status="KILLED")])
+    found, _ = await store.find_entries(key=key)
+    assert [(e.id, e.status) for e in found] == [(entry.id, "KILLED")]
 
 
 async def test_missing_table_is_a_store_error_from_moto(
