@@ -37,6 +37,10 @@ def main(argv: list[str] | None = None) -> int:
         from bench.masking import main as masking
 
         return masking(args[1:])
+    if args[:1] == ["engine"]:
+        from bench.engine import main as engine  # the engine alone, on the fakes
+
+        return engine(args[1:])
     options = parse_args(args)
     # Wide enough for the table when the output is a file or a CI log, not a terminal.
     console = Console(width=None if sys.stdout.isatty() else 150)

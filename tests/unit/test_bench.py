@@ -20,6 +20,7 @@ from adapter.config import load_settings
 from adapter.gc_tuning import YOUNG_GENERATION_THRESHOLD
 from bench.cli import ALL_SCENARIOS, EXPERIMENT_NAMES, parse_args
 from bench.dynamo import COUNTS_PATH, CountingMiddleware
+from bench.engine import run_engine
 from bench.experiments import EXPERIMENTS
 from bench.handler import Receipts, make_app
 from bench.lambda_handler import BenchFunction
@@ -580,3 +581,13 @@ def test_the_reference_takes_serves_collector_setting_unless_told_not_to() -> No
     )
     assert _in_a_fresh_interpreter(probe.format(choice="serve")) == str(YOUNG_GENERATION_THRESHOLD)
     assert _in_a_fresh_interpreter(probe.format(choice="default")) == "700"
+
+
+@pytest.mark.parametrize("exclusive", [False, True])
+async def test_the_engine_benchmark_runs_every_record_through_to_its_commit(
+    exclusive: bool,
+) -> None:
+    run = await run_engine(2_000, exclusive=exclusive, in_flight=64)
+    assert run.records == 2_000  # run_engine returns only once all four partitions committed
+    assert run.cpu_us_per_record > 0
+    assert run.records_per_s > 0
