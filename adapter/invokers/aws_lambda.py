@@ -515,9 +515,14 @@ class LambdaInvoker:
         timeout = max((r.timeout_s or 0.0) for r in requests) or None
         reply = await self.client.invoke(function, self._payload(list(requests)), timeout_s=timeout)
         if isinstance(reply, Outcome):
-            # Sent with no answer back: the function may have run, and a batch that outlasts
-            # the timeout every time must use up its retries (and be split) as on AWS.
-            return BatchAnswer.whole(size, reply.error or "invoke failed", called=reply.maybe_ran)
+            if reply.maybe_ran:
+                # Sent with no answer back: the function may have run. As AWS reports a
+                # function that timed out (an Unhandled function error): the attempt counts
+                # and the batch is split, so one slow record does not fail its neighbours.
+                return BatchAnswer.whole(
+                    size, reply.error or "no answer", called=True, function_error="Unhandled"
+                )
+            return BatchAnswer.whole(size, reply.error or "invoke failed", called=False)
         if self.event_format == "msk" and not _has_ingress_results(reply):
             verdict = read_batch_response(
                 records,

@@ -73,8 +73,9 @@ class BatchAnswer:
     """What one batch invocation came to: ``failed[i]`` for the batch's ``i``-th record.
 
     ``function_error`` is Lambda's ``FunctionError`` (None when the function answered);
-    ``called`` is False when the function was never reached (throttled, unreachable); a call
-    sent with no answer back (timed out, connection lost) may have run it, and is called.
+    ``called`` is False when the function was never reached (throttled, unreachable). A call
+    sent with no answer back (timed out, connection lost) may have run it: it is called, with
+    the function error ``Unhandled``, as AWS reports a function that timed out.
     """
 
     failed: tuple[bool, ...]
@@ -86,8 +87,10 @@ class BatchAnswer:
     """Records refused for good (a terminal result of the ingress protocol): never retried."""
 
     @classmethod
-    def whole(cls, size: int, error: str, *, called: bool) -> BatchAnswer:
-        return cls((True,) * size, error, None, called)
+    def whole(
+        cls, size: int, error: str, *, called: bool, function_error: str | None = None
+    ) -> BatchAnswer:
+        return cls((True,) * size, error, function_error, called)
 
 
 def first_failed_onwards(failed: Sequence[bool]) -> tuple[bool, ...]:

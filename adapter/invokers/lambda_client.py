@@ -173,7 +173,10 @@ class LambdaClient:
     def _timeout(self, deadline: float) -> aiohttp.ClientTimeout:
         timeout = self._timeouts.get(deadline)
         if timeout is None:
-            timeout = aiohttp.ClientTimeout(total=deadline, connect=min(5.0, deadline))
+            # The connect timeout stays below the total: a call stuck before it is sent (name
+            # resolution, TCP, TLS) ends as a connect timeout, never as the total's timeout,
+            # which says the function may have run.
+            timeout = aiohttp.ClientTimeout(total=deadline, connect=min(5.0, deadline / 2))
             self._timeouts[deadline] = timeout
         return timeout
 
@@ -246,6 +249,11 @@ class LambdaClient:
                 return Outcome.retry(
                     f"Lambda Invoke {function}: cannot connect to {base}: {reason}"
                 )
+            except aiohttp.ClientOSError as exc:
+                # Connected: a reset while sending or waiting for the answer (a proxy or load
+                # balancer ending a slow call). The function may have run.
+                reason = _USERINFO.sub("//", str(exc)) or type(exc).__name__
+                return Outcome.unanswered(f"Lambda Invoke {function}: no answer: {reason}")
             except aiohttp.ClientError as exc:
                 reason = _USERINFO.sub("//", str(exc)) or type(exc).__name__
                 return Outcome.retry(f"Lambda Invoke {function}: {type(exc).__name__}: {reason}")

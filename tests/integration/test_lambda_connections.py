@@ -4,7 +4,9 @@ in for the Lambda endpoint."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import socket
+import struct
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -170,3 +172,56 @@ async def test_a_call_that_never_connected_did_not_run(
     assert refused.kind is OutcomeKind.RETRY
     assert "cannot connect" in (refused.error or "")
     assert not refused.maybe_ran
+
+
+async def _silent_server(
+    on_request: Callable[[asyncio.StreamWriter], None] | None,
+) -> asyncio.Server:
+    """A TCP server that answers nothing; ``on_request`` gets the connection once a request
+    has come in (None: it never reads, as a TLS endpoint stuck in its handshake, until the
+    client gives up)."""
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if on_request is None:
+            await reader.read()  # until the client closes
+            writer.close()
+            return
+        await reader.readuntil(b"\r\n\r\n")
+        on_request(writer)
+
+    return await asyncio.start_server(serve, "127.0.0.1", 0)
+
+
+async def test_a_call_stuck_before_it_was_sent_did_not_run(endpoint: Endpoint) -> None:
+    """A TLS handshake that never ends, with an invocation timeout under the connect one's
+    5 s default: it ends as a connect timeout, not as 'no answer'."""
+    server = await _silent_server(None)
+    port = server.sockets[0].getsockname()[1]
+    client = LambdaClient(endpoint_url=f"https://127.0.0.1:{port}", region="us-east-1")
+    try:
+        stuck = await client.invoke("orders", b"{}", timeout_s=1)
+    finally:
+        await client.aclose()
+        server.close()
+    assert isinstance(stuck, Outcome)
+    assert stuck.kind is OutcomeKind.RETRY
+    assert not stuck.maybe_ran, stuck.error
+
+
+async def test_a_call_reset_while_waiting_for_its_answer_may_have_run(endpoint: Endpoint) -> None:
+    def reset(writer: asyncio.StreamWriter) -> None:
+        sock = writer.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        writer.transport.abort()  # closed with SO_LINGER 0: a reset
+
+    server = await _silent_server(reset)
+    port = server.sockets[0].getsockname()[1]
+    client = LambdaClient(endpoint_url=f"http://127.0.0.1:{port}", region="us-east-1")
+    try:
+        reset_outcome = await client.invoke("orders", b"{}", timeout_s=5)
+    finally:
+        await client.aclose()
+        server.close()
+    assert isinstance(reset_outcome, Outcome)
+    assert reset_outcome.kind is OutcomeKind.RETRY
+    assert reset_outcome.maybe_ran, reset_outcome.error

@@ -92,6 +92,7 @@ async def test_a_call_sent_without_an_answer_counts_as_reaching_the_function() -
     )
     assert answer.failed == (True, True)
     assert answer.called
+    assert answer.function_error == "Unhandled"  # what splits a batch when bisect is on
 
 
 async def test_the_whole_batch_goes_in_one_call() -> None:
