@@ -62,6 +62,9 @@ _COMPLETED = frozenset(s.value for s in TERMINAL_STATUSES)
 # (docs/operations.md#capacity); a runner still looking for its topic wakes every
 # ``topic_poll_s``.
 _IDLE_WAIT_MS = 5_000
+# How often a wait of the fetch loop for a handover's pages looks whether the partition was
+# revoked meanwhile (a stop ends it at once).
+_RECHECK_S = 0.1
 
 
 def _now_ms() -> int:
@@ -567,10 +570,13 @@ class SubscriptionRunner(RebalanceListener):
             # last success pages; found through an eventually consistent index, a page not
             # in it yet would let a finished record run again (only records between its
             # commit and its fence -- ones finished out of order -- are checked at all).
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), wait_s)
-            if self._stopping.is_set():
-                return None
+            # The fetch loop waits with it: a stop or the partition's revocation ends it.
+            while wait_s > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), min(wait_s, _RECHECK_S))
+                if self._stopping.is_set() or not self._assignments.current(state):
+                    return None
+                wait_s = state.pages_visible_at - time.monotonic()
 
         async def read() -> dict[str, str]:
             statuses = await self._store.get_statuses(to_check)

@@ -1171,6 +1171,19 @@ class TestLedgerCheckWaits:
         assert time.monotonic() - stopping < 2
         assert h.invoker.offsets().count(1) == 1, "a record admitted on the way out"
 
+    async def test_a_revoked_partitions_pages_wait_holds_up_no_other(self) -> None:
+        store = _LaggingPages(lag_s=0.0)
+        async with running(store=store, respond=_first_retries, index_lag_s=60) as h:
+            await _paged_and_handed_back(h, store)  # its pages are waited for (60 s)
+            consumed = h.runner.stats.consumed
+            h.consumer.deliver([record(TOPIC, 0, o) for o in range(4)])
+            await until(lambda: h.runner.stats.consumed > consumed, what="the wait begun")
+            await h.consumer.revoke(P0)
+            h.consumer.positions[P1] = 0
+            await h.consumer.assign(P1)
+            h.consumer.deliver([record(TOPIC, 1, o) for o in range(2)])
+            await until(lambda: h.committed(P1) == 2, timeout=3, what="P1, past P0's wait")
+
     async def test_a_revoked_partitions_failing_ledger_check_holds_up_no_other(self) -> None:
         @dataclass(eq=False)
         class StatusesDown(FakeStore):
