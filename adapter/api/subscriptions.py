@@ -89,6 +89,17 @@ async def _cluster(state: AdminState, name: str) -> KafkaCluster:
     return cluster
 
 
+def _inherited(cluster: KafkaCluster | None) -> dict[str, str] | None:
+    """The options a subscription of ``cluster`` inherits, its brokers among them as
+    ``bootstrap.servers`` unless an option names them (as :func:`resolve_options` reads)."""
+    if cluster is None:
+        return None
+    options = dict(cluster.options)
+    if not any(name in options for name in ("bootstrap.servers", "metadata.broker.list")):
+        options["bootstrap.servers"] = ",".join(cluster.bootstrap_servers)
+    return options
+
+
 def _resolve(sub_id: str, cluster: KafkaCluster, options: dict[str, str]) -> ClientOptions:
     try:
         validate_options(options)
@@ -292,10 +303,14 @@ async def update_subscription(request: Request, state: AdminState) -> Response:
     sub = await _get(state, request.path_params["subscription"])
     body = await read_body(request, UpdateSubscriptionRequest)
     options = dict(sub.options)
-    given = {k: _text(v) for k, v in (body.options or {}).items() if v is not None}
+    given = {k: None if v is None else _text(v) for k, v in (body.options or {}).items()}
+    # Unknown here (deleted with force=true): changes are judged by the subscription alone.
+    cluster = await state.catalog.lookup(sub.cluster) if given else None
     try:
-        # "***" (what GET shows for a secret) written back keeps the stored secret.
-        kept = restore_masked(given, sub.options)
+        # "***" (what GET shows for a secret) written back keeps the stored secret, unless
+        # the change (a removal too: the cluster's option then applies) moves or weakens
+        # where it goes.
+        kept = restore_masked(given, sub.options, inherited=_inherited(cluster))
     except ConfigError as exc:
         raise ValidationError(str(exc)) from None
     for name, value in (body.options or {}).items():
@@ -313,7 +328,9 @@ async def update_subscription(request: Request, state: AdminState) -> Response:
     if function_sink_arn(sub.service):
         options = sink_options(parse_sink(sub.sink), options)
     if options != sub.options:
-        _resolve(sub.id, await _cluster(state, sub.cluster), options)
+        _resolve(
+            sub.id, cluster if cluster is not None else await _cluster(state, sub.cluster), options
+        )
     paused = sub.paused if body.paused is None else body.paused
     if options == sub.options and paused == sub.paused:
         return json_response(subscription_response(sub))

@@ -131,24 +131,32 @@ def mask_options(options: Mapping[str, str]) -> dict[str, str]:
 
 
 def restore_masked(
-    given: Mapping[str, Any], stored: Mapping[str, str], *, replaces: bool = False
+    given: Mapping[str, Any],
+    stored: Mapping[str, str],
+    *,
+    replaces: bool = False,
+    inherited: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """``given`` with every value that is exactly what :func:`mask_options` shows for the
     stored one replaced by the stored value (the Kubernetes convention: writing back what a
     GET returned keeps the secrets). A mask with nothing stored to keep is refused.
 
     A stored secret is kept only for the same address and protection: when ``given`` changes
-    an option that names where credentials are sent (:data:`CREDENTIAL_ADDRESSES`), or weakens
-    the TLS they travel under (:func:`_weakened_protection`), keeping one is refused, as
-    deployments keep a masked header only for the same URL. ``replaces``: ``given``
-    replaces ``stored`` (a cluster's properties); otherwise it is merged into it (a
-    subscription's ``PATCH``), so the stored secrets it leaves out are kept too.
+    where credentials are sent (:data:`CREDENTIAL_ADDRESSES`), or weakens the TLS they travel
+    under (:func:`_weakened_protection`), keeping one is refused, as deployments keep a masked
+    header only for the same URL. ``replaces``: ``given`` replaces ``stored`` (a cluster's
+    properties), an option it leaves out takes librdkafka's default; otherwise it is merged
+    into it (a subscription's ``PATCH``), a None value removes that option, and the stored
+    secrets it leaves out are kept too. ``inherited``: the options ``stored`` is overlaid on
+    (a subscription's cluster's, its brokers as ``bootstrap.servers``); what is compared is
+    then what applies in effect, so removing an address or TLS option of its own is a change
+    to the inherited one.
     """
     shown = mask_options(stored)
     out: dict[str, Any] = {}
     kept: list[str] = []
     for name, value in given.items():
-        if name in stored and value == shown[name] and value != stored[name]:
+        if value is not None and name in stored and value == shown[name] and value != stored[name]:
             out[name] = stored[name]
             kept.append(name)
         elif value == SECRET_MASK and is_secret(name):
@@ -160,26 +168,55 @@ def restore_masked(
             out[name] = value
     if not replaces:
         kept += [n for n, v in stored.items() if n not in given and _holds_secret(n, v)]
-    for written, canonical in _moved_addresses(out, stored):
+    if not kept:
+        return out
+    own = {n: v for n, v in out.items() if v is not None} if replaces else _overlay(stored, out)
+    before = _overlay(inherited or {}, stored)
+    after = _overlay(inherited or {}, own)
+    removed = {_canonical(n): n for n, v in given.items() if v is None}
+
+    def change(written: str) -> str:
+        if written not in own and _canonical(written) in removed:
+            return f"removing option {removed[_canonical(written)]!r}"
+        if written not in after:
+            return f"leaving option {written!r} out"
+        return f"option {written!r}"
+
+    for written, canonical in _moved_addresses(after, before):
         carried = CREDENTIAL_ADDRESSES[canonical]
         lost = sorted(n for n in kept if carried is None or n in carried)
         if lost:
             raise ConfigError(
-                f"option {written!r} changes where credentials are sent, so the stored "
+                f"{change(written)} changes where credentials are sent, so the stored "
                 f"{', '.join(lost)} cannot be kept: give {'it' if len(lost) == 1 else 'them'} "
                 f"again with the new address (not {SECRET_MASK!r})"
             )
-    if kept:
-        # The same address under weaker TLS is as good as another one to a man in the middle.
-        before = _protection(stored, "option")
-        after = _protection(out if replaces else {**stored, **out}, "option")
-        weakening = _weakened_protection(before, {**_LEFT_OUT, **after} if replaces else after)
-        if weakening is not None:
-            raise ConfigError(
-                f"option {weakening!r} weakens the protection credentials travel under, so "
-                f"the stored {', '.join(sorted(kept))} cannot be kept: give "
-                f"{'it' if len(kept) == 1 else 'them'} again (not {SECRET_MASK!r})"
-            )
+    # The same address under weaker TLS is as good as another one to a man in the middle.
+    weakening = _weakened_protection(_protection(before), _protection(after))
+    if weakening is not None:
+        raise ConfigError(
+            f"{change(weakening)} weakens the protection credentials travel under, so "
+            f"the stored {', '.join(sorted(kept))} cannot be kept: give "
+            f"{'it' if len(kept) == 1 else 'them'} again (not {SECRET_MASK!r})"
+        )
+    return out
+
+
+def _canonical(name: str) -> str:
+    return _ALIASES.get(name, name)
+
+
+def _overlay(base: Mapping[str, str], top: Mapping[str, str | None]) -> dict[str, str]:
+    """``base`` with ``top`` applied as a subscription applies to its cluster, or a ``PATCH``
+    to what is stored: a value replaces ``base``'s option under any of its names (alias or
+    not), None removes that name."""
+    covered = {_canonical(n) for n, v in top.items() if v is not None}
+    out = {
+        n: v
+        for n, v in base.items()
+        if _canonical(n) not in covered and not (n in top and top[n] is None)
+    }
+    out.update({n: v for n, v in top.items() if v is not None})
     return out
 
 
@@ -1627,7 +1664,7 @@ def _check_credential_addresses(
                 f"{'it' if len(inherited) == 1 else 'them'} in the subscription too, or create a "
                 "Kafka cluster for that address"
             )
-    weakening = _weakened_protection(cluster, subscription)
+    weakening = _weakened_protection(cluster, {**cluster, **subscription})
     if weakening is not None:
         inherited = sorted(
             name
@@ -1644,33 +1681,57 @@ def _check_credential_addresses(
     return problems
 
 
-_OFF = frozenset({"false", "0", "no", "off"})
+# What an option of :data:`_PROTECTION` is when not set: librdkafka's defaults, parsed.
+_PROTECTION_DEFAULTS: Mapping[str, object] = MappingProxyType(
+    {
+        "security.protocol": "PLAINTEXT",
+        "enable.ssl.certificate.verification": True,
+        "ssl.endpoint.identification.algorithm": True,  # https
+        "ssl.ca.location": None,  # the system store
+        "ssl.ca.pem": None,
+        "sasl.mechanism": None,
+    }
+)
 
 
 def _weakened_protection(
-    cluster: Mapping[str, _Setting], subscription: Mapping[str, _Setting]
+    before: Mapping[str, _Setting], after: Mapping[str, _Setting]
 ) -> str | None:
-    """The subscription option (as written) that takes TLS away from the cluster's brokers or
-    stops checking who they are, if any: the same address, but a man in the middle could then
-    read the credentials the cluster's options would send. Also asked of a cluster's options
-    after a change against before it (:func:`secrets_following_cluster`)."""
+    """The option (as written in ``after``, else its canonical name) by which the protection
+    credentials travel under is weaker in ``after`` than in ``before``, if any: the same
+    address, but a man in the middle could then read them. Weaker is: TLS taken away
+    (``security.protocol`` without SSL), certificate verification or host identification
+    turned off, another trust anchor while TLS is in use (``ssl.ca.location``, ``ssl.ca.pem``
+    changed, added or removed: an attacker's CA is as good as no verification), or
+    ``sasl.mechanism`` PLAIN without TLS where it was not (SCRAM and OAUTHBEARER never send
+    the password). Values are compared parsed, so every spelling counts (``f`` is false).
 
-    def value(options: Mapping[str, _Setting], name: str) -> str | None:
+    Both are effective options by canonical name (parsed by :func:`_parse_mapping`), an
+    option not set taking librdkafka's default: a subscription's against its cluster's, the
+    options after a change against before it.
+    """
+
+    def value(options: Mapping[str, _Setting], name: str) -> Any:
         setting = options.get(name)
-        return None if setting is None else str(setting.raw).strip().lower()
+        return _PROTECTION_DEFAULTS[name] if setting is None else setting.value
 
-    protocol = value(subscription, "security.protocol")
-    cluster_protocol = value(cluster, "security.protocol") or ""
-    if protocol is not None and "ssl" not in protocol and "ssl" in cluster_protocol:
-        return subscription["security.protocol"].written
-    verification = value(subscription, "enable.ssl.certificate.verification")
-    if verification in _OFF and value(cluster, "enable.ssl.certificate.verification") not in _OFF:
-        return subscription["enable.ssl.certificate.verification"].written
-    identification = value(subscription, "ssl.endpoint.identification.algorithm")
-    if identification in ("none", "") and value(
-        cluster, "ssl.endpoint.identification.algorithm"
-    ) not in ("none", ""):
-        return subscription["ssl.endpoint.identification.algorithm"].written
+    def written(name: str) -> str:
+        setting = after.get(name)
+        return name if setting is None else setting.written
+
+    tls_after = "SSL" in value(after, "security.protocol")
+    if "SSL" in value(before, "security.protocol") and not tls_after:
+        return written("security.protocol")
+    for name in ("enable.ssl.certificate.verification", "ssl.endpoint.identification.algorithm"):
+        if value(before, name) and not value(after, name):
+            return written(name)
+    if tls_after:
+        for name in ("ssl.ca.location", "ssl.ca.pem"):
+            if value(after, name) != value(before, name):
+                return written(name)
+    mechanism = "sasl.mechanism"
+    if not tls_after and value(after, mechanism) == "PLAIN" != value(before, mechanism):
+        return written(mechanism)
     return None
 
 
@@ -1696,22 +1757,16 @@ class FollowingSecrets:
         return _ADDRESS_ALIASES.get(self.option, self.option)
 
 
-_PROTECTION = frozenset(
-    {
-        "security.protocol",
-        "enable.ssl.certificate.verification",
-        "ssl.endpoint.identification.algorithm",
-    }
-)
-"""The TLS options :func:`_weakened_protection` compares."""
-# An option the new properties leave out takes librdkafka's default; only the protocol's
-# (PLAINTEXT) is weaker than what can be set, so only it is filled in.
-_LEFT_OUT = {"security.protocol": _Setting("security.protocol", "PLAINTEXT", "PLAINTEXT")}
+_PROTECTION = frozenset(_PROTECTION_DEFAULTS)
+"""The options :func:`_weakened_protection` compares (by canonical name)."""
 
 
-def _protection(options: Mapping[str, str], label: str) -> dict[str, _Setting]:
-    """The TLS options of ``options`` that parse (what :func:`_weakened_protection` reads)."""
-    settings, _ = _parse_mapping({n: v for n, v in options.items() if n in _PROTECTION}, label)
+def _protection(options: Mapping[str, str]) -> dict[str, _Setting]:
+    """The options of ``options`` that :func:`_weakened_protection` reads, parsed (one that
+    does not parse is left out: it is refused where the options are validated)."""
+    settings, _ = _parse_mapping(
+        {n: v for n, v in options.items() if _canonical(n) in _PROTECTION}, "option"
+    )
     return settings
 
 
@@ -1741,9 +1796,8 @@ def secrets_following_cluster(
         following = tuple(name for name in own if carried is None or name in carried)
         if canonical not in named and following:
             out.append(FollowingSecrets(written, moves=True, secrets=following))
-    mine = _protection(subscription, "subscription option")
-    before = {**_protection(stored, "cluster option"), **mine}
-    after = {**_LEFT_OUT, **_protection(given, "cluster option"), **mine}
+    before = _protection(_overlay(stored, subscription))
+    after = _protection(_overlay(given, subscription))
     weakening = _weakened_protection(before, after)
     if weakening is not None:
         out.append(FollowingSecrets(weakening, moves=False, secrets=tuple(own)))

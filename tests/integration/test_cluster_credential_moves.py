@@ -30,7 +30,7 @@ CLUSTER = {
     "sasl.username": "ingress",
     "sasl.password": CLUSTER_PW,
 }
-OWN = {"sasl.username": "team-a", "sasl.password": OWN_PW}
+OWN = {"sasl.username": "moves-user", "sasl.password": OWN_PW}
 OIDC = {
     "bootstrap.servers": "127.0.0.1:19092",
     "security.protocol": "SASL_SSL",
@@ -150,7 +150,7 @@ async def test_cluster_update_cannot_send_a_subscriptions_own_client_secret_to_a
     api: httpx.AsyncClient, store: DynamoStore
 ) -> None:
     await _cluster(api, OIDC)
-    own = {"sasl.oauthbearer.client.id": "team-a", "sasl.oauthbearer.client.secret": OWN_PW}
+    own = {"sasl.oauthbearer.client.id": "moves-user", "sasl.oauthbearer.client.secret": OWN_PW}
     sub = await _subscription(api, own)
     moved = {"properties": {**OIDC, "sasl.oauthbearer.token.endpoint.url": "http://evil.example/t"}}
     refused = await call(api, "PATCH", "/kafka-clusters/c1", moved, 400)
@@ -221,3 +221,159 @@ async def test_cluster_created_again_does_not_take_over_subscriptions_own_secret
     response = await api.delete(f"/subscriptions/{sub}")
     assert response.status_code == 202, response.text
     await call(api, "POST", "/kafka-clusters", body, 201)
+
+
+# A subscription PATCH judged by where its credentials go in effect (the cluster's options
+# overlaid with the subscription's), before and after.
+
+PEM = "-----BEGIN CERTIFICATE-----\nMIIBevil\n-----END CERTIFICATE-----"
+
+
+async def _options(api: httpx.AsyncClient, sub: str) -> dict[str, str]:
+    return dict((await call(api, "GET", f"/subscriptions/{sub}", None, 200))["options"])
+
+
+@pytest.mark.promise("p-sec-credentials-stay")
+async def test_removing_its_own_brokers_does_not_send_a_subscriptions_password_to_the_clusters(
+    api: httpx.AsyncClient, store: DynamoStore
+) -> None:
+    # Step 1 is allowed: the subscription names its own brokers, so the cluster's move does
+    # not take its password along. Step 2 would: its brokers become the cluster's new ones.
+    await _cluster(api, CLUSTER)
+    sub = await _subscription(api, {**OWN, "bootstrap.servers": "127.0.0.1:19093"})
+    await call(api, "PATCH", "/kafka-clusters/c1", {"properties": {**CLUSTER, **EVIL_BROKERS}}, 200)
+    before = await _options(api, sub)
+    removed = {"options": {"bootstrap.servers": None}}
+    refused = await call(api, "PATCH", f"/subscriptions/{sub}", removed, 400)
+    message = refused["message"]
+    assert "'bootstrap.servers'" in message
+    assert "sasl.password" in message
+    _no_secret_in(message)
+    assert await _options(api, sub) == before
+    # Given again with the removal, the password is one meant for the new brokers.
+    await call(
+        api, "PATCH", f"/subscriptions/{sub}", {"options": {**removed["options"], **OWN}}, 200
+    )
+
+
+@pytest.mark.promise("p-sec-credentials-stay")
+async def test_removing_its_own_token_endpoint_does_not_send_its_client_secret_to_the_clusters(
+    api: httpx.AsyncClient, store: DynamoStore
+) -> None:
+    await _cluster(api, OIDC)
+    own = {
+        "sasl.oauthbearer.client.id": "moves-user",
+        "sasl.oauthbearer.client.secret": OWN_CLIENT_SECRET,
+        "sasl.oauthbearer.token.endpoint.url": OIDC["sasl.oauthbearer.token.endpoint.url"],
+    }
+    sub = await _subscription(api, own)
+    evil = {"sasl.oauthbearer.token.endpoint.url": "http://evil.example/t"}
+    await call(api, "PATCH", "/kafka-clusters/c1", {"properties": {**OIDC, **evil}}, 200)
+    before = await _options(api, sub)
+    removed = {"options": {"sasl.oauthbearer.token.endpoint.url": None}}
+    refused = await call(api, "PATCH", f"/subscriptions/{sub}", removed, 400)
+    assert "'sasl.oauthbearer.token.endpoint.url'" in refused["message"]
+    assert "sasl.oauthbearer.client.secret" in refused["message"]
+    _no_secret_in(refused["message"])
+    assert await _options(api, sub) == before
+
+
+@pytest.mark.promise("p-sec-credentials-stay")
+async def test_removing_its_own_brokers_equal_to_the_clusters_keeps_its_password(
+    api: httpx.AsyncClient, store: DynamoStore
+) -> None:
+    await _cluster(api, CLUSTER)
+    sub = await _subscription(api, {**OWN, "bootstrap.servers": CLUSTER["bootstrap.servers"]})
+    await call(api, "PATCH", f"/subscriptions/{sub}", {"options": {"bootstrap.servers": None}}, 200)
+    assert (await _options(api, sub))["sasl.password"] == "***"
+
+
+@pytest.mark.parametrize(
+    ("cluster", "own", "patch"),
+    [
+        # The TLS it inherits, taken away by a protocol of its own.
+        (CLUSTER, {}, {"security.protocol": "SASL_PLAINTEXT"}),
+        # Its own TLS removed: it falls back to the cluster's clear text.
+        (
+            {**CLUSTER, "security.protocol": "SASL_PLAINTEXT"},
+            {"security.protocol": "SASL_SSL"},
+            {"security.protocol": None},
+        ),
+        # librdkafka's own spelling of false.
+        (CLUSTER, {}, {"enable.ssl.certificate.verification": "f"}),
+        (CLUSTER, {}, {"enable.ssl.certificate.verification": "F"}),
+        # Another trust anchor is as good as no verification.
+        (CLUSTER, {}, {"ssl.ca.pem": PEM}),
+        # SCRAM never sends the password; PLAIN without TLS sends it in clear.
+        (
+            {
+                **CLUSTER,
+                "security.protocol": "SASL_PLAINTEXT",
+                "sasl.mechanism": "SCRAM-SHA-512",
+            },
+            {},
+            {"sasl.mechanism": "PLAIN"},
+        ),
+    ],
+)
+@pytest.mark.promise("p-sec-credentials-stay")
+async def test_subscription_patch_cannot_weaken_the_protection_its_own_password_travels_under(
+    api: httpx.AsyncClient,
+    store: DynamoStore,
+    cluster: dict[str, str],
+    own: dict[str, str],
+    patch: dict[str, str | None],
+) -> None:
+    await _cluster(api, cluster)
+    # Its own user name and password: the cluster's are not inherited, not in question.
+    sub = await _subscription(api, {**own, **OWN})
+    before = await _options(api, sub)
+    refused = await call(api, "PATCH", f"/subscriptions/{sub}", {"options": patch}, 400)
+    message = refused["message"]
+    (option,) = patch
+    assert f"'{option}'" in message
+    assert "weakens" in message
+    assert "sasl.password" in message
+    _no_secret_in(message)
+    assert await _options(api, sub) == before
+    # With the secrets given again, it is the subscription's choice.
+    await call(api, "PATCH", f"/subscriptions/{sub}", {"options": {**patch, **OWN}}, 200)
+
+
+@pytest.mark.parametrize(
+    ("cluster", "change"),
+    [
+        (CLUSTER, {"enable.ssl.certificate.verification": "f"}),
+        (CLUSTER, {"ssl.ca.pem": PEM}),
+        (
+            {**CLUSTER, "security.protocol": "SASL_PLAINTEXT", "sasl.mechanism": "SCRAM-SHA-512"},
+            {"sasl.mechanism": "PLAIN"},
+        ),
+    ],
+)
+@pytest.mark.promise("p-sec-credentials-stay")
+async def test_cluster_update_cannot_weaken_protection_by_spelling_trust_anchor_or_mechanism(
+    api: httpx.AsyncClient, store: DynamoStore, cluster: dict[str, str], change: dict[str, str]
+) -> None:
+    await _cluster(api, cluster)
+    (option,) = change
+    # Its own secrets would travel under it.
+    sub = await _subscription(api, OWN)
+    refused = await call(
+        api, "PATCH", "/kafka-clusters/c1", {"properties": {**cluster, **change}}, 400
+    )
+    assert sub in refused["message"]
+    assert f"'{option}'" in refused["message"]
+    _no_secret_in(refused["message"])
+    assert await _stored(store) == cluster
+    # The cluster's own password, written back masked, is not kept either.
+    response = await api.delete(f"/subscriptions/{sub}")
+    assert response.status_code == 202, response.text
+    shown = (await call(api, "GET", "/kafka-clusters/c1", None, 200))["properties"]
+    refused = await call(
+        api, "PATCH", "/kafka-clusters/c1", {"properties": {**shown, **change}}, 400
+    )
+    assert f"'{option}'" in refused["message"]
+    assert "sasl.password" in refused["message"]
+    _no_secret_in(refused["message"])
+    assert await _stored(store) == cluster

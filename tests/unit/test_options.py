@@ -1241,6 +1241,156 @@ def test_masked_secret_not_kept_when_its_protection_is_weakened(weaken: dict[str
         restore_masked(unprotected, stored, replaces=True)
 
 
+# What a PATCH does in effect: the cluster's options overlaid with the subscription's
+
+INHERITED = {"bootstrap.servers": "evil.example:9092", **SASL_SCRAM}
+PEM = "-----BEGIN CERTIFICATE-----\nMIIBevil\n-----END CERTIFICATE-----"
+
+
+@pytest.mark.parametrize("name", ["bootstrap.servers", "metadata.broker.list"])
+@pytest.mark.promise("p-sec-credentials-stay")
+def test_removing_its_own_brokers_is_a_move_to_the_inherited_ones(name: str) -> None:
+    stored = {name: "broker-1:9092", **OWN_SECRETS}
+    with pytest.raises(ConfigError) as info:
+        restore_masked({name: None}, stored, inherited=INHERITED)
+    message = str(info.value)
+    assert f"removing option {name!r}" in message
+    assert "sasl.password" in message
+    assert "own-pw-own-pw" not in message
+    # Given again, or the cluster's brokers are its own ones: nothing moves behind its back.
+    given_again = {name: None, "sasl.username": "u", "sasl.password": "pw-2-pw-2"}
+    assert restore_masked(given_again, stored, inherited=INHERITED)[name] is None
+    same = {**INHERITED, "bootstrap.servers": "BROKER-1:9092"}
+    assert restore_masked({name: None}, stored, inherited=same) == {name: None}
+
+
+@pytest.mark.promise("p-sec-credentials-stay")
+def test_removing_its_own_token_endpoint_is_a_move_to_the_inherited_one() -> None:
+    endpoint = "sasl.oauthbearer.token.endpoint.url"
+    stored = {endpoint: "https://idp.example/token", "sasl.oauthbearer.client.secret": "mine-mine"}
+    inherited = {**OIDC, endpoint: "https://evil.example/token"}
+    with pytest.raises(ConfigError, match=r"'sasl\.oauthbearer\.token\.endpoint\.url'.*client"):
+        restore_masked({endpoint: None}, stored, inherited=inherited)
+    assert restore_masked({endpoint: None}, stored, inherited=OIDC) == {endpoint: None}
+
+
+def test_naming_the_inherited_address_is_no_move() -> None:
+    stored = dict(OWN_SECRETS)
+    inherited = {"bootstrap.servers": "broker-1:9092,broker-2:9092", **SASL_SCRAM}
+    given = {"metadata.broker.list": "broker-2:9092"}
+    assert restore_masked(given, stored, inherited=inherited) == given
+
+
+@pytest.mark.parametrize(
+    ("inherited", "stored", "given"),
+    [
+        # The TLS it inherits, taken away by a protocol of its own.
+        (SASL_SCRAM, {}, {"security.protocol": "SASL_PLAINTEXT"}),
+        # Its own TLS removed: the cluster's clear text applies.
+        (
+            {**SASL_SCRAM, "security.protocol": "SASL_PLAINTEXT"},
+            {"security.protocol": "SASL_SSL"},
+            {"security.protocol": None},
+        ),
+        (
+            {**SASL_SCRAM, "enable.ssl.certificate.verification": "false"},
+            {"enable.ssl.certificate.verification": "true"},
+            {"enable.ssl.certificate.verification": None},
+        ),
+        (SASL_SCRAM, {}, {"ssl.endpoint.identification.algorithm": "NONE"}),
+    ],
+)
+@pytest.mark.promise("p-sec-credentials-stay")
+def test_a_patch_cannot_weaken_the_protection_it_inherits(
+    inherited: dict[str, str], stored: dict[str, str], given: dict[str, str | None]
+) -> None:
+    stored = {**stored, **OWN_SECRETS}
+    (option,) = given
+    with pytest.raises(ConfigError) as info:
+        restore_masked(given, stored, inherited=inherited)
+    message = str(info.value)
+    assert f"option {option!r}" in message
+    assert "weakens" in message
+    assert "sasl.password" in message
+    assert "own-pw-own-pw" not in message
+    # What it sets or removes without changing the protection in effect is fine.
+    assert restore_masked({"client.id": "x"}, stored, inherited=inherited) == {"client.id": "x"}
+
+
+@pytest.mark.parametrize("spelling", ["f", "F", "0", " False "])
+@pytest.mark.promise("p-sec-credentials-stay")
+def test_every_spelling_of_false_turns_verification_off(spelling: str) -> None:
+    off = {"enable.ssl.certificate.verification": spelling}
+    # A subscription turning it off inherits no secret.
+    message = error_of(off, SASL_SCRAM)
+    assert "subscription option 'enable.ssl.certificate.verification' weakens" in message
+    # A cluster turning it off keeps neither its masked secrets nor takes its subscriptions'.
+    stored = {"bootstrap.servers": "broker-1:9092", **SASL_SCRAM}
+    with pytest.raises(ConfigError, match=r"'enable\.ssl\.certificate\.verification'"):
+        restore_masked({**mask_options(stored), **off}, stored, replaces=True)
+    with pytest.raises(ConfigError, match=r"'enable\.ssl\.certificate\.verification'"):
+        restore_masked(off, stored)
+    (following,) = secrets_following_cluster(CLUSTER, _changed(off), OWN_SECRETS)
+    assert following.option == "enable.ssl.certificate.verification"
+
+
+def _with(base: Mapping[str, str], change: Mapping[str, str]) -> dict[str, str]:
+    """``base`` with ``change``; ``sasl.mechanisms`` replaces ``sasl.mechanism``."""
+    out = {
+        k: v for k, v in base.items() if not (k == "sasl.mechanism" and "sasl.mechanisms" in change)
+    }
+    return {**out, **change}
+
+
+WEAKER_TRUST_OR_MECHANISM = [
+    (CLUSTER, {"ssl.ca.pem": PEM}),
+    (CLUSTER, {"ssl.ca.location": "/tmp/evil-ca.pem"}),
+    ({**CLUSTER, "ssl.ca.location": "/etc/kafka/ca.pem"}, {"ssl.ca.location": "/tmp/evil.pem"}),
+    ({**CLUSTER, "security.protocol": "SASL_PLAINTEXT"}, {"sasl.mechanism": "PLAIN"}),
+    ({**CLUSTER, "security.protocol": "SASL_PLAINTEXT"}, {"sasl.mechanisms": "PLAIN"}),
+]
+
+
+@pytest.mark.parametrize(("cluster", "change"), WEAKER_TRUST_OR_MECHANISM)
+@pytest.mark.promise("p-sec-credentials-stay")
+def test_another_trust_anchor_or_plain_in_clear_weakens_the_protection(
+    cluster: dict[str, str], change: dict[str, str]
+) -> None:
+    (option,) = change
+    # A cluster change takes a subscription's own secrets along.
+    (following,) = secrets_following_cluster(cluster, _with(cluster, change), OWN_SECRETS)
+    assert (following.option, following.moves) == (option, False)
+    # Masked secrets are not kept, for a cluster nor a PATCH.
+    with pytest.raises(ConfigError, match=rf"'{re.escape(option)}' weakens.*sasl\.password"):
+        restore_masked(_with(mask_options(cluster), change), cluster, replaces=True)
+    with pytest.raises(ConfigError, match=rf"'{re.escape(option)}' weakens.*sasl\.password"):
+        restore_masked(change, cluster)
+    # A subscription setting it inherits none of the cluster's secrets.
+    message = error_of(change, cluster)
+    assert f"subscription option {option!r} weakens" in message
+
+
+@pytest.mark.parametrize(
+    ("cluster", "change"),
+    [
+        (CLUSTER, {"sasl.mechanism": "PLAIN"}),  # PLAIN under TLS
+        # A CA means nothing without TLS (and the protocol is not changed).
+        ({**CLUSTER, "security.protocol": "SASL_PLAINTEXT"}, {"ssl.ca.pem": PEM}),
+        (
+            {**CLUSTER, "ssl.ca.location": "/etc/kafka/ca.pem"},
+            {"ssl.ca.location": " /etc/kafka/ca.pem"},
+        ),
+        ({**CLUSTER, "sasl.mechanism": "PLAIN"}, {"sasl.mechanisms": "PLAIN"}),
+    ],
+)
+def test_a_trust_anchor_or_mechanism_change_that_weakens_nothing_takes_nothing_along(
+    cluster: dict[str, str], change: dict[str, str]
+) -> None:
+    assert secrets_following_cluster(cluster, _with(cluster, change), OWN_SECRETS) == []
+    kept = restore_masked(_with(mask_options(cluster), change), cluster, replaces=True)
+    assert kept["sasl.password"] == cluster["sasl.password"]
+
+
 def test_thirty_thousand_unknown_options_are_refused_quickly_and_briefly() -> None:
     options = {f"sesion.timeout.m{i}": "1" for i in range(30_000)}
     started = time.process_time()
