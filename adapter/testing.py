@@ -94,6 +94,8 @@ class FakeConsumer:
         """What :meth:`position` answers per assigned partition (the test sets it; a
         partition missing here has no position yet, and none is reported)."""
         self.reject_commits = False
+        self.rejected_commits = 0
+        """Commits refused while :attr:`reject_commits` was set."""
         self.started = False
         self.stopped = False
         self._fetches: asyncio.Queue[Fetched] = asyncio.Queue()
@@ -145,6 +147,7 @@ class FakeConsumer:
         handovers: Mapping[TP, Handover] | None = None,
     ) -> None:
         if self.reject_commits:
+            self.rejected_commits += 1
             raise CommitError("the group rebalanced (fake)")
         self.commits.append(dict(offsets))
         for tp, offset in offsets.items():

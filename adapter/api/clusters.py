@@ -49,7 +49,7 @@ from adapter.errors import (
     ValidationError,
 )
 from adapter.ids import restate_form
-from adapter.kafka.options import mask_options, restore_masked, secrets_following_cluster
+from adapter.kafka.options import joined, mask_options, restore_masked, secrets_following_cluster
 from adapter.model import Subscription
 
 __all__ = ["ENDPOINTS"]
@@ -77,12 +77,6 @@ _NAMED = 10
 """Subscriptions named in one refusal; the rest are counted."""
 
 
-def _listed(ids: Sequence[str]) -> str:
-    shown = ", ".join(ids[:_NAMED])
-    more = len(ids) - _NAMED
-    return f"{shown} and {more:,} more" if more > 0 else shown
-
-
 def _followers_refusal(
     name: str,
     stored: Mapping[str, str],
@@ -105,7 +99,7 @@ def _followers_refusal(
         subs, hold = (
             (f"subscription {ids[0]}", "holds")
             if one
-            else (f"subscriptions {_listed(ids)}", "hold")
+            else (f"subscriptions {joined(ids, limit=_NAMED, separator=', ')}", "hold")
         )
         their, them = ("its", "it") if one else ("their", "them")
         held = f"secret options of {their} own ({', '.join(sorted(secrets))})"

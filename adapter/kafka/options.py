@@ -63,6 +63,7 @@ __all__ = [
     "OptionSpec",
     "SecuritySettings",
     "is_secret",
+    "joined",
     "mask_options",
     "resolve_options",
     "restore_masked",
@@ -1537,11 +1538,16 @@ def validate_options(options: Mapping[str, str]) -> None:
 _MAX_PROBLEMS = 20
 
 
+def joined(items: Sequence[str], *, limit: int, separator: str, counted: str = "") -> str:
+    """``items`` joined for a message, bounded: past ``limit`` they are only counted
+    (``…; and 12 more problems``), so no request makes an error message without bound."""
+    shown = separator.join(items[:limit])
+    more = len(items) - limit
+    return f"{shown}{separator}and {more:,} more{counted}" if more > 0 else shown
+
+
 def _joined(problems: Sequence[str]) -> str:
-    """The problems as one message; past :data:`_MAX_PROBLEMS` only counted."""
-    shown = "; ".join(problems[:_MAX_PROBLEMS])
-    more = len(problems) - _MAX_PROBLEMS
-    return f"{shown}; and {more:,} more problems" if more > 0 else shown
+    return joined(problems, limit=_MAX_PROBLEMS, separator="; ", counted=" problems")
 
 
 # --------------------------------------------------------------------------------------------

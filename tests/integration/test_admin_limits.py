@@ -26,8 +26,8 @@ from starlette.routing import Route
 from adapter.api.catalog import ClusterCatalog
 from adapter.api.server import AdminServer, admin_state
 from adapter.config import load_settings
-from adapter.model import HandlerInfo, HandlerType, InputKind, ServiceInfo, ServiceType
 from adapter.store.dynamo import DynamoStore
+from tests._admin_api import put_greeter
 from tests._http_fixtures import HandlerServer
 
 TOKEN = "limits-test-token-0123456789"
@@ -190,15 +190,7 @@ BAD_INPUT: list[tuple[str, Any, str]] = [
 async def test_bad_input_is_a_prompt_400_naming_the_field(
     admin: str, store: DynamoStore, path: str, body: Any, expected: str
 ) -> None:
-    await store.put_deployment({"id": "dp_1", "uri": "http://127.0.0.1:9", "created_at": 0})
-    await store.put_service(
-        ServiceInfo(
-            "Greeter",
-            ServiceType.SERVICE,
-            "dp_1",
-            (HandlerInfo("greet", HandlerType.SERVICE, InputKind.JSON),),
-        )
-    )
+    await put_greeter(store)
     async with httpx.AsyncClient(base_url=admin, headers=AUTH, timeout=10) as client:
         content = body if isinstance(body, str) else json.dumps(body)
         started = time.monotonic()

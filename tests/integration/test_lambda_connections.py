@@ -174,12 +174,12 @@ async def test_a_call_that_never_connected_did_not_run(
     assert not refused.maybe_ran
 
 
-async def _silent_server(
-    on_request: Callable[[asyncio.StreamWriter], None] | None,
-) -> asyncio.Server:
-    """A TCP server that answers nothing; ``on_request`` gets the connection once a request
-    has come in (None: it never reads, as a TLS endpoint stuck in its handshake, until the
-    client gives up)."""
+async def _invoke_silent_endpoint(
+    scheme: str, on_request: Callable[[asyncio.StreamWriter], None] | None, timeout_s: float
+) -> Outcome:
+    """One Invoke of an endpoint that answers nothing; ``on_request`` gets the connection once
+    a request has come in (None: it never reads, as a TLS endpoint stuck in its handshake,
+    until the client gives up)."""
 
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if on_request is None:
@@ -189,22 +189,23 @@ async def _silent_server(
         await reader.readuntil(b"\r\n\r\n")
         on_request(writer)
 
-    return await asyncio.start_server(serve, "127.0.0.1", 0)
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    client = LambdaClient(endpoint_url=f"{scheme}://127.0.0.1:{port}", region="us-east-1")
+    try:
+        outcome = await client.invoke("orders", b"{}", timeout_s=timeout_s)
+    finally:
+        await client.aclose()
+        server.close()
+    assert isinstance(outcome, Outcome)
+    assert outcome.kind is OutcomeKind.RETRY
+    return outcome
 
 
 async def test_a_call_stuck_before_it_was_sent_did_not_run(endpoint: Endpoint) -> None:
     """A TLS handshake that never ends, with an invocation timeout under the connect one's
     5 s default: it ends as a connect timeout, not as 'no answer'."""
-    server = await _silent_server(None)
-    port = server.sockets[0].getsockname()[1]
-    client = LambdaClient(endpoint_url=f"https://127.0.0.1:{port}", region="us-east-1")
-    try:
-        stuck = await client.invoke("orders", b"{}", timeout_s=1)
-    finally:
-        await client.aclose()
-        server.close()
-    assert isinstance(stuck, Outcome)
-    assert stuck.kind is OutcomeKind.RETRY
+    stuck = await _invoke_silent_endpoint("https", None, timeout_s=1)
     assert not stuck.maybe_ran, stuck.error
 
 
@@ -214,14 +215,5 @@ async def test_a_call_reset_while_waiting_for_its_answer_may_have_run(endpoint: 
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         writer.transport.abort()  # closed with SO_LINGER 0: a reset
 
-    server = await _silent_server(reset)
-    port = server.sockets[0].getsockname()[1]
-    client = LambdaClient(endpoint_url=f"http://127.0.0.1:{port}", region="us-east-1")
-    try:
-        reset_outcome = await client.invoke("orders", b"{}", timeout_s=5)
-    finally:
-        await client.aclose()
-        server.close()
-    assert isinstance(reset_outcome, Outcome)
-    assert reset_outcome.kind is OutcomeKind.RETRY
+    reset_outcome = await _invoke_silent_endpoint("http", reset, timeout_s=5)
     assert reset_outcome.maybe_ran, reset_outcome.error

@@ -8,6 +8,7 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -641,6 +642,46 @@ def test_an_open_admin_api_is_announced_loudly_unless_dev_on_loopback() -> None:
 # -- a subscription's listing: ledger rows merged with paged successes --------------------
 
 
+RowsSource = Callable[[dict[str, Any] | None], tuple[list[LedgerEntry], Any]]
+
+
+def _list_through(
+    rows_source: RowsSource, paged_all: list[tuple[int, str]], limit: int, *, rounds: int
+) -> list[int]:
+    """Every listing page of ``rows_source`` merged with the pages ``paged_all`` (offset, page
+    position), as the API pages through them; the offsets listed, in order."""
+
+    def pages_source(after: tuple[str, int] | None) -> tuple[list[tuple[LedgerEntry, str]], bool]:
+        rest = [(o, p) for o, p in paged_all if after is None or (p, o) > (after[0], after[1])]
+        return [(_listed(o), p) for o, p in rest[:limit]], len(rest) > limit
+
+    cursor: ListingCursor | None = ListingCursor()
+    listed: list[int] = []
+    for _ in range(rounds):
+        assert cursor is not None
+        rows, rows_next = ([], None) if cursor.rows_done else rows_source(cursor.rows)
+        paged, more = ([], False) if cursor.pages_done else pages_source(cursor.page)
+        # Fewer rows than asked with more to come: the read stopped where it says.
+        reached = (
+            f"t|000000|{int(rows_next['o']['S']):020d}" if rows_next and len(rows) < limit else None
+        )
+        page, cursor = merge_listing(
+            rows,
+            rows_next,
+            paged,
+            more,
+            limit,
+            cursor,
+            lambda e: {"o": {"S": str(e.offset)}},
+            reached,
+        )
+        assert len(page) <= limit
+        listed += [e.offset for e in page]
+        if cursor is None:
+            return listed
+    raise AssertionError(f"the listing did not end within {rounds} pages")
+
+
 def _listed(offset: int, status: str = "SUCCEEDED") -> LedgerEntry:
     return LedgerEntry(
         id=f"inv_{offset}",
@@ -676,24 +717,7 @@ def test_a_merged_listing_returns_every_entry_once_in_order(
         more = len(rest) > limit
         return [_listed(o) for o in taken], {"o": {"S": str(taken[-1])}} if more else None
 
-    def pages_source(after: tuple[str, int] | None) -> tuple[list[tuple[LedgerEntry, str]], bool]:
-        rest = [(o, p) for o, p in paged_all if after is None or (p, o) > (after[0], after[1])]
-        return [(_listed(o), p) for o, p in rest[:limit]], len(rest) > limit
-
-    cursor: ListingCursor | None = ListingCursor()
-    listed: list[int] = []
-    for _ in range(200):
-        assert cursor is not None
-        rows, rows_next = ([], None) if cursor.rows_done else rows_source(cursor.rows)
-        paged, more = ([], False) if cursor.pages_done else pages_source(cursor.page)
-        page, cursor = merge_listing(
-            rows, rows_next, paged, more, limit, cursor, lambda e: {"o": {"S": str(e.offset)}}
-        )
-        assert len(page) <= limit
-        listed += [e.offset for e in page]
-        if cursor is None:
-            break
-    assert cursor is None
+    listed = _list_through(rows_source, paged_all, limit, rounds=200)
     assert listed == sorted(row_offsets | page_offsets)
 
 
@@ -740,34 +764,7 @@ def test_a_merged_listing_whose_rows_read_stops_early_still_lists_each_once_in_o
                 } if offset < 80 else None
         return [_listed(o) for o in taken], None
 
-    def pages_source(after: tuple[str, int] | None) -> tuple[list[tuple[LedgerEntry, str]], bool]:
-        rest = [(o, p) for o, p in paged_all if after is None or (p, o) > (after[0], after[1])]
-        return [(_listed(o), p) for o, p in rest[:limit]], len(rest) > limit
-
-    cursor: ListingCursor | None = ListingCursor()
-    listed: list[int] = []
-    for _ in range(500):
-        assert cursor is not None
-        rows, rows_next = ([], None) if cursor.rows_done else rows_source(cursor.rows)
-        paged, more = ([], False) if cursor.pages_done else pages_source(cursor.page)
-        reached = (
-            f"t|000000|{int(rows_next['o']['S']):020d}" if rows_next and len(rows) < limit else None
-        )
-        page, cursor = merge_listing(
-            rows,
-            rows_next,
-            paged,
-            more,
-            limit,
-            cursor,
-            lambda e: {"o": {"S": str(e.offset)}},
-            reached,
-        )
-        assert len(page) <= limit
-        listed += [e.offset for e in page]
-        if cursor is None:
-            break
-    assert cursor is None
+    listed = _list_through(rows_source, paged_all, limit, rounds=500)
     assert listed == sorted(row_offsets | page_offsets)
 
 

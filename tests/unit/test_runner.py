@@ -1100,7 +1100,8 @@ class TestStartPosition:
             await subscribed(h, P0)
             h.consumer.deliver([record(TOPIC, 0, o) for o in range(2)])
             await until(lambda: asked >= 3, timeout=5, what="the position asked again")
-            await asyncio.sleep(0.1)  # an observation window: nothing may start
+            # Refused twice after the position was known: nothing may have started meanwhile.
+            await until(lambda: h.consumer.rejected_commits >= 2, timeout=5, what="refusals")
             assert h.invoker.calls == [], "started before its start position was committed"
             h.consumer.reject_commits = False
             await until(lambda: h.committed(P0) == 2, timeout=10, what="the records")
@@ -1154,6 +1155,15 @@ class TestRebalanceDuringAccept:
             assert calls == [(0, 0), (0, 1), (1, 0), (1, 1), (1, 2)]
 
 
+async def _waiting_for_pages(h: Harness, store: _LaggingPages) -> None:
+    """P0 handed back after a graceful handover, and its records redelivered: the fetch loop
+    waits for the pages (the harness's index lag) before it checks them."""
+    await _paged_and_handed_back(h, store)
+    consumed = h.runner.stats.consumed
+    h.consumer.deliver([record(TOPIC, 0, o) for o in range(4)])
+    await until(lambda: h.runner.stats.consumed > consumed, what="the wait begun")
+
+
 class TestLedgerCheckWaits:
     """Accepting a fetch may wait for the ledger check (a handover's pages, a store that
     fails): the fetch loop waits with it, so those waits give way to a stop and to the
@@ -1162,10 +1172,7 @@ class TestLedgerCheckWaits:
     async def test_a_stop_does_not_wait_out_a_handovers_pages(self) -> None:
         store = _LaggingPages(lag_s=0.0)
         async with running(store=store, respond=_first_retries, index_lag_s=60) as h:
-            await _paged_and_handed_back(h, store)  # its pages are waited for (60 s)
-            consumed = h.runner.stats.consumed
-            h.consumer.deliver([record(TOPIC, 0, o) for o in range(4)])
-            await until(lambda: h.runner.stats.consumed > consumed, what="the wait begun")
+            await _waiting_for_pages(h, store)
             stopping = time.monotonic()
         # Leaving the block stops the runner (5 s at most, else TimeoutError).
         assert time.monotonic() - stopping < 2
@@ -1174,10 +1181,7 @@ class TestLedgerCheckWaits:
     async def test_a_revoked_partitions_pages_wait_holds_up_no_other(self) -> None:
         store = _LaggingPages(lag_s=0.0)
         async with running(store=store, respond=_first_retries, index_lag_s=60) as h:
-            await _paged_and_handed_back(h, store)  # its pages are waited for (60 s)
-            consumed = h.runner.stats.consumed
-            h.consumer.deliver([record(TOPIC, 0, o) for o in range(4)])
-            await until(lambda: h.runner.stats.consumed > consumed, what="the wait begun")
+            await _waiting_for_pages(h, store)
             await h.consumer.revoke(P0)
             h.consumer.positions[P1] = 0
             await h.consumer.assign(P1)
