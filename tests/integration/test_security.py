@@ -614,8 +614,13 @@ async def test_token_endpoint_outage_shows_in_status_and_log_and_consumption_res
     await send(secure, topic, 3, 3)
     # Refreshing fails first while the current token still works, then there is none left
     # and the broker, which ends sessions with their token, cannot be reached any more.
+    # The token can leave its usable window a moment before the refresh fails (a busy loop
+    # runs the refresh late): unavailable, then also the refresh's error.
     await eventually(
-        lambda: status(ingress, sub)["oauthbearer"]["state"] == TokenState.UNAVAILABLE,
+        lambda: (
+            status(ingress, sub)["oauthbearer"]["state"] == TokenState.UNAVAILABLE
+            and status(ingress, sub)["oauthbearer"]["last_error"] is not None
+        ),
         timeout=20,
     )
     token_status = status(ingress, sub)["oauthbearer"]
