@@ -96,6 +96,9 @@ class FakeConsumer:
         self.reject_commits = False
         self.rejected_commits = 0
         """Commits refused while :attr:`reject_commits` was set."""
+        self.metadata_limit: int | None = None
+        """A broker's ``offset.metadata.max.bytes``: a commit with longer metadata is
+        refused as a whole."""
         self.started = False
         self.stopped = False
         self._fetches: asyncio.Queue[Fetched] = asyncio.Queue()
@@ -149,11 +152,15 @@ class FakeConsumer:
         if self.reject_commits:
             self.rejected_commits += 1
             raise CommitError("the group rebalanced (fake)")
+        kept = {tp: commit_metadata(topic_id, (handovers or {}).get(tp)) for tp in offsets}
+        limit = self.metadata_limit
+        if limit is not None and any(len(m) > limit for m in kept.values()):
+            self.rejected_commits += 1
+            raise CommitError("the offset metadata is too large (fake)")
         self.commits.append(dict(offsets))
         for tp, offset in offsets.items():
             # Through the metadata string, as Kafka keeps it.
-            metadata = commit_metadata(topic_id, (handovers or {}).get(tp))
-            self.group_commits[tp] = Committed(offset, *parse_commit_metadata(metadata))
+            self.group_commits[tp] = Committed(offset, *parse_commit_metadata(kept[tp]))
 
     def pause(self, tp: TP) -> None:
         self.paused.add(tp)

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import random
 import time
@@ -190,7 +191,9 @@ class Assignments:
             if handover is not None and handover.applies_to(self._subscription_id, generation):
                 self.fences_handed_over += 1
                 state.fence_read(handover.fence, settled=handover.settled)
-                # Its last pages went in just before this handover: the index may lag.
+                state.handed = handover
+                # Its last pages went in just before this handover: the index may lag. Only
+                # records above what it handed over as decided wait for that.
                 state.pages_visible_at = assigned_at + self._index_lag_s
                 if not handover.settled:
                     self._spawn_background(self._read_fence(state, assigned_at, wait=True))
@@ -441,9 +444,13 @@ class Assignments:
             state.revoke()
         self._gate.wake()  # held attempts of these partitions give up now
         await self._dispatcher.release(states, deadline_s)
-        with contextlib.suppress(TimeoutError):
+        durable = True
+        try:
             await asyncio.wait_for(self._ledger.flushed(), deadline_s)
-        await self.commit(only=states, handover=True)
+        except TimeoutError:
+            durable = False  # a success written late could be missed: hand over no ranges
+        durable = durable and self._ledger.abandoned == 0
+        await self.commit(only=states, handover=True, finished_durable=durable)
         for state in states:
             if self.states.get(state.tp) is state:
                 del self.states[state.tp]
@@ -466,11 +473,16 @@ class Assignments:
             await self.commit()
 
     async def commit(
-        self, only: list[PartitionState] | None = None, *, handover: bool = False
+        self,
+        only: list[PartitionState] | None = None,
+        *,
+        handover: bool = False,
+        finished_durable: bool = False,
     ) -> None:
         """Commit what finished. With ``handover``, the last commit of these partitions before
         they go: each whose fence is known is committed -- again, if nothing finished since
-        -- with the fence for the next owner."""
+        -- with the fence for the next owner, and with ``finished_durable`` (the ledger has
+        every result written) which records above the commit finished."""
         consumer = self.consumer
         if consumer is None:
             return
@@ -503,19 +515,43 @@ class Assignments:
                     )
                 if position is not None:
                     positions[state.tp] = position
+                    # A state another release already let go (a stop and a revocation at
+                    # once) missed the results that became durable after: no ranges.
+                    known = finished_durable and self.states.get(state.tp) is state
+                    through, done = state.successor_done(position) if known else (None, ())
                     handovers[state.tp] = Handover(
                         generation,
                         state.successor_fence,
                         self._subscription_id,
                         settled=state.fence_settled,
+                        through=through,
+                        done=done,
                     )
             if not positions:
                 return
             try:
                 await consumer.commit(positions, topic_id, handovers)
             except KafkaError as exc:
-                log.warning("commit of %s failed (will retry): %s", self._subscription_id, exc)
-                return
+                ranged = {tp: h for tp, h in handovers.items() if h.through is not None}
+                if not ranged:
+                    log.warning("commit of %s failed (will retry): %s", self._subscription_id, exc)
+                    return
+                # A broker whose offset.metadata.max.bytes is below the default refuses the
+                # finished ranges, and a handover is not retried: once more without them.
+                log.warning(
+                    "handover commit of %s failed (%s): once more without finished ranges",
+                    self._subscription_id,
+                    exc,
+                )
+                for tp, h in ranged.items():
+                    handovers[tp] = dataclasses.replace(h, through=None, done=())
+                try:
+                    await consumer.commit(positions, topic_id, handovers)
+                except KafkaError as again:
+                    log.warning(
+                        "commit of %s failed (will retry): %s", self._subscription_id, again
+                    )
+                    return
             for state in states:
                 position = moved.get(state.tp)
                 if position is not None:

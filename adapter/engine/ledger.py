@@ -127,6 +127,9 @@ class LedgerWriter:
         """Rows the store refused, written in reduced form (:func:`reduced_entry`)."""
         self.refused = 0
         """Rows the store refused even reduced: dropped, their offsets left unfinished."""
+        self.abandoned = 0
+        """Rows whose write was cancelled (the writer stopping): DynamoDB may have them or
+        not, and no callback told anyone, yet :meth:`flushed` counts them as done."""
 
     @property
     def pending(self) -> int:
@@ -201,8 +204,10 @@ class LedgerWriter:
                 task.cancel()
 
     async def _write(self, batch: list[tuple[LedgerEntry, OnDurable | None]], first: int) -> None:
+        written = False
         try:
             dropped = await self._write_rows([entry for entry, _ in batch])
+            written = True
             self.written += sum(1 for entry, _ in batch if entry.id not in dropped)
             for entry, on_durable in batch:
                 if on_durable is None or entry.id in dropped:
@@ -214,6 +219,8 @@ class LedgerWriter:
                     # unfinished (their offsets would never commit).
                     log.exception("ledger: a durable-row callback failed")
         finally:
+            if not written:
+                self.abandoned += len(batch)
             self._in_progress -= len(batch)
             self._in_flight.discard(first)
             self._wake_flush_waiters()

@@ -135,6 +135,30 @@ class OffsetTracker:
     def last_tracked(self) -> int | None:
         return self._last_tracked
 
+    def finished_runs(self, through: int) -> list[tuple[int, int]]:
+        """The finished offsets above the position and at or below ``through``, as ascending
+        inclusive ranges of consecutive offsets. A range never spans an offset that was not
+        tracked: a record of an aborted transaction is one under ``read_committed``, and a
+        consumer reading ``read_uncommitted`` would be handed it."""
+        runs: list[tuple[int, int]] = []
+        finished = self._finished
+        first: int | None = None
+        last = 0
+        for offset in self._queue:
+            if offset > through:
+                break
+            if offset in finished and first is not None and offset == last + 1:
+                last = offset
+                continue
+            if first is not None:
+                runs.append((first, last))
+                first = None
+            if offset in finished:
+                first = last = offset
+        if first is not None:
+            runs.append((first, last))
+        return runs
+
     def oldest_unfinished(self) -> int | None:
         """The offset holding the commit position back (useful for lag alerts)."""
         return self._queue[0] if self._queue else None

@@ -34,6 +34,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from adapter.engine.offsets import OffsetTracker, TopicPartition
+from adapter.kafka.commit_marks import Handover
 
 __all__ = ["Growth", "PartitionState", "Pause", "Resume"]
 
@@ -74,14 +75,17 @@ class PartitionState:
         "_pause_at",
         "_resume_at",
         "committed_at_start",
+        "decided_through",
         "fence_settled",
         "generation",
+        "handed",
         "pages_visible_at",
         "paused",
         "revoking",
         "topic_key",
         "tp",
         "tracker",
+        "unsound_through",
     )
 
     def __init__(
@@ -125,6 +129,15 @@ class PartitionState:
         # partition go may not be found yet (pages are read through an eventually consistent
         # index): ledger checks of this partition's records wait for it.
         self.pages_visible_at = 0.0
+        # The previous owner's handover, when this assignment took it: which records above
+        # the commit it finished, so they need no ledger read (adapter.kafka.commit_marks).
+        self.handed: Handover | None = None
+        # The highest offset whose record this assignment decided (invoked or found
+        # finished): its ledger check is behind it.
+        self.decided_through: int | None = None
+        # The highest offset decided before the fence was settled: that check may have
+        # missed success pages the index did not show yet, so it is not handed on as known.
+        self.unsound_through: int | None = None
 
     def __repr__(self) -> str:
         fence = self._fence if self._fence_known else "unknown"
@@ -161,6 +174,33 @@ class PartitionState:
         whatever this owner may have recorded lies at or below the last offset it took."""
         fetched = self.tracker.last_tracked
         return max((o for o in (self._fence, fetched) if o is not None), default=None)
+
+    def successor_done(self, position: int) -> tuple[int | None, tuple[tuple[int, int], ...]]:
+        """What to hand the next owner about the records above ``position`` (the commit the
+        handover goes with): the offset through which every one was decided, and the ranges
+        of those that finished -- this owner's, then what its own predecessor handed over
+        beyond what this one reached. ``(None, ())``: nothing known above ``position``.
+        Only meaningful once every finished record is durable."""
+        if self.unsound_through is not None and self.unsound_through >= position:
+            return None, ()
+        own = self.decided_through
+        handed = self.handed
+        inherited = handed.through if handed is not None else None
+        through = max((o for o in (own, inherited) if o is not None), default=None)
+        if through is None or through < position:
+            return None, ()
+        runs = self.tracker.finished_runs(own) if own is not None else []
+        if handed is not None and inherited is not None:
+            floor = max(position - 1, -1 if own is None else own)
+            runs += [(max(first, floor + 1), last) for first, last in handed.done if last > floor]
+        return through, tuple(run for run in runs if run[1] >= position)
+
+    def decided(self, through: int, *, sound: bool) -> None:
+        """The records of a fetch up to ``through`` were decided; ``sound``: with the fence
+        settled when their ledger check began."""
+        self.decided_through = through
+        if not sound:
+            self.unsound_through = through
 
     def needs_ledger_check(self, offset: int) -> bool:
         """Could this record have been finished by an earlier owner?"""

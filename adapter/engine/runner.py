@@ -56,6 +56,8 @@ log = logging.getLogger(__name__)
 TP = tuple[str, int]
 
 _COMPLETED = frozenset(s.value for s in TERMINAL_STATUSES)
+# A record the previous owner handed over as finished: its ledger entry is not read.
+_HANDED_OVER_DONE = InvocationStatus.SUCCEEDED.value
 
 # How long one fetch call may wait for records. A fetch returns as soon as records arrive
 # and stop() interrupts it, so this only sets how often an idle runner wakes up
@@ -484,12 +486,17 @@ class SubscriptionRunner(RebalanceListener):
         if pause is not None and self._consumer is not None:
             self._consumer.hold(pause.tp)
         self._consumed += len(records)
+        last_offset = records[-1].offset if records else None
         if self._filter is not None:
             records = self._filtered_out(state, records)
         ids = [invocation_id(sub_id, key, r.partition, r.offset) for r in records]
+        # Before the fence settles, a check may miss pages the index does not show yet.
+        sound = state.fence_known and state.fence_settled
         known = await self._ledger_statuses(state, records, ids)
         if known is None or not self._assignments.current(state):
             return  # stopped or revoked while we looked at the ledger: the next owner's
+        if last_offset is not None:
+            state.decided(last_offset, sound=sound)  # nothing below awaits: all of them now
         now = _now_ms()
         admitted: list[Work] = []
         for record, inv_id in zip(records, ids, strict=True):
@@ -564,7 +571,24 @@ class SubscriptionRunner(RebalanceListener):
         }
         if not to_check:
             return {}
-        wait_s = state.pages_visible_at - time.monotonic()
+        known: dict[str, str] = {}
+        rows_only: dict[str, int] = {}
+        handed = state.handed
+        if handed is not None:
+            # The previous owner's handover says which of these it finished; for the others
+            # it decided, no page of its can exist, and rows are read consistently.
+            for inv_id, offset in list(to_check.items()):
+                finished = handed.finished(offset)
+                if finished is None:
+                    continue
+                del to_check[inv_id]
+                if finished:
+                    known[inv_id] = _HANDED_OVER_DONE
+                else:
+                    rows_only[inv_id] = offset
+            if not to_check and not rows_only:
+                return known
+        wait_s = state.pages_visible_at - time.monotonic() if to_check else 0.0
         if wait_s > 0:
             # The previous owner handed the partition over a moment ago, after writing its
             # last success pages; found through an eventually consistent index, a page not
@@ -579,15 +603,17 @@ class SubscriptionRunner(RebalanceListener):
                 wait_s = state.pages_visible_at - time.monotonic()
 
         async def read() -> dict[str, str]:
-            statuses = await self._store.get_statuses(to_check)
-            paged = await self._store.paged_offsets(
-                self.subscription.id,
-                state.topic_key,
-                state.tp[1],
-                min(to_check.values()),
-                max(to_check.values()),
-            )
-            return with_paged_successes(statuses, to_check, paged)
+            statuses = await self._store.get_statuses([*to_check, *rows_only])
+            if to_check:
+                paged = await self._store.paged_offsets(
+                    self.subscription.id,
+                    state.topic_key,
+                    state.tp[1],
+                    min(to_check.values()),
+                    max(to_check.values()),
+                )
+                statuses = with_paged_successes(statuses, to_check, paged)
+            return known | statuses
 
         def report(exc: IngressError) -> None:
             # Backpressure: no record is admitted before we know it was not completed.

@@ -22,10 +22,10 @@ Pages are found through the ``by_subscription`` index, which DynamoDB updates as
 (typically well within a second), while rows are read with strongly consistent reads. The
 ledger fence that decides which redelivered records are checked at all reads the same index in
 both modes -- unless the previous owner let the partition go gracefully and left its fence in
-its last offset commit (``adapter.kafka.commit_marks``), which needs no read; the pages it wrote
-just before that commit are looked up by the next owner (for the records between its commit and
-its fence, the ones that finished out of order) only once the index lag has passed since the
-assignment (``PartitionState.pages_visible_at``). So a poller that
+its last offset commit (``adapter.kafka.commit_marks``), which needs no read. The same commit
+says which records above it that owner finished, so the pages it wrote just before are never
+looked for; records above what it handed over as decided are looked up in pages only once the
+index lag has passed since the assignment (``PartitionState.pages_visible_at``). So a poller that
 takes over a partition within that lag after a crash -- the previous owner recorded successes
 but its offset commit did not happen -- may invoke those records once more: delivery stays
 at-least-once; the never-again guarantee has that lag as its window after a crash.

@@ -82,6 +82,17 @@ async def test_a_handover_comes_back_as_committed(
         }
         await member.commit({tp: 4}, TOPIC_ID)  # a later plain commit replaces it
         assert await member.committed({tp}) == {tp: Committed(4, TOPIC_ID)}
+        # The largest handover there can be -- the longest subscription ID, finished ranges
+        # filling their budget -- is kept whole within the broker's default metadata limit.
+        base = 10**15
+        done = tuple((base + i * 1_000, base + i * 1_000 + 999 - 2) for i in range(1_000))
+        longest = Handover(generation, base * 2, "s" * 256, through=base * 2, done=done)
+        await member.commit({tp: base}, TOPIC_ID, {tp: longest})
+        (kept,) = (await member.committed({tp})).values()
+        assert kept.handover is not None
+        assert kept.handover.subscription_id == "s" * 256
+        assert len(kept.handover.done) > 100
+        assert kept.handover.done == done[: len(kept.handover.done)]
     finally:
         polling.cancel()
         await member.stop()

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from adapter.kafka.commit_marks import Handover, commit_metadata, parse_commit_metadata
+from adapter.kafka.commit_marks import (
+    MAX_DONE_CHARS,
+    Handover,
+    commit_metadata,
+    parse_commit_metadata,
+)
 
 TOPIC_ID = "Zm9vYmFyYmF6cXV4cXV1eA"
 SUB = "sub_2Wfv1q0bXcH8rXsOa9yDd3Kw1Pz"
@@ -68,3 +73,58 @@ def test_only_the_very_next_generation_of_the_same_subscription_takes_a_handover
     assert not handover.applies_to(SUB, None)
     # Another subscription in the same group: the fence is of another ledger.
     assert not handover.applies_to("sub_other", 6)
+
+
+@pytest.mark.parametrize(
+    "handover",
+    [
+        Handover(3, 9, SUB, through=9, done=()),
+        Handover(3, 9, SUB, through=120, done=((100, 104), (107, 107), (110, 119))),
+        Handover(3, 9, SUB, through=10**17, done=((10**17 - 5, 10**17),)),
+        Handover(3, None, SUB, settled=False, through=4, done=((0, 4),)),
+    ],
+)
+def test_what_finished_above_the_commit_survives_the_round_trip(handover: Handover) -> None:
+    assert parse_commit_metadata(commit_metadata(TOPIC_ID, handover)) == (TOPIC_ID, handover)
+
+
+def test_finished_answers_only_up_to_through() -> None:
+    handover = Handover(3, 9, SUB, through=120, done=((100, 104), (107, 107), (110, 119)))
+    offsets = (99, 100, 104, 105, 107, 108, 110, 119, 120, 121)
+    got = [handover.finished(o) for o in offsets]
+    assert got == [False, True, True, False, True, False, True, True, False, None]
+    assert Handover(3, 9, SUB).finished(0) is None
+
+
+def test_ranges_that_do_not_fit_are_left_out_and_through_cut_below_them() -> None:
+    done = tuple((i * 10, i * 10 + 5) for i in range(1_000))
+    metadata = commit_metadata(TOPIC_ID, Handover(3, 9, SUB, through=10**6, done=done))
+    assert len(metadata) <= 200 + MAX_DONE_CHARS
+    _, handover = parse_commit_metadata(metadata)
+    assert handover is not None
+    assert handover.through is not None
+    kept = len(handover.done)
+    assert 100 < kept < 1_000
+    assert handover.done == done[:kept]
+    # Everything up to through is described as it was; nothing of the rest is claimed.
+    assert handover.through == done[kept][0] - 1
+    assert handover.finished(done[kept][0]) is None
+
+
+@pytest.mark.parametrize(
+    "done",
+    [
+        "",
+        "x:",
+        "5",
+        "5:1+2,0+1",  # overlapping
+        "5:1+2,",
+        "5:1+9",  # beyond through
+        "5:1-2",
+        "5:" + ",".join(["1+0"] * 2_000),
+    ],
+)
+def test_an_unreadable_finished_part_makes_the_whole_handover_none(done: str) -> None:
+    # Read as no handover at all: the next owner reads the ledger, as after a crash.
+    metadata = f"{TOPIC_ID} handover=3:9:s:{SUB} done={done}"
+    assert parse_commit_metadata(metadata) == (TOPIC_ID, None)

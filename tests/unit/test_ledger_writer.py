@@ -243,3 +243,26 @@ async def test_store_errors_are_still_retried_until_the_rows_are_written() -> No
     assert writer.failures == 2
     assert writer.healthy
     assert writer.reduced == writer.refused == 0
+
+
+async def test_rows_whose_write_was_cancelled_are_counted_as_abandoned() -> None:
+    # A flush then returns although nobody knows whether DynamoDB has them: a revocation
+    # must not hand those records over as known.
+    writing = asyncio.Event()
+
+    class Stuck(FakeStore):
+        async def write_entries(self, entries: Sequence[LedgerEntry]) -> None:
+            writing.set()
+            await asyncio.Event().wait()
+
+    writer = LedgerWriter(Stuck(), linger_s=0, max_batch=5)
+    task = asyncio.create_task(writer.run())
+    for n in range(3):
+        writer.submit(_row(n), lambda: pytest.fail("not durable"))
+    flush = asyncio.create_task(writer.flushed())
+    await asyncio.wait_for(writing.wait(), 2)
+    assert writer.pending == 3
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    await asyncio.wait_for(flush, 1)
+    assert writer.abandoned == 3

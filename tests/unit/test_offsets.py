@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 
 import pytest
@@ -308,3 +309,38 @@ def test_a_start_position_after_a_record_finished_is_ignored() -> None:
     tracker.finish(5)
     tracker.start_at(9)
     assert tracker.committable() == 6
+
+
+def test_finished_runs_span_neither_an_unfinished_offset_nor_an_untracked_one() -> None:
+    tracker = tracked(5, 6, 7, 9, 10, 12, 13, 20, 21)
+    for offset in (6, 9, 10, 12, 21):
+        tracker.finish(offset)
+    # 5 unfinished; 6 finished; 7 unfinished; 9..10; 12 (11 never tracked: under
+    # read_committed, maybe a record of an aborted transaction); 13 and 20 unfinished; 21
+    # beyond ``through``.
+    assert tracker.finished_runs(20) == [(6, 6), (9, 10), (12, 12)]
+    assert tracker.finished_runs(21) == [(6, 6), (9, 10), (12, 12), (21, 21)]
+    tracker.finish(5)  # the position moves past 6: only what lies above it is listed
+    assert tracker.finished_runs(21) == [(9, 10), (12, 12), (21, 21)]
+
+
+@PROPERTY
+@given(
+    offsets=st.lists(st.integers(0, 200), min_size=1, max_size=60, unique=True).map(sorted),
+    data=st.data(),
+)
+def test_finished_runs_cover_exactly_the_finished_offsets_above_the_position(
+    offsets: list[int], data: st.DataObject
+) -> None:
+    tracker = tracked(*offsets)
+    done = data.draw(st.sets(st.sampled_from(offsets)))
+    for offset in offsets:
+        if offset in done:
+            tracker.finish(offset)
+    through = data.draw(st.integers(0, 210))
+    runs = tracker.finished_runs(through)
+    covered = {o for o in offsets if any(lo <= o <= hi for lo, hi in runs)}
+    position = tracker.position if tracker.position is not None else 0
+    assert covered == {o for o in done if position <= o <= through}
+    assert all(set(range(lo, hi + 1)) <= done for lo, hi in runs)
+    assert all(hi < lo2 for (_, hi), (lo2, _) in itertools.pairwise(runs))

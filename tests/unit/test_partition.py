@@ -8,6 +8,7 @@ import pytest
 from adapter.engine.ownership import Ownership
 from adapter.engine.partition import Growth, PartitionState, Pause, Resume
 from adapter.engine.topic_watch import TopicChange, TopicWatch
+from adapter.kafka.commit_marks import Handover
 from adapter.kafka.topics import TopicInfo
 
 TP = ("t", 0)
@@ -34,6 +35,61 @@ class TestFence:
         s = state()
         s.fence_read(None)
         assert not s.needs_ledger_check(0)
+
+
+class TestSuccessorDone:
+    """What a graceful owner hands over about the records above its commit."""
+
+    def test_nothing_decided_nothing_known(self) -> None:
+        assert state().successor_done(0) == (None, ())
+
+    def test_own_decisions_give_through_and_the_finished_runs(self) -> None:
+        s = state(pause_at=100)
+        s.fetched(list(range(10, 16)))
+        for offset in (11, 12, 14):
+            s.finished(offset)
+        s.decided(15, sound=True)
+        assert s.successor_done(10) == (15, ((11, 12), (14, 14)))
+
+    def test_decisions_made_before_the_fence_settled_are_not_handed_on(self) -> None:
+        # Such a check may have missed a page the index did not show yet: a record that
+        # finished elsewhere, decided as not finished here, must not be handed on so.
+        s = state(pause_at=100)
+        s.fetched(list(range(10, 16)))
+        s.decided(12, sound=False)
+        s.decided(15, sound=True)
+        s.finished(11)
+        assert s.successor_done(10) == (None, ())
+        for offset in (10, 12):
+            s.finished(offset)  # the position passes the last unsound decision
+        assert s.successor_done(13) == (15, ())
+
+    def test_records_fetched_but_not_decided_are_not_claimed(self) -> None:
+        s = state(pause_at=100)
+        s.fetched(list(range(10, 16)))
+        s.finished(11)
+        s.finished(14)  # finished, but its fetch's ledger check did not end (revoked)
+        s.decided(12, sound=True)
+        assert s.successor_done(10) == (12, ((11, 11),))
+
+    def test_what_the_predecessor_handed_over_beyond_this_owners_reach_is_passed_on(
+        self,
+    ) -> None:
+        s = state(pause_at=100)
+        s.handed = Handover(1, 30, "sub", through=30, done=((11, 12), (20, 25), (28, 30)))
+        s.fetched([10, 11, 12, 13])
+        for offset in (11, 12):
+            s.finished(offset)  # skipped as handed over
+        s.decided(13, sound=True)
+        assert s.successor_done(10) == (30, ((11, 12), (20, 25), (28, 30)))
+        s.decided(22, sound=True)  # reached into a handed-over range: its rest is passed on
+        assert s.successor_done(10) == (30, ((11, 12), (23, 25), (28, 30)))
+
+    def test_an_owner_that_decided_nothing_passes_the_handover_on(self) -> None:
+        s = state()
+        s.handed = Handover(1, 30, "sub", through=30, done=((11, 12), (20, 25)))
+        assert s.successor_done(10) == (30, ((11, 12), (20, 25)))
+        assert s.successor_done(31) == (None, ())
 
 
 class TestBacklog:

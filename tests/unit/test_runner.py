@@ -12,7 +12,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pytest
@@ -559,6 +559,7 @@ class _LaggingPages(FakeStore):
 
     lag_s: float = 0.2
     pages: list[tuple[float, LedgerEntry]] = field(default_factory=list)
+    page_reads: int = 0
 
     async def write_entries(self, entries: Sequence[LedgerEntry]) -> None:
         rows = [e for e in entries if not is_pageable(e)]
@@ -571,6 +572,7 @@ class _LaggingPages(FakeStore):
     async def paged_offsets(
         self, subscription_id: str, topic: str, partition: int, lo: int, hi: int
     ) -> set[int]:
+        self.page_reads += 1
         visible = time.monotonic() - self.lag_s
         return {
             e.offset
@@ -585,15 +587,38 @@ def _first_retries(request: InvocationRequest) -> Outcome:
     return Outcome.retry("not yet") if request.record.offset == 0 else Outcome.ack()
 
 
-async def _paged_and_handed_back(h: Harness, store: _LaggingPages) -> None:
+async def _paged_and_handed_back(
+    h: Harness, store: _LaggingPages, *, finished_handed_over: bool = True
+) -> None:
     """Records 0..3 of P0, 1..3 succeeded into pages while 0 retries; then a graceful
-    handover (commit 0, fence 3) and an eager rebalance that gives P0 straight back."""
+    handover (commit 0, fence 3) and an eager rebalance that gives P0 straight back.
+    ``finished_handed_over=False``: the handover says nothing of which records finished (a
+    poller of an earlier version, ranges that did not fit)."""
     h.consumer.positions[P0] = 0
     await subscribed(h, P0)
     h.consumer.deliver([record(TOPIC, 0, o) for o in range(4)])
     await until(lambda: len(store.pages) == 3, what="1..3 paged")
     await h.consumer.revoke(P0)
+    commit = h.consumer.group_commits[P0]
+    assert commit.handover is not None
+    assert (commit.handover.through, commit.handover.done) == (3, ((1, 3),))
+    if not finished_handed_over:
+        h.consumer.group_commits[P0] = replace(
+            commit, handover=replace(commit.handover, through=None, done=())
+        )
     await h.consumer.assign(P0)
+
+
+async def _slow_ledger_write(h: Harness, store: _GatedStore) -> asyncio.Event:
+    """P0's records 0..2 finished and committed; the ledger write of 3..5 waits for the
+    returned gate."""
+    await subscribed(h, P0)
+    h.consumer.deliver([record(TOPIC, 0, o) for o in range(3)])
+    await until(lambda: h.committed(P0) == 3)
+    gate = store.block = asyncio.Event()
+    h.consumer.deliver([record(TOPIC, 0, o) for o in range(3, 6)])
+    await until(lambda: store.blocked, what="a slow ledger write")
+    return gate
 
 
 class TestHandover:
@@ -624,8 +649,11 @@ class TestHandover:
                 what="four successes recorded",
             )
             await a.consumer.revoke(P0)
+            # It took and decided 0..4; of them, 1..4 finished.
             assert a.consumer.group_commits[P0] == Committed(
-                0, OLD_ID, Handover(a.consumer.current_generation, 4, SUB.id)
+                0,
+                OLD_ID,
+                Handover(a.consumer.current_generation, 4, SUB.id, through=4, done=((1, 4),)),
             )
             async with running(store=store, group_of=a) as b:
                 await until(lambda: b.consumer.listener is not None, what="subscribe")
@@ -813,15 +841,128 @@ class TestHandover:
 
     @pytest.mark.promise("p-ops-fence-handover")
     async def test_successes_paged_just_before_a_handover_are_not_run_again(self) -> None:
-        """Pages are found through an index that lags: the next owner's ledger check of the
-        records between the commit and the fence waits for it."""
+        """Pages are found through an index that lags: a handover that does not say which
+        records finished makes the next owner's ledger check of the records between the
+        commit and the fence wait for it."""
         store = _LaggingPages(lag_s=0.2)
         async with running(store=store, respond=_first_retries, index_lag_s=0.4) as h:
-            await _paged_and_handed_back(h, store)
+            await _paged_and_handed_back(h, store, finished_handed_over=False)
             h.consumer.deliver([record(TOPIC, 0, o) for o in range(4)])
             await until(lambda: h.runner.stats.skipped_completed >= 3, what="1..3 skipped")
             assert sorted({o for o in h.invoker.offsets() if o != 0}) == [1, 2, 3]
             assert h.invoker.offsets().count(1) == 1, "a paged success ran again"
+
+    @pytest.mark.promise("p-ops-fence-handover")
+    async def test_what_the_previous_owner_finished_is_skipped_without_waiting_for_the_index(
+        self,
+    ) -> None:
+        """The handover says which records above the commit finished: the next owner skips
+        them and reads only rows (consistent) for the others it decided, so it does not wait
+        for the index's lag (the pages here never show in it)."""
+        store = _LaggingPages(lag_s=60)
+        async with running(store=store, respond=_first_retries, index_lag_s=60) as h:
+            await _paged_and_handed_back(h, store)
+            retried = h.invoker.offsets().count(0)
+            h.consumer.deliver([record(TOPIC, 0, o) for o in range(5)])
+            await until(lambda: 4 in h.invoker.offsets(), timeout=3, what="4, without a wait")
+            assert h.runner.stats.skipped_completed == 3
+            assert [o for o in h.invoker.offsets() if o in (1, 2, 3)] == [1, 2, 3]
+            # 0 had failed and was retrying: it goes on, and no page was looked for.
+            await until(lambda: h.invoker.offsets().count(0) > retried, what="0 again")
+            assert store.page_reads == 0
+
+    async def test_what_finished_is_handed_on_by_an_owner_that_did_not_reach_it(self) -> None:
+        # Handovers in quick succession (a second and a third poller joining): the owner in
+        # between decided only 0..1, and passes on what it was told of 2..3.
+        store = _LaggingPages(lag_s=60)
+        async with running(store=store, respond=_first_retries, index_lag_s=60) as h:
+            await _paged_and_handed_back(h, store)
+            h.consumer.deliver([record(TOPIC, 0, o) for o in range(2)])
+            await until(lambda: h.runner.stats.skipped_completed == 1, what="1 skipped")
+            await h.consumer.revoke(P0)
+            handover = h.consumer.group_commits[P0].handover
+            assert handover is not None
+            assert handover.through == 3
+            assert [handover.finished(o) for o in range(5)] == [False, True, True, True, None]
+            await h.consumer.assign(P0)
+            h.consumer.deliver([record(TOPIC, 0, o) for o in range(5)])
+            await until(lambda: 4 in h.invoker.offsets(), timeout=3, what="4, without a wait")
+            assert h.runner.stats.skipped_completed == 4
+            assert [o for o in h.invoker.offsets() if o in (1, 2, 3)] == [1, 2, 3]
+
+    async def test_nothing_is_handed_over_as_finished_unless_the_ledger_has_it_all(
+        self,
+    ) -> None:
+        # A result still on its way to DynamoDB when the revocation's time ran out may land
+        # after the next owner looked: that owner waits for the index and reads it instead.
+        store = _GatedStore()
+        async with running(store=store, revoke_timeout_s=0.1) as h:
+            gate = await _slow_ledger_write(h, store)
+            await h.consumer.revoke(P0)
+            handover = h.consumer.group_commits[P0].handover
+            assert handover is not None
+            assert handover.fence == 5
+            assert (handover.through, handover.done) == (None, ())
+            gate.set()
+
+    async def test_records_decided_before_the_fence_settled_are_not_handed_over_as_known(
+        self,
+    ) -> None:
+        # No handover to start from: the fence and the pages are read at once, within the
+        # index's lag, and may miss a success the previous owner (crashed) paged just now.
+        store = _LaggingPages(lag_s=60)
+        async with running(
+            store=store,
+            respond=_first_retries,
+            index_lag_s=60,
+            committed={P0: (0, OLD_ID)},
+            ran_before=True,
+        ) as h:
+            await subscribed(h, P0)
+            await until(lambda: store.fence_reads == 1, what="the fence read")
+            h.consumer.deliver([record(TOPIC, 0, o) for o in range(4)])
+            await until(lambda: len(store.pages) == 3, what="1..3 paged")
+            await h.consumer.revoke(P0)
+            handover = h.consumer.group_commits[P0].handover
+            assert handover is not None
+            assert handover.settled is False
+            assert (handover.through, handover.done) == (None, ())
+
+    async def test_a_stop_and_a_revocation_at_once_hand_over_no_stale_ranges(self) -> None:
+        # The revocation's flush runs out of time and it lets the partition go; the rows
+        # land afterwards, unseen by the released state; the stop's own flush then succeeds
+        # and its commit -- same generation -- must not claim those records unfinished.
+        store = _GatedStore()
+        async with running(store=store, drain_timeout_s=10.0, revoke_timeout_s=0.1) as h:
+            gate = await _slow_ledger_write(h, store)
+            state = h.runner._assignments.states[P0]
+            h.runner.stop()
+            await until(lambda: state.revoking, what="the stop releasing")
+            await h.consumer.revoke(P0)
+            commits = len(h.consumer.commits)
+            gate.set()
+            await until(lambda: h.runner.state is RunnerState.STOPPED, what="stopped")
+            assert len(h.consumer.commits) > commits, "the stop's commit is what is tested"
+            handover = h.consumer.group_commits[P0].handover
+            assert handover is not None
+            assert (handover.through, handover.done) == (None, ())
+
+    async def test_a_broker_refusing_the_ranges_still_gets_the_handover(self) -> None:
+        # offset.metadata.max.bytes below Kafka's default: the handover's commit is made
+        # again without the finished ranges rather than not at all.
+        store = _LaggingPages(lag_s=0.0)
+        async with running(store=store, respond=_first_retries) as h:
+            h.consumer.positions[P0] = 0
+            await subscribed(h, P0)
+            h.consumer.deliver([record(TOPIC, 0, o) for o in range(4)])
+            await until(lambda: len(store.pages) == 3, what="1..3 paged")
+            h.consumer.metadata_limit = 50  # the handover fits, its ranges do not
+            await h.consumer.revoke(P0)
+            assert h.consumer.rejected_commits == 1
+            commit = h.consumer.group_commits[P0]
+            assert commit.offset == 0
+            assert commit.handover is not None
+            assert (commit.handover.fence, commit.handover.through) == (3, None)
 
 
 @dataclass(eq=False)
@@ -1158,7 +1299,7 @@ class TestRebalanceDuringAccept:
 async def _waiting_for_pages(h: Harness, store: _LaggingPages) -> None:
     """P0 handed back after a graceful handover, and its records redelivered: the fetch loop
     waits for the pages (the harness's index lag) before it checks them."""
-    await _paged_and_handed_back(h, store)
+    await _paged_and_handed_back(h, store, finished_handed_over=False)
     consumed = h.runner.stats.consumed
     h.consumer.deliver([record(TOPIC, 0, o) for o in range(4)])
     await until(lambda: h.runner.stats.consumed > consumed, what="the wait begun")
