@@ -442,6 +442,8 @@ class SubscriptionRunner(RebalanceListener):
                     for tp, records in fetched.records.items()
                 ]
                 for state, records in fetched_under:
+                    if self._stopping.is_set():
+                        break  # a stop during one partition's acceptance admits no other's
                     if state is not None and state.admits and self._assignments.current(state):
                         await self._accept(state, records)
                 if time.monotonic() - last_check >= interval:

@@ -1319,6 +1319,30 @@ class TestLedgerCheckWaits:
         assert time.monotonic() - stopping < 2
         assert h.invoker.offsets().count(1) == 1, "a record admitted on the way out"
 
+    async def test_a_stop_during_one_partitions_wait_admits_no_other_of_the_fetch(
+        self,
+    ) -> None:
+        store = _LaggingPages(lag_s=0.0)
+        async with running(store=store, respond=_first_retries, index_lag_s=60) as h:
+            await _paged_and_handed_back(h, store, finished_handed_over=False)
+            h.consumer.positions[P1] = 0
+            await h.consumer.assign(P1)
+            await until(lambda: P1 not in h.consumer.paused, what="P1's start committed")
+            consumed = h.runner.stats.consumed
+            # One fetch: P0's records wait for the pages, P1's come after them.
+            h.consumer.deliver(
+                [record(TOPIC, 0, o) for o in range(4)] + [record(TOPIC, 1, o) for o in range(2)]
+            )
+            await until(lambda: h.runner.stats.consumed > consumed, what="P0's wait begun")
+            h.runner.stop()
+            await until(lambda: h.runner.state is RunnerState.STOPPED, what="stopped")
+            assert [c.record.offset for c in h.invoker.calls if c.record.partition == 1] == []
+            # Not taken on at all: the handover's fence would otherwise claim them (the next
+            # owner would check them against the ledger for nothing).
+            handover = h.consumer.group_commits[P1].handover
+            assert handover is not None
+            assert handover.fence is None
+
     async def test_a_revoked_partitions_pages_wait_holds_up_no_other(self) -> None:
         store = _LaggingPages(lag_s=0.0)
         async with running(store=store, respond=_first_retries, index_lag_s=60) as h:
