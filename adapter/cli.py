@@ -168,6 +168,13 @@ def _parser() -> argparse.ArgumentParser:
         "--limit", type=int, default=100, help="list up to this many, following page tokens"
     )
     inv_list.add_argument("--page-token", help="continue a listing ('more:' of the last one)")
+    inv_list.add_argument(
+        "--max-requests",
+        type=_positive_int,
+        default=_LIST_REQUESTS,
+        help=f"stop after this many requests (default {_LIST_REQUESTS}; each reads a bounded "
+        "part of the ledger), with the token to go on with",
+    )
     for action, text in (
         ("describe", "show one invocation"),
         ("cancel", "cancel an unfinished invocation"),
@@ -377,15 +384,28 @@ def _dispatch(client: Any, args: argparse.Namespace) -> Any:
 
 
 _LIST_PAGE_MAX = 1000  # the API's largest page (GET /invocations?limit=)
+_LIST_REQUESTS = 10  # as the dashboard's listing: at most ~50 DynamoDB pages read
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def _list_invocations(call: Callable[..., Any], args: argparse.Namespace) -> dict[str, Any]:
     """Up to ``--limit`` invocations, following ``next_page_token``: a filtered listing reads a
     bounded part of the ledger per request, so a page may hold fewer than asked, even none,
-    while more follow. Stops when ``--limit`` are listed or the token is gone."""
+    while more follow. Stops when ``--limit`` are listed, the token is gone, or after
+    ``--max-requests`` requests: a filter that matches nothing on a large ledger would otherwise
+    read all of it, request after request, with nothing on screen."""
     listed: list[Any] = []
     token = args.page_token
-    while True:
+    for _ in range(args.max_requests):
         params = {
             "subscription": args.subscription,
             "status": args.status,
@@ -399,6 +419,12 @@ def _list_invocations(call: Callable[..., Any], args: argparse.Namespace) -> dic
         token = page.get("next_page_token")
         if token is None or len(listed) >= args.limit:
             return {"invocations": listed, "next_page_token": token}
+    print(
+        f"stopped after {args.max_requests} requests with {len(listed)} listed; more may "
+        "follow (--page-token below, or a larger --max-requests)",
+        file=sys.stderr,
+    )
+    return {"invocations": listed, "next_page_token": token}
 
 
 def _render(args: argparse.Namespace, result: Any) -> None:

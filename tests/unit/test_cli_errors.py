@@ -4,10 +4,11 @@ or a document line may hold a secret (docs/security.md, "Secrets")."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from adapter.cli import EXIT_UNREACHABLE, EXIT_USAGE, main
+from adapter.cli import EXIT_UNREACHABLE, EXIT_USAGE, _list_invocations, _parser, main
 
 TOKEN = "eyJhbGciOiJIUzI1NiJ9.c2VjcmV0LXRva2Vu.SECRETSIG42"
 PASSWORD = "hunter2hunter2"
@@ -96,3 +97,34 @@ def test_an_unreachable_admin_url_is_named_without_its_credentials(
     err = _stderr(capsys, argv, EXIT_UNREACHABLE)
     assert "cannot reach the admin API at http://***@127.0.0.1:1" in err
     assert PASSWORD not in err
+
+
+def test_a_listing_that_keeps_finding_nothing_stops_after_max_requests(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # A key that matches nothing on a large ledger: every page empty, always a token.
+    requests: list[dict[str, Any]] = []
+
+    def call(method: str, path: str, params: dict[str, Any]) -> dict[str, Any]:
+        requests.append(params)
+        return {"invocations": [], "next_page_token": f"t{len(requests)}"}
+
+    args = _parser().parse_args(["invocations", "list", "--key", "nothing"])
+    result = _list_invocations(call, args)
+    assert len(requests) == 10
+    assert result == {"invocations": [], "next_page_token": "t10"}
+    assert "stopped after 10 requests" in capsys.readouterr().err
+    args = _parser().parse_args(["invocations", "list", "--max-requests", "3"])
+    requests.clear()
+    _list_invocations(call, args)
+    assert len(requests) == 3
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "many"])
+def test_max_requests_must_be_a_positive_whole_number(
+    capsys: pytest.CaptureFixture[str], value: str
+) -> None:
+    with pytest.raises(SystemExit) as exited:  # argparse's own usage error
+        main(["invocations", "list", "--max-requests", value])
+    assert exited.value.code == EXIT_USAGE
+    assert "argument --max-requests: " in capsys.readouterr().err
