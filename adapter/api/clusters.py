@@ -31,6 +31,7 @@ from adapter.api.bodies import (
     UpdateKafkaClusterRequest,
 )
 from adapter.api.catalog import ClusterEntry, cluster_from_properties
+from adapter.api.checked_writes import ChangedMeanwhile, versions
 from adapter.api.endpoint import (
     AdminState,
     Endpoint,
@@ -190,15 +191,19 @@ async def create_cluster(request: Request, state: AdminState) -> Response:
     if state.catalog.get(name) is not None:
         raise ConflictError(f"Kafka cluster {name!r} already exists")
     cluster_from_properties(name, properties)
-    # Subscriptions left by a cluster of this name deleted with force=true.
-    await _check_followers(state, name, {}, properties)
     created = int(time.time() * 1000)
-    try:
-        await state.store.create_cluster(
-            {"name": name, "properties": properties, "created_at": created}
-        )
-    except ConditionFailedError:
-        raise ConflictError(f"Kafka cluster {name!r} already exists") from None
+    async for since in versions(state, f"Kafka cluster {name!r}"):
+        # Subscriptions left by a cluster of this name deleted with force=true.
+        await _check_followers(state, name, {}, properties)
+        try:
+            await state.store.create_cluster(
+                {"name": name, "properties": properties, "created_at": created}, since=since
+            )
+        except ChangedMeanwhile:
+            continue  # a subscription may have come meanwhile: check again
+        except ConditionFailedError:
+            raise ConflictError(f"Kafka cluster {name!r} already exists") from None
+        break
     await state.catalog.refresh([name])
     log.info("Kafka cluster %s created", name)
     entry = ClusterEntry(name, properties, created, static=False)
@@ -206,21 +211,28 @@ async def create_cluster(request: Request, state: AdminState) -> Response:
 
 
 async def update_cluster(request: Request, state: AdminState) -> Response:
-    entry = await _entry(state, request.path_params["cluster_name"])
-    _read_only(entry, "changed")
+    name = request.path_params["cluster_name"]
+    _read_only(await _entry(state, name), "changed")
     body = await read_body(request, UpdateKafkaClusterRequest)
-    # Properties written back exactly as GET showed them keep the stored secrets.
-    properties = _restore(_text(body.properties), entry.properties)
-    cluster_from_properties(entry.name, properties)
-    await _check_followers(state, entry.name, entry.properties, properties)
-    try:
-        await state.store.replace_cluster(
-            {"name": entry.name, "properties": properties, "created_at": entry.created_at_ms}
-        )
-    except ConditionFailedError:
-        raise UnknownResourceError(
-            f"the requested Kafka cluster {entry.name!r} does not exist"
-        ) from None
+    async for since in versions(state, f"Kafka cluster {name!r}"):
+        # Read after the version: the write below happens only if nothing changed since.
+        entry = await _entry(state, name)
+        # Properties written back exactly as GET showed them keep the stored secrets.
+        properties = _restore(_text(body.properties), entry.properties)
+        cluster_from_properties(entry.name, properties)
+        await _check_followers(state, entry.name, entry.properties, properties)
+        try:
+            await state.store.replace_cluster(
+                {"name": entry.name, "properties": properties, "created_at": entry.created_at_ms},
+                since=since,
+            )
+        except ChangedMeanwhile:
+            continue  # a subscription may have come or changed meanwhile: check again
+        except ConditionFailedError:
+            raise UnknownResourceError(
+                f"the requested Kafka cluster {entry.name!r} does not exist"
+            ) from None
+        break
     await state.catalog.refresh([entry.name])
     for sub in await state.store.list_subscriptions():
         if sub.cluster == entry.name:

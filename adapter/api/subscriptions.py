@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import replace
 
 from starlette.requests import Request
@@ -34,6 +35,7 @@ from adapter.api.bodies import (
     SubscriptionResponse,
     UpdateSubscriptionRequest,
 )
+from adapter.api.checked_writes import ChangedMeanwhile, versions
 from adapter.api.endpoint import AdminState, Endpoint, QueryParam, json_response, read_body
 from adapter.api.groups import ResetTarget
 from adapter.api.refs import EVENT_FORMAT, Sink, parse_sink, parse_source, sink_options
@@ -50,6 +52,7 @@ from adapter.kafka.options import (
     ClientOptions,
     resolve_options,
     restore_masked,
+    secrets_following_cluster,
     validate_options,
 )
 from adapter.masking import mask_secrets
@@ -151,7 +154,7 @@ async def create_subscription(request: Request, state: AdminState) -> Response:
     body = await read_body(request, CreateSubscriptionRequest)
     source = parse_source(body.source)
     sink = parse_sink(body.sink)
-    cluster = await _cluster(state, source.cluster)
+    await _cluster(state, source.cluster)
     await _check_sink(state, sink)
     try:
         options = restore_masked({k: _text(v) for k, v in (body.options or {}).items()}, {})
@@ -159,21 +162,31 @@ async def create_subscription(request: Request, state: AdminState) -> Response:
         raise ValidationError(str(exc)) from None
     options = sink_options(sink, options)
     new_id = ids.subscription_id()
-    resolved = _resolve(new_id, cluster, options)
-    sub = Subscription(
-        id=new_id,
-        cluster=source.cluster,
-        topic=source.topic,
-        service=sink.service,
-        handler=sink.handler,
-        options={**options, _GROUP: resolved.group_id},
-        created_at_ms=int(time.time() * 1000),
-    )
-    # The store checks for a subscription with the same source, sink and group by its claim
-    # (one conditional write), so concurrent creations of one consumer make one subscription.
-    existing = await state.store.create_subscription(sub)
-    if existing is not None:
-        return _existing(existing, options)
+    created_at = int(time.time() * 1000)
+    seen = _properties(state, source.cluster)
+    async for since in versions(state, f"Kafka cluster {source.cluster!r}"):
+        # Checked against the cluster as it is when written (adapter.api.checked_writes).
+        cluster = await _cluster(state, source.cluster)
+        _not_moved_meanwhile(state, source.cluster, seen, options)
+        resolved = _resolve(new_id, cluster, options)
+        sub = Subscription(
+            id=new_id,
+            cluster=source.cluster,
+            topic=source.topic,
+            service=sink.service,
+            handler=sink.handler,
+            options={**options, _GROUP: resolved.group_id},
+            created_at_ms=created_at,
+        )
+        # The store checks for a subscription with the same source, sink and group by its
+        # claim (one conditional write), so concurrent creations of one consumer make one.
+        try:
+            existing = await state.store.create_subscription(sub, since=since)
+        except ChangedMeanwhile:
+            continue
+        if existing is not None:
+            return _existing(existing, options)
+        break
     if sink.function_arn is not None:
         # After the row: a concurrent delete of the function's last other subscription
         # either sees this row and keeps the registration, or is undone here.
@@ -274,10 +287,14 @@ async def delete_subscription(request: Request, state: AdminState) -> Response:
     return Response(status_code=202)
 
 
-async def _save(state: AdminState, old: Subscription, new: Subscription) -> Subscription:
+async def _save(
+    state: AdminState, old: Subscription, new: Subscription, *, since: int | None = None
+) -> Subscription:
     saved = replace(new, revision=old.revision + 1)
     try:
-        await state.store.update_subscription(saved, expected_revision=old.revision, previous=old)
+        await state.store.update_subscription(
+            saved, expected_revision=old.revision, previous=old, since=since
+        )
     except ConditionsFailed as exc:
         if 0 in exc.failed:
             raise ConflictError(
@@ -299,13 +316,41 @@ async def _save(state: AdminState, old: Subscription, new: Subscription) -> Subs
     return saved
 
 
-async def update_subscription(request: Request, state: AdminState) -> Response:
-    sub = await _get(state, request.path_params["subscription"])
-    body = await read_body(request, UpdateSubscriptionRequest)
+def _properties(state: AdminState, name: str) -> Mapping[str, str]:
+    """The cluster's properties as last read (empty: unknown)."""
+    entry = state.catalog.get(name)
+    return entry.properties if entry is not None else {}
+
+
+def _not_moved_meanwhile(
+    state: AdminState, name: str, seen: Mapping[str, str], options: Mapping[str, str]
+) -> None:
+    """409 if the cluster changed since this request first read it in a way that would send
+    the secrets the subscription gives itself elsewhere: they were given for what it was."""
+    following = secrets_following_cluster(seen, _properties(state, name), options) if seen else []
+    if following:
+        change = following[0]
+        effect = "sends them elsewhere" if change.moves else "weakens their protection"
+        raise ConflictError(
+            f"Kafka cluster {name!r} changed while this request was made: its "
+            f"{change.option!r} {effect}, and this subscription gives secret options of its "
+            f"own ({', '.join(change.secrets)}); read the cluster again and retry"
+        )
+
+
+async def _cluster_for_options(
+    state: AdminState, sub: Subscription, body: UpdateSubscriptionRequest
+) -> KafkaCluster | None:
+    """The subscription's cluster when options are given (None: none given, or the cluster
+    was deleted with force=true, and changes are judged by the subscription alone)."""
+    return await state.catalog.lookup(sub.cluster) if body.options else None
+
+
+def _updated_options(
+    sub: Subscription, body: UpdateSubscriptionRequest, cluster: KafkaCluster | None
+) -> dict[str, str]:
     options = dict(sub.options)
     given = {k: None if v is None else _text(v) for k, v in (body.options or {}).items()}
-    # Unknown here (deleted with force=true): changes are judged by the subscription alone.
-    cluster = await state.catalog.lookup(sub.cluster) if given else None
     try:
         # "***" (what GET shows for a secret) written back keeps the stored secret, unless
         # the change (a removal too: the cluster's option then applies) moves or weakens
@@ -327,14 +372,38 @@ async def update_subscription(request: Request, state: AdminState) -> Response:
             options[name] = kept[name]
     if function_sink_arn(sub.service):
         options = sink_options(parse_sink(sub.sink), options)
-    if options != sub.options:
-        _resolve(
-            sub.id, cluster if cluster is not None else await _cluster(state, sub.cluster), options
-        )
-    paused = sub.paused if body.paused is None else body.paused
-    if options == sub.options and paused == sub.paused:
-        return json_response(subscription_response(sub))
-    saved = await _save(state, sub, replace(sub, options=options, paused=paused))
+    return options
+
+
+async def update_subscription(request: Request, state: AdminState) -> Response:
+    sub_id = request.path_params["subscription"]
+    first = await _get(state, sub_id)
+    body = await read_body(request, UpdateSubscriptionRequest)
+    seen: Mapping[str, str] | None = None
+    async for since in versions(state, f"subscription {sub_id!r}"):
+        # Read after the version, so checked against its cluster as it is when written.
+        sub = await _get(state, sub_id)
+        if sub.cluster != first.cluster:
+            raise ConflictError(
+                f"subscription {sub_id} was moved to another cluster meanwhile; read it "
+                "again and retry"
+            )
+        cluster = await _cluster_for_options(state, sub, body)
+        seen = _properties(state, sub.cluster) if seen is None else seen
+        options = _updated_options(sub, body, cluster)
+        _not_moved_meanwhile(state, sub.cluster, seen, options)
+        if options != sub.options:
+            _resolve(sub.id, cluster or await _cluster(state, sub.cluster), options)
+        paused = sub.paused if body.paused is None else body.paused
+        if options == sub.options and paused == sub.paused:
+            return json_response(subscription_response(sub))
+        try:
+            saved = await _save(
+                state, sub, replace(sub, options=options, paused=paused), since=since
+            )
+        except ChangedMeanwhile:
+            continue
+        break
     log.info("subscription %s updated (revision %d)", saved.id, saved.revision)
     return json_response(subscription_response(saved))
 

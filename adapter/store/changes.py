@@ -32,7 +32,7 @@ from typing import Any, TypeVar
 import orjson
 from botocore.exceptions import ClientError
 
-from adapter.errors import ConditionFailedError, StoreError
+from adapter.errors import ConditionFailedError, ConflictError, StoreError
 from adapter.model import Subscription
 
 __all__ = [
@@ -43,6 +43,7 @@ __all__ = [
     "ChangeKind",
     "ChangeLog",
     "ChangeWriter",
+    "ChangedMeanwhile",
     "ConditionsFailed",
     "claim_id",
     "claim_item",
@@ -101,6 +102,11 @@ def new_table_item() -> dict[str, Any]:
     """The change item of a subscriptions table just created: version 0, and claims marked
     ready -- it holds no subscription stored before claims, so none needs a back-fill."""
     return {"id": {"S": CHANGES_ID}, "version": {"N": "0"}, "claims": {"N": "1"}}
+
+
+class ChangedMeanwhile(ConflictError):
+    """A write conditioned on the change feed's version found it moved: another admin write
+    came after what the caller checked its write against. Check again and retry."""
 
 
 class ConditionsFailed(ConditionFailedError):
@@ -201,14 +207,31 @@ class ChangeWriter:
         self._version = log.version
         return log
 
+    async def version(self) -> int:
+        """The feed's version now (one consistent GetItem): read it before what a write is
+        checked against, and pass it to :meth:`write` as ``since``."""
+        return (await self.read()).version
+
     async def write(
-        self, items: list[dict[str, Any]], refs: Sequence[tuple[str, str]], what: str
+        self,
+        items: list[dict[str, Any]],
+        refs: Sequence[tuple[str, str]],
+        what: str,
+        *,
+        since: int | None = None,
     ) -> None:
         """Apply ``items`` (TransactWriteItems entries) and record ``refs`` as changed.
 
-        ConditionsFailed names the items whose own condition refused the write."""
+        ConditionsFailed names the items whose own condition refused the write. With
+        ``since`` (a :meth:`version`), the write happens only if no other admin write came
+        after it, else ChangedMeanwhile: what the caller checked is still what is stored."""
         for attempt in range(_MAX_TRIES):
-            version = self._version if self._version is not None else (await self.read()).version
+            if since is not None:
+                version = since
+            elif self._version is not None:
+                version = self._version
+            else:
+                version = (await self.read()).version
             batch = [*items, _bump(self._table, version, refs)]
             codes: list[str] = await self._call(partial(_transact, self._client, batch), what)
             if not codes:
@@ -220,6 +243,10 @@ class ChangeWriter:
                 raise ConditionsFailed(f"{what}: condition failed", refused)
             if codes[-1] == "ConditionalCheckFailed":
                 self._version = None  # another process wrote first: read the version again
+                if since is not None:
+                    raise ChangedMeanwhile(
+                        f"{what}: changed by another request meanwhile; read it again and retry"
+                    )
             elif "TransactionConflict" not in codes:
                 raise StoreError(f"{what}: transaction cancelled ({', '.join(codes)})")
             # Spread the retries of writers that collided.

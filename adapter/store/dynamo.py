@@ -520,10 +520,18 @@ class DynamoStore:
                 return False
         return True
 
-    async def create_subscription(self, sub: Subscription) -> Subscription | None:
+    async def change_version(self) -> int:
+        """The change feed's version: pass it as ``since`` to a write checked against what
+        was read after it (:meth:`ChangeWriter.write`)."""
+        return await self.changes.version()
+
+    async def create_subscription(
+        self, sub: Subscription, *, since: int | None = None
+    ) -> Subscription | None:
         """Insert a new subscription unless one already consumes its topic into its handler
         in its group: None once created, else that subscription (found by its claim, not by
-        scanning). ConditionFailedError if the ID is taken."""
+        scanning). ConditionFailedError if the ID is taken; ChangedMeanwhile (``since``) if
+        another admin write came after that version."""
         await self._ensure_claims()
         item = await self._subscription_item(sub)
         table = self.names.subscriptions
@@ -539,6 +547,7 @@ class DynamoStore:
                     ],
                     [(ChangeKind.SUBSCRIPTION, sub.id)],
                     f"create subscription {sub.id}",
+                    since=since,
                 )
                 return None
             except ConditionsFailed as exc:
@@ -600,8 +609,10 @@ class DynamoStore:
         *,
         expected_revision: int,
         previous: Subscription | None = None,
+        since: int | None = None,
     ) -> None:
-        """Replace a subscription only if it still exists at ``expected_revision``.
+        """Replace a subscription only if it still exists at ``expected_revision`` (and, with
+        ``since``, no other admin write came after that change-feed version).
 
         ConditionFailedError when it was changed or deleted meanwhile (optimistic locking),
         ConditionsFailed naming item 2 when a new consumer group (given ``previous``) is
@@ -636,7 +647,7 @@ class DynamoStore:
                 )
             )
         await self.changes.write(
-            items, [(ChangeKind.SUBSCRIPTION, sub.id)], f"update subscription {sub.id}"
+            items, [(ChangeKind.SUBSCRIPTION, sub.id)], f"update subscription {sub.id}", since=since
         )
 
     # -- registry ---------------------------------------------------------------------------
@@ -1418,7 +1429,7 @@ class DynamoStore:
 
     # -- Kafka clusters ---------------------------------------------------------------------
 
-    async def create_cluster(self, data: dict[str, Any]) -> None:
+    async def create_cluster(self, data: dict[str, Any], *, since: int | None = None) -> None:
         """Insert a cluster (``name``, ``properties``, ``created_at``); ConditionFailedError
         if the name is taken."""
         item = _to_item(await self.secrets.seal_row(data, CLUSTER_SECRETS))
@@ -1433,9 +1444,10 @@ class DynamoStore:
             ],
             [(ChangeKind.CLUSTER, str(data.get("name")))],
             f"create Kafka cluster {data.get('name')}",
+            since=since,
         )
 
-    async def replace_cluster(self, data: dict[str, Any]) -> None:
+    async def replace_cluster(self, data: dict[str, Any], *, since: int | None = None) -> None:
         """Replace an existing cluster; ConditionFailedError if it does not exist."""
         item = _to_item(await self.secrets.seal_row(data, CLUSTER_SECRETS))
         await self.changes.write(
@@ -1449,6 +1461,7 @@ class DynamoStore:
             ],
             [(ChangeKind.CLUSTER, str(data.get("name")))],
             f"update Kafka cluster {data.get('name')}",
+            since=since,
         )
 
     async def get_cluster(self, name: str) -> dict[str, Any] | None:

@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
+from adapter.api.checked_writes import WRITE_TRIES
 from adapter.store.dynamo import DynamoStore
 from tests._admin_api import authorised_client, call, put_greeter
 
@@ -41,6 +42,7 @@ OIDC = {
     "sasl.oauthbearer.token.endpoint.url": "http://127.0.0.1:9/token",
 }
 EVIL_BROKERS = {"bootstrap.servers": "evil.example:9092"}
+EVIL_CLUSTER = {**CLUSTER, **EVIL_BROKERS}
 # The TLS settings CLUSTER has (two of them by default), as a subscription sets them itself.
 OWN_TLS = {
     "security.protocol": "SASL_SSL",
@@ -377,3 +379,96 @@ async def test_cluster_update_cannot_weaken_protection_by_spelling_trust_anchor_
     assert "sasl.password" in refused["message"]
     _no_secret_in(refused["message"])
     assert await _stored(store) == cluster
+
+
+class TestConcurrentChanges:
+    """Each side reads the other, then writes itself; a write made after another admin write
+    came in between is checked again (adapter/api/checked_writes.py)."""
+
+    @pytest.mark.promise("p-sec-credentials-stay")
+    async def test_a_subscription_created_between_a_cluster_updates_check_and_write_is_seen(
+        self, api: httpx.AsyncClient, store: DynamoStore, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        await _cluster(api, CLUSTER)
+        listed = store.list_subscriptions
+        created: list[str] = []
+
+        async def a_subscription_arrives_after_the_check() -> Any:
+            found = await listed()
+            if not created:  # the update's first check: none of them holds a secret
+                created.append(await _subscription(api, OWN))
+            return found
+
+        monkeypatch.setattr(store, "list_subscriptions", a_subscription_arrives_after_the_check)
+        moved = {"properties": {**CLUSTER, **EVIL_BROKERS}}
+        refused = await call(api, "PATCH", "/kafka-clusters/c1", moved, 400)
+        assert created[0] in refused["message"]
+        _no_secret_in(refused["message"])
+        assert await _stored(store) == CLUSTER
+
+    @pytest.mark.promise("p-sec-credentials-stay")
+    async def test_a_cluster_moved_while_a_subscription_is_created_refuses_its_secrets(
+        self, api: httpx.AsyncClient, store: DynamoStore, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        await _cluster(api, CLUSTER)
+        create = store.create_subscription
+        moved: list[bool] = []
+
+        async def the_cluster_moves_before_the_write(sub: Any, **kwargs: Any) -> Any:
+            if not moved:  # no subscription holds a secret yet: the move is allowed
+                await call(api, "PATCH", "/kafka-clusters/c1", {"properties": EVIL_CLUSTER}, 200)
+                moved.append(True)
+            return await create(sub, **kwargs)
+
+        monkeypatch.setattr(store, "create_subscription", the_cluster_moves_before_the_write)
+        body = {"source": "kafka://c1/t", "sink": "service://Greeter/greet", "options": OWN}
+        refused = await call(api, "POST", "/subscriptions", body, 409)
+        assert "'bootstrap.servers'" in refused["message"]
+        assert "sasl.password" in refused["message"]
+        _no_secret_in(refused["message"])
+        assert await store.list_subscriptions() == []
+
+    @pytest.mark.promise("p-sec-credentials-stay")
+    async def test_a_cluster_moved_while_a_subscription_takes_a_secret_refuses_it(
+        self, api: httpx.AsyncClient, store: DynamoStore, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        await _cluster(api, CLUSTER)
+        sub = await _subscription(api, {})
+        update = store.update_subscription
+        moved: list[bool] = []
+
+        async def the_cluster_moves_before_the_write(saved: Any, **kwargs: Any) -> Any:
+            if not moved:
+                # The cluster update's own write, before it bumps its subscriptions'
+                # revisions (which would refuse this write on its own).
+                moved.append(True)
+                row = await store.get_cluster("c1")
+                assert row is not None
+                await store.replace_cluster({**row, "properties": EVIL_CLUSTER})
+            return await update(saved, **kwargs)
+
+        monkeypatch.setattr(store, "update_subscription", the_cluster_moves_before_the_write)
+        refused = await call(api, "PATCH", f"/subscriptions/{sub}", {"options": OWN}, 409)
+        assert "sasl.password" in refused["message"]
+        stored = await store.get_subscription(sub)
+        assert stored is not None
+        assert "sasl.password" not in stored.options
+
+    async def test_a_write_that_other_writes_keep_overtaking_gives_up_with_a_409(
+        self, api: httpx.AsyncClient, store: DynamoStore, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        await _cluster(api, CLUSTER)
+        replace_cluster = store.replace_cluster
+        tries: list[int] = []
+
+        async def always_overtaken(data: dict[str, Any], **kwargs: Any) -> None:
+            tries.append(1)
+            await put_greeter(store)  # another admin write between the check and this one
+            await replace_cluster(data, **kwargs)
+
+        monkeypatch.setattr(store, "replace_cluster", always_overtaken)
+        renamed = {"properties": {**CLUSTER, "client.id": "renamed"}}
+        refused = await call(api, "PATCH", "/kafka-clusters/c1", renamed, 409)
+        assert "kept changing" in refused["message"]
+        assert len(tries) == WRITE_TRIES
+        assert await _stored(store) == CLUSTER
