@@ -188,10 +188,14 @@ class Assignments:
             if commit is not None:
                 state.committed_at_start = commit.offset
             handover = commit.handover if commit is not None else None
-            if handover is not None and handover.applies_to(self._subscription_id, generation):
+            if (
+                commit is not None
+                and handover is not None
+                and handover.applies_to(self._subscription_id, generation)
+            ):
                 self.fences_handed_over += 1
                 state.fence_read(handover.fence, settled=handover.settled)
-                state.handed = handover
+                state.take_handover(handover, commit.offset)
                 # Its last pages went in just before this handover: the index may lag. Only
                 # records above what it handed over as decided wait for that.
                 state.pages_visible_at = assigned_at + self._index_lag_s
@@ -494,6 +498,10 @@ class Assignments:
             positions: dict[TP, int] = {}
             handovers: dict[TP, Handover] = {}
             for state in states:
+                if state.topic_key != self._topic.key:
+                    # A topic re-created while this one was let go: its positions and what
+                    # finished are of the dead topic, not of the one topic_id now names.
+                    continue
                 if generation != state.generation:
                     # The group moved on without revoking it from this member (a release
                     # that outlived a rebalance): whatever it commits now would overwrite

@@ -79,12 +79,14 @@ class PartitionState:
         "fence_settled",
         "generation",
         "handed",
+        "handed_from",
         "pages_visible_at",
         "paused",
         "revoking",
         "topic_key",
         "tp",
         "tracker",
+        "unproven",
         "unsound_through",
     )
 
@@ -132,6 +134,13 @@ class PartitionState:
         # The previous owner's handover, when this assignment took it: which records above
         # the commit it finished, so they need no ledger read (adapter.kafka.commit_marks).
         self.handed: Handover | None = None
+        # The commit it came with: what it says holds only from there on (a seek back to
+        # the log's start after a truncation fetches records below it again).
+        self.handed_from = 0
+        # Taken over with a handover that says nothing of what finished (an earlier
+        # version, a ledger flush that ran out of time): late pages of the previous owner
+        # may land after any check of this assignment, so none of its decisions is handed on.
+        self.unproven = False
         # The highest offset whose record this assignment decided (invoked or found
         # finished): its ledger check is behind it.
         self.decided_through: int | None = None
@@ -175,24 +184,40 @@ class PartitionState:
         fetched = self.tracker.last_tracked
         return max((o for o in (self._fence, fetched) if o is not None), default=None)
 
+    def take_handover(self, handover: Handover, committed: int) -> None:
+        """The previous owner's handover, which came with the commit ``committed``."""
+        self.handed = handover
+        self.handed_from = committed
+        self.unproven = handover.through is None
+
+    def handed_finished(self, offset: int) -> bool | None:
+        """Did the previous owner finish ``offset``? None: its handover does not say."""
+        handed = self.handed
+        if handed is None or offset < self.handed_from:
+            return None
+        return handed.finished(offset)
+
     def successor_done(self, position: int) -> tuple[int | None, tuple[tuple[int, int], ...]]:
         """What to hand the next owner about the records above ``position`` (the commit the
-        handover goes with): the offset through which every one was decided, and the ranges
-        of those that finished -- this owner's, then what its own predecessor handed over
-        beyond what this one reached. ``(None, ())``: nothing known above ``position``.
-        Only meaningful once every finished record is durable."""
+        handover goes with): the offset through which every one was decided (``position -
+        1`` when none was), and the ranges of those that finished -- this owner's, then what
+        its own predecessor handed over beyond what this one reached. ``(None, ())``: not
+        known (a decision above ``position`` may have missed a page). Only meaningful once
+        every finished record is durable."""
         if self.unsound_through is not None and self.unsound_through >= position:
             return None, ()
         own = self.decided_through
-        handed = self.handed
-        inherited = handed.through if handed is not None else None
-        through = max((o for o in (own, inherited) if o is not None), default=None)
-        if through is None or through < position:
-            return None, ()
+        through = max(position - 1, -1 if own is None else own)
         runs = self.tracker.finished_runs(own) if own is not None else []
-        if handed is not None and inherited is not None:
-            floor = max(position - 1, -1 if own is None else own)
-            runs += [(max(first, floor + 1), last) for first, last in handed.done if last > floor]
+        handed = self.handed
+        if handed is not None and handed.through is not None and handed.through > through:
+            base = self.handed_from
+            # Passed on only where it joins what this owner decided: nothing below its
+            # commit was decided by the owner that handed it over.
+            if base <= through + 1:
+                runs += [(max(first, through + 1), last) for first, last in handed.done]
+                runs = [run for run in runs if run[0] <= run[1]]
+                through = handed.through
         return through, tuple(run for run in runs if run[1] >= position)
 
     def decided(self, through: int, *, sound: bool) -> None:

@@ -493,7 +493,7 @@ class SubscriptionRunner(RebalanceListener):
             records = self._filtered_out(state, records)
         ids = [invocation_id(sub_id, key, r.partition, r.offset) for r in records]
         # Before the fence settles, a check may miss pages the index does not show yet.
-        sound = state.fence_known and state.fence_settled
+        sound = state.fence_known and state.fence_settled and not state.unproven
         known = await self._ledger_statuses(state, records, ids)
         if known is None or not self._assignments.current(state):
             return  # stopped or revoked while we looked at the ledger: the next owner's
@@ -580,7 +580,7 @@ class SubscriptionRunner(RebalanceListener):
             # The previous owner's handover says which of these it finished; for the others
             # it decided, no page of its can exist, and rows are read consistently.
             for inv_id, offset in list(to_check.items()):
-                finished = handed.finished(offset)
+                finished = state.handed_finished(offset)
                 if finished is None:
                     continue
                 del to_check[inv_id]

@@ -55,7 +55,7 @@ _DONE = " done="
 _NO_FENCE = "-"
 _HANDOVER_VALUE = re.compile(r"([0-9]{1,18}):([0-9]{1,18}|-):([su]):([!-~]{1,256})")
 _RANGE = r"[0-9]{1,18}\+[0-9]{1,18}"
-_DONE_VALUE = re.compile(rf"([0-9]{{1,18}}):((?:{_RANGE},)*{_RANGE})?")
+_DONE_VALUE = re.compile(rf"(-1|[0-9]{{1,18}}):((?:{_RANGE},)*{_RANGE})?")
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,8 +69,8 @@ class Handover:
     settled: bool = True
     """False: the fence may lack rows the ledger's index did not show yet; read it again."""
     through: int | None = None
-    """Every offset above the commit and up to this one was decided by the owner (None: no
-    such knowledge handed over)."""
+    """Every offset from the commit up to this one was decided by the owner (below the
+    commit: none was; None: no such knowledge handed over)."""
     done: tuple[tuple[int, int], ...] = ()
     """Which of them finished: ascending, disjoint inclusive ranges, each ending at or below
     :attr:`through`."""

@@ -40,8 +40,10 @@ class TestFence:
 class TestSuccessorDone:
     """What a graceful owner hands over about the records above its commit."""
 
-    def test_nothing_decided_nothing_known(self) -> None:
-        assert state().successor_done(0) == (None, ())
+    def test_nothing_decided_above_the_commit_is_said_as_such(self) -> None:
+        # Known, and empty: the next owner's decisions count as sound (an unknown would not).
+        assert state().successor_done(0) == (-1, ())
+        assert state().successor_done(10) == (9, ())
 
     def test_own_decisions_give_through_and_the_finished_runs(self) -> None:
         s = state(pause_at=100)
@@ -76,7 +78,7 @@ class TestSuccessorDone:
         self,
     ) -> None:
         s = state(pause_at=100)
-        s.handed = Handover(1, 30, "sub", through=30, done=((11, 12), (20, 25), (28, 30)))
+        s.take_handover(Handover(1, 30, "sub", through=30, done=((11, 12), (20, 25), (28, 30))), 10)
         s.fetched([10, 11, 12, 13])
         for offset in (11, 12):
             s.finished(offset)  # skipped as handed over
@@ -87,9 +89,31 @@ class TestSuccessorDone:
 
     def test_an_owner_that_decided_nothing_passes_the_handover_on(self) -> None:
         s = state()
-        s.handed = Handover(1, 30, "sub", through=30, done=((11, 12), (20, 25)))
+        s.take_handover(Handover(1, 30, "sub", through=30, done=((11, 12), (20, 25))), 10)
         assert s.successor_done(10) == (30, ((11, 12), (20, 25)))
-        assert s.successor_done(31) == (None, ())
+        assert s.successor_done(31) == (30, ())
+
+    def test_what_was_handed_over_holds_only_from_the_commit_it_came_with(self) -> None:
+        # A seek back to the log's start (a truncated log) fetches records below it again:
+        # the previous owner said nothing of those.
+        s = state(pause_at=100)
+        s.take_handover(Handover(1, 9, "sub", through=9, done=((6, 9),)), 5)
+        assert [s.handed_finished(o) for o in (0, 4, 5, 6, 10)] == [None, None, False, True, None]
+        s.fetched([0, 1, 2])
+        s.decided(2, sound=True)
+        # Its own decisions (0..2) do not reach the handed-over part (5..9): not passed on.
+        assert s.successor_done(0) == (2, ())
+        s.fetched([3, 4])
+        s.decided(4, sound=True)
+        assert s.successor_done(0) == (9, ((6, 9),))
+
+    def test_decisions_on_a_handover_that_said_nothing_are_not_handed_on(self) -> None:
+        # The previous owner's late pages may land after any check of this assignment.
+        s = state()
+        s.take_handover(Handover(1, 9, "sub"), 5)
+        assert s.unproven
+        s.take_handover(Handover(1, 9, "sub", through=4), 5)
+        assert not s.unproven
 
 
 class TestBacklog:

@@ -771,8 +771,9 @@ class TestHandover:
             await until(lambda: store.fence_reads == 2, timeout=3, what="the second read")
             assert (state.fence, state.fence_settled) == (7, True)
             await h.consumer.revoke(P0)
+            # Nothing above the commit (0) was decided: through is just below it.
             assert h.consumer.group_commits[P0].handover == Handover(
-                h.consumer.current_generation, 7, SUB.id
+                h.consumer.current_generation, 7, SUB.id, through=-1
             )
 
     async def test_an_unsettled_fence_is_handed_on_as_such_and_read_again(self) -> None:
@@ -784,7 +785,7 @@ class TestHandover:
             await until(lambda: store.fence_reads == 1, what="the first read")
             await a.consumer.revoke(P0)
             generation = a.consumer.current_generation
-            handover = Handover(generation, None, SUB.id, settled=False)
+            handover = Handover(generation, None, SUB.id, settled=False, through=-1)
             assert a.consumer.group_commits[P0] == Committed(0, OLD_ID, handover)
             async with running(store=store, group_of=a, index_lag_s=0.2) as b:
                 await until(lambda: b.consumer.listener is not None, what="subscribe")
@@ -812,7 +813,7 @@ class TestHandover:
             await assign
             await until(lambda: h.consumer.group_commits[P0].handover is not None)
             assert h.consumer.group_commits[P0] == Committed(
-                5, OLD_ID, Handover(h.consumer.current_generation, None, SUB.id)
+                5, OLD_ID, Handover(h.consumer.current_generation, None, SUB.id, through=4)
             )
 
     async def test_a_partition_back_in_the_next_generation_keeps_its_fence(self) -> None:
@@ -963,6 +964,127 @@ class TestHandover:
             assert commit.offset == 0
             assert commit.handover is not None
             assert (commit.handover.fence, commit.handover.through) == (3, None)
+
+    async def test_records_below_the_handed_over_commit_are_checked_against_pages(
+        self,
+    ) -> None:
+        # The handover speaks of its commit (5) and above. A log truncated under the next
+        # owner (unclean leader election) sends it back to the start: 0..2 come again, and
+        # their success pages are still looked for.
+        store = _LaggingPages(lag_s=0.2)
+
+        def five_retries(request: InvocationRequest) -> Outcome:
+            return Outcome.retry("not yet") if request.record.offset == 5 else Outcome.ack()
+
+        async with running(store=store, respond=five_retries, index_lag_s=0.4) as h:
+            h.consumer.positions[P0] = 0
+            await subscribed(h, P0)
+            h.consumer.deliver([record(TOPIC, 0, o) for o in range(10)])
+            await until(lambda: len(store.pages) == 9, what="all but 5 paged")
+            await until(lambda: h.committed(P0) == 5, what="the commit at 5")
+            await h.consumer.revoke(P0)
+            handover = h.consumer.group_commits[P0].handover
+            assert handover is not None
+            assert handover.through == 9
+            await h.consumer.assign(P0)
+            skipped = h.runner.stats.skipped_completed
+            h.consumer.deliver([record(TOPIC, 0, o) for o in range(3)])
+            await until(
+                lambda: h.runner.stats.skipped_completed == skipped + 3,
+                timeout=3,
+                what="0..2 found in pages",
+            )
+            assert [o for o in h.invoker.offsets() if o < 3] == [0, 1, 2], "ran again"
+
+    async def test_a_release_after_the_topic_was_re_created_commits_nothing_of_the_old(
+        self,
+    ) -> None:
+        # A revocation's release drains while the topic check sees the re-creation: its
+        # commit must not carry the dead topic's position (and what finished above it)
+        # under the new topic's ID, which the next owner would take for the new topic's.
+        async with running() as h:
+            commits: list[tuple[int, str | None]] = []
+            commit = h.consumer.commit
+
+            async def recorded(
+                offsets: dict[tuple[str, int], int], topic_id: str | None, *args: Any
+            ) -> None:
+                commits.extend((offset, topic_id) for tp, offset in offsets.items() if tp == P0)
+                await commit(offsets, topic_id, *args)
+
+            h.consumer.commit = recorded  # type: ignore[method-assign]
+            h.consumer.positions[P0] = 0
+            await subscribed(h, P0)
+            h.consumer.deliver([record(TOPIC, 0, o) for o in range(3)])
+            await until(lambda: h.committed(P0) == 3, what="3 committed")
+            state = h.runner._assignments.states[P0]
+            h.consumer.delete_topic(TOPIC)
+            h.consumer.create_topic(TOPIC, NEW_ID)
+            await h.runner._look_up_topic(h.consumer)  # what the topic check does
+            assert h.runner._topic.topic_id == NEW_ID
+            await h.runner._assignments.release([state], 1.0)
+            assert [c for c in commits if c[1] == NEW_ID] == []
+            assert h.consumer.group_commits[P0] == Committed(3, OLD_ID)
+
+    async def test_decisions_after_a_handover_that_said_nothing_are_not_handed_on(
+        self,
+    ) -> None:
+        # A handover without finished ranges (an earlier version, a flush that ran out of
+        # time): the previous owner's late pages may land after this owner's checks.
+        store = _LaggingPages(lag_s=0.0)
+        async with running(store=store, respond=_first_retries, index_lag_s=0.2) as h:
+            await _paged_and_handed_back(h, store, finished_handed_over=False)
+            h.consumer.deliver([record(TOPIC, 0, o) for o in range(4)])
+            await until(lambda: h.runner.stats.skipped_completed == 3, what="1..3 skipped")
+            await h.consumer.revoke(P0)
+            handover = h.consumer.group_commits[P0].handover
+            assert handover is not None
+            assert (handover.through, handover.done) == (None, ())
+
+    async def test_a_check_begun_before_the_fence_settled_is_not_handed_on(self) -> None:
+        # The fence settles while the check is on its way: what that check read may still
+        # have missed a page.
+        @dataclass(eq=False)
+        class SlowStatuses(FakeStore):
+            asked: bool = False
+            answer: asyncio.Event = field(default_factory=asyncio.Event)
+
+            async def get_statuses(self, ids: Iterable[str]) -> dict[str, str]:
+                self.asked = True
+                await self.answer.wait()
+                return await super().get_statuses(ids)
+
+        store = SlowStatuses()
+        store.seed(
+            LedgerEntry("inv-9", SUB.id, topic_key(TOPIC, OLD_ID), 0, 9, None, "t", "FAILED")
+        )
+        async with running(
+            store=store, index_lag_s=0.3, committed={P0: (0, OLD_ID)}, ran_before=True
+        ) as h:
+            await subscribed(h, P0)
+            await until(lambda: store.fence_reads == 1, what="the first fence read")
+            h.consumer.deliver([record(TOPIC, 0, o) for o in range(3)])  # below the fence
+            await until(lambda: store.asked, what="the check begun")
+            state = h.runner._assignments.states[P0]
+            await until(lambda: state.fence_settled, timeout=3, what="the fence settled")
+            store.answer.set()
+            await until(lambda: h.committed(P0) == 3, what="0..2 run")
+            h.consumer.deliver([record(TOPIC, 0, 3)])
+            await until(lambda: h.committed(P0) == 4, what="3 run")
+            assert state.unsound_through == 2  # 0..2; 3, checked after it settled, is sound
+
+    async def test_a_ledger_write_abandoned_keeps_the_ranges_back(self) -> None:
+        store = _LaggingPages(lag_s=0.0)
+        async with running(store=store, respond=_first_retries) as h:
+            h.consumer.positions[P0] = 0
+            await subscribed(h, P0)
+            h.consumer.deliver([record(TOPIC, 0, o) for o in range(4)])
+            await until(lambda: len(store.pages) == 3, what="1..3 paged")
+            h.runner._assignments._ledger.abandoned += 1  # as a cancelled write leaves it
+            await h.consumer.revoke(P0)
+            handover = h.consumer.group_commits[P0].handover
+            assert handover is not None
+            assert (handover.through, handover.done) == (None, ())
 
 
 @dataclass(eq=False)
