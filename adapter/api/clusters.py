@@ -50,7 +50,13 @@ from adapter.errors import (
     ValidationError,
 )
 from adapter.ids import restate_form
-from adapter.kafka.options import joined, mask_options, restore_masked, secrets_following_cluster
+from adapter.kafka.options import (
+    cluster_change_may_take_secrets,
+    joined,
+    mask_options,
+    restore_masked,
+    secrets_following_cluster,
+)
 from adapter.model import Subscription
 
 __all__ = ["ENDPOINTS"]
@@ -192,7 +198,7 @@ async def create_cluster(request: Request, state: AdminState) -> Response:
         raise ConflictError(f"Kafka cluster {name!r} already exists")
     cluster_from_properties(name, properties)
     created = int(time.time() * 1000)
-    async for since in versions(state, f"Kafka cluster {name!r}"):
+    async for since in versions(state, f"Kafka cluster {name!r}", guarded=True):
         # Subscriptions left by a cluster of this name deleted with force=true.
         await _check_followers(state, name, {}, properties)
         try:
@@ -212,14 +218,23 @@ async def create_cluster(request: Request, state: AdminState) -> Response:
 
 async def update_cluster(request: Request, state: AdminState) -> Response:
     name = request.path_params["cluster_name"]
-    _read_only(await _entry(state, name), "changed")
+    first = await _entry(state, name)
+    _read_only(first, "changed")
     body = await read_body(request, UpdateKafkaClusterRequest)
-    async for since in versions(state, f"Kafka cluster {name!r}"):
-        # Read after the version: the write below happens only if nothing changed since.
+    # Properties written back exactly as GET showed them keep the stored secrets.
+    guarded = cluster_change_may_take_secrets(
+        first.properties, _restore(_text(body.properties), first.properties)
+    )
+    async for since in versions(state, f"Kafka cluster {name!r}", guarded=guarded):
+        # Read after the version: a guarded write happens only if nothing changed since.
         entry = await _entry(state, name)
-        # Properties written back exactly as GET showed them keep the stored secrets.
         properties = _restore(_text(body.properties), entry.properties)
         cluster_from_properties(entry.name, properties)
+        if since is None and cluster_change_may_take_secrets(entry.properties, properties):
+            raise ConflictError(
+                f"Kafka cluster {name!r} was changed by another request meanwhile; read it "
+                "again and retry"
+            )
         await _check_followers(state, entry.name, entry.properties, properties)
         try:
             await state.store.replace_cluster(

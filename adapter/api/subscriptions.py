@@ -50,8 +50,10 @@ from adapter.errors import (
 )
 from adapter.kafka.options import (
     ClientOptions,
+    holds_own_secrets,
     resolve_options,
     restore_masked,
+    secret_routing_changed,
     secrets_following_cluster,
     validate_options,
 )
@@ -155,6 +157,7 @@ async def create_subscription(request: Request, state: AdminState) -> Response:
     source = parse_source(body.source)
     sink = parse_sink(body.sink)
     await _cluster(state, source.cluster)
+    seen = _properties(state, source.cluster)  # as read just now: nothing awaited between
     await _check_sink(state, sink)
     try:
         options = restore_masked({k: _text(v) for k, v in (body.options or {}).items()}, {})
@@ -163,8 +166,8 @@ async def create_subscription(request: Request, state: AdminState) -> Response:
     options = sink_options(sink, options)
     new_id = ids.subscription_id()
     created_at = int(time.time() * 1000)
-    seen = _properties(state, source.cluster)
-    async for since in versions(state, f"Kafka cluster {source.cluster!r}"):
+    guarded = holds_own_secrets(options)
+    async for since in versions(state, f"subscription of {source}", guarded=guarded):
         # Checked against the cluster as it is when written (adapter.api.checked_writes).
         cluster = await _cluster(state, source.cluster)
         _not_moved_meanwhile(state, source.cluster, seen, options)
@@ -379,18 +382,26 @@ async def update_subscription(request: Request, state: AdminState) -> Response:
     sub_id = request.path_params["subscription"]
     first = await _get(state, sub_id)
     body = await read_body(request, UpdateSubscriptionRequest)
-    seen: Mapping[str, str] | None = None
-    async for since in versions(state, f"subscription {sub_id!r}"):
+    cluster = await _cluster_for_options(state, first, body)
+    seen = _properties(state, first.cluster)  # as read just now: nothing awaited between
+    options = _updated_options(first, body, cluster)
+    # Guarded only when it gives itself secrets and changes a secret, an address or the TLS
+    # they travel under: a pause or a plain option change is not held up by unrelated writes.
+    guarded = holds_own_secrets(options) and secret_routing_changed(first.options, options)
+    async for since in versions(state, f"subscription {sub_id}", guarded=guarded):
         # Read after the version, so checked against its cluster as it is when written.
         sub = await _get(state, sub_id)
-        if sub.cluster != first.cluster:
+        cluster = await _cluster_for_options(state, sub, body)
+        options = _updated_options(sub, body, cluster)
+        if (
+            since is None
+            and holds_own_secrets(options)
+            and secret_routing_changed(sub.options, options)
+        ):
             raise ConflictError(
-                f"subscription {sub_id} was moved to another cluster meanwhile; read it "
+                f"subscription {sub_id} was changed by another request meanwhile; read it "
                 "again and retry"
             )
-        cluster = await _cluster_for_options(state, sub, body)
-        seen = _properties(state, sub.cluster) if seen is None else seen
-        options = _updated_options(sub, body, cluster)
         _not_moved_meanwhile(state, sub.cluster, seen, options)
         if options != sub.options:
             _resolve(sub.id, cluster or await _cluster(state, sub.cluster), options)

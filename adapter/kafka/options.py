@@ -62,6 +62,8 @@ __all__ = [
     "MskIamSettings",
     "OptionSpec",
     "SecuritySettings",
+    "cluster_change_may_take_secrets",
+    "holds_own_secrets",
     "is_secret",
     "joined",
     "mask_options",
@@ -1763,6 +1765,12 @@ class FollowingSecrets:
         return _ADDRESS_ALIASES.get(self.option, self.option)
 
 
+_PROTECTION_PREFIXES = ("security.", "ssl.", "enable.ssl.")
+"""Names of the options the TLS credentials travel under may depend on (a superset)."""
+
+_ANY_SECRETS = _SECRET_NAMES | {"sasl.password", "ssl.key.password", "ssl.keystore.password"}
+"""Every secret option a subscription could hold, for :func:`cluster_change_may_take_secrets`."""
+
 _PROTECTION = frozenset(_PROTECTION_DEFAULTS)
 """The options :func:`_weakened_protection` compares (by canonical name)."""
 
@@ -1774,6 +1782,30 @@ def _protection(options: Mapping[str, str]) -> dict[str, _Setting]:
         {n: v for n, v in options.items() if _canonical(n) in _PROTECTION}, "option"
     )
     return settings
+
+
+def holds_own_secrets(options: Mapping[str, str]) -> bool:
+    """Do these (a subscription's own) options hold a secret?"""
+    return any(_holds_secret(name, value) for name, value in options.items())
+
+
+def secret_routing_changed(before: Mapping[str, str], after: Mapping[str, str]) -> bool:
+    """Does a subscription's change from ``before`` to ``after`` touch a secret, an address
+    secrets are sent to, or the TLS they travel under (what its cluster check is about)?"""
+    changed = {name for name in before.keys() | after.keys() if before.get(name) != after.get(name)}
+    return any(
+        _holds_secret(name, before.get(name, "") + " " + after.get(name, ""))
+        or _ADDRESS_ALIASES.get(name, name) in CREDENTIAL_ADDRESSES
+        or name.startswith(_PROTECTION_PREFIXES)
+        for name in changed
+    )
+
+
+def cluster_change_may_take_secrets(stored: Mapping[str, str], given: Mapping[str, str]) -> bool:
+    """Could a cluster's properties going from ``stored`` to ``given`` take some subscription's
+    own secrets elsewhere or under weaker protection, whichever secrets it holds?"""
+    probe = dict.fromkeys(_ANY_SECRETS, "x")
+    return bool(secrets_following_cluster(stored, given, probe))
 
 
 def secrets_following_cluster(

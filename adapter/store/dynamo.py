@@ -429,7 +429,9 @@ class DynamoStore:
 
     async def _scan_all(self, table: str, what: str) -> list[dict[str, Any]]:
         items: list[dict[str, Any]] = []
-        kwargs: dict[str, Any] = {"TableName": table}
+        # Consistent: a check made against the listing (a cluster update against its
+        # subscriptions) must see a write that has just been acknowledged.
+        kwargs: dict[str, Any] = {"TableName": table, "ConsistentRead": True}
         while True:
             page = await self._call(partial(self._client.scan, **kwargs), what)
             items.extend(page.get("Items", []))

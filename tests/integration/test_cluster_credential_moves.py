@@ -467,8 +467,53 @@ class TestConcurrentChanges:
             await replace_cluster(data, **kwargs)
 
         monkeypatch.setattr(store, "replace_cluster", always_overtaken)
-        renamed = {"properties": {**CLUSTER, "client.id": "renamed"}}
-        refused = await call(api, "PATCH", "/kafka-clusters/c1", renamed, 409)
+        # A move is guarded even with no subscription holding secrets: one may come.
+        refused = await call(api, "PATCH", "/kafka-clusters/c1", {"properties": EVIL_CLUSTER}, 409)
         assert "kept changing" in refused["message"]
         assert len(tries) == WRITE_TRIES
         assert await _stored(store) == CLUSTER
+
+    async def test_writes_that_move_no_secret_are_not_held_up_by_unrelated_ones(
+        self, api: httpx.AsyncClient, store: DynamoStore, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        # Every admin write moves the change feed's version (commands, other clusters):
+        # a pause, or a cluster change of neither address nor protection, is not guarded.
+        await _cluster(api, CLUSTER)
+        sub = await _subscription(api, OWN)
+        update, replace_cluster = store.update_subscription, store.replace_cluster
+
+        async def overtaken_update(saved: Any, **kwargs: Any) -> None:
+            await put_greeter(store)
+            await update(saved, **kwargs)
+
+        async def overtaken_replace(data: dict[str, Any], **kwargs: Any) -> None:
+            await put_greeter(store)
+            await replace_cluster(data, **kwargs)
+
+        monkeypatch.setattr(store, "update_subscription", overtaken_update)
+        monkeypatch.setattr(store, "replace_cluster", overtaken_replace)
+        await call(api, "PATCH", f"/subscriptions/{sub}", {"paused": True}, 200)
+        await call(api, "PATCH", f"/subscriptions/{sub}", {"options": {"client.id": "a"}}, 200)
+        renamed = {"properties": {**CLUSTER, "client.id": "renamed"}}
+        await call(api, "PATCH", "/kafka-clusters/c1", renamed, 200)
+
+    @pytest.mark.promise("p-sec-credentials-stay")
+    async def test_a_cluster_moved_before_a_subscription_create_checks_its_handler_is_seen(
+        self, api: httpx.AsyncClient, store: DynamoStore, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        # The first read of the cluster is what the request's secrets were given for, even
+        # when the cluster moves while the rest of the request is checked.
+        await _cluster(api, CLUSTER)
+        get_service = store.get_service
+        moved: list[bool] = []
+
+        async def the_cluster_moves_meanwhile(name: str) -> Any:
+            if not moved:
+                moved.append(True)
+                await call(api, "PATCH", "/kafka-clusters/c1", {"properties": EVIL_CLUSTER}, 200)
+            return await get_service(name)
+
+        monkeypatch.setattr(store, "get_service", the_cluster_moves_meanwhile)
+        body = {"source": "kafka://c1/t", "sink": "service://Greeter/greet", "options": OWN}
+        await call(api, "POST", "/subscriptions", body, 409)
+        assert await store.list_subscriptions() == []

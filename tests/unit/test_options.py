@@ -27,10 +27,13 @@ from adapter.kafka.options import (
     IngressOptions,
     Kind,
     SecuritySettings,
+    cluster_change_may_take_secrets,
+    holds_own_secrets,
     is_secret,
     mask_options,
     resolve_options,
     restore_masked,
+    secret_routing_changed,
     secrets_following_cluster,
     validate_options,
 )
@@ -1420,3 +1423,41 @@ def test_rejected_options_do_not_reach_the_masker() -> None:
     resolve({"sasl.password": accepted})
     assert mask_secrets(f"x {accepted}") == "x ***"
     forget_secrets()
+
+
+class TestWhichWritesAreGuarded:
+    """Which admin writes are made only against what their check read
+    (adapter/api/checked_writes.py): the ones a concurrent write could turn into a secret
+    sent elsewhere."""
+
+    def test_a_subscription_holds_secrets_by_name_or_in_a_url(self) -> None:
+        assert holds_own_secrets({"sasl.password": "p"})
+        assert holds_own_secrets({"sasl.oauthbearer.token.endpoint.url": "https://id:pw@idp"})
+        assert not holds_own_secrets({"client.id": "a", "group.id": "g"})
+
+    @pytest.mark.parametrize(
+        ("before", "after", "routed"),
+        [
+            ({}, {"sasl.password": "p"}, True),
+            ({"sasl.password": "p"}, {"sasl.password": "q"}, True),
+            ({"bootstrap.servers": "a:9092"}, {}, True),  # now the cluster's brokers
+            ({}, {"metadata.broker.list": "b:9092"}, True),
+            ({}, {"ssl.ca.location": "/ca.pem"}, True),
+            ({"security.protocol": "SASL_SSL"}, {}, True),
+            ({}, {"client.id": "a"}, False),
+            ({"max.poll.records": "5"}, {"max.poll.records": "6"}, False),
+            ({"sasl.password": "p"}, {"sasl.password": "p", "client.id": "a"}, False),
+        ],
+    )
+    def test_what_a_subscription_change_touches(
+        self, before: dict[str, str], after: dict[str, str], routed: bool
+    ) -> None:
+        assert secret_routing_changed(before, after) is routed
+
+    def test_cluster_changes_of_an_address_or_protection_may_take_secrets(self) -> None:
+        base = {"bootstrap.servers": "a:9092", "security.protocol": "SASL_SSL"}
+        assert cluster_change_may_take_secrets(base, {**base, "bootstrap.servers": "b:9092"})
+        assert cluster_change_may_take_secrets(
+            base, {**base, "security.protocol": "SASL_PLAINTEXT"}
+        )
+        assert not cluster_change_may_take_secrets(base, {**base, "client.id": "renamed"})
