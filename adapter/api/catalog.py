@@ -82,6 +82,11 @@ class ClusterCatalog:
         # Stored clusters this version cannot use, and why (warned about once per reason).
         self.unusable: dict[str, str] = {}
         self._warned: dict[str, str] = {}
+        # Reads are numbered as they begin; an entry keeps the number of the read it came
+        # from, and a read that began earlier does not replace it when it ends later (a full
+        # listing begun before a by-name read of a cluster just updated).
+        self._reads = 0
+        self._read_of: dict[str, int] = {}
 
     def snapshot(self) -> dict[str, KafkaCluster]:
         return {**self._built, **self._static}
@@ -115,15 +120,24 @@ class ClusterCatalog:
         which changed). StoreError leaves the known ones in place."""
         if names is not None:
             for name in names:
-                self._apply(name, await self._store.get_cluster(name))
+                read = self._begin_read()
+                self._apply(name, await self._store.get_cluster(name), read)
             return
+        read = self._begin_read()
         rows = {str(row["name"]): row for row in await self._store.list_clusters()}
         for name in set(self._dynamic) - set(rows):
-            self._apply(name, None)
+            self._apply(name, None, read)
         for name, row in rows.items():
-            self._apply(name, row)
+            self._apply(name, row, read)
 
-    def _apply(self, name: str, row: dict[str, Any] | None) -> None:
+    def _begin_read(self) -> int:
+        self._reads += 1
+        return self._reads
+
+    def _apply(self, name: str, row: dict[str, Any] | None, read: int) -> None:
+        if self._read_of.get(name, 0) > read:
+            return  # a read begun after this one already gave this cluster
+        self._read_of[name] = read
         self._dynamic.pop(name, None)
         self._built.pop(name, None)
         self.unusable.pop(name, None)

@@ -1,9 +1,12 @@
-"""A cluster stored in DynamoDB that this version's option rules refuse (written by an older
-version, or directly) is listed but not used, and the poller says so once, naming the option."""
+"""Stored clusters in the catalog: one this version's option rules refuse (written by an older
+version, or directly) is listed but not used, and the poller says so once, naming the option;
+a read that began earlier never replaces what a later one found."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from typing import Any
 
 import pytest
 
@@ -35,3 +38,34 @@ async def test_an_unusable_stored_cluster_is_named_once_and_not_used(
     assert "Kafka cluster 'old'" in warnings[0]
     assert "did you mean 'auto.offset.reset'?" in warnings[0]
     assert "PATCH /kafka-clusters/old" in warnings[0]
+
+
+async def test_a_listing_begun_before_a_cluster_was_read_by_name_does_not_undo_that_read(
+    store: DynamoStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GET /kafka-clusters lists every cluster while a PATCH moves one and reads it back by
+    # name: the listing, which saw the old brokers, ends last. Kept, the old brokers would be
+    # what the poller sharing this catalog connects to.
+    await store.create_cluster(
+        {"name": "c", "properties": {"bootstrap.servers": "old.example:9092"}, "created_at": 1}
+    )
+    catalog = ClusterCatalog(load_settings(None, env={}), store)
+    listed, go_on = asyncio.Event(), asyncio.Event()
+    list_clusters = store.list_clusters
+
+    async def slow_listing() -> list[dict[str, Any]]:
+        rows = await list_clusters()
+        listed.set()
+        await go_on.wait()
+        return rows
+
+    monkeypatch.setattr(store, "list_clusters", slow_listing)
+    listing = asyncio.create_task(catalog.refresh())
+    await asyncio.wait_for(listed.wait(), 5)
+    await store.replace_cluster(
+        {"name": "c", "properties": {"bootstrap.servers": "new.example:9092"}, "created_at": 1}
+    )
+    await catalog.refresh(["c"])
+    go_on.set()
+    await asyncio.wait_for(listing, 5)
+    assert list(catalog.snapshot()["c"].bootstrap_servers) == ["new.example:9092"]
