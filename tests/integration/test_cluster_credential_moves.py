@@ -9,7 +9,7 @@ refused with a 400 naming the subscriptions, and nothing is stored.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import httpx
@@ -381,6 +381,29 @@ async def test_cluster_update_cannot_weaken_protection_by_spelling_trust_anchor_
     assert await _stored(store) == cluster
 
 
+def _before(
+    monkeypatch: pytest.MonkeyPatch,
+    store: DynamoStore,
+    method: str,
+    action: Callable[[], Awaitable[object]],
+    *,
+    every_call: bool = False,
+) -> list[int]:
+    """Run ``action`` -- another request coming in between -- before ``store.<method>``'s
+    first call (every call with ``every_call``). Returns the calls, one entry each."""
+    original = getattr(store, method)
+    calls: list[int] = []
+
+    async def wrapped(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)  # first: the action may call the method itself
+        if every_call or len(calls) == 1:
+            await action()
+        return await original(*args, **kwargs)
+
+    monkeypatch.setattr(store, method, wrapped)
+    return calls
+
+
 class TestConcurrentChanges:
     """Each side reads the other, then writes itself; a write made after another admin write
     came in between is checked again (adapter/api/checked_writes.py)."""
@@ -390,16 +413,12 @@ class TestConcurrentChanges:
         self, api: httpx.AsyncClient, store: DynamoStore, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         await _cluster(api, CLUSTER)
-        listed = store.list_subscriptions
         created: list[str] = []
 
-        async def a_subscription_arrives_after_the_check() -> Any:
-            found = await listed()
-            if not created:  # the update's first check: none of them holds a secret
-                created.append(await _subscription(api, OWN))
-            return found
+        async def a_subscription_arrives() -> None:  # after the update's first check
+            created.append(await _subscription(api, OWN))
 
-        monkeypatch.setattr(store, "list_subscriptions", a_subscription_arrives_after_the_check)
+        _before(monkeypatch, store, "replace_cluster", a_subscription_arrives)
         moved = {"properties": {**CLUSTER, **EVIL_BROKERS}}
         refused = await call(api, "PATCH", "/kafka-clusters/c1", moved, 400)
         assert created[0] in refused["message"]
@@ -411,16 +430,8 @@ class TestConcurrentChanges:
         self, api: httpx.AsyncClient, store: DynamoStore, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         await _cluster(api, CLUSTER)
-        create = store.create_subscription
-        moved: list[bool] = []
-
-        async def the_cluster_moves_before_the_write(sub: Any, **kwargs: Any) -> Any:
-            if not moved:  # no subscription holds a secret yet: the move is allowed
-                await call(api, "PATCH", "/kafka-clusters/c1", {"properties": EVIL_CLUSTER}, 200)
-                moved.append(True)
-            return await create(sub, **kwargs)
-
-        monkeypatch.setattr(store, "create_subscription", the_cluster_moves_before_the_write)
+        # No subscription holds a secret yet: the move is allowed.
+        _before(monkeypatch, store, "create_subscription", lambda: _move(api))
         body = {"source": "kafka://c1/t", "sink": "service://Greeter/greet", "options": OWN}
         refused = await call(api, "POST", "/subscriptions", body, 409)
         assert "'bootstrap.servers'" in refused["message"]
@@ -434,20 +445,15 @@ class TestConcurrentChanges:
     ) -> None:
         await _cluster(api, CLUSTER)
         sub = await _subscription(api, {})
-        update = store.update_subscription
-        moved: list[bool] = []
 
-        async def the_cluster_moves_before_the_write(saved: Any, **kwargs: Any) -> Any:
-            if not moved:
-                # The cluster update's own write, before it bumps its subscriptions'
-                # revisions (which would refuse this write on its own).
-                moved.append(True)
-                row = await store.get_cluster("c1")
-                assert row is not None
-                await store.replace_cluster({**row, "properties": EVIL_CLUSTER})
-            return await update(saved, **kwargs)
+        async def the_cluster_is_written() -> None:
+            # The cluster update's own write, before it bumps its subscriptions' revisions
+            # (which would refuse this write on its own).
+            row = await store.get_cluster("c1")
+            assert row is not None
+            await store.replace_cluster({**row, "properties": EVIL_CLUSTER})
 
-        monkeypatch.setattr(store, "update_subscription", the_cluster_moves_before_the_write)
+        _before(monkeypatch, store, "update_subscription", the_cluster_is_written)
         refused = await call(api, "PATCH", f"/subscriptions/{sub}", {"options": OWN}, 409)
         assert "sasl.password" in refused["message"]
         stored = await store.get_subscription(sub)
@@ -458,15 +464,10 @@ class TestConcurrentChanges:
         self, api: httpx.AsyncClient, store: DynamoStore, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         await _cluster(api, CLUSTER)
-        replace_cluster = store.replace_cluster
-        tries: list[int] = []
-
-        async def always_overtaken(data: dict[str, Any], **kwargs: Any) -> None:
-            tries.append(1)
-            await put_greeter(store)  # another admin write between the check and this one
-            await replace_cluster(data, **kwargs)
-
-        monkeypatch.setattr(store, "replace_cluster", always_overtaken)
+        # Another admin write between the check and this one, every time.
+        tries = _before(
+            monkeypatch, store, "replace_cluster", lambda: put_greeter(store), every_call=True
+        )
         # A move is guarded even with no subscription holding secrets: one may come.
         refused = await call(api, "PATCH", "/kafka-clusters/c1", {"properties": EVIL_CLUSTER}, 409)
         assert "kept changing" in refused["message"]
@@ -480,18 +481,8 @@ class TestConcurrentChanges:
         # a pause, or a cluster change of neither address nor protection, is not guarded.
         await _cluster(api, CLUSTER)
         sub = await _subscription(api, OWN)
-        update, replace_cluster = store.update_subscription, store.replace_cluster
-
-        async def overtaken_update(saved: Any, **kwargs: Any) -> None:
-            await put_greeter(store)
-            await update(saved, **kwargs)
-
-        async def overtaken_replace(data: dict[str, Any], **kwargs: Any) -> None:
-            await put_greeter(store)
-            await replace_cluster(data, **kwargs)
-
-        monkeypatch.setattr(store, "update_subscription", overtaken_update)
-        monkeypatch.setattr(store, "replace_cluster", overtaken_replace)
+        for method in ("update_subscription", "replace_cluster"):
+            _before(monkeypatch, store, method, lambda: put_greeter(store), every_call=True)
         await call(api, "PATCH", f"/subscriptions/{sub}", {"paused": True}, 200)
         await call(api, "PATCH", f"/subscriptions/{sub}", {"options": {"client.id": "a"}}, 200)
         renamed = {"properties": {**CLUSTER, "client.id": "renamed"}}
@@ -504,16 +495,12 @@ class TestConcurrentChanges:
         # The first read of the cluster is what the request's secrets were given for, even
         # when the cluster moves while the rest of the request is checked.
         await _cluster(api, CLUSTER)
-        get_service = store.get_service
-        moved: list[bool] = []
-
-        async def the_cluster_moves_meanwhile(name: str) -> Any:
-            if not moved:
-                moved.append(True)
-                await call(api, "PATCH", "/kafka-clusters/c1", {"properties": EVIL_CLUSTER}, 200)
-            return await get_service(name)
-
-        monkeypatch.setattr(store, "get_service", the_cluster_moves_meanwhile)
+        _before(monkeypatch, store, "get_service", lambda: _move(api))
         body = {"source": "kafka://c1/t", "sink": "service://Greeter/greet", "options": OWN}
         await call(api, "POST", "/subscriptions", body, 409)
         assert await store.list_subscriptions() == []
+
+
+async def _move(api: httpx.AsyncClient) -> None:
+    """Another request moves the cluster to other brokers."""
+    await call(api, "PATCH", "/kafka-clusters/c1", {"properties": EVIL_CLUSTER}, 200)

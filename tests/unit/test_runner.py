@@ -587,6 +587,14 @@ def _first_retries(request: InvocationRequest) -> Outcome:
     return Outcome.retry("not yet") if request.record.offset == 0 else Outcome.ack()
 
 
+async def _paged(h: Harness, store: _LaggingPages) -> None:
+    """Records 0..3 of P0: 1..3 succeed into pages while 0 retries (``_first_retries``)."""
+    h.consumer.positions[P0] = 0
+    await subscribed(h, P0)
+    h.consumer.deliver([record(TOPIC, 0, o) for o in range(4)])
+    await until(lambda: len(store.pages) == 3, what="1..3 paged")
+
+
 async def _paged_and_handed_back(
     h: Harness, store: _LaggingPages, *, finished_handed_over: bool = True
 ) -> None:
@@ -594,10 +602,7 @@ async def _paged_and_handed_back(
     handover (commit 0, fence 3) and an eager rebalance that gives P0 straight back.
     ``finished_handed_over=False``: the handover says nothing of which records finished (a
     poller of an earlier version, ranges that did not fit)."""
-    h.consumer.positions[P0] = 0
-    await subscribed(h, P0)
-    h.consumer.deliver([record(TOPIC, 0, o) for o in range(4)])
-    await until(lambda: len(store.pages) == 3, what="1..3 paged")
+    await _paged(h, store)
     await h.consumer.revoke(P0)
     commit = h.consumer.group_commits[P0]
     assert commit.handover is not None
@@ -953,10 +958,7 @@ class TestHandover:
         # again without the finished ranges rather than not at all.
         store = _LaggingPages(lag_s=0.0)
         async with running(store=store, respond=_first_retries) as h:
-            h.consumer.positions[P0] = 0
-            await subscribed(h, P0)
-            h.consumer.deliver([record(TOPIC, 0, o) for o in range(4)])
-            await until(lambda: len(store.pages) == 3, what="1..3 paged")
+            await _paged(h, store)
             h.consumer.metadata_limit = 50  # the handover fits, its ranges do not
             await h.consumer.revoke(P0)
             assert h.consumer.rejected_commits == 1
@@ -1076,10 +1078,7 @@ class TestHandover:
     async def test_a_ledger_write_abandoned_keeps_the_ranges_back(self) -> None:
         store = _LaggingPages(lag_s=0.0)
         async with running(store=store, respond=_first_retries) as h:
-            h.consumer.positions[P0] = 0
-            await subscribed(h, P0)
-            h.consumer.deliver([record(TOPIC, 0, o) for o in range(4)])
-            await until(lambda: len(store.pages) == 3, what="1..3 paged")
+            await _paged(h, store)
             h.runner._assignments._ledger.abandoned += 1  # as a cancelled write leaves it
             await h.consumer.revoke(P0)
             handover = h.consumer.group_commits[P0].handover
