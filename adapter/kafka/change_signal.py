@@ -137,6 +137,9 @@ class ChangeSignaller:
 
     def __init__(self) -> None:
         self._producers: dict[str, AIOKafkaProducer] = {}
+        # One producer made at a time per cluster: the first signals of a cluster arrive
+        # together (an /apply of many subscriptions), and each would make its own.
+        self._making: dict[str, asyncio.Lock] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._warned: set[str] = set()
 
@@ -148,14 +151,15 @@ class ChangeSignaller:
         task.add_done_callback(self._tasks.discard)
 
     async def _send(self, cluster: str, connect: Callable[[], Awaitable[dict[str, Any]]]) -> None:
-        producer = self._producers.get(cluster)
         try:
-            if producer is None:
-                producer = AIOKafkaProducer(
-                    **connection_kwargs(await connect()), acks=1, linger_ms=0
-                )
-                self._producers[cluster] = producer
-                await asyncio.wait_for(producer.start(), SEND_TIMEOUT_S)
+            async with self._making.setdefault(cluster, asyncio.Lock()):
+                producer = self._producers.get(cluster)
+                if producer is None:
+                    producer = AIOKafkaProducer(
+                        **connection_kwargs(await connect()), acks=1, linger_ms=0
+                    )
+                    self._producers[cluster] = producer
+                    await asyncio.wait_for(producer.start(), SEND_TIMEOUT_S)
             await asyncio.wait_for(producer.send_and_wait(SIGNAL_TOPIC, b""), SEND_TIMEOUT_S)
         except Exception as exc:  # never fails the admin request: the poll covers the change
             if cluster not in self._warned:

@@ -13,7 +13,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import UnknownTopicOrPartitionError
 
 from adapter.kafka import control_group
-from adapter.kafka.change_signal import SIGNAL_TOPIC, ensure_signal_topic
+from adapter.kafka.change_signal import SIGNAL_TOPIC, ChangeSignaller, ensure_signal_topic
 from adapter.kafka.control_group import ControlGroup
 from tests.harness import eventually
 
@@ -105,3 +105,29 @@ async def test_a_member_whose_first_assignment_missed_the_signal_topic_hears_sig
     finally:
         await creating
     assert first_had_signals == [False], "the path under test was not taken"
+
+
+async def test_the_first_signals_of_a_cluster_share_one_producer(kafka_bootstrap: str) -> None:
+    # An /apply of many subscriptions signals their cluster many times at once; each signal
+    # that made a producer of its own left all but the last one unclosed.
+    signaller = ChangeSignaller()
+    connects: list[int] = []
+    connected = asyncio.Event()
+
+    async def connect() -> dict[str, str]:
+        connects.append(1)
+        await connected.wait()
+        return {"bootstrap_servers": kafka_bootstrap}
+
+    try:
+        for _ in range(3):
+            signaller.signal("local", connect)
+        await eventually(lambda: len(connects) == 1, timeout=5)
+        for _ in range(20):  # the other signals run up to where they wait
+            await asyncio.sleep(0)
+        assert len(connects) == 1
+        connected.set()
+        await eventually(lambda: not signaller._tasks, timeout=30)
+        assert len(connects) == 1
+    finally:
+        await signaller.aclose()
