@@ -7,7 +7,9 @@ not drift from what is served.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import random
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
@@ -25,7 +27,7 @@ from adapter.api.probe_cache import SharedCheck
 from adapter.config import Settings
 from adapter.engine.ledger import LedgerWriter
 from adapter.engine.supervisor import Supervisor
-from adapter.errors import UnknownResourceError, ValidationError
+from adapter.errors import ConflictError, UnknownResourceError, ValidationError
 from adapter.kafka.change_signal import SIGNAL_TOPIC, ChangeSignaller
 from adapter.kafka.options import ClientOptions, resolve_options
 from adapter.kafka.security import consumer_security_kwargs
@@ -117,31 +119,55 @@ class AdminState:
             self.signals.signal(cluster, lambda: self._signal_connection(cluster))
 
     async def client_options(
-        self, cluster_name: str, subscription_id: str, subscription_options: dict[str, str]
+        self, cluster_name: str, subscription_id: str | None = None
     ) -> ClientOptions:
-        """Kafka client options of a subscription (or of a cluster alone, with no options of
-        its own) for the routes that connect to Kafka themselves."""
-        cluster = self.catalog.snapshot().get(cluster_name)
-        if cluster is None:
-            await self.catalog.refresh()
-            cluster = self.catalog.snapshot().get(cluster_name)
-        if cluster is None:
-            raise UnknownResourceError(f"the Kafka cluster {cluster_name!r} does not exist")
+        """Kafka client options of a subscription (or, with no ``subscription_id``, of a
+        cluster alone) for the routes that connect to Kafka themselves.
+
+        The subscription and its cluster are read as of one moment: between the change
+        feed's version and the same version read again. A subscription read earlier by the
+        route, paired with its cluster as changed since, could send a secret the subscription
+        gave for the old brokers to the new ones (or one given for the new to the old)."""
+        for attempt in range(_CONSISTENT_READ_TRIES):
+            if attempt:
+                await asyncio.sleep(random.uniform(0, 0.01 * attempt))
+            version = await self.store.change_version()
+            subscription_options: Mapping[str, str] = {}
+            if subscription_id is not None:
+                sub = await self.store.get_subscription(subscription_id)
+                if sub is None:
+                    raise UnknownResourceError(
+                        f"the subscription {subscription_id!r} does not exist"
+                    )
+                subscription_options = sub.options
+            cluster = await self.catalog.lookup(cluster_name)
+            if cluster is None:
+                raise UnknownResourceError(f"the Kafka cluster {cluster_name!r} does not exist")
+            if await self.store.change_version() == version:
+                break
+        else:
+            raise ConflictError(
+                f"the Kafka cluster {cluster_name!r} and its subscriptions kept changing while "
+                "this request read them; try again"
+            )
         cluster_options = cluster.options
         if self.secret_refs is not None:
             # Connecting needs the values of secretsmanager:/ssm: references, not their names.
             cluster_options = await self.secret_refs.resolve_options(cluster_options)
             subscription_options = await self.secret_refs.resolve_options(subscription_options)
         return resolve_options(
-            subscription_id=subscription_id,
+            subscription_id=subscription_id or SIGNAL_TOPIC,
             bootstrap_servers=cluster.bootstrap_servers,
             cluster_options=cluster_options,
             subscription_options=subscription_options,
         )
 
     async def _signal_connection(self, cluster_name: str) -> dict[str, Any]:
-        options = await self.client_options(cluster_name, SIGNAL_TOPIC, {})
+        options = await self.client_options(cluster_name)
         return {**options.consumer_kwargs, **consumer_security_kwargs(options.security)}
+
+
+_CONSISTENT_READ_TRIES = 8
 
 
 Handler = Callable[[Request, AdminState], Awaitable[Response]]

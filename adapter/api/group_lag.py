@@ -155,7 +155,7 @@ async def get_lag(request: Request, state: AdminState) -> Response:
     cached = _cache.get(sub.id)
     if cached is not None and time.monotonic() - cached.at < CACHE_S:
         return json_response(cached.value)
-    options = await state.client_options(sub.cluster, sub.id, sub.options)
+    options = await state.client_options(sub.cluster, sub.id)
     try:
         lag = await asyncio.wait_for(
             read_group_lag(options, sub.id, sub.topic), timeout=READ_TIMEOUT_S

@@ -167,8 +167,7 @@ async def get_record(request: Request, state: AdminState) -> Response:
     sub = await state.store.get_subscription(entry.subscription_id)
     if sub is None:
         raise UnknownResourceError(f"invocation {inv_id}: its subscription no longer exists")
-    await state.catalog.refresh()
-    options = await state.client_options(sub.cluster, sub.id, sub.options)
+    options = await state.client_options(sub.cluster, sub.id)
     # The ledger keys the topic as name@topic-id: the ID tells a re-created topic apart.
     name, topic_id = topic_name(entry.topic), entry.topic.partition("@")[2] or None
     record = await read_record(options, name, topic_id, entry.partition, entry.offset)

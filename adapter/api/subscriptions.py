@@ -438,23 +438,17 @@ async def reset_offsets(request: Request, state: AdminState) -> Response:
     target = _target(body.to)
     if state.reset_offsets is None:
         raise ConflictError("offset reset is not available in this admin process")
-    cluster = await _cluster(state, sub.cluster)
-    options = _resolve(sub.id, cluster, sub.options)
-    if state.secret_refs is not None:
-        # Connecting needs the values of secretsmanager:/ssm: references, not their names.
-        cluster_options = await state.secret_refs.resolve_options(cluster.options)
-        options = resolve_options(
-            subscription_id=sub.id,
-            bootstrap_servers=cluster.bootstrap_servers,
-            cluster_options=cluster_options,
-            subscription_options=await state.secret_refs.resolve_options(sub.options),
-        )
+    # Refused before pausing anything if the options do not resolve.
+    options = _resolve(sub.id, await _cluster(state, sub.cluster), sub.options)
     deadline = time.monotonic() + float(body.timeout_s)
     current = sub
     if not sub.paused:
         current = await _save(state, sub, replace(sub, paused=True))
     try:
         await _wait_stopped_here(state, sub.id, deadline)
+        # Read again, as of one moment: the subscription read above, paired with its
+        # cluster as changed since, could send its secrets to brokers they were not given for.
+        options = await state.client_options(sub.cluster, sub.id)
         offsets = await state.reset_offsets(
             options, sub.topic, target, timeout_s=max(0.1, deadline - time.monotonic())
         )

@@ -15,7 +15,11 @@ from typing import Any
 import httpx
 import pytest
 
+from adapter.api import AdminState, ClusterCatalog
 from adapter.api.checked_writes import WRITE_TRIES
+from adapter.api.server import AdminServer, admin_state
+from adapter.config import load_settings
+from adapter.kafka.options import ClientOptions
 from adapter.store.dynamo import DynamoStore
 from tests._admin_api import authorised_client, call, put_greeter
 
@@ -504,3 +508,91 @@ class TestConcurrentChanges:
 async def _move(api: httpx.AsyncClient) -> None:
     """Another request moves the cluster to other brokers."""
     await call(api, "PATCH", "/kafka-clusters/c1", {"properties": EVIL_CLUSTER}, 200)
+
+
+class TestConnectingReadsOneMoment:
+    """The routes that connect to Kafka themselves (an offset reset, group lag, a record's
+    preview) take the subscription's options and its cluster's from one moment: a
+    subscription read before another request took its secret away and moved the cluster
+    would otherwise send that secret to the cluster's new brokers."""
+
+    @pytest.fixture
+    async def admin(
+        self, store: DynamoStore
+    ) -> AsyncIterator[tuple[httpx.AsyncClient, AdminState]]:
+        await put_greeter(store)
+        env = {
+            "KAFKA_INGRESS_KAFKA_CLUSTERS": '[{name="local", brokers=["127.0.0.1:19092"]}]',
+            "KAFKA_INGRESS_ADMIN_TOKEN": TOKEN,
+        }
+        settings = load_settings(None, env=env)
+        state = admin_state(settings, store, ClusterCatalog(settings, store))
+        # No change signals: their connection reads the cluster too, at moments of their own.
+        state.signals = None
+        server = AdminServer(state, "127.0.0.1:0")
+        await server.start()
+        auth = {"Authorization": f"Bearer {TOKEN}"}
+        try:
+            async with httpx.AsyncClient(base_url=server.url, headers=auth, timeout=30) as client:
+                await _cluster(client, CLUSTER)
+                yield client, state, await _subscription(client, OWN)
+        finally:
+            await server.stop()
+
+    @staticmethod
+    def _secret_taken_and_cluster_moved(
+        api: httpx.AsyncClient, sub: str
+    ) -> Callable[[], Awaitable[None]]:
+        async def other_requests() -> None:
+            unset = {"options": {"sasl.username": None, "sasl.password": None}}
+            await call(api, "PATCH", f"/subscriptions/{sub}", unset, 200)
+            await _move(api)
+
+        return other_requests
+
+    @pytest.mark.promise("p-sec-credentials-stay")
+    async def test_an_offset_reset_does_not_send_a_removed_secret_to_the_moved_cluster(
+        self,
+        admin: tuple[httpx.AsyncClient, AdminState, str],
+        store: DynamoStore,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        api, state, sub = admin
+        # Paused already (as before a planned reset): the reset writes nothing itself that
+        # another request's change would refuse.
+        await call(api, "PATCH", f"/subscriptions/{sub}", {"paused": True}, 200)
+        connected: list[ClientOptions] = []
+
+        async def reset(options: ClientOptions, topic: str, to: Any, *, timeout_s: float) -> Any:
+            connected.append(options)
+            return {(topic, 0): 0}
+
+        state.reset_offsets = reset
+        # The reset has read the subscription (with its password); before it reads the
+        # cluster, other requests take the password away and move the cluster.
+        _before(monkeypatch, store, "get_cluster", self._secret_taken_and_cluster_moved(api, sub))
+        await call(api, "POST", f"/subscriptions/{sub}/reset", {"to": "earliest"}, 200)
+        (options,) = connected
+        assert options.bootstrap_servers == ["evil.example:9092"]
+        assert options.security.sasl_password == CLUSTER_PW  # the cluster's own, not OWN_PW
+
+    @pytest.mark.promise("p-sec-credentials-stay")
+    async def test_lag_and_preview_do_not_send_a_removed_secret_to_the_moved_cluster(
+        self,
+        admin: tuple[httpx.AsyncClient, AdminState, str],
+        store: DynamoStore,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        api, state, sub = admin
+        read = await store.get_subscription(sub)  # what the route read first
+        assert read is not None
+        _before(monkeypatch, store, "get_cluster", self._secret_taken_and_cluster_moved(api, sub))
+        options = await state.client_options(read.cluster, read.id)
+        assert options.bootstrap_servers == ["evil.example:9092"]
+        assert options.security.sasl_password == CLUSTER_PW
+        # And with nothing in between, the subscription's own password as stored.
+        await call(api, "PATCH", f"/subscriptions/{sub}", {"options": OWN}, 200)
+        moved_back = {"properties": CLUSTER}
+        await call(api, "PATCH", "/kafka-clusters/c1", moved_back, 400)  # its secret: refused
+        options = await state.client_options(read.cluster, read.id)
+        assert options.security.sasl_password == OWN_PW
