@@ -60,13 +60,14 @@ which the member is certainly still in the group."""
 class Ownership:
     """Liveness evidence of one consumer-group member (one runner's consumer)."""
 
-    __slots__ = ("_confirmed_at", "_limit_s")
+    __slots__ = ("_confirmed_at", "_limit_s", "_lost_at")
 
     def __init__(self, session_timeout_s: float) -> None:
         if session_timeout_s <= 0:
             raise ValueError(f"session_timeout_s must be > 0, got {session_timeout_s}")
         self._limit_s = session_timeout_s * _SAFETY
         self._confirmed_at: float | None = None
+        self._lost_at: float | None = None
 
     def __repr__(self) -> str:
         return f"Ownership(confirmed_at={self._confirmed_at}, limit_s={self._limit_s})"
@@ -76,14 +77,23 @@ class Ownership:
         return self._limit_s
 
     def confirmed(self, at: float) -> None:
-        """The coordinator accepted a heartbeat or SyncGroup of this member sent at ``at``."""
+        """The coordinator accepted a heartbeat or SyncGroup of this member sent at ``at``.
+
+        Not if the member was lost by a request sent after it (a LeaveGroup, a refusal): the
+        coordinator reads one connection's requests in order, so it accepted this one before
+        it let the member go, however late the answer is read."""
+        if self._lost_at is not None and at < self._lost_at:
+            return
         if self._confirmed_at is None or at > self._confirmed_at:
             self._confirmed_at = at
 
     def lost(self, at: float) -> None:
-        """The coordinator refused a heartbeat or SyncGroup of this member sent at ``at``: it
-        no longer knows the member (or its generation). Evidence from a later request stands
-        (a refusal of a request sent before the member rejoined says nothing about after)."""
+        """The coordinator refused a heartbeat or SyncGroup of this member sent at ``at``, or
+        the member left with a request sent at ``at``: it no longer knows the member (or its
+        generation). Evidence from a later request stands (a refusal of a request sent before
+        the member rejoined says nothing about after)."""
+        if self._lost_at is None or at > self._lost_at:
+            self._lost_at = at
         if self._confirmed_at is not None and at >= self._confirmed_at:
             self._confirmed_at = None
 

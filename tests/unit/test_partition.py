@@ -198,6 +198,17 @@ class TestOwnership:
         o.lost(104.0)
         assert o.may_start(105.1)
 
+    def test_an_answer_to_a_request_sent_before_the_member_left_restores_nothing(self) -> None:
+        """A heartbeat sent before the LeaveGroup (aiokafka leaves after max.poll.interval.ms)
+        and answered after it: the broker read it first, so it says nothing about after."""
+        o = Ownership(10)
+        o.confirmed(100.0)
+        o.lost(103.0)  # LeaveGroup sent
+        o.confirmed(102.0)  # the heartbeat sent before it, answered late
+        assert not o.may_start(103.5)
+        o.confirmed(104.0)  # a rejoin's SyncGroup, sent after it
+        assert o.may_start(104.1)
+
     def test_session_must_be_positive(self) -> None:
         with pytest.raises(ValueError, match="session_timeout_s"):
             Ownership(0)
