@@ -19,11 +19,17 @@ from adapter.ids import creation_order
 from adapter.model import ServiceInfo, Subscription
 from adapter.store.changes import Change, ChangeKind, ChangeLog
 
-__all__ = ["ControlFeed", "ControlStore", "Registry", "RegistryCache"]
+__all__ = ["SETTLE_TRIES", "ControlFeed", "ControlStore", "Registry", "RegistryCache"]
 
 log = logging.getLogger(__name__)
 
 RefreshClusters = Callable[[Iterable[str] | None], Awaitable[None]]
+
+SETTLE_TRIES = 5
+"""Passes of :meth:`ControlFeed.poll` before it gives up on a moment with no changes."""
+
+_PAIRED = frozenset({ChangeKind.SUBSCRIPTION, ChangeKind.CLUSTER})
+"""What a subscription's runner is built from: read as of one moment."""
 
 
 class Registry(Protocol):
@@ -93,17 +99,36 @@ class ControlFeed:
     def subscriptions(self) -> list[Subscription]:
         return sorted(self._subs.values(), key=lambda s: creation_order(s.id))
 
-    async def poll(self) -> list[Subscription]:
+    async def poll(self) -> list[Subscription] | None:
         """Apply what changed since the last poll; StoreError leaves the known state (and the
-        version, so the next poll reads the same changes again)."""
+        version, so the next poll reads the same changes again).
+
+        Clusters are read before subscriptions: an admin write landing between the two (a
+        cluster moved, then a subscription given a secret for its new brokers) would pair a
+        subscription with its cluster as it was before. So once something was read, the feed
+        is read again, and what changed meanwhile is read again, until a pass saw no
+        subscription or cluster change land during it: then what it returns was true at one
+        moment. None: they kept changing for :data:`SETTLE_TRIES` passes, and nothing should
+        start from this state (the next poll goes on from here)."""
         feed = await self._store.read_changes()
         changes = None if self._version is None else feed.since(self._version)
-        if changes is None:
-            await self._read_everything()
-        elif changes:
-            await self._apply(changes)
-        self._version = feed.version
-        return self.subscriptions
+        for _ in range(SETTLE_TRIES):
+            if changes is None:
+                await self._read_everything()
+            elif changes:
+                await self._apply(changes)
+            else:
+                return self.subscriptions
+            self._version = feed.version
+            feed = await self._store.read_changes()
+            changes = feed.since(self._version)
+            if changes is not None and not any(c.kind in _PAIRED for c in changes):
+                # Nothing they are read together with changed: the rest (registry entries,
+                # commands) is applied as it is, with no need to be read again.
+                await self._apply(changes)
+                self._version = feed.version
+                return self.subscriptions
+        return None
 
     async def _read_everything(self) -> None:
         self.full_reads += 1

@@ -95,6 +95,12 @@ async def resolve_target(store: Registry, service: str, handler: str) -> Target:
 @dataclass(slots=True)
 class _Slot:
     subscription: Subscription
+    cluster: KafkaCluster | None
+    """Its cluster as it was when the subscription was read (None: unknown then). A runner is
+    rebuilt (after a failure) from this pair, not from the cluster as it is now: a cluster
+    moved since, once the subscription's own secret was removed, must not receive that
+    secret from a slot still holding the subscription as it was. A cluster change restarts
+    its subscriptions (their revisions move), which replaces the slot."""
     task: asyncio.Task[None] | None = None
     runner: SubscriptionRunner | None = None
     state: str = RunnerState.STARTING.value
@@ -227,6 +233,12 @@ class Supervisor:
             return
         self.last_refresh_error = None
         log.debug("change feed read in %.0f ms", (time.monotonic() - started) * 1000)
+        if subs is None:
+            # Subscriptions or clusters kept changing while they were read: no state of them
+            # was seen at one moment, and a runner built from a mixed one could pair a
+            # subscription's secret with brokers it was not given for. Keep what runs.
+            log.info("subscriptions and clusters kept changing while read; looking again soon")
+            return
         desired = {s.id: s for s in subs if not s.paused and self._runs_here(s)}
         # After _runs_here: it starts the shard map members, which listen for signals too.
         await self.change_listeners.follow({s.cluster for s in subs})
@@ -261,7 +273,7 @@ class Supervisor:
     # -- slots ------------------------------------------------------------------------------
 
     def _start_slot(self, sub: Subscription) -> None:
-        slot = _Slot(subscription=sub)
+        slot = _Slot(subscription=sub, cluster=self._clusters().get(sub.cluster))
         slot.task = asyncio.create_task(self._supervise(slot), name=f"subscription {sub.id}")
         self._slots[sub.id] = slot
         log.info("starting subscription %s: %s -> %s", sub.id, sub.source, sub.sink)
@@ -299,7 +311,7 @@ class Supervisor:
         while not slot.stop.is_set():
             try:
                 async with self._start_gate:
-                    runner = await self._build_runner(slot.subscription, slot.retention_losses)
+                    runner = await self._build_runner(slot)
                 slot.runner = runner
                 slot.state = RunnerState.RUNNING.value
                 if slot.stop.is_set():
@@ -336,10 +348,9 @@ class Supervisor:
                 await asyncio.wait_for(slot.stop.wait(), delay)
             delay = min(delay * 2, self._max_backoff_s)
 
-    async def _build_runner(
-        self, sub: Subscription, retention_losses: list[RetentionLoss]
-    ) -> SubscriptionRunner:
-        cluster = self._clusters().get(sub.cluster)
+    async def _build_runner(self, slot: _Slot) -> SubscriptionRunner:
+        sub, retention_losses = slot.subscription, slot.retention_losses
+        cluster = slot.cluster or self._clusters().get(sub.cluster)
         if cluster is None:
             raise ConfigError(f"unknown Kafka cluster {sub.cluster!r}")
         options = resolve_options(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from adapter.engine.control import ControlFeed
+from adapter.engine.control import SETTLE_TRIES, ControlFeed
 from adapter.model import ServiceInfo, ServiceType, Subscription
 from adapter.store.changes import RING, Change, ChangeKind, ChangeLog, claim_id
 
@@ -86,8 +86,9 @@ async def test_the_feed_reads_everything_once_then_only_what_changed() -> None:
         clusters.append(None if names is None else list(names))
 
     feed = ControlFeed(store, refresh_clusters=refresh)
-    assert [s.id for s in await feed.poll()] == ["sub_a", "sub_b"]
-    assert store.calls == ["read_changes", "list_subscriptions"]
+    assert [s.id for s in await feed.poll() or []] == ["sub_a", "sub_b"]
+    # Read again once something was read: nothing changed meanwhile.
+    assert store.calls == ["read_changes", "list_subscriptions", "read_changes"]
     assert clusters == [None]
 
     store.calls.clear()
@@ -101,7 +102,7 @@ async def test_the_feed_reads_everything_once_then_only_what_changed() -> None:
         store.change(ChangeKind.SUBSCRIPTION, key)
     store.change(ChangeKind.CLUSTER, "east")
     store.calls.clear()
-    subs = {s.id: s.revision for s in await feed.poll()}
+    subs = {s.id: s.revision for s in await feed.poll() or []}
     assert subs == {"sub_a": 2, "sub_c": 1}
     assert "list_subscriptions" not in store.calls
     assert clusters[-1] == ["east"]
@@ -115,7 +116,7 @@ async def test_falling_behind_the_ring_reads_everything_again() -> None:
         store.change(ChangeKind.SUBSCRIPTION, f"sub_{i}")
     store.calls.clear()
     await feed.poll()
-    assert store.calls == ["read_changes", "list_subscriptions"]
+    assert store.calls == ["read_changes", "list_subscriptions", "read_changes"]
 
 
 async def test_registry_reads_are_cached_until_the_feed_names_them() -> None:
@@ -142,3 +143,62 @@ async def test_a_queued_command_wakes_the_command_poller() -> None:
     store.change(ChangeKind.COMMAND, "sub_a")
     await feed.poll()
     assert len(told) == 2
+
+
+async def test_a_cluster_and_a_subscription_changed_while_they_were_read_are_read_again() -> None:
+    """Clusters are read before subscriptions. A cluster moved, and then a subscription given
+    a secret for the new brokers, between those reads (a `kafka-ingress apply`) left the
+    subscription paired with the cluster's old brokers: its new secret went there."""
+    store = _Store()
+    store.subs = {"sub_a": _sub("sub_a")}
+    reads: list[list[str] | None] = []
+
+    async def refresh(names: Any) -> None:
+        reads.append(None if names is None else list(names))
+        if len(reads) == 2:  # the admin writes land after this read of the cluster
+            store.change(ChangeKind.CLUSTER, "c")
+            store.subs["sub_a"] = _sub("sub_a", revision=2)
+            store.change(ChangeKind.SUBSCRIPTION, "sub_a")
+
+    feed = ControlFeed(store, refresh_clusters=refresh)
+    await feed.poll()
+    store.change(ChangeKind.CLUSTER, "c")
+    store.calls.clear()
+    subs = await feed.poll()
+    assert subs is not None
+    assert reads == [None, ["c"], ["c"]]  # the cluster read again, after the writes
+    assert [s.revision for s in subs] == [2]
+    assert store.calls.count("read_changes") == 3
+
+
+async def test_changes_of_other_kinds_meanwhile_need_no_second_pass() -> None:
+    store = _Store()
+    told: list[int] = []
+    store.subs = {"sub_a": _sub("sub_a")}
+
+    async def refresh(names: Any) -> None:
+        store.change(ChangeKind.COMMAND, "sub_a")  # an invocation command queued meanwhile
+
+    feed = ControlFeed(store, refresh_clusters=refresh, on_commands=lambda: told.append(1))
+    await feed.poll()
+    store.change(ChangeKind.CLUSTER, "c")
+    store.calls.clear()
+    told.clear()
+    assert await feed.poll() is not None
+    assert store.calls == ["read_changes", "read_changes"]
+    assert told == [1]  # the command still wakes the command poller
+    store.calls.clear()
+    await feed.poll()
+    assert store.calls == ["read_changes"]  # and is not applied again
+
+
+async def test_a_feed_that_keeps_changing_gives_no_state_to_start_from() -> None:
+    store = _Store()
+    store.subs = {"sub_a": _sub("sub_a")}
+
+    async def refresh(names: Any) -> None:
+        store.change(ChangeKind.CLUSTER, "c")  # another write lands during every pass
+
+    feed = ControlFeed(store, refresh_clusters=refresh)
+    assert await feed.poll() is None
+    assert store.calls.count("read_changes") == SETTLE_TRIES + 1

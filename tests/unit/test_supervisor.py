@@ -6,24 +6,34 @@ from __future__ import annotations
 
 from typing import Any, cast
 
+import pytest
 from prometheus_client import generate_latest
 
 from adapter.api.metrics import OldestAge, Snapshot, metrics_registry
-from adapter.config import Settings
+from adapter.config import KafkaCluster, Settings
+from adapter.engine import supervisor as supervisor_module
 from adapter.engine.supervisor import Supervisor
 from adapter.engine.timings import AttemptTimings
 from adapter.invokers.base import OutcomeKind
-from adapter.model import Subscription
+from adapter.kafka.options import ClientOptions
+from adapter.model import ServiceInfo, Subscription
+from tests.harness import eventually
 
 
 class _Feed:
-    """The change feed: the subscriptions it returns are the table's."""
+    """The change feed: the subscriptions it returns are the table's. Its registry knows no
+    service, so every runner fails to build after its options were resolved."""
 
     def __init__(self, subscriptions: list[Subscription]) -> None:
         self.subscriptions = subscriptions
+        self.registry = self
+        self.settled = True
 
-    async def poll(self) -> list[Subscription]:
-        return list(self.subscriptions)
+    async def get_service(self, name: str) -> ServiceInfo | None:
+        return None
+
+    async def poll(self) -> list[Subscription] | None:
+        return list(self.subscriptions) if self.settled else None
 
 
 def _subscription(sub_id: str, **changes: Any) -> Subscription:
@@ -50,5 +60,79 @@ async def test_a_deleted_subscription_s_histograms_leave_metrics_and_others_stay
         assert f'subscription="{paused}"' not in text
         duration = "kafka_ingress_invocation_duration_seconds_count"
         assert f'{duration}{{outcome="ack",subscription="{kept}"}} 1.0' in text
+    finally:
+        await supervisor.shutdown()
+
+
+def _cluster(brokers: str) -> KafkaCluster:
+    return KafkaCluster.model_validate(
+        {
+            "name": "c",
+            "brokers": [brokers],
+            "security.protocol": "SASL_SSL",
+            "sasl.mechanism": "PLAIN",
+            "sasl.username": "ingress",
+            "sasl.password": "cluster-pw",
+        }
+    )
+
+
+async def test_a_slot_rebuilt_after_a_failure_pairs_its_subscription_with_its_cluster_then(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Its own password removed, the cluster moved (allowed now): a slot still holding the
+    subscription as it was, rebuilt after a failure before the change feed replaced it, sent
+    the removed password to the new brokers."""
+    own = {"sasl.username": "own-user", "sasl.password": "own-pw"}
+    feed = _Feed([Subscription("sub_pair", "c", "t", "svc", "h", own)])
+    clusters = {"c": _cluster("127.0.0.1:9092")}
+    built: list[tuple[list[str], str | None]] = []
+    resolve = supervisor_module.resolve_options
+
+    def spied(**kwargs: Any) -> ClientOptions:
+        options = resolve(**kwargs)
+        built.append((options.bootstrap_servers, options.security.sasl_password))
+        return options
+
+    monkeypatch.setattr(supervisor_module, "resolve_options", spied)
+    supervisor = Supervisor(
+        Settings(), cast(Any, None), cast(Any, None), cast(Any, None), clusters=lambda: clusters
+    )
+    supervisor._control = cast(Any, feed)
+
+    async def builds(count: int) -> None:
+        await eventually(lambda: len(built) >= count, timeout=10, message=f"build {count}")
+
+    try:
+        await supervisor.refresh()
+        await builds(1)
+        assert built == [(["127.0.0.1:9092"], "own-pw")]
+        # The password removed, then the cluster moved; the feed has not replaced the slot
+        # yet when its backoff ends.
+        feed.subscriptions = [Subscription("sub_pair", "c", "t", "svc", "h", {}, revision=2)]
+        clusters["c"] = _cluster("evil.example:9092")
+        await builds(2)
+        assert built[1] == (["127.0.0.1:9092"], "own-pw")  # the pair as it was read
+        await supervisor.refresh()  # the new revision: a new slot, from the pair as it is now
+        await builds(3)
+        assert built[2] == (["evil.example:9092"], "cluster-pw")
+    finally:
+        await supervisor.shutdown()
+
+
+async def test_a_feed_that_kept_changing_while_read_starts_and_stops_nothing() -> None:
+    feed = _Feed([_subscription("sub_sup_a")])
+    supervisor = Supervisor(Settings(), cast(Any, None), cast(Any, None), cast(Any, None))
+    supervisor._control = cast(Any, feed)
+    try:
+        await supervisor.refresh()
+        assert set(supervisor.status()) == {"sub_sup_a"}
+        feed.subscriptions = [_subscription("sub_sup_b")]
+        feed.settled = False
+        await supervisor.refresh()
+        assert set(supervisor.status()) == {"sub_sup_a"}
+        feed.settled = True
+        await supervisor.refresh()
+        assert set(supervisor.status()) == {"sub_sup_b"}
     finally:
         await supervisor.shutdown()
