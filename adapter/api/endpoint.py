@@ -24,7 +24,7 @@ from adapter import __version__
 from adapter.api.catalog import ClusterCatalog
 from adapter.api.metrics import OldestAge, Snapshot, metrics_registry
 from adapter.api.probe_cache import SharedCheck
-from adapter.config import Settings
+from adapter.config import KafkaCluster, Settings
 from adapter.engine.ledger import LedgerWriter
 from adapter.engine.supervisor import Supervisor
 from adapter.errors import ConflictError, UnknownResourceError, ValidationError
@@ -32,6 +32,7 @@ from adapter.kafka.change_signal import SIGNAL_TOPIC, ChangeSignaller
 from adapter.kafka.options import ClientOptions, resolve_options
 from adapter.kafka.security import consumer_security_kwargs
 from adapter.secrets import SecretResolver
+from adapter.store.changes import ChangeKind
 from adapter.store.dynamo import DynamoStore
 
 __all__ = [
@@ -124,32 +125,41 @@ class AdminState:
         """Kafka client options of a subscription (or, with no ``subscription_id``, of a
         cluster alone) for the routes that connect to Kafka themselves.
 
-        The subscription and its cluster are read as of one moment: between the change
-        feed's version and the same version read again. A subscription read earlier by the
-        route, paired with its cluster as changed since, could send a secret the subscription
-        gave for the old brokers to the new ones (or one given for the new to the old)."""
-        for attempt in range(_CONSISTENT_READ_TRIES):
-            if attempt:
-                await asyncio.sleep(random.uniform(0, 0.01 * attempt))
-            version = await self.store.change_version()
-            subscription_options: Mapping[str, str] = {}
-            if subscription_id is not None:
-                sub = await self.store.get_subscription(subscription_id)
-                if sub is None:
-                    raise UnknownResourceError(
-                        f"the subscription {subscription_id!r} does not exist"
-                    )
-                subscription_options = sub.options
+        The subscription and its cluster are read as of one moment: read again while the
+        change feed shows either changed between the feed's two reads around them. A
+        subscription read earlier by the route, paired with its cluster as changed since,
+        could send a secret the subscription gave for the old brokers to the new ones (or
+        one given for the new to the old). A cluster alone is one item, read by name."""
+        if subscription_id is None:
             cluster = await self.catalog.lookup(cluster_name)
             if cluster is None:
                 raise UnknownResourceError(f"the Kafka cluster {cluster_name!r} does not exist")
-            if await self.store.change_version() == version:
-                break
-        else:
-            raise ConflictError(
-                f"the Kafka cluster {cluster_name!r} and its subscriptions kept changing while "
-                "this request read them; try again"
-            )
+            return await self._resolved(cluster, subscription_id, {})
+        paired = {(ChangeKind.SUBSCRIPTION, subscription_id), (ChangeKind.CLUSTER, cluster_name)}
+        for attempt in range(_CONSISTENT_READ_TRIES):
+            if attempt:
+                await asyncio.sleep(random.uniform(0, 0.01 * attempt))
+            version = (await self.store.read_changes()).version
+            sub = await self.store.get_subscription(subscription_id)
+            if sub is None:
+                raise UnknownResourceError(f"the subscription {subscription_id!r} does not exist")
+            cluster = await self.catalog.lookup(cluster_name)
+            if cluster is None:
+                raise UnknownResourceError(f"the Kafka cluster {cluster_name!r} does not exist")
+            changes = (await self.store.read_changes()).since(version)
+            if changes is not None and not any((c.kind, c.key) in paired for c in changes):
+                return await self._resolved(cluster, subscription_id, sub.options)
+        raise ConflictError(
+            f"the subscription {subscription_id!r} or its Kafka cluster {cluster_name!r} kept "
+            "changing while this request read them; try again"
+        )
+
+    async def _resolved(
+        self,
+        cluster: KafkaCluster,
+        subscription_id: str | None,
+        subscription_options: Mapping[str, str],
+    ) -> ClientOptions:
         cluster_options = cluster.options
         if self.secret_refs is not None:
             # Connecting needs the values of secretsmanager:/ssm: references, not their names.

@@ -438,8 +438,11 @@ async def reset_offsets(request: Request, state: AdminState) -> Response:
     target = _target(body.to)
     if state.reset_offsets is None:
         raise ConflictError("offset reset is not available in this admin process")
-    # Refused before pausing anything if the options do not resolve.
-    options = _resolve(sub.id, await _cluster(state, sub.cluster), sub.options)
+    # Refused before pausing anything if the options do not resolve, secret references
+    # included (a reference this process cannot read would stop a healthy consumer for
+    # nothing).
+    _resolve(sub.id, await _cluster(state, sub.cluster), sub.options)
+    options = await state.client_options(sub.cluster, sub.id)
     deadline = time.monotonic() + float(body.timeout_s)
     current = sub
     if not sub.paused:
@@ -460,7 +463,9 @@ async def reset_offsets(request: Request, state: AdminState) -> Response:
     finally:
         if not sub.paused:
             latest = await state.store.get_subscription(sub.id)
-            if latest is not None and latest.revision == current.revision:
+            # Unless another request changed it meanwhile; a change of its cluster, which
+            # only moves its revision (to restart it), leaves it to be resumed.
+            if latest is not None and replace(latest, revision=current.revision) == current:
                 await _save(state, latest, replace(latest, paused=False))
     log.info("subscription %s: offsets of group %s reset to %s", sub.id, options.group_id, body.to)
     return json_response(

@@ -9,9 +9,11 @@ refused with a 400 naming the subscriptions, and nothing is stored.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+import boto3
 import httpx
 import pytest
 
@@ -20,6 +22,7 @@ from adapter.api.checked_writes import WRITE_TRIES
 from adapter.api.server import AdminServer, admin_state
 from adapter.config import load_settings
 from adapter.kafka.options import ClientOptions
+from adapter.local.moto import MotoServer
 from adapter.store.dynamo import DynamoStore
 from tests._admin_api import authorised_client, call, put_greeter
 
@@ -518,12 +521,15 @@ class TestConnectingReadsOneMoment:
 
     @pytest.fixture
     async def admin(
-        self, store: DynamoStore
-    ) -> AsyncIterator[tuple[httpx.AsyncClient, AdminState]]:
+        self, store: DynamoStore, moto_server: MotoServer
+    ) -> AsyncIterator[tuple[httpx.AsyncClient, AdminState, str]]:
+        """The API, its state, and a subscription giving its own password on cluster c1."""
         await put_greeter(store)
         env = {
             "KAFKA_INGRESS_KAFKA_CLUSTERS": '[{name="local", brokers=["127.0.0.1:19092"]}]',
             "KAFKA_INGRESS_ADMIN_TOKEN": TOKEN,
+            # Secret references are fetched from the moto server's Secrets Manager.
+            "KAFKA_INGRESS_DYNAMODB_ENDPOINT_URL": moto_server.endpoint_url,
         }
         settings = load_settings(None, env=env)
         state = admin_state(settings, store, ClusterCatalog(settings, store))
@@ -561,13 +567,7 @@ class TestConnectingReadsOneMoment:
         # Paused already (as before a planned reset): the reset writes nothing itself that
         # another request's change would refuse.
         await call(api, "PATCH", f"/subscriptions/{sub}", {"paused": True}, 200)
-        connected: list[ClientOptions] = []
-
-        async def reset(options: ClientOptions, topic: str, to: Any, *, timeout_s: float) -> Any:
-            connected.append(options)
-            return {(topic, 0): 0}
-
-        state.reset_offsets = reset
+        connected = self._capture_resets(state)
         # The reset has read the subscription (with its password); before it reads the
         # cluster, other requests take the password away and move the cluster.
         _before(monkeypatch, store, "get_cluster", self._secret_taken_and_cluster_moved(api, sub))
@@ -595,4 +595,72 @@ class TestConnectingReadsOneMoment:
         moved_back = {"properties": CLUSTER}
         await call(api, "PATCH", "/kafka-clusters/c1", moved_back, 400)  # its secret: refused
         options = await state.client_options(read.cluster, read.id)
+        assert options.security.sasl_password == OWN_PW
+
+    @staticmethod
+    def _capture_resets(state: AdminState) -> list[ClientOptions]:
+        connected: list[ClientOptions] = []
+
+        async def reset(options: ClientOptions, topic: str, to: Any, *, timeout_s: float) -> Any:
+            connected.append(options)
+            return {(topic, 0): 0}
+
+        state.reset_offsets = reset
+        return connected
+
+    async def test_an_offset_reset_resumes_a_subscription_whose_cluster_changed_meanwhile(
+        self, admin: tuple[httpx.AsyncClient, AdminState, str]
+    ) -> None:
+        # A cluster change moves its subscriptions' revisions (to restart them) and nothing
+        # else of theirs: the subscription the reset paused is resumed after it.
+        api, state, sub = admin
+        connected = self._capture_resets(state)
+        reset = state.reset_offsets
+        assert reset is not None
+
+        async def reset_while_the_cluster_changes(*args: Any, **kwargs: Any) -> Any:
+            renamed = {"properties": {**CLUSTER, "client.id": "renamed"}}
+            await call(api, "PATCH", "/kafka-clusters/c1", renamed, 200)
+            return await reset(*args, **kwargs)
+
+        state.reset_offsets = reset_while_the_cluster_changes
+        await call(api, "POST", f"/subscriptions/{sub}/reset", {"to": "earliest"}, 200)
+        assert len(connected) == 1
+        assert (await call(api, "GET", f"/subscriptions/{sub}", None, 200))["paused"] is False
+
+    async def test_an_offset_reset_that_cannot_read_a_referenced_secret_pauses_nothing(
+        self, admin: tuple[httpx.AsyncClient, AdminState, str], moto_server: MotoServer
+    ) -> None:
+        api, state, _ = admin
+        name = f"reset/{uuid.uuid4().hex[:8]}"
+        secrets = boto3.client(
+            "secretsmanager", endpoint_url=moto_server.endpoint_url, region_name="us-east-1"
+        )
+        try:
+            secrets.create_secret(Name=name, SecretString='{"password": "ref-pw-Qa71"}')
+            options = {**OWN, "sasl.password": f"secretsmanager:{name}#password"}
+            sub = await _subscription(api, options, topic="referenced")
+            # The pollers may still hold it; this process cannot read it any more.
+            secrets.delete_secret(SecretId=name, ForceDeleteWithoutRecovery=True)
+        finally:
+            secrets.close()
+        connected = self._capture_resets(state)
+        revision = (await call(api, "GET", f"/subscriptions/{sub}", None, 200))["revision"]
+        refused = await call(api, "POST", f"/subscriptions/{sub}/reset", {"to": "earliest"}, 400)
+        assert "no such secret" in refused["message"]
+        assert connected == []
+        shown = await call(api, "GET", f"/subscriptions/{sub}", None, 200)
+        assert (shown["paused"], shown["revision"]) == (False, revision)  # never paused
+
+    async def test_unrelated_admin_writes_meanwhile_do_not_refuse_a_connection(
+        self,
+        admin: tuple[httpx.AsyncClient, AdminState, str],
+        store: DynamoStore,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        # Every admin write moves the change feed's version; only a change of this
+        # subscription or its cluster between the reads has them read again.
+        _, state, sub = admin
+        _before(monkeypatch, store, "get_cluster", lambda: put_greeter(store), every_call=True)
+        options = await state.client_options("c1", sub)
         assert options.security.sasl_password == OWN_PW
