@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -45,6 +46,9 @@ FETCH_WAIT_MS = 5_000
 SEND_TIMEOUT_S = 2.0
 RETRY_S = 30.0
 STOP_TIMEOUT_S = 5.0
+RETRY_AFTER_FAILURE_S = 10.0
+"""After a signal failed, its cluster's next signals are dropped this long (the pollers read
+the feed every second anyway)."""
 
 
 def connection_kwargs(kwargs: Mapping[str, Any]) -> dict[str, Any]:
@@ -140,6 +144,9 @@ class ChangeSignaller:
         # One producer made at a time per cluster: the first signals of a cluster arrive
         # together (an /apply of many subscriptions), and each would make its own.
         self._making: dict[str, asyncio.Lock] = {}
+        # Signals of a cluster that could not be reached wait this long before trying again,
+        # instead of each queueing for its own connection timeout.
+        self._failed_until: dict[str, float] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._warned: set[str] = set()
 
@@ -151,8 +158,11 @@ class ChangeSignaller:
         task.add_done_callback(self._tasks.discard)
 
     async def _send(self, cluster: str, connect: Callable[[], Awaitable[dict[str, Any]]]) -> None:
+        producer = None
         try:
             async with self._making.setdefault(cluster, asyncio.Lock()):
+                if time.monotonic() < self._failed_until.get(cluster, 0.0):
+                    return  # it just failed: the pollers' poll of the feed covers the change
                 producer = self._producers.get(cluster)
                 if producer is None:
                     producer = AIOKafkaProducer(
@@ -170,10 +180,16 @@ class ChangeSignaller:
                     cluster,
                     exc,
                 )
-            failed = self._producers.pop(cluster, None)
-            if failed is not None:
+            # Not the cluster's producer if another signal replaced it meanwhile: that one
+            # stays, and the cluster is not taken for unreachable.
+            ours = producer is not None and self._producers.get(cluster) is producer
+            if ours:
+                del self._producers[cluster]
+            if producer is None or ours:
+                self._failed_until[cluster] = time.monotonic() + RETRY_AFTER_FAILURE_S
+            if producer is not None:
                 with contextlib.suppress(Exception):
-                    await failed.stop()
+                    await producer.stop()
 
     async def aclose(self) -> None:
         for task in list(self._tasks):

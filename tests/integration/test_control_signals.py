@@ -131,3 +131,25 @@ async def test_the_first_signals_of_a_cluster_share_one_producer(kafka_bootstrap
         assert len(connects) == 1
     finally:
         await signaller.aclose()
+
+
+async def test_signals_of_an_unreachable_cluster_do_not_queue_for_a_connection_each() -> None:
+    # Nothing listens on port 9: the first signal's producer fails to start; the signals
+    # after it within RETRY_AFTER_FAILURE_S are dropped (the feed's poll covers them) instead
+    # of each waiting its turn to fail the same way.
+    signaller = ChangeSignaller()
+    connects: list[int] = []
+
+    async def connect() -> dict[str, str]:
+        connects.append(1)
+        return {"bootstrap_servers": "127.0.0.1:9"}
+
+    try:
+        signaller.signal("gone", connect)
+        await eventually(lambda: not signaller._tasks, timeout=30)
+        for _ in range(5):
+            signaller.signal("gone", connect)
+        await eventually(lambda: not signaller._tasks, timeout=5)
+        assert len(connects) == 1
+    finally:
+        await signaller.aclose()
