@@ -94,12 +94,14 @@ class ControlFeed:
         self._subs: dict[str, Subscription] = {}
         self._version: int | None = None
         self.full_reads = 0
+        self.settled = False
+        """Whether the last :meth:`poll` saw its subscriptions and clusters at one moment."""
 
     @property
     def subscriptions(self) -> list[Subscription]:
         return sorted(self._subs.values(), key=lambda s: creation_order(s.id))
 
-    async def poll(self) -> list[Subscription] | None:
+    async def poll(self) -> list[Subscription]:
         """Apply what changed since the last poll; StoreError leaves the known state (and the
         version, so the next poll reads the same changes again).
 
@@ -107,9 +109,12 @@ class ControlFeed:
         cluster moved, then a subscription given a secret for its new brokers) would pair a
         subscription with its cluster as it was before. So once something was read, the feed
         is read again, and what changed meanwhile is read again, until a pass saw no
-        subscription or cluster change land during it: then what it returns was true at one
-        moment. None: they kept changing for :data:`SETTLE_TRIES` passes, and nothing should
-        start from this state (the next poll goes on from here)."""
+        subscription or cluster change land during it: then what :meth:`poll` returns was
+        true at one moment (:attr:`settled`), with the clusters as the catalog holds them on
+        its return, before anything else awaits. After :data:`SETTLE_TRIES` passes that saw
+        changes, :attr:`settled` is False: start nothing from this state (the next poll goes
+        on from here)."""
+        self.settled = False
         feed = await self._store.read_changes()
         changes = None if self._version is None else feed.since(self._version)
         for _ in range(SETTLE_TRIES):
@@ -118,6 +123,7 @@ class ControlFeed:
             elif changes:
                 await self._apply(changes)
             else:
+                self.settled = True
                 return self.subscriptions
             self._version = feed.version
             feed = await self._store.read_changes()
@@ -127,8 +133,9 @@ class ControlFeed:
                 # commands) is applied as it is, with no need to be read again.
                 await self._apply(changes)
                 self._version = feed.version
+                self.settled = True
                 return self.subscriptions
-        return None
+        return self.subscriptions
 
     async def _read_everything(self) -> None:
         self.full_reads += 1

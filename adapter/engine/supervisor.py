@@ -99,8 +99,8 @@ class _Slot:
     """Its cluster as it was when the subscription was read (None: unknown then). A runner is
     rebuilt (after a failure) from this pair, not from the cluster as it is now: a cluster
     moved since, once the subscription's own secret was removed, must not receive that
-    secret from a slot still holding the subscription as it was. A cluster change restarts
-    its subscriptions (their revisions move), which replaces the slot."""
+    secret from a slot still holding the subscription as it was. A slot whose cluster
+    changed is replaced by the next refresh, from the pair as it is then."""
     task: asyncio.Task[None] | None = None
     runner: SubscriptionRunner | None = None
     state: str = RunnerState.STARTING.value
@@ -233,23 +233,34 @@ class Supervisor:
             return
         self.last_refresh_error = None
         log.debug("change feed read in %.0f ms", (time.monotonic() - started) * 1000)
-        if subs is None:
-            # Subscriptions or clusters kept changing while they were read: no state of them
-            # was seen at one moment, and a runner built from a mixed one could pair a
-            # subscription's secret with brokers it was not given for. Keep what runs.
-            log.info("subscriptions and clusters kept changing while read; looking again soon")
-            return
+        # Taken before anything below awaits: the clusters as they were when the feed
+        # settled (the in-process admin API changes the same catalog).
+        clusters = dict(self._clusters())
+        settled = self._control.settled
         desired = {s.id: s for s in subs if not s.paused and self._runs_here(s)}
         # After _runs_here: it starts the shard map members, which listen for signals too.
         await self.change_listeners.follow({s.cluster for s in subs})
         for sub_id in list(self._slots):
             slot = self._slots[sub_id]
             want = desired.get(sub_id)
-            if want is None or want.revision != slot.subscription.revision:
+            if (
+                want is None
+                or want.revision != slot.subscription.revision
+                # A cluster changed without its subscriptions' revisions (created again
+                # after a forced delete, an update whose restarts were cut short).
+                or clusters.get(want.cluster) != slot.cluster
+            ):
                 await self._stop_slot(sub_id)
+        if not settled:
+            # Subscriptions or clusters kept changing while they were read: no state of them
+            # was seen at one moment, and a runner started from a mixed one could pair a
+            # subscription's secret with brokers it was not given for. Stopping is safe;
+            # starting waits for a poll that settles.
+            log.info("subscriptions and clusters kept changing while read; starting none yet")
+            return
         for sub_id, sub in desired.items():
             if sub_id not in self._slots:
-                self._start_slot(sub)
+                self._start_slot(sub, clusters.get(sub.cluster))
 
     def _runs_here(self, sub: Subscription) -> bool:
         return self.shards is None or self.shards.owns(sub)
@@ -272,8 +283,8 @@ class Supervisor:
 
     # -- slots ------------------------------------------------------------------------------
 
-    def _start_slot(self, sub: Subscription) -> None:
-        slot = _Slot(subscription=sub, cluster=self._clusters().get(sub.cluster))
+    def _start_slot(self, sub: Subscription, cluster: KafkaCluster | None) -> None:
+        slot = _Slot(subscription=sub, cluster=cluster)
         slot.task = asyncio.create_task(self._supervise(slot), name=f"subscription {sub.id}")
         self._slots[sub.id] = slot
         log.info("starting subscription %s: %s -> %s", sub.id, sub.source, sub.sink)
@@ -350,7 +361,7 @@ class Supervisor:
 
     async def _build_runner(self, slot: _Slot) -> SubscriptionRunner:
         sub, retention_losses = slot.subscription, slot.retention_losses
-        cluster = slot.cluster or self._clusters().get(sub.cluster)
+        cluster = slot.cluster
         if cluster is None:
             raise ConfigError(f"unknown Kafka cluster {sub.cluster!r}")
         options = resolve_options(

@@ -86,7 +86,7 @@ async def test_the_feed_reads_everything_once_then_only_what_changed() -> None:
         clusters.append(None if names is None else list(names))
 
     feed = ControlFeed(store, refresh_clusters=refresh)
-    assert [s.id for s in await feed.poll() or []] == ["sub_a", "sub_b"]
+    assert [s.id for s in await feed.poll()] == ["sub_a", "sub_b"]
     # Read again once something was read: nothing changed meanwhile.
     assert store.calls == ["read_changes", "list_subscriptions", "read_changes"]
     assert clusters == [None]
@@ -102,7 +102,7 @@ async def test_the_feed_reads_everything_once_then_only_what_changed() -> None:
         store.change(ChangeKind.SUBSCRIPTION, key)
     store.change(ChangeKind.CLUSTER, "east")
     store.calls.clear()
-    subs = {s.id: s.revision for s in await feed.poll() or []}
+    subs = {s.id: s.revision for s in await feed.poll()}
     assert subs == {"sub_a": 2, "sub_c": 1}
     assert "list_subscriptions" not in store.calls
     assert clusters[-1] == ["east"]
@@ -165,7 +165,7 @@ async def test_a_cluster_and_a_subscription_changed_while_they_were_read_are_rea
     store.change(ChangeKind.CLUSTER, "c")
     store.calls.clear()
     subs = await feed.poll()
-    assert subs is not None
+    assert feed.settled
     assert reads == [None, ["c"], ["c"]]  # the cluster read again, after the writes
     assert [s.revision for s in subs] == [2]
     assert store.calls.count("read_changes") == 3
@@ -184,7 +184,8 @@ async def test_changes_of_other_kinds_meanwhile_need_no_second_pass() -> None:
     store.change(ChangeKind.CLUSTER, "c")
     store.calls.clear()
     told.clear()
-    assert await feed.poll() is not None
+    await feed.poll()
+    assert feed.settled
     assert store.calls == ["read_changes", "read_changes"]
     assert told == [1]  # the command still wakes the command poller
     store.calls.clear()
@@ -200,5 +201,6 @@ async def test_a_feed_that_keeps_changing_gives_no_state_to_start_from() -> None
         store.change(ChangeKind.CLUSTER, "c")  # another write lands during every pass
 
     feed = ControlFeed(store, refresh_clusters=refresh)
-    assert await feed.poll() is None
+    await feed.poll()
+    assert not feed.settled
     assert store.calls.count("read_changes") == SETTLE_TRIES + 1
