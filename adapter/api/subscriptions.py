@@ -432,6 +432,24 @@ async def _wait_stopped_here(state: AdminState, sub_id: str, deadline: float) ->
         await asyncio.sleep(0.05)
 
 
+async def _resumable(
+    state: AdminState, latest: Subscription, paused: Subscription, reset: ClientOptions
+) -> bool:
+    """May a reset resume the subscription it paused? Not if another request changed it
+    meanwhile (a change of its cluster moves only its revision, to restart it), nor if it
+    would now consume from other brokers than those whose offsets were reset."""
+    if replace(latest, revision=paused.revision) != paused:
+        return False
+    cluster = await state.catalog.lookup(latest.cluster)
+    if cluster is None:
+        return False
+    try:
+        now = _resolve(latest.id, cluster, latest.options)
+    except ValidationError:
+        return False
+    return now.bootstrap_servers == reset.bootstrap_servers
+
+
 async def reset_offsets(request: Request, state: AdminState) -> Response:
     sub = await _get(state, request.path_params["subscription"])
     body = await read_body(request, ResetOffsetsRequest)
@@ -463,9 +481,7 @@ async def reset_offsets(request: Request, state: AdminState) -> Response:
     finally:
         if not sub.paused:
             latest = await state.store.get_subscription(sub.id)
-            # Unless another request changed it meanwhile; a change of its cluster, which
-            # only moves its revision (to restart it), leaves it to be resumed.
-            if latest is not None and replace(latest, revision=current.revision) == current:
+            if latest is not None and await _resumable(state, latest, current, options):
                 await _save(state, latest, replace(latest, paused=False))
     log.info("subscription %s: offsets of group %s reset to %s", sub.id, options.group_id, body.to)
     return json_response(

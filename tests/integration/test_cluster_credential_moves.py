@@ -628,6 +628,27 @@ class TestConnectingReadsOneMoment:
         assert len(connected) == 1
         assert (await call(api, "GET", f"/subscriptions/{sub}", None, 200))["paused"] is False
 
+    async def test_an_offset_reset_leaves_paused_a_subscription_whose_brokers_moved_meanwhile(
+        self, admin: tuple[httpx.AsyncClient, AdminState, str]
+    ) -> None:
+        # The offsets were reset on the brokers it had; resumed on others, it would consume
+        # from positions nobody reset. Paused, it shows that the reset needs doing again.
+        api, state, holder = admin
+        unset = {"options": {"sasl.username": None, "sasl.password": None}}
+        await call(api, "PATCH", f"/subscriptions/{holder}", unset, 200)  # now it may move
+        sub = await _subscription(api, {}, topic="plain")
+        self._capture_resets(state)
+        reset = state.reset_offsets
+        assert reset is not None
+
+        async def reset_while_the_cluster_moves(*args: Any, **kwargs: Any) -> Any:
+            await _move(api)
+            return await reset(*args, **kwargs)
+
+        state.reset_offsets = reset_while_the_cluster_moves
+        await call(api, "POST", f"/subscriptions/{sub}/reset", {"to": "earliest"}, 200)
+        assert (await call(api, "GET", f"/subscriptions/{sub}", None, 200))["paused"] is True
+
     async def test_an_offset_reset_that_cannot_read_a_referenced_secret_pauses_nothing(
         self, admin: tuple[httpx.AsyncClient, AdminState, str], moto_server: MotoServer
     ) -> None:
