@@ -309,12 +309,16 @@ class PartitionBatches(Generic[T]):
         batch.rejected = tuple(
             e for e, no in zip(step.entries, refused, strict=True) if no and id(e) in batch.open
         )
-        # The planner judges its whole unit; records settled meanwhile (killed, expired,
-        # rejected) count as not failed.
+        # The planner judges its unit without the records that left it before the answer
+        # (killed, expired: a unit whose every record sent failed still failed as a whole,
+        # and is split); rejected ones count as not failed (never retried).
         unit_failed = [verdict.get(id(e), False) and id(e) in batch.open for e in batch.unit]
+        gone = [id(e) not in batch.open for e in batch.unit]
         batch.unit = ()
         settled = [self._settle(batch, done, "succeeded")] if done else []
-        self._advance(batch, batch.planner.report(unit_failed, function_error=function_error))
+        self._advance(
+            batch, batch.planner.report(unit_failed, function_error=function_error, gone=gone)
+        )
         return settled
 
     def not_called(self) -> None:

@@ -99,20 +99,36 @@ class BisectPlanner(Generic[T]):
         self._current = self._pending.pop()
         return Invoke(self._current.items, self._current.attempt)
 
-    def report(self, failed: Sequence[bool], *, function_error: bool = True) -> Action[T]:
+    def report(
+        self,
+        failed: Sequence[bool],
+        *,
+        function_error: bool = True,
+        gone: Sequence[bool] = (),
+    ) -> Action[T]:
         """The outcome of the last ``Invoke``: ``failed[i]`` for its ``items[i]``.
 
         :attr:`adapter.invokers.batch_response.BatchVerdict.failed` has this shape. A unit
         failing as a whole is split only on a ``function_error`` (as AWS's
         BisectBatchOnFunctionError): a partial response naming the unit's first record, or an
-        answer that cannot be read, is retried whole.
+        answer that cannot be read, is retried whole. ``gone[i]``: ``items[i]`` left the batch
+        meanwhile (expired, killed) and was not sent: the unit is judged without it, so the
+        records that were sent and all failed still fail as a whole.
         """
         unit = self._current
         if unit is None:
             raise RuntimeError("report() answers an Invoke")
-        if len(failed) != len(unit.items):
+        if len(failed) != len(unit.items) or len(gone) not in (0, len(unit.items)):
             raise ValueError(f"{len(failed)} results for {len(unit.items)} records")
         self._current = None
+        if any(gone):
+            kept = [
+                (item, bad)
+                for item, bad, left in zip(unit.items, failed, gone, strict=True)
+                if not left
+            ]
+            unit = _Unit(tuple(item for item, _ in kept), unit.retries_used, unit.attempt)
+            failed = [bad for _, bad in kept]
         failed_set = [item for item, bad in zip(unit.items, failed, strict=True) if bad]
         if not failed_set:
             return self._next()

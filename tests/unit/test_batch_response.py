@@ -229,6 +229,16 @@ def test_a_partial_response_resumes_at_the_failed_records() -> None:
     assert planner.resume() == Done()
 
 
+def test_records_that_left_the_unit_do_not_make_its_failure_partial() -> None:
+    """10 expired (or was killed) before the call; 11-13 were sent and all failed on a
+    function error: the unit failed as a whole, so it is split, not retried whole."""
+    planner = BisectPlanner([10, 11, 12, 13], bisect=True, max_retries=0)
+    planner.start()
+    split = planner.report([False, True, True, True], gone=[True, False, False, False])
+    assert split == Invoke((11,), 1)  # the first half of (11, 12, 13)
+    assert planner.report([False]) == Invoke((12, 13), 1)
+
+
 def test_misuse_is_refused() -> None:
     with pytest.raises(ValueError, match="at least one record"):
         BisectPlanner([], bisect=True, max_retries=0)

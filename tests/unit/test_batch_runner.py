@@ -648,3 +648,53 @@ async def test_a_record_failed_without_an_attempt_waits_for_ownership_too() -> N
         await until(lambda: h.committed(P0) == 1, what="recorded and committed after a heartbeat")
         assert h.store.rows[h.inv_id(0, 0)].status == "FAILED"
         assert caller.batches == []
+
+
+def _poison_at(offset: int) -> Callable[[list[int]], BatchAnswer]:
+    """A function that fails (a function error) every call holding ``offset``."""
+
+    def respond(offsets: list[int]) -> BatchAnswer:
+        if offset in offsets:
+            return BatchAnswer((True,) * len(offsets), "poison", "Unhandled")
+        return BatchAnswer((False,) * len(offsets))
+
+    return respond
+
+
+async def test_an_expired_record_does_not_stop_its_batch_from_being_bisected() -> None:
+    # Offset 0 is past maximum.record.age.ms when its batch forms, offset 3 is poison: as on
+    # AWS, 0 expires, 1 and 2 succeed, only 3 is discarded. The expired record counted as
+    # "not failed" made the call's failure look partial: 1-3 were retried whole, then all
+    # three discarded.
+    import time
+
+    now_ms = int(time.time() * 1000)
+    born = [now_ms - 120_000, now_ms, now_ms, now_ms]
+    policy = BatchPolicy(size=4, window_ms=5, bisect=True, max_retries=0, max_age_ms=60_000)
+    caller = FakeBatchCaller(_poison_at(3))
+    async with running(caller, policy=policy, writer=FakeWriter()) as h:
+        await assigned(h, P0)
+        h.consumer.deliver([record(TOPIC, 0, o, timestamp_ms=born[o]) for o in range(4)])
+        await until(lambda: h.committed(P0) == 4, what="all committed")
+        assert statuses(h, 0, range(4)) == [
+            "DEAD_LETTERED",
+            "SUCCEEDED",
+            "SUCCEEDED",
+            "DEAD_LETTERED",
+        ]
+
+
+async def test_a_record_killed_during_the_call_does_not_stop_its_batch_from_being_bisected() -> (
+    None
+):
+    caller = FakeBatchCaller(_poison_at(3), gate=asyncio.Event())
+    policy = BatchPolicy(size=4, window_ms=5, bisect=True, max_retries=0)
+    async with running(caller, policy=policy, writer=FakeWriter()) as h:
+        await assigned(h, P0)
+        h.consumer.deliver([record(TOPIC, 0, o) for o in range(4)])
+        await until(lambda: caller.running == 1, what="the first call in flight")
+        assert await h.runner.kill(h.inv_id(0, 0), InvocationStatus.KILLED)
+        assert caller.gate is not None
+        caller.gate.set()
+        await until(lambda: h.committed(P0) == 4, what="all committed")
+        assert statuses(h, 0, range(4)) == ["KILLED", "SUCCEEDED", "SUCCEEDED", "DEAD_LETTERED"]
