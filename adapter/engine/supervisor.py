@@ -22,7 +22,7 @@ from typing import Any
 
 from adapter.config import KafkaCluster, Settings
 from adapter.engine.batch_dispatch import BatchSettings
-from adapter.engine.batches import BatchPolicy, retries_for
+from adapter.engine.batches import MAX_PAYLOAD_BYTES, BatchPolicy, retries_for
 from adapter.engine.change_listeners import ChangeListeners
 from adapter.engine.commands import CommandPoller
 from adapter.engine.control import ControlFeed, RefreshClusters, Registry
@@ -36,7 +36,7 @@ from adapter.engine.timings import TIMINGS
 from adapter.errors import ConfigError, IngressError, KafkaAuthError, StoreError
 from adapter.failure_destination import DestinationKind
 from adapter.invokers.base import Invoker
-from adapter.invokers.kafka_event import EventSource
+from adapter.invokers.kafka_event import EventSource, envelope_bytes
 from adapter.kafka.consumer import AiokafkaConsumer
 from adapter.kafka.dead_letter import DeadLetterProducer
 from adapter.kafka.errors import ConnectionWatch, certificate_problem
@@ -426,8 +426,14 @@ class Supervisor:
             if ingress.destination_on_failure.kind is DestinationKind.KAFKA:
                 producer = self._dead_letter_producer(sub.cluster, options, security_kwargs)
             destination = self._failure_destinations.build(ingress.destination_on_failure, producer)
+        event_source = EventSource(
+            bootstrap_servers=options.bootstrap_servers,
+            msk_cluster_arn=ingress.msk_cluster_arn,
+        )
         return BatchSettings(
             policy=BatchPolicy(
+                # The records' shares are counted as they come; the rest of the event, once.
+                max_bytes=MAX_PAYLOAD_BYTES - envelope_bytes(event_source),
                 size=ingress.batch_size or 100,
                 window_ms=ingress.batching_window_ms,
                 bisect=ingress.bisect_on_error,
@@ -438,10 +444,7 @@ class Supervisor:
             ),
             report_batch_item_failures=ingress.report_batch_item_failures,
             destination=destination,
-            event_source=EventSource(
-                bootstrap_servers=options.bootstrap_servers,
-                msk_cluster_arn=ingress.msk_cluster_arn,
-            ),
+            event_source=event_source,
         )
 
     async def _security_kwargs(self, sub: Subscription, options: ClientOptions) -> dict[str, Any]:

@@ -233,6 +233,9 @@ def record_event_bytes(
         return size
     target = request.target
     size = _INGRESS_INVOCATION_BYTES + len(orjson.dumps(request.headers))
+    additional = target.deployment.additional_headers
+    if additional:  # copied into every invocation's headers (_headers)
+        size += len(orjson.dumps(additional))
     size += 4 * (len(target.service) + len(target.handler) + len(request.key or ""))
     if target.input_kind is InputKind.JSON:
         try:

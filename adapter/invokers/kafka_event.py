@@ -40,6 +40,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import orjson
+
 from adapter.model import KafkaRecord
 
 __all__ = [
@@ -47,6 +49,7 @@ __all__ = [
     "SELF_MANAGED_EVENT_SOURCE",
     "EventSource",
     "build_kafka_event",
+    "envelope_bytes",
     "event_record",
     "partition_key",
 ]
@@ -69,6 +72,20 @@ class EventSource:
     @property
     def name(self) -> Literal["aws:kafka", "SelfManagedKafka"]:
         return "aws:kafka" if self.msk_cluster_arn else "SelfManagedKafka"
+
+
+_ENVELOPE_BYTES = 1024
+"""A batch event's fixed part beyond its source's addresses: field names, the event source's
+name, the records map's key (a topic name is at most 249 characters), the SDK's extension."""
+
+
+def envelope_bytes(source: EventSource | None) -> int:
+    """An upper bound of a batch event's bytes that belong to no record (the records' shares
+    are :func:`adapter.invokers.aws_lambda.record_event_bytes`)."""
+    if source is None:
+        return _ENVELOPE_BYTES
+    size = _ENVELOPE_BYTES + len(orjson.dumps(source.msk_cluster_arn or ""))
+    return size + sum(len(server) + 1 for server in source.bootstrap_servers)
 
 
 def partition_key(topic: str, partition: int) -> str:

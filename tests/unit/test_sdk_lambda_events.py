@@ -647,3 +647,47 @@ def test_a_records_share_of_an_event_is_bounded_from_above(
         signed=False,  # type: ignore[arg-type]
     )
     assert share <= bound <= 2 * share + 1024, (share, bound)
+
+
+@pytest.mark.parametrize("event_format", ["msk", "ingress"])
+def test_a_whole_event_is_bounded_by_its_envelope_and_its_records_shares(
+    event_format: str,
+) -> None:
+    """What a batch's line adds up, and what the event then is: a deployment's additional
+    headers (copied into every invocation) and the event source's addresses (once per event)
+    were left out, so a batch the engine closed under 6 MB could be above it (and was then
+    handed out again unsent, for ever)."""
+    from adapter.invokers.aws_lambda import record_event_bytes
+    from adapter.invokers.kafka_event import EventSource, envelope_bytes
+
+    deployment = Deployment("dp", arn=ARN, additional_headers={"authorization": "t" * 3000})
+    target = replace(_target(), deployment=deployment)
+    requests = [_request(o, b'"' + b"x" * 600 + b'"', target=target) for o in range(20)]
+    brokers = [f"b-{i}.cluster-name.abcdef.c2.kafka.us-east-1.amazonaws.com:9098" for i in range(6)]
+    arn = "arn:aws:kafka:us-east-1:123456789012:cluster/c/" + "a" * 40
+    source = EventSource(bootstrap_servers=brokers, msk_cluster_arn=arn)
+    if event_format == "msk":
+        event = build_msk_event(requests, source=source)
+    else:
+        event = build_batch_event(requests)
+    size = len(orjson.dumps(event))
+    shares = sum(
+        record_event_bytes(r, event_format, extension=True, signed=False)  # type: ignore[arg-type]
+        for r in requests
+    )
+    assert size <= envelope_bytes(source) + shares, (size, envelope_bytes(source), shares)
+
+
+def test_an_events_envelope_is_more_than_a_records_share_leaves_room_for() -> None:
+    # One record with six MSK brokers and a cluster ARN: the record's share alone is below
+    # the event, so a batch sized by shares alone could pass the limit by the envelope.
+    from adapter.invokers.aws_lambda import record_event_bytes
+    from adapter.invokers.kafka_event import EventSource, envelope_bytes
+
+    brokers = [f"b-{i}.cluster-name.abcdef.c2.kafka.us-east-1.amazonaws.com:9098" for i in range(6)]
+    arn = "arn:aws:kafka:us-east-1:123456789012:cluster/c/" + "a" * 40
+    source = EventSource(bootstrap_servers=brokers, msk_cluster_arn=arn)
+    request = _request(0, b'"' + b"x" * 4_000 + b'"', target=_target("blob", InputKind.RAW))
+    size = len(orjson.dumps(build_msk_event([request], source=source)))
+    share = record_event_bytes(request, "msk", extension=True, signed=False)
+    assert share < size <= share + envelope_bytes(source)
