@@ -87,6 +87,8 @@ class _Line:
     task: asyncio.Task[None] | None = None
     call: asyncio.Task[_Called | None] | None = None
     skip_backoff: bool = False
+    in_backoff: bool = False
+    """Waiting out a retry's backoff, which ``retry_now`` may end."""
     last_answer: BatchAnswer | None = None
     not_called: int = 0
     """Calls in a row that never reached the function (each backs off longer)."""
@@ -318,7 +320,7 @@ class BatchDispatcher:
         if expired:
             # They go to the destination first, not to the function; the others have waited
             # out this backoff already and go on without another one.
-            line.skip_backoff = len(expired) < len(live)
+            line.skip_backoff = delay > 0 and len(expired) < len(live)
             return _RECONSIDER
         works = [e.item for e in live]
         for work in works:
@@ -356,9 +358,13 @@ class BatchDispatcher:
     async def _backoff(self, line: _Line) -> None:
         """Wait out a retry's backoff unless an operator ends it (``retry_now``) or the
         partition is revoked."""
-        while not line.skip_backoff and not line.core.revoked:
-            line.wake.clear()
-            await line.wake.wait()
+        line.in_backoff = True
+        try:
+            while not line.skip_backoff and not line.core.revoked:
+                line.wake.clear()
+                await line.wake.wait()
+        finally:
+            line.in_backoff = False
         line.skip_backoff = False
 
     # -- results ----------------------------------------------------------------------------
@@ -419,7 +425,8 @@ class BatchDispatcher:
     def retry_now(self, inv_id: str) -> bool:
         """End the backoff of the batch that holds ``inv_id``; False if none is backing off."""
         for line in self._lines.values():
-            if line.call is not None and any(e.item.inv_id == inv_id for e in line.core.in_flight):
+            # Not while its call runs: the flag would outlive it and cut the next backoff.
+            if line.in_backoff and any(e.item.inv_id == inv_id for e in line.core.in_flight):
                 line.skip_backoff = True
                 line.wake.set()
                 return True

@@ -698,3 +698,22 @@ async def test_a_record_killed_during_the_call_does_not_stop_its_batch_from_bein
         caller.gate.set()
         await until(lambda: h.committed(P0) == 4, what="all committed")
         assert statuses(h, 0, range(4)) == ["KILLED", "SUCCEEDED", "SUCCEEDED", "DEAD_LETTERED"]
+
+
+async def test_retry_now_while_the_batchs_call_runs_is_refused_and_cuts_no_later_backoff() -> None:
+    # Accepted, the command was marked done, and the flag it set made the retry after the
+    # running call fail skip its 30 s backoff.
+    caller = FakeBatchCaller(_fails_first_call(), gate=asyncio.Event())
+    slow = RetryPolicy(initial_interval=30.0, max_interval=30.0, jitter=0.0)
+    async with running(caller, policy=BatchPolicy(size=2, window_ms=5), retry=slow) as h:
+        await assigned(h, P0)
+        h.consumer.deliver([record(TOPIC, 0, o) for o in range(2)])
+        await until(lambda: caller.running == 1, what="the first call in flight")
+        assert not h.runner.retry_now(h.inv_id(0, 0))  # not backing off
+        assert caller.gate is not None
+        caller.gate.set()
+        await until(lambda: h.runner.stats.retries == 1, what="the retry scheduled")
+        await asyncio.sleep(0.2)  # a retry cut short would have been sent by now
+        assert caller.batches == [[0, 1]]
+        assert h.runner.retry_now(h.inv_id(0, 0))  # backing off now: ends it
+        await until(lambda: caller.batches == [[0, 1], [0, 1]], what="the retry")
