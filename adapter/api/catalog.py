@@ -115,42 +115,61 @@ class ClusterCatalog:
         await self.refresh([name])
         return self._built.get(name)
 
-    async def refresh(self, names: Iterable[str] | None = None) -> None:
+    async def refresh(self, names: Iterable[str] | None = None) -> dict[str, KafkaCluster | None]:
         """Reload the dynamic clusters, all of them or only ``names`` (the change feed says
-        which changed). StoreError leaves the known ones in place."""
+        which changed). StoreError leaves the known ones in place.
+
+        Returns what this read found of the dynamic clusters it read (None: gone, or stored
+        in a form this version cannot use), whatever reads of others ended meanwhile: the
+        change feed pairs them with the subscriptions it read in the same pass."""
+        found: dict[str, KafkaCluster | None] = {}
         if names is not None:
             for name in names:
                 read = self._begin_read()
-                self._apply(name, await self._store.get_cluster(name), read)
-            return
-        read = self._begin_read()
-        rows = {str(row["name"]): row for row in await self._store.list_clusters()}
-        for name in set(self._dynamic) - set(rows):
-            self._apply(name, None, read)
-        for name, row in rows.items():
-            self._apply(name, row, read)
+                found[name] = self._apply(name, await self._store.get_cluster(name), read)
+        else:
+            read = self._begin_read()
+            rows = {str(row["name"]): row for row in await self._store.list_clusters()}
+            for name in set(self._dynamic) - set(rows):
+                found[name] = self._apply(name, None, read)
+            for name, row in rows.items():
+                found[name] = self._apply(name, row, read)
+        return {name: c for name, c in found.items() if name not in self._static}
 
     def _begin_read(self) -> int:
         self._reads += 1
         return self._reads
 
-    def _apply(self, name: str, row: dict[str, Any] | None, read: int) -> None:
+    def _apply(self, name: str, row: dict[str, Any] | None, read: int) -> KafkaCluster | None:
+        """Take what a read found of ``name`` unless a read begun later gave it already;
+        return the cluster this read found either way (None: none, or unusable)."""
+        properties: dict[str, str] | None = None
+        built: KafkaCluster | None = None
+        problem: ValidationError | None = None
+        if row is not None:
+            properties = {str(k): str(v) for k, v in (row.get("properties") or {}).items()}
+            try:
+                built = cluster_from_properties(name, properties)
+            except ValidationError as exc:
+                problem = exc
         if self._read_of.get(name, 0) > read:
-            return  # a read begun after this one already gave this cluster
+            return built  # a read begun after this one already gave this cluster
         self._read_of[name] = read
         self._dynamic.pop(name, None)
         self._built.pop(name, None)
         self.unusable.pop(name, None)
-        if row is None:
-            return
-        properties = {str(k): str(v) for k, v in (row.get("properties") or {}).items()}
+        if row is None or properties is None:
+            return None
         self._dynamic[name] = ClusterEntry(name, properties, int(row.get("created_at", 0)), False)
-        try:
-            self._built[name] = cluster_from_properties(name, properties)
-        except ValidationError as exc:
+        if built is not None:
+            self._built[name] = built
+        elif problem is not None:
             # Stored by an older version with other rules: keep it listed, do not use it,
             # and say so once (its subscriptions would otherwise just wait, unexplained).
-            if self._warned.get(name) != str(exc):
-                log.warning("not using stored %s; PATCH /kafka-clusters/%s to fix it", exc, name)
-            self._warned[name] = str(exc)
-            self.unusable[name] = str(exc)
+            if self._warned.get(name) != str(problem):
+                log.warning(
+                    "not using stored %s; PATCH /kafka-clusters/%s to fix it", problem, name
+                )
+            self._warned[name] = str(problem)
+            self.unusable[name] = str(problem)
+        return built

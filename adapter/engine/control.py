@@ -12,9 +12,10 @@ subscriptions.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, Protocol
 
+from adapter.config import KafkaCluster
 from adapter.ids import creation_order
 from adapter.model import ServiceInfo, Subscription
 from adapter.store.changes import Change, ChangeKind, ChangeLog
@@ -23,7 +24,9 @@ __all__ = ["SETTLE_TRIES", "ControlFeed", "ControlStore", "Registry", "RegistryC
 
 log = logging.getLogger(__name__)
 
-RefreshClusters = Callable[[Iterable[str] | None], Awaitable[None]]
+RefreshClusters = Callable[[Iterable[str] | None], Awaitable[Mapping[str, KafkaCluster | None]]]
+"""Reads the dynamic clusters, all (None) or those named, and returns what it found of them
+(None: gone or unusable); the poller's catalog also takes them."""
 
 SETTLE_TRIES = 5
 """Passes of :meth:`ControlFeed.poll` before it gives up on a moment with no changes."""
@@ -96,6 +99,14 @@ class ControlFeed:
         self.full_reads = 0
         self.settled = False
         """Whether the last :meth:`poll` saw its subscriptions and clusters at one moment."""
+        self.clusters: dict[str, KafkaCluster] = {}
+        """The dynamic clusters as this feed read them, with its subscriptions (the shared
+        catalog may be ahead: the admin API in the same process reads them too)."""
+
+    @property
+    def follows_clusters(self) -> bool:
+        """Whether it reads the dynamic clusters (:attr:`clusters`) along with subscriptions."""
+        return self._refresh_clusters is not None
 
     @property
     def subscriptions(self) -> list[Subscription]:
@@ -110,8 +121,8 @@ class ControlFeed:
         subscription with its cluster as it was before. So once something was read, the feed
         is read again, and what changed meanwhile is read again, until a pass saw no
         subscription or cluster change land during it: then what :meth:`poll` returns was
-        true at one moment (:attr:`settled`), with the clusters as the catalog holds them on
-        its return, before anything else awaits. After :data:`SETTLE_TRIES` passes that saw
+        true at one moment (:attr:`settled`), with the clusters as read by the same passes
+        (:attr:`clusters`). After :data:`SETTLE_TRIES` passes that saw
         changes, :attr:`settled` is False: start nothing from this state (the next poll goes
         on from here)."""
         self.settled = False
@@ -140,7 +151,8 @@ class ControlFeed:
     async def _read_everything(self) -> None:
         self.full_reads += 1
         if self._refresh_clusters is not None:
-            await self._refresh_clusters(None)
+            found = await self._refresh_clusters(None)
+            self.clusters = {name: c for name, c in found.items() if c is not None}
         subs = await self._store.list_subscriptions()
         self._subs = {s.id: s for s in subs}
         self.registry.clear()
@@ -161,7 +173,11 @@ class ControlFeed:
             else:
                 self.registry.forget(change.kind, change.key)
         if clusters and self._refresh_clusters is not None:
-            await self._refresh_clusters(sorted(clusters))
+            for name, cluster in (await self._refresh_clusters(sorted(clusters))).items():
+                if cluster is None:
+                    self.clusters.pop(name, None)
+                else:
+                    self.clusters[name] = cluster
         for sub_id in sorted(subs):
             sub = await self._store.get_subscription(sub_id)
             if sub is None:

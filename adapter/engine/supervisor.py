@@ -92,6 +92,11 @@ async def resolve_target(store: Registry, service: str, handler: str) -> Target:
     )
 
 
+CLUSTER_RESTART_GRACE_S = 10.0
+"""How long a subscription runs on after its cluster changed without its revision moving
+before it is restarted for it (a cluster update moves them itself, a moment later)."""
+
+
 @dataclass(slots=True)
 class _Slot:
     subscription: Subscription
@@ -100,7 +105,9 @@ class _Slot:
     rebuilt (after a failure) from this pair, not from the cluster as it is now: a cluster
     moved since, once the subscription's own secret was removed, must not receive that
     secret from a slot still holding the subscription as it was. A slot whose cluster
-    changed is replaced by the next refresh, from the pair as it is then."""
+    changed is replaced by a later refresh, from the pair as it is then."""
+    cluster_changed_at: float | None = None
+    """When a refresh first saw its cluster differ from :attr:`cluster` (monotonic)."""
     task: asyncio.Task[None] | None = None
     runner: SubscriptionRunner | None = None
     state: str = RunnerState.STARTING.value
@@ -146,6 +153,7 @@ class Supervisor:
             else settings.limits.subscription_refresh_ms / 1000
         )
         self._max_backoff_s = max_backoff_s
+        self.cluster_restart_grace_s = CLUSTER_RESTART_GRACE_S
         self._slots: dict[str, _Slot] = {}
         self._dead_letters: dict[tuple[object, ...], DeadLetterProducer] = {}
         # As secrets do, the other AWS services follow the DynamoDB endpoint (one endpoint
@@ -233,23 +241,31 @@ class Supervisor:
             return
         self.last_refresh_error = None
         log.debug("change feed read in %.0f ms", (time.monotonic() - started) * 1000)
-        # Taken before anything below awaits: the clusters as they were when the feed
-        # settled (the in-process admin API changes the same catalog).
+        # The clusters as the feed read them with these subscriptions, not as the catalog
+        # holds them now: the in-process admin API reads and changes the same catalog.
         clusters = dict(self._clusters())
+        if self._control.follows_clusters:
+            static = self._settings.clusters
+            clusters = {**self._control.clusters, **static}
         settled = self._control.settled
         desired = {s.id: s for s in subs if not s.paused and self._runs_here(s)}
         # After _runs_here: it starts the shard map members, which listen for signals too.
         await self.change_listeners.follow({s.cluster for s in subs})
+        now = time.monotonic()
         for sub_id in list(self._slots):
             slot = self._slots[sub_id]
             want = desired.get(sub_id)
-            if (
-                want is None
-                or want.revision != slot.subscription.revision
-                # A cluster changed without its subscriptions' revisions (created again
-                # after a forced delete, an update whose restarts were cut short).
-                or clusters.get(want.cluster) != slot.cluster
-            ):
+            if want is None or want.revision != slot.subscription.revision:
+                await self._stop_slot(sub_id)
+            elif clusters.get(want.cluster) == slot.cluster:
+                slot.cluster_changed_at = None
+            elif slot.cluster_changed_at is None:
+                # A cluster update moves its subscriptions' revisions one by one after its
+                # own write: wait for that, so each restarts once.
+                slot.cluster_changed_at = now
+            elif now - slot.cluster_changed_at >= self.cluster_restart_grace_s:
+                # Changed without its subscriptions' revisions: created again after a forced
+                # delete, or an update whose restarts were cut short.
                 await self._stop_slot(sub_id)
         if not settled:
             # Subscriptions or clusters kept changing while they were read: no state of them
@@ -433,7 +449,8 @@ class Supervisor:
         return BatchSettings(
             policy=BatchPolicy(
                 # The records' shares are counted as they come; the rest of the event, once.
-                max_bytes=MAX_PAYLOAD_BYTES - envelope_bytes(event_source),
+                max_bytes=MAX_PAYLOAD_BYTES
+                - envelope_bytes(event_source, service=sub.service, handler=sub.handler),
                 size=ingress.batch_size or 100,
                 window_ms=ingress.batching_window_ms,
                 bisect=ingress.bisect_on_error,

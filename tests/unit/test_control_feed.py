@@ -82,8 +82,9 @@ async def test_the_feed_reads_everything_once_then_only_what_changed() -> None:
     store.log = _log(7, [("sub", "sub_a")])
     clusters: list[list[str] | None] = []
 
-    async def refresh(names: Any) -> None:
+    async def refresh(names: Any) -> dict[str, Any]:
         clusters.append(None if names is None else list(names))
+        return {}
 
     feed = ControlFeed(store, refresh_clusters=refresh)
     assert [s.id for s in await feed.poll()] == ["sub_a", "sub_b"]
@@ -153,12 +154,13 @@ async def test_a_cluster_and_a_subscription_changed_while_they_were_read_are_rea
     store.subs = {"sub_a": _sub("sub_a")}
     reads: list[list[str] | None] = []
 
-    async def refresh(names: Any) -> None:
+    async def refresh(names: Any) -> dict[str, Any]:
         reads.append(None if names is None else list(names))
         if len(reads) == 2:  # the admin writes land after this read of the cluster
             store.change(ChangeKind.CLUSTER, "c")
             store.subs["sub_a"] = _sub("sub_a", revision=2)
             store.change(ChangeKind.SUBSCRIPTION, "sub_a")
+        return {}
 
     feed = ControlFeed(store, refresh_clusters=refresh)
     await feed.poll()
@@ -176,8 +178,9 @@ async def test_changes_of_other_kinds_meanwhile_need_no_second_pass() -> None:
     told: list[int] = []
     store.subs = {"sub_a": _sub("sub_a")}
 
-    async def refresh(names: Any) -> None:
+    async def refresh(names: Any) -> dict[str, Any]:
         store.change(ChangeKind.COMMAND, "sub_a")  # an invocation command queued meanwhile
+        return {}
 
     feed = ControlFeed(store, refresh_clusters=refresh, on_commands=lambda: told.append(1))
     await feed.poll()
@@ -197,10 +200,34 @@ async def test_a_feed_that_keeps_changing_gives_no_state_to_start_from() -> None
     store = _Store()
     store.subs = {"sub_a": _sub("sub_a")}
 
-    async def refresh(names: Any) -> None:
+    async def refresh(names: Any) -> dict[str, Any]:
         store.change(ChangeKind.CLUSTER, "c")  # another write lands during every pass
+        return {}
 
     feed = ControlFeed(store, refresh_clusters=refresh)
     await feed.poll()
     assert not feed.settled
     assert store.calls.count("read_changes") == SETTLE_TRIES + 1
+
+
+async def test_the_feed_keeps_the_clusters_it_read_with_its_subscriptions() -> None:
+    """Not the catalog's: the admin API in the same process reads the same catalog and may
+    be ahead of the feed."""
+    store = _Store()
+    rows: dict[str, Any] = {"c": "c@1", "d": "d@1"}
+
+    async def refresh(names: Any) -> dict[str, Any]:
+        return dict(rows) if names is None else {name: rows.get(name) for name in names}
+
+    feed = ControlFeed(store, refresh_clusters=refresh)
+    await feed.poll()
+    assert feed.follows_clusters
+    assert feed.clusters == {"c": "c@1", "d": "d@1"}
+    rows["c"] = "c@2"  # read by someone else: the feed has seen no change of it
+    await feed.poll()
+    assert feed.clusters["c"] == "c@1"
+    del rows["d"]
+    store.change(ChangeKind.CLUSTER, "c")
+    store.change(ChangeKind.CLUSTER, "d")
+    await feed.poll()
+    assert feed.clusters == {"c": "c@2"}

@@ -24,10 +24,17 @@ class _Feed:
     """The change feed: the subscriptions it returns are the table's. Its registry knows no
     service, so every runner fails to build after its options were resolved."""
 
-    def __init__(self, subscriptions: list[Subscription]) -> None:
+    def __init__(
+        self,
+        subscriptions: list[Subscription],
+        clusters: dict[str, KafkaCluster] | None = None,
+    ) -> None:
         self.subscriptions = subscriptions
         self.registry = self
         self.settled = True
+        self.follows_clusters = clusters is not None
+        self.clusters = clusters or {}
+        """The dynamic clusters as the feed read them with its subscriptions."""
 
     async def get_service(self, name: str) -> ServiceInfo | None:
         return None
@@ -77,16 +84,16 @@ def _cluster(brokers: str) -> KafkaCluster:
     )
 
 
-async def test_a_slot_rebuilt_after_a_failure_pairs_its_subscription_with_its_cluster_then(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """Its own password removed, the cluster moved (allowed now): a slot still holding the
-    subscription as it was, rebuilt after a failure before the change feed replaced it, sent
-    the removed password to the new brokers."""
-    own = {"sasl.username": "own-user", "sasl.password": "own-pw"}
-    feed = _Feed([Subscription("sub_pair", "c", "t", "svc", "h", own)])
-    clusters = {"c": _cluster("127.0.0.1:9")}
-    built: list[tuple[list[str], str | None]] = []
+OWN = {"sasl.username": "own-user", "sasl.password": "own-pw"}
+Built = list[tuple[list[str], str | None]]
+
+
+def _spied(
+    monkeypatch: pytest.MonkeyPatch, feed: _Feed, catalog: dict[str, KafkaCluster]
+) -> tuple[Supervisor, Built]:
+    """A supervisor on ``feed`` whose shared catalog is ``catalog``, and what each runner it
+    built connects to: brokers and SASL password."""
+    built: Built = []
     resolve = supervisor_module.resolve_options
 
     def spied(**kwargs: Any) -> ClientOptions:
@@ -96,25 +103,37 @@ async def test_a_slot_rebuilt_after_a_failure_pairs_its_subscription_with_its_cl
 
     monkeypatch.setattr(supervisor_module, "resolve_options", spied)
     supervisor = Supervisor(
-        Settings(), cast(Any, None), cast(Any, None), cast(Any, None), clusters=lambda: clusters
+        Settings(), cast(Any, None), cast(Any, None), cast(Any, None), clusters=lambda: catalog
     )
     supervisor._control = cast(Any, feed)
+    return supervisor, built
 
-    async def builds(count: int) -> None:
-        await eventually(lambda: len(built) >= count, timeout=10, message=f"build {count}")
 
+async def _builds(built: Built, count: int) -> None:
+    await eventually(lambda: len(built) >= count, timeout=10, message=f"build {count}")
+
+
+async def test_a_slot_rebuilt_after_a_failure_pairs_its_subscription_with_its_cluster_then(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Its own password removed, the cluster moved (allowed now): a slot still holding the
+    subscription as it was, rebuilt after a failure before the change feed replaced it, sent
+    the removed password to the new brokers."""
+    catalog = {"c": _cluster("127.0.0.1:9")}
+    feed = _Feed([Subscription("sub_pair", "c", "t", "svc", "h", OWN)], dict(catalog))
+    supervisor, built = _spied(monkeypatch, feed, catalog)
     try:
         await supervisor.refresh()
-        await builds(1)
+        await _builds(built, 1)
         assert built == [(["127.0.0.1:9"], "own-pw")]
-        # The password removed, then the cluster moved; the feed has not replaced the slot
-        # yet when its backoff ends.
+        # The password removed, then the cluster moved, both read by the feed; the slot is
+        # not replaced yet when its backoff ends.
         feed.subscriptions = [Subscription("sub_pair", "c", "t", "svc", "h", {}, revision=2)]
-        clusters["c"] = _cluster("evil.example:9092")
-        await builds(2)
+        catalog["c"] = feed.clusters["c"] = _cluster("evil.example:9092")
+        await _builds(built, 2)
         assert built[1] == (["127.0.0.1:9"], "own-pw")  # the pair as it was read
         await supervisor.refresh()  # the new revision: a new slot, from the pair as it is now
-        await builds(3)
+        await _builds(built, 3)
         assert built[2] == (["evil.example:9092"], "cluster-pw")
     finally:
         await supervisor.shutdown()
@@ -143,68 +162,79 @@ async def test_a_cluster_changed_without_its_subscriptions_revisions_restarts_th
 ) -> None:
     """Created again under its name after a forced delete, or updated by a request cut short
     before it moved its subscriptions' revisions: the slots still follow the cluster."""
-    feed = _Feed([Subscription("sub_moved", "c", "t", "svc", "h", {})])
-    clusters = {"c": _cluster("old.example:9092")}
-    built: list[list[str]] = []
-    resolve = supervisor_module.resolve_options
-
-    def spied(**kwargs: Any) -> ClientOptions:
-        options = resolve(**kwargs)
-        built.append(options.bootstrap_servers)
-        return options
-
-    monkeypatch.setattr(supervisor_module, "resolve_options", spied)
-    supervisor = Supervisor(
-        Settings(), cast(Any, None), cast(Any, None), cast(Any, None), clusters=lambda: clusters
-    )
-    supervisor._control = cast(Any, feed)
+    catalog = {"c": _cluster("old.example:9092")}
+    feed = _Feed([Subscription("sub_moved", "c", "t", "svc", "h", {})], dict(catalog))
+    supervisor, built = _spied(monkeypatch, feed, catalog)
+    supervisor.cluster_restart_grace_s = 0.0
     try:
         await supervisor.refresh()
-        await eventually(lambda: len(built) >= 1, timeout=10, message="the first build")
-        clusters["c"] = _cluster("new.example:9092")
-        await supervisor.refresh()
-        await eventually(lambda: len(built) >= 2, timeout=10, message="the second build")
-        assert built == [["old.example:9092"], ["new.example:9092"]]
+        await _builds(built, 1)
+        slot = supervisor._slots["sub_moved"]
+        catalog["c"] = feed.clusters["c"] = _cluster("new.example:9092")
+        await supervisor.refresh()  # seen: its revision may still follow
+        assert supervisor._slots["sub_moved"] is slot
+        await supervisor.refresh()  # it did not, within the grace: restarted
+        assert supervisor._slots["sub_moved"] is not slot
+        await eventually(
+            lambda: ["new.example:9092"] in [brokers for brokers, _ in built],
+            timeout=10,
+            message="a build on the new brokers",
+        )
     finally:
         await supervisor.shutdown()
 
 
-async def test_a_slot_starts_with_the_clusters_as_the_feed_saw_them(
+async def test_a_cluster_update_restarts_each_of_its_subscriptions_once(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Starting a slot comes after stopping others, which waits for their runners: the admin
-    API in the same process may meanwhile take the subscription's password away and move the
-    cluster in the catalog the supervisor shares. The subscription as the feed read it must
-    not meet the cluster as it is after that."""
-    own = {"sasl.username": "own-user", "sasl.password": "own-pw"}
-    feed = _Feed([Subscription("sub_shared", "c", "t", "svc", "h", own)])
-    clusters = {"c": _cluster("127.0.0.1:9")}
-    built: list[tuple[list[str], str | None]] = []
-    resolve = supervisor_module.resolve_options
-
-    def spied(**kwargs: Any) -> ClientOptions:
-        options = resolve(**kwargs)
-        built.append((options.bootstrap_servers, options.security.sasl_password))
-        return options
-
-    monkeypatch.setattr(supervisor_module, "resolve_options", spied)
-    supervisor = Supervisor(
-        Settings(), cast(Any, None), cast(Any, None), cast(Any, None), clusters=lambda: clusters
-    )
-    supervisor._control = cast(Any, feed)
+    # The update writes the cluster, then moves its subscriptions' revisions one by one: a
+    # refresh in between saw the cluster change first, and restarted them twice.
+    catalog = {"c": _cluster("old.example:9092")}
+    feed = _Feed([Subscription("sub_once", "c", "t", "svc", "h", {})], dict(catalog))
+    supervisor, _ = _spied(monkeypatch, feed, catalog)
+    stopped: list[str] = []
     stop = supervisor._stop_slot
 
-    async def stop_while_the_admin_moves_the_cluster(sub_id: str) -> None:
+    async def counted(sub_id: str) -> None:
+        stopped.append(sub_id)
         await stop(sub_id)
-        clusters["c"] = _cluster("evil.example:9092")
 
-    monkeypatch.setattr(supervisor, "_stop_slot", stop_while_the_admin_moves_the_cluster)
+    monkeypatch.setattr(supervisor, "_stop_slot", counted)
     try:
         await supervisor.refresh()
-        await eventually(lambda: len(built) >= 1, timeout=10, message="the first build")
-        feed.subscriptions = [Subscription("sub_shared", "c", "t", "svc", "h", own, revision=2)]
-        await supervisor.refresh()  # restarts it: a new revision
-        await eventually(lambda: len(built) >= 2, timeout=10, message="the second build")
-        assert built[1] == (["127.0.0.1:9"], "own-pw")
+        catalog["c"] = feed.clusters["c"] = _cluster("new.example:9092")
+        await supervisor.refresh()  # the cluster written, its subscription not yet
+        feed.subscriptions = [Subscription("sub_once", "c", "t", "svc", "h", {}, revision=2)]
+        await supervisor.refresh()
+        await supervisor.refresh()
+        assert stopped == ["sub_once"]
+    finally:
+        monkeypatch.undo()
+        await supervisor.shutdown()
+
+
+async def test_slots_pair_subscriptions_with_the_clusters_the_feed_read_not_the_catalog(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The admin API in the same process reads and changes the catalog the supervisor shares:
+    it may be ahead of the feed (the password removed and the cluster moved while the feed's
+    last read was on its way). Neither a slot restarted for its own change nor one started
+    new may pair the subscription as the feed read it with the cluster as the catalog holds
+    it now."""
+    catalog = {"c": _cluster("127.0.0.1:9")}
+    feed = _Feed([Subscription("sub_shared", "c", "t", "svc", "h", OWN)], dict(catalog))
+    supervisor, built = _spied(monkeypatch, feed, catalog)
+    try:
+        await supervisor.refresh()
+        await _builds(built, 1)
+        slot = supervisor._slots["sub_shared"]
+        catalog["c"] = _cluster("evil.example:9092")  # the admin's read, ahead of the feed
+        await supervisor.refresh()  # the feed saw nothing new: nothing restarts
+        assert supervisor._slots["sub_shared"] is slot
+        feed.subscriptions = [Subscription("sub_shared", "c", "t", "svc", "h", OWN, revision=2)]
+        await supervisor.refresh()  # its own change restarts it, with the cluster as read
+        assert supervisor._slots["sub_shared"] is not slot
+        await _builds(built, 2)
+        assert all(b == (["127.0.0.1:9"], "own-pw") for b in built), built
     finally:
         await supervisor.shutdown()
