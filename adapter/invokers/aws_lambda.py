@@ -214,6 +214,17 @@ def _b64_len(size: int) -> int:
     return 4 * ((size + 2) // 3)
 
 
+def _name_bytes(text: str) -> int:
+    """An upper bound of what a service, handler or key adds to an ``ingress`` invocation:
+    itself as JSON text, in the percent-encoded ``path``, and in the signature's ``aud`` (in
+    base64). Letters, digits and ``-._~`` travel as they are (under 4 bytes each); any other
+    UTF-8 byte takes at most 6 (a JSON escape) + 3 (percent-encoded) + 4 (base64 of that)."""
+    bare = text.replace("-", "").replace(".", "").replace("_", "").replace("~", "")
+    if text.isascii() and (bare.isalnum() or not bare):
+        return 4 * len(text)
+    return 13 * len(text.encode("utf-8", "surrogatepass"))
+
+
 def record_event_bytes(
     request: InvocationRequest, event_format: EventFormat, *, extension: bool, signed: bool
 ) -> int:
@@ -236,7 +247,8 @@ def record_event_bytes(
     additional = target.deployment.additional_headers
     if additional:  # copied into every invocation's headers (_headers)
         size += len(orjson.dumps(additional))
-    size += 4 * (len(target.service) + len(target.handler) + len(request.key or ""))
+    for text in (target.service, target.handler, request.key or ""):
+        size += _name_bytes(text)
     if target.input_kind is InputKind.JSON:
         try:
             size += len(orjson.dumps(request.body.decode("utf-8")))

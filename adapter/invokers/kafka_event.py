@@ -75,16 +75,19 @@ class EventSource:
 
 
 _ENVELOPE_BYTES = 1024
-"""A batch event's fixed part beyond its source's addresses: field names, the event source's
-name, the records map's key (a topic name is at most 249 characters), the SDK's extension."""
+"""A batch event's fixed part beyond its source's addresses and the handler's names: field
+names, the event source's name, the records map's key (a topic name is at most 249
+characters)."""
 
 
-def envelope_bytes(source: EventSource | None) -> int:
+def envelope_bytes(source: EventSource | None, service: str = "", handler: str = "") -> int:
     """An upper bound of a batch event's bytes that belong to no record (the records' shares
-    are :func:`adapter.invokers.aws_lambda.record_event_bytes`)."""
+    are :func:`adapter.invokers.aws_lambda.record_event_bytes`): its source's addresses, and
+    the service and handler it names once (an ``ingress`` batch, the SDK's extension)."""
+    size = _ENVELOPE_BYTES + len(orjson.dumps([service, handler]))
     if source is None:
-        return _ENVELOPE_BYTES
-    size = _ENVELOPE_BYTES + len(orjson.dumps(source.msk_cluster_arn or ""))
+        return size
+    size += len(orjson.dumps(source.msk_cluster_arn or ""))
     return size + sum(len(server) + 1 for server in source.bootstrap_servers)
 
 

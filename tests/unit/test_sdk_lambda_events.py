@@ -691,3 +691,49 @@ def test_an_events_envelope_is_more_than_a_records_share_leaves_room_for() -> No
     size = len(orjson.dumps(build_msk_event([request], source=source)))
     share = record_event_bytes(request, "msk", extension=True, signed=False)
     assert share < size <= share + envelope_bytes(source)
+
+
+@pytest.mark.parametrize("signed", [False, True], ids=["unsigned", "signed"])
+@pytest.mark.parametrize(
+    ("service", "handler", "key"),
+    [
+        ("Ledger", "post", "顧" * 20),  # the key in JSON, in the path (percent-encoded), in aud
+        ("服" * 255, "務" * 255, "acct-1"),  # names as long as allowed, in any script
+        ("Ledger", "post", "a b/c\x01" * 10),  # ASCII that is escaped or percent-encoded
+    ],
+    ids=["cjk-key", "long-cjk-names", "escaped-ascii-key"],
+)
+@pytest.mark.parametrize("event_format", ["msk", "ingress"])
+def test_a_whole_event_is_bounded_whatever_the_names_and_keys(
+    event_format: str, service: str, handler: str, key: str, signed: bool
+) -> None:
+    # Counted as 4 bytes a character, a non-ASCII key (9 bytes a character in the path alone)
+    # or a long non-ASCII name made events larger than the batch was closed for.
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from adapter.invokers.aws_lambda import record_event_bytes
+    from adapter.invokers.kafka_event import envelope_bytes
+    from adapter.invokers.signing import RequestSigner
+
+    sign = RequestSigner(Ed25519PrivateKey.generate()) if signed else None
+    target = Target(
+        service,
+        handler,
+        ServiceType.VIRTUAL_OBJECT,
+        HandlerType.EXCLUSIVE,
+        InputKind.JSON,
+        Deployment("dp", arn=ARN),
+    )
+    requests = [
+        _request(o, b'"' + b"x" * 300 + b'"', key=key.encode(), target=target) for o in range(20)
+    ]
+    if event_format == "msk":
+        event = build_msk_event(requests)
+    else:
+        event = build_batch_event(requests, sign)
+    size = len(orjson.dumps(event))
+    shares = sum(
+        record_event_bytes(r, event_format, extension=True, signed=signed)  # type: ignore[arg-type]
+        for r in requests
+    )
+    assert size <= envelope_bytes(None, service, handler) + shares
