@@ -259,6 +259,8 @@ class Supervisor:
                 await self._stop_slot(sub_id)
             elif clusters.get(want.cluster) == slot.cluster:
                 slot.cluster_changed_at = None
+            elif slot.cluster is None:
+                await self._stop_slot(sub_id)  # its cluster exists now: start it at once
             elif slot.cluster_changed_at is None:
                 # A cluster update moves its subscriptions' revisions one by one after its
                 # own write: wait for that, so each restarts once.

@@ -220,8 +220,10 @@ def _name_bytes(text: str) -> int:
     base64). Letters, digits and ``-._~`` travel as they are (under 4 bytes each); any other
     UTF-8 byte takes at most 6 (a JSON escape) + 3 (percent-encoded) + 4 (base64 of that)."""
     bare = text.replace("-", "").replace(".", "").replace("_", "").replace("~", "")
-    if text.isascii() and (bare.isalnum() or not bare):
+    if text.isascii() and bare.isalnum():
         return 4 * len(text)
+    if text.isascii() and not bare:
+        return 8 * len(text)  # "." and ".." travel as %2E in the path
     return 13 * len(text.encode("utf-8", "surrogatepass"))
 
 

@@ -700,8 +700,9 @@ def test_an_events_envelope_is_more_than_a_records_share_leaves_room_for() -> No
         ("Ledger", "post", "顧" * 20),  # the key in JSON, in the path (percent-encoded), in aud
         ("服" * 255, "務" * 255, "acct-1"),  # names as long as allowed, in any script
         ("Ledger", "post", "a b/c\x01" * 10),  # ASCII that is escaped or percent-encoded
+        ("Ledger", "post", ".."),  # %2E%2E in the path
     ],
-    ids=["cjk-key", "long-cjk-names", "escaped-ascii-key"],
+    ids=["cjk-key", "long-cjk-names", "escaped-ascii-key", "dots-key"],
 )
 @pytest.mark.parametrize("event_format", ["msk", "ingress"])
 def test_a_whole_event_is_bounded_whatever_the_names_and_keys(

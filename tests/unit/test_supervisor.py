@@ -238,3 +238,19 @@ async def test_slots_pair_subscriptions_with_the_clusters_the_feed_read_not_the_
         assert all(b == (["127.0.0.1:9"], "own-pw") for b in built), built
     finally:
         await supervisor.shutdown()
+
+
+async def test_a_subscription_waiting_for_its_cluster_starts_as_soon_as_the_feed_reads_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    catalog: dict[str, KafkaCluster] = {}
+    feed = _Feed([Subscription("sub_waits", "c", "t", "svc", "h", {})], {})
+    supervisor, built = _spied(monkeypatch, feed, catalog)
+    try:
+        await supervisor.refresh()  # no cluster "c": it backs off
+        catalog["c"] = feed.clusters["c"] = _cluster("new.example:9092")
+        await supervisor.refresh()  # not after the grace for a changed cluster
+        await _builds(built, 1)
+        assert built == [(["new.example:9092"], "cluster-pw")]
+    finally:
+        await supervisor.shutdown()
