@@ -197,10 +197,13 @@ async def test_reset_offsets_replays_the_topic_on_a_running_poller(
     sub_id = (await stack.call("POST", "/subscriptions", body, 201)).json()["id"]
     await eventually(lambda: len(handler.acked()) >= 6, timeout=30, message="first pass")
     ends = {p: max(o for q, o in placed if q == p) + 1 for p in {q for q, _ in placed}}
-    expected = {p: ends.get(p) for p in range(2)}
+    expected = {p: ends.get(p, 0) for p in range(2)}
 
     async def committed() -> bool:
-        return await committed_offsets(stack.bootstrap, sub_id, topic, 2) == expected
+        # A partition without records has no commit, or one at 0 if a rebalance (a slow
+        # machine's lapsed session) made the poller hand it over: the same position.
+        got = await committed_offsets(stack.bootstrap, sub_id, topic, 2)
+        return {p: offset or 0 for p, offset in got.items()} == expected
 
     await eventually(committed, timeout=30, message="first pass not committed")
 
