@@ -243,10 +243,10 @@ class Supervisor:
         log.debug("change feed read in %.0f ms", (time.monotonic() - started) * 1000)
         # The clusters as the feed read them with these subscriptions, not as the catalog
         # holds them now: the in-process admin API reads and changes the same catalog.
-        clusters = dict(self._clusters())
         if self._control.follows_clusters:
-            static = self._settings.clusters
-            clusters = {**self._control.clusters, **static}
+            clusters = {**self._control.clusters, **self._settings.clusters}
+        else:
+            clusters = dict(self._clusters())
         settled = self._control.settled
         desired = {s.id: s for s in subs if not s.paused and self._runs_here(s)}
         # After _runs_here: it starts the shard map members, which listen for signals too.
