@@ -100,6 +100,9 @@ OAUTHBEARER_FETCH_WAIT_MS = 500
 # While a partition is held back, getmany waits at most this long, then asks again with the
 # partitions released meanwhile.
 HELD_SLICE_MS = 100
+# While a commit waits, this often the topics it names are looked up (one metadata request):
+# a deleted topic's partitions are then left out (see AiokafkaConsumer.commit).
+COMMIT_TOPIC_CHECK_S = 1.0
 # A partition no consumer is assigned: asking aiokafka for it alone polls without fetching.
 _NEVER_ASSIGNED = TopicPartition("", -1)
 # Answers of the group coordinator that prove it renewed this member's session, by request
@@ -504,12 +507,69 @@ class AiokafkaConsumer:
             for tp, offset in offsets.items()
         }
         try:
-            # Explicit offsets only: a bare commit() would commit everything *fetched*.
-            # aiokafka retries some commit errors (a deleted topic) for ever; bound it so a
-            # shutdown or revocation cannot hang. An uncommitted offset only means redelivery.
-            await asyncio.wait_for(self._consumer.commit(positions), self._commit_timeout_s)
+            await self._commit_existing(positions)
         except (CommitFailedError, IllegalStateError, AIOKafkaError, TimeoutError) as exc:
             raise CommitError(str(exc) or "commit timed out") from exc
+
+    async def _commit_existing(self, positions: dict[TopicPartition, OffsetAndMetadata]) -> None:
+        """Commit ``positions`` within the commit timeout, leaving out deleted topics.
+
+        Explicit offsets only: a bare commit() would commit everything *fetched*. The broker
+        answers a commit naming a deleted topic with a retriable error, which aiokafka retries
+        without end, so the commit is bounded in time (an uncommitted offset only means
+        redelivery). And a deleted topic's partitions are left out as soon as the metadata
+        shows the topic gone -- looked up before the commit when the cached metadata has lost
+        it, and every second while a commit waits -- so a stop or revocation after a deletion
+        does not wait for the timeout once per commit. Nothing can read a dead topic's offsets.
+        """
+        deadline = time.monotonic() + self._commit_timeout_s
+        if any(self._consumer.partitions_for_topic(tp.topic) is None for tp in positions):
+            positions = await self._of_existing_topics(positions, deadline)
+        while positions:
+            commit = asyncio.ensure_future(self._consumer.commit(positions))
+            try:
+                positions = await self._wait_for_commit(commit, positions, deadline)
+            finally:
+                if not commit.done():
+                    commit.cancel()
+                    # Cancelled, its outcome is of no interest; retrieved so it is not logged.
+                    commit.add_done_callback(lambda task: task.cancelled() or task.exception())
+
+    async def _wait_for_commit(
+        self,
+        commit: asyncio.Future[None],
+        positions: dict[TopicPartition, OffsetAndMetadata],
+        deadline: float,
+    ) -> dict[TopicPartition, OffsetAndMetadata]:
+        """Nothing once ``commit`` succeeded (its error is raised), or what is left to commit
+        once some of the topics it names turned out deleted."""
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError
+            await asyncio.wait({commit}, timeout=min(COMMIT_TOPIC_CHECK_S, remaining))
+            if not commit.done():
+                existing = await self._of_existing_topics(positions, deadline)
+                if not commit.done() and len(existing) < len(positions):
+                    return existing
+            if commit.done():
+                commit.result()
+                return {}
+
+    async def _of_existing_topics(
+        self, positions: dict[TopicPartition, OffsetAndMetadata], deadline: float
+    ) -> dict[TopicPartition, OffsetAndMetadata]:
+        """``positions`` without the partitions of topics the cluster no longer has."""
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError
+        # Every topic: a request naming the topic would have a broker that auto-creates
+        # topics create it again.
+        topics = await asyncio.wait_for(self._consumer.topics(), remaining)
+        gone = sorted({tp.topic for tp in positions} - topics)
+        if gone:
+            log.warning("not committing offsets of deleted topics %s", ", ".join(gone))
+        return {tp: p for tp, p in positions.items() if tp.topic in topics}
 
     async def _fetch(self, timeout_ms: int, max_records: int) -> dict[TopicPartition, list[Any]]:
         """aiokafka's getmany for the partitions not held.

@@ -79,6 +79,21 @@ async def create_topic(bootstrap: str, name: str, config: dict[str, str] | None 
         await admin.close()
 
 
+async def delete_topic(bootstrap: str, name: str) -> None:
+    """Delete a topic and return once the broker no longer lists it."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.delete_topics([name])
+
+        async def gone() -> bool:
+            return name not in await admin.list_topics()
+
+        await eventually(gone, timeout=30, message=f"topic {name} was not deleted")
+    finally:
+        await admin.close()
+
+
 async def alter_topic(bootstrap: str, name: str, config: dict[str, str]) -> None:
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
@@ -216,3 +231,31 @@ async def test_a_missing_dead_letter_topic_is_named_and_holds_the_record(
         return (await committed_offsets(strict.bootstrap, sub.id, topic, 1))[0] == 1
 
     await eventually(committed_after_dead_letter, timeout=60)
+
+
+@pytest.mark.promise("p-fault-deleted-topic")
+async def test_a_poller_whose_topic_was_deleted_stops_without_waiting_for_commits(
+    strict: Ingress, handler_server: HandlerServer
+) -> None:
+    """The broker answers a commit naming a deleted topic with a retriable error, which
+    aiokafka retries until the commit's timeout (10 s). A stop after the deletion made two or
+    three such commits in a row (the revocation's, the handover and its retry): 20-30 s, past
+    a container's stop timeout, so the poller was killed before it left its other groups."""
+    handler = RecordingHandler()
+    url = await handler_server(handler.app)
+    await strict.register(url, "Svc", ServiceType.SERVICE, {"h": (HandlerType.SERVICE, JSON)})
+    topic = _name("deleted")
+    await create_topic(strict.bootstrap, topic)
+    await produce(strict.bootstrap, topic, [(None, b"{}") for _ in range(5)])
+    sub = await strict.subscribe(topic, "Svc", "h")
+    await strict.start()
+
+    async def all_committed() -> bool:
+        return (await committed_offsets(strict.bootstrap, sub.id, topic, 1))[0] == 5
+
+    await eventually(all_committed, timeout=30)
+    await delete_topic(strict.bootstrap, topic)
+    started = time.monotonic()
+    await strict.stop()
+    stopped_in = time.monotonic() - started
+    assert stopped_in < 5.0, f"the stop took {stopped_in:.1f} s"
