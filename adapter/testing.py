@@ -28,7 +28,7 @@ from adapter.kafka.commit_marks import (
     commit_metadata,
     parse_commit_metadata,
 )
-from adapter.kafka.consumer import CommitError, Fetched, RebalanceListener
+from adapter.kafka.consumer import CommitError, CommitMetadataRefused, Fetched, RebalanceListener
 from adapter.kafka.topics import TopicInfo
 from adapter.model import KafkaRecord, LedgerEntry, RetentionLoss
 
@@ -156,7 +156,7 @@ class FakeConsumer:
         limit = self.metadata_limit
         if limit is not None and any(len(m) > limit for m in kept.values()):
             self.rejected_commits += 1
-            raise CommitError("the offset metadata is too large (fake)")
+            raise CommitMetadataRefused("the offset metadata is too large (fake)")
         self.commits.append(dict(offsets))
         for tp, offset in offsets.items():
             # Through the metadata string, as Kafka keeps it.

@@ -51,7 +51,7 @@ from adapter.engine.partition import Growth, PartitionState
 from adapter.engine.topic_watch import TopicWatch
 from adapter.errors import KafkaError, StoreError
 from adapter.kafka.commit_marks import Committed, Handover
-from adapter.kafka.consumer import Consumer
+from adapter.kafka.consumer import CommitMetadataRefused, Consumer
 
 __all__ = ["Assignments", "FenceStore", "Releases"]
 
@@ -541,7 +541,9 @@ class Assignments:
                 await consumer.commit(positions, topic_id, handovers)
             except KafkaError as exc:
                 ranged = {tp: h for tp, h in handovers.items() if h.through is not None}
-                if not ranged:
+                if not ranged or not isinstance(exc, CommitMetadataRefused):
+                    # Anything else (a timeout, an unreachable coordinator) would fail the
+                    # same way again: a stop with the broker gone waited for it twice.
                     log.warning("commit of %s failed (will retry): %s", self._subscription_id, exc)
                     return
                 # A broker whose offset.metadata.max.bytes is below the default refuses the

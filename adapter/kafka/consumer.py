@@ -36,7 +36,9 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import (
     CommitFailedError,
     IllegalStateError,
+    InvalidCommitOffsetSizeError,
     NoOffsetForPartitionError,
+    OffsetMetadataTooLargeError,
     OffsetOutOfRangeError,
 )
 from aiokafka.errors import KafkaError as AIOKafkaError
@@ -57,6 +59,7 @@ from adapter.model import KafkaRecord, RetentionLoss
 __all__ = [
     "AiokafkaConsumer",
     "CommitError",
+    "CommitMetadataRefused",
     "Consumer",
     "FetchWait",
     "Fetched",
@@ -121,6 +124,11 @@ _LEAVE_GROUP = 13  # API key
 
 class CommitError(KafkaError):
     """A commit was refused or timed out; the offsets stay uncommitted (redelivery only)."""
+
+
+class CommitMetadataRefused(CommitError):
+    """The broker refused the commit's offset metadata as too long for its
+    ``offset.metadata.max.bytes``: the same commit with shorter metadata may pass."""
 
 
 class RebalanceListener(Protocol):
@@ -508,6 +516,8 @@ class AiokafkaConsumer:
         }
         try:
             await self._commit_existing(positions)
+        except (OffsetMetadataTooLargeError, InvalidCommitOffsetSizeError) as exc:
+            raise CommitMetadataRefused(str(exc) or type(exc).__name__) from exc
         except (CommitFailedError, IllegalStateError, AIOKafkaError, TimeoutError) as exc:
             raise CommitError(str(exc) or "commit timed out") from exc
 

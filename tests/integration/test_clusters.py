@@ -130,6 +130,8 @@ async def test_a_stopped_cluster_stalls_only_its_own_subscription_and_resumes_wh
         await eventually(lambda: _status(ingress, beta).get("last_error") is None, timeout=30)
         assert _status(ingress, beta)["state"] == "running"
     finally:
+        # The poller first: stopping with the broker gone waits for a commit's timeout.
+        await ingress.stop()
         await asyncio.to_thread(second.stop)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -30,6 +30,7 @@ from adapter.errors import KafkaError, StoreError
 from adapter.invokers.base import InvocationRequest, Outcome
 from adapter.kafka import dead_letter
 from adapter.kafka.commit_marks import Committed, Handover
+from adapter.kafka.consumer import TP, CommitError
 from adapter.kafka.dead_letter import DeadLetterProducer
 from adapter.kafka.topics import TopicInfo
 from adapter.model import (
@@ -966,6 +967,29 @@ class TestHandover:
             assert commit.offset == 0
             assert commit.handover is not None
             assert (commit.handover.fence, commit.handover.through) == (3, None)
+
+    async def test_a_handover_commit_failing_otherwise_is_not_sent_again(self) -> None:
+        # Only a refused metadata size is worth a second commit: a timeout or an unreachable
+        # coordinator fails the same way without the ranges (a stop with the broker gone
+        # waited for the commit's timeout twice).
+        store = _LaggingPages(lag_s=0.0)
+        async with running(store=store, respond=_first_retries) as h:
+            await _paged(h, store)
+            handovers_sent: list[dict[TP, Handover]] = []
+
+            async def time_out(
+                offsets: dict[TP, int],
+                topic_id: str | None,
+                handovers: Mapping[TP, Handover] | None = None,
+            ) -> None:
+                if handovers:
+                    handovers_sent.append(dict(handovers))
+                raise CommitError("commit timed out (fake)")
+
+            h.consumer.commit = time_out  # type: ignore[method-assign]
+            await h.consumer.revoke(P0)
+            assert len(handovers_sent) == 1, handovers_sent
+            assert handovers_sent[0][P0].through is not None, "the test needs ranges"
 
     async def test_records_below_the_handed_over_commit_are_checked_against_pages(
         self,
