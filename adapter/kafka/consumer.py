@@ -534,7 +534,8 @@ class AiokafkaConsumer:
         """
         deadline = time.monotonic() + self._commit_timeout_s
         if any(self._consumer.partitions_for_topic(tp.topic) is None for tp in positions):
-            positions = await self._of_existing_topics(positions, deadline)
+            with contextlib.suppress(AIOKafkaError):  # no metadata now: commit them all
+                positions = await self._of_existing_topics(positions, deadline)
         while positions:
             commit = asyncio.ensure_future(self._consumer.commit(positions))
             try:
@@ -559,7 +560,10 @@ class AiokafkaConsumer:
                 raise TimeoutError
             await asyncio.wait({commit}, timeout=min(COMMIT_TOPIC_CHECK_S, remaining))
             if not commit.done():
-                existing = await self._of_existing_topics(positions, deadline)
+                try:
+                    existing = await self._of_existing_topics(positions, deadline)
+                except AIOKafkaError:
+                    continue  # no metadata now: the commit may still succeed
                 if not commit.done() and len(existing) < len(positions):
                     return existing
             if commit.done():
