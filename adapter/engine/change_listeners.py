@@ -38,13 +38,14 @@ class ChangeListeners:
         self._on_signal = on_signal
         self.listeners: dict[str, ChangeListener] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._stopping: set[asyncio.Task[None]] = set()
         self._skipped: set[str] = set()
         self.covered: Callable[[str], bool] = lambda cluster: False
 
     async def follow(self, names: Collection[str]) -> None:
         names = {n for n in names if not self.covered(n)}
         for name in [n for n in self._tasks if n not in names]:
-            await self._stop(name)
+            self._stop(name)
         for name in names:
             if name in self._tasks or name in self._skipped:
                 continue
@@ -75,14 +76,20 @@ class ChangeListeners:
             return None
         return ChangeListener(name, kwargs, self._on_signal)
 
-    async def _stop(self, name: str) -> None:
+    def _stop(self, name: str) -> None:
+        """Cancel a cluster's listener without waiting for it to end: over TLS, closing its
+        consumer waits for the fetch in flight (the broker reads the close only after
+        answering it, up to FETCH_WAIT_MS), which held up the supervisor's pass."""
         task = self._tasks.pop(name)
         self.listeners.pop(name, None)
         task.cancel()
-        # The listener bounds its own clean-up; this bounds the wait for it once more.
-        await asyncio.wait({task}, timeout=STOP_TIMEOUT_S + 1)
+        self._stopping.add(task)
+        task.add_done_callback(self._stopping.discard)
 
     async def aclose(self) -> None:
         for name in list(self._tasks):
-            await self._stop(name)
+            self._stop(name)
+        if self._stopping:
+            # All at once. Each listener bounds its own clean-up; this bounds the wait again.
+            await asyncio.wait(set(self._stopping), timeout=STOP_TIMEOUT_S + 1)
         self._skipped.clear()
