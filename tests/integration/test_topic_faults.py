@@ -2,8 +2,8 @@
 after its subscription, a dead-letter topic that does not exist.
 
 These run on a broker of their own: it does not create topics on first use (so a missing
-dead-letter topic stays missing) and checks retention every second (so a sweep happens within
-the test).
+dead-letter topic stays missing) and checks retention every second from its start (so a sweep
+happens within the test).
 """
 
 from __future__ import annotations
@@ -45,6 +45,9 @@ def strict_broker() -> Iterator[KafkaBroker]:
         extra_properties={
             "auto.create.topics.enable": "false",
             "log.retention.check.interval.ms": "1000",
+            # The retention check's first run, 30 s after start by default: the retention test
+            # waited for it.
+            "log.initial.task.delay.ms": "0",
             "log.segment.delete.delay.ms": "0",
         }
     )
