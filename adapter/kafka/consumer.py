@@ -28,6 +28,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from asyncio import FIRST_COMPLETED
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -321,6 +322,14 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
         await self._listener.on_assigned({(tp.topic, tp.partition) for tp in assigned})
 
 
+def _drop(future: asyncio.Future[Any]) -> None:
+    """Cancel ``future`` if it is still running; its outcome is of no interest, and is
+    retrieved so that asyncio does not log it."""
+    if not future.done():
+        future.cancel()
+    future.add_done_callback(lambda done: done.cancelled() or done.exception())
+
+
 class AiokafkaConsumer:
     """:class:`Consumer` over ``aiokafka.AIOKafkaConsumer``; errors come out as ours."""
 
@@ -527,24 +536,21 @@ class AiokafkaConsumer:
         Explicit offsets only: a bare commit() would commit everything *fetched*. The broker
         answers a commit naming a deleted topic with a retriable error, which aiokafka retries
         without end, so the commit is bounded in time (an uncommitted offset only means
-        redelivery). And a deleted topic's partitions are left out as soon as the metadata
-        shows the topic gone -- looked up before the commit when the cached metadata has lost
-        it, and every second while a commit waits -- so a stop or revocation after a deletion
-        does not wait for the timeout once per commit. Nothing can read a dead topic's offsets.
+        redelivery). And a deleted topic's partitions are left out as soon as a lookup shows
+        the topic gone -- before the commit when the cached metadata has lost it, and every
+        second while a commit waits -- so a stop or revocation after a deletion does not wait
+        for the timeout once per commit. Nothing can read a dead topic's offsets.
         """
         deadline = time.monotonic() + self._commit_timeout_s
         if any(self._consumer.partitions_for_topic(tp.topic) is None for tp in positions):
-            with contextlib.suppress(AIOKafkaError):  # no metadata now: commit them all
+            with contextlib.suppress(KafkaError):  # no answer now: commit them all
                 positions = await self._of_existing_topics(positions, deadline)
         while positions:
             commit = asyncio.ensure_future(self._consumer.commit(positions))
             try:
                 positions = await self._wait_for_commit(commit, positions, deadline)
             finally:
-                if not commit.done():
-                    commit.cancel()
-                    # Cancelled, its outcome is of no interest; retrieved so it is not logged.
-                    commit.add_done_callback(lambda task: task.cancelled() or task.exception())
+                _drop(commit)
 
     async def _wait_for_commit(
         self,
@@ -552,38 +558,52 @@ class AiokafkaConsumer:
         positions: dict[TopicPartition, OffsetAndMetadata],
         deadline: float,
     ) -> dict[TopicPartition, OffsetAndMetadata]:
-        """Nothing once ``commit`` succeeded (its error is raised), or what is left to commit
-        once some of the topics it names turned out deleted."""
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError
-            await asyncio.wait({commit}, timeout=min(COMMIT_TOPIC_CHECK_S, remaining))
-            if not commit.done():
-                try:
-                    existing = await self._of_existing_topics(positions, deadline)
-                except AIOKafkaError:
-                    continue  # no metadata now: the commit may still succeed
-                if not commit.done() and len(existing) < len(positions):
-                    return existing
-            if commit.done():
-                commit.result()
-                return {}
+        """Nothing once ``commit`` is done (its error raised), or what is left to commit once
+        some of the topics it names turned out deleted.
+
+        The lookup runs beside the commit, which is answered the moment it is done: the lookup
+        may queue behind a fetch the broker holds on the same connection (up to 5 s), and its
+        failure says nothing about the commit."""
+        lookup: asyncio.Task[dict[TopicPartition, OffsetAndMetadata]] | None = None
+        try:
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError
+                if lookup is None:
+                    await asyncio.wait({commit}, timeout=min(COMMIT_TOPIC_CHECK_S, remaining))
+                else:
+                    either: set[asyncio.Future[Any]] = {commit, lookup}
+                    await asyncio.wait(either, timeout=remaining, return_when=FIRST_COMPLETED)
+                if commit.done():
+                    commit.result()
+                    return {}
+                if lookup is None:
+                    lookup = asyncio.create_task(self._of_existing_topics(positions, deadline))
+                elif lookup.done():
+                    found, lookup = lookup, None
+                    if not found.cancelled() and found.exception() is None:
+                        existing = found.result()
+                        if len(existing) < len(positions):
+                            return existing
+        finally:
+            if lookup is not None:
+                _drop(lookup)
 
     async def _of_existing_topics(
         self, positions: dict[TopicPartition, OffsetAndMetadata], deadline: float
     ) -> dict[TopicPartition, OffsetAndMetadata]:
-        """``positions`` without the partitions of topics the cluster no longer has."""
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise TimeoutError
-        # Every topic: a request naming the topic would have a broker that auto-creates
-        # topics create it again.
-        topics = await asyncio.wait_for(self._consumer.topics(), remaining)
-        gone = sorted({tp.topic for tp in positions} - topics)
+        """``positions`` without the partitions of topics the cluster no longer has (a topic
+        re-created under its name has them: its commit carries the dead topic's ID, which
+        tells the next owner). Asked of one broker, naming the topics without creating them."""
+        names = sorted({tp.topic for tp in positions})
+        found = await describe_topics(
+            self._consumer._client, names, timeout_s=max(deadline - time.monotonic(), 0.001)
+        )
+        gone = [name for name in names if found.get(name) is None]
         if gone:
             log.warning("not committing offsets of deleted topics %s", ", ".join(gone))
-        return {tp: p for tp, p in positions.items() if tp.topic in topics}
+        return {tp: p for tp, p in positions.items() if tp.topic not in gone}
 
     async def _fetch(self, timeout_ms: int, max_records: int) -> dict[TopicPartition, list[Any]]:
         """aiokafka's getmany for the partitions not held.

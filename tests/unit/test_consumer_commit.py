@@ -1,0 +1,146 @@
+"""How a commit waits: answered the moment the broker answers it, and without the partitions
+of a topic a lookup beside it shows deleted (aiokafka retries such a commit without end).
+
+aiokafka's consumer is replaced by a stand-in whose commit and topic lookup each wait for the
+test to let them end, so each ordering is set up exactly."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import pytest
+from aiokafka.errors import CommitFailedError
+
+from adapter.kafka import consumer as consumer_module
+from adapter.kafka.consumer import AiokafkaConsumer, CommitError
+from adapter.kafka.errors import ConnectionWatch
+from adapter.kafka.topics import TopicInfo
+
+TOPIC = "orders"
+
+
+class _Aiokafka:
+    """aiokafka's consumer as the commit path uses it."""
+
+    def __init__(self) -> None:
+        self.metadata_lost = False
+        self.commits: list[set[tuple[str, int]]] = []
+        self.committing = asyncio.Event()
+        self.answer: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._client = object()
+
+    def partitions_for_topic(self, topic: str) -> set[int] | None:
+        return None if self.metadata_lost else {0, 1}
+
+    async def commit(self, offsets: dict[Any, Any]) -> None:
+        self.commits.append({(tp.topic, tp.partition) for tp in offsets})
+        self.committing.set()
+        await asyncio.shield(self.answer)
+
+
+class _Lookups:
+    """``describe_topics``: each lookup waits for ``answer`` (the topic there, or gone)."""
+
+    def __init__(self) -> None:
+        self.started = asyncio.Event()
+        self.third = asyncio.Event()
+        self.count = 0
+        self.gone: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+
+    async def __call__(
+        self, client: object, topics: Sequence[str], *, timeout_s: float
+    ) -> dict[str, TopicInfo | None]:
+        self.count += 1
+        self.started.set()
+        if self.count == 3:
+            self.third.set()
+        gone = await asyncio.shield(self.gone)
+        return {t: None if gone else TopicInfo(t, "id", 2) for t in topics}
+
+
+@pytest.fixture
+async def parts(
+    monkeypatch: pytest.MonkeyPatch,
+) -> AsyncIterator[tuple[AiokafkaConsumer, _Aiokafka, _Lookups]]:
+    monkeypatch.setattr(consumer_module, "COMMIT_TOPIC_CHECK_S", 0.01)
+    lookups = _Lookups()
+    monkeypatch.setattr(consumer_module, "describe_topics", lookups)
+    consumer = AiokafkaConsumer(
+        watch=ConnectionWatch("test"), bootstrap_servers="127.0.0.1:9", commit_timeout_s=30.0
+    )
+    inner, real = _Aiokafka(), consumer._consumer
+    consumer._consumer = inner  # type: ignore[assignment]
+    unretrieved: list[str] = []
+    loop = asyncio.get_running_loop()
+    loop.set_exception_handler(lambda _, context: unretrieved.append(str(context["message"])))
+    yield consumer, inner, lookups
+    await real.stop()  # never started; stopped so it is not reported unclosed
+    gc.collect()
+    await asyncio.sleep(0)
+    assert unretrieved == [], "an outcome nobody read was logged"
+
+
+async def test_a_commit_is_answered_while_its_lookup_still_waits(
+    parts: tuple[AiokafkaConsumer, _Aiokafka, _Lookups],
+) -> None:
+    # The lookup may queue behind a fetch the broker holds on the same connection (5 s).
+    consumer, inner, lookups = parts
+    commit = asyncio.create_task(consumer.commit({(TOPIC, 0): 5}, "id"))
+    await lookups.started.wait()
+    inner.answer.set_result(None)
+    async with asyncio.timeout(5):
+        await commit
+    assert not lookups.gone.done(), "the lookup was still waiting"
+
+
+async def test_a_failed_commit_reports_its_own_error_while_its_lookup_waits(
+    parts: tuple[AiokafkaConsumer, _Aiokafka, _Lookups],
+) -> None:
+    consumer, inner, lookups = parts
+    commit = asyncio.create_task(consumer.commit({(TOPIC, 0): 5}, "id"))
+    await lookups.started.wait()
+    inner.answer.set_exception(CommitFailedError("the group rebalanced"))
+    with pytest.raises(CommitError, match="rebalanced"):
+        async with asyncio.timeout(5):
+            await commit
+
+
+async def test_a_topic_deleted_while_its_commit_waits_is_not_committed(
+    parts: tuple[AiokafkaConsumer, _Aiokafka, _Lookups],
+) -> None:
+    consumer, inner, lookups = parts
+    commit = asyncio.create_task(consumer.commit({(TOPIC, 0): 5, (TOPIC, 1): 7}, "id"))
+    await lookups.started.wait()
+    lookups.gone.set_result(True)
+    async with asyncio.timeout(5):
+        await commit  # returns without the broker ever answering
+    assert inner.commits == [{(TOPIC, 0), (TOPIC, 1)}], "sent again"
+
+
+async def test_a_live_topic_keeps_waiting_for_its_commit(
+    parts: tuple[AiokafkaConsumer, _Aiokafka, _Lookups],
+) -> None:
+    consumer, inner, lookups = parts
+    commit = asyncio.create_task(consumer.commit({(TOPIC, 0): 5}, "id"))
+    lookups.gone.set_result(False)
+    async with asyncio.timeout(5):
+        await lookups.third.wait()  # looked up again and again, the commit left alone
+    assert not commit.done()
+    inner.answer.set_result(None)
+    async with asyncio.timeout(5):
+        await commit
+    assert len(inner.commits) == 1
+
+
+async def test_a_topic_the_metadata_has_lost_is_looked_up_before_committing(
+    parts: tuple[AiokafkaConsumer, _Aiokafka, _Lookups],
+) -> None:
+    consumer, inner, lookups = parts
+    inner.metadata_lost = True
+    lookups.gone.set_result(True)
+    async with asyncio.timeout(5):
+        await consumer.commit({(TOPIC, 0): 5}, "id")
+    assert inner.commits == [], "a deleted topic's offsets were sent"
