@@ -322,6 +322,17 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
         await self._listener.on_assigned({(tp.topic, tp.partition) for tp in assigned})
 
 
+def _left_out(
+    positions: dict[TopicPartition, OffsetAndMetadata],
+    existing: dict[TopicPartition, OffsetAndMetadata],
+) -> dict[TopicPartition, OffsetAndMetadata]:
+    """``existing``, having said which of ``positions`` it leaves out."""
+    gone = sorted(f"{tp.topic}/{tp.partition}" for tp in positions if tp not in existing)
+    if gone:
+        log.warning("not committing the offsets of gone partitions %s", ", ".join(gone))
+    return existing
+
+
 def _drop(future: asyncio.Future[Any]) -> None:
     """Cancel ``future`` if it is still running; its outcome is of no interest, and is
     retrieved so that asyncio does not log it."""
@@ -544,7 +555,7 @@ class AiokafkaConsumer:
         deadline = time.monotonic() + self._commit_timeout_s
         if any(self._consumer.partitions_for_topic(tp.topic) is None for tp in positions):
             with contextlib.suppress(KafkaError):  # no answer now: commit them all
-                positions = await self._of_existing_topics(positions, deadline)
+                positions = _left_out(positions, await self._of_existing(positions, deadline))
         while positions:
             commit = asyncio.ensure_future(self._consumer.commit(positions))
             try:
@@ -579,31 +590,34 @@ class AiokafkaConsumer:
                     commit.result()
                     return {}
                 if lookup is None:
-                    lookup = asyncio.create_task(self._of_existing_topics(positions, deadline))
+                    lookup = asyncio.create_task(self._of_existing(positions, deadline))
                 elif lookup.done():
                     found, lookup = lookup, None
                     if not found.cancelled() and found.exception() is None:
                         existing = found.result()
                         if len(existing) < len(positions):
-                            return existing
+                            return _left_out(positions, existing)
         finally:
             if lookup is not None:
                 _drop(lookup)
 
-    async def _of_existing_topics(
+    async def _of_existing(
         self, positions: dict[TopicPartition, OffsetAndMetadata], deadline: float
     ) -> dict[TopicPartition, OffsetAndMetadata]:
-        """``positions`` without the partitions of topics the cluster no longer has (a topic
-        re-created under its name has them: its commit carries the dead topic's ID, which
-        tells the next owner). Asked of one broker, naming the topics without creating them."""
+        """``positions`` without the partitions the cluster no longer has: of deleted topics,
+        and above the partition count of a topic re-created with fewer (the broker refuses
+        those as unknown too, and aiokafka retries). A topic re-created under its name keeps
+        the others: its commit carries the dead topic's ID, which tells the next owner. Asked
+        of one broker, naming the topics without creating them."""
         names = sorted({tp.topic for tp in positions})
         found = await describe_topics(
             self._consumer._client, names, timeout_s=max(deadline - time.monotonic(), 0.001)
         )
-        gone = [name for name in names if found.get(name) is None]
-        if gone:
-            log.warning("not committing offsets of deleted topics %s", ", ".join(gone))
-        return {tp: p for tp, p in positions.items() if tp.topic not in gone}
+        return {
+            tp: p
+            for tp, p in positions.items()
+            if (topic := found.get(tp.topic)) is not None and tp.partition < topic.partitions
+        }
 
     async def _fetch(self, timeout_ms: int, max_records: int) -> dict[TopicPartition, list[Any]]:
         """aiokafka's getmany for the partitions not held.

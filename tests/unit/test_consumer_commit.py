@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from aiokafka.errors import CommitFailedError
 
+from adapter.errors import KafkaError
 from adapter.kafka import consumer as consumer_module
 from adapter.kafka.consumer import AiokafkaConsumer, CommitError
 from adapter.kafka.errors import ConnectionWatch
@@ -144,3 +145,85 @@ async def test_a_topic_the_metadata_has_lost_is_looked_up_before_committing(
     async with asyncio.timeout(5):
         await consumer.commit({(TOPIC, 0): 5}, "id")
     assert inner.commits == [], "a deleted topic's offsets were sent"
+
+
+async def test_a_lookup_that_fails_leaves_the_commit_waiting(
+    parts: tuple[AiokafkaConsumer, _Aiokafka, _Lookups], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    consumer, inner, _ = parts
+    failures: list[int] = []
+    third = asyncio.Event()
+
+    async def no_broker(client: object, topics: Sequence[str], *, timeout_s: float) -> None:
+        failures.append(1)
+        if len(failures) == 3:
+            third.set()
+        raise KafkaError("no broker answered")
+
+    monkeypatch.setattr(consumer_module, "describe_topics", no_broker)
+    commit = asyncio.create_task(consumer.commit({(TOPIC, 0): 5}, "id"))
+    async with asyncio.timeout(5):
+        await third.wait()
+    assert not commit.done(), "a failed lookup ended the commit"
+    inner.answer.set_result(None)
+    async with asyncio.timeout(5):
+        await commit
+
+
+async def test_a_lookup_that_fails_before_committing_commits_everything(
+    parts: tuple[AiokafkaConsumer, _Aiokafka, _Lookups], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    consumer, inner, _ = parts
+    inner.metadata_lost = True
+
+    async def no_broker(client: object, topics: Sequence[str], *, timeout_s: float) -> None:
+        raise KafkaError("no broker answered")
+
+    monkeypatch.setattr(consumer_module, "describe_topics", no_broker)
+    inner.answer.set_result(None)
+    async with asyncio.timeout(5):
+        await consumer.commit({(TOPIC, 0): 5}, "id")
+    assert inner.commits == [{(TOPIC, 0)}]
+
+
+async def test_a_commit_answered_with_its_lookup_wins_and_is_not_said_left_out(
+    parts: tuple[AiokafkaConsumer, _Aiokafka, _Lookups], caplog: pytest.LogCaptureFixture
+) -> None:
+    consumer, inner, lookups = parts
+    commit = asyncio.create_task(consumer.commit({(TOPIC, 0): 5}, "id"))
+    await lookups.started.wait()
+    lookups.gone.set_result(True)
+    inner.answer.set_exception(CommitFailedError("the group rebalanced"))
+    with pytest.raises(CommitError, match="rebalanced"):
+        async with asyncio.timeout(5):
+            await commit
+    assert "not committing" not in caplog.text
+
+
+async def test_partitions_above_a_recreated_topics_count_are_left_out(
+    parts: tuple[AiokafkaConsumer, _Aiokafka, _Lookups],
+) -> None:
+    consumer, inner, lookups = parts
+    inner.metadata_lost = True  # partitions_for_topic says nothing: looked up first
+    lookups.gone.set_result(False)  # the topic is there, with 2 partitions
+    inner.answer.set_result(None)
+    async with asyncio.timeout(5):
+        await consumer.commit({(TOPIC, 0): 5, (TOPIC, 1): 6, (TOPIC, 2): 7}, "id")
+    assert inner.commits == [{(TOPIC, 0), (TOPIC, 1)}]
+
+
+async def test_a_cancelled_commit_leaves_nothing_running(
+    parts: tuple[AiokafkaConsumer, _Aiokafka, _Lookups],
+) -> None:
+    consumer, inner, lookups = parts
+    commit = asyncio.create_task(consumer.commit({(TOPIC, 0): 5}, "id"))
+    await lookups.started.wait()
+    commit.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await commit
+    await asyncio.sleep(0)
+    assert asyncio.all_tasks() == {asyncio.current_task()}, "a commit or lookup still runs"
+    # Their outcomes, arriving later, are nobody's (the fixture checks none is logged).
+    inner.answer.set_exception(CommitFailedError("late"))
+    lookups.gone.set_exception(KafkaError("late"))
+    await asyncio.sleep(0)
