@@ -548,12 +548,15 @@ class AiokafkaConsumer:
         answers a commit naming a deleted topic with a retriable error, which aiokafka retries
         without end, so the commit is bounded in time (an uncommitted offset only means
         redelivery). And a deleted topic's partitions are left out as soon as a lookup shows
-        the topic gone -- before the commit when the cached metadata has lost it, and every
+        the topic gone -- before the commit when the cached metadata lacks a partition, and every
         second while a commit waits -- so a stop or revocation after a deletion does not wait
         for the timeout once per commit. Nothing can read a dead topic's offsets.
         """
         deadline = time.monotonic() + self._commit_timeout_s
-        if any(self._consumer.partitions_for_topic(tp.topic) is None for tp in positions):
+        if any(
+            tp.partition not in (self._consumer.partitions_for_topic(tp.topic) or ())
+            for tp in positions
+        ):
             with contextlib.suppress(KafkaError):  # no answer now: commit them all
                 positions = _left_out(positions, await self._of_existing(positions, deadline))
         while positions:

@@ -204,7 +204,7 @@ async def test_partitions_above_a_recreated_topics_count_are_left_out(
     parts: tuple[AiokafkaConsumer, _Aiokafka, _Lookups],
 ) -> None:
     consumer, inner, lookups = parts
-    inner.metadata_lost = True  # partitions_for_topic says nothing: looked up first
+    # The cached metadata has 2 partitions (partitions_for_topic): looked up first.
     lookups.gone.set_result(False)  # the topic is there, with 2 partitions
     inner.answer.set_result(None)
     async with asyncio.timeout(5):
