@@ -127,3 +127,18 @@ async def wait_for_leaders(admin: AIOKafkaAdminClient, name: str, partitions: in
             return
         await asyncio.sleep(0.05)
     raise AssertionError(f"topic {name} had no leader for every partition in time: {last}")
+
+
+async def delete_topic(bootstrap: str, name: str) -> None:
+    """Delete a topic and return once the broker no longer lists it."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=_ADMIN_TIMEOUT_MS)
+    await admin.start()
+    try:
+        await admin.delete_topics([name], timeout_ms=_ADMIN_TIMEOUT_MS)
+        deadline = time.monotonic() + _TOPIC_READY_TIMEOUT
+        while name in await admin.list_topics():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"topic {name} was not deleted in time")
+            await asyncio.sleep(0.05)
+    finally:
+        await admin.close()

@@ -24,7 +24,7 @@ from adapter.local.moto import MotoServer
 from adapter.model import HandlerType, InputKind, ServiceType
 from adapter.store.dynamo import DynamoStore
 from tests._http_fixtures import HandlerServer
-from tests._kafka_fixtures import wait_for_leaders
+from tests._kafka_fixtures import delete_topic, wait_for_leaders
 from tests.harness import (
     Call,
     Ingress,
@@ -78,21 +78,6 @@ async def create_topic(bootstrap: str, name: str, config: dict[str, str] | None 
     try:
         await admin.create_topics([NewTopic(name, 1, 1, topic_configs=config or {})])
         await wait_for_leaders(admin, name, 1)
-    finally:
-        await admin.close()
-
-
-async def delete_topic(bootstrap: str, name: str) -> None:
-    """Delete a topic and return once the broker no longer lists it."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        await admin.delete_topics([name])
-
-        async def gone() -> bool:
-            return name not in await admin.list_topics()
-
-        await eventually(gone, timeout=30, message=f"topic {name} was not deleted")
     finally:
         await admin.close()
 

@@ -39,7 +39,7 @@ from adapter.model import HandlerType, InputKind, ServiceType
 from adapter.sdk.protocol import HEADER_JWT
 from adapter.store.dynamo import DynamoStore
 from tests._http_fixtures import HandlerServer
-from tests._kafka_fixtures import wait_for_leaders
+from tests._kafka_fixtures import delete_topic, wait_for_leaders
 from tests.harness import Call, Ingress, PollerProcess, RecordingHandler, eventually
 
 pytestmark = [pytest.mark.reliability, pytest.mark.kafka, pytest.mark.timeout(300)]
@@ -58,19 +58,6 @@ async def create_topic(bootstrap: str, topic: str, partitions: int) -> None:
     try:
         await admin.create_topics([NewTopic(topic, partitions, 1)])
         await wait_for_leaders(admin, topic, partitions)
-    finally:
-        await admin.close()
-
-
-async def delete_topic(bootstrap: str, topic: str) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        await admin.delete_topics([topic])
-        deadline = time.monotonic() + 60
-        while topic in await admin.list_topics():
-            assert time.monotonic() < deadline, f"topic {topic} was not deleted"
-            await asyncio.sleep(0.1)
     finally:
         await admin.close()
 

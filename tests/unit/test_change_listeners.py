@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import cast
 
 import pytest
@@ -17,39 +18,57 @@ from adapter.kafka.change_signal import ChangeListener
 from adapter.secrets import SecretResolver
 
 
+@dataclass
+class Listeners:
+    listeners: ChangeListeners
+    running: dict[str, asyncio.Event]
+    closing: dict[str, asyncio.Event]
+    release: asyncio.Event
+    """Lets the listeners' clean-up end."""
+
+    async def follow(self, names: set[str]) -> None:
+        """Follow ``names`` and wait until each new listener runs (a task cancelled before
+        it ran would skip its clean-up)."""
+        await self.listeners.follow(names)
+        async with asyncio.timeout(5):
+            for name in names:
+                await self.running[name].wait()
+
+
 class _SlowToClose:
-    def __init__(self, name: str, closing: dict[str, asyncio.Event], release: asyncio.Event):
+    def __init__(self, name: str, parts: Listeners) -> None:
         self.name = name
-        self._closing = closing
-        self._release = release
+        self._parts = parts
 
     async def run(self) -> None:
+        self._parts.running[self.name].set()
         try:
             await asyncio.Event().wait()
         finally:
-            self._closing[self.name].set()
-            await self._release.wait()
-
-
-Listeners = tuple[ChangeListeners, dict[str, asyncio.Event], asyncio.Event]
+            self._parts.closing[self.name].set()
+            await self._parts.release.wait()
 
 
 @pytest.fixture
 async def slow() -> AsyncIterator[Listeners]:
-    """Listeners of clusters "a" and "b", their "closing" events and the event that lets
-    their clean-up end (set at teardown in any case, so a failed test does not hang)."""
-    closing = {name: asyncio.Event() for name in ("a", "b")}
-    release = asyncio.Event()
+    """Listeners of clusters "a" and "b" (their release is set at teardown in any case, so a
+    failed test does not hang)."""
     listeners = ChangeListeners(dict, cast(SecretResolver, None), lambda: None)
+    parts = Listeners(
+        listeners,
+        running={name: asyncio.Event() for name in ("a", "b")},
+        closing={name: asyncio.Event() for name in ("a", "b")},
+        release=asyncio.Event(),
+    )
 
     async def make(name: str) -> ChangeListener:
-        return cast(ChangeListener, _SlowToClose(name, closing, release))
+        return cast(ChangeListener, _SlowToClose(name, parts))
 
     listeners._listener = make  # type: ignore[method-assign]
     try:
-        yield listeners, closing, release
+        yield parts
     finally:
-        release.set()
+        parts.release.set()
         async with asyncio.timeout(5):
             await listeners.aclose()
 
@@ -57,26 +76,22 @@ async def slow() -> AsyncIterator[Listeners]:
 async def test_following_without_a_cluster_does_not_wait_for_its_listener_to_close(
     slow: Listeners,
 ) -> None:
-    listeners, closing, _ = slow
-    await listeners.follow({"a", "b"})
-    await asyncio.sleep(0)  # the listeners start running
+    await slow.follow({"a", "b"})
     async with asyncio.timeout(5):
-        await listeners.follow({"b"})  # returned before "a" may end: nothing waited for it
-        await closing["a"].wait()
-    assert set(listeners.listeners) == {"b"}
+        await slow.listeners.follow({"b"})  # returned before "a" may end: nothing waited
+        await slow.closing["a"].wait()
+    assert set(slow.listeners.listeners) == {"b"}
 
 
 async def test_closing_stops_every_listener_at_once(slow: Listeners) -> None:
-    listeners, closing, release = slow
-    await listeners.follow({"a", "b"})
-    await asyncio.sleep(0)
-    close = asyncio.create_task(listeners.aclose())
+    await slow.follow({"a", "b"})
+    close = asyncio.create_task(slow.listeners.aclose())
     async with asyncio.timeout(5):
         # Both are closing while neither has ended: one at a time, "b" would wait for "a".
-        await closing["a"].wait()
-        await closing["b"].wait()
+        await slow.closing["a"].wait()
+        await slow.closing["b"].wait()
     assert not close.done(), "aclose returned before its listeners ended"
-    release.set()
+    slow.release.set()
     async with asyncio.timeout(5):
         await close
-    assert listeners.listeners == {}
+    assert slow.listeners.listeners == {}
