@@ -21,12 +21,15 @@ from dataclasses import dataclass
 
 import orjson
 
+from adapter.engine.batch_dispatch import BatchSettings
+from adapter.engine.batches import BatchPolicy
 from adapter.engine.ledger import LedgerWriter
 from adapter.engine.retry import RetryPolicy
 from adapter.engine.runner import SubscriptionRunner
 from adapter.engine.settings import RunnerSettings
 from adapter.gc_tuning import tune_for_throughput
 from adapter.invokers.base import InvocationRequest, Outcome
+from adapter.invokers.batch_response import BatchAnswer
 from adapter.kafka.topics import TopicInfo
 from adapter.model import (
     Deployment,
@@ -57,6 +60,19 @@ class _OneLoopTrip:
 
     async def aclose(self) -> None:
         return None
+
+
+class _OneLoopTripBatches(_OneLoopTrip):
+    """Batch mode's caller: acknowledges every batch after one trip through the loop."""
+
+    def event_bytes(self, request: InvocationRequest) -> int:
+        return len(request.body) + 512
+
+    async def invoke_records(
+        self, requests: Sequence[InvocationRequest], *, report_batch_item_failures: bool
+    ) -> BatchAnswer:
+        await asyncio.sleep(0)
+        return BatchAnswer((False,) * len(requests))
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,7 +112,9 @@ def _target(exclusive: bool) -> Target:
     )
 
 
-async def run_engine(records: int, *, exclusive: bool, in_flight: int) -> EngineRun:
+async def run_engine(
+    records: int, *, exclusive: bool, in_flight: int, batches: bool = False
+) -> EngineRun:
     """Deliver ``records`` over four partitions; CPU from the first delivery to the last
     commit."""
     per_partition = records // _PARTITIONS
@@ -109,6 +127,7 @@ async def run_engine(records: int, *, exclusive: bool, in_flight: int) -> Engine
         commit_interval_s=0.2,
         max_in_flight=in_flight,
         retry=RetryPolicy(initial_interval=0.01, max_interval=0.05, jitter=0.0),
+        batches=BatchSettings(policy=BatchPolicy(size=100)) if batches else None,
     )
     runner = SubscriptionRunner(
         Subscription(id="sub_bench", cluster="c", topic=_TOPIC, service="S", handler="h"),
@@ -116,7 +135,7 @@ async def run_engine(records: int, *, exclusive: bool, in_flight: int) -> Engine
         consumer_factory=lambda watch: consumer,
         store=store,
         ledger=ledger,
-        invoker=_OneLoopTrip(),
+        invoker=_OneLoopTripBatches() if batches else _OneLoopTrip(),
         dead_letters=None,
         settings=settings,
         clock=clock,
@@ -161,12 +180,13 @@ async def run_engine(records: int, *, exclusive: bool, in_flight: int) -> Engine
     return EngineRun(done, cpu * 1e6 / done, done / wall)
 
 
-def _run(records: int, *, exclusive: bool, in_flight: int) -> EngineRun:
+def _run(records: int, *, exclusive: bool, in_flight: int, batches: bool) -> EngineRun:
+    run = run_engine(records, exclusive=exclusive, in_flight=in_flight, batches=batches)
     try:
         import uvloop
     except ImportError:
-        return asyncio.run(run_engine(records, exclusive=exclusive, in_flight=in_flight))
-    return uvloop.run(run_engine(records, exclusive=exclusive, in_flight=in_flight))
+        return asyncio.run(run)
+    return uvloop.run(run)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -178,9 +198,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     tune_for_throughput()
     figures: dict[str, list[float]] = {}
-    for name, exclusive in (("service", False), ("exclusive", True)):
+    variants = (("service", False, False), ("exclusive", True, False), ("batches", False, True))
+    for name, exclusive, batches in variants:
         runs = [
-            _run(args.records, exclusive=exclusive, in_flight=args.in_flight)
+            _run(args.records, exclusive=exclusive, in_flight=args.in_flight, batches=batches)
             for _ in range(args.rounds)
         ]
         figures[name] = [round(r.cpu_us_per_record, 2) for r in runs]

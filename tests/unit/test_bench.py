@@ -583,11 +583,11 @@ def test_the_reference_takes_serves_collector_setting_unless_told_not_to() -> No
     assert _in_a_fresh_interpreter(probe.format(choice="default")) == "700"
 
 
-@pytest.mark.parametrize("exclusive", [False, True])
+@pytest.mark.parametrize(("exclusive", "batches"), [(False, False), (True, False), (False, True)])
 async def test_the_engine_benchmark_runs_every_record_through_to_its_commit(
-    exclusive: bool,
+    exclusive: bool, batches: bool
 ) -> None:
-    run = await run_engine(2_000, exclusive=exclusive, in_flight=64)
+    run = await run_engine(2_000, exclusive=exclusive, in_flight=64, batches=batches)
     assert run.records == 2_000  # run_engine returns only once all four partitions committed
     assert run.cpu_us_per_record > 0
     assert run.records_per_s > 0
