@@ -79,7 +79,7 @@ class ChangeListeners:
     def _stop(self, name: str) -> None:
         """Cancel a cluster's listener without waiting for it to end: over TLS, closing its
         consumer waits for the fetch in flight (the broker reads the close only after
-        answering it, up to FETCH_WAIT_MS), which held up the supervisor's pass."""
+        answering it, up to TLS_FETCH_WAIT_MS), which would hold up the supervisor's pass."""
         task = self._tasks.pop(name)
         self.listeners.pop(name, None)
         task.cancel()

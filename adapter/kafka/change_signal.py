@@ -7,7 +7,8 @@ subscription the admin API produces one empty record to :data:`SIGNAL_TOPIC` on 
 subscription's cluster (:class:`ChangeSignaller`), and every poller long-polls that topic on each
 cluster its subscriptions use (:class:`ChangeListener`: one partition, no consumer group, from
 the end, fetches held by the broker for up to :data:`FETCH_WAIT_MS`, so an idle listener costs
-one request per 5 s). A record wakes the supervisor, which reads the feed at once.
+one request per 5 s; over TLS two a second, :data:`TLS_FETCH_WAIT_MS`). A record wakes the
+supervisor, which reads the feed at once.
 
 The record carries nothing: the feed stays the only source of truth, and a signal that is lost,
 late or sent by another deployment on the same cluster only costs one early read of the feed.
@@ -33,16 +34,23 @@ __all__ = [
     "FETCH_WAIT_MS",
     "SIGNAL_TOPIC",
     "STOP_TIMEOUT_S",
+    "TLS_FETCH_WAIT_MS",
     "ChangeListener",
     "ChangeSignaller",
     "connection_kwargs",
     "ensure_signal_topic",
+    "listener_fetch_wait_ms",
 ]
 
 log = logging.getLogger(__name__)
 
 SIGNAL_TOPIC = "__kafka_ingress_changes"
 FETCH_WAIT_MS = 5_000
+TLS_FETCH_WAIT_MS = 500
+"""The hold over TLS. Closing a TLS connection waits for the broker's own close, and the
+broker reads the client's close only once it has answered the request in flight: with the
+5 s hold, a listener took up to 5 s to stop (a poller's shutdown, a cluster's last
+subscription gone). Two idle fetches a second per cluster is the price."""
 SEND_TIMEOUT_S = 2.0
 RETRY_S = 30.0
 STOP_TIMEOUT_S = 5.0
@@ -64,6 +72,12 @@ def connection_kwargs(kwargs: Mapping[str, Any]) -> dict[str, Any]:
     return {
         k: v for k, v in kwargs.items() if k in keep or k.startswith(("security_", "sasl_", "ssl_"))
     }
+
+
+def listener_fetch_wait_ms(connection: Mapping[str, Any]) -> int:
+    """How long the broker may hold a listener's fetch on ``connection`` (aiokafka's
+    arguments): :data:`TLS_FETCH_WAIT_MS` when it uses TLS, else :data:`FETCH_WAIT_MS`."""
+    return TLS_FETCH_WAIT_MS if connection.get("ssl_context") is not None else FETCH_WAIT_MS
 
 
 async def ensure_signal_topic(connection: dict[str, Any]) -> None:
@@ -101,7 +115,7 @@ class ChangeListener:
                 **self._connection,
                 group_id=None,
                 enable_auto_commit=False,
-                fetch_max_wait_ms=FETCH_WAIT_MS,
+                fetch_max_wait_ms=listener_fetch_wait_ms(self._connection),
             )
             try:
                 await ensure_signal_topic(self._connection)

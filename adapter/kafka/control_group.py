@@ -23,9 +23,9 @@ assignor hands every signal partition to *every* member (Kafka does not check th
 partition goes to one member only; the group never commits, so each member reads from the
 end). One client thus does both jobs — two broker connections (fetches and metadata; the
 group coordinator) instead of three with a listener of its own. Its fetch is held up to
-:data:`~adapter.kafka.change_signal.FETCH_WAIT_MS`, so a partition count request may queue
-that long behind it: counts only widen a subscription's pollers beyond the minimum, which
-runs meanwhile (``adapter.engine.shards``).
+:func:`~adapter.kafka.change_signal.listener_fetch_wait_ms` (5 s, over TLS 0.5 s), so a
+partition count request may queue that long behind it: counts only widen a subscription's
+pollers beyond the minimum, which runs meanwhile (``adapter.engine.shards``).
 """
 
 from __future__ import annotations
@@ -50,10 +50,10 @@ from aiokafka.errors import KafkaError as AIOKafkaError
 
 from adapter.errors import KafkaError
 from adapter.kafka.change_signal import (
-    FETCH_WAIT_MS,
     SIGNAL_TOPIC,
     connection_kwargs,
     ensure_signal_topic,
+    listener_fetch_wait_ms,
 )
 from adapter.kafka.errors import translate
 from adapter.kafka.topics import describe_topics
@@ -212,7 +212,11 @@ class ControlGroup:
             client_id=f"kafka-ingress-poller-{poller}",
             enable_auto_commit=False,
             partition_assignment_strategy=(_assignor(poller, on_map),),
-            fetch_max_wait_ms=FETCH_WAIT_MS if self._on_signal is not None else _FETCH_WAIT_MS,
+            fetch_max_wait_ms=(
+                listener_fetch_wait_ms(client_kwargs)
+                if self._on_signal is not None
+                else _FETCH_WAIT_MS
+            ),
             consumer_timeout_ms=_FETCHER_TIMEOUT_MS,
             session_timeout_ms=session_timeout_ms,
             # Nothing to process: never leave the group for not polling often enough.

@@ -33,6 +33,7 @@ from aiokafka import errors as ak
 
 from adapter.errors import KafkaAuthError
 from adapter.kafka import msk_iam as msk_iam_module
+from adapter.kafka.change_signal import SIGNAL_TOPIC, ChangeListener, ensure_signal_topic
 from adapter.kafka.errors import (
     ConnectionWatch,
     TokenUnavailableError,
@@ -287,6 +288,34 @@ async def test_tls_with_a_ca_generated_by_the_test(
     handler, _ = await start_consuming(ingress, handler_server, topic)
     await send(secure, topic, 0, 3)
     await all_acked(handler, 3)
+
+
+async def test_a_change_listener_over_tls_stops_without_waiting_out_its_held_fetch(
+    secure: SecureBroker,
+) -> None:
+    # Closing a TLS connection waits for the broker's close, which the broker sends only
+    # once it has answered the fetch it holds: with a 5 s hold a listener took ~5 s to stop.
+    connection: dict[str, Any] = {
+        "bootstrap_servers": secure.address("SSL"),
+        "security_protocol": "SSL",
+        "ssl_context": ssl.create_default_context(cafile=str(secure.ca_file)),
+    }
+    await ensure_signal_topic(connection)
+    heard = asyncio.Event()
+    listener = ChangeListener("tls", connection, heard.set)
+    running = asyncio.create_task(listener.run())
+    try:
+        await asyncio.wait_for(listener.ready.wait(), 30)
+        # A signal heard proves the listener is fetching (a held fetch is in flight again).
+        await produce(secure.plaintext, SIGNAL_TOPIC, [(None, b"")])
+        await asyncio.wait_for(heard.wait(), 30)
+    finally:
+        started = time.monotonic()
+        running.cancel()
+        await asyncio.wait({running}, timeout=10)
+    stopped_in = time.monotonic() - started
+    assert running.done()
+    assert stopped_in < 2.0, f"the listener took {stopped_in:.1f}s to stop"
 
 
 async def test_mutual_tls_with_an_encrypted_client_key(

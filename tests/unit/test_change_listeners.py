@@ -7,6 +7,7 @@ clean-up after the cancel waits until the test lets it end."""
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import cast
@@ -14,7 +15,12 @@ from typing import cast
 import pytest
 
 from adapter.engine.change_listeners import ChangeListeners
-from adapter.kafka.change_signal import ChangeListener
+from adapter.kafka.change_signal import (
+    FETCH_WAIT_MS,
+    TLS_FETCH_WAIT_MS,
+    ChangeListener,
+    listener_fetch_wait_ms,
+)
 from adapter.secrets import SecretResolver
 
 
@@ -95,3 +101,11 @@ async def test_closing_stops_every_listener_at_once(slow: Listeners) -> None:
     async with asyncio.timeout(5):
         await close
     assert slow.listeners.listeners == {}
+
+
+def test_listeners_hold_fetches_briefly_over_tls_only() -> None:
+    # Over TLS a held fetch also holds up closing the connection (see TLS_FETCH_WAIT_MS).
+    tls = ssl.create_default_context()
+    assert listener_fetch_wait_ms({"bootstrap_servers": "b:9092"}) == FETCH_WAIT_MS
+    assert listener_fetch_wait_ms({"ssl_context": None}) == FETCH_WAIT_MS
+    assert listener_fetch_wait_ms({"ssl_context": tls}) == TLS_FETCH_WAIT_MS < FETCH_WAIT_MS
