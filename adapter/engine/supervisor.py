@@ -252,15 +252,15 @@ class Supervisor:
         # After _runs_here: it starts the shard map members, which listen for signals too.
         await self.change_listeners.follow({s.cluster for s in subs})
         now = time.monotonic()
-        for sub_id in list(self._slots):
-            slot = self._slots[sub_id]
+        stopping: list[str] = []
+        for sub_id, slot in self._slots.items():
             want = desired.get(sub_id)
             if want is None or want.revision != slot.subscription.revision:
-                await self._stop_slot(sub_id)
+                stopping.append(sub_id)
             elif clusters.get(want.cluster) == slot.cluster:
                 slot.cluster_changed_at = None
             elif slot.cluster is None:
-                await self._stop_slot(sub_id)  # its cluster exists now: start it at once
+                stopping.append(sub_id)  # its cluster exists now: start it at once
             elif slot.cluster_changed_at is None:
                 # A cluster update moves its subscriptions' revisions one by one after its
                 # own write: wait for that, so each restarts once.
@@ -268,7 +268,11 @@ class Supervisor:
             elif now - slot.cluster_changed_at >= self.cluster_restart_grace_s:
                 # Changed without its subscriptions' revisions: created again after a forced
                 # delete, or an update whose restarts were cut short.
-                await self._stop_slot(sub_id)
+                stopping.append(sub_id)
+        # Together, not one after another: a consumer's stop may wait for the fetch the
+        # broker holds (over TLS, up to 5 s for a quiet subscription), and the pass, with
+        # every other change, waited that long for each subscription it stopped.
+        await asyncio.gather(*(self._stop_slot(sub_id) for sub_id in stopping))
         if not settled:
             # Subscriptions or clusters kept changing while they were read: no state of them
             # was seen at one moment, and a runner started from a mixed one could pair a

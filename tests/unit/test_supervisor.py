@@ -4,6 +4,7 @@ slots."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any, cast
 
 import pytest
@@ -154,6 +155,36 @@ async def test_a_feed_that_kept_changing_while_read_stops_but_starts_nothing() -
         await supervisor.refresh()
         assert set(supervisor.status()) == {"sub_sup_b"}
     finally:
+        await supervisor.shutdown()
+
+
+async def test_a_pass_stops_its_subscriptions_together(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A consumer's stop may wait for the fetch the broker holds (over TLS, up to 5 s for a
+    # quiet subscription): one after another, deleting many held the pass that many times.
+    feed = _Feed([_subscription("sub_sup_a"), _subscription("sub_sup_b")])
+    supervisor = Supervisor(Settings(), cast(Any, None), cast(Any, None), cast(Any, None))
+    supervisor._control = cast(Any, feed)
+    stop = supervisor._stop_slot
+    stopping: set[str] = set()
+    both = asyncio.Event()
+
+    async def slow(sub_id: str) -> None:
+        stopping.add(sub_id)
+        if len(stopping) == 2:
+            both.set()
+        await asyncio.wait_for(both.wait(), 2)  # the other stop started meanwhile
+        await stop(sub_id)
+
+    try:
+        await supervisor.refresh()
+        assert set(supervisor.status()) == {"sub_sup_a", "sub_sup_b"}
+        monkeypatch.setattr(supervisor, "_stop_slot", slow)
+        feed.subscriptions = []
+        await supervisor.refresh()
+        assert stopping == {"sub_sup_a", "sub_sup_b"}
+        assert supervisor.status() == {}
+    finally:
+        monkeypatch.undo()
         await supervisor.shutdown()
 
 
