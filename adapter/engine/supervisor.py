@@ -155,6 +155,8 @@ class Supervisor:
         self._max_backoff_s = max_backoff_s
         self.cluster_restart_grace_s = CLUSTER_RESTART_GRACE_S
         self._slots: dict[str, _Slot] = {}
+        self._stopping: set[asyncio.Task[None]] = set()
+        """Stops of slots already gone from ``_slots``: shutdown waits for them too."""
         self._dead_letters: dict[tuple[object, ...], DeadLetterProducer] = {}
         # As secrets do, the other AWS services follow the DynamoDB endpoint (one endpoint
         # for all of them in local setups; unset in production, where AWS is reached).
@@ -293,6 +295,9 @@ class Supervisor:
         if self.shards is not None:
             await self.shards.aclose()
         await asyncio.gather(*(self._stop_slot(s) for s in list(self._slots)))
+        # Stops a cancelled pass had begun (the poller stopping meanwhile) run to their end.
+        if self._stopping:
+            await asyncio.wait(set(self._stopping))
         for producer in self._dead_letters.values():
             with contextlib.suppress(Exception):
                 await producer.stop()
@@ -321,6 +326,15 @@ class Supervisor:
         slot.stop.set()
         if slot.runner is not None:
             slot.runner.stop()
+        # The rest runs to its end even if the pass that asked for it is cancelled (the
+        # poller stopping): cut short, the runner's drain and commits were lost and its
+        # consumer's connections left open. Shutdown waits for it.
+        stopping = asyncio.create_task(self._finish_stop(sub_id, slot), name=f"stop {sub_id}")
+        self._stopping.add(stopping)
+        stopping.add_done_callback(self._stopping.discard)
+        await asyncio.shield(stopping)
+
+    async def _finish_stop(self, sub_id: str, slot: _Slot) -> None:
         try:
             if slot.task is not None:
                 await slot.task

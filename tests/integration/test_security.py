@@ -318,6 +318,34 @@ async def test_a_change_listener_over_tls_stops_without_waiting_out_its_held_fet
     assert stopped_in < 2.0, f"the listener took {stopped_in:.1f}s to stop"
 
 
+async def test_a_poller_stopped_while_a_subscription_stops_lets_that_stop_finish(
+    secure: SecureBroker,
+    make_ingress: MakeIngress,
+    handler_server: HandlerServer,
+    logs: pytest.LogCaptureFixture,
+) -> None:
+    # Over TLS a consumer's stop waits for the fetch the broker holds (5 s here). A poller
+    # stopped meanwhile cut that stop short: the runner's drain was lost and its consumer's
+    # connections left open (an unclosed socket at the next garbage collection).
+    ingress = make_ingress(
+        secure.address("SSL"),
+        {"security.protocol": "SSL", "ssl.ca.location": str(secure.ca_file)},
+    )
+    topic = await create_topic(secure.plaintext)
+    handler, sub = await start_consuming(
+        ingress, handler_server, topic, {"fetch.wait.max.ms": "5000"}
+    )
+    await send(secure, topic, 0, 3)
+    await all_acked(handler, 3)
+    supervisor = ingress.poller.supervisor if ingress.poller else None
+    assert supervisor is not None
+    await ingress.store.delete_subscription(sub.id)
+    supervisor.wake()
+    await eventually(lambda: sub.id not in supervisor.status(), timeout=30)  # its stop began
+    await ingress.stop()
+    assert f"stopped subscription {sub.id}" in logs.text
+
+
 async def test_mutual_tls_with_an_encrypted_client_key(
     secure: SecureBroker,
     make_ingress: MakeIngress,
