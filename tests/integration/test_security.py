@@ -318,6 +318,7 @@ async def test_a_change_listener_over_tls_stops_without_waiting_out_its_held_fet
     assert stopped_in < 2.0, f"the listener took {stopped_in:.1f}s to stop"
 
 
+@pytest.mark.promise("p-fault-sigterm")
 async def test_a_poller_stopped_while_a_subscription_stops_lets_that_stop_finish(
     secure: SecureBroker,
     make_ingress: MakeIngress,
