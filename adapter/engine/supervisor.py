@@ -155,8 +155,9 @@ class Supervisor:
         self._max_backoff_s = max_backoff_s
         self.cluster_restart_grace_s = CLUSTER_RESTART_GRACE_S
         self._slots: dict[str, _Slot] = {}
-        self._stopping: set[asyncio.Task[None]] = set()
-        """Stops of slots already gone from ``_slots``: shutdown waits for them too."""
+        self._stopping: dict[str, asyncio.Task[None]] = {}
+        """Stops of slots already gone from ``_slots``, by subscription ID: shutdown waits for
+        them too, and a slot of the same ID starts only once its stop has ended."""
         self._dead_letters: dict[tuple[object, ...], DeadLetterProducer] = {}
         # As secrets do, the other AWS services follow the DynamoDB endpoint (one endpoint
         # for all of them in local setups; unset in production, where AWS is reached).
@@ -283,21 +284,30 @@ class Supervisor:
             log.info("subscriptions and clusters kept changing while read; starting none yet")
             return
         for sub_id, sub in desired.items():
-            if sub_id not in self._slots:
+            # A stop still running (its pass was cancelled) would release what the new slot
+            # takes (its token provider): the next pass starts it.
+            if sub_id not in self._slots and sub_id not in self._stopping:
                 self._start_slot(sub, clusters.get(sub.cluster))
 
     def _runs_here(self, sub: Subscription) -> bool:
         return self.shards is None or self.shards.owns(sub)
 
     async def shutdown(self) -> None:
-        await self.change_listeners.aclose()
-        # Leave the shard map first: other pollers take over while this one drains.
-        if self.shards is not None:
-            await self.shards.aclose()
-        await asyncio.gather(*(self._stop_slot(s) for s in list(self._slots)))
-        # Stops a cancelled pass had begun (the poller stopping meanwhile) run to their end.
-        if self._stopping:
-            await asyncio.wait(set(self._stopping))
+        try:
+            await self.change_listeners.aclose()
+            # Leave the shard map first: other pollers take over while this one drains.
+            if self.shards is not None:
+                await self.shards.aclose()
+            await asyncio.gather(*(self._stop_slot(s) for s in list(self._slots)))
+            # Stops a cancelled pass had begun (the poller stopping meanwhile) run to their end.
+            if self._stopping:
+                await asyncio.wait(set(self._stopping.values()))
+        except asyncio.CancelledError:
+            # Cancelled (again): stop now, cutting the stops short as a cancel always did,
+            # rather than leaving them running after the supervisor.
+            for stopping in self._stopping.values():
+                stopping.cancel()
+            raise
         for producer in self._dead_letters.values():
             with contextlib.suppress(Exception):
                 await producer.stop()
@@ -330,9 +340,18 @@ class Supervisor:
         # poller stopping): cut short, the runner's drain and commits were lost and its
         # consumer's connections left open. Shutdown waits for it.
         stopping = asyncio.create_task(self._finish_stop(sub_id, slot), name=f"stop {sub_id}")
-        self._stopping.add(stopping)
-        stopping.add_done_callback(self._stopping.discard)
+        self._stopping[sub_id] = stopping
+        stopping.add_done_callback(self._stop_ended)
         await asyncio.shield(stopping)
+        self._stop_ended(stopping)  # now, not a callback later: the pass may start it again
+
+    def _stop_ended(self, stopping: asyncio.Task[None]) -> None:
+        for sub_id, task in list(self._stopping.items()):
+            if task is stopping:
+                del self._stopping[sub_id]
+                # Read here: a stop whose pass was cancelled has nobody else to read it.
+                if not stopping.cancelled() and stopping.exception() is not None:
+                    log.error("%s failed", stopping.get_name(), exc_info=stopping.exception())
 
     async def _finish_stop(self, sub_id: str, slot: _Slot) -> None:
         try:

@@ -188,6 +188,93 @@ async def test_a_pass_stops_its_subscriptions_together(monkeypatch: pytest.Monke
         await supervisor.shutdown()
 
 
+async def _stop_held_by_a_cancelled_pass(
+    supervisor: Supervisor, feed: _Feed, monkeypatch: pytest.MonkeyPatch, sub_id: str
+) -> asyncio.Event:
+    """Stop ``sub_id`` in a pass that is cancelled while the stop waits for the returned
+    event (the poller stopping meanwhile); the stop goes on."""
+    finish = supervisor._finish_stop
+    release = asyncio.Event()
+
+    async def held(held_id: str, slot: Any) -> None:
+        await release.wait()
+        await finish(held_id, slot)
+
+    monkeypatch.setattr(supervisor, "_finish_stop", held)
+    feed.subscriptions = [s for s in feed.subscriptions if s.id != sub_id]
+    refreshing = asyncio.create_task(supervisor.refresh())
+    await eventually(lambda: sub_id in supervisor._stopping, timeout=5)
+    refreshing.cancel()
+    await asyncio.gather(refreshing, return_exceptions=True)
+    return release
+
+
+async def test_a_stop_whose_pass_was_cancelled_finishes_before_its_slot_starts_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Started meanwhile, the new slot took what the old stop released at its end (the
+    # subscription's token provider).
+    feed = _Feed([_subscription("sub_sup_r")])
+    supervisor = Supervisor(Settings(), cast(Any, None), cast(Any, None), cast(Any, None))
+    supervisor._control = cast(Any, feed)
+    try:
+        await supervisor.refresh()
+        first = supervisor._slots["sub_sup_r"]
+        release = await _stop_held_by_a_cancelled_pass(supervisor, feed, monkeypatch, "sub_sup_r")
+        feed.subscriptions = [_subscription("sub_sup_r", revision=2)]
+        await supervisor.refresh()
+        assert "sub_sup_r" not in supervisor._slots  # its stop still runs
+        release.set()
+        await eventually(lambda: "sub_sup_r" not in supervisor._stopping, timeout=5)
+        await supervisor.refresh()
+        assert supervisor._slots["sub_sup_r"] is not first
+    finally:
+        monkeypatch.undo()
+        await supervisor.shutdown()
+
+
+async def test_the_error_of_a_stop_whose_pass_was_cancelled_is_logged(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    feed = _Feed([_subscription("sub_sup_e")])
+    supervisor = Supervisor(Settings(), cast(Any, None), cast(Any, None), cast(Any, None))
+    supervisor._control = cast(Any, feed)
+
+    async def failing(sub_id: str) -> None:
+        raise RuntimeError("closing its token provider failed")
+
+    try:
+        await supervisor.refresh()
+        monkeypatch.setattr(supervisor, "_release_token_provider", failing)
+        release = await _stop_held_by_a_cancelled_pass(supervisor, feed, monkeypatch, "sub_sup_e")
+        release.set()
+        await eventually(lambda: "sub_sup_e" not in supervisor._stopping, timeout=5)
+        assert "stop sub_sup_e failed" in caplog.text
+        assert "closing its token provider failed" in caplog.text
+    finally:
+        monkeypatch.undo()
+        await supervisor.shutdown()
+
+
+async def test_shutdown_waits_for_stops_and_a_cancel_of_it_cuts_them_short(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    feed = _Feed([_subscription("sub_sup_w")])
+    supervisor = Supervisor(Settings(), cast(Any, None), cast(Any, None), cast(Any, None))
+    supervisor._control = cast(Any, feed)
+    await supervisor.refresh()
+    await _stop_held_by_a_cancelled_pass(supervisor, feed, monkeypatch, "sub_sup_w")
+    stopping = supervisor._stopping["sub_sup_w"]
+    shutting = asyncio.create_task(supervisor.shutdown())
+    done, _ = await asyncio.wait({shutting}, timeout=0.3)
+    assert not done  # it waits for the stop still running
+    shutting.cancel()
+    await asyncio.gather(shutting, return_exceptions=True)
+    await asyncio.wait({stopping}, timeout=5)
+    assert stopping.cancelled()  # not left running after the supervisor
+    monkeypatch.undo()
+
+
 async def test_a_cluster_changed_without_its_subscriptions_revisions_restarts_them(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
