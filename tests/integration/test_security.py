@@ -325,7 +325,7 @@ async def test_a_poller_stopped_while_a_subscription_stops_lets_that_stop_finish
     handler_server: HandlerServer,
     logs: pytest.LogCaptureFixture,
 ) -> None:
-    # Over TLS a consumer's stop waits for the fetch the broker holds (5 s here). A poller
+    # Over TLS a consumer's stop waits for the fetch the broker holds (2 s here). A poller
     # stopped meanwhile cut that stop short: the runner's drain was lost and its consumer's
     # connections left open (an unclosed socket at the next garbage collection).
     ingress = make_ingress(
@@ -334,7 +334,7 @@ async def test_a_poller_stopped_while_a_subscription_stops_lets_that_stop_finish
     )
     topic = await create_topic(secure.plaintext)
     handler, sub = await start_consuming(
-        ingress, handler_server, topic, {"fetch.wait.max.ms": "5000"}
+        ingress, handler_server, topic, {"fetch.wait.max.ms": "2000"}
     )
     await send(secure, topic, 0, 3)
     await all_acked(handler, 3)
