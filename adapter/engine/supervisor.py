@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -341,17 +342,17 @@ class Supervisor:
         # consumer's connections left open. Shutdown waits for it.
         stopping = asyncio.create_task(self._finish_stop(sub_id, slot), name=f"stop {sub_id}")
         self._stopping[sub_id] = stopping
-        stopping.add_done_callback(self._stop_ended)
+        stopping.add_done_callback(functools.partial(self._stop_ended, sub_id))
         await asyncio.shield(stopping)
-        self._stop_ended(stopping)  # now, not a callback later: the pass may start it again
+        self._stop_ended(sub_id, stopping)  # now, not a callback later: the pass may restart it
 
-    def _stop_ended(self, stopping: asyncio.Task[None]) -> None:
-        for sub_id, task in list(self._stopping.items()):
-            if task is stopping:
-                del self._stopping[sub_id]
-                # Read here: a stop whose pass was cancelled has nobody else to read it.
-                if not stopping.cancelled() and stopping.exception() is not None:
-                    log.error("%s failed", stopping.get_name(), exc_info=stopping.exception())
+    def _stop_ended(self, sub_id: str, stopping: asyncio.Task[None]) -> None:
+        if self._stopping.get(sub_id) is not stopping:
+            return  # seen already
+        del self._stopping[sub_id]
+        # Read here: a stop whose pass was cancelled has nobody else to read its error.
+        if not stopping.cancelled() and stopping.exception() is not None:
+            log.error("%s failed", stopping.get_name(), exc_info=stopping.exception())
 
     async def _finish_stop(self, sub_id: str, slot: _Slot) -> None:
         try:

@@ -44,6 +44,13 @@ class _Feed:
         return list(self.subscriptions)
 
 
+def _supervising(feed: _Feed) -> Supervisor:
+    """A supervisor reading ``feed`` (no store, ledger or metrics of its own)."""
+    supervisor = Supervisor(Settings(), cast(Any, None), cast(Any, None), cast(Any, None))
+    supervisor._control = cast(Any, feed)
+    return supervisor
+
+
 def _subscription(sub_id: str, **changes: Any) -> Subscription:
     return Subscription(sub_id, "nowhere", "t", "svc", "h", **changes)
 
@@ -51,8 +58,7 @@ def _subscription(sub_id: str, **changes: Any) -> Subscription:
 async def test_a_deleted_subscription_s_histograms_leave_metrics_and_others_stay() -> None:
     gone, kept, paused = "sub_sup_gone", "sub_sup_kept", "sub_sup_paused"
     feed = _Feed([_subscription(gone), _subscription(kept), _subscription(paused)])
-    supervisor = Supervisor(Settings(), cast(Any, None), cast(Any, None), cast(Any, None))
-    supervisor._control = cast(Any, feed)
+    supervisor = _supervising(feed)
     registry = metrics_registry(Snapshot, OldestAge())
     try:
         await supervisor.refresh()
@@ -142,8 +148,7 @@ async def test_a_slot_rebuilt_after_a_failure_pairs_its_subscription_with_its_cl
 
 async def test_a_feed_that_kept_changing_while_read_stops_but_starts_nothing() -> None:
     feed = _Feed([_subscription("sub_sup_a")])
-    supervisor = Supervisor(Settings(), cast(Any, None), cast(Any, None), cast(Any, None))
-    supervisor._control = cast(Any, feed)
+    supervisor = _supervising(feed)
     try:
         await supervisor.refresh()
         assert set(supervisor.status()) == {"sub_sup_a"}
@@ -162,8 +167,7 @@ async def test_a_pass_stops_its_subscriptions_together(monkeypatch: pytest.Monke
     # A consumer's stop may wait for the fetch the broker holds (over TLS, up to 5 s for a
     # quiet subscription): one after another, deleting many held the pass that many times.
     feed = _Feed([_subscription("sub_sup_a"), _subscription("sub_sup_b")])
-    supervisor = Supervisor(Settings(), cast(Any, None), cast(Any, None), cast(Any, None))
-    supervisor._control = cast(Any, feed)
+    supervisor = _supervising(feed)
     stop = supervisor._stop_slot
     stopping: set[str] = set()
     both = asyncio.Event()
@@ -215,8 +219,7 @@ async def test_a_stop_whose_pass_was_cancelled_finishes_before_its_slot_starts_a
     # Started meanwhile, the new slot took what the old stop released at its end (the
     # subscription's token provider).
     feed = _Feed([_subscription("sub_sup_r")])
-    supervisor = Supervisor(Settings(), cast(Any, None), cast(Any, None), cast(Any, None))
-    supervisor._control = cast(Any, feed)
+    supervisor = _supervising(feed)
     try:
         await supervisor.refresh()
         first = supervisor._slots["sub_sup_r"]
@@ -237,8 +240,7 @@ async def test_the_error_of_a_stop_whose_pass_was_cancelled_is_logged(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     feed = _Feed([_subscription("sub_sup_e")])
-    supervisor = Supervisor(Settings(), cast(Any, None), cast(Any, None), cast(Any, None))
-    supervisor._control = cast(Any, feed)
+    supervisor = _supervising(feed)
 
     async def failing(sub_id: str) -> None:
         raise RuntimeError("closing its token provider failed")
@@ -260,8 +262,7 @@ async def test_shutdown_waits_for_stops_and_a_cancel_of_it_cuts_them_short(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     feed = _Feed([_subscription("sub_sup_w")])
-    supervisor = Supervisor(Settings(), cast(Any, None), cast(Any, None), cast(Any, None))
-    supervisor._control = cast(Any, feed)
+    supervisor = _supervising(feed)
     await supervisor.refresh()
     await _stop_held_by_a_cancelled_pass(supervisor, feed, monkeypatch, "sub_sup_w")
     stopping = supervisor._stopping["sub_sup_w"]
